@@ -1,0 +1,1 @@
+"""Shared process configuration and errors for the connected-product experience platform."""
