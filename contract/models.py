@@ -37,7 +37,7 @@ class LifecycleStage(StrEnum):
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     seq: Seq
     ts: AwareDatetime
@@ -122,7 +122,7 @@ Event = Annotated[
 class TelemetryBatch(BaseModel):
     """One MQTT message: a batch of events from the device named in the topic."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     v: Literal[1] = CONTRACT_VERSION
     device_id: Name | None = None

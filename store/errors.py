@@ -1,0 +1,31 @@
+"""The store's exceptions; psycopg errors are mapped to these at the boundary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+
+class StoreError(Exception):
+    """Root of every store error."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or the connection broke; the operation may be retried."""
+
+
+class MigrationError(StoreError):
+    """A migration failed or an applied migration was changed."""
+
+
+@contextmanager
+def mapped_errors() -> Iterator[None]:
+    """Translate psycopg exceptions into store exceptions."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(str(exc).strip()) from exc
+    except psycopg.Error as exc:
+        raise StoreError(str(exc).strip()) from exc
