@@ -69,7 +69,8 @@ CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
 """
 
 # Payloads passed strict contract validation, so every field parses here; expanding them in SQL
-# keeps the per-event work off the gateway's Python thread. A message whose events break a time
+# keeps the per-event work off the gateway's Python thread. The contract's defaults are applied here
+# (SQL_DEFAULTS below; tests/contract pins them to the models). A message whose events break a time
 # bound is rejected whole and reported back for dead-lettering in the same transaction.
 _CHECK_EXPAND_INSERT = """
 WITH ev AS MATERIALIZED (
@@ -98,8 +99,10 @@ good AS (
 new_events AS (
     INSERT INTO events (device_key, ts, seq, kind, touchpoint, success, duration_s, quantity, unit,
                         latency_ms, code, severity, nps, csat, ces, stage, detail)
-    SELECT device_key, ts, seq, kind::event_kind, touchpoint, success, duration_s, quantity, unit,
-           latency_ms, code, severity, nps, csat, ces, stage, NULLIF(detail, '{}'::jsonb)
+    SELECT device_key, ts, seq, kind::event_kind, touchpoint,
+           CASE WHEN kind = 'usage' THEN coalesce(success, true) END, duration_s, quantity, unit, latency_ms,
+           code, CASE WHEN kind = 'error' THEN coalesce(severity, 'error') END, nps, csat, ces, stage,
+           NULLIF(detail, '{}'::jsonb)
     FROM good WHERE kind <> 'state'
     ON CONFLICT DO NOTHING
     RETURNING device_key, ts
@@ -124,6 +127,9 @@ SELECT (SELECT count(*) FROM good), (SELECT count(*) FROM new_events), (SELECT c
             ELSE format('event at %%s is older than the retention horizon (%%s s)', first_ts, %(max_age)s)
             END)), '[]') FROM verdict WHERE reason IS NOT NULL)
 """
+
+# Non-null defaults of the contract's event fields, as this SQL applies them: (kind, field) -> value.
+SQL_DEFAULTS = {("usage", "success"): True, ("error", "severity"): "error"}
 
 _DEAD_LETTER_COPY = ("COPY dead_letters (received_at, topic, device_id, reason, detail, payload, payload_bytes)"
                      " FROM STDIN")

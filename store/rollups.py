@@ -26,10 +26,10 @@ SELECT e.device_key, time_bucket('1 hour', e.ts) AS bucket, coalesce(e.touchpoin
        count(*) FILTER (WHERE e.kind = 'usage')::int,
        count(*) FILTER (WHERE e.kind = 'usage' AND e.success)::int,
        count(*) FILTER (WHERE e.kind = 'error')::int,
-       coalesce(sum(e.duration_s) FILTER (WHERE e.kind = 'usage'), 0),
+       coalesce(sum(e.duration_s::float8) FILTER (WHERE e.kind = 'usage'), 0),
        coalesce(sum(e.quantity) FILTER (WHERE e.kind = 'usage'), 0),
        count(e.latency_ms)::int,
-       coalesce(sum(e.latency_ms), 0),
+       coalesce(sum(e.latency_ms::float8), 0),
        coalesce(sum(e.latency_ms::float8 * e.latency_ms), 0),
        max(e.latency_ms)
 FROM events e {scope}

@@ -1,0 +1,82 @@
+"""The telemetry contract: what it accepts, what it refuses, and that the SQL expansion agrees with it."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from contract import batch_adapter, device_id_from_topic, json_schema, telemetry_topic
+from contract.models import ErrorEvent, FeedbackEvent, LifecycleEvent, RecoveryEvent, StateEvent, UsageEvent
+from store.ingest import SQL_DEFAULTS
+
+TS = "2026-03-01T10:00:00Z"
+
+
+def _batch(*events: dict) -> bytes:
+    return json.dumps({"v": 1, "events": list(events)}).encode()
+
+
+def test_every_event_kind_round_trips():
+    payload = _batch(
+        {"seq": 1, "ts": TS, "kind": "usage", "touchpoint": "brew", "quantity": 2, "unit": "cup", "latency_ms": 80},
+        {"seq": 2, "ts": TS, "kind": "error", "code": "E42", "severity": "critical", "touchpoint": "brew"},
+        {"seq": 3, "ts": TS, "kind": "recovery", "code": "E42"},
+        {"seq": 4, "ts": TS, "kind": "state", "battery_pct": 80, "metrics": {"temperature_c": 21.5}},
+        {"seq": 5, "ts": TS, "kind": "feedback", "nps": 9, "csat": 5},
+        {"seq": 6, "ts": TS, "kind": "lifecycle", "stage": "plan_changed", "detail": {"plan": "pro"}},
+    )
+    batch = batch_adapter().validate_json(payload, strict=True)
+    assert [type(e) for e in batch.events] == [UsageEvent, ErrorEvent, RecoveryEvent, StateEvent, FeedbackEvent,
+                                               LifecycleEvent]
+    assert batch.events[0].ts == datetime(2026, 3, 1, 10, tzinfo=UTC)
+    again = batch_adapter().validate_json(batch_adapter().dump_json(batch), strict=True)
+    assert again == batch
+
+
+@pytest.mark.parametrize("event, problem", [
+    ({"seq": 1, "ts": "2026-03-01T10:00:00", "kind": "usage", "touchpoint": "x"}, "timezone"),
+    ({"seq": 1, "ts": 1767225600, "kind": "usage", "touchpoint": "x"}, "datetime"),
+    ({"seq": -1, "ts": TS, "kind": "usage", "touchpoint": "x"}, "greater than or equal"),
+    ({"seq": 1, "ts": TS, "kind": "usage", "touchpoint": "x", "quantity": "3"}, "valid number"),
+    ({"seq": 1, "ts": TS, "kind": "usage", "touchpoint": "x", "success": "yes"}, "valid boolean"),
+    ({"seq": 1, "ts": TS, "kind": "usage", "touchpoint": "has space"}, "pattern"),
+    ({"seq": 1, "ts": TS, "kind": "usage", "touchpoint": "x", "unit": "cup"}, "unit given without quantity"),
+    ({"seq": 1, "ts": TS, "kind": "feedback"}, "at least one of"),
+    ({"seq": 1, "ts": TS, "kind": "feedback", "nps": 11}, "less than or equal"),
+    ({"seq": 1, "ts": TS, "kind": "usage", "touchpoint": "x", "colour": "red"}, "Extra inputs"),
+])
+def test_bad_events_are_refused_with_a_reason(event, problem):
+    with pytest.raises(ValidationError) as err:
+        batch_adapter().validate_json(_batch(event), strict=True)
+    assert problem in str(err.value)
+
+
+def test_nan_and_repeated_sequence_numbers_are_refused():
+    with pytest.raises(ValidationError):
+        batch_adapter().validate_json(b'{"v":1,"events":[{"seq":1,"ts":"' + TS.encode()
+                                      + b'","kind":"state","battery_pct":NaN}]}', strict=True)
+    with pytest.raises(ValidationError, match="repeat"):
+        batch_adapter().validate_json(_batch({"seq": 1, "ts": TS, "kind": "recovery", "code": "E"},
+                                             {"seq": 1, "ts": TS, "kind": "recovery", "code": "F"}), strict=True)
+
+
+def test_sql_applies_exactly_the_contracts_non_null_defaults():
+    found = {}
+    for model in (UsageEvent, ErrorEvent, RecoveryEvent, StateEvent, FeedbackEvent, LifecycleEvent):
+        kind = model.model_fields["kind"].default
+        for name, field in model.model_fields.items():
+            if name not in {"kind", "metrics", "detail"} and field.default is not None and not field.is_required():
+                found[(kind, name)] = field.default
+    assert found == SQL_DEFAULTS
+
+
+def test_topics_and_schema():
+    assert telemetry_topic("dev-1") == "devices/dev-1/telemetry"
+    assert device_id_from_topic("devices/dev-1/telemetry") == "dev-1"
+    assert device_id_from_topic("devices/dev-1/other") is None
+    assert device_id_from_topic("devices/a/b/telemetry") is None
+    schema = json_schema()
+    assert schema["$id"].endswith(":v1") and "events" in schema["properties"]

@@ -1,0 +1,69 @@
+"""Migrations, ingest checks, poison isolation and retention on the real database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from store.errors import StoreError
+from store.ingest import IngestMessage, TimeBounds, write_batch, write_batch_isolating
+from store.migrate import apply_migrations, list_migrations
+from store.retention import drop_old_chunks
+from tests.fixtures.mqtt import batch_payload, usage
+
+pytestmark = pytest.mark.integration
+
+
+def _msg(key: int, payload: bytes, received: datetime | None = None) -> IngestMessage:
+    received = received or datetime.now(UTC)
+    return IngestMessage("d/dev-000/telemetry", "dev-000", key, payload, received.timestamp(),
+                         datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+
+
+def test_migrations_are_recorded_and_idempotent(db):
+    assert apply_migrations(db) == []
+    versions = [v for (v,) in db.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    assert versions == [m.version for m in list_migrations()]
+    hypertables = {t for (t,) in db.execute("SELECT hypertable_name FROM timescaledb_information.hypertables")}
+    assert {"events", "device_state", "rollup_hourly"} <= hypertables
+
+
+def test_time_bounds_reject_whole_messages_in_sql(db, registered):
+    key = db.execute("SELECT device_key FROM devices WHERE device_id = 'dev-000'").fetchone()[0]
+    now = datetime.now(UTC)
+    good = _msg(key, batch_payload([usage(1, now - timedelta(hours=1))]))
+    mixed = _msg(key, batch_payload([usage(2, now - timedelta(hours=1)), usage(3, now + timedelta(hours=1))]))
+    old = _msg(key, batch_payload([usage(4, now - timedelta(days=40))]))
+    result = write_batch(db, messages=[good, mixed, old], bounds=TimeBounds(300, 30 * 86400))
+    assert (result.events_in, result.events_stored) == (1, 1)
+    assert sorted(r[1] for r in result.rejected) == ["future_timestamp", "too_old"]
+    reasons = sorted(r for (r,) in db.execute("SELECT reason FROM dead_letters"))
+    assert reasons == ["future_timestamp", "too_old"]
+
+
+def test_poison_message_is_isolated_and_the_rest_stored(db, registered):
+    key = db.execute("SELECT device_key FROM devices WHERE device_id = 'dev-000'").fetchone()[0]
+    now = datetime.now(UTC) - timedelta(hours=1)
+    good = _msg(key, batch_payload([usage(1, now)]))
+    # Valid for the contract but refused by PostgreSQL: a NUL character cannot be stored in jsonb text.
+    poison = _msg(key, batch_payload([{"seq": 2, "ts": now.isoformat(), "kind": "lifecycle", "stage": "setup",
+                                       "detail": {"note": "a\u0000b"}}]))
+    with pytest.raises(StoreError):
+        write_batch(db, messages=[good, poison])
+    result = write_batch_isolating(db, messages=[good, poison])
+    assert result.events_stored == 1
+    assert [r[1] for r in result.rejected] == ["store_rejected"]
+    assert db.execute("SELECT reason FROM dead_letters").fetchall() == [("store_rejected",)]
+
+
+def test_retention_drops_only_old_raw_chunks(db, registered):
+    key = db.execute("SELECT device_key FROM devices WHERE device_id = 'dev-000'").fetchone()[0]
+    now = datetime.now(UTC)
+    payload = batch_payload([usage(1, now - timedelta(days=60)), usage(2, now - timedelta(hours=2))])
+    write_batch(db, messages=[_msg(key, payload)], bounds=TimeBounds(300, None))
+    with pytest.raises(StoreError):
+        drop_old_chunks(db, keep_days=0)
+    dropped = drop_old_chunks(db, keep_days=30)
+    assert dropped["events"] >= 1
+    assert [s for (s,) in db.execute("SELECT seq FROM events")] == [2]
