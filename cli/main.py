@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,7 +19,9 @@ app = typer.Typer(help="Connected-product experience platform.", no_args_is_help
 stack_app = typer.Typer(help="The local Mosquitto + PostgreSQL/TimescaleDB stack.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema, rollups and retention.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+contract_app = typer.Typer(help="The telemetry message contract.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(contract_app, name="contract")
 console = Console()
 
 
@@ -97,8 +101,9 @@ def db_rollup() -> None:
 
 
 @db_app.command("retention")
-def db_retention(days: int = typer.Option(None, help="Keep this many days of raw telemetry "
-                                                       "(default: the retention_days setting).")) -> None:
+def db_retention(
+    days: Annotated[int | None, typer.Option(help="Days of raw telemetry to keep (default: retention_days).")] = None,
+) -> None:
     """Drop raw telemetry chunks older than the retention horizon (rollups are kept)."""
     from store.db import connect
     from store.errors import StoreError
@@ -120,8 +125,8 @@ def db_retention(days: int = typer.Option(None, help="Keep this many days of raw
 
 @app.command()
 def gateway(
-    stats_file: Path = typer.Option(None, help="Write the final counters here as JSON on exit."),
-    rollups: bool = typer.Option(True, help="Refresh rollups periodically in the gateway process."),
+    stats_file: Annotated[Path | None, typer.Option(help="Write the final counters here as JSON on exit.")] = None,
+    rollups: Annotated[bool, typer.Option(help="Refresh rollups periodically in the gateway process.")] = True,
 ) -> None:
     """Run the ingest gateway until SIGTERM."""
     from gateway.errors import GatewayError
@@ -133,6 +138,23 @@ def gateway(
     except (GatewayError, StoreError) as exc:
         _fail(str(exc))
     raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------------------------- contract
+
+@contract_app.command("schema")
+def contract_schema(
+    out: Annotated[Path | None, typer.Option(help="Write the schema here instead of printing it.")] = None,
+) -> None:
+    """Export the telemetry message's JSON Schema."""
+    from contract import json_schema
+
+    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        console.print(f"wrote {out}")
 
 
 # ---------------------------------------------------------------------------------------------- tests

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from contract import batch_adapter, device_id_from_topic, json_schema, telemetry_topic
 from contract.models import ErrorEvent, FeedbackEvent, LifecycleEvent, RecoveryEvent, StateEvent, UsageEvent
+from core.config import PROJECT_ROOT
 from store.ingest import SQL_DEFAULTS
 
 TS = "2026-03-01T10:00:00Z"
@@ -80,3 +81,9 @@ def test_topics_and_schema():
     assert device_id_from_topic("devices/a/b/telemetry") is None
     schema = json_schema()
     assert schema["$id"].endswith(":v1") and "events" in schema["properties"]
+
+
+def test_committed_json_schema_matches_the_models():
+    committed = json.loads((PROJECT_ROOT / "docs" / "telemetry.schema.json").read_text())
+    assert committed == json.loads(json.dumps(json_schema())), \
+        "regenerate it: cxp contract schema --out docs/telemetry.schema.json"

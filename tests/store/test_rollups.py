@@ -8,8 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from store.ingest import IngestMessage, TimeBounds, write_batch
-from store.rollups import list_daily, list_daily_from_scratch, list_hourly, list_hourly_from_scratch, \
-    refresh_all_pending, refresh_rollups
+from store.rollups import (
+    list_daily,
+    list_daily_from_scratch,
+    list_hourly,
+    list_hourly_from_scratch,
+    refresh_all_pending,
+    refresh_rollups,
+)
 from tests.fixtures.mqtt import batch_payload, usage
 
 pytestmark = pytest.mark.integration
@@ -51,7 +57,7 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     keys = dict(db.execute("SELECT device_id, device_key FROM devices").fetchall())
     start = NOW - timedelta(days=6)
     # Day-ordered data first, rolled up.
-    for i, device in enumerate(registered):
+    for device in registered:
         write_batch(db, messages=[_message(device, keys[device], _random_events(rng, 0, start, 200))],
                     bounds=NO_AGE_LIMIT)
     first = refresh_all_pending(db)
@@ -84,5 +90,6 @@ def test_daily_rollup_counts_match_raw_events(db, registered):
     write_batch(db, messages=[_message("dev-000", keys["dev-000"], events)], bounds=NO_AGE_LIMIT)
     refresh_all_pending(db)
     row = db.execute("SELECT usage_count, success_count, error_count, quantity_sum, latency_count, latency_sum,"
-                     " latency_max, touchpoints_used, heartbeat_count, battery_min, active FROM rollup_daily").fetchall()
+                     " latency_max, touchpoints_used, heartbeat_count, battery_min, active"
+                     " FROM rollup_daily").fetchall()
     assert row == [(3, 2, 1, 2.0, 2, 400.0, 300.0, 2, 2, 35.0, True)]
