@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +25,7 @@ app.add_typer(stack_app, name="stack")
 contract_app = typer.Typer(help="The telemetry message contract.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(contract_app, name="contract")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 def _settings() -> Settings:
@@ -138,6 +141,166 @@ def gateway(
     except (GatewayError, StoreError) as exc:
         _fail(str(exc))
     raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------------------------- simulator
+
+def _fleet_window(days: int, start: datetime | None) -> datetime:
+    # Anchored at a UTC midnight so that re-runs on the same day replay identical events (deduplicated).
+    if start is not None:
+        return start.astimezone(UTC)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=days)
+
+
+def _parse_error_prone(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    product, sep, touchpoint = value.partition(":")
+    if not sep:
+        _fail("--error-prone takes PRODUCT:TOUCHPOINT, e.g. brew-c3:brew")
+    return product, touchpoint
+
+
+def run_simulation(settings: Settings, *, devices: int, days: int, seed: int, mode: str, start: datetime | None,
+                   duration_s: float, speed: float, error_prone: tuple[str, str] | None, progress: bool):
+    """Build and register the fleet, then publish its telemetry; returns the publish report."""
+    from cli.wiring import register_fleet
+    from device_sim import MqttPublisher, build_fleet, simulate_backfill, simulate_live
+    from store.db import connect
+
+    fleet_start = _fleet_window(days, start)
+    fleet = build_fleet(seed=seed, devices=devices, start=fleet_start, days=days, error_prone=error_prone)
+    with connect(settings.db) as conn:
+        register_fleet(conn, fleet=fleet)
+    publisher = MqttPublisher(host=settings.mqtt.host, port=settings.mqtt.port,
+                              client_id=f"{settings.sim.client_id_prefix}-{os.getpid()}",
+                              username=settings.mqtt.username, password=settings.mqtt.password,
+                              max_inflight=settings.sim.max_inflight).connect()
+    try:
+        if mode == "backfill":
+            end = min(datetime.now(UTC), fleet.end)
+            return fleet, simulate_backfill(fleet=fleet, publisher=publisher, start=fleet_start, end=end,
+                                            topic_prefix=settings.mqtt.topic_prefix,
+                                            max_events_per_message=settings.sim.max_events_per_message,
+                                            progress=progress)
+        return fleet, simulate_live(fleet=fleet, publisher=publisher, duration_s=duration_s, speed=speed,
+                                    topic_prefix=settings.mqtt.topic_prefix,
+                                    max_events_per_message=settings.sim.max_events_per_message, progress=progress)
+    finally:
+        publisher.close(timeout_s=10)
+
+
+@app.command()
+def simulate(
+    devices: Annotated[int, typer.Option(min=1, help="Fleet size.")] = 200,
+    days: Annotated[int, typer.Option(min=1, help="Days of history the fleet covers.")] = 30,
+    seed: Annotated[int, typer.Option(help="Same seed, same fleet, same events.")] = 42,
+    mode: Annotated[str, typer.Option(help="backfill: the history at full speed; live: in real time.")] = "backfill",
+    start: Annotated[datetime | None, typer.Option(help="Fleet start (default: UTC midnight, DAYS ago).")] = None,
+    duration: Annotated[float, typer.Option(help="Live mode: seconds to run.")] = 60.0,
+    speed: Annotated[float, typer.Option(help="Live mode: simulated seconds per wall-clock second.")] = 1.0,
+    error_prone: Annotated[str | None, typer.Option(help="Plant a failing touchpoint: PRODUCT:TOUCHPOINT.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Register a simulated fleet and publish its telemetry through the broker."""
+    from device_sim import SimError
+
+    if mode not in ("backfill", "live"):
+        _fail("--mode is backfill or live")
+    try:
+        _, report = run_simulation(_settings(), devices=devices, days=days, seed=seed, mode=mode, start=start,
+                                   duration_s=duration, speed=speed, error_prone=_parse_error_prone(error_prone),
+                                   progress=progress)
+    except SimError as exc:
+        _fail(str(exc))
+    console.print(f"published {report.messages:,} messages, {report.events:,} events in {report.elapsed_s:.1f}s"
+                  f" ({report.events_per_s:,.0f} events/s); all acked by the broker: {report.all_acked}")
+
+
+@app.command()
+def demo(
+    devices: Annotated[int, typer.Option(min=1, help="Fleet size.")] = 300,
+    days: Annotated[int, typer.Option(min=1, help="Days of history.")] = 30,
+    seed: Annotated[int, typer.Option(help="Fleet seed.")] = 42,
+) -> None:
+    """The whole pipeline: stack up → migrate → simulate a fleet over MQTT → ingest → fleet summary."""
+    from analytics.fleet import get_fleet_summary
+    from store.admin import truncate_data
+    from store.db import connect
+    from store.rollups import refresh_all_pending
+
+    stack_up()
+    db_migrate()
+    settings = _settings()
+    with connect(settings.db) as conn:
+        truncate_data(conn)  # the demo owns its database: each run starts from the same empty state
+    console.rule("gateway")
+    log_path = settings.stack.dir / "demo-gateway.log"
+    with open(log_path, "wb") as log_file:
+        gw = subprocess.Popen([sys.executable, "-m", "cli.main", "gateway"], cwd=PROJECT_ROOT,
+                              stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            _wait_for_log(log_path, "connected to broker", gw)
+            console.print(f"gateway pid {gw.pid} (log: {log_path})")
+            console.rule(f"simulating {devices} devices × {days} days (seed {seed})")
+            t0 = time.perf_counter()
+            fleet, report = run_simulation(settings, devices=devices, days=days, seed=seed, mode="backfill",
+                                           start=None, duration_s=0, speed=1, error_prone=("brew-c3", "descale"),
+                                           progress=True)
+            with connect(settings.db) as conn:
+                stored = _wait_for_events(conn, report.events, timeout_s=600)
+            elapsed = time.perf_counter() - t0
+        finally:
+            gw.send_signal(signal.SIGTERM)
+            gw.wait(60)
+    with connect(settings.db) as conn:
+        refresh_all_pending(conn)
+        summary = get_fleet_summary(conn)
+    console.print(f"published {report.messages:,} messages / {report.events:,} events; stored {stored:,} events "
+                  f"in {elapsed:.1f}s end to end ({stored / elapsed:,.0f} events/s); gateway exit {gw.returncode}")
+    _print_summary(summary)
+
+
+def _wait_for_log(path: Path, text: str, proc: subprocess.Popen, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if text in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            _fail(f"gateway exited with {proc.returncode}: {path.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.1)
+    _fail(f"gateway did not connect within {timeout_s:.0f}s; see {path}")
+
+
+def _wait_for_events(conn, expected: int, *, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    stored = 0
+    while time.monotonic() < deadline:
+        stored = conn.execute("SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM device_state)"
+                              ).fetchone()[0]
+        if stored >= expected:
+            break
+        time.sleep(0.25)
+    return stored
+
+
+def _print_summary(summary) -> None:
+    from rich.table import Table
+
+    table = Table(title="Fleet summary (from the daily rollups)")
+    for col in ("product", "devices", "reporting", "active device-days", "uses", "success", "errors / 1k uses",
+                "mean latency ms", "heartbeats", "days"):
+        table.add_column(col, justify="right" if col not in ("product", "days") else "left")
+    for p in summary.products:
+        table.add_row(p.product_id, f"{p.devices:,}", f"{p.devices_reporting:,}", f"{p.active_device_days:,}",
+                      f"{p.usage_events:,}", f"{p.success_rate:.1%}" if p.success_rate is not None else "–",
+                      f"{p.errors_per_1000_uses:.1f}" if p.errors_per_1000_uses is not None else "–",
+                      f"{p.mean_latency_ms:.0f}" if p.mean_latency_ms is not None else "–", f"{p.heartbeats:,}",
+                      f"{p.first_day} → {p.last_day}")
+    console.print(table)
+    reasons = ", ".join(f"{k}: {v}" for k, v in summary.dead_letter_reasons.items()) or "none"
+    console.print(f"raw events {summary.raw_events:,}, heartbeats {summary.raw_states:,}; dead letters: {reasons}")
 
 
 # ---------------------------------------------------------------------------------------------- contract

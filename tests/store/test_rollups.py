@@ -16,6 +16,7 @@ from store.rollups import (
     refresh_all_pending,
     refresh_rollups,
 )
+from tests.fixtures.compare import assert_rows_equal
 from tests.fixtures.mqtt import batch_payload, usage
 
 pytestmark = pytest.mark.integration
@@ -62,7 +63,7 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
                     bounds=NO_AGE_LIMIT)
     first = refresh_all_pending(db)
     assert first.device_days > 0 and first.hourly_rows > 0
-    assert list_hourly(db) == list_hourly_from_scratch(db)
+    assert_rows_equal(list_hourly(db), list_hourly_from_scratch(db))
     before = list_daily(db)
     # Late, out-of-order data into already rolled-up days (and a redelivery that must change nothing).
     late = [_message(d, keys[d], _random_events(rng, 10_000, start, 60)) for d in registered[:3]]
@@ -71,9 +72,9 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     second = refresh_rollups(db, max_device_days=4)  # partial refresh: the rest stays pending
     assert second.pending > 0
     refresh_all_pending(db)
-    assert list_hourly(db) == list_hourly_from_scratch(db)
+    assert_rows_equal(list_hourly(db), list_hourly_from_scratch(db))
     after = list_daily(db)
-    assert after == list_daily_from_scratch(db)
+    assert_rows_equal(after, list_daily_from_scratch(db))
     assert after != before, "late data changed the rollups"
     assert db.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0] == 0
 

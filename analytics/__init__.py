@@ -1,0 +1,1 @@
+"""Experience analytics over the stored telemetry (rollups first, raw events only when needed)."""
