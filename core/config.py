@@ -51,7 +51,7 @@ class GatewaySettings(BaseModel):
     # MQTT v5 Receive Maximum: the bounded in-flight window of unacked messages.
     receive_maximum: int = 4000
     batch_max_messages: int = 1000
-    batch_max_wait_ms: int = 200
+    batch_max_wait_ms: int = 50
     max_payload_bytes: int = 256 * 1024
     dead_letter_payload_cap: int = 8 * 1024
     max_future_skew_s: int = 300

@@ -9,9 +9,9 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -34,8 +34,7 @@ log = logging.getLogger("cxp.gateway")
 _UNKNOWN_TTL_S = 30.0  # how long an unknown device id is remembered before the registry is asked again
 
 
-@dataclass(frozen=True, slots=True)
-class _Inbound:
+class _Inbound(NamedTuple):
     topic: str
     payload: bytes
     mid: int
