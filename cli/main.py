@@ -25,6 +25,8 @@ app.add_typer(stack_app, name="stack")
 contract_app = typer.Typer(help="The telemetry message contract.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(contract_app, name="contract")
+bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
@@ -301,6 +303,23 @@ def _print_summary(summary) -> None:
     console.print(table)
     reasons = ", ".join(f"{k}: {v}" for k, v in summary.dead_letter_reasons.items()) or "none"
     console.print(f"raw events {summary.raw_events:,}, heartbeats {summary.raw_states:,}; dead letters: {reasons}")
+
+
+# ---------------------------------------------------------------------------------------------- benchmarks
+
+@bench_app.command("ingest")
+def bench_ingest(
+    devices: Annotated[int, typer.Option(help="Fleet size the messages come from.")] = 2000,
+    days: Annotated[int, typer.Option(help="Days of fleet history.")] = 30,
+    messages: Annotated[int, typer.Option(help="Messages drained by the no-op subscriber and the gateway.")] = 100_000,
+    latency_seconds: Annotated[float, typer.Option(help="Duration of the half-rate latency phase.")] = 20.0,
+    backlog: Annotated[int, typer.Option(help="Messages queued for the memory-bound phase (0: skip).")] = 0,
+) -> None:
+    """Ingest throughput vs the paho ceiling, latency at half rate, memory under a backlog (prints JSON)."""
+    from loadtests.ingest_bench import main as bench_main
+
+    bench_main(["--devices", str(devices), "--days", str(days), "--messages", str(messages),
+                "--latency-seconds", str(latency_seconds), "--backlog", str(backlog)])
 
 
 # ---------------------------------------------------------------------------------------------- contract

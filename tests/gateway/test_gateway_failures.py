@@ -73,3 +73,19 @@ def test_database_restart_mid_stream_loses_nothing(db, registered, publisher, st
         assert gw.stop() == 0
         assert _events(conn) == (expected, expected)
     assert gw.final_stats()["db_retries"] > 0, "the outage was noticed"
+
+
+def test_broker_restart_keeps_messages_queued_for_the_offline_gateway(db, registered, publisher, start_gateway,
+                                                                       settings):
+    from stack.local import start_broker, stop_broker
+
+    start_gateway("prime").stop()  # the gateway's persistent session exists; now it is away
+    items = _stream(publisher.prefix, 500)
+    assert publisher.publish(items) == 500
+    publisher.close()
+    stop_broker(settings)  # Mosquitto saves its persistence file on SIGTERM
+    start_broker(settings)
+    gw = start_gateway("after-restart")
+    assert wait_for(lambda: _events(db)[0] >= 500 * 5, timeout=60), _events(db)
+    assert gw.stop() == 0
+    assert _events(db) == (2500, 2500)
