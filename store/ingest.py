@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -170,8 +169,7 @@ def write_batch(
                     copy.write(_copy_text(messages))
                 cur.execute(_CHECK_EXPAND_INSERT, {"skew": bounds.max_future_skew_s, "max_age": bounds.max_age_s})
                 events_in, events_stored, states_stored, rejected_json = cur.fetchone()
-            rejected = [tuple(r) for r in (rejected_json if isinstance(rejected_json, list)
-                                           else json.loads(rejected_json))]
+            rejected = [tuple(r) for r in rejected_json]  # psycopg has parsed the json already
             letters += [dead_letter_for(messages[i], reason=reason, detail=detail, payload_cap=payload_cap)
                         for i, reason, detail in rejected]
         if letters:
