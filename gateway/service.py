@@ -1,15 +1,17 @@
-"""The gateway process: paho-mqtt 2 (MQTT v5, persistent session, manual acks) feeding a batch writer."""
+"""The gateway: a receiving process (paho-mqtt 2, MQTT v5, persistent session, manual acks) and a
+writer process (validation + TimescaleDB). A message is acked only after its batch is committed."""
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import json
 import logging
+import multiprocessing
 import queue
 import signal
 import threading
 import time
-from datetime import UTC, datetime
+from collections import deque
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,18 +22,11 @@ from paho.mqtt.properties import Properties
 
 from contract import telemetry_subscription
 from core.config import Settings
-from gateway.errors import BrokerUnavailable
+from gateway.errors import BrokerUnavailable, GatewayError
 from gateway.stats import GatewayStats
-from gateway.validate import Accepted, validate_message
-from store.db import connect
-from store.errors import StoreError, StoreUnavailable
-from store.ingest import DeadLetter, IngestMessage, TimeBounds, WriteResult, write_batch_isolating
-from store.registry import DeviceIdentity, get_device_identity, list_device_identities
-from store.rollups import refresh_rollups
+from gateway.writer import BatchResult, Item, run_writer
 
 log = logging.getLogger("cxp.gateway")
-
-_UNKNOWN_TTL_S = 30.0  # how long an unknown device id is remembered before the registry is asked again
 
 
 class _Inbound(NamedTuple):
@@ -40,41 +35,6 @@ class _Inbound(NamedTuple):
     mid: int
     qos: int
     received_at: float
-
-
-class DeviceCache:
-    """Registered devices by id; misses go to the database, unknown ids are remembered briefly."""
-
-    def __init__(self) -> None:
-        self._known: dict[str, DeviceIdentity] = {}
-        self._unknown: dict[str, float] = {}
-        self.conn = None
-
-    def load(self, conn) -> None:
-        """Replace the cache with the registry's contents."""
-        self.conn = conn
-        self._known = list_device_identities(conn)
-        self._unknown.clear()
-
-    @property
-    def size(self) -> int:
-        """How many registered devices are cached."""
-        return len(self._known)
-
-    def lookup(self, device_id: str) -> DeviceIdentity | None:
-        """The device's identity, or None when it is not registered."""
-        found = self._known.get(device_id)
-        if found is not None:
-            return found
-        now = time.monotonic()
-        if self._unknown.get(device_id, 0.0) > now:
-            return None
-        found = get_device_identity(self.conn, device_id=device_id)
-        if found is None:
-            self._unknown[device_id] = now + _UNKNOWN_TTL_S
-        else:
-            self._known[device_id] = found
-        return found
 
 
 class Gateway:
@@ -88,14 +48,13 @@ class Gateway:
         self.rollups = rollups
         self.inbox: queue.SimpleQueue[_Inbound] = queue.SimpleQueue()
         self.stopping = threading.Event()
-        self.devices = DeviceCache()
-        self.bounds = TimeBounds(
-            max_future_skew_s=float(self.cfg.max_future_skew_s),
-            max_age_s=float(settings.retention_days * 86400) if settings.retention_days else None,
-        )
-        self.connected = threading.Event()
         self.client = self._make_client()
-        self._conn = None
+        self._ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
+        self._writer_stopping = self._ctx.Event()
+        # Batches sent to the writer and not yet answered, oldest first: (batch id, [(mid, qos)]).
+        self._pending: deque[tuple[int, list[tuple[int, int]]]] = deque()
+        self._pending_lock = threading.Lock()
+        self._writer_failed = False
 
     # ------------------------------------------------------------------ MQTT side
 
@@ -120,15 +79,13 @@ class Gateway:
             return
         log.info("connected to broker (session present: %s)", flags.session_present)
         client.subscribe(telemetry_subscription(self.settings.mqtt.topic_prefix), qos=1)
-        self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.connected.clear()
         if not self.stopping.is_set():
             log.warning("disconnected from broker (%s); reconnecting", reason_code)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        # Only enqueue: the network thread must keep reading; the writer does the work.
+        # Only enqueue: the network thread must keep reading; the writer process does the work.
         self.inbox.put(_Inbound(msg.topic, msg.payload, msg.mid, msg.qos, time.time()))
 
     def _connect_broker(self) -> None:
@@ -143,19 +100,57 @@ class Gateway:
                                     f"{self.settings.mqtt.port}: {exc}") from exc
         self.client.loop_start()
 
-    # ------------------------------------------------------------------ DB side
+    # ------------------------------------------------------------------ the writer process
 
-    def _db(self):
-        if self._conn is None or self._conn.closed:
-            self._conn = connect(self.settings.db)
-            self.devices.load(self._conn)
-        return self._conn
+    def _start_writer(self) -> None:
+        batches_r, self._batches = self._ctx.Pipe(duplex=False)
+        self._results, results_w = self._ctx.Pipe(duplex=False)
+        self._writer = self._ctx.Process(
+            target=run_writer, name="cxp-gateway-writer", daemon=True,
+            args=(self.settings.model_dump_json(), batches_r, results_w, self._writer_stopping, self.rollups),
+        )
+        self._writer.start()
+        batches_r.close()
+        results_w.close()
+        if not self._results.poll(60):
+            raise GatewayError("the writer process did not start within 60 s")
+        status, detail = self._results.recv()
+        if status != "ready":
+            raise GatewayError(f"the writer process could not start: {detail}")
+        log.info("gateway running: %d devices registered", detail)
 
-    def _drop_db(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):  # closing a broken connection may fail any way
-                self._conn.close()
-        self._conn = None
+    def _acker_loop(self) -> None:
+        """Ack each batch the writer reports committed, in order; leave the others unacked."""
+        while True:
+            try:
+                result: BatchResult = self._results.recv()
+            except (EOFError, OSError):
+                break
+            with self._pending_lock:
+                batch_id, mids = self._pending.popleft()
+            if batch_id != result.batch_id:
+                log.error("writer answered batch %d while %d was expected; stopping", result.batch_id, batch_id)
+                self._writer_failed = True
+                self.stopping.set()
+                break
+            s = self.stats
+            s.db_retries += result.db_retries
+            if not result.committed:
+                continue
+            for mid, qos in mids:
+                if qos > 0:
+                    self.client.ack(mid, qos)
+            s.received += len(mids)
+            s.messages_stored += result.stored_messages
+            s.events_stored += result.events_stored
+            s.states_stored += result.states_stored
+            s.duplicates += result.duplicates
+            s.dead_lettered += result.dead_lettered
+            s.add_batch(batch_ms=result.batch_ms, latencies_ms=result.latencies_ms)
+        if not self.stopping.is_set():
+            log.error("the writer process ended unexpectedly; stopping without acking the rest")
+            self._writer_failed = True
+            self.stopping.set()
 
     def _take_batch(self) -> list[_Inbound]:
         try:
@@ -177,73 +172,19 @@ class Gateway:
                     continue
         return batch
 
-    def _prepare(self, batch: list[_Inbound]) -> tuple[list[IngestMessage], list[DeadLetter], list]:
-        messages: list[IngestMessage] = []
-        letters: list[DeadLetter] = []
-        sent: list = []
-        cap = self.cfg.dead_letter_payload_cap
-        for item in batch:
-            verdict = validate_message(topic=item.topic, payload=item.payload, lookup_device=self.devices.lookup,
-                                       max_payload_bytes=self.cfg.max_payload_bytes,
-                                       topic_prefix=self.settings.mqtt.topic_prefix)
-            if isinstance(verdict, Accepted):
-                messages.append(IngestMessage(item.topic, item.topic.split("/")[1], verdict.device_key,
-                                              item.payload, item.received_at, verdict.activated_at.timestamp()))
-                sent.append(verdict.sent_at)
-            else:
-                letters.append(DeadLetter(datetime.fromtimestamp(item.received_at, UTC), item.topic,
-                                          verdict.device_id, verdict.reason.value, verdict.detail,
-                                          item.payload[:cap], len(item.payload)))
-        return messages, letters, sent
+    def _dispatch(self, batch: list[_Inbound], batch_id: int) -> None:
+        with self._pending_lock:
+            self._pending.append((batch_id, [(m.mid, m.qos) for m in batch]))
+        self._batches.send((batch_id, [Item(m.topic, m.payload, m.received_at) for m in batch]))
 
-    def _write_with_retry(self, batch: list[_Inbound]) -> tuple[WriteResult, list, int] | None:
-        """Write the batch, retrying while the database is away; None when stopping gave up on it."""
-        backoff = 0.2
-        while True:
-            try:
-                conn = self._db()
-                messages, letters, sent = self._prepare(batch)
-                result = write_batch_isolating(conn, messages=messages, dead_letters=letters, bounds=self.bounds,
-                                               payload_cap=self.cfg.dead_letter_payload_cap)
-                return result, sent, len(messages) - len(result.rejected)
-            except StoreUnavailable as exc:
-                self.stats.db_retries += 1
-                self._drop_db()
-                if self.stopping.is_set():
-                    # Unacked messages stay with the broker and come back on the next start.
-                    log.warning("database unavailable while stopping; leaving %d messages unacked", len(batch))
-                    return None
-                log.warning("database unavailable (%s); retrying in %.1fs, nothing acked", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.cfg.retry_max_backoff_s)
-
-    def _process(self, batch: list[_Inbound]) -> bool:
-        """Store then ack one batch; False when it was left unacked."""
-        started = time.perf_counter()
-        written = self._write_with_retry(batch)
-        if written is None:
-            return False
-        result, sent, stored_messages = written
-        committed = time.time()
-        for item in batch:
-            if item.qos > 0:
-                self.client.ack(item.mid, item.qos)
-        s = self.stats
-        s.received += len(batch)
-        s.messages_stored += stored_messages
-        s.events_stored += result.events_stored
-        s.states_stored += result.states_stored
-        s.duplicates += result.duplicates
-        s.dead_lettered += result.dead_lettered
-        latencies = [(committed - t.timestamp()) * 1000 for t in sent if t is not None]
-        s.add_batch(batch_ms=(time.perf_counter() - started) * 1000, latencies_ms=latencies)
-        return True
-
-    def _writer_loop(self) -> None:
+    def _dispatch_loop(self) -> None:
+        ids = itertools.count()
         while not self.stopping.is_set():
             batch = self._take_batch()
-            if batch:
-                self._process(batch)
+            if batch and not self._writer_failed:
+                self._dispatch(batch, next(ids))
+        if self._writer_failed:
+            return
         # Flush what was received before the stop; later deliveries stay unacked for redelivery.
         while True:
             rest: list[_Inbound] = []
@@ -252,20 +193,10 @@ class Gateway:
                     rest.append(self.inbox.get_nowait())
                 except queue.Empty:
                     break
-            if not rest or not self._process(rest):
+            if not rest:
                 break
-
-    def _rollup_loop(self) -> None:
-        conn = None
-        while not self.stopping.wait(self.settings.gateway.rollup_interval_s):
-            try:
-                conn = conn if conn is not None and not conn.closed else connect(self.settings.db)
-                step = refresh_rollups(conn)
-                if step.device_days:
-                    log.debug("rollups refreshed: %s", step)
-            except StoreError as exc:
-                log.warning("rollup refresh failed: %s", exc)
-                conn = None
+            self._dispatch(rest, next(ids))
+        self._batches.send(None)
 
     def _stats_loop(self) -> None:
         while not self.stopping.wait(self.cfg.stats_interval_s):
@@ -273,26 +204,27 @@ class Gateway:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def run(self) -> int:
-        """Run until SIGTERM/SIGINT; flush, ack, exit 0."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stopping.set())
-        self._db()
-        self._connect_broker()
-        threads = [threading.Thread(target=self._stats_loop, name="stats", daemon=True)]
-        if self.rollups:
-            threads.append(threading.Thread(target=self._rollup_loop, name="rollups", daemon=True))
-        for t in threads:
-            t.start()
-        log.info("gateway running: %d devices registered", self.devices.size)
-        self._writer_loop_until_stopped()
-        return 0
+    def _on_signal(self, *_args) -> None:
+        self.stopping.set()
+        # While stopping, the writer gives up on a database that is down instead of retrying forever.
+        self._writer_stopping.set()
 
-    def _writer_loop_until_stopped(self) -> None:
-        writer = threading.Thread(target=self._writer_loop, name="writer")
-        writer.start()
-        while writer.is_alive():
-            writer.join(timeout=0.5)
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; flush, ack, exit 0 (1 when the writer process failed)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        self._start_writer()
+        self._connect_broker()
+        acker = threading.Thread(target=self._acker_loop, name="acker")
+        acker.start()
+        threading.Thread(target=self._stats_loop, name="stats", daemon=True).start()
+        try:
+            self._dispatch_loop()
+        except (BrokenPipeError, OSError) as exc:
+            log.error("lost the writer process: %s", exc)
+            self._writer_failed = True
+        acker.join(timeout=None if not self._writer_failed else 5)
+        self._writer.join(timeout=30)
         rc = self.client.disconnect()
         if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             log.warning("disconnect returned %s", rc)
@@ -301,5 +233,4 @@ class Gateway:
         log.info("stopped; final stats %s", json.dumps(snapshot))
         if self.stats_file is not None:
             self.stats_file.write_text(json.dumps(snapshot))
-        self._drop_db()
-
+        return 1 if self._writer_failed else 0

@@ -7,9 +7,9 @@ store in the same SQL statement that expands the events, where they cost nothing
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
@@ -28,18 +28,17 @@ class Reason(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(NamedTuple):
     """A message that conforms to the contract from a registered device."""
 
+    device_id: str
     device_key: int
-    activated_at: datetime
+    activated_epoch: float
     events: int
     sent_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
+class Rejected(NamedTuple):
     """An invalid message and the reason."""
 
     reason: Reason
@@ -60,7 +59,7 @@ def validate_message(
     *,
     topic: str,
     payload: bytes,
-    lookup_device: Callable[[str], DeviceIdentity | None],
+    lookup_device: Callable[[str], tuple[DeviceIdentity, float] | None],
     max_payload_bytes: int,
     topic_prefix: str = "devices",
 ) -> Accepted | Rejected:
@@ -79,7 +78,8 @@ def validate_message(
     if batch.device_id is not None and batch.device_id != device_id:
         return Rejected(Reason.DEVICE_MISMATCH, f"payload device_id {batch.device_id!r} != topic {device_id!r}",
                         device_id)
-    identity = lookup_device(device_id)
-    if identity is None:
+    found = lookup_device(device_id)
+    if found is None:
         return Rejected(Reason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered", device_id)
-    return Accepted(identity.device_key, identity.activated_at, len(batch.events), batch.sent_at)
+    identity, activated_epoch = found
+    return Accepted(device_id, identity.device_key, activated_epoch, len(batch.events), batch.sent_at)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import psycopg
 
 from store.errors import StoreError, mapped_errors
 
 
-@dataclass(frozen=True, slots=True)
-class IngestMessage:
+class IngestMessage(NamedTuple):
     """A contract-valid message from a registered device, as received."""
 
     topic: str
