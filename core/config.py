@@ -58,6 +58,8 @@ class GatewaySettings(BaseModel):
     stats_interval_s: float = 10.0
     rollup_interval_s: float = 5.0
     retry_max_backoff_s: float = 10.0
+    # Validation and COPY in a separate process (True) or in a thread of the receiving process.
+    writer_process: bool = True
 
 
 class SimSettings(BaseModel):

@@ -24,7 +24,7 @@ from contract import telemetry_subscription
 from core.config import Settings
 from gateway.errors import BrokerUnavailable, GatewayError
 from gateway.stats import GatewayStats
-from gateway.writer import BatchResult, Item, run_writer
+from gateway.writer import BatchResult, Item, Writer, rollup_loop, run_writer
 
 log = logging.getLogger("cxp.gateway")
 
@@ -55,6 +55,7 @@ class Gateway:
         self._pending: deque[tuple[int, list[tuple[int, int]]]] = deque()
         self._pending_lock = threading.Lock()
         self._writer_failed = False
+        self._inline: Writer | None = None  # the writer when it runs in this process
 
     # ------------------------------------------------------------------ MQTT side
 
@@ -86,7 +87,10 @@ class Gateway:
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         # Only enqueue: the network thread must keep reading; the writer process does the work.
-        self.inbox.put(_Inbound(msg.topic, msg.payload, msg.mid, msg.qos, time.time()))
+        now = time.time()
+        if self.stats.first_received_at is None:
+            self.stats.first_received_at = now
+        self.inbox.put(_Inbound(msg.topic, msg.payload, msg.mid, msg.qos, now))
 
     def _connect_broker(self) -> None:
         props = Properties(PacketTypes.CONNECT)
@@ -101,6 +105,14 @@ class Gateway:
         self.client.loop_start()
 
     # ------------------------------------------------------------------ the writer process
+
+    def _start_inline_writer(self) -> None:
+        self._inline = Writer(self.settings, self._writer_stopping)
+        self._inline.db()
+        if self.rollups:
+            threading.Thread(target=rollup_loop, args=(self.settings, self._writer_stopping), name="rollups",
+                             daemon=True).start()
+        log.info("gateway running: %d devices registered (writer in-process)", self._inline.devices.size)
 
     def _start_writer(self) -> None:
         batches_r, self._batches = self._ctx.Pipe(duplex=False)
@@ -119,8 +131,25 @@ class Gateway:
             raise GatewayError(f"the writer process could not start: {detail}")
         log.info("gateway running: %d devices registered", detail)
 
+    def _settle(self, result: BatchResult, mids: list[tuple[int, int]]) -> None:
+        """Ack a committed batch's messages and count it; an uncommitted batch stays unacked."""
+        s = self.stats
+        s.db_retries += result.db_retries
+        if not result.committed:
+            return
+        for mid, qos in mids:
+            if qos > 0:
+                self.client.ack(mid, qos)
+        s.received += len(mids)
+        s.messages_stored += result.stored_messages
+        s.events_stored += result.events_stored
+        s.states_stored += result.states_stored
+        s.duplicates += result.duplicates
+        s.dead_lettered += result.dead_lettered
+        s.add_batch(batch_ms=result.batch_ms, latencies_ms=result.latencies_ms)
+
     def _acker_loop(self) -> None:
-        """Ack each batch the writer reports committed, in order; leave the others unacked."""
+        """Ack each batch the writer process reports committed, in order; leave the others unacked."""
         while True:
             try:
                 result: BatchResult = self._results.recv()
@@ -133,20 +162,7 @@ class Gateway:
                 self._writer_failed = True
                 self.stopping.set()
                 break
-            s = self.stats
-            s.db_retries += result.db_retries
-            if not result.committed:
-                continue
-            for mid, qos in mids:
-                if qos > 0:
-                    self.client.ack(mid, qos)
-            s.received += len(mids)
-            s.messages_stored += result.stored_messages
-            s.events_stored += result.events_stored
-            s.states_stored += result.states_stored
-            s.duplicates += result.duplicates
-            s.dead_lettered += result.dead_lettered
-            s.add_batch(batch_ms=result.batch_ms, latencies_ms=result.latencies_ms)
+            self._settle(result, mids)
         if not self.stopping.is_set():
             log.error("the writer process ended unexpectedly; stopping without acking the rest")
             self._writer_failed = True
@@ -173,9 +189,13 @@ class Gateway:
         return batch
 
     def _dispatch(self, batch: list[_Inbound], batch_id: int) -> None:
+        items = [Item(m.topic, m.payload, m.received_at) for m in batch]
+        if self._inline is not None:
+            self._settle(self._inline.write(batch_id, items), [(m.mid, m.qos) for m in batch])
+            return
         with self._pending_lock:
             self._pending.append((batch_id, [(m.mid, m.qos) for m in batch]))
-        self._batches.send((batch_id, [Item(m.topic, m.payload, m.received_at) for m in batch]))
+        self._batches.send((batch_id, items))
 
     def _dispatch_loop(self) -> None:
         ids = itertools.count()
@@ -196,7 +216,8 @@ class Gateway:
             if not rest:
                 break
             self._dispatch(rest, next(ids))
-        self._batches.send(None)
+        if self._inline is None:
+            self._batches.send(None)
 
     def _stats_loop(self) -> None:
         while not self.stopping.wait(self.cfg.stats_interval_s):
@@ -213,9 +234,12 @@ class Gateway:
         """Run until SIGTERM/SIGINT; flush, ack, exit 0 (1 when the writer process failed)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        self._start_writer()
+        if self.cfg.writer_process:
+            self._start_writer()
+        else:
+            self._start_inline_writer()
         self._connect_broker()
-        acker = threading.Thread(target=self._acker_loop, name="acker")
+        acker = threading.Thread(target=self._acker_loop if self._inline is None else lambda: None, name="acker")
         acker.start()
         threading.Thread(target=self._stats_loop, name="stats", daemon=True).start()
         try:
@@ -224,7 +248,11 @@ class Gateway:
             log.error("lost the writer process: %s", exc)
             self._writer_failed = True
         acker.join(timeout=None if not self._writer_failed else 5)
-        self._writer.join(timeout=30)
+        if self._inline is None:
+            self._writer.join(timeout=30)
+        else:
+            self._writer_stopping.set()
+            self._inline.close()
         rc = self.client.disconnect()
         if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             log.warning("disconnect returned %s", rc)

@@ -8,6 +8,38 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+_SAMPLES = 200_000  # the most recent latency samples kept (a fixed ring: bounded memory, cheap percentiles)
+
+
+class _Ring:
+    """The most recent `size` float samples."""
+
+    def __init__(self, size: int = _SAMPLES) -> None:
+        self._data = np.empty(size, dtype=np.float64)
+        self._next = 0
+        self._count = 0
+
+    def extend(self, values: list[float]) -> None:
+        """Append samples, overwriting the oldest."""
+        size = len(self._data)
+        for start in range(0, len(values), size):
+            chunk = np.asarray(values[start:start + size], dtype=np.float64)
+            end = self._next + len(chunk)
+            if end <= size:
+                self._data[self._next:end] = chunk
+            else:
+                split = size - self._next
+                self._data[self._next:] = chunk[:split]
+                self._data[:end - size] = chunk[split:]
+            self._next = end % size
+            self._count = min(self._count + len(chunk), size)
+
+    def percentile(self, q: float) -> float | None:
+        """The q-th percentile of the kept samples, or None before the first."""
+        if self._count == 0:
+            return None
+        return round(float(np.percentile(self._data[:self._count], q)), 2)
+
 
 @dataclass
 class GatewayStats:
@@ -22,30 +54,29 @@ class GatewayStats:
     batches: int = 0
     db_retries: int = 0
     started: float = field(default_factory=time.monotonic)
-    _batch_ms: list[float] = field(default_factory=list)
-    _publish_to_commit_ms: list[float] = field(default_factory=list)
+    first_received_at: float | None = None  # epoch s of the first message received
+    last_commit_at: float | None = None  # epoch s of the last batch committed
+    _batch_ms: _Ring = field(default_factory=_Ring)
+    _publish_to_commit_ms: _Ring = field(default_factory=_Ring)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_batch(self, *, batch_ms: float, latencies_ms: list[float]) -> None:
-        """Record one committed batch's timings (samples are capped to bound memory)."""
+        """Record one committed batch's timings."""
         with self._lock:
             self.batches += 1
-            if len(self._batch_ms) < 200_000:
-                self._batch_ms.append(batch_ms)
-            room = 1_000_000 - len(self._publish_to_commit_ms)
-            if room > 0:
-                self._publish_to_commit_ms.extend(latencies_ms[:room])
+            self.last_commit_at = time.time()
+            self._batch_ms.extend([batch_ms])
+            self._publish_to_commit_ms.extend(latencies_ms)
 
     def snapshot(self) -> dict[str, float | int | None]:
-        """Counters and latency percentiles so far."""
+        """Counters, and latency percentiles over the most recent samples."""
         with self._lock:
-            batch = np.asarray(self._batch_ms) if self._batch_ms else None
-            p2c = np.asarray(self._publish_to_commit_ms) if self._publish_to_commit_ms else None
-        elapsed = time.monotonic() - self.started
-
-        def pct(a: np.ndarray | None, q: float) -> float | None:
-            return round(float(np.percentile(a, q)), 2) if a is not None else None
-
+            percentiles = {
+                "batch_ms_p50": self._batch_ms.percentile(50),
+                "batch_ms_p99": self._batch_ms.percentile(99),
+                "publish_to_commit_ms_p50": self._publish_to_commit_ms.percentile(50),
+                "publish_to_commit_ms_p99": self._publish_to_commit_ms.percentile(99),
+            }
         return {
             "received": self.received,
             "messages_stored": self.messages_stored,
@@ -55,9 +86,9 @@ class GatewayStats:
             "dead_lettered": self.dead_lettered,
             "batches": self.batches,
             "db_retries": self.db_retries,
-            "uptime_s": round(elapsed, 1),
-            "batch_ms_p50": pct(batch, 50),
-            "batch_ms_p99": pct(batch, 99),
-            "publish_to_commit_ms_p50": pct(p2c, 50),
-            "publish_to_commit_ms_p99": pct(p2c, 99),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            # first message in → last commit: the span that throughput is measured over
+            "active_s": (round(self.last_commit_at - self.first_received_at, 3)
+                         if self.first_received_at and self.last_commit_at else None),
+            **percentiles,
         }

@@ -109,6 +109,10 @@ class Writer:
             self.devices.load(self._conn)
         return self._conn
 
+    def close(self) -> None:
+        """Close the database connection."""
+        self._drop_db()
+
     def _drop_db(self) -> None:
         if self._conn is not None and not self._conn.closed:
             try:
@@ -164,7 +168,8 @@ class Writer:
                            (time.perf_counter() - started) * 1000, retries)
 
 
-def _rollup_loop(settings: Settings, stopping: Event) -> None:
+def rollup_loop(settings: Settings, stopping: Event) -> None:
+    """Refresh dirty rollups every rollup_interval_s until `stopping` is set."""
     conn = None
     while not stopping.wait(settings.gateway.rollup_interval_s):
         try:
@@ -193,7 +198,7 @@ def run_writer(settings_json: str, batches: Connection, results: Connection, sto
         return
     results.send(("ready", writer.devices.size))
     if rollups:
-        threading.Thread(target=_rollup_loop, args=(settings, stopping), name="rollups", daemon=True).start()
+        threading.Thread(target=rollup_loop, args=(settings, stopping), name="rollups", daemon=True).start()
     while True:
         try:
             job = batches.recv()
@@ -204,5 +209,5 @@ def run_writer(settings_json: str, batches: Connection, results: Connection, sto
         batch_id, items = job
         results.send(writer.write(batch_id, items))
     stopping.set()  # ends the rollup thread
-    writer._drop_db()
+    writer.close()
     results.close()
