@@ -1,0 +1,128 @@
+"""Internal column/dtype plumbing shared by the analytics core: float coercion, timestamps, nullable output."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import date, datetime
+
+import numpy as np
+import pandas as pd
+
+_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
+
+
+def finite_or_none(value: object) -> float | None:
+    """A finite float, or None for None/NaN/±inf/pd.NA."""
+    if value is None or value is pd.NA:
+        return None
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def as_float_array(values: object) -> np.ndarray:
+    """Array-like (numpy, pandas incl. nullable, lists with None) → float64 ndarray with NaN for missing."""
+    if isinstance(values, pd.Series | pd.Index):
+        return pd.to_numeric(values, errors="coerce").astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    arr = np.asarray(values)
+    if arr.dtype.kind in "biuf":
+        return arr.astype(float, copy=False)
+    flat = pd.to_numeric(pd.Series(arr.ravel(), dtype=object), errors="coerce").astype("Float64")
+    return flat.to_numpy(dtype=float, na_value=np.nan).reshape(arr.shape)
+
+
+def float_column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """Column `name` as float64 with NaN for missing; all-NaN when the column is absent."""
+    if name not in frame.columns:
+        return np.full(len(frame), np.nan)
+    return as_float_array(frame[name])
+
+
+def nanmean_rows(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise (weighted) mean over the non-NaN entries, re-normalising weights; NaN when a row has none."""
+    v = np.asarray(values, dtype=float)
+    w = np.ones(v.shape[1]) if weights is None else np.asarray(weights, dtype=float)
+    w = np.broadcast_to(w, v.shape)
+    present = np.isfinite(v) & (w > 0)
+    wsum = np.where(present, w, 0.0).sum(axis=1)
+    total = np.where(present, v * w, 0.0).sum(axis=1)
+    out = np.full(v.shape[0], np.nan)
+    ok = wsum > 0
+    out[ok] = total[ok] / wsum[ok]
+    return out
+
+
+def to_nullable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Float columns → nullable Float64 (missing = <NA>); text columns → object with None. No NaN leaks out."""
+    out = frame.copy()
+    for col in out.columns:
+        dtype = out[col].dtype
+        if pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
+            values = out[col].astype(object)
+            out[col] = pd.Series(
+                np.where(values.isna().to_numpy(), None, values.to_numpy()), index=out.index, dtype=object
+            )
+        elif pd.api.types.is_float_dtype(dtype):
+            arr = out[col].to_numpy(dtype=float, na_value=np.nan)
+            arr = np.where(np.isfinite(arr), arr, np.nan)
+            out[col] = pd.array(arr, dtype="Float64")
+    return out
+
+
+def to_utc(values: pd.Series | Iterable[object]) -> pd.Series:
+    """Timestamps as tz-aware UTC (naive values are taken to be UTC)."""
+    s = pd.to_datetime(pd.Series(values), errors="coerce")
+    if s.dt.tz is None:
+        return s.dt.tz_localize("UTC")
+    return s.dt.tz_convert("UTC")
+
+
+def to_utc_scalar(value: datetime | date | str | pd.Timestamp) -> pd.Timestamp:
+    """One timestamp as tz-aware UTC (naive is taken to be UTC)."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def epoch_seconds(values: pd.Series | Iterable[object]) -> np.ndarray:
+    """Timestamps → float seconds since the Unix epoch (naive = UTC), NaN where missing; unit-independent."""
+    s = to_utc(values)
+    return ((s - _EPOCH) / pd.Timedelta(seconds=1)).to_numpy(dtype=float, na_value=np.nan)
+
+
+def epoch_seconds_scalar(value: datetime | date | str | pd.Timestamp) -> float:
+    """One timestamp → float seconds since the Unix epoch (naive = UTC)."""
+    return float((to_utc_scalar(value) - _EPOCH) / pd.Timedelta(seconds=1))
+
+
+def to_day(values: pd.Series | Iterable[object]) -> pd.Series:
+    """Dates/timestamps → midnight-normalised naive datetime64 days (timezones dropped after UTC conversion)."""
+    s = pd.to_datetime(pd.Series(values), errors="coerce")
+    if s.dt.tz is not None:
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    return s.dt.normalize()
+
+
+def to_day_scalar(value: datetime | date | str | pd.Timestamp) -> pd.Timestamp:
+    """One date/timestamp → naive midnight Timestamp."""
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts.normalize()
+
+
+def require_columns(frame: pd.DataFrame, columns: Iterable[str], *, what: str) -> None:
+    """Raise ValueError naming the missing columns."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {missing}; got {list(frame.columns)}")
+
+
+def clean_values(values: Iterable[object] | np.ndarray | pd.Series | None) -> np.ndarray:
+    """Array-like → 1-D float64 of the finite values only (None/NaN/inf dropped)."""
+    if values is None:
+        return np.empty(0)
+    arr = as_float_array(values if isinstance(values, pd.Series | np.ndarray) else list(values)).ravel()
+    return arr[np.isfinite(arr)]

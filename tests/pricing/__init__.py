@@ -1,0 +1,1 @@
+"""Unit tests of the pricing core (pure: no database, no broker)."""
