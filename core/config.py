@@ -16,7 +16,7 @@ class MqttSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = 18830
-    keepalive_s: int = 30
+    keepalive_s: int = 60
     topic_prefix: str = "devices"
     # Password-file auth is prepared by the stack; empty means anonymous on loopback.
     username: str | None = None

@@ -196,7 +196,9 @@ allow_anonymous true
 # Persistence keeps queued QoS 1 messages of persistent sessions across a broker restart.
 persistence true
 persistence_location {data}/
-autosave_interval 30
+# The whole in-memory store is rewritten at each save: with a large backlog a short interval costs a
+# core. A clean stop (SIGTERM) always saves.
+autosave_interval 60
 # The gateway may be away while devices keep publishing: queue a large backlog per session.
 max_queued_messages 2000000
 max_queued_bytes 0
@@ -242,14 +244,16 @@ def stop_broker(settings: Settings) -> None:
     except (ValueError, ProcessLookupError):
         pid_file.unlink(missing_ok=True)
         return
-    deadline = time.monotonic() + 15
+    # Saving a large backlog to the persistence file can take a while: wait for it, never kill it.
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            break
+            pid_file.unlink(missing_ok=True)
+            return
         time.sleep(0.1)
-    pid_file.unlink(missing_ok=True)
+    raise StackError(f"mosquitto (pid {pid}) is still saving its persistence file after 180 s; try again later")
 
 
 # --------------------------------------------------------------------------- the whole stack
