@@ -259,9 +259,19 @@ def demo(
     with connect(settings.db) as conn:
         refresh_all_pending(conn)
         summary = get_fleet_summary(conn)
-    console.print(f"published {report.messages:,} messages / {report.events:,} events; stored {stored:,} events "
-                  f"in {elapsed:.1f}s end to end ({stored / elapsed:,.0f} events/s); gateway exit {gw.returncode}")
-    _print_summary(summary)
+        console.print(f"published {report.messages:,} messages / {report.events:,} events; stored {stored:,} events"
+                      f" in {elapsed:.1f}s end to end ({stored / elapsed:,.0f} events/s); gateway exit {gw.returncode}")
+        _print_summary(summary)
+        _print_reports(conn)
+
+
+def _print_reports(conn) -> None:
+    """Experience and pricing reports that exist so far (each is optional until its issue lands)."""
+    from pricing.service import get_model_comparison_text
+
+    console.rule("pricing lab")
+    for line in get_model_comparison_text(conn=conn):
+        console.print(line, markup=False, highlight=False)
 
 
 def _wait_for_log(path: Path, text: str, proc: subprocess.Popen, timeout_s: float = 30) -> None:

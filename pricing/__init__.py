@@ -2,7 +2,7 @@
 
 Pure: no database, no I/O, no environment. The backtest layer feeds per-account, per-period
 quantities into `bill_period` (one bill, Decimal) or `bill_arrays` (many, integer quanta); both
-give identical amounts. Choices this package makes are listed in pricing/README.md.
+give identical amounts. Choices this package makes are listed in docs/pricing.md.
 """
 
 from pricing.charges import (

@@ -8,7 +8,7 @@ Used by the benchmark and tests, and as a starting catalogue for the pricing lab
 
 from __future__ import annotations
 
-from pricing.plans import Plan
+from pricing.plans import BillableMetric, Plan
 
 _ENERGY_TIERS = [
     {"lower": 0, "upper": 100, "unit_price": "0.0100"},
@@ -129,5 +129,25 @@ def example_plans() -> tuple[Plan, ...]:
                     "conversion_rate": "0.08",
                 }
             ],
+        ),
+    )
+
+
+def example_metrics() -> tuple[BillableMetric, ...]:
+    """How the example plans' usage keys read the thermostat's telemetry (the rest default to touchpoint counts).
+
+    heating_kwh: kWh of heating cycles (sum of quantity); app_sessions: app dashboard visits;
+    optimised_cycles (outcome): successful heating cycles; the feature keys count uses of the
+    touchpoint of the same name.
+    """
+    return (
+        BillableMetric(
+            name="heating_kwh", aggregation="sum", field="quantity", filter={"touchpoints": ["heating_cycle"]},
+            unit_label="kWh",
+        ),
+        BillableMetric(name="app_sessions", aggregation="count", filter={"touchpoints": ["app_dashboard"]}),
+        BillableMetric(
+            name="optimised_cycles", aggregation="count",
+            filter={"touchpoints": ["heating_cycle"], "success_only": True},
         ),
     )

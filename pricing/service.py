@@ -1,0 +1,305 @@
+"""Service functions of the pricing lab: load usage from the database and run the pure pricing code.
+
+Keyword-only, typed results. Every query aggregates in SQL (`pricing.queries`); money stays exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from pricing.backtest import NO_COST, BacktestResult, CostModel, DemandResponse, UsageCube, backtest
+from pricing.errors import PricingError
+from pricing.examples import example_metrics, example_plans
+from pricing.experiments import ExperimentDesign, ExperimentResult, analyse_experiment, arms_by_plan, assign_arms
+from pricing.metrics import (
+    ALL_ACCOUNTS,
+    BillingPeriod,
+    Cohort,
+    MetricTable,
+    default_usage_metric,
+    get_activity,
+    get_metric_table,
+    get_uptime,
+    list_cohort_accounts,
+    resolve_metrics,
+)
+from pricing.plans import BillableMetric, MetricFilter, Plan
+from pricing.queries import SURVEY_RECORDS, Level
+from pricing.vectorised import bill_arrays
+from pricing.wtp import (
+    GaborGrangerResult,
+    VanWestendorpResult,
+    gabor_granger,
+    gabor_granger_from_records,
+    van_westendorp,
+    van_westendorp_from_records,
+)
+
+
+def get_billable_metric(
+    *,
+    conn: psycopg.Connection,
+    metric: BillableMetric,
+    period: BillingPeriod,
+    cohort: Cohort = ALL_ACCOUNTS,
+    level: Level = "account",
+    decimals: int = 3,
+) -> MetricTable:
+    """One billable metric per account (or device) and month, aggregated in SQL."""
+    return get_metric_table(conn, metric=metric, period=period, cohort=cohort, level=level, decimals=decimals)
+
+
+def _months_between(a: date, b: date) -> int:
+    return (b.year - a.year) * 12 + b.month - a.month
+
+
+def get_usage_cube(
+    *,
+    conn: psycopg.Connection,
+    plans: Sequence[Plan],
+    period: BillingPeriod,
+    cohort: Cohort = ALL_ACCOUNTS,
+    metrics: Sequence[BillableMetric] = (),
+    extra_usage: Sequence[str] = (),
+    decimals: int = 3,
+    until: datetime | None = None,
+    with_health: bool = True,
+) -> UsageCube:
+    """Every input the plans read, per cohort account × month (plus `extra_usage` keys, e.g. value or cost metrics)."""
+    accounts = list_cohort_accounts(conn, cohort=cohort, period=period)
+    keys = accounts.account_ids
+    usage_defs, outcome_defs, needs_uptime = resolve_metrics(plans=plans, metrics=metrics)
+    by_name = {m.name: m for m in metrics}
+    for k in extra_usage:
+        usage_defs.setdefault(k, by_name.get(k) or default_usage_metric(key=k))
+
+    def table(m: BillableMetric):
+        return get_metric_table(
+            conn, metric=m, period=period, cohort=cohort, keys=keys, decimals=decimals, until=until
+        ).values
+
+    usage = {k: table(m) for k, m in usage_defs.items()}
+    outcomes = {k: table(m) for k, m in outcome_defs.items()}
+    uptime = get_uptime(conn, period=period, cohort=cohort, keys=keys, until=until).pct if needs_uptime else None
+    months = period.month_starts
+    month_ends = [datetime.combine(m, time(0), UTC) for m in (*months[1:], period.end)]
+    first = accounts.first_activation
+    active = np.array([[f < e for e in month_ends] for f in first], dtype=bool).reshape(len(keys), len(months))
+    pidx = np.array(
+        [[_months_between(date(f.astimezone(UTC).year, f.astimezone(UTC).month, 1), m) for m in months] for f in first],
+        dtype=np.int64,
+    ).reshape(len(keys), len(months))
+    if until is not None:
+        # Months starting at or after the data horizon hold no recorded usage: not billed.
+        active &= np.array([datetime.combine(m, time(0), UTC) < until for m in months], dtype=bool)[None, :]
+    health = None
+    if with_health:
+        health = get_activity(conn, period=period, cohort=cohort, keys=keys, until=until).health_proxy()
+    return UsageCube(
+        account_ids=keys,
+        segments=accounts.segments,
+        months=months,
+        usage=usage,
+        outcomes=outcomes,
+        uptime_pct=uptime,
+        active=active,
+        period_index=pidx,
+        devices=accounts.devices,
+        health=health,
+    )
+
+
+def simulate_backtest(
+    *,
+    conn: psycopg.Connection,
+    plans: Sequence[Plan],
+    period: BillingPeriod,
+    cohort: Cohort = ALL_ACCOUNTS,
+    baseline: str | None = None,
+    theta: Decimal = Decimal("0.2"),
+    metrics: Sequence[BillableMetric] = (),
+    cost: CostModel = NO_COST,
+    value_metric: str | None = None,
+    demand: DemandResponse | None = None,
+    until: datetime | None = None,
+) -> BacktestResult:
+    """Backtest `plans` on the cohort's recorded usage over `period` (bills side by side, vs `baseline`)."""
+    extra = [k for k in (value_metric, cost.unit_metric) if k is not None]
+    cube = get_usage_cube(
+        conn=conn, plans=plans, period=period, cohort=cohort, metrics=metrics, extra_usage=extra, until=until
+    )
+    return backtest(
+        cube=cube, plans=plans, baseline=baseline, theta=theta, cost=cost, value_metric=value_metric, demand=demand
+    )
+
+
+_CONVERSION = BillableMetric(
+    name="plan_checkout", aggregation="count", filter=MetricFilter(touchpoints=("plan_checkout",), success_only=True)
+)
+
+
+def get_experiment_results(
+    *,
+    conn: psycopg.Connection,
+    design: ExperimentDesign,
+    plans: Sequence[Plan],
+    cohort: Cohort = ALL_ACCOUNTS,
+    metrics: Sequence[BillableMetric] = (),
+    until: datetime | None = None,
+) -> ExperimentResult:
+    """Assign the cohort's accounts to the design's arms and analyse them on recorded usage.
+
+    Proxies (documented in docs/pricing.md): usage = usage events in the window; revenue = the
+    account's bills under its arm's plan over the calendar months covering the window; health = the
+    rollup health proxy; conversion = a successful `plan_checkout` in the window; churn = active in the
+    first month but with no active day in the last.
+    """
+    if design.unit != "account":
+        raise PricingError("the service analyses account-level experiments; assign devices with assign_arms")
+    by_key = {p.key: p for p in plans}
+    arms_by_plan(design=design, plans=by_key)
+    period = BillingPeriod.covering(start=design.start, end=design.end)
+    arm_plans = [by_key[a.plan_key] for a in design.arms]
+    uniq = list({p.key: p for p in arm_plans}.values())
+    cube = get_usage_cube(conn=conn, plans=uniq, period=period, cohort=cohort, metrics=metrics, until=until)
+    idx = assign_arms(design=design, unit_ids=cube.account_ids)
+    act = cube.active_mask()
+    revenue = np.zeros(len(cube.account_ids), dtype=np.int64)
+    rule = uniq[0].rounding
+    for i, p in enumerate(arm_plans):
+        if p.rounding != rule or p.currency != uniq[0].currency:
+            raise PricingError("arms must bill in one currency and rounding quantum")
+        bills = bill_arrays(
+            plan=p,
+            usage=cube.usage,
+            outcomes=cube.outcomes or None,
+            uptime_pct=cube.uptime_pct,
+            period_index=np.maximum(cube.period_index, 0),
+            account_ids=list(cube.account_ids),
+        ).total
+        tot = np.where(act, bills, 0).sum(axis=1)
+        revenue = np.where(idx == i, tot, revenue)
+    keys = cube.account_ids
+    activity = get_activity(conn, period=period, cohort=cohort, keys=keys, until=until)
+    usage = activity.usage.sum(axis=1).astype(np.float64)
+    h = activity.health_proxy()
+    seen = np.isfinite(h)
+    n_seen = seen.sum(axis=1)
+    health = np.where(n_seen > 0, np.where(seen, h, 0.0).sum(axis=1) / np.maximum(n_seen, 1), np.nan)
+    conv = get_metric_table(conn, metric=_CONVERSION, period=period, cohort=cohort, keys=keys, until=until)
+    converted = conv.values.values.sum(axis=1) > 0
+    churned = (activity.active_days[:, 0] > 0) & (activity.active_days[:, -1] == 0)
+    return analyse_experiment(
+        design=design,
+        arm_index=idx,
+        usage=usage,
+        revenue_quanta=revenue,
+        rule=rule,
+        health=health,
+        converted=converted,
+        churned=churned,
+    )
+
+
+def _survey_records(conn: psycopg.Connection, survey: str, product: str | None) -> list[dict]:
+    rows = conn.execute(SURVEY_RECORDS, {"survey": survey, "product": product}).fetchall()
+    return [{"account_id": r[0], **(r[2] or {})} for r in rows]
+
+
+def get_van_westendorp(
+    *, conn: psycopg.Connection, product: str | None = None, survey: str = "van_westendorp"
+) -> VanWestendorpResult:
+    """Van Westendorp from feedback events whose `detail` holds {"survey": survey, and the four price answers}."""
+    return van_westendorp(responses=van_westendorp_from_records(records=_survey_records(conn, survey, product)))
+
+
+def get_gabor_granger(
+    *, conn: psycopg.Connection, product: str | None = None, survey: str = "gabor_granger"
+) -> GaborGrangerResult:
+    """Gabor–Granger from feedback events whose `detail` holds {"survey": survey, price, would_buy}."""
+    return gabor_granger(answers=gabor_granger_from_records(records=_survey_records(conn, survey, product)))
+
+
+@dataclass(frozen=True, slots=True)
+class DataSpan:
+    """First and last day with rollup data for a product (None when there is none)."""
+
+    first_day: date | None
+    last_day: date | None
+
+
+def get_data_span(*, conn: psycopg.Connection, product: str | None = None) -> DataSpan:
+    """The days the rollups cover for `product` (all products when None)."""
+    q = sql.SQL(
+        "SELECT min(r.day), max(r.day) FROM rollup_daily r JOIN devices d ON d.device_key = r.device_key "
+        "WHERE %(product)s::text IS NULL OR d.product_id = %(product)s::text"
+    )
+    row = conn.execute(q, {"product": product}).fetchone()
+    return DataSpan(row[0], row[1]) if row else DataSpan(None, None)
+
+
+COMPARISON_PLANS = ("hw-connect", "bundles", "ppu-graduated", "hybrid", "outcome")
+
+
+def get_model_comparison_text(
+    *, conn: psycopg.Connection, product: str = "thermo-x1", theta: Decimal = Decimal("0.2")
+) -> list[str]:
+    """A few plain-text lines: example revenue models backtested side by side on the recorded fleet."""
+    span = get_data_span(conn=conn, product=product)
+    if span.first_day is None or span.last_day is None:
+        return [f"pricing lab: no recorded usage for {product} yet"]
+    until = datetime.combine(span.last_day + timedelta(days=1), time(0), UTC)
+    period = BillingPeriod.covering(start=datetime.combine(span.first_day, time(0), UTC), end=until)
+    plans = [p for p in example_plans() if p.plan_id in COMPARISON_PLANS]
+    res = simulate_backtest(
+        conn=conn,
+        plans=plans,
+        period=period,
+        cohort=Cohort(product=product),
+        theta=theta,
+        metrics=example_metrics(),
+        until=until,
+    )
+    s0 = res.summaries[res.baseline]
+    lines = [
+        f"Pricing lab: {s0.accounts} {product} accounts, {s0.customer_periods} account-months "
+        f"{period.start:%Y-%m}..{period.month_starts[-1]:%Y-%m} (to {span.last_day}); baseline {res.baseline}, "
+        f"bill shock = bill > {1 + theta}× baseline",
+        f"  {'model':<18}{'revenue':>12}{'ARPU/mo':>10}{'p50 bill':>10}{'Δ revenue':>12}{'shock':>8}{'win/lose':>12}",
+    ]
+    for key in res.plan_keys:
+        s = res.summaries[key]
+        lines.append(
+            f"  {key:<18}{s.revenue:>12,}{s.arpu_month:>10}{s.bill.p50:>10}{s.revenue_delta:>+12,}"
+            f"{s.shock_rate:>8.1%}{f'{s.winners}/{s.losers}':>12}"
+        )
+    lines.append(f"  ({res.currency}; usage from the rollups; one-time device sales fall in an account's first month)")
+    return lines
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One unit's arm in an experiment."""
+
+    unit_id: str
+    arm: str
+    plan_key: str
+
+
+def list_experiment_assignments(
+    *, conn: psycopg.Connection, design: ExperimentDesign, cohort: Cohort = ALL_ACCOUNTS
+) -> list[Assignment]:
+    """Every cohort account active before the design's end, with its deterministic arm."""
+    if design.unit != "account":
+        raise PricingError("the service assigns accounts; assign devices with pricing.experiments.assign_arms")
+    period = BillingPeriod.covering(start=design.start, end=design.end)
+    ids = list_cohort_accounts(conn, cohort=cohort, period=period).account_ids
+    idx = assign_arms(design=design, unit_ids=ids)
+    return [Assignment(u, design.arms[i].name, design.arms[i].plan_key) for u, i in zip(ids, idx.tolist(), strict=True)]
