@@ -1,3 +1,13 @@
 """Test-suite wiring: fixtures live in tests/fixtures/."""
 
-pytest_plugins = ["tests.fixtures.stack", "tests.fixtures.mqtt", "tests.fixtures.gateway"]
+pytest_plugins = [
+    "tests.fixtures.stack",
+    "tests.fixtures.mqtt",
+    "tests.fixtures.gateway",
+    "tests.fixtures.pricing_fleet",
+]
+
+
+def pytest_addoption(parser):
+    """--db-name: a test database of this session's own (parallel sessions must not share one)."""
+    parser.addoption("--db-name", default="cxp_test", help="database the integration tests use (created on demand)")
