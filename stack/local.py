@@ -132,7 +132,28 @@ wal_compression = on
 random_page_cost = 1.1
 jit = off
 log_min_messages = warning
+# One TimescaleDB scheduler per database (tests make several) plus its jobs and parallel workers.
+max_worker_processes = 32
+timescaledb.max_background_workers = 16
 """
+
+
+_PROJECT_CONF = "cxp.conf"
+
+
+def _write_project_conf(data: Path, text: str, user: str | None) -> None:
+    """Keep the cluster's included project settings file current; older clusters get the include line."""
+    conf = data / "postgresql.conf"
+    include = f"include_if_exists = '{_PROJECT_CONF}'"
+    if include not in conf.read_text():
+        with open(conf, "a") as handle:
+            handle.write(f"\n{include}\n")
+    target = data / _PROJECT_CONF
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(target, entry.pw_uid, entry.pw_gid)
 
 
 def start_db(settings: Settings) -> None:
@@ -148,18 +169,35 @@ def start_db(settings: Settings) -> None:
         _run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
               "--locale=C.UTF-8"], as_user=user)
         with open(data / "postgresql.conf", "a") as conf:
-            conf.write(_pg_conf(settings, run_dir))
+            conf.write(f"\ninclude_if_exists = '{_PROJECT_CONF}'\n")
         # Loopback only, no passwords in the repo: the local stack trusts its own machine.
         (data / "pg_hba.conf").write_text(
             "local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"
         )
         _chown_tree(data.parent, user)
+    # Rewritten on every start so a settings change reaches clusters made by older checkouts too.
+    _write_project_conf(data, _pg_conf(settings, run_dir), user)
     if not _port_open(settings.db.host, settings.db.port):
         run_dir.mkdir(parents=True, exist_ok=True)
         _chown_tree(run_dir, user)
-        _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start"], as_user=user)
+        # Generous: after an unclean stop (killed session) crash recovery replays WAL before accepting.
+        _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "900", "start"], as_user=user)
         _wait_port(settings.db.host, settings.db.port, 30, "PostgreSQL")
+    _wait_accepting(settings, bin_dir, timeout_s=900)
     _ensure_database(settings, bin_dir)
+
+
+def _wait_accepting(settings: Settings, bin_dir: Path, *, timeout_s: float) -> None:
+    """Wait until the server accepts connections (it listens, but refuses, during crash recovery)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        probe = subprocess.run([str(bin_dir / "pg_isready"), "-q", "-h", settings.db.host, "-p", str(settings.db.port)],
+                               check=False)
+        if probe.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise StackError(f"PostgreSQL on port {settings.db.port} did not accept connections in {timeout_s:.0f} s")
+        time.sleep(0.5)
 
 
 def _ensure_database(settings: Settings, bin_dir: Path) -> None:

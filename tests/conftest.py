@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.fixtures.mqtt",
     "tests.fixtures.gateway",
     "tests.fixtures.pricing_fleet",
+    "tests.fixtures.fleet",
 ]
 
 

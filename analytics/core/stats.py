@@ -174,7 +174,8 @@ def proportion_ci(*, successes: int, n: int, min_n: int = 1) -> ProportionCI:
     z2 = Z95 * Z95
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return ProportionCI(int(n), int(successes), p, margin, max(0.0, centre - half), min(1.0, centre + half))
+    # the Wilson interval always contains p; clamping keeps rounding (e.g. 0.9999999999999999 at p = 1) from breaking that
+    return ProportionCI(int(n), int(successes), p, margin, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
 @dataclass(frozen=True)

@@ -221,6 +221,8 @@ def voice_by_group(*, histogram: pd.DataFrame, group_cols: Sequence[str] = (), m
     value[is_c] = 100.0 * q[is_c]
     margin[is_c] = 100.0 * Z95 * np.sqrt(q * (1 - q) / nn)[is_c]
     low[is_c], high[is_c] = 100.0 * np.clip(centre - half, 0, 1)[is_c], 100.0 * np.clip(centre + half, 0, 1)[is_c]
+    # Wilson bounds contain the estimate; rounding at 0 % / 100 % must not push them past it
+    low[is_c], high[is_c] = np.minimum(low, value)[is_c], np.maximum(high, value)[is_c]
     # CES
     is_e = ok & (m == "ces")
     mean = g["sx"].to_numpy() / nn

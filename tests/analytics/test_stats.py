@@ -54,6 +54,14 @@ def test_proportion_ci_wald_and_wilson() -> None:
     assert stats.proportion_ci(successes=0, n=0).p is None
 
 
+@pytest.mark.parametrize("n", [1, 3, 7, 10, 13, 50, 99, 1000])
+def test_proportion_ci_contains_p_at_the_extremes(n: int) -> None:
+    for successes in (0, n):
+        r = stats.proportion_ci(successes=successes, n=n)
+        assert r.low <= r.p <= r.high
+        assert (r.high == 1.0) if successes == n else (r.low == 0.0)
+
+
 def test_diff_means_ci() -> None:
     d = stats.diff_means_ci(a=[10, 11, 12, 13], b=[1, 2, 3, 4])
     assert d.estimate == 9 and d.excludes_zero

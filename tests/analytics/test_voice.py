@@ -101,3 +101,11 @@ def test_nps_bounds_property(scores: list[int]) -> None:
     assert_no_nan(r)
     if r.nps is not None:
         assert -100 <= r.nps <= 100 and r.margin >= 0 and -100 <= r.ci_low <= r.ci_high <= 100
+
+
+@pytest.mark.parametrize("n", [3, 7, 13, 99])
+def test_grouped_csat_bounds_contain_all_or_nothing_answers(n: int) -> None:
+    hist = pd.DataFrame({"g": ["all5", "all1"], "measure": ["csat", "csat"], "score": [5, 1], "responses": [n, n]})
+    out = voice.voice_by_group(histogram=hist, group_cols=["g"]).set_index("g")
+    assert out.loc["all5", "ci_low"] <= out.loc["all5", "value"] == 100.0 == out.loc["all5", "ci_high"]
+    assert out.loc["all1", "ci_low"] == 0.0 == out.loc["all1", "value"] <= out.loc["all1", "ci_high"]

@@ -1,0 +1,71 @@
+"""Personas and churn risk recovered from a simulated fleet (adjusted Rand index, ROC AUC)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score, roc_auc_score
+
+from analytics import service
+from analytics.models import SegmentReport
+from tests.analytics.helpers import assert_no_nan
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def segments(fleet_conn) -> SegmentReport:
+    """Personas over the whole simulated period."""
+    return service.get_segments(conn=fleet_conn, days=10_000)
+
+
+def test_personas_are_recovered(segments: SegmentReport, loaded_fleet) -> None:
+    labels = pd.Series(segments.assignments)
+    truth = loaded_fleet.truth.loc[labels.index, "persona"]
+    ari = adjusted_rand_score(truth, labels)
+    print(f"persona ARI {ari:.3f} over {len(labels)} devices, k={segments.k}")
+    assert ari >= 0.6
+    # devices too new to segment are reported, not guessed; most devices are segmented
+    assert len(labels) + len(segments.unsegmented) == len(loaded_fleet.truth)
+    assert len(labels) >= 0.7 * len(loaded_fleet.truth)
+
+
+def test_segments_are_named_sized_and_healthy(segments: SegmentReport) -> None:
+    assert_no_nan(segments)
+    assert segments.k == len(segments.segments) and 3 <= segments.k <= 8
+    assert segments.k_scores[segments.k] == max(segments.k_scores.values())
+    names = [s.name for s in segments.segments]
+    assert len(set(names)) == len(names)
+    assert sum(s.devices for s in segments.segments) == len(segments.assignments)
+    assert sum(s.share for s in segments.segments) == pytest.approx(1.0)
+    power = next(s for s in segments.segments if "power" in s.name.lower())
+    assert power.profile["uses_per_active_day"] > 1.5  # power users use the product ~1.8× as intensely
+    for s in segments.segments:
+        assert s.description and s.mean_health is not None and 0 <= s.red_share <= 1
+    assert all(r.startswith(("too new", "no use")) for r in segments.unsegmented.values())
+
+
+def test_churners_rank_at_the_top_of_churn_risk(fleet_conn, loaded_fleet) -> None:
+    truth = loaded_fleet.truth["churns"]
+    known = service.list_churn_risk(conn=fleet_conn, include_churned=True)
+    scores = pd.Series({e.entity_id: e.risk_score for e in known.entries})
+    auc_all = roc_auc_score(truth.loc[scores.index], scores)
+    # without the devices that told us they left: the silent churners must still be found
+    hidden = service.list_churn_risk(conn=fleet_conn)
+    h = pd.Series({e.entity_id: e.risk_score for e in hidden.entries})
+    auc_hidden = roc_auc_score(truth.loc[h.index], h)
+    print(f"churn ROC AUC {auc_all:.3f} (all devices), {auc_hidden:.3f} (without cancelled/returned)")
+    assert auc_all >= 0.8 and auc_hidden >= 0.8
+    assert len(scores) == len(truth) and len(h) < len(truth)
+    assert_no_nan(hidden)
+    for e in hidden.entries[:10]:
+        assert e.reasons and e.reasons != "no warning signs" and e.status in ("active", "inactive")
+    assert [e.rank for e in hidden.entries] == list(range(1, len(hidden.entries) + 1))
+
+
+def test_churn_risk_for_accounts(fleet_conn) -> None:
+    accounts = service.list_churn_risk(conn=fleet_conn, level="account", limit=20)
+    assert len(accounts.entries) == 20 and accounts.level == "account"
+    risks = [e.risk_score for e in accounts.entries]
+    assert risks == sorted(risks, reverse=True)
+    assert all(e.entity_id.startswith("acct-") for e in accounts.entries)
