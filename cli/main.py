@@ -27,6 +27,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(contract_app, name="contract")
 bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+keys_app = typer.Typer(help="API keys (stored hashed; the key itself is shown once, at creation).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
@@ -266,9 +268,13 @@ def demo(
 
 
 def _print_reports(conn) -> None:
-    """Experience and pricing reports that exist so far (each is optional until its issue lands)."""
+    """The experience report (fleet health, top concerns) and the pricing side-by-side."""
+    from analytics.service import get_fleet_report
     from pricing.service import get_model_comparison_text
 
+    console.rule("experience health")
+    for line in get_fleet_report(conn=conn).render_text():
+        console.print(line, markup=False, highlight=False)
     console.rule("pricing lab")
     for line in get_model_comparison_text(conn=conn):
         console.print(line, markup=False, highlight=False)
@@ -315,6 +321,67 @@ def _print_summary(summary) -> None:
     console.print(f"raw events {summary.raw_events:,}, heartbeats {summary.raw_states:,}; dead letters: {reasons}")
 
 
+# ---------------------------------------------------------------------------------------------- API
+
+@app.command("api")
+def api_serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: settings api.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: settings api.port).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API (/v1, /docs) and the dashboard (/dashboard)."""
+    import uvicorn
+
+    settings = _settings()
+    uvicorn.run("api.main:app", host=host or settings.api.host, port=port or settings.api.port, workers=workers,
+                log_level=settings.log_level.lower(), access_log=False)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the key.")],
+    role: Annotated[str, typer.Option(help="product, pricing or admin.")],
+) -> None:
+    """Create a key and print it (the only time it is shown)."""
+    from store.apikeys import create_key
+    from store.db import connect
+    from store.errors import StoreError
+
+    with connect(_settings().db) as conn:
+        try:
+            new = create_key(conn, name=name, role=role)
+        except StoreError as exc:
+            _fail(str(exc))
+    console.print(f"key {new.key.key_id} ({new.key.role}) for {new.key.name}:")
+    print(new.token)
+
+
+@keys_app.command("list")
+def keys_list(all_keys: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False) -> None:
+    """List keys (ids, names, roles; never secrets)."""
+    from store.apikeys import list_keys
+    from store.db import connect
+
+    with connect(_settings().db) as conn:
+        for k in list_keys(conn, include_revoked=all_keys):
+            state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+            used = f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never"
+            console.print(f"{k.key_id}  {k.role:<8} {state:<24} last used {used:<17} {k.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (the part after 'cxp_').")]) -> None:
+    """Revoke a key; the API refuses it within a few seconds."""
+    from store.apikeys import revoke_key
+    from store.db import connect
+
+    with connect(_settings().db) as conn:
+        key = revoke_key(conn, key_id=key_id)
+    if key is None:
+        _fail(f"no key {key_id!r}")
+    console.print(f"revoked {key.key_id} ({key.role}, {key.name})")
+
+
 # ---------------------------------------------------------------------------------------------- benchmarks
 
 @bench_app.command("ingest")
@@ -339,6 +406,14 @@ def bench_backtest(ctx: typer.Context) -> None:
 
     sys.argv = ["cxp bench backtest", *ctx.args]
     backtest_main()
+
+
+@bench_app.command("analytics", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_analytics(ctx: typer.Context) -> None:
+    """Fleet health for 10,000 devices × 90 days from the rollups vs from raw events (--help for options)."""
+    from analytics.bench import main as analytics_main
+
+    analytics_main(list(ctx.args))
 
 
 # ---------------------------------------------------------------------------------------------- contract

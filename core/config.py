@@ -71,6 +71,19 @@ class SimSettings(BaseModel):
     max_inflight: int = 1000
 
 
+class ApiSettings(BaseModel):
+    """HTTP API and dashboard."""
+
+    host: str = "127.0.0.1"
+    port: int = 18000
+    # Verified keys are remembered this long, so a revocation takes effect within it.
+    key_cache_s: float = 5.0
+    # Backtests with more account-months × models than this run as background jobs.
+    sync_backtest_limit: int = 200_000
+    job_workers: int = 2
+    max_page_size: int = 1000
+
+
 class StackSettings(BaseModel):
     """Where the local stack keeps its data and logs."""
 
@@ -87,6 +100,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     sim: SimSettings = Field(default_factory=SimSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     retention_days: int | None = None
     log_level: str = "INFO"
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the local stack needs: Mosquitto, PostgreSQL and TimescaleDB (Apache-2 edition).
+# Installs what the local stack needs: Mosquitto, PostgreSQL, TimescaleDB (Apache-2 edition), and Chromium
+# for the dashboard's browser tests.
 # Idempotent: each step is skipped when its result is already on the machine.
 set -euo pipefail
 
@@ -17,6 +18,8 @@ pg_major() { ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1; }
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 [ -n "$(pg_major)" ] && [ -x "/usr/lib/postgresql/$(pg_major)/bin/initdb" ] || need+=(postgresql)
+# Headless Chromium renders the dashboard in the browser tests.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 PG_MAJOR="$(pg_major)"
 EXT_DIR="/usr/share/postgresql/$PG_MAJOR/extension"

@@ -1,0 +1,98 @@
+"""Background jobs for long runs (large backtests): persisted in `jobs`, run on a small thread pool."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+log = logging.getLogger("cxp.api.jobs")
+
+JobFn = Callable[[psycopg.Connection], Any]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job's record."""
+
+    job_id: uuid.UUID
+    kind: str
+    status: str
+    request: dict[str, Any]
+    result: Any
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    created_by: str | None
+
+
+_COLUMNS = "job_id, kind, status, request, result, error, created_at, started_at, finished_at, created_by"
+
+
+class JobRunner:
+    """Runs jobs in threads with their own pooled connections; results are JSON stored in the database."""
+
+    def __init__(self, *, pool: ConnectionPool, workers: int) -> None:
+        self.pool = pool
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxp-job")
+
+    def recover(self) -> int:
+        """Jobs a previous process left unfinished are marked failed (their thread died with it)."""
+        with self.pool.connection() as conn:
+            cur = conn.execute("UPDATE jobs SET status = 'failed', finished_at = now(),"
+                               " error = 'interrupted: the API process stopped before the job finished'"
+                               " WHERE status IN ('queued', 'running')")
+            return cur.rowcount
+
+    def submit(self, *, kind: str, request: dict[str, Any], fn: JobFn, created_by: str | None) -> Job:
+        """Record a queued job and start it; `fn(conn)` returns the JSON-ready result."""
+        job_id = uuid.uuid4()
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                f"INSERT INTO jobs (job_id, kind, status, request, created_by) VALUES (%s, %s, 'queued', %s, %s)"
+                f" RETURNING {_COLUMNS}", (job_id, kind, Jsonb(request), created_by)).fetchone()
+        self.executor.submit(self._run, job_id, fn)
+        return Job(*row)
+
+    def _run(self, job_id: uuid.UUID, fn: JobFn) -> None:
+        try:
+            with self.pool.connection() as conn:
+                conn.execute("UPDATE jobs SET status = 'running', started_at = now() WHERE job_id = %s", (job_id,))
+                result = fn(conn)
+                conn.execute("UPDATE jobs SET status = 'done', finished_at = now(), result = %s WHERE job_id = %s",
+                             (Jsonb(result), job_id))
+        except Exception as exc:  # noqa: BLE001 - a job's failure is recorded, never raised into the pool
+            log.exception("job %s failed", job_id)
+            with self.pool.connection() as conn:
+                conn.execute("UPDATE jobs SET status = 'failed', finished_at = now(), error = %s WHERE job_id = %s",
+                             (f"{type(exc).__name__}: {exc}", job_id))
+
+    def get(self, job_id: uuid.UUID) -> Job | None:
+        """A job by id."""
+        with self.pool.connection() as conn:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,)).fetchone()
+        return Job(*row) if row else None
+
+    def list(self, *, kind: str | None = None, limit: int = 100, offset: int = 0) -> tuple[list[Job], int]:
+        """Jobs, newest first, and how many there are."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE %(kind)s::text IS NULL OR kind = %(kind)s"
+                " ORDER BY created_at DESC LIMIT %(limit)s OFFSET %(offset)s",
+                {"kind": kind, "limit": limit, "offset": offset}).fetchall()
+            total = conn.execute("SELECT count(*) FROM jobs WHERE %(kind)s::text IS NULL OR kind = %(kind)s",
+                                 {"kind": kind}).fetchone()[0]
+        return [Job(*r) for r in rows], total
+
+    def shutdown(self) -> None:
+        """Stop taking jobs; running ones finish."""
+        self.executor.shutdown(wait=False, cancel_futures=True)

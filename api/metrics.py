@@ -1,0 +1,49 @@
+"""Prometheus metrics of the API process: requests by route template, status and latency."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import Response
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ApiMetrics:
+    """One registry per app, so tests can build several apps in one process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("cxp_api_requests_total", "HTTP requests", ["method", "route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("cxp_api_request_seconds", "HTTP request latency", ["method", "route"],
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+                                 registry=self.registry)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware(BaseHTTPMiddleware):
+    """Count and time each request under its route template (not the raw path: ids would explode the labels)."""
+
+    def __init__(self, app, metrics: ApiMetrics) -> None:  # noqa: ANN001 - starlette's ASGI app type
+        super().__init__(app)
+        self.metrics = metrics
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", "(unmatched)")
+            self.metrics.requests.labels(request.method, template, str(status)).inc()
+            self.metrics.latency.labels(request.method, template).observe(time.perf_counter() - t0)
