@@ -35,7 +35,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = create_pool(settings.db, name="cxp-api")
         app.state.jobs = JobRunner(pool=app.state.pool, workers=settings.api.job_workers)
-        app.state.jobs.recover()
+        try:
+            app.state.jobs.recover()
+        except Exception as exc:  # noqa: BLE001 - an unmigrated database must not stop /readyz from saying so
+            log.warning("could not recover jobs: %s", exc)
         try:
             yield
         finally:
@@ -84,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     for module in (experience, pricing, registry, ingest):
-        app.include_router(module.router, prefix="/v1", responses=_ERRORS)
+        # Routers carry their full "/v1/..." prefix, so route templates (metrics labels) are the real paths.
+        app.include_router(module.router, prefix="" if module.router.prefix.startswith("/v1") else "/v1",
+                           responses=_ERRORS)
     app.include_router(dashboard.router)
     return app

@@ -25,6 +25,9 @@ from core.config import Settings
 from gateway.errors import BrokerUnavailable, GatewayError
 from gateway.stats import GatewayStats
 from gateway.writer import BatchResult, Item, Writer, rollup_loop, run_writer
+from store.db import connect
+from store.errors import StoreError
+from store.ops import record_gateway_stats
 
 log = logging.getLogger("cxp.gateway")
 
@@ -220,8 +223,23 @@ class Gateway:
             self._batches.send(None)
 
     def _stats_loop(self) -> None:
+        conn = None
         while not self.stopping.wait(self.cfg.stats_interval_s):
-            log.info("stats %s", json.dumps(self.stats.snapshot()))
+            snapshot = self.stats.snapshot()
+            log.info("stats %s", json.dumps(snapshot))
+            # Operators read these through the API; losing one report is harmless, so errors only log.
+            try:
+                if conn is None or conn.closed:
+                    conn = connect(self.settings.db)
+                record_gateway_stats(conn, gateway_id=self.cfg.client_id,
+                                     snapshot={**snapshot, "stats_interval_s": self.cfg.stats_interval_s})
+            except StoreError as exc:
+                log.warning("could not record stats: %s", exc)
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from store.errors import mapped_errors
@@ -178,3 +179,105 @@ def list_device_identities(conn: psycopg.Connection) -> dict[str, DeviceIdentity
     with mapped_errors():
         rows = conn.execute("SELECT device_id, device_key, activated_at FROM devices").fetchall()
     return {device_id: DeviceIdentity(key, activated) for device_id, key, activated in rows}
+
+
+# ---------------------------------------------------------------------------------------------- reads and deletes
+
+_PRODUCT_COLS = "product_id, name, heartbeat_interval_s, expected_active_days_per_week"
+_TP_COLS = "touchpoint, journey_stage, owner, is_core, target_latency_ms, target_duration_s, unit"
+_DEVICE_COLS = "device_id, product_id, account_id, activated_at, plan, experiment_arm"
+
+
+def _touchpoints(conn: psycopg.Connection, product_ids: Sequence[str]) -> dict[str, list[TouchpointRow]]:
+    rows = conn.execute(f"SELECT product_id, {_TP_COLS} FROM touchpoints WHERE product_id = ANY(%s)"
+                        " ORDER BY product_id, touchpoint", (list(product_ids),)).fetchall()
+    out: dict[str, list[TouchpointRow]] = {}
+    for r in rows:
+        out.setdefault(r[0], []).append(TouchpointRow(*r[1:]))
+    return out
+
+
+def list_products(conn: psycopg.Connection, *, limit: int = 100, offset: int = 0) -> tuple[list[ProductRow], int]:
+    """Products with their touchpoints, by id, and how many there are."""
+    with mapped_errors():
+        rows = conn.execute(f"SELECT {_PRODUCT_COLS} FROM products ORDER BY product_id LIMIT %s OFFSET %s",
+                            (limit, offset)).fetchall()
+        total = conn.execute("SELECT count(*) FROM products").fetchone()[0]
+        tps = _touchpoints(conn, [r[0] for r in rows])
+    return [ProductRow(*r, touchpoints=tuple(tps.get(r[0], ()))) for r in rows], total
+
+
+def get_product(conn: psycopg.Connection, *, product_id: str) -> ProductRow | None:
+    """One product with its touchpoints."""
+    with mapped_errors():
+        row = conn.execute(f"SELECT {_PRODUCT_COLS} FROM products WHERE product_id = %s", (product_id,)).fetchone()
+        if row is None:
+            return None
+        return ProductRow(*row, touchpoints=tuple(_touchpoints(conn, [product_id]).get(product_id, ())))
+
+
+def list_accounts(
+    conn: psycopg.Connection, *, segment: str | None = None, limit: int = 100, offset: int = 0
+) -> tuple[list[AccountRow], int]:
+    """Accounts by id (optionally of one segment) and how many match."""
+    where = "WHERE %(segment)s::text IS NULL OR segment = %(segment)s"
+    params = {"segment": segment, "limit": limit, "offset": offset}
+    with mapped_errors():
+        rows = conn.execute(f"SELECT account_id, name, segment FROM accounts {where} ORDER BY account_id"
+                            " LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
+        total = conn.execute(f"SELECT count(*) FROM accounts {where}", params).fetchone()[0]
+    return [AccountRow(*r) for r in rows], total
+
+
+def get_account(conn: psycopg.Connection, *, account_id: str) -> AccountRow | None:
+    """One account."""
+    with mapped_errors():
+        row = conn.execute("SELECT account_id, name, segment FROM accounts WHERE account_id = %s",
+                           (account_id,)).fetchone()
+    return AccountRow(*row) if row else None
+
+
+def list_devices(
+    conn: psycopg.Connection, *, product_id: str | None = None, account_id: str | None = None,
+    limit: int = 100, offset: int = 0,
+) -> tuple[list[DeviceRow], int]:
+    """Devices by id (optionally of one product and/or account) and how many match."""
+    where = ("WHERE (%(product)s::text IS NULL OR product_id = %(product)s)"
+             " AND (%(account)s::text IS NULL OR account_id = %(account)s)")
+    params = {"product": product_id, "account": account_id, "limit": limit, "offset": offset}
+    with mapped_errors():
+        rows = conn.execute(f"SELECT {_DEVICE_COLS} FROM devices {where} ORDER BY device_id"
+                            " LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
+        total = conn.execute(f"SELECT count(*) FROM devices {where}", params).fetchone()[0]
+    return [DeviceRow(*r) for r in rows], total
+
+
+def get_device(conn: psycopg.Connection, *, device_id: str) -> DeviceRow | None:
+    """One device."""
+    with mapped_errors():
+        row = conn.execute(f"SELECT {_DEVICE_COLS} FROM devices WHERE device_id = %s", (device_id,)).fetchone()
+    return DeviceRow(*row) if row else None
+
+
+def count_references(conn: psycopg.Connection, *, product_id: str | None = None, account_id: str | None = None,
+                     device_id: str | None = None) -> int:
+    """What still refers to a registry entry: devices of a product/account, or stored telemetry of a device."""
+    with mapped_errors():
+        if product_id is not None:
+            return conn.execute("SELECT count(*) FROM devices WHERE product_id = %s", (product_id,)).fetchone()[0]
+        if account_id is not None:
+            return conn.execute("SELECT count(*) FROM devices WHERE account_id = %s", (account_id,)).fetchone()[0]
+        return conn.execute(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM events e JOIN devices d USING (device_key)"
+            "  WHERE d.device_id = %(d)s LIMIT 1) x) + (SELECT count(*) FROM (SELECT 1 FROM device_state s"
+            "  JOIN devices d USING (device_key) WHERE d.device_id = %(d)s LIMIT 1) y)", {"d": device_id},
+        ).fetchone()[0]
+
+
+def delete_registry_entry(conn: psycopg.Connection, *, table: str, key: str) -> bool:
+    """Delete one product, account or device by id; False when it did not exist."""
+    column = {"products": "product_id", "accounts": "account_id", "devices": "device_id"}[table]
+    with mapped_errors():
+        cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(sql.Identifier(table),
+                                                                         sql.Identifier(column)), (key,))
+    return cur.rowcount > 0

@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.fixtures.gateway",
     "tests.fixtures.pricing_fleet",
     "tests.fixtures.fleet",
+    "tests.fixtures.api",
 ]
 
 

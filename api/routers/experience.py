@@ -26,7 +26,7 @@ from api.deps import ConnDep, PageDep, ProductKey
 from api.errors import NotFound, Unprocessable
 from api.schemas import FormatQuery, csv_response, paged
 
-router = APIRouter(prefix="/experience", tags=["experience"])
+router = APIRouter(prefix="/v1/experience", tags=["experience"])
 
 Id = Annotated[str, Query(min_length=1, max_length=200)]
 
