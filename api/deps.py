@@ -5,16 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from api.cache import ResultCache
 from api.errors import Forbidden, NotAuthenticated
 from core.config import Settings
 from store.apikeys import ApiKey, touch_key, verify_key
 
+T = TypeVar("T")
 KEY_COOKIE = "cxp_key"
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key in a header")
@@ -36,6 +38,27 @@ def get_conn(request: Request) -> Iterator[psycopg.Connection]:
 
 
 ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
+
+
+@dataclass(frozen=True)
+class Cached:
+    """Runs a computation through the app's result cache with this request's connection."""
+
+    cache: ResultCache
+    conn: psycopg.Connection
+
+    def __call__(self, name: str, compute: Callable[[psycopg.Connection], T], **params: Any) -> T:
+        """`compute(conn)` cached under `name` and `params` (which must determine the result)."""
+        key = (name, tuple(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in params.items())))
+        return self.cache.get_or_compute(key, conn=self.conn, compute=lambda: compute(self.conn))
+
+
+def get_cached(request: Request, conn: ConnDep) -> Cached:
+    """The result cache bound to the request's connection."""
+    return Cached(request.app.state.results, conn)
+
+
+CachedDep = Annotated[Cached, Depends(get_cached)]
 
 
 @dataclass

@@ -82,6 +82,9 @@ class ApiSettings(BaseModel):
     sync_backtest_limit: int = 200_000
     job_workers: int = 2
     max_page_size: int = 1000
+    # Analytics results are reused while the data under them is unchanged, for at most this long (0: off).
+    cache_ttl_s: float = 300.0
+    cache_entries: int = 256
 
 
 class StackSettings(BaseModel):

@@ -22,7 +22,7 @@ from analytics.models import (
     VoiceReport,
     Window,
 )
-from api.deps import ConnDep, PageDep, ProductKey
+from api.deps import CachedDep, PageDep, ProductKey
 from api.errors import NotFound, Unprocessable
 from api.schemas import FormatQuery, csv_response, paged
 
@@ -86,7 +86,7 @@ _HEALTH_COLUMNS = ("level", "entity_id", "period_start", "period_end", "product_
 @router.get("/health", response_model=HealthPage, summary="Experience Health Score with components and drivers")
 def list_health(
     _: ProductKey,
-    conn: ConnDep,
+    cached: CachedDep,
     scope: ScopeDep,
     page: PageDep,
     level: Literal["device", "account", "product", "fleet"] = "product",
@@ -97,7 +97,8 @@ def list_health(
     format: FormatQuery = "json",
 ) -> HealthPage | Response:
     """Scores per entity and period, newest period last; `latest=true` keeps each entity's last period."""
-    report = service.get_health(conn=conn, level=level, grain=grain, device=device, weeks=weeks, **scope.kwargs())
+    kw = {"level": level, "grain": grain, "device": device, "weeks": weeks, **scope.kwargs()}
+    report = cached("health", lambda c: service.get_health(conn=c, **kw), **kw)
     scores = report.latest() if latest else report.scores
     if format == "csv":
         return csv_response(scores, filename=f"health-{level}", columns=_HEALTH_COLUMNS)
@@ -109,7 +110,7 @@ def list_health(
             summary="One entity's health history", responses={404: {"description": "No such entity in scope"}})
 def get_health_history(
     _: ProductKey,
-    conn: ConnDep,
+    cached: CachedDep,
     level: Literal["device", "account", "product", "fleet"],
     entity_id: str,
     grain: Literal["day", "week"] = "week",
@@ -119,7 +120,8 @@ def get_health_history(
     """Every period's score of one device, account, product (or `fleet/fleet`), oldest first."""
     filters = {"device": {"device": entity_id}, "account": {"account": entity_id},
                "product": {"product": entity_id}, "fleet": {}}[level]
-    report = service.get_health(conn=conn, level=level, grain=grain, weeks=weeks, end=end, **filters)
+    kw = {"level": level, "grain": grain, "weeks": weeks, "end": end, **filters}
+    report = cached("health", lambda c: service.get_health(conn=c, **kw), **kw)
     history = report.history(entity_id if level != "fleet" else next(
         (s.entity_id for s in report.scores), entity_id))
     if not history:
@@ -130,7 +132,7 @@ def get_health_history(
 @router.get("/voice", response_model=VoiceReport, summary="NPS, CSAT and CES per group")
 def get_voice(
     _: ProductKey,
-    conn: ConnDep,
+    cached: CachedDep,
     scope: ScopeDep,
     by: Annotated[list[Literal["product", "touchpoint", "segment", "week", "month", "day"]],
                   Query(description="Group by these (repeat the parameter)")] = ["product"],  # noqa: B006
@@ -138,38 +140,43 @@ def get_voice(
     min_n: Annotated[int, Query(ge=1, le=10_000, description="Answers below which a value is withheld")] = 2,
 ) -> VoiceReport:
     """NPS with n and 95% margin, CSAT top-2-box, CES mean — never mixed across scales."""
-    return service.get_voice(conn=conn, by=tuple(dict.fromkeys(by)), days=days, min_n=min_n, **scope.kwargs())
+    kw = {"by": tuple(dict.fromkeys(by)), "days": days, "min_n": min_n, **scope.kwargs()}
+    return cached("voice", lambda c: service.get_voice(conn=c, **kw), **kw)
 
 
 @router.get("/touchpoints", response_model=TouchpointReport,
             summary="Touchpoints: reach, success, latency, importance–performance quadrant, satisfier class")
 def get_touchpoints(
-    _: ProductKey, conn: ConnDep, scope: ScopeDep, days: Days = 56, format: FormatQuery = "json"
+    _: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 56, format: FormatQuery = "json"
 ) -> TouchpointReport | Response:
     """Per product × touchpoint, with the outcome models behind derived importance."""
-    report = service.get_touchpoints(conn=conn, days=days, **scope.kwargs())
+    kw = {"days": days, **scope.kwargs()}
+    report = cached("touchpoints", lambda c: service.get_touchpoints(conn=c, **kw), **kw)
     if format == "csv":
         return csv_response(report.touchpoints, filename="touchpoints")
     return report
 
 
 @router.get("/journey", response_model=JourneyReport, summary="Lifecycle funnel, cohorts and time to first value")
-def get_journey(_: ProductKey, conn: ConnDep, scope: ScopeDep, days: Days = 90) -> JourneyReport:
+def get_journey(_: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 90) -> JourneyReport:
     """Registered → activated → first core use → habitual, churned as the exit, per weekly cohort."""
-    return service.get_journey(conn=conn, days=days, **scope.kwargs())
+    kw = {"days": days, **scope.kwargs()}
+    return cached("journey", lambda c: service.get_journey(conn=c, **kw), **kw)
 
 
 @router.get("/disruptions", response_model=DisruptionReport,
             summary="Incidents, recovery times, error spikes and the effect of recovery")
-def get_disruptions(_: ProductKey, conn: ConnDep, scope: ScopeDep, days: Days = 56) -> DisruptionReport:
+def get_disruptions(_: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 56) -> DisruptionReport:
     """Error episodes merged into incidents, time to recovery, spikes, and the recovery-paradox test."""
-    return service.get_disruptions(conn=conn, days=days, **scope.kwargs())
+    kw = {"days": days, **scope.kwargs()}
+    return cached("disruptions", lambda c: service.get_disruptions(conn=c, **kw), **kw)
 
 
 @router.get("/personas", response_model=SegmentReport, summary="Usage personas with size and health")
-def get_personas(_: ProductKey, conn: ConnDep, scope: ScopeDep, days: Days = 56) -> SegmentReport:
+def get_personas(_: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 56) -> SegmentReport:
     """k-means personas on standardised usage features, named in product-manager words."""
-    return service.get_segments(conn=conn, days=days, **scope.kwargs())
+    kw = {"days": days, **scope.kwargs()}
+    return cached("personas", lambda c: service.get_segments(conn=c, **kw), **kw)
 
 
 class ChurnRiskPage(BaseModel):
@@ -188,7 +195,7 @@ class ChurnRiskPage(BaseModel):
 @router.get("/churn-risk", response_model=ChurnRiskPage, summary="Ranked churn risk with reasons")
 def list_churn_risk(
     _: ProductKey,
-    conn: ConnDep,
+    cached: CachedDep,
     scope: ScopeDep,
     page: PageDep,
     level: Literal["device", "account"] = "device",
@@ -196,8 +203,9 @@ def list_churn_risk(
     format: FormatQuery = "json",
 ) -> ChurnRiskPage | Response:
     """Highest risk first; reasons in words (usage slope, days since last core use, recent disruptions)."""
-    result = service.list_churn_risk(conn=conn, level=level, product=scope.product, segment=scope.segment,
-                                     account=scope.account, end=scope.end, include_churned=include_churned)
+    kw = {"level": level, "product": scope.product, "segment": scope.segment, "account": scope.account,
+          "end": scope.end, "include_churned": include_churned}
+    result = cached("churn", lambda c: service.list_churn_risk(conn=c, **kw), **kw)
     if format == "csv":
         return csv_response(result.entries, filename=f"churn-risk-{level}")
     return ChurnRiskPage(level=level, window=result.window, reason=result.reason, weights=result.weights,
@@ -207,11 +215,12 @@ def list_churn_risk(
 @router.get("/report", response_model=FleetReport, summary="Fleet health summary with the top concerns")
 def get_report(
     _: ProductKey,
-    conn: ConnDep,
+    cached: CachedDep,
     product: Annotated[str | None, Query(max_length=200)] = None,
     segment: Annotated[str | None, Query(max_length=200)] = None,
     end: date | None = None,
     weeks: Annotated[int, Query(ge=1, le=52)] = 4,
 ) -> FleetReport:
     """What the demo prints: fleet and product scores, NPS, band shares, churn risk and ranked concerns."""
-    return service.get_fleet_report(conn=conn, product=product, segment=segment, end=end, weeks=weeks)
+    kw = {"product": product, "segment": segment, "end": end, "weeks": weeks}
+    return cached("report", lambda c: service.get_fleet_report(conn=c, **kw), **kw)

@@ -1,0 +1,70 @@
+"""The result cache: reused while the analysed tables are unchanged, recomputed after a change."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from api.cache import ResultCache, data_version
+from store.registry import AccountRow, upsert_accounts
+from tests.fixtures.gateway import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_result_is_reused_until_the_data_changes(db) -> None:
+    cache = ResultCache(ttl_s=600)
+    calls: list[int] = []
+
+    def compute() -> int:
+        calls.append(1)
+        return len(calls)
+
+    assert cache.get_or_compute("k", conn=db, compute=compute) == 1
+    assert cache.get_or_compute("k", conn=db, compute=compute) == 1
+    assert cache.get_or_compute("other", conn=db, compute=compute) == 2
+    before = data_version(db)
+    upsert_accounts(db, accounts=[AccountRow("acc-cache", "Cache test")])
+    db.execute("SELECT pg_stat_force_next_flush()")
+    db.execute("SELECT 1")  # the flush happens at the end of a transaction
+    assert wait_for(lambda: data_version(db) != before, timeout=15)
+    assert cache.get_or_compute("k", conn=db, compute=compute) == 3
+    assert (cache.hits, cache.misses) == (1, 3)
+
+
+def test_concurrent_callers_compute_once_and_ttl_zero_disables(db, stack) -> None:
+    from store.db import connect
+
+    cache = ResultCache(ttl_s=600)
+    gate = threading.Event()
+    calls: list[int] = []
+
+    def slow() -> str:
+        calls.append(1)
+        gate.wait(5)
+        return "done"
+
+    results: list[str] = []
+
+    def caller() -> None:
+        with connect(stack.db) as conn:
+            results.append(cache.get_or_compute("slow", conn=conn, compute=slow))
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(calls) >= 1, timeout=5)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert results == ["done"] * 4 and len(calls) == 1
+    off = ResultCache(ttl_s=0)
+    assert [off.get_or_compute("k", conn=db, compute=lambda: len(calls)) for _ in range(2)] == [1, 1]
+
+
+def test_bounded_size_evicts_the_least_recent(db) -> None:
+    cache = ResultCache(ttl_s=600, max_entries=2)
+    for key in ("a", "b", "a", "c"):
+        cache.get_or_compute(key, conn=db, compute=lambda k=key: k)
+    assert list(cache._entries) == ["a", "c"]
