@@ -61,7 +61,9 @@ def stack_up() -> None:
 def stack_down() -> None:
     """Stop the broker and the database."""
     from stack import stop_stack
+    from stack.api_process import stop_api
 
+    stop_api(_settings())  # it needs the database
     status = stop_stack(_settings())
     console.print(f"broker up={status.broker_up}  db up={status.db_up}")
 
@@ -265,6 +267,30 @@ def demo(
                       f" in {elapsed:.1f}s end to end ({stored / elapsed:,.0f} events/s); gateway exit {gw.returncode}")
         _print_summary(summary)
         _print_reports(conn)
+    _start_demo_api(settings)
+
+
+def _start_demo_api(settings: Settings) -> None:
+    """Leave the API running with a fresh demo key (earlier demo keys are revoked)."""
+    from stack.api_process import ApiProcessError, start_api
+    from store.apikeys import create_key, list_keys, revoke_key
+    from store.db import connect
+
+    console.rule("API")
+    with connect(settings.db) as conn:
+        for old in list_keys(conn):
+            if old.name == "demo":
+                revoke_key(conn, key_id=old.key_id)
+        key = create_key(conn, name="demo", role="admin")
+    try:
+        url = start_api(settings)
+    except ApiProcessError as exc:
+        _fail(str(exc))
+    console.print(f"API        {url}/v1   (OpenAPI docs: {url}/docs)", markup=False, highlight=False)
+    console.print(f"dashboard  {url}/dashboard/login?key={key.token}", markup=False, highlight=False)
+    console.print(f"API key    {key.token}   (role admin; e.g. curl -H 'Authorization: Bearer <key>' "
+                  f"{url}/v1/experience/report)", markup=False, highlight=False)
+    console.print("stop it with ./cxp api stop (./cxp stack down stops everything)", markup=False, highlight=False)
 
 
 def _print_reports(conn) -> None:
@@ -323,19 +349,45 @@ def _print_summary(summary) -> None:
 
 # ---------------------------------------------------------------------------------------------- API
 
-@app.command("api")
+api_app = typer.Typer(help="The HTTP API and dashboard.", no_args_is_help=True)
+app.add_typer(api_app, name="api")
+
+
+@api_app.command("serve")
 def api_serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: settings api.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: settings api.port).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Uvicorn worker processes.")] = 1,
 ) -> None:
-    """Serve the HTTP API (/v1, /docs) and the dashboard (/dashboard)."""
+    """Serve the HTTP API (/v1, /docs) and the dashboard (/dashboard) in the foreground."""
     import uvicorn
 
     settings = _settings()
     db_migrate()
     uvicorn.run("api.main:app", host=host or settings.api.host, port=port or settings.api.port, workers=workers,
                 log_level=settings.log_level.lower(), access_log=False)
+
+
+@api_app.command("start")
+def api_start(workers: Annotated[int, typer.Option(min=1, help="Uvicorn worker processes.")] = 1) -> None:
+    """Start the API in the background (idempotent) and wait until it is ready."""
+    from stack.api_process import ApiProcessError, start_api
+
+    settings = _settings()
+    db_migrate()
+    try:
+        url = start_api(settings, workers=workers)
+    except ApiProcessError as exc:
+        _fail(str(exc))
+    console.print(f"API ready at {url}")
+
+
+@api_app.command("stop")
+def api_stop() -> None:
+    """Stop the background API."""
+    from stack.api_process import stop_api
+
+    console.print("API stopped" if stop_api(_settings()) else "API was not running")
 
 
 @keys_app.command("create")

@@ -108,6 +108,19 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
 
+def settings_env(settings: Settings, base: dict[str, str]) -> dict[str, str]:
+    """An environment (from `base` without CXP_ variables) that makes a child process's settings equal these."""
+    env = {k: v for k, v in base.items() if not k.startswith("CXP_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if inner is not None:
+                    env[f"CXP_{name.upper()}__{key.upper()}"] = str(inner)
+        elif value is not None:
+            env[f"CXP_{name.upper()}"] = str(value)
+    return env
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
