@@ -137,6 +137,30 @@ def _loaded(conn: psycopg.Connection, params: dict[str, Any]) -> bool:
     return row is not None and row[0] == params["devices"] and row[1] == 0 and row[2] == start and row[3] == last
 
 
+def bench_fleet_params(*, devices: int, days: int, seed: int) -> dict[str, Any]:
+    """The benchmark fleet: starts on a Monday so weekly periods line up with the simulated days."""
+    return {"seed": seed, "devices": devices, "start": datetime(2025, 1, 6, tzinfo=UTC), "days": days,
+            "error_prone": ("brew-c3", "brew")}
+
+
+def ensure_fleet(
+    conn: psycopg.Connection, *, params: dict[str, Any], workers: int, reload: bool, out: Callable[[str], None]
+) -> None:
+    """Load the fleet into this (benchmark) database unless it already holds it fully rolled up."""
+    from store.admin import truncate_data
+
+    if not reload and _loaded(conn, params):
+        out(f"the database already holds the fleet ({params['devices']:,} devices × {params['days']} days);"
+            " --reload to rebuild")
+        return
+    out(f"loading {params['devices']:,} devices × {params['days']} days (write_batch, no MQTT)…")
+    truncate_data(conn)
+    report = load_fleet(conn, fleet_params=params, workers=workers, progress=out)
+    out(f"loaded {report.events_stored:,} events + {report.states_stored:,} heartbeats in {report.load_s:.0f} s,"
+        f" rollups in {report.rollup_s:.0f} s")
+    conn.execute("ANALYZE")
+
+
 def _time(label: str, fn: Callable[[], Any], out: Callable[[str], None]) -> tuple[float, Any]:
     t0 = time.perf_counter()
     result = fn()
@@ -150,7 +174,6 @@ def main(argv: list[str] | None = None) -> None:
     from analytics.service import get_health
     from core.config import DbSettings, Settings
     from stack import start_stack
-    from store.admin import truncate_data
     from store.db import connect
     from store.migrate import apply_migrations
 
@@ -170,32 +193,12 @@ def main(argv: list[str] | None = None) -> None:
     status = start_stack(settings)
     if not status.db_up:
         raise SystemExit(f"database not reachable: {status}")
-    # starts on a Monday, so weekly periods line up with the simulated days; the last week may be partial
-    start = datetime(2025, 1, 6, tzinfo=UTC)
-    params = {
-        "seed": args.seed,
-        "devices": args.devices,
-        "start": start,
-        "days": args.days,
-        "error_prone": ("brew-c3", "brew"),
-    }
-    end = (start + timedelta(days=args.days - 1)).date()
+    params = bench_fleet_params(devices=args.devices, days=args.days, seed=args.seed)
+    end = (params["start"] + timedelta(days=args.days - 1)).date()
     weeks = args.days // 7
     with connect(settings.db) as conn:
         apply_migrations(conn)
-        if args.reload or not _loaded(conn, params):
-            out(f"loading {args.devices:,} devices × {args.days} days into {BENCH_DB} (write_batch, no MQTT)…")
-            truncate_data(conn)
-            report = load_fleet(conn, fleet_params=params, workers=args.workers, progress=out)
-            out(
-                f"loaded {report.events_stored:,} events + {report.states_stored:,} heartbeats in {report.load_s:.0f} s,"
-                f" rollups in {report.rollup_s:.0f} s"
-            )
-            conn.execute("ANALYZE")
-        else:
-            out(
-                f"{BENCH_DB} already holds the fleet ({args.devices:,} devices × {args.days} days); --reload to rebuild"
-            )
+        ensure_fleet(conn, params=params, workers=args.workers, reload=args.reload, out=out)
         sizes = conn.execute(
             "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM device_state),"
             " (SELECT count(*) FROM rollup_hourly), (SELECT count(*) FROM rollup_daily)"

@@ -27,7 +27,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(contract_app, name="contract")
 bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-keys_app = typer.Typer(help="API keys (stored hashed; the key itself is shown once, at creation).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (stored hashed; the key is shown once, at creation).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 console = Console(width=None if sys.stdout.isatty() else 150)
 
@@ -467,6 +467,14 @@ def bench_analytics(ctx: typer.Context) -> None:
     from analytics.bench import main as analytics_main
 
     analytics_main(list(ctx.args))
+
+
+@bench_app.command("api", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_api(ctx: typer.Context) -> None:
+    """Locust on the API over 10,000 devices × 90 days: req/s and p50/p95/p99 per endpoint (--help)."""
+    from loadtests.api_bench import main as api_bench_main
+
+    api_bench_main(list(ctx.args))
 
 
 # ---------------------------------------------------------------------------------------------- contract
