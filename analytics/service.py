@@ -1331,8 +1331,9 @@ def get_segments(
     min_history_days: int = 21,
     with_health: bool = True,
 ) -> SegmentReport:
-    """Personas: k-means on standardised per-device features relative to each product's norm, k by the best
-    silhouette over `k_range` (core segment_entities), each named and described with its size and health.
+    """Personas: k-means on standardised per-device features relative to each product's norm, k by the highest
+    Calinski–Harabasz index over `k_range` (silhouette reported alongside), each named and described with its
+    size and health.
 
     Devices with fewer than `min_history_days` days in the window, or no use, are not segmented (listed with why).
     """
