@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pricing.errors import PricingError
-from store.errors import StoreError, StoreUnavailable
+from store.errors import InvalidValue, StoreError, StoreUnavailable
 
 log = logging.getLogger("cxp.api")
 
@@ -126,6 +126,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
         log.warning("database unavailable: %s", exc)
         return _body(503, "unavailable", "the database is unavailable; retry shortly", headers={"Retry-After": "5"})
+
+    @app.exception_handler(InvalidValue)
+    async def _invalid_value(_: Request, exc: InvalidValue) -> JSONResponse:
+        return _body(422, "invalid", f"a value in the request cannot be stored or searched: {exc}")
 
     @app.exception_handler(StoreError)
     async def _store(_: Request, exc: StoreError) -> JSONResponse:

@@ -17,6 +17,10 @@ from pydantic import BaseModel
 
 T = TypeVar("T")
 
+# For `responses=` of endpoints that take FormatQuery: the CSV alternative documented next to the JSON.
+CSV_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "JSON, or CSV with format=csv"}}
+
 FormatQuery = Annotated[Literal["json", "csv"], Query(description="json, or csv for a download of the table")]
 
 

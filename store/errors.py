@@ -16,6 +16,10 @@ class StoreUnavailable(StoreError):
     """The database cannot be reached or the connection broke; the operation may be retried."""
 
 
+class InvalidValue(StoreError):
+    """The database cannot hold a value it was given (NUL in text, number out of range, bad date…)."""
+
+
 class MigrationError(StoreError):
     """A migration failed or an applied migration was changed."""
 
@@ -27,5 +31,7 @@ def mapped_errors() -> Iterator[None]:
         yield
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(str(exc).strip()) from exc
+    except psycopg.DataError as exc:
+        raise InvalidValue(str(exc).strip()) from exc
     except psycopg.Error as exc:
         raise StoreError(str(exc).strip()) from exc

@@ -24,7 +24,7 @@ from analytics.models import (
 )
 from api.deps import CachedDep, PageDep, ProductKey
 from api.errors import NotFound, Unprocessable
-from api.schemas import FormatQuery, csv_response, paged
+from api.schemas import CSV_RESPONSES, FormatQuery, csv_response, paged
 
 router = APIRouter(prefix="/v1/experience", tags=["experience"])
 
@@ -83,7 +83,8 @@ _HEALTH_COLUMNS = ("level", "entity_id", "period_start", "period_end", "product_
                    "band", "capped", "components", "top_negative_drivers", "previous_score", "delta", "arrow", "reason")
 
 
-@router.get("/health", response_model=HealthPage, summary="Experience Health Score with components and drivers")
+@router.get("/health", response_model=HealthPage, responses=CSV_RESPONSES,
+            summary="Experience Health Score with components and drivers")
 def list_health(
     _: ProductKey,
     cached: CachedDep,
@@ -144,7 +145,7 @@ def get_voice(
     return cached("voice", lambda c: service.get_voice(conn=c, **kw), **kw)
 
 
-@router.get("/touchpoints", response_model=TouchpointReport,
+@router.get("/touchpoints", response_model=TouchpointReport, responses=CSV_RESPONSES,
             summary="Touchpoints: reach, success, latency, importance–performance quadrant, satisfier class")
 def get_touchpoints(
     _: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 56, format: FormatQuery = "json"
@@ -192,7 +193,8 @@ class ChurnRiskPage(BaseModel):
     offset: int
 
 
-@router.get("/churn-risk", response_model=ChurnRiskPage, summary="Ranked churn risk with reasons")
+@router.get("/churn-risk", response_model=ChurnRiskPage, responses=CSV_RESPONSES,
+            summary="Ranked churn risk with reasons")
 def list_churn_risk(
     _: ProductKey,
     cached: CachedDep,

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel
 
 from api.deps import AdminKey, ConnDep, PageDep
-from api.schemas import FormatQuery, csv_response
+from api.schemas import CSV_RESPONSES, FormatQuery, csv_response
 from store.ops import (
     DeadLetter,
     StorageLag,
@@ -78,7 +78,8 @@ class DeadLetterPage(BaseModel):
     offset: int
 
 
-@router.get("/dead-letters", response_model=DeadLetterPage, summary="Refused messages with their reasons")
+@router.get("/dead-letters", response_model=DeadLetterPage, responses=CSV_RESPONSES,
+            summary="Refused messages with their reasons")
 def list_dead_letters_view(
     _: AdminKey,
     conn: ConnDep,

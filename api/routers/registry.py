@@ -13,7 +13,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, V
 
 from api.deps import AdminKey, ConnDep, PageDep
 from api.errors import Conflict, ErrorDetail, NotFound, Unprocessable
-from api.schemas import FormatQuery, csv_response
+from api.schemas import CSV_RESPONSES, FormatQuery, csv_response
 from store.registry import (
     AccountRow,
     DeviceRow,
@@ -220,7 +220,7 @@ def delete_product(_: AdminKey, conn: ConnDep, product_id: IdPath) -> Response:
 
 # ---------------------------------------------------------------------------------------------- accounts
 
-@router.get("/accounts", response_model=AccountPage, summary="Customer accounts")
+@router.get("/accounts", response_model=AccountPage, responses=CSV_RESPONSES, summary="Customer accounts")
 def list_accounts_view(
     _: AdminKey, conn: ConnDep, page: PageDep,
     segment: Annotated[str | None, Query(max_length=100)] = None, format: FormatQuery = "json",
@@ -262,7 +262,7 @@ def delete_account(_: AdminKey, conn: ConnDep, account_id: IdPath) -> Response:
 
 # ---------------------------------------------------------------------------------------------- devices
 
-@router.get("/devices", response_model=DevicePage, summary="Registered devices")
+@router.get("/devices", response_model=DevicePage, responses=CSV_RESPONSES, summary="Registered devices")
 def list_devices_view(
     _: AdminKey, conn: ConnDep, page: PageDep,
     product: Annotated[str | None, Query(max_length=128)] = None,
