@@ -23,19 +23,28 @@ def _options(parser) -> None:
     parser.add_argument("--accounts", type=int, default=3000, help="Account ids acct-000000… to look up")
 
 
-class ProductManager(FastHttpUser):
-    """Looks at fleet and product health, drills into touchpoints, voice, churn risk and devices."""
+class _ApiUser(FastHttpUser):
+    """A caller with one role's key; a non-200 answer counts as a failure with its error text."""
 
-    weight = 3
-    wait_time = between(0.5, 2.0)
+    abstract = True
+    role = ""
 
     def on_start(self) -> None:
-        self.auth = {"Authorization": f"Bearer {self.environment.parsed_options.product_key}"}
+        key = getattr(self.environment.parsed_options, f"{self.role}_key")
+        self.auth = {"Authorization": f"Bearer {key}"}
 
     def _get(self, path: str, name: str) -> None:
         with self.client.get(path, headers=self.auth, name=name, catch_response=True) as r:
             if r.status_code != 200:
                 r.failure(f"{r.status_code}: {r.text[:200]}")
+
+
+class ProductManager(_ApiUser):
+    """Looks at fleet and product health, drills into touchpoints, voice, churn risk and devices."""
+
+    role = "product"
+    weight = 3
+    wait_time = between(0.5, 2.0)
 
     @task(4)
     def fleet_report(self) -> None:
@@ -86,19 +95,12 @@ class ProductManager(FastHttpUser):
         self._get(f"/v1/experience/personas?product={random.choice(PRODUCTS)}", "/v1/experience/personas")
 
 
-class PricingAnalyst(FastHttpUser):
+class PricingAnalyst(_ApiUser):
     """Compares revenue models, reads plans and looks up experiment assignments."""
 
+    role = "pricing"
     weight = 1
     wait_time = between(1.0, 3.0)
-
-    def on_start(self) -> None:
-        self.auth = {"Authorization": f"Bearer {self.environment.parsed_options.pricing_key}"}
-
-    def _get(self, path: str, name: str) -> None:
-        with self.client.get(path, headers=self.auth, name=name, catch_response=True) as r:
-            if r.status_code != 200:
-                r.failure(f"{r.status_code}: {r.text[:200]}")
 
     @task(3)
     def comparison(self) -> None:
