@@ -1,5 +1,258 @@
-"""Placeholder: filled in by its own work item."""
+"""Dashboard pages for people who would rather look than read: overview, health, touchpoints, journey, disruptions
+and pricing models. Server-rendered HTML with the data embedded as JSON; plotly (from the installed package) draws."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import logging
+from collections.abc import Callable, Coroutine
+from decimal import Decimal
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import psycopg
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
+
+from analytics import service as analytics
+from analytics.core.health import HealthConfig
+from api.dashboard import assets, pages
+from api.dashboard.comparison import comparison_plan_ids, model_comparison
+from api.dashboard.render import HEADERS, Html, Viewer, el, filter_form, may_see, page, safe_next
+from api.deps import KEY_COOKIE, ConnDep, CurrentKey, PricingKey, ProductKey
+from api.errors import ApiError, Forbidden, NotAuthenticated, Unprocessable
+from pricing.errors import PricingError
+from store.apikeys import ApiKey, verify_key
+from store.errors import InvalidValue, StoreUnavailable
+from store.registry import list_products
+
+log = logging.getLogger("cxp.api.dashboard")
+
+COOKIE_MAX_AGE_S = 8 * 3600  # a working day; the key itself stays valid until revoked
+
+
+def _html(body: Html, *, status: int = 200, extra: dict[str, str] | None = None) -> HTMLResponse:
+    return HTMLResponse(body, status_code=status, headers={**HEADERS, **(extra or {})})
+
+
+def _error(status: int, title: str, message: str, details: tuple[str, ...] = (),
+           extra: dict[str, str] | None = None) -> HTMLResponse:
+    body = pages.error_body(message, details, other_key=status == 403)
+    return _html(page(title=title, active="", viewer=Viewer(), body=body), status=status, extra=extra)
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    response = RedirectResponse(f"/dashboard/login?next={quote(target, safe='/')}", status_code=303)
+    if KEY_COOKIE in request.cookies:  # revoked or malformed: drop it so the sign-in form starts clean
+        response.delete_cookie(KEY_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+class DashboardRoute(APIRoute):
+    """Failures as pages, not the API's JSON: no valid key → 303 to sign-in; other errors → an HTML error page."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except NotAuthenticated:
+                return _to_login(request)
+            except RequestValidationError as exc:
+                details = tuple(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in exc.errors())
+                return _error(422, "Invalid request", "Some parameters are not valid:", details)
+            except (PricingError, InvalidValue) as exc:  # e.g. a NUL byte in a filter: not storable, not found
+                return _error(422, "Invalid request", str(exc))
+            except StoreUnavailable:
+                return _error(503, "Unavailable", "The database is unavailable; retry shortly.",
+                              extra={"Retry-After": "5"})
+            except Forbidden as exc:
+                return _error(403, "Not allowed", exc.message.replace("this endpoint", "this page"))
+            except ApiError as exc:
+                return _error(exc.status, "Error", exc.message)
+            except Exception:  # noqa: BLE001 - a browser gets a page; the traceback goes to the log
+                log.exception("dashboard page failed: %s", request.url.path)
+                return _error(500, "Error", "Internal error; it has been logged.")
+
+        return route
+
+
+router = APIRouter(prefix="/dashboard", route_class=DashboardRoute, include_in_schema=False)
+
+Product = Annotated[str | None, Query(max_length=200, description="Product model id (default: all)")]
+
+
+def _viewer(key: ApiKey) -> Viewer:
+    return Viewer(key.name, key.role)
+
+
+def _products(conn: psycopg.Connection) -> list[str]:
+    return [p.product_id for p in list_products(conn, limit=1000)[0]]
+
+
+# ---------------------------------------------------------------- sign-in
+
+
+def _login_page(*, next_url: str, error: str | None = None, status: int = 200) -> HTMLResponse:
+    form = el("form", el("input", type="hidden", name="next", value=next_url),
+              el("label", "API key", el("input", type="password", name="key", autocomplete="off", required=True,
+                                        autofocus=True, placeholder="cxp_…")),
+              el("button", "Sign in", type="submit"), method="post", action="/dashboard/login")
+    body = el("section", el("h3", "Sign in with an API key"),
+              el("p", "Keys with the product role open the experience pages, pricing keys the pricing page, "
+                      "admin keys everything.", class_="muted"),
+              el("p", error, class_="error", role="alert") if error else None, form, class_="card login")
+    return _html(page(title="Sign in", active="login", viewer=Viewer(), body=body), status=status)
+
+
+def _signed_in(conn: ConnDep, request: Request, token: str, next_url: str) -> Response:
+    """Verify the key; on success set the HttpOnly cookie and go on, else show the form with an error (401)."""
+    if verify_key(conn, token=token) is None:
+        return _login_page(next_url=next_url, error="That key is not valid (unknown, mistyped or revoked).",
+                           status=401)
+    response = RedirectResponse(next_url, status_code=303,
+                                headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+    response.set_cookie(KEY_COOKIE, token.strip(), max_age=COOKIE_MAX_AGE_S, path="/", httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https")
+    return response
+
+
+@router.get("/login")
+def login_form(
+    request: Request,
+    conn: ConnDep,
+    next: Annotated[str | None, Query(max_length=2000)] = None,  # noqa: A002 - the conventional name
+    key: Annotated[str | None, Query(max_length=500, description="Scripted sign-in: the key, once")] = None,
+) -> Response:
+    """The sign-in form; with `?key=` (scripted use) the key is checked and the cookie set at once."""
+    if key:
+        return _signed_in(conn, request, key, safe_next(next))
+    return _login_page(next_url=safe_next(next))
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    conn: ConnDep,
+    key: Annotated[str, Form(max_length=500)],
+    next: Annotated[str | None, Form(max_length=2000)] = None,  # noqa: A002
+) -> Response:
+    """Check the pasted key and set the `cxp_key` cookie (HttpOnly, SameSite=Strict)."""
+    return _signed_in(conn, request, key, safe_next(next))
+
+
+@router.api_route("/logout", methods=["GET", "POST"])
+def logout() -> Response:
+    """Forget the key cookie and go back to the sign-in form."""
+    response = RedirectResponse("/dashboard/login", status_code=303)
+    response.delete_cookie(KEY_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+# ---------------------------------------------------------------- static files
+
+
+@router.get("/static/{name}")
+def static(name: str, request: Request) -> Response:
+    """plotly.min.js (from the installed plotly package), the page script and CSS; long-cached, gzip when accepted."""
+    make = assets.ASSETS.get(name)
+    if make is None:
+        return Response("not found", status_code=404, media_type="text/plain")
+    asset = make()
+    # URLs carry ?v=<version>: a year's caching is safe, a new release changes the URL.
+    headers = {"Cache-Control": "public, max-age=31536000, immutable", "ETag": asset.etag,
+               "Vary": "Accept-Encoding", "X-Content-Type-Options": "nosniff"}
+    if request.headers.get("if-none-match") == asset.etag:
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(asset.gzipped, media_type=asset.media_type, headers={**headers, "Content-Encoding": "gzip"})
+    return Response(asset.body, media_type=asset.media_type, headers=headers)
+
+
+# ---------------------------------------------------------------- pages
+
+
+@router.get("")
+def overview(key: CurrentKey, conn: ConnDep,
+             weeks: Annotated[int, Query(ge=1, le=104, description="Weeks of history")] = 4) -> HTMLResponse:
+    """Fleet report with the top concerns, and links to the pages the key may open."""
+    report = analytics.get_fleet_report(conn=conn, weeks=weeks) if may_see(key.role, "product") else None
+    body, charts = pages.overview(report, role=key.role)
+    sub = f"As of {report.window.as_of}, {report.devices:,} devices" if report and report.devices else ""
+    return _html(page(title="Overview", active="overview", viewer=_viewer(key), body=body, charts=charts,
+                      subtitle=sub))
+
+
+@router.get("/health")
+def health(key: ProductKey, conn: ConnDep, product: Product = None,
+           weeks: Annotated[int, Query(ge=1, le=104)] = 12) -> HTMLResponse:
+    """Health over time per product and for the fleet, with components and drivers."""
+    by_product = analytics.get_health(conn=conn, level="product", weeks=weeks, product=product)
+    scope = by_product if product else analytics.get_health(conn=conn, level="fleet", weeks=weeks)
+    body, charts = pages.health(by_product, scope, scope_name=product or "fleet", config=HealthConfig())
+    filters = filter_form(products=_products(conn), product=product, span_name="weeks", span_value=weeks,
+                          span_label="Weeks")
+    return _html(page(title="Fleet health", active="health", viewer=_viewer(key), body=body, charts=charts,
+                      filters=filters))
+
+
+@router.get("/touchpoints")
+def touchpoints(key: ProductKey, conn: ConnDep, product: Product = None,
+                days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
+    """Importance–performance chart per product, with the touchpoint table."""
+    body, charts = pages.touchpoints(analytics.get_touchpoints(conn=conn, product=product, days=days))
+    filters = filter_form(products=_products(conn), product=product, span_name="days", span_value=days,
+                          span_label="Days")
+    return _html(page(title="Touchpoints", active="touchpoints", viewer=_viewer(key), body=body, charts=charts,
+                      filters=filters))
+
+
+@router.get("/journey")
+def journey(key: ProductKey, conn: ConnDep, product: Product = None,
+            days: Annotated[int, Query(ge=7, le=3660)] = 90) -> HTMLResponse:
+    """Lifecycle funnel, cohorts and time to first value."""
+    body, charts = pages.journey(analytics.get_journey(conn=conn, product=product, days=days))
+    filters = filter_form(products=_products(conn), product=product, span_name="days", span_value=days,
+                          span_label="Days")
+    return _html(page(title="Journey", active="journey", viewer=_viewer(key), body=body, charts=charts,
+                      filters=filters))
+
+
+@router.get("/disruptions")
+def disruptions(key: ProductKey, conn: ConnDep, product: Product = None,
+                days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
+    """Incidents, spikes, recovery times and their effect on later satisfaction."""
+    body, charts = pages.disruptions(analytics.get_disruptions(conn=conn, product=product, days=days))
+    filters = filter_form(products=_products(conn), product=product, span_name="days", span_value=days,
+                          span_label="Days")
+    return _html(page(title="Disruptions", active="disruptions", viewer=_viewer(key), body=body, charts=charts,
+                      filters=filters))
+
+
+@router.get("/pricing")
+def pricing(
+    key: PricingKey,
+    conn: ConnDep,
+    product: Product = None,
+    theta: Annotated[Decimal, Query(ge=0, le=10, description="Bill shock: bill > (1 + theta) × baseline")] =
+    Decimal("0.2"),
+    baseline: Annotated[str | None, Query(max_length=100, description="Baseline plan id")] = None,
+) -> HTMLResponse:
+    """Revenue models side by side on a product's recorded usage: revenue, bills, shock, winners and losers."""
+    products = _products(conn)
+    plan_ids = comparison_plan_ids()
+    if baseline is not None and baseline not in plan_ids:
+        raise Unprocessable(f"unknown baseline plan {baseline!r}; one of {', '.join(plan_ids)}")
+    # The example plans price a thermostat: prefer it when present.
+    chosen = product or ("thermo-x1" if "thermo-x1" in products or not products else products[0])
+    body, charts = pages.pricing(model_comparison(conn=conn, product=chosen, theta=theta, baseline=baseline))
+    extra = (el("label", "Shock: bill > (1 + θ) × baseline, θ ", el("input", type="number", name="theta", value=theta,
+                                                                    min=0, max=10, step="0.05", class_="short")),
+             el("label", "Baseline ", el("select", *(el("option", p, value=p, selected=p == (baseline or plan_ids[0]))
+                                                     for p in plan_ids), name="baseline")))
+    filters = filter_form(products=products, product=chosen, extra=extra, all_label=None)
+    return _html(page(title="Pricing models side by side", active="pricing", viewer=_viewer(key), body=body,
+                      charts=charts, filters=filters))
