@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,8 +50,24 @@ class Cached:
 
     def __call__(self, name: str, compute: Callable[[psycopg.Connection], T], **params: Any) -> T:
         """`compute(conn)` cached under `name` and `params` (which must determine the result)."""
-        key = (name, tuple(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in params.items())))
+        key = (name, tuple(sorted((k, _hashable(v)) for k, v in params.items())))
         return self.cache.get_or_compute(key, conn=self.conn, compute=lambda: compute(self.conn))
+
+    def service(self, fn: Callable[..., T], /, **params: Any) -> T:
+        """`fn(conn=…, **params)` cached under its name and its full bound arguments, defaults included,
+        so the API and the dashboard asking the same question share one answer."""
+        bound = inspect.signature(fn).bind_partial(**params)
+        bound.apply_defaults()
+        args = {k: v for k, v in bound.arguments.items() if k != "conn"}
+        return self(f"{fn.__module__}.{fn.__qualname__}", lambda c: fn(conn=c, **params), **args)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list | tuple | range):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
 
 
 def get_cached(request: Request, conn: ConnDep) -> Cached:

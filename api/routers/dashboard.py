@@ -20,7 +20,7 @@ from analytics.core.health import HealthConfig
 from api.dashboard import assets, pages
 from api.dashboard.comparison import comparison_plan_ids, model_comparison
 from api.dashboard.render import HEADERS, Html, Viewer, el, filter_form, may_see, page, safe_next
-from api.deps import KEY_COOKIE, ConnDep, CurrentKey, PricingKey, ProductKey
+from api.deps import KEY_COOKIE, CachedDep, ConnDep, CurrentKey, PricingKey, ProductKey
 from api.errors import ApiError, Forbidden, NotAuthenticated, Unprocessable
 from pricing.errors import PricingError
 from store.apikeys import ApiKey, verify_key
@@ -176,10 +176,10 @@ def static(name: str, request: Request) -> Response:
 
 
 @router.get("")
-def overview(key: CurrentKey, conn: ConnDep,
+def overview(key: CurrentKey, cached: CachedDep,
              weeks: Annotated[int, Query(ge=1, le=104, description="Weeks of history")] = 4) -> HTMLResponse:
     """Fleet report with the top concerns, and links to the pages the key may open."""
-    report = analytics.get_fleet_report(conn=conn, weeks=weeks) if may_see(key.role, "product") else None
+    report = cached.service(analytics.get_fleet_report, weeks=weeks) if may_see(key.role, "product") else None
     body, charts = pages.overview(report, role=key.role)
     sub = f"As of {report.window.as_of}, {report.devices:,} devices" if report and report.devices else ""
     return _html(page(title="Overview", active="overview", viewer=_viewer(key), body=body, charts=charts,
@@ -187,11 +187,11 @@ def overview(key: CurrentKey, conn: ConnDep,
 
 
 @router.get("/health")
-def health(key: ProductKey, conn: ConnDep, product: Product = None,
+def health(key: ProductKey, conn: ConnDep, cached: CachedDep, product: Product = None,
            weeks: Annotated[int, Query(ge=1, le=104)] = 12) -> HTMLResponse:
     """Health over time per product and for the fleet, with components and drivers."""
-    by_product = analytics.get_health(conn=conn, level="product", weeks=weeks, product=product)
-    scope = by_product if product else analytics.get_health(conn=conn, level="fleet", weeks=weeks)
+    by_product = cached.service(analytics.get_health, level="product", weeks=weeks, product=product)
+    scope = by_product if product else cached.service(analytics.get_health, level="fleet", weeks=weeks)
     body, charts = pages.health(by_product, scope, scope_name=product or "fleet", config=HealthConfig())
     filters = filter_form(products=_products(conn), product=product, span_name="weeks", span_value=weeks,
                           span_label="Weeks")
@@ -200,10 +200,10 @@ def health(key: ProductKey, conn: ConnDep, product: Product = None,
 
 
 @router.get("/touchpoints")
-def touchpoints(key: ProductKey, conn: ConnDep, product: Product = None,
+def touchpoints(key: ProductKey, conn: ConnDep, cached: CachedDep, product: Product = None,
                 days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
     """Importance–performance chart per product, with the touchpoint table."""
-    body, charts = pages.touchpoints(analytics.get_touchpoints(conn=conn, product=product, days=days))
+    body, charts = pages.touchpoints(cached.service(analytics.get_touchpoints, product=product, days=days))
     filters = filter_form(products=_products(conn), product=product, span_name="days", span_value=days,
                           span_label="Days")
     return _html(page(title="Touchpoints", active="touchpoints", viewer=_viewer(key), body=body, charts=charts,
@@ -211,10 +211,10 @@ def touchpoints(key: ProductKey, conn: ConnDep, product: Product = None,
 
 
 @router.get("/journey")
-def journey(key: ProductKey, conn: ConnDep, product: Product = None,
+def journey(key: ProductKey, conn: ConnDep, cached: CachedDep, product: Product = None,
             days: Annotated[int, Query(ge=7, le=3660)] = 90) -> HTMLResponse:
     """Lifecycle funnel, cohorts and time to first value."""
-    body, charts = pages.journey(analytics.get_journey(conn=conn, product=product, days=days))
+    body, charts = pages.journey(cached.service(analytics.get_journey, product=product, days=days))
     filters = filter_form(products=_products(conn), product=product, span_name="days", span_value=days,
                           span_label="Days")
     return _html(page(title="Journey", active="journey", viewer=_viewer(key), body=body, charts=charts,
@@ -222,10 +222,10 @@ def journey(key: ProductKey, conn: ConnDep, product: Product = None,
 
 
 @router.get("/disruptions")
-def disruptions(key: ProductKey, conn: ConnDep, product: Product = None,
+def disruptions(key: ProductKey, conn: ConnDep, cached: CachedDep, product: Product = None,
                 days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
     """Incidents, spikes, recovery times and their effect on later satisfaction."""
-    body, charts = pages.disruptions(analytics.get_disruptions(conn=conn, product=product, days=days))
+    body, charts = pages.disruptions(cached.service(analytics.get_disruptions, product=product, days=days))
     filters = filter_form(products=_products(conn), product=product, span_name="days", span_value=days,
                           span_label="Days")
     return _html(page(title="Disruptions", active="disruptions", viewer=_viewer(key), body=body, charts=charts,
@@ -236,6 +236,7 @@ def disruptions(key: ProductKey, conn: ConnDep, product: Product = None,
 def pricing(
     key: PricingKey,
     conn: ConnDep,
+    cached: CachedDep,
     product: Product = None,
     theta: Annotated[Decimal, Query(ge=0, le=10, description="Bill shock: bill > (1 + theta) × baseline")] =
     Decimal("0.2"),
@@ -248,7 +249,7 @@ def pricing(
         raise Unprocessable(f"unknown baseline plan {baseline!r}; one of {', '.join(plan_ids)}")
     # The example plans price a thermostat: prefer it when present.
     chosen = product or ("thermo-x1" if "thermo-x1" in products or not products else products[0])
-    body, charts = pages.pricing(model_comparison(conn=conn, product=chosen, theta=theta, baseline=baseline))
+    body, charts = pages.pricing(cached.service(model_comparison, product=chosen, theta=theta, baseline=baseline))
     extra = (el("label", "Shock: bill > (1 + θ) × baseline, θ ", el("input", type="number", name="theta", value=theta,
                                                                     min=0, max=10, step="0.05", class_="short")),
              el("label", "Baseline ", el("select", *(el("option", p, value=p, selected=p == (baseline or plan_ids[0]))

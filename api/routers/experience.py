@@ -99,7 +99,7 @@ def list_health(
 ) -> HealthPage | Response:
     """Scores per entity and period, newest period last; `latest=true` keeps each entity's last period."""
     kw = {"level": level, "grain": grain, "device": device, "weeks": weeks, **scope.kwargs()}
-    report = cached("health", lambda c: service.get_health(conn=c, **kw), **kw)
+    report = cached.service(service.get_health, **kw)
     scores = report.latest() if latest else report.scores
     if format == "csv":
         return csv_response(scores, filename=f"health-{level}", columns=_HEALTH_COLUMNS)
@@ -122,7 +122,7 @@ def get_health_history(
     filters = {"device": {"device": entity_id}, "account": {"account": entity_id},
                "product": {"product": entity_id}, "fleet": {}}[level]
     kw = {"level": level, "grain": grain, "weeks": weeks, "end": end, **filters}
-    report = cached("health", lambda c: service.get_health(conn=c, **kw), **kw)
+    report = cached.service(service.get_health, **kw)
     history = report.history(entity_id if level != "fleet" else next(
         (s.entity_id for s in report.scores), entity_id))
     if not history:
@@ -142,7 +142,7 @@ def get_voice(
 ) -> VoiceReport:
     """NPS with n and 95% margin, CSAT top-2-box, CES mean — never mixed across scales."""
     kw = {"by": tuple(dict.fromkeys(by)), "days": days, "min_n": min_n, **scope.kwargs()}
-    return cached("voice", lambda c: service.get_voice(conn=c, **kw), **kw)
+    return cached.service(service.get_voice, **kw)
 
 
 @router.get("/touchpoints", response_model=TouchpointReport, responses=CSV_RESPONSES,
@@ -152,7 +152,7 @@ def get_touchpoints(
 ) -> TouchpointReport | Response:
     """Per product × touchpoint, with the outcome models behind derived importance."""
     kw = {"days": days, **scope.kwargs()}
-    report = cached("touchpoints", lambda c: service.get_touchpoints(conn=c, **kw), **kw)
+    report = cached.service(service.get_touchpoints, **kw)
     if format == "csv":
         return csv_response(report.touchpoints, filename="touchpoints")
     return report
@@ -162,7 +162,7 @@ def get_touchpoints(
 def get_journey(_: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 90) -> JourneyReport:
     """Registered → activated → first core use → habitual, churned as the exit, per weekly cohort."""
     kw = {"days": days, **scope.kwargs()}
-    return cached("journey", lambda c: service.get_journey(conn=c, **kw), **kw)
+    return cached.service(service.get_journey, **kw)
 
 
 @router.get("/disruptions", response_model=DisruptionReport,
@@ -170,14 +170,14 @@ def get_journey(_: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 
 def get_disruptions(_: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 56) -> DisruptionReport:
     """Error episodes merged into incidents, time to recovery, spikes, and the recovery-paradox test."""
     kw = {"days": days, **scope.kwargs()}
-    return cached("disruptions", lambda c: service.get_disruptions(conn=c, **kw), **kw)
+    return cached.service(service.get_disruptions, **kw)
 
 
 @router.get("/personas", response_model=SegmentReport, summary="Usage personas with size and health")
 def get_personas(_: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 56) -> SegmentReport:
     """k-means personas on standardised usage features, named in product-manager words."""
     kw = {"days": days, **scope.kwargs()}
-    return cached("personas", lambda c: service.get_segments(conn=c, **kw), **kw)
+    return cached.service(service.get_segments, **kw)
 
 
 class ChurnRiskPage(BaseModel):
@@ -207,7 +207,7 @@ def list_churn_risk(
     """Highest risk first; reasons in words (usage slope, days since last core use, recent disruptions)."""
     kw = {"level": level, "product": scope.product, "segment": scope.segment, "account": scope.account,
           "end": scope.end, "include_churned": include_churned}
-    result = cached("churn", lambda c: service.list_churn_risk(conn=c, **kw), **kw)
+    result = cached.service(service.list_churn_risk, **kw)
     if format == "csv":
         return csv_response(result.entries, filename=f"churn-risk-{level}")
     return ChurnRiskPage(level=level, window=result.window, reason=result.reason, weights=result.weights,
@@ -225,4 +225,4 @@ def get_report(
 ) -> FleetReport:
     """What the demo prints: fleet and product scores, NPS, band shares, churn risk and ranked concerns."""
     kw = {"product": product, "segment": segment, "end": end, "weeks": weeks}
-    return cached("report", lambda c: service.get_fleet_report(conn=c, **kw), **kw)
+    return cached.service(service.get_fleet_report, **kw)
