@@ -14,7 +14,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from pricing.backtest import NO_COST, BacktestResult, CostModel, DemandResponse, UsageCube, backtest
+from pricing.backtest import NO_COST, BacktestResult, CostModel, DemandResponse, Quantiles, UsageCube, backtest
 from pricing.errors import PricingError
 from pricing.examples import example_metrics, example_plans
 from pricing.experiments import ExperimentDesign, ExperimentResult, analyse_experiment, arms_by_plan, assign_arms
@@ -248,40 +248,179 @@ def get_data_span(*, conn: psycopg.Connection, product: str | None = None) -> Da
 COMPARISON_PLANS = ("hw-connect", "bundles", "ppu-graduated", "hybrid", "outcome")
 
 
-def get_model_comparison_text(
-    *, conn: psycopg.Connection, product: str = "thermo-x1", theta: Decimal = Decimal("0.2")
-) -> list[str]:
-    """A few plain-text lines: example revenue models backtested side by side on the recorded fleet."""
+@dataclass(frozen=True, slots=True)
+class ModelComparisonRow:
+    """One example model's figures against the baseline, with its monthly bills binned on the shared edges."""
+
+    plan_key: str
+    name: str
+    revenue: Decimal
+    arpu_month: Decimal
+    bill: Quantiles
+    revenue_delta: Decimal
+    shock_rate: float
+    shock_count: int
+    winners: int
+    losers: int
+    unchanged: int
+    histogram: tuple[int, ...]  # active account-months per bin of `ModelComparison.bin_edges`
+
+
+@dataclass(frozen=True, slots=True)
+class ModelComparison:
+    """Example revenue models backtested side by side on a product's recorded fleet (what the demo prints).
+
+    `bin_edges`: the histogram bins [edge_k, edge_k+1) shared by every model (the last bin includes
+    its upper edge). Empty `models` with a `reason` when the product has no recorded usage.
+    """
+
+    product: str
+    theta: Decimal
+    currency: str | None
+    baseline: str | None
+    first_month: date | None
+    last_month: date | None
+    last_day: date | None
+    accounts: int
+    customer_periods: int
+    bin_edges: tuple[Decimal, ...]
+    models: tuple[ModelComparisonRow, ...]
+    reason: str | None = None
+
+
+def _bill_bins(res: BacktestResult, bins: int) -> tuple[tuple[Decimal, ...], dict[str, tuple[int, ...]]]:
+    """Equal-width bins (a whole number of quanta wide) over every model's active monthly bills, and counts."""
+    act = res.cube.active_mask()
+    values = {k: res.bills[k][act] for k in res.plan_keys}
+    everything = np.concatenate([v for v in values.values()]) if values else np.zeros(0, dtype=np.int64)
+    lo = min(int(everything.min(initial=0)), 0)
+    hi = int(everything.max(initial=0))
+    width = max(-(-(hi - lo) // bins), 1)
+    edges = tuple(res.rule.from_quanta(lo + k * width) for k in range(bins + 1))
+    counts = {
+        k: tuple(np.bincount(np.minimum((v - lo) // width, bins - 1), minlength=bins).tolist())
+        for k, v in values.items()
+    }
+    return edges, counts
+
+
+def get_model_comparison(
+    *,
+    conn: psycopg.Connection,
+    product: str = "thermo-x1",
+    theta: Decimal = Decimal("0.2"),
+    bins: int = 10,
+    baseline: str | None = None,
+) -> ModelComparison:
+    """The example revenue models backtested side by side on `product`'s recorded fleet, with bill histograms.
+
+    `baseline`: the plan id of one of `COMPARISON_PLANS` (default: the first, the device sale).
+    """
+    if bins < 1:
+        raise PricingError("bins must be at least 1")
+    plans = [p for p in example_plans() if p.plan_id in COMPARISON_PLANS]
+    base_key = None
+    if baseline is not None:
+        base_key = next((p.key for p in plans if p.plan_id == baseline), None)
+        if base_key is None:
+            raise PricingError(f"baseline {baseline!r} is not one of the compared plans {list(COMPARISON_PLANS)}")
     span = get_data_span(conn=conn, product=product)
     if span.first_day is None or span.last_day is None:
-        return [f"pricing lab: no recorded usage for {product} yet"]
+        return ModelComparison(
+            product, theta, None, None, None, None, None, 0, 0, (), (), reason=f"no recorded usage for {product} yet"
+        )
     until = datetime.combine(span.last_day + timedelta(days=1), time(0), UTC)
     period = BillingPeriod.covering(start=datetime.combine(span.first_day, time(0), UTC), end=until)
-    plans = [p for p in example_plans() if p.plan_id in COMPARISON_PLANS]
     res = simulate_backtest(
         conn=conn,
         plans=plans,
         period=period,
         cohort=Cohort(product=product),
         theta=theta,
+        baseline=base_key,
         metrics=example_metrics(),
         until=until,
     )
+    if not res.cube.active_mask().any():
+        return ModelComparison(
+            product,
+            theta,
+            None,
+            None,
+            period.start,
+            period.month_starts[-1],
+            span.last_day,
+            0,
+            0,
+            (),
+            (),
+            reason=f"no active {product} accounts in the recorded span",
+        )
+    names = {p.key: p.name for p in plans}
+    edges, counts = _bill_bins(res, bins)
+    rows = []
+    for key in res.plan_keys:
+        s = res.summaries[key]
+        rows.append(
+            ModelComparisonRow(
+                plan_key=key,
+                name=names[key],
+                revenue=s.revenue,
+                arpu_month=s.arpu_month,
+                bill=s.bill,
+                revenue_delta=s.revenue_delta,
+                shock_rate=s.shock_rate,
+                shock_count=s.shock_count,
+                winners=s.winners,
+                losers=s.losers,
+                unchanged=s.unchanged,
+                histogram=counts[key],
+            )
+        )
     s0 = res.summaries[res.baseline]
+    return ModelComparison(
+        product=product,
+        theta=theta,
+        currency=res.currency,
+        baseline=res.baseline,
+        first_month=period.start,
+        last_month=period.month_starts[-1],
+        last_day=span.last_day,
+        accounts=s0.accounts,
+        customer_periods=s0.customer_periods,
+        bin_edges=edges,
+        models=tuple(rows),
+    )
+
+
+def get_model_comparison_text(
+    *, conn: psycopg.Connection, product: str = "thermo-x1", theta: Decimal = Decimal("0.2")
+) -> list[str]:
+    """A few plain-text lines: example revenue models backtested side by side on the recorded fleet."""
+    cmp = get_model_comparison(conn=conn, product=product, theta=theta)
+    if cmp.reason is not None:
+        return [f"pricing lab: {cmp.reason}"]
     lines = [
-        f"Pricing lab: {s0.accounts} {product} accounts, {s0.customer_periods} account-months "
-        f"{period.start:%Y-%m}..{period.month_starts[-1]:%Y-%m} (to {span.last_day}); baseline {res.baseline}, "
+        f"Pricing lab: {cmp.accounts} {product} accounts, {cmp.customer_periods} account-months "
+        f"{cmp.first_month:%Y-%m}..{cmp.last_month:%Y-%m} (to {cmp.last_day}); baseline {cmp.baseline}, "
         f"bill shock = bill > {1 + theta}× baseline",
         f"  {'model':<18}{'revenue':>12}{'ARPU/mo':>10}{'p50 bill':>10}{'Δ revenue':>12}{'shock':>8}{'win/lose':>12}",
     ]
-    for key in res.plan_keys:
-        s = res.summaries[key]
+    for r in cmp.models:
         lines.append(
-            f"  {key:<18}{s.revenue:>12,}{s.arpu_month:>10}{s.bill.p50:>10}{s.revenue_delta:>+12,}"
-            f"{s.shock_rate:>8.1%}{f'{s.winners}/{s.losers}':>12}"
+            f"  {r.plan_key:<18}{r.revenue:>12,}{r.arpu_month:>10}{r.bill.p50:>10}{r.revenue_delta:>+12,}"
+            f"{r.shock_rate:>8.1%}{f'{r.winners}/{r.losers}':>12}"
         )
-    lines.append(f"  ({res.currency}; usage from the rollups; one-time device sales fall in an account's first month)")
+    lines.append(f"  ({cmp.currency}; usage from the rollups; one-time device sales fall in an account's first month)")
     return lines
+
+
+def estimate_backtest_size(
+    *, conn: psycopg.Connection, plans: Sequence[Plan], period: BillingPeriod, cohort: Cohort = ALL_ACCOUNTS
+) -> int:
+    """Account-months × plans a backtest would bill (what decides between running it now and as a job)."""
+    accounts = list_cohort_accounts(conn, cohort=cohort, period=period).account_ids
+    return len(accounts) * period.months * len(plans)
 
 
 @dataclass(frozen=True, slots=True)
