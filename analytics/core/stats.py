@@ -306,7 +306,14 @@ def theil_sen_rows(
             idx = want[start : start + chunk]
             block = m[idx]
             pair = (block[:, j] - block[:, i]) / dx
-            slopes[idx] = np.nanmedian(pair, axis=1)
+            # np.median (a partition) is several times faster than nanmedian (a masked sort); most rows are
+            # complete, so only the rows with gaps pay for nanmedian.
+            gaps = np.isnan(pair).any(axis=1)
+            out = np.empty(idx.size)
+            out[~gaps] = np.median(pair[~gaps], axis=1)
+            if gaps.any():
+                out[gaps] = np.nanmedian(pair[gaps], axis=1)
+            slopes[idx] = out
     return slopes, points
 
 
