@@ -90,7 +90,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for module in (experience, pricing, registry, ingest):
         # Routers carry their full "/v1/..." prefix, so route templates (metrics labels) are the real paths.
-        app.include_router(module.router, prefix="" if module.router.prefix.startswith("/v1") else "/v1",
-                           responses=_ERRORS)
+        app.include_router(module.router, responses=_ERRORS)
     app.include_router(dashboard.router)
     return app
