@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     stop_api(settings)
     url = start_api(settings, workers=args.api_workers)
     print(f"API on {url} with {args.api_workers} workers over {BENCH_DB}")
+    install = urllib.request.Request(f"{url}/v1/pricing/examples/install", method="POST",
+                                     headers={"Authorization": f"Bearer {pricing_key}"})
+    with urllib.request.urlopen(install, timeout=60) as response:
+        response.read()  # the example plans the pricing users backtest
     try:
         print("first (uncached) answer per endpoint, one worker computing:")
         for path in COLD_PATHS:

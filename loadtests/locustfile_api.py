@@ -109,3 +109,18 @@ class PricingAnalyst(_ApiUser):
     @task(2)
     def plans(self) -> None:
         self._get("/v1/pricing/plans", "/v1/pricing/plans")
+
+    @task(1)
+    def examples(self) -> None:
+        self._get("/v1/pricing/examples", "/v1/pricing/examples")
+
+    @task(1)
+    def backtest(self) -> None:
+        """Two stored example plans on one product's first quarter: computed afresh on every call."""
+        body = {"plans": [{"plan_id": "hw-connect"}, {"plan_id": random.choice(("ppu-graduated", "hybrid"))}],
+                "period": {"start_month": "2025-01", "months": 3},
+                "cohort": {"product": random.choice(PRODUCTS)}}
+        with self.client.post("/v1/pricing/backtests", json=body, headers=self.auth, name="/v1/pricing/backtests",
+                              catch_response=True) as r:
+            if r.status_code != 200:
+                r.failure(f"{r.status_code}: {r.text[:200]}")
