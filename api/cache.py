@@ -12,6 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import psycopg
@@ -50,11 +51,24 @@ class ResultCache:
                 return True, hit[2]
         return False, None
 
-    def get_or_compute(self, key: Hashable, *, conn: psycopg.Connection, compute: Callable[[], T]) -> T:
-        """The cached result for `key` at the current data version, computing it once when missing."""
+    def get_or_compute(
+        self,
+        key: Hashable,
+        *,
+        connection: Callable[[], AbstractContextManager[psycopg.Connection]],
+        compute: Callable[[psycopg.Connection], T],
+    ) -> T:
+        """The cached result for `key` at the current data version, computing it once when missing.
+
+        `connection()` lends a connection only while it is needed (reading the data version, computing), so
+        callers waiting for another caller's computation of the same key hold none: a burst of identical
+        requests cannot drain the pool.
+        """
         if self.ttl_s <= 0:
-            return compute()
-        version = data_version(conn)
+            with connection() as conn:
+                return compute(conn)
+        with connection() as conn:
+            version = data_version(conn)
         found, value = self._lookup(key, version)
         if found:
             return value
@@ -64,7 +78,8 @@ class ResultCache:
             found, value = self._lookup(key, version)
             if found:
                 return value
-            value = compute()
+            with connection() as conn:
+                value = compute(conn)
             with self._guard:
                 self.misses += 1
                 self._entries[key] = (version, time.monotonic() + self.ttl_s, value)

@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 import psycopg
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from psycopg_pool import ConnectionPool
 
 from api.cache import ResultCache
 from api.errors import Forbidden, NotAuthenticated
@@ -43,15 +44,15 @@ ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
 
 @dataclass(frozen=True)
 class Cached:
-    """Runs a computation through the app's result cache with this request's connection."""
+    """Runs a computation through the app's result cache, borrowing pool connections only while needed."""
 
     cache: ResultCache
-    conn: psycopg.Connection
+    pool: ConnectionPool
 
     def __call__(self, name: str, compute: Callable[[psycopg.Connection], T], **params: Any) -> T:
         """`compute(conn)` cached under `name` and `params` (which must determine the result)."""
         key = (name, tuple(sorted((k, _hashable(v)) for k, v in params.items())))
-        return self.cache.get_or_compute(key, conn=self.conn, compute=lambda: compute(self.conn))
+        return self.cache.get_or_compute(key, connection=self.pool.connection, compute=compute)
 
     def service(self, fn: Callable[..., T], /, **params: Any) -> T:
         """`fn(conn=…, **params)` cached under its name and its full bound arguments, defaults included,
@@ -70,9 +71,9 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def get_cached(request: Request, conn: ConnDep) -> Cached:
-    """The result cache bound to the request's connection."""
-    return Cached(request.app.state.results, conn)
+def get_cached(request: Request) -> Cached:
+    """The app's result cache and connection pool."""
+    return Cached(request.app.state.results, request.app.state.pool)
 
 
 CachedDep = Annotated[Cached, Depends(get_cached)]

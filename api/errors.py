@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -121,6 +122,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PricingError)
     async def _pricing(_: Request, exc: PricingError) -> JSONResponse:
         return _body(422, "invalid", str(exc))
+
+    @app.exception_handler(PoolTimeout)
+    async def _busy(_: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("no database connection free: %s", exc)
+        return _body(503, "busy", "every database connection is busy; retry shortly", headers={"Retry-After": "5"})
 
     @app.exception_handler(StoreUnavailable)
     async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:

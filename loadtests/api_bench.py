@@ -1,8 +1,9 @@
 """API load benchmark: Locust (headless, bounded time) on the API over a 10,000-device × 90-day fleet.
 
 `cxp bench api` — loads the fleet once into its own database (shared with `cxp bench analytics`), starts
-the API on it in the background, times each endpoint's first (uncached) answer, then runs
-loadtests/locustfile_api.py and prints requests/s and p50/p95/p99 per endpoint.
+the API on it in the background, times the first (uncached) answer of every view the load opens, then
+runs loadtests/locustfile_api.py (views served from the result cache, backtests computed on every call)
+and prints requests/s and p50/p95/p99 per endpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from analytics.bench import BENCH_DB, bench_fleet_params, ensure_fleet
 from core.config import PROJECT_ROOT, ApiSettings, DbSettings, Settings, StackSettings
+from loadtests.locustfile_api import PRICING_VIEWS, PRODUCT_VIEWS
 from stack import start_stack
 from stack.api_process import start_api, stop_api
 from store.apikeys import create_key
@@ -25,19 +27,6 @@ from store.db import connect
 from store.migrate import apply_migrations
 
 LOCUSTFILE = PROJECT_ROOT / "loadtests" / "locustfile_api.py"
-COLD_PATHS = (
-    "/v1/experience/report",
-    "/v1/experience/health?level=product",
-    "/v1/experience/health?level=device&latest=true&product=thermo-x1&limit=100",
-    "/v1/experience/touchpoints",
-    "/v1/experience/voice?by=product",
-    "/v1/experience/churn-risk?limit=50&product=brew-c3",
-    "/v1/experience/journey",
-    "/v1/experience/disruptions",
-    "/v1/experience/personas?product=thermo-x1",
-)
-
-
 def _timed_get(url: str, token: str) -> tuple[float, int]:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     t0 = time.perf_counter()
@@ -68,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=20, help="concurrent Locust users")
     parser.add_argument("--spawn-rate", type=float, default=5)
     parser.add_argument("--duration", default="60s", help="Locust run time (e.g. 60s, 3m)")
-    parser.add_argument("--api-workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--api-workers", type=int, default=1,
+                        help="uvicorn worker processes (each keeps its own result cache)")
     parser.add_argument("--port", type=int, default=18001)
     parser.add_argument("--reload", action="store_true", help="reload the fleet even if it is stored")
     args = parser.parse_args(argv)
@@ -90,10 +80,12 @@ def main(argv: list[str] | None = None) -> None:
     with urllib.request.urlopen(install, timeout=60) as response:
         response.read()  # the example plans the pricing users backtest
     try:
-        print("first (uncached) answer per endpoint, one worker computing:")
-        for path in COLD_PATHS:
-            elapsed, status = _timed_get(url + path, product_key)
-            print(f"  {path:<76} {elapsed:6.2f} s  ({status})", flush=True)
+        print("first (uncached) answer of every view, computed one at a time:")
+        for views, token in ((PRODUCT_VIEWS, product_key), (PRICING_VIEWS, pricing_key)):
+            for paths in views.values():
+                for path in paths:
+                    elapsed, status = _timed_get(url + path, token)
+                    print(f"  {path:<80} {elapsed:6.2f} s  ({status})", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             prefix = Path(tmp) / "api"
             cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",

@@ -2,9 +2,11 @@
 
     locust -f loadtests/locustfile_api.py --headless -u 20 -r 5 -t 60s --host http://127.0.0.1:18000 \\
         --product-key cxp_... --pricing-key cxp_...
-`cxp bench api` loads the 10,000-device × 90-day fleet, starts the API on it, creates the keys and runs
-this file for a bounded time. Requests are named by endpoint template, so the per-endpoint figures
-aggregate over the varied query parameters.
+`cxp bench api` loads the 10,000-device × 90-day fleet, starts the API on it, creates the keys, times the
+first (uncached) answer of every view below and then runs this file for a bounded time. Product managers
+open the views a dashboard offers (per product or fleet-wide; paging through devices); pricing analysts
+read plans and comparisons and run backtests, which are computed afresh on every call. Requests are named
+by endpoint, so the per-endpoint figures aggregate over the views.
 """
 
 from __future__ import annotations
@@ -15,12 +17,36 @@ from locust import FastHttpUser, between, events, task
 
 PRODUCTS = ("thermo-x1", "ebike-s2", "brew-c3")
 
+# (request name, path) of every view a product manager opens; `cxp bench api` warms these first.
+PRODUCT_VIEWS: dict[str, list[str]] = {
+    "/v1/experience/report": ["/v1/experience/report"],
+    "/v1/experience/health?level=product": ["/v1/experience/health?level=product&weeks=12"],
+    "/v1/experience/health?level=device": [
+        f"/v1/experience/health?level=device&latest=true&product={p}&limit=100" for p in PRODUCTS],
+    "/v1/experience/health/{level}/{id}": [f"/v1/experience/health/product/{p}" for p in PRODUCTS],
+    "/v1/experience/touchpoints": ["/v1/experience/touchpoints", *(f"/v1/experience/touchpoints?product={p}"
+                                                                   for p in PRODUCTS)],
+    "/v1/experience/voice": ["/v1/experience/voice?by=product", "/v1/experience/voice?by=product&by=touchpoint",
+                             "/v1/experience/voice?by=segment&by=week"],
+    "/v1/experience/churn-risk": [f"/v1/experience/churn-risk?limit=50&product={p}" for p in PRODUCTS],
+    "/v1/experience/journey": ["/v1/experience/journey"],
+    "/v1/experience/disruptions": ["/v1/experience/disruptions"],
+    "/v1/experience/personas": [f"/v1/experience/personas?product={p}" for p in PRODUCTS],
+}
+PRICING_VIEWS: dict[str, list[str]] = {
+    "/v1/pricing/comparison": [f"/v1/pricing/comparison?product={p}" for p in PRODUCTS],
+}
+# How often a product manager opens each view (relative).
+VIEW_WEIGHTS = {"/v1/experience/report": 4, "/v1/experience/health?level=product": 4,
+                "/v1/experience/health?level=device": 3, "/v1/experience/health/{level}/{id}": 2,
+                "/v1/experience/touchpoints": 3, "/v1/experience/voice": 3, "/v1/experience/churn-risk": 2,
+                "/v1/experience/journey": 1, "/v1/experience/disruptions": 1, "/v1/experience/personas": 1}
+
 
 @events.init_command_line_parser.add_listener
 def _options(parser) -> None:
     parser.add_argument("--product-key", default="", help="API key with the product role")
     parser.add_argument("--pricing-key", default="", help="API key with the pricing role")
-    parser.add_argument("--accounts", type=int, default=3000, help="Account ids acct-000000… to look up")
 
 
 class _ApiUser(FastHttpUser):
@@ -28,6 +54,8 @@ class _ApiUser(FastHttpUser):
 
     abstract = True
     role = ""
+    network_timeout = 300.0
+    connection_timeout = 60.0
 
     def on_start(self) -> None:
         key = getattr(self.environment.parsed_options, f"{self.role}_key")
@@ -46,57 +74,17 @@ class ProductManager(_ApiUser):
     weight = 3
     wait_time = between(0.5, 2.0)
 
-    @task(4)
-    def fleet_report(self) -> None:
-        self._get("/v1/experience/report", "/v1/experience/report")
-
-    @task(4)
-    def product_health(self) -> None:
-        self._get(f"/v1/experience/health?level=product&weeks={random.choice((4, 8, 12))}",
-                  "/v1/experience/health?level=product")
-
-    @task(2)
-    def device_health_page(self) -> None:
-        product = random.choice(PRODUCTS)
-        offset = random.randrange(0, 3000, 100)
-        self._get(f"/v1/experience/health?level=device&latest=true&product={product}&limit=100&offset={offset}",
-                  "/v1/experience/health?level=device")
-
-    @task(2)
-    def product_history(self) -> None:
-        self._get(f"/v1/experience/health/product/{random.choice(PRODUCTS)}", "/v1/experience/health/{level}/{id}")
-
-    @task(3)
-    def touchpoints(self) -> None:
-        product = random.choice((*PRODUCTS, None))
-        self._get("/v1/experience/touchpoints" + (f"?product={product}" if product else ""),
-                  "/v1/experience/touchpoints")
-
-    @task(3)
-    def voice(self) -> None:
-        by = random.choice(("product", "product&by=touchpoint", "segment&by=week"))
-        self._get(f"/v1/experience/voice?by={by}", "/v1/experience/voice")
-
-    @task(2)
-    def churn_risk(self) -> None:
-        self._get(f"/v1/experience/churn-risk?limit=50&product={random.choice(PRODUCTS)}",
-                  "/v1/experience/churn-risk")
-
-    @task(1)
-    def journey(self) -> None:
-        self._get("/v1/experience/journey", "/v1/experience/journey")
-
-    @task(1)
-    def disruptions(self) -> None:
-        self._get("/v1/experience/disruptions", "/v1/experience/disruptions")
-
-    @task(1)
-    def personas(self) -> None:
-        self._get(f"/v1/experience/personas?product={random.choice(PRODUCTS)}", "/v1/experience/personas")
+    @task
+    def open_a_view(self) -> None:
+        name = random.choices(list(VIEW_WEIGHTS), weights=list(VIEW_WEIGHTS.values()))[0]
+        path = random.choice(PRODUCT_VIEWS[name])
+        if name == "/v1/experience/health?level=device":
+            path += f"&offset={random.randrange(0, 3000, 100)}"  # paging through the product's devices
+        self._get(path, name)
 
 
 class PricingAnalyst(_ApiUser):
-    """Compares revenue models, reads plans and looks up experiment assignments."""
+    """Compares revenue models, reads plans and runs backtests of example plans."""
 
     role = "pricing"
     weight = 1
@@ -104,7 +92,7 @@ class PricingAnalyst(_ApiUser):
 
     @task(3)
     def comparison(self) -> None:
-        self._get(f"/v1/pricing/comparison?product={random.choice(PRODUCTS)}", "/v1/pricing/comparison")
+        self._get(random.choice(PRICING_VIEWS["/v1/pricing/comparison"]), "/v1/pricing/comparison")
 
     @task(2)
     def plans(self) -> None:

@@ -20,7 +20,7 @@ from analytics.core.health import HealthConfig
 from api.dashboard import assets, pages
 from api.dashboard.comparison import comparison_plan_ids, model_comparison
 from api.dashboard.render import HEADERS, Html, Viewer, el, filter_form, may_see, page, safe_next
-from api.deps import KEY_COOKIE, CachedDep, ConnDep, CurrentKey, PricingKey, ProductKey
+from api.deps import KEY_COOKIE, Cached, CachedDep, ConnDep, CurrentKey, PricingKey, ProductKey
 from api.errors import ApiError, Forbidden, NotAuthenticated, Unprocessable
 from pricing.errors import PricingError
 from store.apikeys import ApiKey, verify_key
@@ -91,6 +91,11 @@ def _viewer(key: ApiKey) -> Viewer:
 
 def _products(conn: psycopg.Connection) -> list[str]:
     return [p.product_id for p in list_products(conn, limit=1000)[0]]
+
+
+def _product_ids(cached: Cached) -> list[str]:
+    """The registered products (for the filter forms), through the result cache."""
+    return cached("registry.products", _products)
 
 
 # ---------------------------------------------------------------- sign-in
@@ -187,46 +192,46 @@ def overview(key: CurrentKey, cached: CachedDep,
 
 
 @router.get("/health")
-def health(key: ProductKey, conn: ConnDep, cached: CachedDep, product: Product = None,
+def health(key: ProductKey, cached: CachedDep, product: Product = None,
            weeks: Annotated[int, Query(ge=1, le=104)] = 12) -> HTMLResponse:
     """Health over time per product and for the fleet, with components and drivers."""
     by_product = cached.service(analytics.get_health, level="product", weeks=weeks, product=product)
     scope = by_product if product else cached.service(analytics.get_health, level="fleet", weeks=weeks)
     body, charts = pages.health(by_product, scope, scope_name=product or "fleet", config=HealthConfig())
-    filters = filter_form(products=_products(conn), product=product, span_name="weeks", span_value=weeks,
+    filters = filter_form(products=_product_ids(cached), product=product, span_name="weeks", span_value=weeks,
                           span_label="Weeks")
     return _html(page(title="Fleet health", active="health", viewer=_viewer(key), body=body, charts=charts,
                       filters=filters))
 
 
 @router.get("/touchpoints")
-def touchpoints(key: ProductKey, conn: ConnDep, cached: CachedDep, product: Product = None,
+def touchpoints(key: ProductKey, cached: CachedDep, product: Product = None,
                 days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
     """Importance–performance chart per product, with the touchpoint table."""
     body, charts = pages.touchpoints(cached.service(analytics.get_touchpoints, product=product, days=days))
-    filters = filter_form(products=_products(conn), product=product, span_name="days", span_value=days,
+    filters = filter_form(products=_product_ids(cached), product=product, span_name="days", span_value=days,
                           span_label="Days")
     return _html(page(title="Touchpoints", active="touchpoints", viewer=_viewer(key), body=body, charts=charts,
                       filters=filters))
 
 
 @router.get("/journey")
-def journey(key: ProductKey, conn: ConnDep, cached: CachedDep, product: Product = None,
+def journey(key: ProductKey, cached: CachedDep, product: Product = None,
             days: Annotated[int, Query(ge=7, le=3660)] = 90) -> HTMLResponse:
     """Lifecycle funnel, cohorts and time to first value."""
     body, charts = pages.journey(cached.service(analytics.get_journey, product=product, days=days))
-    filters = filter_form(products=_products(conn), product=product, span_name="days", span_value=days,
+    filters = filter_form(products=_product_ids(cached), product=product, span_name="days", span_value=days,
                           span_label="Days")
     return _html(page(title="Journey", active="journey", viewer=_viewer(key), body=body, charts=charts,
                       filters=filters))
 
 
 @router.get("/disruptions")
-def disruptions(key: ProductKey, conn: ConnDep, cached: CachedDep, product: Product = None,
+def disruptions(key: ProductKey, cached: CachedDep, product: Product = None,
                 days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
     """Incidents, spikes, recovery times and their effect on later satisfaction."""
     body, charts = pages.disruptions(cached.service(analytics.get_disruptions, product=product, days=days))
-    filters = filter_form(products=_products(conn), product=product, span_name="days", span_value=days,
+    filters = filter_form(products=_product_ids(cached), product=product, span_name="days", span_value=days,
                           span_label="Days")
     return _html(page(title="Disruptions", active="disruptions", viewer=_viewer(key), body=body, charts=charts,
                       filters=filters))
@@ -235,7 +240,6 @@ def disruptions(key: ProductKey, conn: ConnDep, cached: CachedDep, product: Prod
 @router.get("/pricing")
 def pricing(
     key: PricingKey,
-    conn: ConnDep,
     cached: CachedDep,
     product: Product = None,
     theta: Annotated[Decimal, Query(ge=0, le=10, description="Bill shock: bill > (1 + theta) × baseline")] =
@@ -243,7 +247,7 @@ def pricing(
     baseline: Annotated[str | None, Query(max_length=100, description="Baseline plan id")] = None,
 ) -> HTMLResponse:
     """Revenue models side by side on a product's recorded usage: revenue, bills, shock, winners and losers."""
-    products = _products(conn)
+    products = _product_ids(cached)
     plan_ids = comparison_plan_ids()
     if baseline is not None and baseline not in plan_ids:
         raise Unprocessable(f"unknown baseline plan {baseline!r}; one of {', '.join(plan_ids)}")

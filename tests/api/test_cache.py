@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager, nullcontext
 
 import pytest
 
@@ -13,23 +14,30 @@ from tests.fixtures.gateway import wait_for
 pytestmark = pytest.mark.integration
 
 
+def _lender(conn):
+    """A `connection` factory lending one existing connection."""
+    return lambda: nullcontext(conn)
+
+
 def test_result_is_reused_until_the_data_changes(db) -> None:
     cache = ResultCache(ttl_s=600)
     calls: list[int] = []
+    lend = _lender(db)
 
-    def compute() -> int:
+    def compute(conn) -> int:
+        assert conn is db
         calls.append(1)
         return len(calls)
 
-    assert cache.get_or_compute("k", conn=db, compute=compute) == 1
-    assert cache.get_or_compute("k", conn=db, compute=compute) == 1
-    assert cache.get_or_compute("other", conn=db, compute=compute) == 2
+    assert cache.get_or_compute("k", connection=lend, compute=compute) == 1
+    assert cache.get_or_compute("k", connection=lend, compute=compute) == 1
+    assert cache.get_or_compute("other", connection=lend, compute=compute) == 2
     before = data_version(db)
     upsert_accounts(db, accounts=[AccountRow("acc-cache", "Cache test")])
     db.execute("SELECT pg_stat_force_next_flush()")
     db.execute("SELECT 1")  # the flush happens at the end of a transaction
     assert wait_for(lambda: data_version(db) != before, timeout=15)
-    assert cache.get_or_compute("k", conn=db, compute=compute) == 3
+    assert cache.get_or_compute("k", connection=lend, compute=compute) == 3
     assert (cache.hits, cache.misses) == (1, 3)
 
 
@@ -40,16 +48,23 @@ def test_concurrent_callers_compute_once_and_ttl_zero_disables(db, stack) -> Non
     gate = threading.Event()
     calls: list[int] = []
 
-    def slow() -> str:
+    lent: list[int] = []
+
+    def slow(conn) -> str:
         calls.append(1)
         gate.wait(5)
         return "done"
 
+    @contextmanager
+    def lend():
+        with connect(stack.db) as conn:
+            lent.append(1)
+            yield conn
+
     results: list[str] = []
 
     def caller() -> None:
-        with connect(stack.db) as conn:
-            results.append(cache.get_or_compute("slow", conn=conn, compute=slow))
+        results.append(cache.get_or_compute("slow", connection=lend, compute=slow))
 
     threads = [threading.Thread(target=caller) for _ in range(4)]
     for t in threads:
@@ -59,12 +74,14 @@ def test_concurrent_callers_compute_once_and_ttl_zero_disables(db, stack) -> Non
     for t in threads:
         t.join(10)
     assert results == ["done"] * 4 and len(calls) == 1
+    # each caller borrowed a connection to read the data version; only the computing one kept it longer
+    assert 5 <= len(lent) <= 8
     off = ResultCache(ttl_s=0)
-    assert [off.get_or_compute("k", conn=db, compute=lambda: len(calls)) for _ in range(2)] == [1, 1]
+    assert [off.get_or_compute("k", connection=_lender(db), compute=lambda c: len(calls)) for _ in range(2)] == [1, 1]
 
 
 def test_bounded_size_evicts_the_least_recent(db) -> None:
     cache = ResultCache(ttl_s=600, max_entries=2)
     for key in ("a", "b", "a", "c"):
-        cache.get_or_compute(key, conn=db, compute=lambda k=key: k)
+        cache.get_or_compute(key, connection=_lender(db), compute=lambda c, k=key: k)
     assert list(cache._entries) == ["a", "c"]
