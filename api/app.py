@@ -59,7 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.key_cache = KeyCache(settings.api.key_cache_s, {})
-    app.state.results = ResultCache(ttl_s=settings.api.cache_ttl_s, max_entries=settings.api.cache_entries)
+    app.state.results = ResultCache(ttl_s=settings.api.cache_ttl_s, max_entries=settings.api.cache_entries,
+                                     fresh_s=settings.api.cache_fresh_s)
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_error_handlers(app)

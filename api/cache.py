@@ -33,10 +33,13 @@ def data_version(conn: psycopg.Connection) -> int:
 class ResultCache:
     """A bounded LRU of results by (key, data version), one computation per key at a time."""
 
-    def __init__(self, *, ttl_s: float, max_entries: int = 256) -> None:
+    def __init__(self, *, ttl_s: float, max_entries: int = 256, fresh_s: float = 0.0) -> None:
         self.ttl_s = ttl_s
+        # With live ingest the rollups change every few seconds; an answer younger than `fresh_s` is served
+        # even so, which bounds recomputation of a view to once per `fresh_s` (answers lag by at most that).
+        self.fresh_s = min(fresh_s, ttl_s)
         self.max_entries = max_entries
-        self._entries: OrderedDict[Hashable, tuple[int, float, Any]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[int, float, Any, float]] = OrderedDict()
         self._locks: dict[Hashable, threading.Lock] = {}
         self._guard = threading.Lock()
         self.hits = 0
@@ -45,7 +48,8 @@ class ResultCache:
     def _lookup(self, key: Hashable, version: int) -> tuple[bool, Any]:
         with self._guard:
             hit = self._entries.get(key)
-            if hit is not None and hit[0] == version and hit[1] > time.monotonic():
+            now = time.monotonic()
+            if hit is not None and (hit[0] == version and hit[1] > now or hit[3] + self.fresh_s > now):
                 self._entries.move_to_end(key)
                 self.hits += 1
                 return True, hit[2]
@@ -82,7 +86,8 @@ class ResultCache:
                 value = compute(conn)
             with self._guard:
                 self.misses += 1
-                self._entries[key] = (version, time.monotonic() + self.ttl_s, value)
+                now = time.monotonic()
+                self._entries[key] = (version, now + self.ttl_s, value, now)
                 self._entries.move_to_end(key)
                 while len(self._entries) > self.max_entries:
                     old, _ = self._entries.popitem(last=False)

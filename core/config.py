@@ -84,6 +84,8 @@ class ApiSettings(BaseModel):
     max_page_size: int = 1000
     # Analytics results are reused while the data under them is unchanged, for at most this long (0: off).
     cache_ttl_s: float = 300.0
+    # ... and served for this long even when the data changed meanwhile (live ingest refreshes rollups often).
+    cache_fresh_s: float = 60.0
     cache_entries: int = 256
 
 

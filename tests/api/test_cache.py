@@ -41,6 +41,19 @@ def test_result_is_reused_until_the_data_changes(db) -> None:
     assert (cache.hits, cache.misses) == (1, 3)
 
 
+def test_fresh_answers_are_served_even_after_a_change(db) -> None:
+    cache = ResultCache(ttl_s=600, fresh_s=600)
+    calls: list[int] = []
+    lend = _lender(db)
+    assert cache.get_or_compute("k", connection=lend, compute=lambda c: calls.append(1) or len(calls)) == 1
+    before = data_version(db)
+    upsert_accounts(db, accounts=[AccountRow("acc-fresh", "Fresh test")])
+    db.execute("SELECT pg_stat_force_next_flush()")
+    db.execute("SELECT 1")
+    assert wait_for(lambda: data_version(db) != before, timeout=15)
+    assert cache.get_or_compute("k", connection=lend, compute=lambda c: calls.append(1) or len(calls)) == 1
+
+
 def test_concurrent_callers_compute_once_and_ttl_zero_disables(db, stack) -> None:
     from store.db import connect
 
