@@ -37,6 +37,7 @@ from analytics.core.health import (
     voice_component,
 )
 from analytics.core.stats import distribution, proportion_ci
+from analytics.errors import AnalyticsError
 from analytics.models import (
     ChurnRiskEntry,
     ChurnRiskList,
@@ -118,6 +119,11 @@ def _day(x: object) -> date | None:
     return ts.date()
 
 
+def _text(value: object) -> str | None:
+    """A string, or None for any missing marker (None, NaN, pd.NA)."""
+    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
 def _scope(product: str | None, segment: str | None, account: str | None, device: str | None = None) -> Q.Scope:
     return Q.Scope(product=product, segment=segment, account=account, device=device)
 
@@ -131,9 +137,10 @@ def _window(conn: psycopg.Connection, *, start: date | None, end: date | None, d
         return None
     if start is None:
         first = Q.get_first_day(conn) or end
-        start = max(first, end - timedelta(days=default_days - 1))
+        # An `end` before the first data day gives an empty window (a "not enough data" answer), not an error.
+        start = min(max(first, end - timedelta(days=default_days - 1)), end)
     if start > end:
-        raise ValueError("start must be on or before end")
+        raise AnalyticsError(f"start ({start}) must be on or before end ({end})")
     return Window(start=start, end=end, as_of=end)
 
 
@@ -714,12 +721,12 @@ def get_touchpoints(
                 pr = core_touchpoints.penalty_reward(performance=perf, outcomes=o)
                 for row in pr.table.itertuples(index=False):
                     pr_rows[(pid, str(row.touchpoint))] = {
-                        "classification": row.classification,
+                        "classification": _text(row.classification),
                         "penalty": _f(row.penalty),
                         "reward": _f(row.reward),
                         "n_low": _i(row.n_low),
                         "n_high": _i(row.n_high),
-                        "reason": row.reason,
+                        "reason": _text(row.reason),
                     }
 
     summ["importance_usage"] = 100.0 * summ["usage_share"].astype(float)
@@ -1228,6 +1235,8 @@ def segment_features(
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Per device: the standardisable usage features (log ratios to the product median) and why others are left out."""
     devs = Q.devices(conn, scope=scope)
+    if devs.empty:
+        return pd.DataFrame(columns=["entity_id", *SEGMENT_FEATURES, "product_id"]), {}
     f = Q.usage_features(conn, scope=scope, start=window.start, end=window.end)
     last = Q.last_use_before(conn, scope=scope, end=window.end)
     d = devs.merge(f, on="device_key", how="left").merge(last, on="device_key", how="left")

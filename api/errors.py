@@ -12,6 +12,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from analytics.errors import AnalyticsError
 from pricing.errors import PricingError
 from store.errors import InvalidValue, StoreError, StoreUnavailable
 
@@ -118,6 +119,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _model_invalid(_: Request, exc: ValidationError) -> JSONResponse:
         details = _validation_details(list(exc.errors()))
         return _body(422, "invalid", f"invalid input: {details[0].message}" if details else "invalid input", details)
+
+    @app.exception_handler(AnalyticsError)
+    async def _analytics(_: Request, exc: AnalyticsError) -> JSONResponse:
+        return _body(422, "invalid", str(exc))
 
     @app.exception_handler(PricingError)
     async def _pricing(_: Request, exc: PricingError) -> JSONResponse:

@@ -20,6 +20,8 @@ def create_pool(db: DbSettings, *, name: str = "cxp") -> ConnectionPool:
     pool = ConnectionPool(
         db.dsn, min_size=db.pool_min, max_size=db.pool_max, name=name, open=False,
         kwargs={"application_name": name, "connect_timeout": 5, "autocommit": True},
+        # A connection the server dropped (restart, failover) is replaced before a caller gets it.
+        check=ConnectionPool.check_connection,
     )
     with mapped_errors():
         pool.open(wait=True, timeout=15)

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import psycopg
 
-from store.errors import StoreError, mapped_errors
+from store.errors import StoreError, StoreUnavailable, mapped_errors
 
 
 class IngestMessage(NamedTuple):
@@ -194,7 +194,7 @@ def write_batch_isolating(
         return write_batch(conn, messages=messages, dead_letters=dead_letters, bounds=bounds,
                            payload_cap=payload_cap)
     except StoreError as exc:
-        if type(exc) is not StoreError:  # StoreUnavailable: the caller retries the whole batch
+        if isinstance(exc, StoreUnavailable):  # the caller retries the whole batch
             raise
     totals = [0, 0, 0, 0]
     rejected: list[tuple[int, str, str]] = []
@@ -203,7 +203,7 @@ def write_batch_isolating(
         try:
             one = write_batch(conn, messages=[message], bounds=bounds, payload_cap=payload_cap)
         except StoreError as exc:
-            if type(exc) is not StoreError:
+            if isinstance(exc, StoreUnavailable):
                 raise
             refused.append(dead_letter_for(message, reason="store_rejected", detail=str(exc)[:500],
                                            payload_cap=payload_cap))

@@ -94,3 +94,12 @@ def test_bad_filters_are_4xx_with_reasons(fleet_api) -> None:
     assert r.status_code == 422
     empty = fleet_api.get("/v1/experience/health?product=no-such-product", role="product").json()
     assert empty["total"] == 0 and empty["reason"].startswith("not enough data")
+
+
+def test_an_end_before_the_data_is_an_empty_answer_not_an_error(fleet_api) -> None:
+    for path in ("/v1/experience/health?end=2001-01-01", "/v1/experience/touchpoints?end=2001-01-01",
+                 "/v1/experience/health/product/brew-c3?end=2001-01-01"):
+        r = fleet_api.get(path, role="product")
+        assert r.status_code in (200, 404), (path, r.text)
+        assert r.status_code != 404 or "no product" in r.json()["error"]["message"]
+    assert fleet_api.get("/v1/experience/health?end=2001-01-01", role="product").json()["total"] == 0
