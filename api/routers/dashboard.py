@@ -204,37 +204,37 @@ def health(key: ProductKey, cached: CachedDep, product: Product = None,
                       filters=filters))
 
 
+def _days_page(key: ApiKey, cached: Cached, *, service: Callable[..., Any], render: Callable[[Any], Any],
+               title: str, active: str, product: str | None, days: int) -> HTMLResponse:
+    """A page of one analytics service over the last `days` days, with the product/days filter form."""
+    body, charts = render(cached.service(service, product=product, days=days))
+    filters = filter_form(products=_product_ids(cached), product=product, span_name="days", span_value=days,
+                          span_label="Days")
+    return _html(page(title=title, active=active, viewer=_viewer(key), body=body, charts=charts, filters=filters))
+
+
 @router.get("/touchpoints")
 def touchpoints(key: ProductKey, cached: CachedDep, product: Product = None,
                 days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
     """Importance–performance chart per product, with the touchpoint table."""
-    body, charts = pages.touchpoints(cached.service(analytics.get_touchpoints, product=product, days=days))
-    filters = filter_form(products=_product_ids(cached), product=product, span_name="days", span_value=days,
-                          span_label="Days")
-    return _html(page(title="Touchpoints", active="touchpoints", viewer=_viewer(key), body=body, charts=charts,
-                      filters=filters))
+    return _days_page(key, cached, service=analytics.get_touchpoints, render=pages.touchpoints, title="Touchpoints",
+                      active="touchpoints", product=product, days=days)
 
 
 @router.get("/journey")
 def journey(key: ProductKey, cached: CachedDep, product: Product = None,
             days: Annotated[int, Query(ge=7, le=3660)] = 90) -> HTMLResponse:
     """Lifecycle funnel, cohorts and time to first value."""
-    body, charts = pages.journey(cached.service(analytics.get_journey, product=product, days=days))
-    filters = filter_form(products=_product_ids(cached), product=product, span_name="days", span_value=days,
-                          span_label="Days")
-    return _html(page(title="Journey", active="journey", viewer=_viewer(key), body=body, charts=charts,
-                      filters=filters))
+    return _days_page(key, cached, service=analytics.get_journey, render=pages.journey, title="Journey",
+                      active="journey", product=product, days=days)
 
 
 @router.get("/disruptions")
 def disruptions(key: ProductKey, cached: CachedDep, product: Product = None,
                 days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
     """Incidents, spikes, recovery times and their effect on later satisfaction."""
-    body, charts = pages.disruptions(cached.service(analytics.get_disruptions, product=product, days=days))
-    filters = filter_form(products=_product_ids(cached), product=product, span_name="days", span_value=days,
-                          span_label="Days")
-    return _html(page(title="Disruptions", active="disruptions", viewer=_viewer(key), body=body, charts=charts,
-                      filters=filters))
+    return _days_page(key, cached, service=analytics.get_disruptions, render=pages.disruptions,
+                      title="Disruptions", active="disruptions", product=product, days=days)
 
 
 @router.get("/pricing")
