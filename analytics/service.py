@@ -138,7 +138,11 @@ def _window(conn: psycopg.Connection, *, start: date | None, end: date | None, d
     if start is None:
         first = Q.get_first_day(conn) or end
         # An `end` before the first data day gives an empty window (a "not enough data" answer), not an error.
-        start = min(max(first, end - timedelta(days=default_days - 1)), end)
+        try:
+            earliest = end - timedelta(days=default_days - 1)
+        except OverflowError:  # an `end` near year 1
+            earliest = date.min
+        start = min(max(first, earliest), end)
     if start > end:
         raise AnalyticsError(f"start ({start}) must be on or before end ({end})")
     return Window(start=start, end=end, as_of=end)
