@@ -326,8 +326,11 @@ def _read_csv(raw: bytes, kind: str) -> list[tuple[int, dict[str, Any]]]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise Unprocessable(f"the file is not UTF-8 text (byte {exc.start})") from exc
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in (reader.fieldnames or [])]
+    except csv.Error as exc:
+        raise Unprocessable(f"not valid CSV in the header line: {exc}") from exc
     key = _CSV_COLUMNS[kind][0]
     if key not in header:
         raise Unprocessable(f"the header must name the columns; expected {', '.join(_CSV_COLUMNS[kind])}",

@@ -22,7 +22,10 @@ def test_no_server_errors_and_responses_match_the_schema(operation, live_api) ->
     headers = {"Authorization": f"Bearer {live_api.tokens['admin']}"}
 
     @given(case=operation.as_strategy())
-    @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    # Derandomized: CI sees the same cases every run (a flaky gate blocks landings); widen the search by
+    # hand with `derandomize=False` and more examples, or the schemathesis CLI, when hunting.
+    @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=True)
     def check(case) -> None:
         case.call_and_validate(base_url=live_api.url, headers=headers,
                                checks=[not_a_server_error, response_schema_conformance, content_type_conformance])
