@@ -17,10 +17,10 @@ import paho.mqtt.client as mqtt
 from locust import User, between, events, task
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from contract import telemetry_topic
-from core.config import get_settings
-from device_sim import build_fleet, encode_batch
-from device_sim.catalogue import catalogue_by_model
+from cxp.contract import telemetry_topic
+from cxp.core.config import get_settings
+from cxp.device_sim import build_fleet, encode_batch
+from cxp.device_sim.catalogue import catalogue_by_model
 
 _SETTINGS = get_settings()
 _FLEET_LOCK = threading.Lock()

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics.core import disruptions as dis
+from cxp.analytics.core import disruptions as dis
 from tests.analytics.helpers import assert_no_nan
 
 T0 = pd.Timestamp("2026-03-01", tz="UTC")

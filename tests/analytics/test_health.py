@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from analytics.core import health
-from analytics.core.health import COMPONENTS, HealthConfig
+from cxp.analytics.core import health
+from cxp.analytics.core.health import COMPONENTS, HealthConfig
 from tests.analytics.helpers import assert_no_nan
 
 

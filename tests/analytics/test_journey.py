@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from analytics.core import journey
+from cxp.analytics.core import journey
 from tests.analytics.helpers import assert_no_nan
 
 T = pd.Timestamp

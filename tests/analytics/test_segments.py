@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
-from analytics.core import segments as seg
+from cxp.analytics.core import segments as seg
 from tests.analytics.helpers import assert_no_nan
 
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from analytics import service
-from analytics.models import DisruptionReport
+from cxp.analytics import service
+from cxp.analytics.models import DisruptionReport
 from tests.analytics.helpers import assert_no_nan
 
 pytestmark = pytest.mark.integration

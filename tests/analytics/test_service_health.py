@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from analytics import service
-from analytics.core.health import COMPONENTS
-from analytics.models import HealthReport
+from cxp.analytics import service
+from cxp.analytics.core.health import COMPONENTS
+from cxp.analytics.models import HealthReport
 from tests.analytics.helpers import assert_no_nan
 from tests.fixtures.fleet import LoadedFleet
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from analytics import service
+from cxp.analytics import service
 from tests.analytics.helpers import assert_no_nan
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
-from analytics import service
-from analytics.models import SegmentReport
+from cxp.analytics import service
+from cxp.analytics.models import SegmentReport
 from tests.analytics.helpers import assert_no_nan
 
 pytestmark = pytest.mark.integration

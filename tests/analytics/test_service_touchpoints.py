@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from analytics import service
-from analytics.models import TouchpointReport
+from cxp.analytics import service
+from cxp.analytics.models import TouchpointReport
 from tests.analytics.helpers import assert_no_nan
 
 pytestmark = pytest.mark.integration

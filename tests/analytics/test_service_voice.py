@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from analytics import service
+from cxp.analytics import service
 from tests.analytics.helpers import assert_no_nan
 
 pytestmark = pytest.mark.integration

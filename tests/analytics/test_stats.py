@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.core import _frames, stats
+from cxp.analytics.core import _frames, stats
 from tests.analytics.helpers import assert_no_nan
 
 

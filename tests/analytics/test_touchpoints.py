@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics.core import touchpoints as tp
+from cxp.analytics.core import touchpoints as tp
 from tests.analytics.helpers import assert_no_nan
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.core import voice
+from cxp.analytics.core import voice
 from tests.analytics.helpers import assert_no_nan
 
 

@@ -8,10 +8,10 @@ import urllib.request
 
 import pytest
 
-from core.config import ApiSettings, StackSettings
-from stack.api_process import api_url, start_api, stop_api
-from store.apikeys import create_key
-from store.db import connect
+from cxp.core.config import ApiSettings, StackSettings
+from cxp.stack.api_process import api_url, start_api, stop_api
+from cxp.store.apikeys import create_key
+from cxp.store.db import connect
 
 pytestmark = pytest.mark.integration
 

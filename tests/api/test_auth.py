@@ -7,9 +7,9 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from store.apikeys import create_key, revoke_key, verify_key
-from store.db import connect
+from cxp.api.app import create_app
+from cxp.store.apikeys import create_key, revoke_key, verify_key
+from cxp.store.db import connect
 
 pytestmark = pytest.mark.integration
 

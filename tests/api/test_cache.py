@@ -7,8 +7,8 @@ from contextlib import contextmanager, nullcontext
 
 import pytest
 
-from api.cache import ResultCache, data_version
-from store.registry import AccountRow, upsert_accounts
+from cxp.api.cache import ResultCache, data_version
+from cxp.store.registry import AccountRow, upsert_accounts
 from tests.fixtures.gateway import wait_for
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ def test_fresh_answers_are_served_even_after_a_change(db) -> None:
 
 
 def test_concurrent_callers_compute_once_and_ttl_zero_disables(db, stack) -> None:
-    from store.db import connect
+    from cxp.store.db import connect
 
     cache = ResultCache(ttl_s=600)
     gate = threading.Event()

@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from plotly.offline import get_plotlyjs
 
-from analytics import service as analytics
-from api.dashboard.render import el, json_script, safe_next
-from store.apikeys import create_key, revoke_key
-from store.db import connect
+from cxp.analytics import service as analytics
+from cxp.api.dashboard.render import el, json_script, safe_next
+from cxp.store.apikeys import create_key, revoke_key
+from cxp.store.db import connect
 
 pytestmark = pytest.mark.integration
 

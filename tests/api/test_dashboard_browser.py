@@ -21,9 +21,9 @@ import pytest
 import uvicorn
 import websocket
 
-from api.app import create_app
-from store.apikeys import create_key
-from store.db import connect
+from cxp.api.app import create_app
+from cxp.store.apikeys import create_key
+from cxp.store.db import connect
 
 pytestmark = pytest.mark.integration
 

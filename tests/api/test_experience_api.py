@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from analytics import service
+from cxp.analytics import service
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from pricing import wtp
+from cxp.pricing import wtp
 
 pytestmark = pytest.mark.integration
 

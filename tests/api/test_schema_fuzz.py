@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from api.app import create_app
+from cxp.api.app import create_app
 
 pytestmark = pytest.mark.integration
 

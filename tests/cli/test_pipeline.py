@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cli.main import run_simulation
-from store.rollups import list_daily, list_daily_from_scratch, refresh_all_pending
+from cxp.cli.main import run_simulation
+from cxp.store.rollups import list_daily, list_daily_from_scratch, refresh_all_pending
 from tests.fixtures.compare import assert_rows_equal
 from tests.fixtures.gateway import wait_for
 

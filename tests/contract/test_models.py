@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from contract import batch_adapter, device_id_from_topic, json_schema, telemetry_topic
-from contract.models import ErrorEvent, FeedbackEvent, LifecycleEvent, RecoveryEvent, StateEvent, UsageEvent
-from core.config import PROJECT_ROOT
-from store.ingest import SQL_DEFAULTS
+from cxp.contract import batch_adapter, device_id_from_topic, json_schema, telemetry_topic
+from cxp.contract.models import ErrorEvent, FeedbackEvent, LifecycleEvent, RecoveryEvent, StateEvent, UsageEvent
+from cxp.core.config import PROJECT_ROOT
+from cxp.store.ingest import SQL_DEFAULTS
 
 TS = "2026-03-01T10:00:00Z"
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from device_sim import Fleet, build_fleet
-from device_sim.behaviour import build_event, iter_records
-from device_sim.fleet import to_ms
+from cxp.device_sim import Fleet, build_fleet
+from cxp.device_sim.behaviour import build_event, iter_records
+from cxp.device_sim.fleet import to_ms
 
 START = datetime(2025, 3, 3, 6, 30, tzinfo=UTC)
 

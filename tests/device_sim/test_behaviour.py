@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from contract import LifecycleStage
-from device_sim import build_fleet, device_events
+from cxp.contract import LifecycleStage
+from cxp.device_sim import build_fleet, device_events
 from tests.device_sim.conftest import START
 
 
@@ -192,7 +192,7 @@ def test_csat_drops_after_a_failure_at_the_touchpoint(churn_fleet, churn_timelin
 
 @pytest.mark.parametrize("bad", ["no-such-device-000001"])
 def test_unknown_device(small_fleet, bad) -> None:
-    from device_sim import ConfigError
+    from cxp.device_sim import ConfigError
 
     with pytest.raises(ConfigError):
         list(device_events(fleet=small_fleet, device=bad))

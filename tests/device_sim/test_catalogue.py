@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from device_sim import (
+from cxp.device_sim import (
     CATALOGUE,
     COFFEE,
     PERSONAS,
@@ -20,7 +20,7 @@ from device_sim import (
     product_rows,
     touchpoint_rows,
 )
-from device_sim.catalogue import CATEGORIES, JOURNEY_STAGES, OWNERS, poisson
+from cxp.device_sim.catalogue import CATEGORIES, JOURNEY_STAGES, OWNERS, poisson
 
 NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contract import ErrorEvent, StateEvent, UsageEvent, batch_adapter
-from device_sim import (
+from cxp.contract import ErrorEvent, StateEvent, UsageEvent, batch_adapter
+from cxp.device_sim import (
     ConfigError,
     DeviceBatcher,
     MqttPublisher,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from device_sim import ConfigError, build_fleet, experiment_arm
+from cxp.device_sim import ConfigError, build_fleet, experiment_arm
 from tests.device_sim.conftest import START
 
 NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")

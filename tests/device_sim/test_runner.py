@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from contract import TelemetryBatch, batch_adapter, device_id_from_topic
-from device_sim import (
+from cxp.contract import TelemetryBatch, batch_adapter, device_id_from_topic
+from cxp.device_sim import (
     ConfigError,
     build_fleet,
     device_events,
@@ -18,7 +18,7 @@ from device_sim import (
     simulate_backfill,
     simulate_live,
 )
-from device_sim.fleet import to_ms
+from cxp.device_sim.fleet import to_ms
 from tests.device_sim.conftest import START
 
 

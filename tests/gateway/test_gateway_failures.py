@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from stack.local import start_db, stop_db
+from cxp.stack.local import start_db, stop_db
 from tests.fixtures.gateway import wait_for
 from tests.fixtures.mqtt import batch_payload, usage
 from tests.fixtures.stack import recent
@@ -68,7 +68,7 @@ def test_database_restart_mid_stream_loses_nothing(db, registered, publisher, st
     time.sleep(3)
     start_db(settings)
     sender.join(120)
-    from store.db import connect
+    from cxp.store.db import connect
 
     with connect(settings.db) as conn:
         assert wait_for(lambda: _events(conn)[0] >= expected, timeout=120), _events(conn)
@@ -79,7 +79,7 @@ def test_database_restart_mid_stream_loses_nothing(db, registered, publisher, st
 
 def test_broker_restart_keeps_messages_queued_for_the_offline_gateway(db, registered, publisher, start_gateway,
                                                                        settings):
-    from stack.local import start_broker, stop_broker
+    from cxp.stack.local import start_broker, stop_broker
 
     start_gateway("prime").stop()  # the gateway's persistent session exists; now it is away
     items = _stream(publisher.prefix, 500)

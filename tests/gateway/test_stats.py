@@ -1,6 +1,6 @@
 """Gateway counters: bounded latency samples, correct percentiles."""
 
-from gateway.stats import GatewayStats, _Ring
+from cxp.gateway.stats import GatewayStats, _Ring
 
 
 def test_ring_keeps_the_most_recent_samples_and_wraps():

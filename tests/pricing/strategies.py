@@ -7,7 +7,7 @@ from decimal import Decimal
 import numpy as np
 from hypothesis import strategies as st
 
-from pricing import (
+from cxp.pricing import (
     GraduatedCharge,
     PackageCharge,
     Plan,

@@ -6,7 +6,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from pricing import (
+from cxp.pricing import (
     Plan,
     PricingError,
     Tier,
@@ -21,7 +21,7 @@ from pricing import (
     tier_index,
     volume_drops,
 )
-from pricing.examples import example_plans
+from cxp.pricing.examples import example_plans
 
 # [0, 100] at 0.10 + 5 flat; (100, 1000] at 0.0035 + 2 flat; (1000, ∞) at 0.001.
 TIERS = (

@@ -8,8 +8,8 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from pricing.errors import PlanValidationError
-from pricing.experiments import (
+from cxp.pricing.errors import PlanValidationError
+from cxp.pricing.experiments import (
     ExperimentDesign,
     analyse_experiment,
     assign_arms,
@@ -17,7 +17,7 @@ from pricing.experiments import (
     two_proportions,
     welch,
 )
-from pricing.money import rounding_rule
+from cxp.pricing.money import rounding_rule
 
 RULE = rounding_rule(currency="EUR")
 

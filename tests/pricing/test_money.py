@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from pricing import Money, PricingError, RoundingMode, RoundingRule, rounding_rule, to_decimal
-from pricing.money import decimals_of
+from cxp.pricing import Money, PricingError, RoundingMode, RoundingRule, rounding_rule, to_decimal
+from cxp.pricing.money import decimals_of
 
 
 def test_floats_enter_through_their_shortest_repr() -> None:

@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from pricing.errors import PricingError
-from pricing.examples import example_metrics, example_plans
-from pricing.metrics import BillingPeriod, resolve_metrics
+from cxp.pricing.errors import PricingError
+from cxp.pricing.examples import example_metrics, example_plans
+from cxp.pricing.metrics import BillingPeriod, resolve_metrics
 
 
 def test_billing_period_months():

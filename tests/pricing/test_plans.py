@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from pricing import (
+from cxp.pricing import (
     BillableMetric,
     GraduatedCharge,
     PackageCharge,
@@ -17,7 +17,7 @@ from pricing import (
     parse_plan,
     validate_tiers,
 )
-from pricing.examples import example_plans
+from cxp.pricing.examples import example_plans
 
 BASE = {"plan_id": "p", "version": 3, "name": "P", "currency": "EUR"}
 

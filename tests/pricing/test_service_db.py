@@ -9,14 +9,14 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from pricing import bill_period
-from pricing.backtest import CostModel
-from pricing.examples import example_metrics, example_plans
-from pricing.experiments import ExperimentDesign
-from pricing.metrics import Cohort, get_activity, get_uptime
-from pricing.plans import BillableMetric
-from pricing.queries import HOLD_FACTOR
-from pricing.service import (
+from cxp.pricing import bill_period
+from cxp.pricing.backtest import CostModel
+from cxp.pricing.examples import example_metrics, example_plans
+from cxp.pricing.experiments import ExperimentDesign
+from cxp.pricing.metrics import Cohort, get_activity, get_uptime
+from cxp.pricing.plans import BillableMetric
+from cxp.pricing.queries import HOLD_FACTOR
+from cxp.pricing.service import (
     get_billable_metric,
     get_experiment_results,
     get_model_comparison_text,

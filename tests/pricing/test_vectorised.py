@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pricing import (
+from cxp.pricing import (
     FixedArray,
     GraduatedCharge,
     PricingError,
@@ -27,8 +27,8 @@ from pricing import (
     rounding_rule,
     to_fixed,
 )
-from pricing.examples import example_plans
-from pricing.money import decimals_of
+from cxp.pricing.examples import example_plans
+from cxp.pricing.money import decimals_of
 from tests.pricing.strategies import charge_models, plans, quantity_values, random_inputs, rounding_rules, tier_tables
 
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from pricing.errors import PricingError
-from pricing.wtp import (
+from cxp.pricing.errors import PricingError
+from cxp.pricing.wtp import (
     VanWestendorpResponse,
     fit_elasticity,
     gabor_granger,
@@ -92,8 +92,8 @@ def test_elasticity_fit():
 
 
 def test_elasticity_from_experiment_arms():
-    from pricing.experiments import ArmStats
-    from pricing.wtp import fit_elasticity_from_arms
+    from cxp.pricing.experiments import ArmStats
+    from cxp.pricing.wtp import fit_elasticity_from_arms
 
     arms = []
     for i, price in enumerate((1.0, 1.5, 2.0)):

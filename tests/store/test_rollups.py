@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from store.ingest import IngestMessage, TimeBounds, write_batch
-from store.rollups import (
+from cxp.store.ingest import IngestMessage, TimeBounds, write_batch
+from cxp.store.rollups import (
     list_daily,
     list_daily_from_scratch,
     list_hourly,

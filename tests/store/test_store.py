@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from store.errors import StoreError
-from store.ingest import IngestMessage, TimeBounds, write_batch, write_batch_isolating
-from store.migrate import apply_migrations, list_migrations
-from store.retention import drop_old_chunks
+from cxp.store.errors import StoreError
+from cxp.store.ingest import IngestMessage, TimeBounds, write_batch, write_batch_isolating
+from cxp.store.migrate import apply_migrations, list_migrations
+from cxp.store.retention import drop_old_chunks
 from tests.fixtures.mqtt import batch_payload, usage
 
 pytestmark = pytest.mark.integration

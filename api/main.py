@@ -1,5 +1,0 @@
-"""The ASGI entry point for uvicorn (`api.main:app`): the app built from this process's settings."""
-
-from api.app import create_app
-
-app = create_app()

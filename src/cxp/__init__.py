@@ -1,0 +1,1 @@
+"""Connected-product experience platform: telemetry over MQTT → gateway → TimescaleDB → analytics and pricing → API."""

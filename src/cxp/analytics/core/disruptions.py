@@ -1,0 +1,409 @@
+"""Disruptions: error episodes and incidents, time to recovery, robust spike detection, effect of recovery speed.
+
+Spike rule: value > trailing median + k · max(1.4826 · MAD, mad_floor, √median for counts) over the previous
+`window` periods (the current period excluded), k = 3.5 by default.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+from cxp.analytics.core._frames import (
+    epoch_seconds,
+    epoch_seconds_scalar,
+    float_column,
+    require_columns,
+    to_day,
+    to_nullable,
+)
+from cxp.analytics.core.stats import Difference, Distribution, diff_means_ci, diff_with_variances, distribution
+from cxp.analytics.core.voice import csat_from_counts, nps_from_counts
+
+MAD_SCALE = 1.4826  # MAD → σ for normal data
+EPISODE_KEYS: tuple[str, ...] = ("device_id", "touchpoint", "code")
+
+
+# ---------------------------------------------------------------- episodes and incidents
+
+
+def error_episodes(
+    *, events: pd.DataFrame, as_of: datetime | date | str | None = None, stale_after_s: float | None = 86400.0
+) -> pd.DataFrame:
+    """Per-device error episodes from an error/recovery stream: open at an error, close at the next recovery.
+
+    `events`: device_id, ts, kind ('error'|'recovery'; other kinds ignored), code [, touchpoint, product_id].
+    Episodes are keyed by (device_id, touchpoint, code); repeated errors while open join the episode; a
+    recovery with nothing open is ignored. An episode with no event for more than `stale_after_s` (None =
+    never) is closed as "unrecovered": a later error starts a new episode and a later recovery is ignored.
+    Returns device_id, product_id, touchpoint, code, start, end (<NA> unless recovered), last_error, errors,
+    status ('recovered' | 'open' | 'unrecovered'), recovered, duration_s (recovered only), open_duration_s
+    (open only, censored at `as_of`).
+    """
+    require_columns(events, ["device_id", "ts", "kind", "code"], what="error_episodes")
+    if stale_after_s is not None and stale_after_s <= 0:
+        raise ValueError("stale_after_s must be > 0 or None")
+    stale = np.inf if stale_after_s is None else float(stale_after_s)
+    kind = events["kind"].astype(str).str.lower().to_numpy()
+    keep = np.isin(kind, ["error", "recovery"])
+    tp = (
+        events["touchpoint"].astype(object).where(events["touchpoint"].notna(), "")
+        if "touchpoint" in events.columns
+        else pd.Series("", index=events.index, dtype=object)
+    )
+    ev = pd.DataFrame(
+        {
+            "device_id": events["device_id"].to_numpy()[keep],
+            "touchpoint": tp.to_numpy()[keep],
+            "code": events["code"].astype(object).to_numpy()[keep],
+            "product_id": (
+                events["product_id"].to_numpy()[keep]
+                if "product_id" in events.columns
+                else np.full(int(keep.sum()), None, dtype=object)
+            ),
+            "t": epoch_seconds(events["ts"])[keep],
+            "is_err": kind[keep] == "error",
+        }
+    )
+    ev = ev[np.isfinite(ev["t"].to_numpy())]
+    # errors sort before recoveries at the same instant, so a simultaneous pair opens and closes an episode
+    ev = ev.assign(_o=np.where(ev["is_err"], 0, 1)).sort_values([*EPISODE_KEYS, "t", "_o"], kind="stable")
+    ev = ev.reset_index(drop=True)
+    grp = ev.groupby(list(EPISODE_KEYS), sort=False, dropna=False)
+    prev_err = grp["is_err"].shift(1).astype(object).eq(True).to_numpy()
+    gap = (ev["t"] - grp["t"].shift(1)).to_numpy(dtype=float, na_value=np.inf)
+    is_err = ev["is_err"].to_numpy()
+    new_ep = is_err & ~(prev_err & (gap <= stale))
+    ev["ep"] = np.cumsum(new_ep)
+    ev = ev[grp["is_err"].cumsum().to_numpy() > 0]  # drop recoveries before a key's first error
+    prev_in_ep = ev.groupby("ep")["is_err"].shift(1).astype(object).eq(True).to_numpy()
+    prev_gap = (ev["t"] - ev.groupby("ep")["t"].shift(1)).to_numpy(dtype=float, na_value=np.inf)
+    first_rec = ~ev["is_err"].to_numpy() & prev_in_ep & (prev_gap <= stale)
+    errs = (
+        ev[ev["is_err"]]
+        .groupby("ep")
+        .agg(
+            device_id=("device_id", "first"),
+            product_id=("product_id", "first"),
+            touchpoint=("touchpoint", "first"),
+            code=("code", "first"),
+            start_t=("t", "min"),
+            last_t=("t", "max"),
+            errors=("t", "size"),
+        )
+    )
+    recs = ev[first_rec].groupby("ep")["t"].min().rename("end_t")
+    ep = errs.join(recs, how="left").reset_index(drop=True)
+    start_t, last_t = ep["start_t"].to_numpy(dtype=float), ep["last_t"].to_numpy(dtype=float)
+    end_t = ep["end_t"].to_numpy(dtype=float, na_value=np.nan)
+    recovered = np.isfinite(end_t)
+    now = epoch_seconds_scalar(as_of) if as_of is not None else np.nan
+    gone_stale = np.isfinite(now) & (now - last_t > stale)
+    status = np.where(recovered, "recovered", np.where(gone_stale, "unrecovered", "open"))
+    out = ep[["device_id", "product_id", "touchpoint", "code"]].copy()
+    out["start"] = pd.to_datetime(start_t, unit="s", utc=True)
+    out["end"] = pd.to_datetime(end_t, unit="s", utc=True)
+    out["last_error"] = pd.to_datetime(last_t, unit="s", utc=True)
+    out["errors"] = ep["errors"].astype(int)
+    out["status"] = status.astype(object)
+    out["recovered"] = recovered
+    out["duration_s"] = np.where(recovered, end_t - start_t, np.nan)
+    out["open_duration_s"] = np.where(status == "open", np.clip(now - start_t, 0, None), np.nan)
+    return to_nullable(out.sort_values(["start", "device_id"], kind="stable").reset_index(drop=True))
+
+
+def incidents(
+    *,
+    episodes: pd.DataFrame,
+    group_cols: Sequence[str] = ("product_id", "touchpoint", "code"),
+    as_of: datetime | date | str | None = None,
+    gap_s: float = 0.0,
+) -> pd.DataFrame:
+    """Merge overlapping device episodes (within `gap_s`) per group into incidents: start, end, devices affected.
+
+    `episodes`: as from error_episodes (group cols, device_id, start, end [, last_error, status, errors]).
+    For merging, an unrecovered episode ends at its last error; an open one at `as_of` (else its last error).
+    Returns group cols, incident (1, 2, … per group), start, end, open, devices_affected, episodes, errors.
+    """
+    require_columns(episodes, [*group_cols, "device_id", "start", "end"], what="incidents")
+    st = epoch_seconds(episodes["start"])
+    en = epoch_seconds(episodes["end"])
+    last = epoch_seconds(episodes["last_error"]) if "last_error" in episodes.columns else st
+    status = (
+        episodes["status"].astype(object).to_numpy()
+        if "status" in episodes.columns
+        else np.where(np.isfinite(en), "recovered", "open")
+    )
+    is_open = status == "open"
+    now = epoch_seconds_scalar(as_of) if as_of is not None else np.nan
+    en = np.where(np.isfinite(en), en, np.where(is_open & np.isfinite(now), np.fmax(now, last), last))
+    df = episodes[list(group_cols)].astype(object).where(episodes[list(group_cols)].notna(), "").copy()
+    df["device_id"], df["s"], df["e"], df["open"] = episodes["device_id"].to_numpy(), st, en, is_open
+    df["errors"] = float_column(episodes, "errors") if "errors" in episodes.columns else 1.0
+    df = df[np.isfinite(df["s"].to_numpy())].sort_values([*group_cols, "s"], kind="stable")
+    keys = [df[c] for c in group_cols]
+    run_end = df.groupby(keys, sort=False)["e"].cummax()
+    prev_end = run_end.groupby(keys).shift(1)
+    new = (prev_end.isna() | (df["s"] > prev_end + gap_s)).to_numpy()
+    df["incident"] = pd.Series(new.astype(int), index=df.index).groupby(keys).cumsum()
+    agg = (
+        df.groupby([*group_cols, "incident"], sort=True)
+        .agg(
+            s=("s", "min"),
+            e=("e", "max"),
+            open=("open", "any"),
+            devices_affected=("device_id", "nunique"),
+            episodes=("s", "size"),
+            errors=("errors", "sum"),
+        )
+        .reset_index()
+    )
+    out = agg[[*group_cols, "incident"]].copy()
+    out["start"] = pd.to_datetime(agg["s"].to_numpy(dtype=float), unit="s", utc=True)
+    out["end"] = pd.to_datetime(agg["e"].to_numpy(dtype=float), unit="s", utc=True)
+    out["open"] = agg["open"].astype(bool)
+    out["devices_affected"] = agg["devices_affected"].astype(int)
+    out["episodes"] = agg["episodes"].astype(int)
+    out["errors"] = agg["errors"].astype(float)
+    return to_nullable(out)
+
+
+@dataclass(frozen=True)
+class RecoveryStats:
+    """Time to recovery over recovered episodes (seconds); open and unrecovered episodes are counted, not timed."""
+
+    n_episodes: int
+    n_recovered: int
+    n_not_recovered: int
+    seconds: Distribution
+
+
+def time_to_recovery(*, episodes: pd.DataFrame) -> RecoveryStats:
+    """Median, p90 and n of episode duration (recovered episodes), with the count still open."""
+    require_columns(episodes, ["duration_s"], what="time_to_recovery")
+    dur = float_column(episodes, "duration_s")
+    ok = np.isfinite(dur)
+    return RecoveryStats(len(episodes), int(ok.sum()), int((~ok).sum()), distribution(values=dur[ok]))
+
+
+# ---------------------------------------------------------------- spikes
+
+
+def detect_spikes(
+    *,
+    series: pd.DataFrame,
+    group_cols: Sequence[str] = ("product_id",),
+    window: int = 28,
+    k: float = 3.5,
+    min_history: int = 7,
+    mad_floor: float = 1.0,
+    poisson_floor: bool = True,
+    fill_value: float | None = 0.0,
+    freq: str = "D",
+) -> pd.DataFrame:
+    """Flag periods whose value exceeds trailing median + k · spread over the previous `window` periods.
+
+    spread = max(1.4826 · MAD, mad_floor, √median if poisson_floor): the Poisson floor keeps small-sample MADs
+    of count series from flagging ordinary noise; set poisson_floor=False for rates/ratios.
+
+    `series`: group cols, day, value (e.g. error count or errors per 1000 uses). Each group is reindexed to
+    a regular `freq` calendar, gaps filled with `fill_value` (0 for counts; None keeps them missing). A period
+    with fewer than `min_history` finite values in its trailing window gets spike <NA> and a reason.
+    Returns group cols, day, value, baseline, mad, threshold, history, spike, excess, reason.
+    """
+    require_columns(series, [*group_cols, "day", "value"], what="detect_spikes")
+    if window < 2 or min_history < 2 or k <= 0 or mad_floor < 0:
+        raise ValueError("need window ≥ 2, min_history ≥ 2, k > 0, mad_floor ≥ 0")
+    s = series[list(group_cols)].copy()
+    s["day"], s["value"] = to_day(series["day"]).to_numpy(), float_column(series, "value")
+    s = s.dropna(subset=["day"]).groupby([*group_cols, "day"], sort=True, dropna=False)["value"].sum(min_count=1)
+    parts = []
+    for key, grp in s.groupby(level=list(range(len(group_cols))), sort=True) if group_cols else [((), s)]:
+        vals = (
+            grp.droplevel(list(range(len(group_cols))))
+            if group_cols
+            else grp.droplevel(0)
+            if grp.index.nlevels > 1
+            else grp
+        )
+        idx = pd.date_range(vals.index.min(), vals.index.max(), freq=freq)
+        v = vals.reindex(idx)
+        if fill_value is not None:
+            v = v.fillna(fill_value)
+        x = v.to_numpy(dtype=float)
+        n = x.size
+        base = np.full(n, np.nan)
+        mad = np.full(n, np.nan)
+        hist = np.zeros(n, dtype=int)
+        if n > 1:
+            padded = np.concatenate([np.full(window, np.nan), x[:-1]])
+            win = sliding_window_view(padded, window)[:n]  # row i = the `window` values before i
+            hist = np.isfinite(win).sum(axis=1)
+            okr = hist >= 1
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # rows without history are excluded by okr
+                base[okr] = np.nanmedian(win[okr], axis=1)
+                mad[okr] = np.nanmedian(np.abs(win[okr] - base[okr, None]), axis=1)
+        part = pd.DataFrame({"day": idx, "value": x, "baseline": base, "mad": mad, "history": hist})
+        for i, c in enumerate(group_cols):
+            part.insert(i, c, key[i] if isinstance(key, tuple) else key)
+        parts.append(part)
+    cols = [*group_cols, "day", "value", "baseline", "mad", "history"]
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+    spread = np.maximum(MAD_SCALE * out["mad"].to_numpy(dtype=float), mad_floor)
+    if poisson_floor:
+        spread = np.fmax(spread, np.sqrt(np.clip(out["baseline"].to_numpy(dtype=float), 0, None)))
+    out["threshold"] = out["baseline"].to_numpy(dtype=float) + k * spread
+    enough = (out["history"].to_numpy() >= min_history) & np.isfinite(out["value"].to_numpy(dtype=float))
+    spike = out["value"].to_numpy(dtype=float) > out["threshold"].to_numpy(dtype=float)
+    out["spike"] = pd.array(np.where(enough, spike, None), dtype="boolean")
+    out["excess"] = np.where(enough, out["value"].to_numpy(dtype=float) - out["baseline"].to_numpy(dtype=float), np.nan)
+    out["reason"] = np.where(enough, None, f"not enough data: fewer than {min_history} periods of history or no value")
+    out["history"] = out["history"].astype(int)
+    return to_nullable(out)
+
+
+# ---------------------------------------------------------------- effect of disruption and recovery
+
+
+@dataclass(frozen=True)
+class DisruptionEffects:
+    """Later usage and satisfaction by group (none / fast recovery / slow recovery) and the paradox verdict."""
+
+    fast_recovery_s: float | None
+    usage_metric: str
+    groups: pd.DataFrame
+    comparisons: pd.DataFrame
+    paradox: str
+    reason: str | None = None
+
+
+def _group_stats(name: str, sub: pd.DataFrame, usage: np.ndarray) -> dict[str, object]:
+    nps_v = float_column(sub, "nps_after")
+    nps_v = nps_v[np.isfinite(nps_v)]
+    csat_v = float_column(sub, "csat_after")
+    csat_v = csat_v[np.isfinite(csat_v)]
+    npr = nps_from_counts(n=int(nps_v.size), promoters=int((nps_v >= 9).sum()), detractors=int((nps_v <= 6).sum()))
+    cr = csat_from_counts(n=int(csat_v.size), top2=int((csat_v >= 4).sum()))
+    u = usage[np.isfinite(usage)]
+    return {
+        "group": name,
+        "devices": len(sub),
+        "usage_n": int(u.size),
+        "usage_mean": float(u.mean()) if u.size else np.nan,
+        "nps_n": npr.n,
+        "nps": npr.nps if npr.nps is not None else np.nan,
+        "nps_margin": npr.margin if npr.margin is not None else np.nan,
+        "csat_n": cr.n,
+        "csat": cr.csat if cr.csat is not None else np.nan,
+        "csat_margin": cr.margin if cr.margin is not None else np.nan,
+        "_nps": npr,
+        "_csat": cr,
+        "_usage": u,
+    }
+
+
+def _diff_row(metric: str, a: dict[str, object], b: dict[str, object], min_n: int) -> dict[str, object]:
+    if metric == "usage":
+        d: Difference = diff_means_ci(a=a["_usage"], b=b["_usage"], min_n=min_n)  # type: ignore[arg-type]
+    elif metric == "nps":
+        ra, rb = a["_nps"], b["_nps"]
+        d = diff_with_variances(
+            est_a=ra.nps if ra.n >= min_n else None,
+            var_a=ra.variance,
+            n_a=ra.n,  # type: ignore[attr-defined]
+            est_b=rb.nps if rb.n >= min_n else None,
+            var_b=rb.variance,
+            n_b=rb.n,
+        )  # type: ignore[attr-defined]
+    else:
+        ra, rb = a["_csat"], b["_csat"]
+
+        def var(r: object) -> float | None:
+            c = r.csat  # type: ignore[attr-defined]
+            return None if c is None else c * (100.0 - c) / r.n  # type: ignore[attr-defined]
+
+        d = diff_with_variances(
+            est_a=ra.csat if ra.n >= min_n else None,
+            var_a=var(ra),
+            n_a=ra.n,  # type: ignore[attr-defined]
+            est_b=rb.csat if rb.n >= min_n else None,
+            var_b=var(rb),
+            n_b=rb.n,
+        )  # type: ignore[attr-defined]
+    return {
+        "metric": metric,
+        "a": a["group"],
+        "b": b["group"],
+        "difference": d.estimate,
+        "ci_low": d.low,
+        "ci_high": d.high,
+        "n_a": d.n_a,
+        "n_b": d.n_b,
+        "reason": d.reason,
+    }
+
+
+def disruption_effects(
+    *, devices: pd.DataFrame, fast_recovery_s: float | None = None, min_n: int = 10
+) -> DisruptionEffects:
+    """Compare fast-recovery vs slow-recovery vs undisrupted devices on later usage, NPS and CSAT (95% CIs).
+
+    `devices`, one row per device: device_id, disrupted (bool), recovery_s (time to recovery of its
+    disruption; <NA> = not recovered → slow), usage_after (e.g. uses per day in the N days after the
+    disruption or a matched reference date) [, usage_before (same measure before: the usage metric is then
+    the change after − before)], nps_after (0–10) [, csat_after (1–5)]: the device's later answer.
+    fast = recovered within `fast_recovery_s` (default: the median recovery time of disrupted devices).
+    Paradox verdict (satisfaction only): "supported" when fast-recovery NPS or CSAT exceeds the no-disruption
+    level with a 95% CI above 0, "contradicted" when below with a CI below 0, else "not shown" / "not enough data".
+    """
+    require_columns(devices, ["device_id", "disrupted", "usage_after"], what="disruption_effects")
+    disrupted = devices["disrupted"].fillna(False).astype(bool).to_numpy()
+    rec = float_column(devices, "recovery_s")
+    thr = fast_recovery_s
+    if thr is None:
+        r = rec[disrupted & np.isfinite(rec)]
+        thr = float(np.median(r)) if r.size else None
+    fast = disrupted & np.isfinite(rec) & (rec <= thr) if thr is not None else np.zeros(len(devices), dtype=bool)
+    slow = disrupted & ~fast
+    after = float_column(devices, "usage_after")
+    if "usage_before" in devices.columns:
+        usage, metric = after - float_column(devices, "usage_before"), "usage_after − usage_before"
+    else:
+        usage, metric = after, "usage_after"
+    groups = {
+        name: _group_stats(name, devices[mask], usage[mask])
+        for name, mask in (("none", ~disrupted), ("fast", fast), ("slow", slow))
+    }
+    table = pd.DataFrame([{k: v for k, v in g.items() if not k.startswith("_")} for g in groups.values()])
+    comps = [
+        _diff_row(m, groups[a], groups[b], min_n)
+        for m in ("usage", "nps", "csat")
+        for a, b in (("fast", "none"), ("slow", "none"), ("fast", "slow"))
+    ]
+    comparisons = pd.DataFrame(comps)
+    sat = comparisons[
+        (comparisons["metric"].isin(["nps", "csat"])) & (comparisons["a"] == "fast") & (comparisons["b"] == "none")
+    ]
+    lows, highs = (
+        sat["ci_low"].to_numpy(dtype=float, na_value=np.nan),
+        sat["ci_high"].to_numpy(dtype=float, na_value=np.nan),
+    )
+    if not np.isfinite(lows).any():
+        paradox = "not enough data"
+    elif np.any(lows > 0):
+        paradox = "supported"
+    elif np.any(highs < 0):
+        paradox = "contradicted"
+    else:
+        paradox = "not shown"
+    reason = (
+        None if disrupted.any() and (~disrupted).any() else "not enough data: need disrupted and undisrupted devices"
+    )
+    return DisruptionEffects(thr, metric, to_nullable(table), to_nullable(comparisons), paradox, reason)

@@ -1,0 +1,96 @@
+"""The FastAPI application: `/v1` API, health and readiness, Prometheus metrics, dashboard pages."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+
+from cxp.api.cache import ResultCache
+from cxp.api.deps import KeyCache
+from cxp.api.errors import ErrorBody, install_error_handlers
+from cxp.api.jobs import JobRunner
+from cxp.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
+from cxp.api.routers import dashboard, experience, ingest, pricing, registry
+from cxp.core.config import Settings, get_settings
+from cxp.store.db import create_pool
+from cxp.store.errors import StoreError
+from cxp.store.migrate import list_migrations
+
+log = logging.getLogger("cxp.api")
+
+API_VERSION = "1.0.0"
+_ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in (
+    (401, "No valid API key"), (403, "The key's role may not use this endpoint"), (422, "Invalid request"))}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the pool and the job runner start with it and stop with it."""
+    settings = settings or get_settings()
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = create_pool(settings.db, name="cxp-api")
+        app.state.jobs = JobRunner(pool=app.state.pool, workers=settings.api.job_workers)
+        try:
+            app.state.jobs.recover()
+        except Exception as exc:  # noqa: BLE001 - an unmigrated database must not stop /readyz from saying so
+            log.warning("could not recover jobs: %s", exc)
+        try:
+            yield
+        finally:
+            app.state.jobs.shutdown()
+            app.state.pool.close()
+
+    app = FastAPI(
+        title="Connected-product experience platform",
+        version=API_VERSION,
+        description=(
+            "Experience analytics and the pricing lab over devices' usage telemetry. Authenticate with an API key "
+            "(`Authorization: Bearer <key>` or `X-API-Key`); roles: `product` (experience), `pricing` (pricing), "
+            "`admin` (everything, plus registry, keys and ingest operations). Errors share one body: "
+            "`{\"error\": {\"status\", \"code\", \"message\", \"details\"}}`."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.key_cache = KeyCache(settings.api.key_cache_s, {})
+    app.state.results = ResultCache(ttl_s=settings.api.cache_ttl_s, max_entries=settings.api.cache_entries,
+                                     fresh_s=settings.api.cache_fresh_s)
+    app.state.metrics = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness: the database answers and is migrated",
+             responses={503: {"model": ErrorBody, "description": "Not ready"}})
+    def readyz() -> Response:
+        latest = max(m.version for m in list_migrations())
+        try:
+            with app.state.pool.connection(timeout=5) as conn:
+                applied = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+        except (StoreError, Exception) as exc:  # noqa: BLE001 - any failure means not ready
+            return JSONResponse({"error": {"status": 503, "code": "not_ready", "message": f"database: {exc}",
+                                           "details": []}}, status_code=503)
+        if applied < latest:
+            return JSONResponse({"error": {"status": 503, "code": "not_ready", "details": [],
+                                           "message": f"database at migration {applied}, code needs {latest}"}},
+                                status_code=503)
+        return JSONResponse({"status": "ready", "migration": applied})
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
+    def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    for module in (experience, pricing, registry, ingest):
+        # Routers carry their full "/v1/..." prefix, so route templates (metrics labels) are the real paths.
+        app.include_router(module.router, responses=_ERRORS)
+    app.include_router(dashboard.router)
+    return app

@@ -1,0 +1,160 @@
+"""FastAPI dependencies, all in one place: the pool connection, the caller's key and role checks, paging."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+import psycopg
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from psycopg_pool import ConnectionPool
+
+from cxp.api.cache import ResultCache
+from cxp.api.errors import Forbidden, NotAuthenticated
+from cxp.core.config import Settings
+from cxp.store.apikeys import ApiKey, touch_key, verify_key
+
+T = TypeVar("T")
+KEY_COOKIE = "cxp_key"
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key in a header")
+_cookie = APIKeyCookie(name=KEY_COOKIE, auto_error=False, description="Set by the dashboard sign-in page")
+
+
+def get_settings_dep(request: Request) -> Settings:
+    """The app's settings object."""
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_conn(request: Request) -> Iterator[psycopg.Connection]:
+    """A pooled autocommit connection for the duration of the request."""
+    with request.app.state.pool.connection() as conn:
+        yield conn
+
+
+ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
+
+
+@dataclass(frozen=True)
+class Cached:
+    """Runs a computation through the app's result cache, borrowing pool connections only while needed."""
+
+    cache: ResultCache
+    pool: ConnectionPool
+
+    def __call__(self, name: str, compute: Callable[[psycopg.Connection], T], **params: Any) -> T:
+        """`compute(conn)` cached under `name` and `params` (which must determine the result)."""
+        key = (name, tuple(sorted((k, _hashable(v)) for k, v in params.items())))
+        return self.cache.get_or_compute(key, connection=self.pool.connection, compute=compute)
+
+    def service(self, fn: Callable[..., T], /, **params: Any) -> T:
+        """`fn(conn=…, **params)` cached under its name and its full bound arguments, defaults included,
+        so the API and the dashboard asking the same question share one answer."""
+        bound = inspect.signature(fn).bind_partial(**params)
+        bound.apply_defaults()
+        args = {k: v for k, v in bound.arguments.items() if k != "conn"}
+        return self(f"{fn.__module__}.{fn.__qualname__}", lambda c: fn(conn=c, **params), **args)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list | tuple | range):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+def get_cached(request: Request) -> Cached:
+    """The app's result cache and connection pool."""
+    return Cached(request.app.state.results, request.app.state.pool)
+
+
+CachedDep = Annotated[Cached, Depends(get_cached)]
+
+
+@dataclass
+class KeyCache:
+    """Verified tokens for a few seconds: a request costs no key lookup, a revocation lands within `ttl_s`."""
+
+    ttl_s: float
+    entries: dict[str, tuple[ApiKey, float]]
+
+    def get(self, token: str) -> ApiKey | None:
+        hit = self.entries.get(token)
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
+    def put(self, token: str, key: ApiKey) -> None:
+        if len(self.entries) > 10_000:
+            self.entries.clear()
+        self.entries[token] = (key, time.monotonic() + self.ttl_s)
+
+
+def get_current_key(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_header)],
+    cookie: Annotated[str | None, Security(_cookie)],
+) -> ApiKey:
+    """The caller's active API key (Bearer header, X-API-Key header or the dashboard cookie), else 401."""
+    token = (bearer.credentials if bearer else None) or header or cookie
+    if not token:
+        raise NotAuthenticated("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+    cache: KeyCache = request.app.state.key_cache
+    key = cache.get(token)
+    if key is None:
+        with request.app.state.pool.connection() as conn:
+            key = verify_key(conn, token=token)
+            if key is None:
+                raise NotAuthenticated("the API key is not valid (unknown, malformed or revoked)")
+            touch_key(conn, key_id=key.key_id)
+        cache.put(token, key)
+    return key
+
+
+CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
+
+
+def require_role(*roles: str) -> Callable[[ApiKey], ApiKey]:
+    """A dependency admitting keys with one of `roles` (admin is always admitted)."""
+    allowed = {*roles, "admin"}
+
+    def check(key: CurrentKey) -> ApiKey:
+        if key.role not in allowed:
+            raise Forbidden(f"this endpoint needs the {' or '.join(sorted(allowed))} role; the key has '{key.role}'")
+        return key
+
+    return check
+
+
+ProductKey = Annotated[ApiKey, Depends(require_role("product"))]
+PricingKey = Annotated[ApiKey, Depends(require_role("pricing"))]
+AdminKey = Annotated[ApiKey, Depends(require_role("admin"))]
+
+
+@dataclass(frozen=True)
+class PageParams:
+    """Which slice of a list the caller wants."""
+
+    limit: int
+    offset: int
+
+
+def get_page(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Items per page")] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="Items to skip")] = 0,
+) -> PageParams:
+    """Paging parameters, capped at the configured maximum page size."""
+    return PageParams(min(limit, request.app.state.settings.api.max_page_size), offset)
+
+
+PageDep = Annotated[PageParams, Depends(get_page)]

@@ -1,0 +1,5 @@
+"""The ASGI entry point for uvicorn (`api.main:app`): the app built from this process's settings."""
+
+from cxp.api.app import create_app
+
+app = create_app()

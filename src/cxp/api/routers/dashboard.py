@@ -1,0 +1,263 @@
+"""Dashboard pages for people who would rather look than read: overview, health, touchpoints, journey, disruptions
+and pricing models. Server-rendered HTML with the data embedded as JSON; plotly (from the installed package) draws."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from decimal import Decimal
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import psycopg
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
+
+from cxp.analytics import service as analytics
+from cxp.analytics.core.health import HealthConfig
+from cxp.api.dashboard import assets, pages
+from cxp.api.dashboard.comparison import comparison_plan_ids, model_comparison
+from cxp.api.dashboard.render import HEADERS, Html, Viewer, el, filter_form, may_see, page, safe_next
+from cxp.api.deps import KEY_COOKIE, Cached, CachedDep, ConnDep, CurrentKey, PricingKey, ProductKey
+from cxp.api.errors import ApiError, Forbidden, NotAuthenticated, Unprocessable
+from cxp.pricing.errors import PricingError
+from cxp.store.apikeys import ApiKey, verify_key
+from cxp.store.errors import InvalidValue, StoreUnavailable
+from cxp.store.registry import list_products
+
+log = logging.getLogger("cxp.api.dashboard")
+
+COOKIE_MAX_AGE_S = 8 * 3600  # a working day; the key itself stays valid until revoked
+
+
+def _html(body: Html, *, status: int = 200, extra: dict[str, str] | None = None) -> HTMLResponse:
+    return HTMLResponse(body, status_code=status, headers={**HEADERS, **(extra or {})})
+
+
+def _error(status: int, title: str, message: str, details: tuple[str, ...] = (),
+           extra: dict[str, str] | None = None) -> HTMLResponse:
+    body = pages.error_body(message, details, other_key=status == 403)
+    return _html(page(title=title, active="", viewer=Viewer(), body=body), status=status, extra=extra)
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    response = RedirectResponse(f"/dashboard/login?next={quote(target, safe='/')}", status_code=303)
+    if KEY_COOKIE in request.cookies:  # revoked or malformed: drop it so the sign-in form starts clean
+        response.delete_cookie(KEY_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+class DashboardRoute(APIRoute):
+    """Failures as pages, not the API's JSON: no valid key → 303 to sign-in; other errors → an HTML error page."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except NotAuthenticated:
+                return _to_login(request)
+            except RequestValidationError as exc:
+                details = tuple(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in exc.errors())
+                return _error(422, "Invalid request", "Some parameters are not valid:", details)
+            except (PricingError, InvalidValue) as exc:  # e.g. a NUL byte in a filter: not storable, not found
+                return _error(422, "Invalid request", str(exc))
+            except StoreUnavailable:
+                return _error(503, "Unavailable", "The database is unavailable; retry shortly.",
+                              extra={"Retry-After": "5"})
+            except Forbidden as exc:
+                return _error(403, "Not allowed", exc.message.replace("this endpoint", "this page"))
+            except ApiError as exc:
+                return _error(exc.status, "Error", exc.message)
+            except Exception:  # noqa: BLE001 - a browser gets a page; the traceback goes to the log
+                log.exception("dashboard page failed: %s", request.url.path)
+                return _error(500, "Error", "Internal error; it has been logged.")
+
+        return route
+
+
+router = APIRouter(prefix="/dashboard", route_class=DashboardRoute, include_in_schema=False)
+
+Product = Annotated[str | None, Query(max_length=200, description="Product model id (default: all)")]
+
+
+def _viewer(key: ApiKey) -> Viewer:
+    return Viewer(key.name, key.role)
+
+
+def _products(conn: psycopg.Connection) -> list[str]:
+    return [p.product_id for p in list_products(conn, limit=1000)[0]]
+
+
+def _product_ids(cached: Cached) -> list[str]:
+    """The registered products (for the filter forms), through the result cache."""
+    return cached("registry.products", _products)
+
+
+# ---------------------------------------------------------------- sign-in
+
+
+def _login_page(*, next_url: str, error: str | None = None, status: int = 200) -> HTMLResponse:
+    form = el("form", el("input", type="hidden", name="next", value=next_url),
+              el("label", "API key", el("input", type="password", name="key", autocomplete="off", required=True,
+                                        autofocus=True, placeholder="cxp_…")),
+              el("button", "Sign in", type="submit"), method="post", action="/dashboard/login")
+    body = el("section", el("h3", "Sign in with an API key"),
+              el("p", "Keys with the product role open the experience pages, pricing keys the pricing page, "
+                      "admin keys everything.", class_="muted"),
+              el("p", error, class_="error", role="alert") if error else None, form, class_="card login")
+    return _html(page(title="Sign in", active="login", viewer=Viewer(), body=body), status=status)
+
+
+def _signed_in(conn: ConnDep, request: Request, token: str, next_url: str) -> Response:
+    """Verify the key; on success set the HttpOnly cookie and go on, else show the form with an error (401)."""
+    if verify_key(conn, token=token) is None:
+        return _login_page(next_url=next_url, error="That key is not valid (unknown, mistyped or revoked).",
+                           status=401)
+    response = RedirectResponse(next_url, status_code=303,
+                                headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+    response.set_cookie(KEY_COOKIE, token.strip(), max_age=COOKIE_MAX_AGE_S, path="/", httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https")
+    return response
+
+
+@router.get("/login")
+def login_form(
+    request: Request,
+    conn: ConnDep,
+    next: Annotated[str | None, Query(max_length=2000)] = None,  # noqa: A002 - the conventional name
+    key: Annotated[str | None, Query(max_length=500, description="Scripted sign-in: the key, once")] = None,
+) -> Response:
+    """The sign-in form; with `?key=` (scripted use) the key is checked and the cookie set at once."""
+    if key:
+        return _signed_in(conn, request, key, safe_next(next))
+    return _login_page(next_url=safe_next(next))
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    conn: ConnDep,
+    key: Annotated[str, Form(max_length=500)],
+    next: Annotated[str | None, Form(max_length=2000)] = None,  # noqa: A002
+) -> Response:
+    """Check the pasted key and set the `cxp_key` cookie (HttpOnly, SameSite=Strict)."""
+    return _signed_in(conn, request, key, safe_next(next))
+
+
+@router.api_route("/logout", methods=["GET", "POST"])
+def logout() -> Response:
+    """Forget the key cookie and go back to the sign-in form."""
+    response = RedirectResponse("/dashboard/login", status_code=303)
+    response.delete_cookie(KEY_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+# ---------------------------------------------------------------- static files
+
+
+@router.get("/static/{name}")
+def static(name: str, request: Request) -> Response:
+    """plotly.min.js (from the installed plotly package), the page script and CSS; long-cached, gzip when accepted."""
+    make = assets.ASSETS.get(name)
+    if make is None:
+        return Response("not found", status_code=404, media_type="text/plain")
+    asset = make()
+    # URLs carry ?v=<version>: a year's caching is safe, a new release changes the URL.
+    headers = {"Cache-Control": "public, max-age=31536000, immutable", "ETag": asset.etag,
+               "Vary": "Accept-Encoding", "X-Content-Type-Options": "nosniff"}
+    if request.headers.get("if-none-match") == asset.etag:
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(asset.gzipped, media_type=asset.media_type, headers={**headers, "Content-Encoding": "gzip"})
+    return Response(asset.body, media_type=asset.media_type, headers=headers)
+
+
+# ---------------------------------------------------------------- pages
+
+
+@router.get("")
+def overview(key: CurrentKey, cached: CachedDep,
+             weeks: Annotated[int, Query(ge=1, le=104, description="Weeks of history")] = 4) -> HTMLResponse:
+    """Fleet report with the top concerns, and links to the pages the key may open."""
+    report = cached.service(analytics.get_fleet_report, weeks=weeks) if may_see(key.role, "product") else None
+    body, charts = pages.overview(report, role=key.role)
+    sub = f"As of {report.window.as_of}, {report.devices:,} devices" if report and report.devices else ""
+    return _html(page(title="Overview", active="overview", viewer=_viewer(key), body=body, charts=charts,
+                      subtitle=sub))
+
+
+@router.get("/health")
+def health(key: ProductKey, cached: CachedDep, product: Product = None,
+           weeks: Annotated[int, Query(ge=1, le=104)] = 12) -> HTMLResponse:
+    """Health over time per product and for the fleet, with components and drivers."""
+    by_product = cached.service(analytics.get_health, level="product", weeks=weeks, product=product)
+    scope = by_product if product else cached.service(analytics.get_health, level="fleet", weeks=weeks)
+    body, charts = pages.health(by_product, scope, scope_name=product or "fleet", config=HealthConfig())
+    filters = filter_form(products=_product_ids(cached), product=product, span_name="weeks", span_value=weeks,
+                          span_label="Weeks")
+    return _html(page(title="Fleet health", active="health", viewer=_viewer(key), body=body, charts=charts,
+                      filters=filters))
+
+
+def _days_page(key: ApiKey, cached: Cached, *, service: Callable[..., Any], render: Callable[[Any], Any],
+               title: str, active: str, product: str | None, days: int) -> HTMLResponse:
+    """A page of one analytics service over the last `days` days, with the product/days filter form."""
+    body, charts = render(cached.service(service, product=product, days=days))
+    filters = filter_form(products=_product_ids(cached), product=product, span_name="days", span_value=days,
+                          span_label="Days")
+    return _html(page(title=title, active=active, viewer=_viewer(key), body=body, charts=charts, filters=filters))
+
+
+@router.get("/touchpoints")
+def touchpoints(key: ProductKey, cached: CachedDep, product: Product = None,
+                days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
+    """Importance–performance chart per product, with the touchpoint table."""
+    return _days_page(key, cached, service=analytics.get_touchpoints, render=pages.touchpoints, title="Touchpoints",
+                      active="touchpoints", product=product, days=days)
+
+
+@router.get("/journey")
+def journey(key: ProductKey, cached: CachedDep, product: Product = None,
+            days: Annotated[int, Query(ge=7, le=3660)] = 90) -> HTMLResponse:
+    """Lifecycle funnel, cohorts and time to first value."""
+    return _days_page(key, cached, service=analytics.get_journey, render=pages.journey, title="Journey",
+                      active="journey", product=product, days=days)
+
+
+@router.get("/disruptions")
+def disruptions(key: ProductKey, cached: CachedDep, product: Product = None,
+                days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
+    """Incidents, spikes, recovery times and their effect on later satisfaction."""
+    return _days_page(key, cached, service=analytics.get_disruptions, render=pages.disruptions,
+                      title="Disruptions", active="disruptions", product=product, days=days)
+
+
+@router.get("/pricing")
+def pricing(
+    key: PricingKey,
+    cached: CachedDep,
+    product: Product = None,
+    theta: Annotated[Decimal, Query(ge=0, le=10, description="Bill shock: bill > (1 + theta) × baseline")] =
+    Decimal("0.2"),
+    baseline: Annotated[str | None, Query(max_length=100, description="Baseline plan id")] = None,
+) -> HTMLResponse:
+    """Revenue models side by side on a product's recorded usage: revenue, bills, shock, winners and losers."""
+    products = _product_ids(cached)
+    plan_ids = comparison_plan_ids()
+    if baseline is not None and baseline not in plan_ids:
+        raise Unprocessable(f"unknown baseline plan {baseline!r}; one of {', '.join(plan_ids)}")
+    # The example plans price a thermostat: prefer it when present.
+    chosen = product or ("thermo-x1" if "thermo-x1" in products or not products else products[0])
+    body, charts = pages.pricing(cached.service(model_comparison, product=chosen, theta=theta, baseline=baseline))
+    extra = (el("label", "Shock: bill > (1 + θ) × baseline, θ ", el("input", type="number", name="theta", value=theta,
+                                                                    min=0, max=10, step="0.05", class_="short")),
+             el("label", "Baseline ", el("select", *(el("option", p, value=p, selected=p == (baseline or plan_ids[0]))
+                                                     for p in plan_ids), name="baseline")))
+    filters = filter_form(products=products, product=chosen, extra=extra, all_label=None)
+    return _html(page(title="Pricing models side by side", active="pricing", viewer=_viewer(key), body=body,
+                      charts=charts, filters=filters))

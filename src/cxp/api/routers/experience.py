@@ -1,0 +1,228 @@
+"""Experience endpoints (role `product`): health, voice, touchpoints, journey, disruptions, personas, churn risk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from cxp.analytics import service
+from cxp.analytics.models import (
+    ChurnRiskEntry,
+    DisruptionReport,
+    FleetReport,
+    HealthScore,
+    JourneyReport,
+    SegmentReport,
+    TouchpointReport,
+    VoiceReport,
+    Window,
+)
+from cxp.api.deps import CachedDep, PageDep, ProductKey
+from cxp.api.errors import NotFound, Unprocessable
+from cxp.api.schemas import CSV_RESPONSES, FormatQuery, csv_response, paged
+
+router = APIRouter(prefix="/v1/experience", tags=["experience"])
+
+Id = Annotated[str, Query(min_length=1, max_length=200)]
+# Telemetry has UTC timestamps from 1970 on; bounds keep window arithmetic inside the calendar.
+Day = Annotated[date, Query(ge=date(1970, 1, 1), le=date(2200, 12, 31))]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The filters every experience endpoint takes."""
+
+    product: str | None
+    segment: str | None
+    account: str | None
+    start: date | None
+    end: date | None
+
+    def kwargs(self) -> dict:
+        """As service keyword arguments."""
+        return {"product": self.product, "segment": self.segment, "account": self.account,
+                "start": self.start, "end": self.end}
+
+
+def get_scope(
+    product: Annotated[str | None, Query(max_length=200, description="Product model id")] = None,
+    segment: Annotated[str | None, Query(max_length=200, description="Account segment")] = None,
+    account: Annotated[str | None, Query(max_length=200, description="Account id")] = None,
+    start: Annotated[Day | None, Query(description="First UTC day (default: from `days`/`weeks` before end)")] = None,
+    end: Annotated[Day | None, Query(description="Last UTC day, inclusive (default: the last day with data)")] = None,
+) -> Scope:
+    """Validated scope filters."""
+    if start is not None and end is not None and start > end:
+        raise Unprocessable(f"start ({start}) is after end ({end})")
+    return Scope(product, segment, account, start, end)
+
+
+ScopeDep = Annotated[Scope, Depends(get_scope)]
+Days = Annotated[int, Query(ge=1, le=3660, description="Window length in days when start is not given")]
+
+
+class HealthPage(BaseModel):
+    """Health scores (one per entity × period) with the window they cover."""
+
+    level: str
+    grain: str
+    window: Window
+    reason: str | None
+    items: list[HealthScore]
+    total: int
+    limit: int
+    offset: int
+
+
+_HEALTH_COLUMNS = ("level", "entity_id", "period_start", "period_end", "product_id", "segment", "devices", "score",
+                   "band", "capped", "components", "top_negative_drivers", "previous_score", "delta", "arrow", "reason")
+
+
+@router.get("/health", response_model=HealthPage, responses=CSV_RESPONSES,
+            summary="Experience Health Score with components and drivers")
+def list_health(
+    _: ProductKey,
+    cached: CachedDep,
+    scope: ScopeDep,
+    page: PageDep,
+    level: Literal["device", "account", "product", "fleet"] = "product",
+    grain: Literal["day", "week"] = "week",
+    device: Annotated[str | None, Query(max_length=200)] = None,
+    weeks: Annotated[int, Query(ge=1, le=104, description="Weekly periods when start is not given")] = 8,
+    latest: Annotated[bool, Query(description="Only each entity's last period")] = False,
+    format: FormatQuery = "json",
+) -> HealthPage | Response:
+    """Scores per entity and period, newest period last; `latest=true` keeps each entity's last period."""
+    kw = {"level": level, "grain": grain, "device": device, "weeks": weeks, **scope.kwargs()}
+    report = cached.service(service.get_health, **kw)
+    scores = report.latest() if latest else report.scores
+    if format == "csv":
+        return csv_response(scores, filename=f"health-{level}", columns=_HEALTH_COLUMNS)
+    return HealthPage(level=level, grain=grain, window=report.window, reason=report.reason,
+                      **paged(scores, limit=page.limit, offset=page.offset))
+
+
+@router.get("/health/{level}/{entity_id}", response_model=list[HealthScore],
+            summary="One entity's health history", responses={404: {"description": "No such entity in scope"}})
+def get_health_history(
+    _: ProductKey,
+    cached: CachedDep,
+    level: Literal["device", "account", "product", "fleet"],
+    entity_id: str,
+    grain: Literal["day", "week"] = "week",
+    weeks: Annotated[int, Query(ge=1, le=104)] = 12,
+    end: Day | None = None,
+) -> list[HealthScore]:
+    """Every period's score of one device, account, product (or `fleet/fleet`), oldest first."""
+    filters = {"device": {"device": entity_id}, "account": {"account": entity_id},
+               "product": {"product": entity_id}, "fleet": {}}[level]
+    kw = {"level": level, "grain": grain, "weeks": weeks, "end": end, **filters}
+    report = cached.service(service.get_health, **kw)
+    history = report.history(entity_id if level != "fleet" else next(
+        (s.entity_id for s in report.scores), entity_id))
+    if not history:
+        raise NotFound(f"no {level} {entity_id!r} with health data" + (f": {report.reason}" if report.reason else ""))
+    return list(history)
+
+
+@router.get("/voice", response_model=VoiceReport, summary="NPS, CSAT and CES per group")
+def get_voice(
+    _: ProductKey,
+    cached: CachedDep,
+    scope: ScopeDep,
+    by: Annotated[list[Literal["product", "touchpoint", "segment", "week", "month", "day"]],
+                  Query(description="Group by these (repeat the parameter)")] = ["product"],  # noqa: B006
+    days: Days = 90,
+    min_n: Annotated[int, Query(ge=1, le=10_000, description="Answers below which a value is withheld")] = 2,
+) -> VoiceReport:
+    """NPS with n and 95% margin, CSAT top-2-box, CES mean — never mixed across scales."""
+    kw = {"by": tuple(dict.fromkeys(by)), "days": days, "min_n": min_n, **scope.kwargs()}
+    return cached.service(service.get_voice, **kw)
+
+
+@router.get("/touchpoints", response_model=TouchpointReport, responses=CSV_RESPONSES,
+            summary="Touchpoints: reach, success, latency, importance–performance quadrant, satisfier class")
+def get_touchpoints(
+    _: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 56, format: FormatQuery = "json"
+) -> TouchpointReport | Response:
+    """Per product × touchpoint, with the outcome models behind derived importance."""
+    kw = {"days": days, **scope.kwargs()}
+    report = cached.service(service.get_touchpoints, **kw)
+    if format == "csv":
+        return csv_response(report.touchpoints, filename="touchpoints")
+    return report
+
+
+@router.get("/journey", response_model=JourneyReport, summary="Lifecycle funnel, cohorts and time to first value")
+def get_journey(_: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 90) -> JourneyReport:
+    """Registered → activated → first core use → habitual, churned as the exit, per weekly cohort."""
+    kw = {"days": days, **scope.kwargs()}
+    return cached.service(service.get_journey, **kw)
+
+
+@router.get("/disruptions", response_model=DisruptionReport,
+            summary="Incidents, recovery times, error spikes and the effect of recovery")
+def get_disruptions(_: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 56) -> DisruptionReport:
+    """Error episodes merged into incidents, time to recovery, spikes, and the recovery-paradox test."""
+    kw = {"days": days, **scope.kwargs()}
+    return cached.service(service.get_disruptions, **kw)
+
+
+@router.get("/personas", response_model=SegmentReport, summary="Usage personas with size and health")
+def get_personas(_: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 56) -> SegmentReport:
+    """k-means personas on standardised usage features, named in product-manager words."""
+    kw = {"days": days, **scope.kwargs()}
+    return cached.service(service.get_segments, **kw)
+
+
+class ChurnRiskPage(BaseModel):
+    """Devices or accounts ranked by churn risk."""
+
+    level: str
+    window: Window
+    reason: str | None
+    weights: dict[str, float]
+    items: list[ChurnRiskEntry]
+    total: int
+    limit: int
+    offset: int
+
+
+@router.get("/churn-risk", response_model=ChurnRiskPage, responses=CSV_RESPONSES,
+            summary="Ranked churn risk with reasons")
+def list_churn_risk(
+    _: ProductKey,
+    cached: CachedDep,
+    scope: ScopeDep,
+    page: PageDep,
+    level: Literal["device", "account"] = "device",
+    include_churned: bool = False,
+    format: FormatQuery = "json",
+) -> ChurnRiskPage | Response:
+    """Highest risk first; reasons in words (usage slope, days since last core use, recent disruptions)."""
+    kw = {"level": level, "product": scope.product, "segment": scope.segment, "account": scope.account,
+          "end": scope.end, "include_churned": include_churned}
+    result = cached.service(service.list_churn_risk, **kw)
+    if format == "csv":
+        return csv_response(result.entries, filename=f"churn-risk-{level}")
+    return ChurnRiskPage(level=level, window=result.window, reason=result.reason, weights=result.weights,
+                         **paged(result.entries, limit=page.limit, offset=page.offset))
+
+
+@router.get("/report", response_model=FleetReport, summary="Fleet health summary with the top concerns")
+def get_report(
+    _: ProductKey,
+    cached: CachedDep,
+    product: Annotated[str | None, Query(max_length=200)] = None,
+    segment: Annotated[str | None, Query(max_length=200)] = None,
+    end: Day | None = None,
+    weeks: Annotated[int, Query(ge=1, le=52)] = 4,
+) -> FleetReport:
+    """What the demo prints: fleet and product scores, NPS, band shares, churn risk and ranked concerns."""
+    kw = {"product": product, "segment": segment, "end": end, "weeks": weeks}
+    return cached.service(service.get_fleet_report, **kw)

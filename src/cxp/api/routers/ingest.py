@@ -1,0 +1,97 @@
+"""Ingest operations (role `admin`): gateway throughput and lag, storage lag, dead-lettered messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from pydantic import AwareDatetime, BaseModel
+
+from cxp.api.deps import AdminKey, ConnDep, PageDep
+from cxp.api.schemas import CSV_RESPONSES, FormatQuery, csv_response
+from cxp.store.ops import (
+    DeadLetter,
+    StorageLag,
+    count_dead_letters_by_reason,
+    get_storage_lag,
+    list_dead_letters,
+    list_gateway_throughput,
+)
+
+router = APIRouter(prefix="/v1/ingest", tags=["ingest operations"])
+
+
+class Gateway(BaseModel):
+    """One gateway process as it last reported."""
+
+    gateway_id: str
+    last_report_at: datetime
+    seconds_since_report: float
+    reporting: bool
+    messages_per_s: float | None
+    events_per_s: float | None
+    dead_letters_per_s: float | None
+    rate_window_s: float | None
+    publish_to_commit_ms_p50: float | None
+    publish_to_commit_ms_p99: float | None
+    counters: dict[str, Any]
+
+
+class IngestStatus(BaseModel):
+    """Throughput and lag of ingestion, and what was refused."""
+
+    gateways: list[Gateway]
+    storage: StorageLag
+    dead_letters_by_reason: dict[str, int]
+
+
+@router.get("/status", response_model=IngestStatus, summary="Throughput, lag and dead letters by reason")
+def get_ingest_status(
+    _: AdminKey,
+    conn: ConnDep,
+    window_s: Annotated[int, Query(ge=10, le=3600, description="Seconds the rates are measured over")] = 60,
+    since: Annotated[AwareDatetime | None, Query(description="Count dead letters received since")] = None,
+) -> IngestStatus:
+    """Each gateway's rates over the last `window_s`, publish→commit latency, rollup backlog, dead letters."""
+    gateways = []
+    for g in list_gateway_throughput(conn, window_s=window_s):
+        interval = float(g.snapshot.get("stats_interval_s") or 10.0)
+        gateways.append(Gateway(
+            gateway_id=g.gateway_id, last_report_at=g.last_report_at, seconds_since_report=g.seconds_since_report,
+            # Missing three reports in a row means it stopped (or cannot reach the database).
+            reporting=g.seconds_since_report < 3 * max(interval, 10.0),
+            messages_per_s=g.messages_per_s, events_per_s=g.events_per_s, dead_letters_per_s=g.dead_letters_per_s,
+            rate_window_s=g.window_s, publish_to_commit_ms_p50=g.snapshot.get("publish_to_commit_ms_p50"),
+            publish_to_commit_ms_p99=g.snapshot.get("publish_to_commit_ms_p99"), counters=g.snapshot))
+    return IngestStatus(gateways=gateways, storage=get_storage_lag(conn),
+                        dead_letters_by_reason=count_dead_letters_by_reason(conn, since=since))
+
+
+class DeadLetterPage(BaseModel):
+    """Dead-lettered messages, newest first."""
+
+    items: list[DeadLetter]
+    total: int
+    limit: int
+    offset: int
+
+
+@router.get("/dead-letters", response_model=DeadLetterPage, responses=CSV_RESPONSES,
+            summary="Refused messages with their reasons")
+def list_dead_letters_view(
+    _: AdminKey,
+    conn: ConnDep,
+    page: PageDep,
+    reason: Annotated[str | None, Query(max_length=100)] = None,
+    device: Annotated[str | None, Query(max_length=200)] = None,
+    since: AwareDatetime | None = None,
+    format: FormatQuery = "json",
+) -> DeadLetterPage | Response:
+    """Filter by reason, device or time; `format=csv` downloads the page."""
+    items, total = list_dead_letters(conn, reason=reason, device_id=device, since=since, limit=page.limit,
+                                     offset=page.offset)
+    if format == "csv":
+        return csv_response(items, filename="dead-letters")
+    return DeadLetterPage(items=items, total=total, limit=page.limit, offset=page.offset)

@@ -1,0 +1,509 @@
+"""`cxp`: one console script for every part of the platform."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cxp.core.config import PROJECT_ROOT, Settings, get_settings
+from cxp.core.logs import configure_logging
+
+app = typer.Typer(help="Connected-product experience platform.", no_args_is_help=True, add_completion=False)
+stack_app = typer.Typer(help="The local Mosquitto + PostgreSQL/TimescaleDB stack.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema, rollups and retention.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+contract_app = typer.Typer(help="The telemetry message contract.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(contract_app, name="contract")
+bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+keys_app = typer.Typer(help="API keys (stored hashed; the key is shown once, at creation).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console(width=None if sys.stdout.isatty() else 150)
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------- stack
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Provision (first time) and start the broker and the database; idempotent."""
+    from cxp.stack import StackError, start_stack
+
+    try:
+        status = start_stack(_settings())
+    except StackError as exc:
+        _fail(str(exc))
+    console.print(f"broker {status.broker_address} up={status.broker_up}  db {status.db_address} up={status.db_up}")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the broker and the database."""
+    from cxp.stack import stop_stack
+    from cxp.stack.api_process import stop_api
+
+    stop_api(_settings())  # it needs the database
+    status = stop_stack(_settings())
+    console.print(f"broker up={status.broker_up}  db up={status.db_up}")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Tell whether the broker and the database answer; exit 1 when either does not."""
+    from cxp.stack import get_status
+
+    status = get_status(_settings())
+    console.print(f"broker {status.broker_address}: {'up' if status.broker_up else 'down'}")
+    console.print(f"db     {status.db_address}: {'up' if status.db_up else 'down'}")
+    if not (status.broker_up and status.db_up):
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------- db
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending SQL migrations."""
+    from cxp.store.db import connect
+    from cxp.store.errors import StoreError
+    from cxp.store.migrate import apply_migrations
+
+    try:
+        with connect(_settings().db) as conn:
+            applied = apply_migrations(conn)
+    except StoreError as exc:
+        _fail(str(exc))
+    console.print(f"applied {len(applied)} migration(s)" + (f": {', '.join(m.name for m in applied)}"
+                                                              if applied else " (schema up to date)"))
+
+
+@db_app.command("rollup")
+def db_rollup() -> None:
+    """Recompute the rollups of every device-day marked dirty."""
+    from cxp.store.db import connect
+    from cxp.store.rollups import refresh_all_pending
+
+    with connect(_settings().db) as conn:
+        done = refresh_all_pending(conn)
+    console.print(f"refreshed {done.device_days} device-days ({done.hourly_rows} hourly, {done.daily_rows} daily rows)")
+
+
+@db_app.command("retention")
+def db_retention(
+    days: Annotated[int | None, typer.Option(help="Days of raw telemetry to keep (default: retention_days).")] = None,
+) -> None:
+    """Drop raw telemetry chunks older than the retention horizon (rollups are kept)."""
+    from cxp.store.db import connect
+    from cxp.store.errors import StoreError
+    from cxp.store.retention import drop_old_chunks
+
+    settings = _settings()
+    keep = days if days is not None else settings.retention_days
+    if keep is None:
+        _fail("no retention configured: pass --days or set CXP_RETENTION_DAYS")
+    try:
+        with connect(settings.db) as conn:
+            dropped = drop_old_chunks(conn, keep_days=keep)
+    except StoreError as exc:
+        _fail(str(exc))
+    console.print(f"dropped chunks older than {keep} days: {dropped}")
+
+
+# ---------------------------------------------------------------------------------------------- gateway
+
+@app.command()
+def gateway(
+    stats_file: Annotated[Path | None, typer.Option(help="Write the final counters here as JSON on exit.")] = None,
+    rollups: Annotated[bool, typer.Option(help="Refresh rollups periodically in the gateway process.")] = True,
+) -> None:
+    """Run the ingest gateway until SIGTERM."""
+    from cxp.gateway.errors import GatewayError
+    from cxp.gateway.service import Gateway
+    from cxp.store.errors import StoreError
+
+    try:
+        code = Gateway(_settings(), stats_file=stats_file, rollups=rollups).run()
+    except (GatewayError, StoreError) as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------------------------- simulator
+
+def _fleet_window(days: int, start: datetime | None) -> datetime:
+    # Anchored at a UTC midnight so that re-runs on the same day replay identical events (deduplicated).
+    if start is not None:
+        return start.astimezone(UTC)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=days)
+
+
+def _parse_error_prone(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    product, sep, touchpoint = value.partition(":")
+    if not sep:
+        _fail("--error-prone takes PRODUCT:TOUCHPOINT, e.g. brew-c3:brew")
+    return product, touchpoint
+
+
+def run_simulation(settings: Settings, *, devices: int, days: int, seed: int, mode: str, start: datetime | None,
+                   duration_s: float, speed: float, error_prone: tuple[str, str] | None, progress: bool):
+    """Build and register the fleet, then publish its telemetry; returns the publish report."""
+    from cxp.tools.fleet import register_fleet
+    from cxp.device_sim import MqttPublisher, build_fleet, simulate_backfill, simulate_live
+    from cxp.store.db import connect
+
+    fleet_start = _fleet_window(days, start)
+    fleet = build_fleet(seed=seed, devices=devices, start=fleet_start, days=days, error_prone=error_prone)
+    with connect(settings.db) as conn:
+        register_fleet(conn, fleet=fleet)
+    publisher = MqttPublisher(host=settings.mqtt.host, port=settings.mqtt.port,
+                              client_id=f"{settings.sim.client_id_prefix}-{os.getpid()}",
+                              username=settings.mqtt.username, password=settings.mqtt.password,
+                              max_inflight=settings.sim.max_inflight).connect()
+    try:
+        if mode == "backfill":
+            end = min(datetime.now(UTC), fleet.end)
+            return fleet, simulate_backfill(fleet=fleet, publisher=publisher, start=fleet_start, end=end,
+                                            topic_prefix=settings.mqtt.topic_prefix,
+                                            max_events_per_message=settings.sim.max_events_per_message,
+                                            progress=progress)
+        return fleet, simulate_live(fleet=fleet, publisher=publisher, duration_s=duration_s, speed=speed,
+                                    topic_prefix=settings.mqtt.topic_prefix,
+                                    max_events_per_message=settings.sim.max_events_per_message, progress=progress)
+    finally:
+        publisher.close(timeout_s=10)
+
+
+@app.command()
+def simulate(
+    devices: Annotated[int, typer.Option(min=1, help="Fleet size.")] = 200,
+    days: Annotated[int, typer.Option(min=1, help="Days of history the fleet covers.")] = 30,
+    seed: Annotated[int, typer.Option(help="Same seed, same fleet, same events.")] = 42,
+    mode: Annotated[str, typer.Option(help="backfill: the history at full speed; live: in real time.")] = "backfill",
+    start: Annotated[datetime | None, typer.Option(help="Fleet start (default: UTC midnight, DAYS ago).")] = None,
+    duration: Annotated[float, typer.Option(help="Live mode: seconds to run.")] = 60.0,
+    speed: Annotated[float, typer.Option(help="Live mode: simulated seconds per wall-clock second.")] = 1.0,
+    error_prone: Annotated[str | None, typer.Option(help="Plant a failing touchpoint: PRODUCT:TOUCHPOINT.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Register a simulated fleet and publish its telemetry through the broker."""
+    from cxp.device_sim import SimError
+
+    if mode not in ("backfill", "live"):
+        _fail("--mode is backfill or live")
+    try:
+        _, report = run_simulation(_settings(), devices=devices, days=days, seed=seed, mode=mode, start=start,
+                                   duration_s=duration, speed=speed, error_prone=_parse_error_prone(error_prone),
+                                   progress=progress)
+    except SimError as exc:
+        _fail(str(exc))
+    console.print(f"published {report.messages:,} messages, {report.events:,} events in {report.elapsed_s:.1f}s"
+                  f" ({report.events_per_s:,.0f} events/s); all acked by the broker: {report.all_acked}")
+
+
+@app.command()
+def demo(
+    devices: Annotated[int, typer.Option(min=1, help="Fleet size.")] = 300,
+    days: Annotated[int, typer.Option(min=1, help="Days of history.")] = 30,
+    seed: Annotated[int, typer.Option(help="Fleet seed.")] = 42,
+) -> None:
+    """The whole pipeline: stack up → migrate → simulate a fleet over MQTT → ingest → fleet summary."""
+    from cxp.analytics.fleet import get_fleet_summary
+    from cxp.store.admin import truncate_data
+    from cxp.store.db import connect
+    from cxp.store.rollups import refresh_all_pending
+
+    stack_up()
+    db_migrate()
+    settings = _settings()
+    with connect(settings.db) as conn:
+        truncate_data(conn)  # the demo owns its database: each run starts from the same empty state
+    console.rule("gateway")
+    log_path = settings.stack.dir / "demo-gateway.log"
+    with open(log_path, "wb") as log_file:
+        gw = subprocess.Popen([sys.executable, "-m", "cxp.cli.main", "gateway"], cwd=PROJECT_ROOT,
+                              stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            _wait_for_log(log_path, "connected to broker", gw)
+            console.print(f"gateway pid {gw.pid} (log: {log_path})")
+            console.rule(f"simulating {devices} devices × {days} days (seed {seed})")
+            t0 = time.perf_counter()
+            fleet, report = run_simulation(settings, devices=devices, days=days, seed=seed, mode="backfill",
+                                           start=None, duration_s=0, speed=1, error_prone=("brew-c3", "descale"),
+                                           progress=True)
+            with connect(settings.db) as conn:
+                stored = _wait_for_events(conn, report.events, timeout_s=600)
+            elapsed = time.perf_counter() - t0
+        finally:
+            gw.send_signal(signal.SIGTERM)
+            gw.wait(60)
+    with connect(settings.db) as conn:
+        refresh_all_pending(conn)
+        summary = get_fleet_summary(conn)
+        console.print(f"published {report.messages:,} messages / {report.events:,} events; stored {stored:,} events"
+                      f" in {elapsed:.1f}s end to end ({stored / elapsed:,.0f} events/s); gateway exit {gw.returncode}")
+        _print_summary(summary)
+        _print_reports(conn)
+    _start_demo_api(settings)
+
+
+def _start_demo_api(settings: Settings) -> None:
+    """Leave the API running with a fresh demo key (earlier demo keys are revoked)."""
+    from cxp.stack.api_process import ApiProcessError, start_api
+    from cxp.store.apikeys import create_key, list_keys, revoke_key
+    from cxp.store.db import connect
+
+    console.rule("API")
+    with connect(settings.db) as conn:
+        for old in list_keys(conn):
+            if old.name == "demo":
+                revoke_key(conn, key_id=old.key_id)
+        key = create_key(conn, name="demo", role="admin")
+    try:
+        url = start_api(settings)
+    except ApiProcessError as exc:
+        _fail(str(exc))
+    console.print(f"API        {url}/v1   (OpenAPI docs: {url}/docs)", markup=False, highlight=False)
+    console.print(f"dashboard  {url}/dashboard/login?key={key.token}", markup=False, highlight=False)
+    console.print(f"API key    {key.token}   (role admin; e.g. curl -H 'Authorization: Bearer <key>' "
+                  f"{url}/v1/experience/report)", markup=False, highlight=False)
+    console.print("stop it with ./cxp api stop (./cxp stack down stops everything)", markup=False, highlight=False)
+
+
+def _print_reports(conn) -> None:
+    """The experience report (fleet health, top concerns) and the pricing side-by-side."""
+    from cxp.analytics.service import get_fleet_report
+    from cxp.pricing.service import get_model_comparison_text
+
+    console.rule("experience health")
+    for line in get_fleet_report(conn=conn).render_text():
+        console.print(line, markup=False, highlight=False)
+    console.rule("pricing lab")
+    for line in get_model_comparison_text(conn=conn):
+        console.print(line, markup=False, highlight=False)
+
+
+def _wait_for_log(path: Path, text: str, proc: subprocess.Popen, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if text in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            _fail(f"gateway exited with {proc.returncode}: {path.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.1)
+    _fail(f"gateway did not connect within {timeout_s:.0f}s; see {path}")
+
+
+def _wait_for_events(conn, expected: int, *, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    stored = 0
+    while time.monotonic() < deadline:
+        stored = conn.execute("SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM device_state)"
+                              ).fetchone()[0]
+        if stored >= expected:
+            break
+        time.sleep(0.25)
+    return stored
+
+
+def _print_summary(summary) -> None:
+    from rich.table import Table
+
+    table = Table(title="Fleet summary (from the daily rollups)")
+    for col in ("product", "devices", "reporting", "active device-days", "uses", "success", "errors / 1k uses",
+                "mean latency ms", "heartbeats", "days"):
+        table.add_column(col, justify="right" if col not in ("product", "days") else "left")
+    for p in summary.products:
+        table.add_row(p.product_id, f"{p.devices:,}", f"{p.devices_reporting:,}", f"{p.active_device_days:,}",
+                      f"{p.usage_events:,}", f"{p.success_rate:.1%}" if p.success_rate is not None else "–",
+                      f"{p.errors_per_1000_uses:.1f}" if p.errors_per_1000_uses is not None else "–",
+                      f"{p.mean_latency_ms:.0f}" if p.mean_latency_ms is not None else "–", f"{p.heartbeats:,}",
+                      f"{p.first_day} → {p.last_day}")
+    console.print(table)
+    reasons = ", ".join(f"{k}: {v}" for k, v in summary.dead_letter_reasons.items()) or "none"
+    console.print(f"raw events {summary.raw_events:,}, heartbeats {summary.raw_states:,}; dead letters: {reasons}")
+
+
+# ---------------------------------------------------------------------------------------------- API
+
+api_app = typer.Typer(help="The HTTP API and dashboard.", no_args_is_help=True)
+app.add_typer(api_app, name="api")
+
+
+@api_app.command("serve")
+def api_serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: settings api.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: settings api.port).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API (/v1, /docs) and the dashboard (/dashboard) in the foreground."""
+    import uvicorn
+
+    settings = _settings()
+    db_migrate()
+    uvicorn.run("api.main:app", host=host or settings.api.host, port=port or settings.api.port, workers=workers,
+                log_level=settings.log_level.lower(), access_log=False)
+
+
+@api_app.command("start")
+def api_start(workers: Annotated[int, typer.Option(min=1, help="Uvicorn worker processes.")] = 1) -> None:
+    """Start the API in the background (idempotent) and wait until it is ready."""
+    from cxp.stack.api_process import ApiProcessError, start_api
+
+    settings = _settings()
+    db_migrate()
+    try:
+        url = start_api(settings, workers=workers)
+    except ApiProcessError as exc:
+        _fail(str(exc))
+    console.print(f"API ready at {url}")
+
+
+@api_app.command("stop")
+def api_stop() -> None:
+    """Stop the background API."""
+    from cxp.stack.api_process import stop_api
+
+    console.print("API stopped" if stop_api(_settings()) else "API was not running")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the key.")],
+    role: Annotated[str, typer.Option(help="product, pricing or admin.")],
+) -> None:
+    """Create a key and print it (the only time it is shown)."""
+    from cxp.store.apikeys import create_key
+    from cxp.store.db import connect
+    from cxp.store.errors import StoreError
+
+    with connect(_settings().db) as conn:
+        try:
+            new = create_key(conn, name=name, role=role)
+        except StoreError as exc:
+            _fail(str(exc))
+    console.print(f"key {new.key.key_id} ({new.key.role}) for {new.key.name}:")
+    print(new.token)
+
+
+@keys_app.command("list")
+def keys_list(all_keys: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False) -> None:
+    """List keys (ids, names, roles; never secrets)."""
+    from cxp.store.apikeys import list_keys
+    from cxp.store.db import connect
+
+    with connect(_settings().db) as conn:
+        for k in list_keys(conn, include_revoked=all_keys):
+            state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+            used = f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never"
+            console.print(f"{k.key_id}  {k.role:<8} {state:<24} last used {used:<17} {k.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (the part after 'cxp_').")]) -> None:
+    """Revoke a key; the API refuses it within a few seconds."""
+    from cxp.store.apikeys import revoke_key
+    from cxp.store.db import connect
+
+    with connect(_settings().db) as conn:
+        key = revoke_key(conn, key_id=key_id)
+    if key is None:
+        _fail(f"no key {key_id!r}")
+    console.print(f"revoked {key.key_id} ({key.role}, {key.name})")
+
+
+# ---------------------------------------------------------------------------------------------- benchmarks
+
+@bench_app.command("ingest")
+def bench_ingest(
+    devices: Annotated[int, typer.Option(help="Fleet size the messages come from.")] = 2000,
+    days: Annotated[int, typer.Option(help="Days of fleet history.")] = 30,
+    messages: Annotated[int, typer.Option(help="Messages drained by the no-op subscriber and the gateway.")] = 100_000,
+    latency_seconds: Annotated[float, typer.Option(help="Duration of the half-rate latency phase.")] = 20.0,
+    backlog: Annotated[int, typer.Option(help="Messages queued for the memory-bound phase (0: skip).")] = 0,
+) -> None:
+    """Ingest throughput vs the paho ceiling, latency at half rate, memory under a backlog (prints JSON)."""
+    from cxp.tools.bench.ingest import main as bench_main
+
+    bench_main(["--devices", str(devices), "--days", str(days), "--messages", str(messages),
+                "--latency-seconds", str(latency_seconds), "--backlog", str(backlog)])
+
+
+@bench_app.command("backtest", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_backtest(ctx: typer.Context) -> None:
+    """Backtest 7 models × 100,000 accounts × 12 months vectorised vs a per-account Decimal loop."""
+    from cxp.tools.bench.backtest import main as backtest_main
+
+    sys.argv = ["cxp bench backtest", *ctx.args]
+    backtest_main()
+
+
+@bench_app.command("analytics", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_analytics(ctx: typer.Context) -> None:
+    """Fleet health for 10,000 devices × 90 days from the rollups vs from raw events (--help for options)."""
+    from cxp.tools.bench.analytics import main as analytics_main
+
+    analytics_main(list(ctx.args))
+
+
+@bench_app.command("api", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_api(ctx: typer.Context) -> None:
+    """Locust on the API over 10,000 devices × 90 days: req/s and p50/p95/p99 per endpoint (--help)."""
+    from cxp.tools.bench.api import main as api_bench_main
+
+    api_bench_main(list(ctx.args))
+
+
+# ---------------------------------------------------------------------------------------------- contract
+
+@contract_app.command("schema")
+def contract_schema(
+    out: Annotated[Path | None, typer.Option(help="Write the schema here instead of printing it.")] = None,
+) -> None:
+    """Export the telemetry message's JSON Schema."""
+    from cxp.contract import json_schema
+
+    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        console.print(f"wrote {out}")
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def test(ctx: typer.Context) -> None:
+    """Start the local stack, then run the whole test suite (extra arguments go to pytest)."""
+    stack_up()
+    env = {**os.environ}
+    code = subprocess.call([sys.executable, "-m", "pytest", *ctx.args], cwd=PROJECT_ROOT, env=env)
+    raise typer.Exit(code)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,37 @@
+"""The telemetry message contract shared by devices (device_sim) and the gateway."""
+
+from cxp.contract.models import (
+    CONTRACT_VERSION,
+    ErrorEvent,
+    Event,
+    FeedbackEvent,
+    LifecycleEvent,
+    LifecycleStage,
+    RecoveryEvent,
+    Severity,
+    StateEvent,
+    TelemetryBatch,
+    UsageEvent,
+    batch_adapter,
+    json_schema,
+)
+from cxp.contract.topics import device_id_from_topic, telemetry_subscription, telemetry_topic
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "ErrorEvent",
+    "Event",
+    "FeedbackEvent",
+    "LifecycleEvent",
+    "LifecycleStage",
+    "RecoveryEvent",
+    "Severity",
+    "StateEvent",
+    "TelemetryBatch",
+    "UsageEvent",
+    "batch_adapter",
+    "device_id_from_topic",
+    "json_schema",
+    "telemetry_subscription",
+    "telemetry_topic",
+]

@@ -1,0 +1,129 @@
+"""The one settings object of a process: read from the environment (prefix CXP_) and nowhere else."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+class MqttSettings(BaseModel):
+    """Broker connection."""
+
+    host: str = "127.0.0.1"
+    port: int = 18830
+    keepalive_s: int = 60
+    topic_prefix: str = "devices"
+    # Password-file auth is prepared by the stack; empty means anonymous on loopback.
+    username: str | None = None
+    password: str | None = None
+
+
+class DbSettings(BaseModel):
+    """TimescaleDB connection."""
+
+    host: str = "127.0.0.1"
+    port: int = 15432
+    name: str = "cxp"
+    user: str = "cxp"
+    password: str | None = None
+    pool_min: int = 1
+    pool_max: int = 4
+
+    @property
+    def dsn(self) -> str:
+        """libpq connection string."""
+        parts = [f"host={self.host}", f"port={self.port}", f"dbname={self.name}", f"user={self.user}"]
+        if self.password:
+            parts.append(f"password={self.password}")
+        return " ".join(parts)
+
+
+class GatewaySettings(BaseModel):
+    """Ingest gateway tuning."""
+
+    client_id: str = "cxp-gateway"
+    session_expiry_s: int = 7 * 24 * 3600
+    # MQTT v5 Receive Maximum: the bounded in-flight window of unacked messages.
+    receive_maximum: int = 4000
+    batch_max_messages: int = 1000
+    batch_max_wait_ms: int = 50
+    max_payload_bytes: int = 256 * 1024
+    dead_letter_payload_cap: int = 8 * 1024
+    max_future_skew_s: int = 300
+    stats_interval_s: float = 10.0
+    rollup_interval_s: float = 5.0
+    retry_max_backoff_s: float = 10.0
+    # Validation and COPY in a separate process (True) or in a thread of the receiving process.
+    writer_process: bool = True
+
+
+class SimSettings(BaseModel):
+    """Device simulator defaults."""
+
+    client_id_prefix: str = "cxp-sim"
+    max_events_per_message: int = 50
+    offline_buffer_messages: int = 10_000
+    max_inflight: int = 1000
+
+
+class ApiSettings(BaseModel):
+    """HTTP API and dashboard."""
+
+    host: str = "127.0.0.1"
+    port: int = 18000
+    # Verified keys are remembered this long, so a revocation takes effect within it.
+    key_cache_s: float = 5.0
+    # Backtests with more account-months × models than this run as background jobs.
+    sync_backtest_limit: int = 200_000
+    job_workers: int = 2
+    max_page_size: int = 1000
+    # Analytics results are reused while the data under them is unchanged, for at most this long (0: off).
+    cache_ttl_s: float = 300.0
+    # ... and served for this long even when the data changed meanwhile (live ingest refreshes rollups often).
+    cache_fresh_s: float = 60.0
+    cache_entries: int = 256
+
+
+class StackSettings(BaseModel):
+    """Where the local stack keeps its data and logs."""
+
+    dir: Path = PROJECT_ROOT / ".stack"
+
+
+class Settings(BaseSettings):
+    """All configuration of a process; nested fields via CXP_<SECTION>__<FIELD>."""
+
+    model_config = SettingsConfigDict(env_prefix="CXP_", env_nested_delimiter="__", extra="ignore")
+
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    db: DbSettings = Field(default_factory=DbSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    sim: SimSettings = Field(default_factory=SimSettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    retention_days: int | None = None
+    log_level: str = "INFO"
+
+
+def settings_env(settings: Settings, base: dict[str, str]) -> dict[str, str]:
+    """An environment (from `base` without CXP_ variables) that makes a child process's settings equal these."""
+    env = {k: v for k, v in base.items() if not k.startswith("CXP_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if inner is not None:
+                    env[f"CXP_{name.upper()}__{key.upper()}"] = str(inner)
+        elif value is not None:
+            env[f"CXP_{name.upper()}"] = str(value)
+    return env
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

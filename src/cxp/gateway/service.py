@@ -1,0 +1,282 @@
+"""The gateway: a receiving process (paho-mqtt 2, MQTT v5, persistent session, manual acks) and a
+writer process (validation + TimescaleDB). A message is acked only after its batch is committed."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import multiprocessing
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import NamedTuple
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from cxp.contract import telemetry_subscription
+from cxp.core.config import Settings
+from cxp.gateway.errors import BrokerUnavailable, GatewayError
+from cxp.gateway.stats import GatewayStats
+from cxp.gateway.writer import BatchResult, Item, Writer, rollup_loop, run_writer
+from cxp.store.db import connect
+from cxp.store.errors import StoreError
+from cxp.store.ops import record_gateway_stats
+
+log = logging.getLogger("cxp.gateway")
+
+
+class _Inbound(NamedTuple):
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received_at: float
+
+
+class Gateway:
+    """Subscribes to every device's telemetry and stores it exactly once, acking only after commit."""
+
+    def __init__(self, settings: Settings, *, stats_file: Path | None = None, rollups: bool = True) -> None:
+        self.settings = settings
+        self.cfg = settings.gateway
+        self.stats = GatewayStats()
+        self.stats_file = stats_file
+        self.rollups = rollups
+        self.inbox: queue.SimpleQueue[_Inbound] = queue.SimpleQueue()
+        self.stopping = threading.Event()
+        self.client = self._make_client()
+        self._ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
+        self._writer_stopping = self._ctx.Event()
+        # Batches sent to the writer and not yet answered, oldest first: (batch id, [(mid, qos)]).
+        self._pending: deque[tuple[int, list[tuple[int, int]]]] = deque()
+        self._pending_lock = threading.Lock()
+        self._writer_failed = False
+        self._inline: Writer | None = None  # the writer when it runs in this process
+
+    # ------------------------------------------------------------------ MQTT side
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.cfg.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
+        )
+        if self.settings.mqtt.username:
+            client.username_pw_set(self.settings.mqtt.username, self.settings.mqtt.password)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        return client
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        log.info("connected to broker (session present: %s)", flags.session_present)
+        client.subscribe(telemetry_subscription(self.settings.mqtt.topic_prefix), qos=1)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not self.stopping.is_set():
+            log.warning("disconnected from broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        # Only enqueue: the network thread must keep reading; the writer process does the work.
+        now = time.time()
+        if self.stats.first_received_at is None:
+            self.stats.first_received_at = now
+        self.inbox.put(_Inbound(msg.topic, msg.payload, msg.mid, msg.qos, now))
+
+    def _connect_broker(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        props.ReceiveMaximum = self.cfg.receive_maximum  # the bounded in-flight window
+        try:
+            self.client.connect(self.settings.mqtt.host, self.settings.mqtt.port,
+                                keepalive=self.settings.mqtt.keepalive_s, clean_start=False, properties=props)
+        except OSError as exc:
+            raise BrokerUnavailable(f"cannot reach broker at {self.settings.mqtt.host}:"
+                                    f"{self.settings.mqtt.port}: {exc}") from exc
+        self.client.loop_start()
+
+    # ------------------------------------------------------------------ the writer process
+
+    def _start_inline_writer(self) -> None:
+        self._inline = Writer(self.settings, self._writer_stopping)
+        self._inline.db()
+        if self.rollups:
+            threading.Thread(target=rollup_loop, args=(self.settings, self._writer_stopping), name="rollups",
+                             daemon=True).start()
+        log.info("gateway running: %d devices registered (writer in-process)", self._inline.devices.size)
+
+    def _start_writer(self) -> None:
+        batches_r, self._batches = self._ctx.Pipe(duplex=False)
+        self._results, results_w = self._ctx.Pipe(duplex=False)
+        self._writer = self._ctx.Process(
+            target=run_writer, name="cxp-gateway-writer", daemon=True,
+            args=(self.settings.model_dump_json(), batches_r, results_w, self._writer_stopping, self.rollups),
+        )
+        self._writer.start()
+        batches_r.close()
+        results_w.close()
+        if not self._results.poll(60):
+            raise GatewayError("the writer process did not start within 60 s")
+        status, detail = self._results.recv()
+        if status != "ready":
+            raise GatewayError(f"the writer process could not start: {detail}")
+        log.info("gateway running: %d devices registered", detail)
+
+    def _settle(self, result: BatchResult, mids: list[tuple[int, int]]) -> None:
+        """Ack a committed batch's messages and count it; an uncommitted batch stays unacked."""
+        s = self.stats
+        s.db_retries += result.db_retries
+        if not result.committed:
+            return
+        for mid, qos in mids:
+            if qos > 0:
+                self.client.ack(mid, qos)
+        s.received += len(mids)
+        s.messages_stored += result.stored_messages
+        s.events_stored += result.events_stored
+        s.states_stored += result.states_stored
+        s.duplicates += result.duplicates
+        s.dead_lettered += result.dead_lettered
+        s.add_batch(batch_ms=result.batch_ms, latencies_ms=result.latencies_ms)
+
+    def _acker_loop(self) -> None:
+        """Ack each batch the writer process reports committed, in order; leave the others unacked."""
+        while True:
+            try:
+                result: BatchResult = self._results.recv()
+            except (EOFError, OSError):
+                break
+            with self._pending_lock:
+                batch_id, mids = self._pending.popleft()
+            if batch_id != result.batch_id:
+                log.error("writer answered batch %d while %d was expected; stopping", result.batch_id, batch_id)
+                self._writer_failed = True
+                self.stopping.set()
+                break
+            self._settle(result, mids)
+        if not self.stopping.is_set():
+            log.error("the writer process ended unexpectedly; stopping without acking the rest")
+            self._writer_failed = True
+            self.stopping.set()
+
+    def _take_batch(self) -> list[_Inbound]:
+        try:
+            first = self.inbox.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.cfg.batch_max_wait_ms / 1000
+        while len(batch) < self.cfg.batch_max_messages:
+            try:
+                batch.append(self.inbox.get_nowait())
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(self.inbox.get(timeout=min(remaining, 0.02)))
+                except queue.Empty:
+                    continue
+        return batch
+
+    def _dispatch(self, batch: list[_Inbound], batch_id: int) -> None:
+        items = [Item(m.topic, m.payload, m.received_at) for m in batch]
+        if self._inline is not None:
+            self._settle(self._inline.write(batch_id, items), [(m.mid, m.qos) for m in batch])
+            return
+        with self._pending_lock:
+            self._pending.append((batch_id, [(m.mid, m.qos) for m in batch]))
+        self._batches.send((batch_id, items))
+
+    def _dispatch_loop(self) -> None:
+        ids = itertools.count()
+        while not self.stopping.is_set():
+            batch = self._take_batch()
+            if batch and not self._writer_failed:
+                self._dispatch(batch, next(ids))
+        if self._writer_failed:
+            return
+        # Flush what was received before the stop; later deliveries stay unacked for redelivery.
+        while True:
+            rest: list[_Inbound] = []
+            while len(rest) < self.cfg.batch_max_messages:
+                try:
+                    rest.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            if not rest:
+                break
+            self._dispatch(rest, next(ids))
+        if self._inline is None:
+            self._batches.send(None)
+
+    def _stats_loop(self) -> None:
+        conn = None
+        while not self.stopping.wait(self.cfg.stats_interval_s):
+            snapshot = self.stats.snapshot()
+            log.info("stats %s", json.dumps(snapshot))
+            # Operators read these through the API; losing one report is harmless, so errors only log.
+            try:
+                if conn is None or conn.closed:
+                    conn = connect(self.settings.db)
+                record_gateway_stats(conn, gateway_id=self.cfg.client_id,
+                                     snapshot={**snapshot, "stats_interval_s": self.cfg.stats_interval_s})
+            except StoreError as exc:
+                log.warning("could not record stats: %s", exc)
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _on_signal(self, *_args) -> None:
+        self.stopping.set()
+        # While stopping, the writer gives up on a database that is down instead of retrying forever.
+        self._writer_stopping.set()
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; flush, ack, exit 0 (1 when the writer process failed)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        if self.cfg.writer_process:
+            self._start_writer()
+        else:
+            self._start_inline_writer()
+        self._connect_broker()
+        acker = threading.Thread(target=self._acker_loop if self._inline is None else lambda: None, name="acker")
+        acker.start()
+        threading.Thread(target=self._stats_loop, name="stats", daemon=True).start()
+        try:
+            self._dispatch_loop()
+        except (BrokenPipeError, OSError) as exc:
+            log.error("lost the writer process: %s", exc)
+            self._writer_failed = True
+        acker.join(timeout=None if not self._writer_failed else 5)
+        if self._inline is None:
+            self._writer.join(timeout=30)
+        else:
+            self._writer_stopping.set()
+            self._inline.close()
+        rc = self.client.disconnect()
+        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            log.warning("disconnect returned %s", rc)
+        self.client.loop_stop()
+        snapshot = self.stats.snapshot()
+        log.info("stopped; final stats %s", json.dumps(snapshot))
+        if self.stats_file is not None:
+            self.stats_file.write_text(json.dumps(snapshot))
+        return 1 if self._writer_failed else 0

@@ -1,0 +1,213 @@
+"""The gateway's writer process: validates batches, stores them, and reports what was committed.
+
+It runs in its own process so that validation and COPY formatting do not compete for the GIL with
+the paho network thread of the receiving process; the receiver acks a batch only when this process
+reports it committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
+from typing import NamedTuple
+
+from cxp.core.config import Settings
+from cxp.core.logs import configure_logging
+from cxp.gateway.validate import Accepted, validate_message
+from cxp.store.db import connect
+from cxp.store.errors import StoreError, StoreUnavailable
+from cxp.store.ingest import DeadLetter, IngestMessage, TimeBounds, write_batch_isolating
+from cxp.store.registry import DeviceIdentity, get_device_identity, list_device_identities
+from cxp.store.rollups import refresh_rollups
+
+log = logging.getLogger("cxp.gateway.writer")
+
+_UNKNOWN_TTL_S = 30.0  # how long an unknown device id is remembered before the registry is asked again
+
+
+class Item(NamedTuple):
+    """One received message as the receiver hands it over."""
+
+    topic: str
+    payload: bytes
+    received_at: float
+
+
+class BatchResult(NamedTuple):
+    """What happened to one batch; `committed` False means: do not ack, the broker will redeliver."""
+
+    batch_id: int
+    committed: bool
+    stored_messages: int
+    events_stored: int
+    states_stored: int
+    duplicates: int
+    dead_lettered: int
+    latencies_ms: list[float]
+    batch_ms: float
+    db_retries: int
+
+
+class DeviceCache:
+    """Registered devices by id; misses go to the database, unknown ids are remembered briefly."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[DeviceIdentity, float]] = {}
+        self._unknown: dict[str, float] = {}
+        self.conn = None
+
+    def load(self, conn) -> None:
+        """Replace the cache with the registry's contents."""
+        self.conn = conn
+        self._known = {k: (v, v.activated_at.timestamp()) for k, v in list_device_identities(conn).items()}
+        self._unknown.clear()
+
+    @property
+    def size(self) -> int:
+        """How many registered devices are cached."""
+        return len(self._known)
+
+    def lookup(self, device_id: str) -> tuple[DeviceIdentity, float] | None:
+        """The device's identity and activation epoch, or None when it is not registered."""
+        found = self._known.get(device_id)
+        if found is not None:
+            return found
+        now = time.monotonic()
+        if self._unknown.get(device_id, 0.0) > now:
+            return None
+        identity = get_device_identity(self.conn, device_id=device_id)
+        if identity is None:
+            self._unknown[device_id] = now + _UNKNOWN_TTL_S
+            return None
+        self._known[device_id] = found = (identity, identity.activated_at.timestamp())
+        return found
+
+
+class Writer:
+    """Validates and stores batches, retrying while the database is away."""
+
+    def __init__(self, settings: Settings, stopping: Event) -> None:
+        self.settings = settings
+        self.cfg = settings.gateway
+        self.stopping = stopping
+        self.devices = DeviceCache()
+        self.bounds = TimeBounds(
+            max_future_skew_s=float(self.cfg.max_future_skew_s),
+            max_age_s=float(settings.retention_days * 86400) if settings.retention_days else None,
+        )
+        self._conn = None
+
+    def db(self):
+        """The writer's connection, (re)opened and the device cache (re)loaded when needed."""
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.settings.db)
+            self.devices.load(self._conn)
+        return self._conn
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._drop_db()
+
+    def _drop_db(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail any way
+                log.debug("closing a broken connection failed", exc_info=True)
+        self._conn = None
+
+    def _prepare(self, items: list[Item]) -> tuple[list[IngestMessage], list[DeadLetter], list]:
+        messages: list[IngestMessage] = []
+        letters: list[DeadLetter] = []
+        sent: list = []
+        cap = self.cfg.dead_letter_payload_cap
+        lookup = self.devices.lookup
+        prefix = self.settings.mqtt.topic_prefix
+        for topic, payload, received_at in items:
+            verdict = validate_message(topic=topic, payload=payload, lookup_device=lookup,
+                                       max_payload_bytes=self.cfg.max_payload_bytes, topic_prefix=prefix)
+            if type(verdict) is Accepted:
+                messages.append(IngestMessage(topic, verdict.device_id, verdict.device_key, payload, received_at,
+                                              verdict.activated_epoch))
+                sent.append(verdict.sent_at)
+            else:
+                letters.append(DeadLetter(datetime.fromtimestamp(received_at, UTC), topic, verdict.device_id,
+                                          verdict.reason.value, verdict.detail, payload[:cap], len(payload)))
+        return messages, letters, sent
+
+    def write(self, batch_id: int, items: list[Item]) -> BatchResult:
+        """Store one batch; on a database outage retry with backoff, or give up when stopping."""
+        started = time.perf_counter()
+        backoff, retries = 0.2, 0
+        while True:
+            try:
+                conn = self.db()
+                messages, letters, sent = self._prepare(items)
+                result = write_batch_isolating(conn, messages=messages, dead_letters=letters, bounds=self.bounds,
+                                               payload_cap=self.cfg.dead_letter_payload_cap)
+                break
+            except StoreUnavailable as exc:
+                retries += 1
+                self._drop_db()
+                if self.stopping.is_set():
+                    # Unacked messages stay with the broker and come back on the next start.
+                    log.warning("database unavailable while stopping; leaving %d messages unacked", len(items))
+                    return BatchResult(batch_id, False, 0, 0, 0, 0, 0, [], 0.0, retries)
+                log.warning("database unavailable (%s); retrying in %.1fs, nothing acked", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.cfg.retry_max_backoff_s)
+        committed = time.time()
+        latencies = [(committed - t.timestamp()) * 1000 for t in sent if t is not None]
+        return BatchResult(batch_id, True, len(messages) - len(result.rejected), result.events_stored,
+                           result.states_stored, result.duplicates, result.dead_lettered, latencies,
+                           (time.perf_counter() - started) * 1000, retries)
+
+
+def rollup_loop(settings: Settings, stopping: Event) -> None:
+    """Refresh dirty rollups every rollup_interval_s until `stopping` is set."""
+    conn = None
+    while not stopping.wait(settings.gateway.rollup_interval_s):
+        try:
+            conn = conn if conn is not None and not conn.closed else connect(settings.db)
+            step = refresh_rollups(conn)
+            if step.device_days:
+                log.debug("rollups refreshed: %s", step)
+        except StoreError as exc:
+            log.warning("rollup refresh failed: %s", exc)
+            conn = None
+
+
+def run_writer(settings_json: str, batches: Connection, results: Connection, stopping: Event,
+               rollups: bool) -> None:
+    """Process entry: read batches until None or EOF, answer each with a BatchResult."""
+    # The receiver coordinates shutdown; a terminal's Ctrl-C must not kill this process mid-flush.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    settings = Settings.model_validate_json(settings_json)
+    configure_logging(settings.log_level)
+    writer = Writer(settings, stopping)
+    try:
+        writer.db()
+    except StoreError as exc:
+        results.send(("error", str(exc)))
+        return
+    results.send(("ready", writer.devices.size))
+    if rollups:
+        threading.Thread(target=rollup_loop, args=(settings, stopping), name="rollups", daemon=True).start()
+    while True:
+        try:
+            job = batches.recv()
+        except EOFError:
+            break
+        if job is None:
+            break
+        batch_id, items = job
+        results.send(writer.write(batch_id, items))
+    stopping.set()  # ends the rollup thread
+    writer.close()
+    results.close()

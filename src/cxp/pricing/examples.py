@@ -1,0 +1,153 @@
+"""Seven example revenue models for a smart thermostat, one per IoT revenue model family.
+
+Used by the benchmark and tests, and as a starting catalogue for the pricing lab. Usage keys:
+`heating_kwh` (energy the thermostat controlled), `app_sessions` (count), feature keys
+`set_schedule`, `demand_response`, `voice_command` (uses > 0 means the feature was used), outcome
+`optimised_cycles` (successful autonomous heating cycles). Prices are illustrative, in EUR.
+"""
+
+from __future__ import annotations
+
+from cxp.pricing.plans import BillableMetric, Plan
+
+_ENERGY_TIERS = [
+    {"lower": 0, "upper": 100, "unit_price": "0.0100"},
+    {"lower": 100, "upper": 500, "unit_price": "0.0060", "flat_fee": "0.50"},
+    {"lower": 500, "upper": None, "unit_price": "0.0035", "flat_fee": "1.00"},
+]
+
+
+def example_plans() -> tuple[Plan, ...]:
+    """The seven example plans (product sale, bundles, graduated, volume, hybrid, outcome, freemium)."""
+    common = {"version": 1, "currency": "EUR"}
+    return (
+        Plan(
+            plan_id="hw-connect",
+            name="Device sale + connectivity",
+            **common,
+            components=[
+                {"kind": "one_time_sale", "id": "device", "price": "149.00"},
+                {"kind": "flat_fee", "id": "connectivity", "fee": "2.99"},
+            ],
+        ),
+        Plan(
+            plan_id="bundles",
+            name="Feature bundles",
+            **common,
+            components=[
+                {
+                    "kind": "tiered_subscription",
+                    "id": "bundle",
+                    "tiers": [
+                        {"name": "basic", "fee": "0"},
+                        {"name": "plus", "fee": "3.99", "features": ["set_schedule", "voice_command"]},
+                        {
+                            "name": "pro",
+                            "fee": "7.99",
+                            "features": ["set_schedule", "voice_command", "demand_response"],
+                        },
+                    ],
+                }
+            ],
+        ),
+        Plan(
+            plan_id="ppu-graduated",
+            name="Pay per kWh managed (graduated)",
+            **common,
+            components=[
+                {
+                    "kind": "usage",
+                    "id": "energy",
+                    "metric": "heating_kwh",
+                    "charge": {"model": "graduated", "tiers": _ENERGY_TIERS},
+                }
+            ],
+        ),
+        Plan(
+            plan_id="ppu-volume",
+            name="Pay per kWh managed (volume)",
+            **common,
+            components=[
+                {
+                    "kind": "usage",
+                    "id": "energy",
+                    "metric": "heating_kwh",
+                    "charge": {"model": "volume", "tiers": _ENERGY_TIERS},
+                }
+            ],
+        ),
+        Plan(
+            plan_id="hybrid",
+            name="Base + 200 kWh + packs, €4 minimum",
+            **common,
+            components=[
+                {
+                    "kind": "hybrid",
+                    "id": "energy",
+                    "metric": "heating_kwh",
+                    "base_fee": "1.99",
+                    "included": 200,
+                    "overage": {"model": "package", "package_size": 100, "package_price": "0.79"},
+                },
+                {
+                    "kind": "usage",
+                    "id": "app",
+                    "metric": "app_sessions",
+                    "charge": {"model": "unit", "unit_price": "0.0035"},
+                },
+                {"kind": "minimum_commitment", "id": "minimum", "amount": "4.00"},
+            ],
+        ),
+        Plan(
+            plan_id="outcome",
+            name="Per optimised cycle + uptime SLA",
+            **common,
+            components=[
+                {"kind": "per_outcome", "id": "cycles", "outcome": "optimised_cycles", "price_per_success": "0.015"},
+                {
+                    "kind": "uptime_sla",
+                    "id": "sla",
+                    "fee": "1.50",
+                    "bands": [
+                        {"uptime_below": "99.5", "credit_pct": 10},
+                        {"uptime_below": "99", "credit_pct": 25},
+                        {"uptime_below": "95", "credit_pct": 100},
+                    ],
+                },
+            ],
+        ),
+        Plan(
+            plan_id="freemium",
+            name="Free app, premium insights",
+            **common,
+            components=[
+                {
+                    "kind": "freemium",
+                    "id": "premium",
+                    "premium_fee": "2.49",
+                    "premium_features": ["energy_report", "demand_response"],
+                    "conversion_rate": "0.08",
+                }
+            ],
+        ),
+    )
+
+
+def example_metrics() -> tuple[BillableMetric, ...]:
+    """How the example plans' usage keys read the thermostat's telemetry (the rest default to touchpoint counts).
+
+    heating_kwh: kWh of heating cycles (sum of quantity); app_sessions: app dashboard visits;
+    optimised_cycles (outcome): successful heating cycles; the feature keys count uses of the
+    touchpoint of the same name.
+    """
+    return (
+        BillableMetric(
+            name="heating_kwh", aggregation="sum", field="quantity", filter={"touchpoints": ["heating_cycle"]},
+            unit_label="kWh",
+        ),
+        BillableMetric(name="app_sessions", aggregation="count", filter={"touchpoints": ["app_dashboard"]}),
+        BillableMetric(
+            name="optimised_cycles", aggregation="count",
+            filter={"touchpoints": ["heating_cycle"], "success_only": True},
+        ),
+    )

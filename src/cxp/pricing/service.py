@@ -1,0 +1,444 @@
+"""Service functions of the pricing lab: load usage from the database and run the pure pricing code.
+
+Keyword-only, typed results. Every query aggregates in SQL (`pricing.queries`); money stays exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from cxp.pricing.backtest import NO_COST, BacktestResult, CostModel, DemandResponse, Quantiles, UsageCube, backtest
+from cxp.pricing.errors import PricingError
+from cxp.pricing.examples import example_metrics, example_plans
+from cxp.pricing.experiments import ExperimentDesign, ExperimentResult, analyse_experiment, arms_by_plan, assign_arms
+from cxp.pricing.metrics import (
+    ALL_ACCOUNTS,
+    BillingPeriod,
+    Cohort,
+    MetricTable,
+    default_usage_metric,
+    get_activity,
+    get_metric_table,
+    get_uptime,
+    list_cohort_accounts,
+    resolve_metrics,
+)
+from cxp.pricing.plans import BillableMetric, MetricFilter, Plan
+from cxp.pricing.queries import SURVEY_RECORDS, Level
+from cxp.pricing.vectorised import bill_arrays
+from cxp.pricing.wtp import (
+    GaborGrangerResult,
+    VanWestendorpResult,
+    gabor_granger,
+    gabor_granger_from_records,
+    van_westendorp,
+    van_westendorp_from_records,
+)
+
+
+def get_billable_metric(
+    *,
+    conn: psycopg.Connection,
+    metric: BillableMetric,
+    period: BillingPeriod,
+    cohort: Cohort = ALL_ACCOUNTS,
+    level: Level = "account",
+    decimals: int = 3,
+) -> MetricTable:
+    """One billable metric per account (or device) and month, aggregated in SQL."""
+    return get_metric_table(conn, metric=metric, period=period, cohort=cohort, level=level, decimals=decimals)
+
+
+def _months_between(a: date, b: date) -> int:
+    return (b.year - a.year) * 12 + b.month - a.month
+
+
+def get_usage_cube(
+    *,
+    conn: psycopg.Connection,
+    plans: Sequence[Plan],
+    period: BillingPeriod,
+    cohort: Cohort = ALL_ACCOUNTS,
+    metrics: Sequence[BillableMetric] = (),
+    extra_usage: Sequence[str] = (),
+    decimals: int = 3,
+    until: datetime | None = None,
+    with_health: bool = True,
+) -> UsageCube:
+    """Every input the plans read, per cohort account × month (plus `extra_usage` keys, e.g. value or cost metrics)."""
+    accounts = list_cohort_accounts(conn, cohort=cohort, period=period)
+    keys = accounts.account_ids
+    usage_defs, outcome_defs, needs_uptime = resolve_metrics(plans=plans, metrics=metrics)
+    by_name = {m.name: m for m in metrics}
+    for k in extra_usage:
+        usage_defs.setdefault(k, by_name.get(k) or default_usage_metric(key=k))
+
+    def table(m: BillableMetric):
+        return get_metric_table(
+            conn, metric=m, period=period, cohort=cohort, keys=keys, decimals=decimals, until=until
+        ).values
+
+    usage = {k: table(m) for k, m in usage_defs.items()}
+    outcomes = {k: table(m) for k, m in outcome_defs.items()}
+    uptime = get_uptime(conn, period=period, cohort=cohort, keys=keys, until=until).pct if needs_uptime else None
+    months = period.month_starts
+    month_ends = [datetime.combine(m, time(0), UTC) for m in (*months[1:], period.end)]
+    first = accounts.first_activation
+    active = np.array([[f < e for e in month_ends] for f in first], dtype=bool).reshape(len(keys), len(months))
+    pidx = np.array(
+        [[_months_between(date(f.astimezone(UTC).year, f.astimezone(UTC).month, 1), m) for m in months] for f in first],
+        dtype=np.int64,
+    ).reshape(len(keys), len(months))
+    if until is not None:
+        # Months starting at or after the data horizon hold no recorded usage: not billed.
+        active &= np.array([datetime.combine(m, time(0), UTC) < until for m in months], dtype=bool)[None, :]
+    health = None
+    if with_health:
+        health = get_activity(conn, period=period, cohort=cohort, keys=keys, until=until).health_proxy()
+    return UsageCube(
+        account_ids=keys,
+        segments=accounts.segments,
+        months=months,
+        usage=usage,
+        outcomes=outcomes,
+        uptime_pct=uptime,
+        active=active,
+        period_index=pidx,
+        devices=accounts.devices,
+        health=health,
+    )
+
+
+def simulate_backtest(
+    *,
+    conn: psycopg.Connection,
+    plans: Sequence[Plan],
+    period: BillingPeriod,
+    cohort: Cohort = ALL_ACCOUNTS,
+    baseline: str | None = None,
+    theta: Decimal = Decimal("0.2"),
+    metrics: Sequence[BillableMetric] = (),
+    cost: CostModel = NO_COST,
+    value_metric: str | None = None,
+    demand: DemandResponse | None = None,
+    until: datetime | None = None,
+) -> BacktestResult:
+    """Backtest `plans` on the cohort's recorded usage over `period` (bills side by side, vs `baseline`)."""
+    extra = [k for k in (value_metric, cost.unit_metric) if k is not None]
+    cube = get_usage_cube(
+        conn=conn, plans=plans, period=period, cohort=cohort, metrics=metrics, extra_usage=extra, until=until
+    )
+    return backtest(
+        cube=cube, plans=plans, baseline=baseline, theta=theta, cost=cost, value_metric=value_metric, demand=demand
+    )
+
+
+_CONVERSION = BillableMetric(
+    name="plan_checkout", aggregation="count", filter=MetricFilter(touchpoints=("plan_checkout",), success_only=True)
+)
+
+
+def get_experiment_results(
+    *,
+    conn: psycopg.Connection,
+    design: ExperimentDesign,
+    plans: Sequence[Plan],
+    cohort: Cohort = ALL_ACCOUNTS,
+    metrics: Sequence[BillableMetric] = (),
+    until: datetime | None = None,
+) -> ExperimentResult:
+    """Assign the cohort's accounts to the design's arms and analyse them on recorded usage.
+
+    Proxies (documented in docs/pricing.md): usage = usage events in the window; revenue = the
+    account's bills under its arm's plan over the calendar months covering the window; health = the
+    rollup health proxy; conversion = a successful `plan_checkout` in the window; churn = active in the
+    first month but with no active day in the last.
+    """
+    if design.unit != "account":
+        raise PricingError("the service analyses account-level experiments; assign devices with assign_arms")
+    by_key = {p.key: p for p in plans}
+    arms_by_plan(design=design, plans=by_key)
+    period = BillingPeriod.covering(start=design.start, end=design.end)
+    arm_plans = [by_key[a.plan_key] for a in design.arms]
+    uniq = list({p.key: p for p in arm_plans}.values())
+    cube = get_usage_cube(conn=conn, plans=uniq, period=period, cohort=cohort, metrics=metrics, until=until)
+    idx = assign_arms(design=design, unit_ids=cube.account_ids)
+    act = cube.active_mask()
+    revenue = np.zeros(len(cube.account_ids), dtype=np.int64)
+    rule = uniq[0].rounding
+    for i, p in enumerate(arm_plans):
+        if p.rounding != rule or p.currency != uniq[0].currency:
+            raise PricingError("arms must bill in one currency and rounding quantum")
+        bills = bill_arrays(
+            plan=p,
+            usage=cube.usage,
+            outcomes=cube.outcomes or None,
+            uptime_pct=cube.uptime_pct,
+            period_index=np.maximum(cube.period_index, 0),
+            account_ids=list(cube.account_ids),
+        ).total
+        tot = np.where(act, bills, 0).sum(axis=1)
+        revenue = np.where(idx == i, tot, revenue)
+    keys = cube.account_ids
+    activity = get_activity(conn, period=period, cohort=cohort, keys=keys, until=until)
+    usage = activity.usage.sum(axis=1).astype(np.float64)
+    h = activity.health_proxy()
+    seen = np.isfinite(h)
+    n_seen = seen.sum(axis=1)
+    health = np.where(n_seen > 0, np.where(seen, h, 0.0).sum(axis=1) / np.maximum(n_seen, 1), np.nan)
+    conv = get_metric_table(conn, metric=_CONVERSION, period=period, cohort=cohort, keys=keys, until=until)
+    converted = conv.values.values.sum(axis=1) > 0
+    churned = (activity.active_days[:, 0] > 0) & (activity.active_days[:, -1] == 0)
+    return analyse_experiment(
+        design=design,
+        arm_index=idx,
+        usage=usage,
+        revenue_quanta=revenue,
+        rule=rule,
+        health=health,
+        converted=converted,
+        churned=churned,
+    )
+
+
+def _survey_records(conn: psycopg.Connection, survey: str, product: str | None) -> list[dict]:
+    rows = conn.execute(SURVEY_RECORDS, {"survey": survey, "product": product}).fetchall()
+    return [{"account_id": r[0], **(r[2] or {})} for r in rows]
+
+
+def get_van_westendorp(
+    *, conn: psycopg.Connection, product: str | None = None, survey: str = "van_westendorp"
+) -> VanWestendorpResult:
+    """Van Westendorp from feedback events whose `detail` holds {"survey": survey, and the four price answers}."""
+    return van_westendorp(responses=van_westendorp_from_records(records=_survey_records(conn, survey, product)))
+
+
+def get_gabor_granger(
+    *, conn: psycopg.Connection, product: str | None = None, survey: str = "gabor_granger"
+) -> GaborGrangerResult:
+    """Gabor–Granger from feedback events whose `detail` holds {"survey": survey, price, would_buy}."""
+    return gabor_granger(answers=gabor_granger_from_records(records=_survey_records(conn, survey, product)))
+
+
+@dataclass(frozen=True, slots=True)
+class DataSpan:
+    """First and last day with rollup data for a product (None when there is none)."""
+
+    first_day: date | None
+    last_day: date | None
+
+
+def get_data_span(*, conn: psycopg.Connection, product: str | None = None) -> DataSpan:
+    """The days the rollups cover for `product` (all products when None)."""
+    q = sql.SQL(
+        "SELECT min(r.day), max(r.day) FROM rollup_daily r JOIN devices d ON d.device_key = r.device_key "
+        "WHERE %(product)s::text IS NULL OR d.product_id = %(product)s::text"
+    )
+    row = conn.execute(q, {"product": product}).fetchone()
+    return DataSpan(row[0], row[1]) if row else DataSpan(None, None)
+
+
+COMPARISON_PLANS = ("hw-connect", "bundles", "ppu-graduated", "hybrid", "outcome")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelComparisonRow:
+    """One example model's figures against the baseline, with its monthly bills binned on the shared edges."""
+
+    plan_key: str
+    name: str
+    revenue: Decimal
+    arpu_month: Decimal
+    bill: Quantiles
+    revenue_delta: Decimal
+    shock_rate: float
+    shock_count: int
+    winners: int
+    losers: int
+    unchanged: int
+    histogram: tuple[int, ...]  # active account-months per bin of `ModelComparison.bin_edges`
+
+
+@dataclass(frozen=True, slots=True)
+class ModelComparison:
+    """Example revenue models backtested side by side on a product's recorded fleet (what the demo prints).
+
+    `bin_edges`: the histogram bins [edge_k, edge_k+1) shared by every model (the last bin includes
+    its upper edge). Empty `models` with a `reason` when the product has no recorded usage.
+    """
+
+    product: str
+    theta: Decimal
+    currency: str | None
+    baseline: str | None
+    first_month: date | None
+    last_month: date | None
+    last_day: date | None
+    accounts: int
+    customer_periods: int
+    bin_edges: tuple[Decimal, ...]
+    models: tuple[ModelComparisonRow, ...]
+    reason: str | None = None
+
+
+def _bill_bins(res: BacktestResult, bins: int) -> tuple[tuple[Decimal, ...], dict[str, tuple[int, ...]]]:
+    """Equal-width bins (a whole number of quanta wide) over every model's active monthly bills, and counts."""
+    act = res.cube.active_mask()
+    values = {k: res.bills[k][act] for k in res.plan_keys}
+    everything = np.concatenate([v for v in values.values()]) if values else np.zeros(0, dtype=np.int64)
+    lo = min(int(everything.min(initial=0)), 0)
+    hi = int(everything.max(initial=0))
+    width = max(-(-(hi - lo) // bins), 1)
+    edges = tuple(res.rule.from_quanta(lo + k * width) for k in range(bins + 1))
+    counts = {
+        k: tuple(np.bincount(np.minimum((v - lo) // width, bins - 1), minlength=bins).tolist())
+        for k, v in values.items()
+    }
+    return edges, counts
+
+
+def get_model_comparison(
+    *,
+    conn: psycopg.Connection,
+    product: str = "thermo-x1",
+    theta: Decimal = Decimal("0.2"),
+    bins: int = 10,
+    baseline: str | None = None,
+) -> ModelComparison:
+    """The example revenue models backtested side by side on `product`'s recorded fleet, with bill histograms.
+
+    `baseline`: the plan id of one of `COMPARISON_PLANS` (default: the first, the device sale).
+    """
+    if bins < 1:
+        raise PricingError("bins must be at least 1")
+    plans = [p for p in example_plans() if p.plan_id in COMPARISON_PLANS]
+    base_key = None
+    if baseline is not None:
+        base_key = next((p.key for p in plans if p.plan_id == baseline), None)
+        if base_key is None:
+            raise PricingError(f"baseline {baseline!r} is not one of the compared plans {list(COMPARISON_PLANS)}")
+    span = get_data_span(conn=conn, product=product)
+    if span.first_day is None or span.last_day is None:
+        return ModelComparison(
+            product, theta, None, None, None, None, None, 0, 0, (), (), reason=f"no recorded usage for {product} yet"
+        )
+    until = datetime.combine(span.last_day + timedelta(days=1), time(0), UTC)
+    period = BillingPeriod.covering(start=datetime.combine(span.first_day, time(0), UTC), end=until)
+    res = simulate_backtest(
+        conn=conn,
+        plans=plans,
+        period=period,
+        cohort=Cohort(product=product),
+        theta=theta,
+        baseline=base_key,
+        metrics=example_metrics(),
+        until=until,
+    )
+    if not res.cube.active_mask().any():
+        return ModelComparison(
+            product,
+            theta,
+            None,
+            None,
+            period.start,
+            period.month_starts[-1],
+            span.last_day,
+            0,
+            0,
+            (),
+            (),
+            reason=f"no active {product} accounts in the recorded span",
+        )
+    names = {p.key: p.name for p in plans}
+    edges, counts = _bill_bins(res, bins)
+    rows = []
+    for key in res.plan_keys:
+        s = res.summaries[key]
+        rows.append(
+            ModelComparisonRow(
+                plan_key=key,
+                name=names[key],
+                revenue=s.revenue,
+                arpu_month=s.arpu_month,
+                bill=s.bill,
+                revenue_delta=s.revenue_delta,
+                shock_rate=s.shock_rate,
+                shock_count=s.shock_count,
+                winners=s.winners,
+                losers=s.losers,
+                unchanged=s.unchanged,
+                histogram=counts[key],
+            )
+        )
+    s0 = res.summaries[res.baseline]
+    return ModelComparison(
+        product=product,
+        theta=theta,
+        currency=res.currency,
+        baseline=res.baseline,
+        first_month=period.start,
+        last_month=period.month_starts[-1],
+        last_day=span.last_day,
+        accounts=s0.accounts,
+        customer_periods=s0.customer_periods,
+        bin_edges=edges,
+        models=tuple(rows),
+    )
+
+
+def get_model_comparison_text(
+    *, conn: psycopg.Connection, product: str = "thermo-x1", theta: Decimal = Decimal("0.2")
+) -> list[str]:
+    """A few plain-text lines: example revenue models backtested side by side on the recorded fleet."""
+    cmp = get_model_comparison(conn=conn, product=product, theta=theta)
+    if cmp.reason is not None:
+        return [f"pricing lab: {cmp.reason}"]
+    lines = [
+        f"Pricing lab: {cmp.accounts} {product} accounts, {cmp.customer_periods} account-months "
+        f"{cmp.first_month:%Y-%m}..{cmp.last_month:%Y-%m} (to {cmp.last_day}); baseline {cmp.baseline}, "
+        f"bill shock = bill > {1 + theta}× baseline",
+        f"  {'model':<18}{'revenue':>12}{'ARPU/mo':>10}{'p50 bill':>10}{'Δ revenue':>12}{'shock':>8}{'win/lose':>12}",
+    ]
+    for r in cmp.models:
+        lines.append(
+            f"  {r.plan_key:<18}{r.revenue:>12,}{r.arpu_month:>10}{r.bill.p50:>10}{r.revenue_delta:>+12,}"
+            f"{r.shock_rate:>8.1%}{f'{r.winners}/{r.losers}':>12}"
+        )
+    lines.append(f"  ({cmp.currency}; usage from the rollups; one-time device sales fall in an account's first month)")
+    return lines
+
+
+def estimate_backtest_size(
+    *, conn: psycopg.Connection, plans: Sequence[Plan], period: BillingPeriod, cohort: Cohort = ALL_ACCOUNTS
+) -> int:
+    """Account-months × plans a backtest would bill (what decides between running it now and as a job)."""
+    accounts = list_cohort_accounts(conn, cohort=cohort, period=period).account_ids
+    return len(accounts) * period.months * len(plans)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One unit's arm in an experiment."""
+
+    unit_id: str
+    arm: str
+    plan_key: str
+
+
+def list_experiment_assignments(
+    *, conn: psycopg.Connection, design: ExperimentDesign, cohort: Cohort = ALL_ACCOUNTS
+) -> list[Assignment]:
+    """Every cohort account active before the design's end, with its deterministic arm."""
+    if design.unit != "account":
+        raise PricingError("the service assigns accounts; assign devices with pricing.experiments.assign_arms")
+    period = BillingPeriod.covering(start=design.start, end=design.end)
+    ids = list_cohort_accounts(conn, cohort=cohort, period=period).account_ids
+    idx = assign_arms(design=design, unit_ids=ids)
+    return [Assignment(u, design.arms[i].name, design.arms[i].plan_key) for u, i in zip(ids, idx.tolist(), strict=True)]

@@ -1,0 +1,207 @@
+"""What the pricing lab keeps in the database: versioned plan definitions and experiment designs.
+
+Tables `plan_versions` and `experiments` (migration 004). Definitions are stored as the validated
+models' JSON (Decimals as exact text) and parsed back into `Plan` / `ExperimentDesign` on read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from cxp.pricing.errors import PricingError
+from cxp.pricing.experiments import ExperimentDesign
+from cxp.pricing.plans import Plan
+from cxp.store.errors import mapped_errors
+
+_PLAN_KEY = re.compile(r"^(?P<plan_id>[A-Za-z0-9_.-]{1,64})@v(?P<version>[1-9][0-9]{0,8})$")
+
+
+class PlanVersionConflict(PricingError):
+    """The posted version clashes with what is stored (taken by another definition, or not the next one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPlan:
+    """One stored plan version and who stored it when."""
+
+    plan: Plan
+    created_at: datetime
+    created_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SavedPlan:
+    """The outcome of saving: the stored version and whether this call created it."""
+
+    stored: StoredPlan
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredExperiment:
+    """One stored experiment design."""
+
+    design: ExperimentDesign
+    created_at: datetime
+    created_by: str | None
+
+
+def parse_plan_key(key: str) -> tuple[str, int] | None:
+    """(plan_id, version) of a key `plan_id@vN`, or None when it is not one."""
+    m = _PLAN_KEY.match(key)
+    return (m["plan_id"], int(m["version"])) if m else None
+
+
+_PLAN_COLUMNS = "definition, created_at, created_by"
+
+
+def _plan(row: tuple[Any, ...]) -> StoredPlan:
+    return StoredPlan(Plan.model_validate(row[0]), row[1], row[2])
+
+
+def _same_definition(a: Plan, b: Plan) -> bool:
+    """Equal apart from the version (Decimals compare by value: 2.99 equals 2.990)."""
+    return a.model_copy(update={"version": b.version}) == b
+
+
+def save_plan(conn: psycopg.Connection, *, plan: Plan, version: int | None, created_by: str | None) -> SavedPlan:
+    """Store `plan` as `version` (None = the next one); re-saving the latest definition stores nothing.
+
+    A given version must be the next one, or an existing version with the same definition (then
+    nothing is stored). Raises `PlanVersionConflict` otherwise.
+    """
+    with mapped_errors(), conn.transaction():
+        # One writer per plan id at a time, so "next version" cannot be taken twice.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('plan_versions:' || %s, 0))", (plan.plan_id,))
+        latest = conn.execute(
+            f"SELECT {_PLAN_COLUMNS} FROM plan_versions WHERE plan_id = %s ORDER BY version DESC LIMIT 1",
+            (plan.plan_id,),
+        ).fetchone()
+        latest_plan = _plan(latest) if latest else None
+        next_version = latest_plan.plan.version + 1 if latest_plan else 1
+        if version is None:
+            if latest_plan and _same_definition(plan, latest_plan.plan):
+                return SavedPlan(latest_plan, created=False)
+            version = next_version
+        elif version != next_version:
+            row = conn.execute(
+                f"SELECT {_PLAN_COLUMNS} FROM plan_versions WHERE plan_id = %s AND version = %s",
+                (plan.plan_id, version),
+            ).fetchone()
+            if row is not None and _same_definition(plan, _plan(row).plan):
+                return SavedPlan(_plan(row), created=False)
+            taken = "exists with a different definition" if row is not None else "is not the next version"
+            raise PlanVersionConflict(
+                f"version {version} of plan {plan.plan_id!r} {taken}; the next version is {next_version} "
+                "(or omit version to store the next one)"
+            )
+        stored = plan.model_copy(update={"version": version})
+        row = conn.execute(
+            f"INSERT INTO plan_versions (plan_id, version, definition, created_by) VALUES (%s, %s, %s, %s) "
+            f"RETURNING {_PLAN_COLUMNS}",
+            (stored.plan_id, version, Jsonb(stored.model_dump(mode="json")), created_by),
+        ).fetchone()
+    return SavedPlan(_plan(row), created=True)
+
+
+def get_plan(conn: psycopg.Connection, *, plan_id: str, version: int | None = None) -> StoredPlan | None:
+    """One version of a plan (None = the latest), or None when there is no such plan or version."""
+    with mapped_errors():
+        row = conn.execute(
+            f"SELECT {_PLAN_COLUMNS} FROM plan_versions WHERE plan_id = %(plan_id)s "
+            "AND (%(version)s::int IS NULL OR version = %(version)s::int) ORDER BY version DESC LIMIT 1",
+            {"plan_id": plan_id, "version": version},
+        ).fetchone()
+    return _plan(row) if row else None
+
+
+def get_plans_by_key(conn: psycopg.Connection, *, keys: list[str]) -> dict[str, Plan]:
+    """The stored plans among `keys` (`plan_id@vN`), by key; unknown or malformed keys are left out."""
+    pairs = [p for p in (parse_plan_key(k) for k in dict.fromkeys(keys)) if p is not None]
+    if not pairs:
+        return {}
+    with mapped_errors():
+        rows = conn.execute(
+            "SELECT v.definition FROM plan_versions v JOIN unnest(%s::text[], %s::int[]) AS k(plan_id, version) "
+            "USING (plan_id, version)",
+            ([p for p, _ in pairs], [v for _, v in pairs]),
+        ).fetchall()
+    plans = [Plan.model_validate(r[0]) for r in rows]
+    return {p.key: p for p in plans}
+
+
+def list_latest_plans(
+    conn: psycopg.Connection, *, prefix: str | None = None, limit: int = 100, offset: int = 0
+) -> tuple[list[StoredPlan], int]:
+    """The latest version of every plan (whose id starts with `prefix`), by plan id, and how many plans there are."""
+    params = {"prefix": prefix or "", "limit": limit, "offset": offset}
+    where = "left(plan_id, length(%(prefix)s)) = %(prefix)s"
+    with mapped_errors():
+        rows = conn.execute(
+            f"SELECT DISTINCT ON (plan_id) {_PLAN_COLUMNS} FROM plan_versions WHERE {where} "
+            "ORDER BY plan_id, version DESC LIMIT %(limit)s OFFSET %(offset)s",
+            params,
+        ).fetchall()
+        total = conn.execute(f"SELECT count(DISTINCT plan_id) FROM plan_versions WHERE {where}", params).fetchone()[0]
+    return [_plan(r) for r in rows], total
+
+
+def list_plan_versions(
+    conn: psycopg.Connection, *, plan_id: str, limit: int = 100, offset: int = 0
+) -> tuple[list[StoredPlan], int]:
+    """Every version of one plan, oldest first, and how many there are."""
+    with mapped_errors():
+        rows = conn.execute(
+            f"SELECT {_PLAN_COLUMNS} FROM plan_versions WHERE plan_id = %s ORDER BY version LIMIT %s OFFSET %s",
+            (plan_id, limit, offset),
+        ).fetchall()
+        total = conn.execute("SELECT count(*) FROM plan_versions WHERE plan_id = %s", (plan_id,)).fetchone()[0]
+    return [_plan(r) for r in rows], total
+
+
+_EXPERIMENT_COLUMNS = "design, created_at, created_by"
+
+
+def _experiment(row: tuple[Any, ...]) -> StoredExperiment:
+    return StoredExperiment(ExperimentDesign.model_validate(row[0]), row[1], row[2])
+
+
+def insert_experiment(
+    conn: psycopg.Connection, *, design: ExperimentDesign, created_by: str | None
+) -> StoredExperiment | None:
+    """Store a new experiment design; None when its id is taken (designs are immutable once stored)."""
+    with mapped_errors():
+        row = conn.execute(
+            f"INSERT INTO experiments (experiment_id, design, created_by) VALUES (%s, %s, %s) "
+            f"ON CONFLICT (experiment_id) DO NOTHING RETURNING {_EXPERIMENT_COLUMNS}",
+            (design.experiment_id, Jsonb(design.model_dump(mode="json")), created_by),
+        ).fetchone()
+    return _experiment(row) if row else None
+
+
+def get_experiment(conn: psycopg.Connection, *, experiment_id: str) -> StoredExperiment | None:
+    """One experiment design, or None."""
+    with mapped_errors():
+        row = conn.execute(
+            f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE experiment_id = %s", (experiment_id,)
+        ).fetchone()
+    return _experiment(row) if row else None
+
+
+def list_experiments(
+    conn: psycopg.Connection, *, limit: int = 100, offset: int = 0
+) -> tuple[list[StoredExperiment], int]:
+    """Experiment designs, newest first, and how many there are."""
+    with mapped_errors():
+        rows = conn.execute(
+            f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments ORDER BY created_at DESC, experiment_id LIMIT %s OFFSET %s",
+            (limit, offset),
+        ).fetchall()
+        total = conn.execute("SELECT count(*) FROM experiments").fetchone()[0]
+    return [_experiment(r) for r in rows], total

@@ -1,0 +1,17 @@
+"""Administrative operations on the whole database."""
+
+from __future__ import annotations
+
+import psycopg
+
+from cxp.store.errors import mapped_errors
+
+TELEMETRY_TABLES = ("events", "device_state", "dead_letters", "rollup_dirty", "rollup_hourly", "rollup_daily")
+REGISTRY_TABLES = ("sim_ground_truth", "sim_incidents", "devices", "touchpoints", "products", "accounts")
+
+
+def truncate_data(conn: psycopg.Connection, *, registry: bool = True) -> None:
+    """Empty the telemetry tables (and the registry): for demos and tests, never in production."""
+    tables = TELEMETRY_TABLES + (REGISTRY_TABLES if registry else ())
+    with mapped_errors():
+        conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")

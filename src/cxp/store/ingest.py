@@ -1,0 +1,217 @@
+"""Telemetry writes: one transaction per gateway batch, COPY into staging, check, expand and insert in SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+import psycopg
+
+from cxp.store.errors import StoreError, StoreUnavailable, mapped_errors
+
+
+class IngestMessage(NamedTuple):
+    """A contract-valid message from a registered device, as received."""
+
+    topic: str
+    device_id: str
+    device_key: int
+    payload: bytes
+    received_at: float  # epoch seconds
+    activated_at: float  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that could not be stored, with why."""
+
+    received_at: datetime
+    topic: str
+    device_id: str | None
+    reason: str
+    detail: str | None
+    payload: bytes
+    payload_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBounds:
+    """How far event times may stray from the receipt time."""
+
+    max_future_skew_s: float = 300.0
+    max_age_s: float | None = None  # the retention horizon, when retention is on
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one batch write stored."""
+
+    events_in: int
+    events_stored: int
+    states_stored: int
+    dead_lettered: int
+    rejected: tuple[tuple[int, str, str], ...] = field(default=())  # (message index, reason, detail)
+
+    @property
+    def duplicates(self) -> int:
+        """Events already stored by an earlier delivery of the same message."""
+        return self.events_in - self.events_stored - self.states_stored
+
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
+    msg_no integer NOT NULL, device_key integer NOT NULL, received_at float8 NOT NULL,
+    activated_at float8 NOT NULL, payload json NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+
+# Payloads passed strict contract validation, so every field parses here; expanding them in SQL
+# keeps the per-event work off the gateway's Python thread. The contract's defaults are applied here
+# (SQL_DEFAULTS below; tests/contract pins them to the models). A message whose events break a time
+# bound is rejected whole and reported back for dead-lettering in the same transaction.
+_CHECK_EXPAND_INSERT = """
+WITH ev AS MATERIALIZED (
+    SELECT s.msg_no, s.device_key, e.*
+    FROM ingest_staging s
+    CROSS JOIN LATERAL json_to_recordset(s.payload -> 'events') AS e(
+        seq bigint, ts timestamptz, kind text, touchpoint text, success boolean, duration_s real,
+        quantity double precision, unit text, latency_ms real, code text, severity text,
+        nps smallint, csat smallint, ces smallint, stage text, detail jsonb,
+        battery_pct real, signal_dbm real, uptime_s double precision, energy_wh double precision,
+        metrics jsonb)
+),
+verdict AS MATERIALIZED (
+    SELECT s.msg_no,
+           CASE WHEN b.last_ts > to_timestamp(s.received_at + %(skew)s) THEN 'future_timestamp'
+                WHEN b.first_ts < to_timestamp(s.activated_at) THEN 'before_activation'
+                WHEN b.first_ts < to_timestamp(s.received_at - %(max_age)s::float8) THEN 'too_old'
+           END AS reason,
+           b.first_ts, b.last_ts, to_timestamp(s.received_at) AS received, to_timestamp(s.activated_at) AS activated
+    FROM ingest_staging s
+    JOIN (SELECT msg_no, min(ts) AS first_ts, max(ts) AS last_ts FROM ev GROUP BY msg_no) b USING (msg_no)
+),
+good AS (
+    SELECT ev.* FROM ev JOIN verdict v USING (msg_no) WHERE v.reason IS NULL
+),
+new_events AS (
+    INSERT INTO events (device_key, ts, seq, kind, touchpoint, success, duration_s, quantity, unit,
+                        latency_ms, code, severity, nps, csat, ces, stage, detail)
+    SELECT device_key, ts, seq, kind::event_kind, touchpoint,
+           CASE WHEN kind = 'usage' THEN coalesce(success, true) END, duration_s, quantity, unit, latency_ms,
+           code, CASE WHEN kind = 'error' THEN coalesce(severity, 'error') END, nps, csat, ces, stage,
+           NULLIF(detail, '{}'::jsonb)
+    FROM good WHERE kind <> 'state'
+    ON CONFLICT DO NOTHING
+    RETURNING device_key, ts
+),
+new_states AS (
+    INSERT INTO device_state (device_key, ts, seq, battery_pct, signal_dbm, uptime_s, energy_wh, metrics)
+    SELECT device_key, ts, seq, battery_pct, signal_dbm, uptime_s, energy_wh, NULLIF(metrics, '{}'::jsonb)
+    FROM good WHERE kind = 'state'
+    ON CONFLICT DO NOTHING
+    RETURNING device_key, ts
+),
+dirty AS (
+    INSERT INTO rollup_dirty (device_key, day)
+    SELECT DISTINCT device_key, (ts AT TIME ZONE 'UTC')::date
+    FROM (SELECT * FROM new_events UNION ALL SELECT * FROM new_states) AS n
+)
+SELECT (SELECT count(*) FROM good), (SELECT count(*) FROM new_events), (SELECT count(*) FROM new_states),
+       (SELECT coalesce(json_agg(json_build_array(msg_no, reason, CASE reason
+            WHEN 'future_timestamp' THEN format('event at %%s is after receipt %%s + %%s s',
+                                                 last_ts, received, %(skew)s)
+            WHEN 'before_activation' THEN format('event at %%s precedes activation %%s', first_ts, activated)
+            ELSE format('event at %%s is older than the retention horizon (%%s s)', first_ts, %(max_age)s)
+            END)), '[]') FROM verdict WHERE reason IS NOT NULL)
+"""
+
+# Non-null defaults of the contract's event fields, as this SQL applies them: (kind, field) -> value.
+SQL_DEFAULTS = {("usage", "success"): True, ("error", "severity"): "error"}
+
+_DEAD_LETTER_COPY = ("COPY dead_letters (received_at, topic, device_id, reason, detail, payload, payload_bytes)"
+                     " FROM STDIN")
+
+
+def _copy_text(messages: Sequence[IngestMessage]) -> bytes:
+    """COPY text rows. Serialised JSON holds no raw tab or newline; only backslashes need escaping."""
+    return b"".join(
+        b"%d\t%d\t%r\t%r\t%s\n" % (i, m.device_key, m.received_at, m.activated_at, m.payload.replace(b"\\", b"\\\\"))
+        for i, m in enumerate(messages)
+    )
+
+
+def dead_letter_for(message: IngestMessage, *, reason: str, detail: str, payload_cap: int) -> DeadLetter:
+    """The dead letter of a message the database refused."""
+    return DeadLetter(datetime.fromtimestamp(message.received_at, UTC), message.topic, message.device_id,
+                      reason, detail, message.payload[:payload_cap], len(message.payload))
+
+
+def write_batch(
+    conn: psycopg.Connection,
+    *,
+    messages: Sequence[IngestMessage],
+    dead_letters: Sequence[DeadLetter] = (),
+    bounds: TimeBounds = TimeBounds(),
+    payload_cap: int = 8192,
+) -> WriteResult:
+    """Store messages and dead letters in one transaction; messages breaking a time bound are dead-lettered."""
+    events_in = events_stored = states_stored = 0
+    rejected: list[tuple[int, str, str]] = []
+    letters = list(dead_letters)
+    with mapped_errors(), conn.transaction():
+        if messages:
+            conn.execute(_STAGING)
+            with conn.cursor() as cur:
+                with cur.copy("COPY ingest_staging (msg_no, device_key, received_at, activated_at, payload)"
+                              " FROM STDIN") as copy:
+                    copy.write(_copy_text(messages))
+                cur.execute(_CHECK_EXPAND_INSERT, {"skew": bounds.max_future_skew_s, "max_age": bounds.max_age_s})
+                events_in, events_stored, states_stored, rejected_json = cur.fetchone()
+            rejected = [tuple(r) for r in rejected_json]  # psycopg has parsed the json already
+            letters += [dead_letter_for(messages[i], reason=reason, detail=detail, payload_cap=payload_cap)
+                        for i, reason, detail in rejected]
+        if letters:
+            with conn.cursor() as cur, cur.copy(_DEAD_LETTER_COPY) as copy:
+                for dl in letters:
+                    copy.write_row((dl.received_at, dl.topic, dl.device_id, dl.reason, dl.detail,
+                                    dl.payload, dl.payload_bytes))
+    return WriteResult(events_in, events_stored, states_stored, len(letters), tuple(rejected))
+
+
+def write_batch_isolating(
+    conn: psycopg.Connection,
+    *,
+    messages: Sequence[IngestMessage],
+    dead_letters: Sequence[DeadLetter] = (),
+    bounds: TimeBounds = TimeBounds(),
+    payload_cap: int = 8192,
+) -> WriteResult:
+    """Like write_batch, but when the database refuses the batch, write message by message and
+    dead-letter the ones it refuses ('store_rejected'), so one poison message cannot stall ingest."""
+    try:
+        return write_batch(conn, messages=messages, dead_letters=dead_letters, bounds=bounds,
+                           payload_cap=payload_cap)
+    except StoreError as exc:
+        if isinstance(exc, StoreUnavailable):  # the caller retries the whole batch
+            raise
+    totals = [0, 0, 0, 0]
+    rejected: list[tuple[int, str, str]] = []
+    refused: list[DeadLetter] = list(dead_letters)
+    for i, message in enumerate(messages):
+        try:
+            one = write_batch(conn, messages=[message], bounds=bounds, payload_cap=payload_cap)
+        except StoreError as exc:
+            if isinstance(exc, StoreUnavailable):
+                raise
+            refused.append(dead_letter_for(message, reason="store_rejected", detail=str(exc)[:500],
+                                           payload_cap=payload_cap))
+            rejected.append((i, "store_rejected", str(exc)[:500]))
+            continue
+        for k, value in enumerate((one.events_in, one.events_stored, one.states_stored, one.dead_lettered)):
+            totals[k] += value
+        rejected += [(i, reason, detail) for _, reason, detail in one.rejected]
+    if refused:
+        write_batch(conn, messages=(), dead_letters=refused)
+    return WriteResult(totals[0], totals[1], totals[2], totals[3] + len(refused), tuple(rejected))

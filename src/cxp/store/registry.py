@@ -1,0 +1,283 @@
+"""The device registry: products and their touchpoints, accounts, devices, and simulator ground truth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from cxp.store.errors import mapped_errors
+
+
+@dataclass(frozen=True, slots=True)
+class TouchpointRow:
+    """One touchpoint of a product's catalogue."""
+
+    touchpoint: str
+    journey_stage: str
+    owner: str
+    is_core: bool = False
+    target_latency_ms: float | None = None
+    target_duration_s: float | None = None
+    unit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProductRow:
+    """A product model with its touchpoint catalogue."""
+
+    product_id: str
+    name: str
+    heartbeat_interval_s: int
+    expected_active_days_per_week: float | None
+    touchpoints: Sequence[TouchpointRow] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    """A customer."""
+
+    account_id: str
+    name: str
+    segment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    """A registered device."""
+
+    device_id: str
+    product_id: str
+    account_id: str | None
+    activated_at: datetime
+    plan: str | None = None
+    experiment_arm: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroundTruthRow:
+    """What the simulator planted for one device."""
+
+    device_id: str
+    persona: str
+    churns: bool
+    churn_at: datetime | None
+    error_proneness: float
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRow:
+    """A disruption the simulator planted."""
+
+    incident_id: str
+    product_id: str
+    touchpoint: str
+    code: str
+    severity: str
+    start_at: datetime
+    end_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdentity:
+    """What the gateway needs to know about a device to accept its telemetry."""
+
+    device_key: int
+    activated_at: datetime
+
+
+def upsert_products(conn: psycopg.Connection, *, products: Iterable[ProductRow]) -> int:
+    """Create or update products and replace their touchpoint catalogues."""
+    n = 0
+    with mapped_errors(), conn.transaction(), conn.cursor() as cur:
+        for p in products:
+            cur.execute(
+                "INSERT INTO products (product_id, name, heartbeat_interval_s, expected_active_days_per_week)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (product_id) DO UPDATE SET name = EXCLUDED.name,"
+                " heartbeat_interval_s = EXCLUDED.heartbeat_interval_s,"
+                " expected_active_days_per_week = EXCLUDED.expected_active_days_per_week",
+                (p.product_id, p.name, p.heartbeat_interval_s, p.expected_active_days_per_week),
+            )
+            cur.execute("DELETE FROM touchpoints WHERE product_id = %s", (p.product_id,))
+            cur.executemany(
+                "INSERT INTO touchpoints (product_id, touchpoint, journey_stage, owner, is_core,"
+                " target_latency_ms, target_duration_s, unit) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                [(p.product_id, t.touchpoint, t.journey_stage, t.owner, t.is_core, t.target_latency_ms,
+                  t.target_duration_s, t.unit) for t in p.touchpoints],
+            )
+            n += 1
+    return n
+
+
+def upsert_accounts(conn: psycopg.Connection, *, accounts: Iterable[AccountRow]) -> int:
+    """Create or update accounts."""
+    rows = [(a.account_id, a.name, a.segment) for a in accounts]
+    with mapped_errors(), conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO accounts (account_id, name, segment) VALUES (%s, %s, %s) ON CONFLICT (account_id)"
+            " DO UPDATE SET name = EXCLUDED.name, segment = EXCLUDED.segment", rows,
+        )
+    return len(rows)
+
+
+def upsert_devices(conn: psycopg.Connection, *, devices: Iterable[DeviceRow]) -> int:
+    """Create or update devices (COPY into a staging table, then one upsert)."""
+    rows = [(d.device_id, d.product_id, d.account_id, d.activated_at, d.plan, d.experiment_arm) for d in devices]
+    with mapped_errors(), conn.transaction(), conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE _devices_in (device_id text, product_id text, account_id text,"
+                    " activated_at timestamptz, plan text, experiment_arm text) ON COMMIT DROP")
+        with cur.copy("COPY _devices_in FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(
+            "INSERT INTO devices (device_id, product_id, account_id, activated_at, plan, experiment_arm)"
+            " SELECT * FROM _devices_in ON CONFLICT (device_id) DO UPDATE SET product_id = EXCLUDED.product_id,"
+            " account_id = EXCLUDED.account_id, activated_at = EXCLUDED.activated_at, plan = EXCLUDED.plan,"
+            " experiment_arm = EXCLUDED.experiment_arm"
+        )
+    return len(rows)
+
+
+def upsert_ground_truth(
+    conn: psycopg.Connection, *, truths: Iterable[GroundTruthRow], incidents: Iterable[IncidentRow] = ()
+) -> int:
+    """Record the simulator's ground truth (replacing earlier truth for the same devices)."""
+    rows = [(t.device_id, t.persona, t.churns, t.churn_at, t.error_proneness, Jsonb(t.extra)) for t in truths]
+    with mapped_errors(), conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO sim_ground_truth (device_id, persona, churns, churn_at, error_proneness, extra)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET persona = EXCLUDED.persona,"
+            " churns = EXCLUDED.churns, churn_at = EXCLUDED.churn_at,"
+            " error_proneness = EXCLUDED.error_proneness, extra = EXCLUDED.extra", rows,
+        )
+        cur.executemany(
+            "INSERT INTO sim_incidents (incident_id, product_id, touchpoint, code, severity, start_at, end_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (incident_id) DO UPDATE SET"
+            " product_id = EXCLUDED.product_id, touchpoint = EXCLUDED.touchpoint, code = EXCLUDED.code,"
+            " severity = EXCLUDED.severity, start_at = EXCLUDED.start_at, end_at = EXCLUDED.end_at",
+            [(i.incident_id, i.product_id, i.touchpoint, i.code, i.severity, i.start_at, i.end_at)
+             for i in incidents],
+        )
+    return len(rows)
+
+
+def get_device_identity(conn: psycopg.Connection, *, device_id: str) -> DeviceIdentity | None:
+    """The key and activation time of one device, or None when it is not registered."""
+    with mapped_errors():
+        row = conn.execute("SELECT device_key, activated_at FROM devices WHERE device_id = %s",
+                           (device_id,)).fetchone()
+    return DeviceIdentity(row[0], row[1]) if row else None
+
+
+def list_device_identities(conn: psycopg.Connection) -> dict[str, DeviceIdentity]:
+    """Every registered device's identity, by device id (the gateway's cache)."""
+    with mapped_errors():
+        rows = conn.execute("SELECT device_id, device_key, activated_at FROM devices").fetchall()
+    return {device_id: DeviceIdentity(key, activated) for device_id, key, activated in rows}
+
+
+# ---------------------------------------------------------------------------------------------- reads and deletes
+
+_PRODUCT_COLS = "product_id, name, heartbeat_interval_s, expected_active_days_per_week"
+_TP_COLS = "touchpoint, journey_stage, owner, is_core, target_latency_ms, target_duration_s, unit"
+_DEVICE_COLS = "device_id, product_id, account_id, activated_at, plan, experiment_arm"
+
+
+def _touchpoints(conn: psycopg.Connection, product_ids: Sequence[str]) -> dict[str, list[TouchpointRow]]:
+    rows = conn.execute(f"SELECT product_id, {_TP_COLS} FROM touchpoints WHERE product_id = ANY(%s)"
+                        " ORDER BY product_id, touchpoint", (list(product_ids),)).fetchall()
+    out: dict[str, list[TouchpointRow]] = {}
+    for r in rows:
+        out.setdefault(r[0], []).append(TouchpointRow(*r[1:]))
+    return out
+
+
+def list_products(conn: psycopg.Connection, *, limit: int = 100, offset: int = 0) -> tuple[list[ProductRow], int]:
+    """Products with their touchpoints, by id, and how many there are."""
+    with mapped_errors():
+        rows = conn.execute(f"SELECT {_PRODUCT_COLS} FROM products ORDER BY product_id LIMIT %s OFFSET %s",
+                            (limit, offset)).fetchall()
+        total = conn.execute("SELECT count(*) FROM products").fetchone()[0]
+        tps = _touchpoints(conn, [r[0] for r in rows])
+    return [ProductRow(*r, touchpoints=tuple(tps.get(r[0], ()))) for r in rows], total
+
+
+def get_product(conn: psycopg.Connection, *, product_id: str) -> ProductRow | None:
+    """One product with its touchpoints."""
+    with mapped_errors():
+        row = conn.execute(f"SELECT {_PRODUCT_COLS} FROM products WHERE product_id = %s", (product_id,)).fetchone()
+        if row is None:
+            return None
+        return ProductRow(*row, touchpoints=tuple(_touchpoints(conn, [product_id]).get(product_id, ())))
+
+
+def list_accounts(
+    conn: psycopg.Connection, *, segment: str | None = None, limit: int = 100, offset: int = 0
+) -> tuple[list[AccountRow], int]:
+    """Accounts by id (optionally of one segment) and how many match."""
+    where = "WHERE %(segment)s::text IS NULL OR segment = %(segment)s"
+    params = {"segment": segment, "limit": limit, "offset": offset}
+    with mapped_errors():
+        rows = conn.execute(f"SELECT account_id, name, segment FROM accounts {where} ORDER BY account_id"
+                            " LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
+        total = conn.execute(f"SELECT count(*) FROM accounts {where}", params).fetchone()[0]
+    return [AccountRow(*r) for r in rows], total
+
+
+def get_account(conn: psycopg.Connection, *, account_id: str) -> AccountRow | None:
+    """One account."""
+    with mapped_errors():
+        row = conn.execute("SELECT account_id, name, segment FROM accounts WHERE account_id = %s",
+                           (account_id,)).fetchone()
+    return AccountRow(*row) if row else None
+
+
+def list_devices(
+    conn: psycopg.Connection, *, product_id: str | None = None, account_id: str | None = None,
+    limit: int = 100, offset: int = 0,
+) -> tuple[list[DeviceRow], int]:
+    """Devices by id (optionally of one product and/or account) and how many match."""
+    where = ("WHERE (%(product)s::text IS NULL OR product_id = %(product)s)"
+             " AND (%(account)s::text IS NULL OR account_id = %(account)s)")
+    params = {"product": product_id, "account": account_id, "limit": limit, "offset": offset}
+    with mapped_errors():
+        rows = conn.execute(f"SELECT {_DEVICE_COLS} FROM devices {where} ORDER BY device_id"
+                            " LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
+        total = conn.execute(f"SELECT count(*) FROM devices {where}", params).fetchone()[0]
+    return [DeviceRow(*r) for r in rows], total
+
+
+def get_device(conn: psycopg.Connection, *, device_id: str) -> DeviceRow | None:
+    """One device."""
+    with mapped_errors():
+        row = conn.execute(f"SELECT {_DEVICE_COLS} FROM devices WHERE device_id = %s", (device_id,)).fetchone()
+    return DeviceRow(*row) if row else None
+
+
+def count_references(conn: psycopg.Connection, *, product_id: str | None = None, account_id: str | None = None,
+                     device_id: str | None = None) -> int:
+    """What still refers to a registry entry: devices of a product/account, or stored telemetry of a device."""
+    with mapped_errors():
+        if product_id is not None:
+            return conn.execute("SELECT count(*) FROM devices WHERE product_id = %s", (product_id,)).fetchone()[0]
+        if account_id is not None:
+            return conn.execute("SELECT count(*) FROM devices WHERE account_id = %s", (account_id,)).fetchone()[0]
+        return conn.execute(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM events e JOIN devices d USING (device_key)"
+            "  WHERE d.device_id = %(d)s LIMIT 1) x) + (SELECT count(*) FROM (SELECT 1 FROM device_state s"
+            "  JOIN devices d USING (device_key) WHERE d.device_id = %(d)s LIMIT 1) y)", {"d": device_id},
+        ).fetchone()[0]
+
+
+def delete_registry_entry(conn: psycopg.Connection, *, table: str, key: str) -> bool:
+    """Delete one product, account or device by id; False when it did not exist."""
+    column = {"products": "product_id", "accounts": "account_id", "devices": "device_id"}[table]
+    with mapped_errors():
+        cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(sql.Identifier(table),
+                                                                         sql.Identifier(column)), (key,))
+    return cur.rowcount > 0

@@ -1,0 +1,24 @@
+"""Retention by dropping whole raw-data chunks (no retention policies in the Apache-2 edition)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+
+from cxp.store.errors import StoreError, mapped_errors
+
+RAW_HYPERTABLES = ("events", "device_state")
+
+
+def drop_old_chunks(conn: psycopg.Connection, *, keep_days: int) -> dict[str, int]:
+    """Drop raw chunks wholly older than `keep_days`; rollups are kept. Returns chunks dropped per table."""
+    if keep_days < 1:
+        raise StoreError("retention must keep at least 1 day")
+    dropped: dict[str, int] = {}
+    with mapped_errors(), conn.transaction():
+        for table in RAW_HYPERTABLES:
+            rows = conn.execute("SELECT drop_chunks(%s::regclass, older_than => now() - %s::interval)",
+                                (table, timedelta(days=keep_days))).fetchall()
+            dropped[table] = len(rows)
+    return dropped

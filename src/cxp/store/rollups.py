@@ -1,0 +1,166 @@
+"""Incremental rollups: recompute exactly the (device, day) pairs the writers marked dirty."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from cxp.store.errors import mapped_errors
+
+_LOCK_ID = 0x6378_7002  # one refresher at a time; writers never take it
+
+_DAY_START = "({d}.day::timestamp AT TIME ZONE 'UTC')"
+_DAY_END = "(({d}.day + 1)::timestamp AT TIME ZONE 'UTC')"
+
+
+def _in_days(alias: str, time_col: str) -> str:
+    """Join condition restricting `alias.time_col` to the device-days in _rollup_days d."""
+    return (f"{alias}.device_key = d.device_key AND {alias}.{time_col} >= {_DAY_START.format(d='d')}"
+            f" AND {alias}.{time_col} < {_DAY_END.format(d='d')}")
+
+
+# The hourly aggregation over raw events; `{scope}` limits it to the dirty device-days or not at all.
+HOURLY_SELECT = """
+SELECT e.device_key, time_bucket('1 hour', e.ts) AS bucket, coalesce(e.touchpoint, '') AS touchpoint,
+       count(*) FILTER (WHERE e.kind = 'usage')::int,
+       count(*) FILTER (WHERE e.kind = 'usage' AND e.success)::int,
+       count(*) FILTER (WHERE e.kind = 'error')::int,
+       coalesce(sum(e.duration_s::float8) FILTER (WHERE e.kind = 'usage'), 0),
+       coalesce(sum(e.quantity) FILTER (WHERE e.kind = 'usage'), 0),
+       count(e.latency_ms)::int,
+       coalesce(sum(e.latency_ms::float8), 0),
+       coalesce(sum(e.latency_ms::float8 * e.latency_ms), 0),
+       max(e.latency_ms)
+FROM events e {scope}
+WHERE e.kind IN ('usage', 'error')
+GROUP BY 1, 2, 3
+"""
+
+# The daily aggregation per device: usage stats from the hourly rollup, the rest from raw rows.
+DAILY_SELECT = """
+WITH h AS (
+    SELECT r.device_key, (r.bucket AT TIME ZONE 'UTC')::date AS day,
+           sum(r.usage_count)::int AS usage_count, sum(r.success_count)::int AS success_count,
+           sum(r.error_count)::int AS error_count, sum(r.duration_sum) AS duration_sum,
+           sum(r.quantity_sum) AS quantity_sum, sum(r.latency_count)::int AS latency_count,
+           sum(r.latency_sum) AS latency_sum, max(r.latency_max) AS latency_max,
+           count(DISTINCT r.touchpoint) FILTER (WHERE r.usage_count > 0)::int AS touchpoints_used
+    FROM rollup_hourly r {scope_hourly}
+    GROUP BY 1, 2
+), o AS (
+    SELECT e.device_key, (e.ts AT TIME ZONE 'UTC')::date AS day,
+           count(*) FILTER (WHERE e.kind = 'recovery')::int AS recovery_count,
+           count(*) FILTER (WHERE e.kind = 'feedback')::int AS feedback_count,
+           count(*) FILTER (WHERE e.kind = 'lifecycle')::int AS lifecycle_count
+    FROM events e {scope_events}
+    WHERE e.kind IN ('recovery', 'feedback', 'lifecycle')
+    GROUP BY 1, 2
+), s AS (
+    SELECT st.device_key, (st.ts AT TIME ZONE 'UTC')::date AS day, count(*)::int AS heartbeat_count,
+           min(st.battery_pct) AS battery_min, max(st.energy_wh) AS energy_wh_max
+    FROM device_state st {scope_state}
+    GROUP BY 1, 2
+)
+SELECT coalesce(h.device_key, o.device_key, s.device_key), coalesce(h.day, o.day, s.day),
+       coalesce(h.usage_count, 0), coalesce(h.success_count, 0), coalesce(h.error_count, 0),
+       coalesce(o.recovery_count, 0), coalesce(o.feedback_count, 0), coalesce(o.lifecycle_count, 0),
+       coalesce(h.duration_sum, 0), coalesce(h.quantity_sum, 0), coalesce(h.latency_count, 0),
+       coalesce(h.latency_sum, 0), h.latency_max, coalesce(h.touchpoints_used, 0),
+       coalesce(s.heartbeat_count, 0), s.battery_min, s.energy_wh_max,
+       coalesce(h.usage_count, 0) > 0
+FROM h
+FULL JOIN o ON o.device_key = h.device_key AND o.day = h.day
+FULL JOIN s ON s.device_key = coalesce(h.device_key, o.device_key) AND s.day = coalesce(h.day, o.day)
+"""
+
+HOURLY_COLUMNS = ("device_key, bucket, touchpoint, usage_count, success_count, error_count, duration_sum,"
+                  " quantity_sum, latency_count, latency_sum, latency_sumsq, latency_max")
+DAILY_COLUMNS = ("device_key, day, usage_count, success_count, error_count, recovery_count, feedback_count,"
+                 " lifecycle_count, duration_sum, quantity_sum, latency_count, latency_sum, latency_max,"
+                 " touchpoints_used, heartbeat_count, battery_min, energy_wh_max, active")
+
+
+@dataclass(frozen=True)
+class RollupRefresh:
+    """What one refresh recomputed."""
+
+    device_days: int
+    hourly_rows: int
+    daily_rows: int
+    pending: int
+
+
+def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000) -> RollupRefresh:
+    """Recompute the hourly and daily rollups of up to `max_device_days` dirty device-days."""
+    with mapped_errors(), conn.transaction():
+        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_ID,)).fetchone()
+        if not got or not got[0]:
+            return RollupRefresh(0, 0, 0, -1)
+        # Only rows visible now are taken; rows committed meanwhile stay for the next refresh.
+        conn.execute(
+            "CREATE TEMP TABLE _rollup_days ON COMMIT DROP AS "
+            "WITH taken AS (DELETE FROM rollup_dirty WHERE ctid = ANY (ARRAY("
+            "    SELECT ctid FROM rollup_dirty LIMIT %s)) RETURNING device_key, day) "
+            "SELECT DISTINCT device_key, day FROM taken",
+            (max_device_days,),
+        )
+        conn.execute("ANALYZE _rollup_days")
+        device_days = conn.execute("SELECT count(*) FROM _rollup_days").fetchone()[0]
+        if device_days == 0:
+            return RollupRefresh(0, 0, 0, 0)
+        conn.execute(f"DELETE FROM rollup_hourly r USING _rollup_days d WHERE {_in_days('r', 'bucket')}")
+        hourly = conn.execute(
+            f"INSERT INTO rollup_hourly ({HOURLY_COLUMNS}) "
+            + HOURLY_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}")
+        ).rowcount
+        conn.execute("DELETE FROM rollup_daily r USING _rollup_days d WHERE r.device_key = d.device_key"
+                     " AND r.day = d.day")
+        daily = conn.execute(
+            f"INSERT INTO rollup_daily ({DAILY_COLUMNS}) "
+            + DAILY_SELECT.format(
+                scope_hourly=f"JOIN _rollup_days d ON {_in_days('r', 'bucket')}",
+                scope_events=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}",
+                scope_state=f"JOIN _rollup_days d ON {_in_days('st', 'ts')}",
+            )
+        ).rowcount
+        pending = conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0]
+    return RollupRefresh(device_days, hourly, daily, pending)
+
+
+def refresh_all_pending(conn: psycopg.Connection, *, max_device_days: int = 100_000) -> RollupRefresh:
+    """Refresh until nothing is dirty; return the totals."""
+    total_days = total_hourly = total_daily = 0
+    while True:
+        step = refresh_rollups(conn, max_device_days=max_device_days)
+        total_days += step.device_days
+        total_hourly += step.hourly_rows
+        total_daily += step.daily_rows
+        if step.pending == 0 or (step.device_days == 0 and step.pending != -1):
+            return RollupRefresh(total_days, total_hourly, total_daily, 0)
+
+
+def list_hourly_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """The hourly rollup aggregated afresh from every raw event, ordered like `list_hourly`."""
+    with mapped_errors():
+        return conn.execute(HOURLY_SELECT.format(scope="") + " ORDER BY 1, 2, 3").fetchall()
+
+
+def list_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """The daily rollup aggregated afresh (from the hourly rollup and raw rows)."""
+    with mapped_errors():
+        return conn.execute(
+            DAILY_SELECT.format(scope_hourly="", scope_events="", scope_state="") + " ORDER BY 1, 2"
+        ).fetchall()
+
+
+def list_hourly(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored hourly rollup row."""
+    with mapped_errors():
+        return conn.execute(f"SELECT {HOURLY_COLUMNS} FROM rollup_hourly ORDER BY 1, 2, 3").fetchall()
+
+
+def list_daily(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored daily rollup row."""
+    with mapped_errors():
+        return conn.execute(f"SELECT {DAILY_COLUMNS} FROM rollup_daily ORDER BY 1, 2").fetchall()

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (`cxp bench …`): ingest, API, analytics, backtest, pricing core, simulator."""

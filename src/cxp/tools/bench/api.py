@@ -1,0 +1,103 @@
+"""API load benchmark: Locust (headless, bounded time) on the API over a 10,000-device × 90-day fleet.
+
+`cxp bench api` — loads the fleet once into its own database (shared with `cxp bench analytics`), starts
+the API on it in the background, times the first (uncached) answer of every view the load opens, then
+runs loadtests/locustfile_api.py (views served from the result cache, backtests computed on every call)
+and prints requests/s and p50/p95/p99 per endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from cxp.tools.bench.analytics import BENCH_DB, bench_fleet_params, ensure_fleet
+from cxp.core.config import PROJECT_ROOT, ApiSettings, DbSettings, Settings, StackSettings
+from cxp.tools.bench.api_views import PRICING_VIEWS, PRODUCT_VIEWS
+from cxp.stack import start_stack
+from cxp.stack.api_process import start_api, stop_api
+from cxp.store.apikeys import create_key
+from cxp.store.db import connect
+from cxp.store.migrate import apply_migrations
+
+LOCUSTFILE = PROJECT_ROOT / "loadtests" / "locustfile_api.py"
+def _timed_get(url: str, token: str) -> tuple[float, int]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=900) as response:
+        response.read()
+        return time.perf_counter() - t0, response.status
+
+
+def _print_stats(path: Path) -> None:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    print(f"{'endpoint':<44}{'requests':>9}{'fail':>6}{'req/s':>8}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}")
+    for r in rows:
+        name = r["Name"] if r["Name"] != "Aggregated" else "ALL"
+        print(f"{name[:43]:<44}{int(r['Request Count']):>9}{int(r['Failure Count']):>6}"
+              f"{float(r['Requests/s']):>8.1f}{r['50%']:>8}{r['95%']:>8}{r['99%']:>8}")
+    total = next(r for r in rows if r["Name"] == "Aggregated")
+    print(f"RESULT API {float(total['Requests/s']):.1f} req/s, p50 {total['50%']} ms, p95 {total['95%']} ms,"
+          f" p99 {total['99%']} ms, failures {total['Failure Count']}/{total['Request Count']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Load (once), start the API, time cold answers, run Locust, print per-endpoint figures."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--users", type=int, default=20, help="concurrent Locust users")
+    parser.add_argument("--spawn-rate", type=float, default=5)
+    parser.add_argument("--duration", default="60s", help="Locust run time (e.g. 60s, 3m)")
+    parser.add_argument("--api-workers", type=int, default=1,
+                        help="uvicorn worker processes (each keeps its own result cache)")
+    parser.add_argument("--port", type=int, default=18001)
+    parser.add_argument("--reload", action="store_true", help="reload the fleet even if it is stored")
+    args = parser.parse_args(argv)
+
+    settings = Settings(db=DbSettings(name=BENCH_DB, pool_max=8), api=ApiSettings(port=args.port),
+                        stack=StackSettings(dir=PROJECT_ROOT / ".stack" / "bench-api"))
+    start_stack(settings.model_copy(update={"stack": StackSettings()}))
+    with connect(settings.db) as conn:
+        apply_migrations(conn)
+        ensure_fleet(conn, params=bench_fleet_params(devices=args.devices, days=args.days, seed=args.seed),
+                     workers=2, reload=args.reload, out=lambda line: print(line, flush=True))
+        product_key = create_key(conn, name="bench api", role="product").token
+        pricing_key = create_key(conn, name="bench api", role="pricing").token
+    stop_api(settings)
+    url = start_api(settings, workers=args.api_workers)
+    print(f"API on {url} with {args.api_workers} workers over {BENCH_DB}")
+    install = urllib.request.Request(f"{url}/v1/pricing/examples/install", method="POST",
+                                     headers={"Authorization": f"Bearer {pricing_key}"})
+    with urllib.request.urlopen(install, timeout=60) as response:
+        response.read()  # the example plans the pricing users backtest
+    try:
+        print("first (uncached) answer of every view, computed one at a time:")
+        for views, token in ((PRODUCT_VIEWS, product_key), (PRICING_VIEWS, pricing_key)):
+            for paths in views.values():
+                for path in paths:
+                    elapsed, status = _timed_get(url + path, token)
+                    print(f"  {path:<80} {elapsed:6.2f} s  ({status})", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            prefix = Path(tmp) / "api"
+            cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+                   "-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.duration, "--host", url,
+                   "--csv", str(prefix), "--product-key", product_key, "--pricing-key", pricing_key]
+            print(f"locust: {args.users} users for {args.duration} (3 product managers : 1 pricing analyst)",
+                  flush=True)
+            subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _print_stats(Path(f"{prefix}_stats.csv"))
+    finally:
+        stop_api(settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,0 @@
-"""TimescaleDB access: connection pool, migrations, registry, telemetry writes, rollups, retention."""
-
-from store.errors import MigrationError, StoreError, StoreUnavailable
-
-__all__ = ["MigrationError", "StoreError", "StoreUnavailable"]
