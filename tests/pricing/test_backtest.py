@@ -11,10 +11,10 @@ import pytest
 
 from cxp.pricing import Plan, bill_period, to_fixed
 from cxp.pricing.backtest import CostModel, DemandResponse, UsageCube, backtest, gini
-from cxp.tools.bench.pricing_core import FEATURES, synthetic_inputs
 from cxp.pricing.errors import PricingError
 from cxp.pricing.examples import example_plans
 from cxp.pricing.vectorised import FixedArray
+from cxp.tools.bench.pricing_core import FEATURES, synthetic_inputs
 
 MONTHS = (date(2026, 1, 1), date(2026, 2, 1))
 

@@ -171,9 +171,9 @@ def _parse_error_prone(value: str | None) -> tuple[str, str] | None:
 def run_simulation(settings: Settings, *, devices: int, days: int, seed: int, mode: str, start: datetime | None,
                    duration_s: float, speed: float, error_prone: tuple[str, str] | None, progress: bool):
     """Build and register the fleet, then publish its telemetry; returns the publish report."""
-    from cxp.tools.fleet import register_fleet
     from cxp.device_sim import MqttPublisher, build_fleet, simulate_backfill, simulate_live
     from cxp.store.db import connect
+    from cxp.tools.fleet import register_fleet
 
     fleet_start = _fleet_window(days, start)
     fleet = build_fleet(seed=seed, devices=devices, start=fleet_start, days=days, error_prone=error_prone)

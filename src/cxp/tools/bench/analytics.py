@@ -64,10 +64,10 @@ def load_fleet(
     progress: Callable[[str], None] | None = None,
 ) -> LoadReport:
     """Register `build_fleet(**fleet_params)`, write all its telemetry with write_batch, refresh the rollups."""
-    from cxp.tools.fleet import register_fleet
     from cxp.device_sim import build_fleet
     from cxp.store.ingest import IngestMessage, write_batch
     from cxp.store.rollups import refresh_all_pending
+    from cxp.tools.fleet import register_fleet
 
     fleet = build_fleet(**fleet_params)
     register_fleet(conn, fleet=fleet)

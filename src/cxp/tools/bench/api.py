@@ -17,14 +17,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cxp.tools.bench.analytics import BENCH_DB, bench_fleet_params, ensure_fleet
 from cxp.core.config import PROJECT_ROOT, ApiSettings, DbSettings, Settings, StackSettings
-from cxp.tools.bench.api_views import PRICING_VIEWS, PRODUCT_VIEWS
 from cxp.stack import start_stack
 from cxp.stack.api_process import start_api, stop_api
 from cxp.store.apikeys import create_key
 from cxp.store.db import connect
 from cxp.store.migrate import apply_migrations
+from cxp.tools.bench.analytics import BENCH_DB, bench_fleet_params, ensure_fleet
+from cxp.tools.bench.api_views import PRICING_VIEWS, PRODUCT_VIEWS
 
 LOCUSTFILE = PROJECT_ROOT / "loadtests" / "locustfile_api.py"
 def _timed_get(url: str, token: str) -> tuple[float, int]:

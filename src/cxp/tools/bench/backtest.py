@@ -19,11 +19,11 @@ from decimal import Decimal
 import numpy as np
 
 from cxp.pricing.backtest import CostModel, UsageCube, backtest
-from cxp.tools.bench.pricing_core import FEATURES, synthetic_inputs
 from cxp.pricing.charges import bill_period
 from cxp.pricing.examples import example_plans
 from cxp.pricing.plans import Plan
 from cxp.pricing.vectorised import FixedArray, to_fixed
+from cxp.tools.bench.pricing_core import FEATURES, synthetic_inputs
 
 
 def synthetic_cube(*, accounts: int, periods: int, seed: int) -> UsageCube:

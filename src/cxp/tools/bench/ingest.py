@@ -29,13 +29,13 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cxp.tools.fleet import register_fleet
 from cxp.core.config import PROJECT_ROOT, DbSettings, GatewaySettings, MqttSettings, Settings
 from cxp.device_sim import MqttPublisher, build_fleet, plan_messages
 from cxp.stack import start_stack
 from cxp.store.admin import truncate_data
 from cxp.store.db import connect
 from cxp.store.migrate import apply_migrations
+from cxp.tools.fleet import register_fleet
 
 BENCH_DB = "cxp_bench"
 _SENT_AT = re.compile(rb'"sent_at":"[^"]*"')
