@@ -23,8 +23,9 @@ from cxp.stack.api_process import start_api, stop_api
 from cxp.store.apikeys import create_key
 from cxp.store.db import connect
 from cxp.store.migrate import apply_migrations
-from cxp.tools.bench.analytics import BENCH_DB, bench_fleet_params, ensure_fleet
+from cxp.tools.bench.analytics import BENCH_DB
 from cxp.tools.bench.api_views import PRICING_VIEWS, PRODUCT_VIEWS
+from cxp.tools.fleet import bench_fleet_params, ensure_fleet
 
 LOCUSTFILE = PROJECT_ROOT / "loadtests" / "locustfile_api.py"
 def _timed_get(url: str, token: str) -> tuple[float, int]:
