@@ -457,8 +457,23 @@ def bench_backtest(ctx: typer.Context) -> None:
     """Backtest 7 models × 100,000 accounts × 12 months vectorised vs a per-account Decimal loop."""
     from cxp.tools.bench.backtest import main as backtest_main
 
-    sys.argv = ["cxp bench backtest", *ctx.args]
-    backtest_main()
+    backtest_main(list(ctx.args))
+
+
+@bench_app.command("pricing-core", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_pricing_core(ctx: typer.Context) -> None:
+    """The pure billing kernel: 7 models × 100,000 accounts × 12 months vectorised vs a Decimal loop."""
+    from cxp.tools.bench.pricing_core import main as pricing_core_main
+
+    pricing_core_main(list(ctx.args))
+
+
+@bench_app.command("simulator", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_simulator(ctx: typer.Context) -> None:
+    """Simulator generation + serialisation throughput, broker-free (--help for options)."""
+    from cxp.tools.bench.simulator import main as simulator_main
+
+    simulator_main(list(ctx.args))
 
 
 @bench_app.command("analytics", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -89,14 +89,14 @@ def loop_backtest(*, cube: UsageCube, plans: list[Plan], rows: list, n: int, the
     return revenue
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print both times and their ratio."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accounts", type=int, default=100_000)
     ap.add_argument("--periods", type=int, default=12)
     ap.add_argument("--sample", type=int, default=1_000, help="accounts run through the per-account loop")
     ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     plans = list(example_plans())
     theta = Decimal("0.2")
     cost = CostModel(per_unit=Decimal("0.002"), unit_metric="heating_kwh", per_device_month=Decimal("0.40"))

@@ -38,7 +38,7 @@ def synthetic_inputs(*, accounts: int, periods: int, seed: int) -> dict[str, Any
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print both times and their ratio."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accounts", type=int, default=100_000)
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=1_000, help="accounts billed by the Decimal loop")
     ap.add_argument("--repeat", type=int, default=3, help="vectorised runs; the best is reported")
     ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     plans = example_plans()
     raw = synthetic_inputs(accounts=args.accounts, periods=args.periods, seed=args.seed)
     ids = raw["account_ids"]
