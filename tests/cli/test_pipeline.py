@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cxp.cli.main import run_simulation
 from cxp.store.rollups import list_daily, list_daily_from_scratch, refresh_all_pending
+from cxp.tools.simulate import simulate_fleet
 from tests.fixtures.compare import assert_rows_equal
 from tests.fixtures.gateway import wait_for
 
@@ -26,14 +26,14 @@ def _stored_counts(db) -> Counter:
 def test_simulated_fleet_is_stored_exactly_per_device_and_kind(db, settings, start_gateway):
     gw = start_gateway()
     start = (datetime.now(UTC) - timedelta(days=4)).replace(hour=0, minute=0, second=0, microsecond=0)
-    fleet, report = run_simulation(settings, devices=40, days=3, seed=11, mode="backfill", start=start,
+    fleet, report = simulate_fleet(settings=settings, devices=40, days=3, seed=11, mode="backfill", start=start,
                                    duration_s=0, speed=1, error_prone=None, progress=False)
     assert report.all_acked and report.events > 1000
     expected = Counter({key: n for key, n in report.counts.items() if n})
     assert {kind for _, kind in expected} >= {"usage", "state", "lifecycle", "feedback"}
     assert wait_for(lambda: sum(_stored_counts(db).values()) >= report.events, timeout=120)
     # Publishing the same history again (a device replaying its buffer) adds nothing.
-    _, again = run_simulation(settings, devices=40, days=3, seed=11, mode="backfill", start=start,
+    _, again = simulate_fleet(settings=settings, devices=40, days=3, seed=11, mode="backfill", start=start,
                               duration_s=0, speed=1, error_prone=None, progress=False)
     assert again.events == report.events
     # The replay reached the gateway (its periodic stats line says so) before we stop it.

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -151,14 +151,6 @@ def gateway(
 
 # ---------------------------------------------------------------------------------------------- simulator
 
-def _fleet_window(days: int, start: datetime | None) -> datetime:
-    # Anchored at a UTC midnight so that re-runs on the same day replay identical events (deduplicated).
-    if start is not None:
-        return start.astimezone(UTC)
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return today - timedelta(days=days)
-
-
 def _parse_error_prone(value: str | None) -> tuple[str, str] | None:
     if not value:
         return None
@@ -166,35 +158,6 @@ def _parse_error_prone(value: str | None) -> tuple[str, str] | None:
     if not sep:
         _fail("--error-prone takes PRODUCT:TOUCHPOINT, e.g. brew-c3:brew")
     return product, touchpoint
-
-
-def run_simulation(settings: Settings, *, devices: int, days: int, seed: int, mode: str, start: datetime | None,
-                   duration_s: float, speed: float, error_prone: tuple[str, str] | None, progress: bool):
-    """Build and register the fleet, then publish its telemetry; returns the publish report."""
-    from cxp.device_sim import MqttPublisher, build_fleet, simulate_backfill, simulate_live
-    from cxp.store.db import connect
-    from cxp.tools.fleet import register_fleet
-
-    fleet_start = _fleet_window(days, start)
-    fleet = build_fleet(seed=seed, devices=devices, start=fleet_start, days=days, error_prone=error_prone)
-    with connect(settings.db) as conn:
-        register_fleet(conn, fleet=fleet)
-    publisher = MqttPublisher(host=settings.mqtt.host, port=settings.mqtt.port,
-                              client_id=f"{settings.sim.client_id_prefix}-{os.getpid()}",
-                              username=settings.mqtt.username, password=settings.mqtt.password,
-                              max_inflight=settings.sim.max_inflight).connect()
-    try:
-        if mode == "backfill":
-            end = min(datetime.now(UTC), fleet.end)
-            return fleet, simulate_backfill(fleet=fleet, publisher=publisher, start=fleet_start, end=end,
-                                            topic_prefix=settings.mqtt.topic_prefix,
-                                            max_events_per_message=settings.sim.max_events_per_message,
-                                            progress=progress)
-        return fleet, simulate_live(fleet=fleet, publisher=publisher, duration_s=duration_s, speed=speed,
-                                    topic_prefix=settings.mqtt.topic_prefix,
-                                    max_events_per_message=settings.sim.max_events_per_message, progress=progress)
-    finally:
-        publisher.close(timeout_s=10)
 
 
 @app.command()
@@ -211,11 +174,12 @@ def simulate(
 ) -> None:
     """Register a simulated fleet and publish its telemetry through the broker."""
     from cxp.device_sim import SimError
+    from cxp.tools.simulate import simulate_fleet
 
     if mode not in ("backfill", "live"):
         _fail("--mode is backfill or live")
     try:
-        _, report = run_simulation(_settings(), devices=devices, days=days, seed=seed, mode=mode, start=start,
+        _, report = simulate_fleet(settings=_settings(), devices=devices, days=days, seed=seed, mode=mode, start=start,
                                    duration_s=duration, speed=speed, error_prone=_parse_error_prone(error_prone),
                                    progress=progress)
     except SimError as exc:
@@ -235,6 +199,7 @@ def demo(
     from cxp.store.admin import truncate_data
     from cxp.store.db import connect
     from cxp.store.rollups import refresh_all_pending
+    from cxp.tools.simulate import simulate_fleet
 
     stack_up()
     db_migrate()
@@ -251,7 +216,7 @@ def demo(
             console.print(f"gateway pid {gw.pid} (log: {log_path})")
             console.rule(f"simulating {devices} devices × {days} days (seed {seed})")
             t0 = time.perf_counter()
-            fleet, report = run_simulation(settings, devices=devices, days=days, seed=seed, mode="backfill",
+            fleet, report = simulate_fleet(settings=settings, devices=devices, days=days, seed=seed, mode="backfill",
                                            start=None, duration_s=0, speed=1, error_prone=("brew-c3", "descale"),
                                            progress=True)
             with connect(settings.db) as conn:
