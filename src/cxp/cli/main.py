@@ -364,7 +364,7 @@ def api_serve(
 
     settings = _settings()
     db_migrate()
-    uvicorn.run("api.main:app", host=host or settings.api.host, port=port or settings.api.port, workers=workers,
+    uvicorn.run("cxp.api.main:app", host=host or settings.api.host, port=port or settings.api.port, workers=workers,
                 log_level=settings.log_level.lower(), access_log=False)
 
 
