@@ -338,6 +338,7 @@ def _parse_products(rows: list[CsvRow], problems: CsvProblems) -> list[ProductRo
 
 
 def _parse_accounts(rows: list[CsvRow], problems: CsvProblems) -> list[AccountRow]:
+    """Accounts from rows, one each."""
     accounts = []
     for row in rows:
         if (bad := _id_problem(row.cells.get("account_id"))) is not None:
@@ -353,6 +354,7 @@ def _parse_accounts(rows: list[CsvRow], problems: CsvProblems) -> list[AccountRo
 
 
 def _parse_devices(conn: psycopg.Connection, rows: list[CsvRow], problems: CsvProblems) -> list[DeviceRow]:
+    """Devices from rows, one each; once every row is valid, the products and accounts they name must exist."""
     devices, lines = [], []
     for row in rows:
         if (bad := _id_problem(row.cells.get("device_id"))) is not None:
