@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -38,6 +40,11 @@ j,1.99,true
 """
 
 
+def _rows(text: str) -> list[dict[str, str]]:
+    """The CSV's rows as dicts, read by the standard library (the oracle the API's reader is checked against)."""
+    return list(csv.DictReader(io.StringIO(text)))
+
+
 def _post_raw(api, path: str, content: bytes, content_type: str):
     """POST a raw body with its own content type, as the pricing role."""
     return api.client.post(path, content=content, headers={**api.headers("pricing"), "Content-Type": content_type})
@@ -56,7 +63,7 @@ def _assert_vw(body: dict, expected: wtp.VanWestendorpResult) -> None:
 
 
 def test_van_westendorp_json_and_csv_equal_the_library(pricing_fleet, test_db_api) -> None:
-    expected = wtp.van_westendorp(responses=wtp.read_van_westendorp_csv(source=VW_CSV))
+    expected = wtp.van_westendorp(responses=wtp.van_westendorp_from_records(records=_rows(VW_CSV)))
     assert expected.dropped_inconsistent == 1 and expected.optimal_price is not None
     upload = test_db_api.post("/v1/pricing/wtp/van-westendorp", role="pricing",
                               files={"file": ("survey.csv", VW_CSV.encode(), "text/csv")})
@@ -104,7 +111,7 @@ def test_bad_csv_names_the_line_and_column(pricing_fleet, test_db_api) -> None:
 
 
 def test_gabor_granger_json_and_csv_equal_the_library(pricing_fleet, test_db_api) -> None:
-    expected = wtp.gabor_granger(answers=wtp.read_gabor_granger_csv(source=GG_CSV))
+    expected = wtp.gabor_granger(answers=wtp.gabor_granger_from_records(records=_rows(GG_CSV)))
     upload = test_db_api.post("/v1/pricing/wtp/gabor-granger", role="pricing",
                               files={"file": ("gg.csv", GG_CSV.encode(), "text/csv")})
     assert upload.status_code == 200, upload.text
@@ -115,7 +122,7 @@ def test_gabor_granger_json_and_csv_equal_the_library(pricing_fleet, test_db_api
     assert [p["answers"] for p in body["points"]] == list(expected.answers)
     assert [float(p["revenue_index"]) for p in body["points"]] == pytest.approx(list(expected.revenue_index))
     answers = [{"respondent_id": a.respondent_id, "price": str(a.price), "would_buy": a.would_buy}
-               for a in wtp.read_gabor_granger_csv(source=GG_CSV)]
+               for a in wtp.gabor_granger_from_records(records=_rows(GG_CSV))]
     as_json = test_db_api.post("/v1/pricing/wtp/gabor-granger", role="pricing", json={"answers": answers})
     assert as_json.json() == body
 

@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from cxp.api.cache import ResultCache
 from cxp.api.errors import Forbidden, NotAuthenticated
+from cxp.api.jobs import JobRunner
 from cxp.core.config import Settings
 from cxp.store.apikeys import ApiKey, touch_key, verify_key
 
@@ -77,6 +78,14 @@ def get_cached(request: Request) -> Cached:
 
 
 CachedDep = Annotated[Cached, Depends(get_cached)]
+
+
+def get_jobs(request: Request) -> JobRunner:
+    """The app's background job runner."""
+    return request.app.state.jobs
+
+
+JobsDep = Annotated[JobRunner, Depends(get_jobs)]
 
 
 @dataclass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -83,10 +85,15 @@ class Unprocessable(ApiError):
     status, code = 422, "invalid"
 
 
-def _body(status: int, code: str, message: str, details: list[ErrorDetail] | None = None,
-          headers: dict[str, str] | None = None) -> JSONResponse:
-    info = ErrorInfo(status=status, code=code, message=message, details=details or [])
-    return JSONResponse(ErrorBody(error=info).model_dump(mode="json"), status_code=status, headers=headers)
+@dataclass(frozen=True)
+class Failure:
+    """How the API answers one exception: status, stable code, message, details and extra headers."""
+
+    status: int
+    code: str
+    message: str
+    details: list[ErrorDetail] = field(default_factory=list)
+    headers: dict[str, str] | None = None
 
 
 def _validation_details(errors: list[dict[str, Any]]) -> list[ErrorDetail]:
@@ -99,60 +106,85 @@ _STATUS_CODES = {400: "bad_request", 401: "not_authenticated", 403: "forbidden",
                  415: "unsupported_media_type", 422: "invalid", 429: "too_many_requests"}
 
 
+def _api_error(exc: ApiError) -> Failure:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return Failure(exc.status, exc.code, exc.message, exc.details, headers)
+
+
+def _request_invalid(exc: RequestValidationError) -> Failure:
+    details = _validation_details(list(exc.errors()))
+    first = details[0] if details else None
+    where = ".".join(str(p) for p in first.loc) if first else ""
+    return Failure(422, "invalid", f"invalid request: {where}: {first.message}" if first else "invalid request",
+                   details)
+
+
+def _model_invalid(exc: ValidationError) -> Failure:
+    details = _validation_details(list(exc.errors()))
+    return Failure(422, "invalid", f"invalid input: {details[0].message}" if details else "invalid input", details)
+
+
+def _busy(exc: PoolTimeout) -> Failure:
+    log.warning("no database connection free: %s", exc)
+    return Failure(503, "busy", "every database connection is busy; retry shortly", headers={"Retry-After": "5"})
+
+
+def _store_down(exc: StoreUnavailable) -> Failure:
+    log.warning("database unavailable: %s", exc)
+    return Failure(503, "unavailable", "the database is unavailable; retry shortly", headers={"Retry-After": "5"})
+
+
+def _store(exc: StoreError) -> Failure:
+    log.error("store error: %s", exc)
+    return Failure(500, "store_error", "the database rejected the operation")
+
+
+def _http(exc: StarletteHTTPException) -> Failure:
+    return Failure(exc.status_code, _STATUS_CODES.get(exc.status_code, "error"), str(exc.detail),
+                   headers=getattr(exc, "headers", None))
+
+
+def _unexpected(exc: Exception) -> Failure:
+    log.error("unhandled error", exc_info=exc)
+    return Failure(500, "internal", "internal error; it has been logged")
+
+
+# Every exception a view can raise → its answer; the most specific class wins (as with Starlette's handlers).
+# The JSON handlers and the dashboard's error pages both render this table.
+ERROR_TABLE: dict[type[Exception], Callable[[Any], Failure]] = {
+    ApiError: _api_error,
+    RequestValidationError: _request_invalid,
+    ValidationError: _model_invalid,
+    AnalyticsError: lambda exc: Failure(422, "invalid", str(exc)),
+    PricingError: lambda exc: Failure(422, "invalid", str(exc)),
+    PoolTimeout: _busy,
+    StoreUnavailable: _store_down,
+    InvalidValue: lambda exc: Failure(422, "invalid", f"a value in the request cannot be stored or searched: {exc}"),
+    StoreError: _store,
+    StarletteHTTPException: _http,
+    Exception: _unexpected,
+}
+
+
+def describe_error(exc: Exception) -> Failure:
+    """The table's answer to `exc`: the entry of its nearest class."""
+    for cls in type(exc).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls](exc)
+    return _unexpected(exc)
+
+
+def _json(failure: Failure) -> JSONResponse:
+    info = ErrorInfo(status=failure.status, code=failure.code, message=failure.message, details=failure.details)
+    return JSONResponse(ErrorBody(error=info).model_dump(mode="json"), status_code=failure.status,
+                        headers=failure.headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Map every exception the views can see to the one error body."""
+    """Answer every exception of the table with the one error body."""
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return _body(exc.status, exc.code, exc.message, exc.details, headers)
+    async def render(_: Request, exc: Exception) -> JSONResponse:
+        return _json(describe_error(exc))
 
-    @app.exception_handler(RequestValidationError)
-    async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = _validation_details(list(exc.errors()))
-        first = details[0] if details else None
-        where = ".".join(str(p) for p in first.loc) if first else ""
-        message = f"invalid request: {where}: {first.message}" if first else "invalid request"
-        return _body(422, "invalid", message, details)
-
-    @app.exception_handler(ValidationError)
-    async def _model_invalid(_: Request, exc: ValidationError) -> JSONResponse:
-        details = _validation_details(list(exc.errors()))
-        return _body(422, "invalid", f"invalid input: {details[0].message}" if details else "invalid input", details)
-
-    @app.exception_handler(AnalyticsError)
-    async def _analytics(_: Request, exc: AnalyticsError) -> JSONResponse:
-        return _body(422, "invalid", str(exc))
-
-    @app.exception_handler(PricingError)
-    async def _pricing(_: Request, exc: PricingError) -> JSONResponse:
-        return _body(422, "invalid", str(exc))
-
-    @app.exception_handler(PoolTimeout)
-    async def _busy(_: Request, exc: PoolTimeout) -> JSONResponse:
-        log.warning("no database connection free: %s", exc)
-        return _body(503, "busy", "every database connection is busy; retry shortly", headers={"Retry-After": "5"})
-
-    @app.exception_handler(StoreUnavailable)
-    async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
-        log.warning("database unavailable: %s", exc)
-        return _body(503, "unavailable", "the database is unavailable; retry shortly", headers={"Retry-After": "5"})
-
-    @app.exception_handler(InvalidValue)
-    async def _invalid_value(_: Request, exc: InvalidValue) -> JSONResponse:
-        return _body(422, "invalid", f"a value in the request cannot be stored or searched: {exc}")
-
-    @app.exception_handler(StoreError)
-    async def _store(_: Request, exc: StoreError) -> JSONResponse:
-        log.error("store error: %s", exc)
-        return _body(500, "store_error", "the database rejected the operation")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _STATUS_CODES.get(exc.status_code, "error")
-        return _body(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return _body(500, "internal", "internal error; it has been logged")
+    for cls in ERROR_TABLE:
+        app.add_exception_handler(cls, render)

@@ -3,7 +3,6 @@ and pricing models. Server-rendered HTML with the data embedded as JSON; plotly 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Annotated, Any
@@ -11,7 +10,6 @@ from urllib.parse import quote
 
 import psycopg
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 
@@ -21,13 +19,9 @@ from cxp.api.dashboard import assets, pages
 from cxp.api.dashboard.comparison import comparison_plan_ids, model_comparison
 from cxp.api.dashboard.render import HEADERS, Html, Viewer, el, filter_form, may_see, page, safe_next
 from cxp.api.deps import KEY_COOKIE, Cached, CachedDep, ConnDep, CurrentKey, PricingKey, ProductKey
-from cxp.api.errors import ApiError, Forbidden, NotAuthenticated, Unprocessable
-from cxp.pricing.errors import PricingError
+from cxp.api.errors import NotAuthenticated, Unprocessable, describe_error
 from cxp.store.apikeys import ApiKey, verify_key
-from cxp.store.errors import InvalidValue, StoreUnavailable
 from cxp.store.registry import list_products
-
-log = logging.getLogger("cxp.api.dashboard")
 
 COOKIE_MAX_AGE_S = 8 * 3600  # a working day; the key itself stays valid until revoked
 
@@ -50,6 +44,17 @@ def _to_login(request: Request) -> RedirectResponse:
     return response
 
 
+_PAGE_TITLES = {403: "Not allowed", 422: "Invalid request", 503: "Unavailable"}
+
+
+def error_page(exc: Exception) -> HTMLResponse:
+    """The API's answer to `exc` (errors.ERROR_TABLE: same status, message and headers) as an HTML page."""
+    failure = describe_error(exc)
+    message = failure.message.replace("this endpoint", "this page")
+    details = tuple(f"{'.'.join(map(str, d.loc))}: {d.message}" for d in failure.details)
+    return _error(failure.status, _PAGE_TITLES.get(failure.status, "Error"), message, details, extra=failure.headers)
+
+
 class DashboardRoute(APIRoute):
     """Failures as pages, not the API's JSON: no valid key → 303 to sign-in; other errors → an HTML error page."""
 
@@ -61,21 +66,8 @@ class DashboardRoute(APIRoute):
                 return await handler(request)
             except NotAuthenticated:
                 return _to_login(request)
-            except RequestValidationError as exc:
-                details = tuple(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in exc.errors())
-                return _error(422, "Invalid request", "Some parameters are not valid:", details)
-            except (PricingError, InvalidValue) as exc:  # e.g. a NUL byte in a filter: not storable, not found
-                return _error(422, "Invalid request", str(exc))
-            except StoreUnavailable:
-                return _error(503, "Unavailable", "The database is unavailable; retry shortly.",
-                              extra={"Retry-After": "5"})
-            except Forbidden as exc:
-                return _error(403, "Not allowed", exc.message.replace("this endpoint", "this page"))
-            except ApiError as exc:
-                return _error(exc.status, "Error", exc.message)
-            except Exception:  # noqa: BLE001 - a browser gets a page; the traceback goes to the log
-                log.exception("dashboard page failed: %s", request.url.path)
-                return _error(500, "Error", "Internal error; it has been logged.")
+            except Exception as exc:  # noqa: BLE001 - a browser gets a page; the table logs what needs logging
+                return error_page(exc)
 
         return route
 

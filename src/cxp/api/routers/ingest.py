@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel
 
 from cxp.api.deps import AdminKey, ConnDep, PageDep
-from cxp.api.schemas import CSV_RESPONSES, FormatQuery, csv_response
+from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
 from cxp.store.ops import (
     DeadLetter,
     StorageLag,
@@ -69,16 +69,7 @@ def get_ingest_status(
                         dead_letters_by_reason=count_dead_letters_by_reason(conn, since=since))
 
 
-class DeadLetterPage(BaseModel):
-    """Dead-lettered messages, newest first."""
-
-    items: list[DeadLetter]
-    total: int
-    limit: int
-    offset: int
-
-
-@router.get("/dead-letters", response_model=DeadLetterPage, responses=CSV_RESPONSES,
+@router.get("/dead-letters", response_model=Page[DeadLetter], responses=CSV_RESPONSES,
             summary="Refused messages with their reasons")
 def list_dead_letters_view(
     _: AdminKey,
@@ -88,10 +79,10 @@ def list_dead_letters_view(
     device: Annotated[str | None, Query(max_length=200)] = None,
     since: AwareDatetime | None = None,
     format: FormatQuery = "json",
-) -> DeadLetterPage | Response:
+) -> Page[DeadLetter] | Response:
     """Filter by reason, device or time; `format=csv` downloads the page."""
     items, total = list_dead_letters(conn, reason=reason, device_id=device, since=since, limit=page.limit,
                                      offset=page.offset)
     if format == "csv":
         return csv_response(items, filename="dead-letters")
-    return DeadLetterPage(items=items, total=total, limit=page.limit, offset=page.offset)
+    return Page[DeadLetter](items=items, total=total, limit=page.limit, offset=page.offset)

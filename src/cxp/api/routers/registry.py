@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-import io
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
+import psycopg
 from fastapi import APIRouter, File, Path, Query, UploadFile
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from cxp.api.deps import AdminKey, ConnDep, PageDep
 from cxp.api.errors import Conflict, ErrorDetail, NotFound, Unprocessable
-from cxp.api.schemas import CSV_RESPONSES, FormatQuery, csv_response
+from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
+from cxp.api.uploads import MIB, CsvColumns, CsvProblems, CsvRow, line_loc, read_csv
 from cxp.store.registry import (
     AccountRow,
     DeviceRow,
@@ -37,7 +38,7 @@ router = APIRouter(prefix="/v1/registry", tags=["registry"])
 Ident = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 IdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
-MAX_CSV_BYTES = 20 * 1024 * 1024
+MAX_CSV_BYTES = 20 * MIB
 
 
 class _In(BaseModel):
@@ -115,32 +116,6 @@ class Device(DeviceIn):
     device_id: str
 
 
-class Page(BaseModel):
-    """A page of registry entries."""
-
-    total: int
-    limit: int
-    offset: int
-
-
-class ProductPage(Page):
-    """A page of products."""
-
-    items: list[Product]
-
-
-class AccountPage(Page):
-    """A page of accounts."""
-
-    items: list[Account]
-
-
-class DevicePage(Page):
-    """A page of devices."""
-
-    items: list[Device]
-
-
 class ImportResult(BaseModel):
     """What a CSV import stored."""
 
@@ -166,29 +141,28 @@ def _device(d: DeviceRow) -> Device:
                                   activated_at=d.activated_at, plan=d.plan, experiment_arm=d.experiment_arm)
 
 
-def _check_device_refs(conn, devices: list[tuple[int, DeviceRow]]) -> list[ErrorDetail]:
-    """Unknown products or accounts named by devices, as details pointing at the line (or body)."""
+def _unknown_refs(conn: psycopg.Connection, devices: Sequence[DeviceRow]) -> list[tuple[int, str, str]]:
+    """Products or accounts named by devices that are not registered: (index in `devices`, column, message)."""
     products = {r[0] for r in conn.execute("SELECT product_id FROM products WHERE product_id = ANY(%s)",
-                                           ([d.product_id for _, d in devices],)).fetchall()}
+                                           ([d.product_id for d in devices],)).fetchall()}
     accounts = {r[0] for r in conn.execute("SELECT account_id FROM accounts WHERE account_id = ANY(%s)",
-                                           ([d.account_id for _, d in devices if d.account_id],)).fetchall()}
-    problems = []
-    for line, d in devices:
-        loc: list[str | int] = ["line", line] if line else ["body"]
-        if d.product_id not in products:
-            problems.append(ErrorDetail(loc=[*loc, "product_id"], message=f"unknown product {d.product_id!r}"))
-        if d.account_id and d.account_id not in accounts:
-            problems.append(ErrorDetail(loc=[*loc, "account_id"], message=f"unknown account {d.account_id!r}"))
-    return problems
+                                           ([d.account_id for d in devices if d.account_id],)).fetchall()}
+    unknown = []
+    for i, device in enumerate(devices):
+        if device.product_id not in products:
+            unknown.append((i, "product_id", f"unknown product {device.product_id!r}"))
+        if device.account_id and device.account_id not in accounts:
+            unknown.append((i, "account_id", f"unknown account {device.account_id!r}"))
+    return unknown
 
 
 # ---------------------------------------------------------------------------------------------- products
 
-@router.get("/products", response_model=ProductPage, summary="Products with their touchpoint catalogues")
-def list_products_view(_: AdminKey, conn: ConnDep, page: PageDep) -> ProductPage:
+@router.get("/products", response_model=Page[Product], summary="Products with their touchpoint catalogues")
+def list_products_view(_: AdminKey, conn: ConnDep, page: PageDep) -> Page[Product]:
     """Products by id."""
     rows, total = list_products(conn, limit=page.limit, offset=page.offset)
-    return ProductPage(items=[_product(p) for p in rows], total=total, limit=page.limit, offset=page.offset)
+    return Page[Product](items=[_product(p) for p in rows], total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/products/{product_id}", response_model=Product, responses={404: {"description": "Unknown product"}})
@@ -220,16 +194,16 @@ def delete_product(_: AdminKey, conn: ConnDep, product_id: IdPath) -> Response:
 
 # ---------------------------------------------------------------------------------------------- accounts
 
-@router.get("/accounts", response_model=AccountPage, responses=CSV_RESPONSES, summary="Customer accounts")
+@router.get("/accounts", response_model=Page[Account], responses=CSV_RESPONSES, summary="Customer accounts")
 def list_accounts_view(
     _: AdminKey, conn: ConnDep, page: PageDep,
     segment: Annotated[str | None, Query(max_length=100)] = None, format: FormatQuery = "json",
-) -> AccountPage | Response:
+) -> Page[Account] | Response:
     """Accounts by id, optionally of one segment."""
     rows, total = list_accounts(conn, segment=segment, limit=page.limit, offset=page.offset)
     if format == "csv":
         return csv_response(rows, filename="accounts", columns=("account_id", "name", "segment"))
-    return AccountPage(items=[Account(account_id=a.account_id, name=a.name, segment=a.segment) for a in rows],
+    return Page[Account](items=[Account(account_id=a.account_id, name=a.name, segment=a.segment) for a in rows],
                        total=total, limit=page.limit, offset=page.offset)
 
 
@@ -262,19 +236,19 @@ def delete_account(_: AdminKey, conn: ConnDep, account_id: IdPath) -> Response:
 
 # ---------------------------------------------------------------------------------------------- devices
 
-@router.get("/devices", response_model=DevicePage, responses=CSV_RESPONSES, summary="Registered devices")
+@router.get("/devices", response_model=Page[Device], responses=CSV_RESPONSES, summary="Registered devices")
 def list_devices_view(
     _: AdminKey, conn: ConnDep, page: PageDep,
     product: Annotated[str | None, Query(max_length=128)] = None,
     account: Annotated[str | None, Query(max_length=128)] = None,
     format: FormatQuery = "json",
-) -> DevicePage | Response:
+) -> Page[Device] | Response:
     """Devices by id, optionally of one product and/or account."""
     rows, total = list_devices(conn, product_id=product, account_id=account, limit=page.limit, offset=page.offset)
     if format == "csv":
         return csv_response(rows, filename="devices", columns=(
             "device_id", "product_id", "account_id", "activated_at", "plan", "experiment_arm"))
-    return DevicePage(items=[_device(d) for d in rows], total=total, limit=page.limit, offset=page.offset)
+    return Page[Device](items=[_device(d) for d in rows], total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/devices/{device_id}", response_model=Device, responses={404: {"description": "Unknown device"}})
@@ -290,8 +264,9 @@ def get_device_view(_: AdminKey, conn: ConnDep, device_id: IdPath) -> Device:
 def put_device(_: AdminKey, conn: ConnDep, device_id: IdPath, body: DeviceIn) -> Device:
     """Register a device (its telemetry is accepted within the gateway's cache TTL) or update it."""
     row = DeviceRow(device_id, body.product_id, body.account_id, body.activated_at, body.plan, body.experiment_arm)
-    if problems := _check_device_refs(conn, [(0, row)]):
-        raise Unprocessable(problems[0].message, details=problems)
+    if unknown := _unknown_refs(conn, [row]):
+        raise Unprocessable(unknown[0][2], details=[ErrorDetail(loc=["body", column], message=message)
+                                                    for _, column, message in unknown])
     upsert_devices(conn, devices=[row])
     return _device(get_device(conn, device_id=device_id))
 
@@ -310,50 +285,14 @@ def delete_device(_: AdminKey, conn: ConnDep, device_id: IdPath) -> Response:
 
 # ---------------------------------------------------------------------------------------------- CSV import
 
-_CSV_COLUMNS = {
-    "products": ("product_id", "name", "heartbeat_interval_s", "expected_active_days_per_week", "touchpoint",
-                 "journey_stage", "owner", "is_core", "target_latency_ms", "target_duration_s", "unit"),
-    "accounts": ("account_id", "name", "segment"),
-    "devices": ("device_id", "product_id", "account_id", "activated_at", "plan", "experiment_arm"),
-}
 _TP_FIELDS = ("touchpoint", "journey_stage", "owner", "is_core", "target_latency_ms", "target_duration_s", "unit")
-
-
-def _read_csv(raw: bytes, kind: str) -> list[tuple[int, dict[str, Any]]]:
-    if len(raw) > MAX_CSV_BYTES:
-        raise Unprocessable(f"the file is larger than {MAX_CSV_BYTES // (1024 * 1024)} MiB; split it")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise Unprocessable(f"the file is not UTF-8 text (byte {exc.start})") from exc
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    try:
-        header = [h.strip() for h in (reader.fieldnames or [])]
-    except csv.Error as exc:
-        raise Unprocessable(f"not valid CSV in the header line: {exc}") from exc
-    key = _CSV_COLUMNS[kind][0]
-    if key not in header:
-        raise Unprocessable(f"the header must name the columns; expected {', '.join(_CSV_COLUMNS[kind])}",
-                            details=[ErrorDetail(loc=["line", 1], message=f"missing column {key!r}")])
-    unknown = sorted(set(header) - set(_CSV_COLUMNS[kind]))
-    if unknown:
-        raise Unprocessable(f"unknown columns {', '.join(unknown)}; expected {', '.join(_CSV_COLUMNS[kind])}",
-                            details=[ErrorDetail(loc=["line", 1], message=f"unknown column {u!r}") for u in unknown])
-    rows = []
-    try:
-        for n, rec in enumerate(reader, start=2):
-            cleaned = {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in rec.items() if k is not None}
-            if None in rec:
-                raise Unprocessable(f"line {n}: more fields than header columns",
-                                    details=[ErrorDetail(loc=["line", n], message="more fields than columns")])
-            rows.append((n, {k: v for k, v in cleaned.items() if v not in ("", None)}))
-    except csv.Error as exc:
-        raise Unprocessable(f"not valid CSV: {exc}") from exc
-    if not rows:
-        raise Unprocessable("the file has a header but no rows")
-    return rows
-
-
+_CSV_COLUMNS = {
+    "products": CsvColumns(required=("product_id",),
+                           optional=("name", "heartbeat_interval_s", "expected_active_days_per_week", *_TP_FIELDS)),
+    "accounts": CsvColumns(required=("account_id",), optional=("name", "segment")),
+    "devices": CsvColumns(required=("device_id",),
+                          optional=("product_id", "account_id", "activated_at", "plan", "experiment_arm")),
+}
 _ID = TypeAdapter(Ident)
 
 
@@ -368,37 +307,71 @@ def _id_problem(value: str | None) -> str | None:
     return None
 
 
-def _errors(line: int, exc: ValidationError) -> list[ErrorDetail]:
-    return [ErrorDetail(loc=["line", line, *[str(p) for p in e["loc"]]], message=e["msg"]) for e in exc.errors()]
-
-
-def _parse_products(rows: list[tuple[int, dict[str, Any]]]) -> tuple[list[ProductRow], list[ErrorDetail]]:
-    grouped: dict[str, tuple[int, dict[str, Any], list[dict[str, Any]]]] = {}
-    problems: list[ErrorDetail] = []
-    for line, rec in rows:
-        pid = rec.get("product_id", "")
-        head = {k: v for k, v in rec.items() if k not in _TP_FIELDS and k != "product_id"}
-        first = grouped.setdefault(pid, (line, head, []))
-        if head and first[1] != head and first[0] != line:
-            problems.append(ErrorDetail(loc=["line", line], message=f"product {pid!r} differs from line {first[0]}"))
-        if rec.get("touchpoint"):
-            first[2].append({k: rec[k] for k in _TP_FIELDS if k in rec} | {"_line": line})
-    out = []
-    for pid, (line, head, tps) in grouped.items():
-        if (bad := _id_problem(pid)) is not None:
-            problems.append(ErrorDetail(loc=["line", line, "product_id"], message=bad))
+def _parse_products(rows: list[CsvRow], problems: CsvProblems) -> list[ProductRow]:
+    """Products from rows of one touchpoint each (a product's own columns repeat on each of its rows)."""
+    grouped: dict[str, tuple[int, dict[str, str], list[CsvRow]]] = {}
+    for row in rows:
+        product_id = row.cells.get("product_id", "")
+        head = {k: v for k, v in row.cells.items() if k not in _TP_FIELDS and k != "product_id"}
+        first_line, first_head, touchpoints = grouped.setdefault(product_id, (row.line, head, []))
+        if head and first_head != head and first_line != row.line:
+            problems.add(row.line, message=f"product {product_id!r} differs from line {first_line}")
+        if row.cells.get("touchpoint"):
+            touchpoints.append(row)
+    products = []
+    for product_id, (line, head, touchpoints) in grouped.items():
+        if (bad := _id_problem(product_id)) is not None:
+            problems.add(line, "product_id", message=bad)
             continue
         try:
             body = ProductIn.model_validate({**head, "touchpoints": [
-                {k: v for k, v in t.items() if k != "_line"} for t in tps]})
-            out.append(_product_row(pid, body))
+                {k: v for k, v in t.cells.items() if k in _TP_FIELDS} for t in touchpoints]})
         except ValidationError as exc:
-            for e in exc.errors():
-                loc = list(e["loc"])
-                at = tps[loc[1]]["_line"] if loc[:1] == ["touchpoints"] and len(loc) > 1 and isinstance(
-                    loc[1], int) else line
-                problems.append(ErrorDetail(loc=["line", at, *[str(p) for p in loc]], message=e["msg"]))
-    return out, problems
+            for error in exc.errors():
+                path = [str(p) for p in error["loc"]]
+                index = error["loc"][1] if len(error["loc"]) > 1 and error["loc"][0] == "touchpoints" else None
+                problems.add(touchpoints[index].line if isinstance(index, int) else line, *path,
+                             message=error["msg"])
+            continue
+        products.append(_product_row(product_id, body))
+    return products
+
+
+def _parse_accounts(rows: list[CsvRow], problems: CsvProblems) -> list[AccountRow]:
+    """Accounts from rows, one each."""
+    accounts = []
+    for row in rows:
+        if (bad := _id_problem(row.cells.get("account_id"))) is not None:
+            problems.add(row.line, "account_id", message=bad)
+            continue
+        try:
+            body = AccountIn.model_validate({k: v for k, v in row.cells.items() if k != "account_id"})
+        except ValidationError as exc:
+            problems.add_invalid(row.line, exc, row.cells)
+            continue
+        accounts.append(AccountRow(row.cells["account_id"], body.name, body.segment))
+    return accounts
+
+
+def _parse_devices(conn: psycopg.Connection, rows: list[CsvRow], problems: CsvProblems) -> list[DeviceRow]:
+    """Devices from rows, one each; once every row is valid, the products and accounts they name must exist."""
+    devices, lines = [], []
+    for row in rows:
+        if (bad := _id_problem(row.cells.get("device_id"))) is not None:
+            problems.add(row.line, "device_id", message=bad)
+            continue
+        try:
+            body = DeviceIn.model_validate({k: v for k, v in row.cells.items() if k != "device_id"})
+        except ValidationError as exc:
+            problems.add_invalid(row.line, exc, row.cells)
+            continue
+        devices.append(DeviceRow(row.cells["device_id"], body.product_id, body.account_id, body.activated_at,
+                                 body.plan, body.experiment_arm))
+        lines.append(row.line)
+    if not problems.details:
+        for i, column, message in _unknown_refs(conn, devices):
+            problems.add(lines[i], column, message=message)
+    return devices
 
 
 @router.post("/{kind}/import", response_model=ImportResult, summary="Import products, accounts or devices from CSV",
@@ -410,41 +383,19 @@ def import_csv(
     file: Annotated[UploadFile, File(description="CSV with a header row (see docs/api.md for the columns)")],
 ) -> ImportResult:
     """All rows or none: every problem is reported with its line, and a file with any bad row stores nothing."""
-    rows = _read_csv(file.file.read(MAX_CSV_BYTES + 1), kind)
-    problems: list[ErrorDetail] = []
+    rows = read_csv(file.file.read(MAX_CSV_BYTES + 1), columns=_CSV_COLUMNS[kind], loc=line_loc,
+                    max_bytes=MAX_CSV_BYTES)
+    problems = CsvProblems(line_loc)
     if kind == "products":
-        products, problems = _parse_products(rows)
-        if not problems:
-            return ImportResult(kind=kind, rows=len(rows), stored=upsert_products(conn, products=products))
+        products = _parse_products(rows, problems)
+        problems.raise_any(outcome="; nothing was imported")
+        stored = upsert_products(conn, products=products)
     elif kind == "accounts":
-        accounts = []
-        for line, rec in rows:
-            if (bad := _id_problem(rec.get("account_id"))) is not None:
-                problems.append(ErrorDetail(loc=["line", line, "account_id"], message=bad))
-                continue
-            try:
-                body = AccountIn.model_validate({k: v for k, v in rec.items() if k != "account_id"})
-                accounts.append(AccountRow(rec["account_id"], body.name, body.segment))
-            except ValidationError as exc:
-                problems += _errors(line, exc)
-        if not problems:
-            return ImportResult(kind=kind, rows=len(rows), stored=upsert_accounts(conn, accounts=accounts))
+        accounts = _parse_accounts(rows, problems)
+        problems.raise_any(outcome="; nothing was imported")
+        stored = upsert_accounts(conn, accounts=accounts)
     else:
-        devices: list[tuple[int, DeviceRow]] = []
-        for line, rec in rows:
-            if (bad := _id_problem(rec.get("device_id"))) is not None:
-                problems.append(ErrorDetail(loc=["line", line, "device_id"], message=bad))
-                continue
-            try:
-                body = DeviceIn.model_validate({k: v for k, v in rec.items() if k != "device_id"})
-                devices.append((line, DeviceRow(rec["device_id"], body.product_id, body.account_id,
-                                                body.activated_at, body.plan, body.experiment_arm)))
-            except ValidationError as exc:
-                problems += _errors(line, exc)
-        if not problems:
-            problems = _check_device_refs(conn, devices)
-        if not problems:
-            return ImportResult(kind=kind, rows=len(rows), stored=upsert_devices(conn, devices=[d for _, d in devices]))
-    raise Unprocessable(f"{len(problems)} problem(s) in the file; nothing was imported. First: line "
-                        f"{problems[0].loc[1] if len(problems[0].loc) > 1 else '?'}: {problems[0].message}",
-                        details=problems[:200])
+        devices = _parse_devices(conn, rows, problems)
+        problems.raise_any(outcome="; nothing was imported")
+        stored = upsert_devices(conn, devices=devices)
+    return ImportResult(kind=kind, rows=len(rows), stored=stored)
