@@ -7,8 +7,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from cxp.pricing.errors import PricingError
-from cxp.pricing.wtp import (
+from cxp.pricing.core.wtp import (
     VanWestendorpResponse,
     fit_elasticity,
     gabor_granger,
@@ -17,6 +16,7 @@ from cxp.pricing.wtp import (
     read_van_westendorp_csv,
     van_westendorp,
 )
+from cxp.pricing.errors import PricingError
 
 
 def _vw(offsets: tuple[int, int, int, int], extra: list[VanWestendorpResponse] = ()) -> list[VanWestendorpResponse]:
@@ -92,8 +92,8 @@ def test_elasticity_fit():
 
 
 def test_elasticity_from_experiment_arms():
-    from cxp.pricing.experiments import ArmStats
-    from cxp.pricing.wtp import fit_elasticity_from_arms
+    from cxp.pricing.core.experiments import ArmStats
+    from cxp.pricing.core.wtp import fit_elasticity_from_arms
 
     arms = []
     for i, price in enumerate((1.0, 1.5, 2.0)):

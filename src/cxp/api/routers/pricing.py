@@ -48,16 +48,17 @@ from cxp.api.deps import CachedDep, ConnDep, PageDep, PricingKey, SettingsDep
 from cxp.api.errors import ApiError, Conflict, ErrorBody, ErrorDetail, NotFound, Unprocessable
 from cxp.api.jobs import Job, JobRunner
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
-from cxp.pricing import service, wtp
-from cxp.pricing import store as plan_store
-from cxp.pricing.backtest import NO_COST, BacktestResult, CostModel, DemandResponse
-from cxp.pricing.charges import volume_drops
+from cxp.pricing import repository as plan_store
+from cxp.pricing import service
+from cxp.pricing.core import wtp
+from cxp.pricing.core.backtest import NO_COST, BacktestResult, CostModel, DemandResponse
+from cxp.pricing.core.charges import volume_drops
+from cxp.pricing.core.experiments import ExperimentDesign, assign_arms
+from cxp.pricing.core.money import RoundingRule
+from cxp.pricing.core.plans import BillableMetric, Hybrid, Name, Plan, UsageCharge, VolumeCharge
 from cxp.pricing.errors import PricingError
 from cxp.pricing.examples import example_metrics, example_plans
-from cxp.pricing.experiments import ExperimentDesign, assign_arms
 from cxp.pricing.metrics import BillingPeriod, Cohort
-from cxp.pricing.money import RoundingRule
-from cxp.pricing.plans import BillableMetric, Hybrid, Name, Plan, UsageCharge, VolumeCharge
 
 log = logging.getLogger("cxp.api.pricing")
 

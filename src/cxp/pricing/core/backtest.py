@@ -1,7 +1,7 @@
 """Backtest revenue models on recorded usage: every account's bill per month under N plans, side by side.
 
 Pure on arrays (`UsageCube` in, `BacktestResult` out); the service layer loads the cube from the
-database (`pricing.service.simulate_backtest`). Bills come from `pricing.vectorised.bill_arrays`,
+database (`pricing.service.simulate_backtest`). Bills come from `pricing.core.vectorised.bill_arrays`,
 one vectorised pass per plan over accounts × months, as int64 counts of the currency quantum, so
 revenue, margins and every money figure are exact; statistics (shares, CV, Gini, correlations)
 are floats. Choices (shock with a zero old bill, ARPU rounding, demand response) are in docs/pricing.md.
@@ -9,23 +9,19 @@ are floats. Choices (shock with a zero old bill, ARPU rounding, demand response)
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cxp.pricing.charges import EXACT
+from cxp.pricing.core.integers import LIMIT
+from cxp.pricing.core.money import EXACT, RoundingRule, decimals_of
+from cxp.pricing.core.plans import Plan
+from cxp.pricing.core.vectorised import FixedArray, bill_arrays, to_fixed
 from cxp.pricing.errors import PricingError
-from cxp.pricing.money import RoundingRule, decimals_of
-from cxp.pricing.plans import Plan
-from cxp.pricing.vectorised import FixedArray, bill_arrays, to_fixed
-
-_LIMIT = 2**62
 
 
 @dataclass(frozen=True)
@@ -163,8 +159,8 @@ class BacktestResult:
 
     def account_totals(self, plan_key: str) -> dict[str, Decimal]:
         """Each account's total over the period under `plan_key`."""
-        tot = self.bills[plan_key].sum(axis=1)
-        return {a: self.rule.from_quanta(int(t)) for a, t in zip(self.cube.account_ids, tot, strict=True)}
+        totals = self.bills[plan_key].sum(axis=1)
+        return {a: self.rule.from_quanta(int(t)) for a, t in zip(self.cube.account_ids, totals, strict=True)}
 
     def rows(self) -> list[dict[str, Any]]:
         """Long form: one row per plan × active account-month (bill as an exact Decimal)."""
@@ -221,38 +217,6 @@ class BacktestResult:
                 }
             )
         return out
-
-    def export_csv(self, *, path: Path | str, summary: bool = False) -> Path:
-        """Write the bills (or the per-plan summary) as CSV; Decimals are written exactly as text."""
-        rows = self.summary_rows() if summary else self.rows()
-        p = Path(path)
-        with p.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["plan"])
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: ("" if v is None else str(v)) for k, v in r.items()})
-        return p
-
-    def export_parquet(self, *, path: Path | str) -> Path:
-        """Write the bills as Parquet with the bill as decimal128 (exact) and the month as a date."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        rows = self.rows()
-        scale = max(decimals_of(value=self.rule.quantum), 0)
-        table = pa.table(
-            {
-                "plan": pa.array([r["plan"] for r in rows], pa.string()),
-                "account_id": pa.array([r["account_id"] for r in rows], pa.string()),
-                "segment": pa.array([r["segment"] for r in rows], pa.string()),
-                "month": pa.array([r["month"] for r in rows], pa.date32()),
-                "bill": pa.array([r["bill"] for r in rows], pa.decimal128(18, scale)),
-                "currency": pa.array([r["currency"] for r in rows], pa.string()),
-            }
-        )
-        p = Path(path)
-        pq.write_table(table, p)
-        return p
 
 
 def _quantile_values(values: np.ndarray, qs: Sequence[float]) -> list[int]:
@@ -394,14 +358,14 @@ def backtest(
     acct_active = act.any(axis=1)
     n_acc = int(acct_active.sum())
     base = bills[base_key]
-    base_tot = base.sum(axis=1)
+    baseline_totals = base.sum(axis=1)
     num, den = theta.as_integer_ratio()
-    value_tot = None
+    value_totals = None
     if value_metric is not None:
         if value_metric not in cube.usage:
             raise PricingError(f"value metric {value_metric!r} is not in the usage cube")
         v = cube.usage[value_metric]
-        value_tot = np.where(act, v.values, 0).sum(axis=1).astype(np.float64) / 10.0**v.decimals
+        value_totals = np.where(act, v.values, 0).sum(axis=1).astype(np.float64) / 10.0**v.decimals
 
     summaries: dict[str, PlanSummary] = {}
     for p in plans:
@@ -410,12 +374,12 @@ def backtest(
         total = int(vals.sum())
         qs = _quantile_values(vals, (0.1, 0.5, 0.9))
         chg = _quantile_values((b - base)[act], (0.1, 0.5, 0.9))
-        tot = b.sum(axis=1)
-        winners = int(((tot < base_tot) & acct_active).sum())
-        losers = int(((tot > base_tot) & acct_active).sum())
+        account_totals = b.sum(axis=1)
+        winners = int(((account_totals < baseline_totals) & acct_active).sum())
+        losers = int(((account_totals > baseline_totals) & acct_active).sum())
         # Shock in exact integers: new · den > old · (den + num); a zero old bill shocks when the new is > 0.
         old_c, new_c = base[act], vals
-        if max(int(old_c.max(initial=0)), int(new_c.max(initial=0))) * (den + num) >= _LIMIT:
+        if max(int(old_c.max(initial=0)), int(new_c.max(initial=0))) * (den + num) >= LIMIT:
             old_c, new_c = old_c.astype(object), new_c.astype(object)
         shock = np.where(old_c > 0, new_c * den > old_c * (den + num), new_c > 0)
         shock_count = int(np.count_nonzero(shock))
@@ -427,10 +391,10 @@ def backtest(
         ok = (cnt >= 2) & (mean > 0)
         cv = float(np.mean(np.sqrt(var[ok]) / mean[ok])) if ok.any() else None
         fair = None
-        if value_tot is not None:
-            has = (value_tot > 0) & acct_active
-            fair = gini(values=tot[has].astype(np.float64) / value_tot[has]) if has.any() else None
-        bill_scaled = b.astype(object) * qscale if abs(int(b.max(initial=0))) * qscale >= _LIMIT else b * qscale
+        if value_totals is not None:
+            has = (value_totals > 0) & acct_active
+            fair = gini(values=account_totals[has].astype(np.float64) / value_totals[has]) if has.any() else None
+        bill_scaled = b.astype(object) * qscale if abs(int(b.max(initial=0))) * qscale >= LIMIT else b * qscale
         below = float(np.count_nonzero((bill_scaled < cell_cost)[act]) / n_cells) if n_cells else 0.0
         revenue = rule.from_quanta(total)
         summaries[p.key] = PlanSummary(
@@ -494,8 +458,8 @@ def _experience(
             n = int(m.sum())
             if n == 0:
                 continue
-            tot_q = int(b[m].sum())
-            mbm = _mean_quanta(tot_q, int(cnt[m].sum()), rule)
+            segment_quanta = int(b[m].sum())
+            mean_bill_month = _mean_quanta(segment_quanta, int(cnt[m].sum()), rule)
             hm = m & ~np.isnan(health)
             mh = float(np.mean(health[hm])) if hm.any() else None
             rho = ratio = None
@@ -507,5 +471,5 @@ def _experience(
                 low, rest = x[y <= cut], x[y > cut]
                 if low.size and rest.size and rest.mean() > 0:
                     ratio = float(low.mean() / rest.mean())
-            out.append(SegmentExperience(p.key, seg, n, mbm, mh, rho, ratio))
+            out.append(SegmentExperience(p.key, seg, n, mean_bill_month, mh, rho, ratio))
     return tuple(out)
