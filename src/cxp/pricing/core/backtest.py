@@ -384,11 +384,11 @@ def backtest(
         shock = np.where(old_c > 0, new_c * den > old_c * (den + num), new_c > 0)
         shock_count = int(np.count_nonzero(shock))
         # Per-customer CV of monthly bills over active months (≥ 2 months and a positive mean).
-        cnt = act.sum(axis=1)
-        bf = np.where(act, b, 0).astype(np.float64)
-        mean = bf.sum(axis=1) / np.maximum(cnt, 1)
-        var = (np.where(act, (bf - mean[:, None]) ** 2, 0.0)).sum(axis=1) / np.maximum(cnt - 1, 1)
-        ok = (cnt >= 2) & (mean > 0)
+        active_months = act.sum(axis=1)
+        monthly_bills = np.where(act, b, 0).astype(np.float64)
+        mean = monthly_bills.sum(axis=1) / np.maximum(active_months, 1)
+        var = (np.where(act, (monthly_bills - mean[:, None]) ** 2, 0.0)).sum(axis=1) / np.maximum(active_months - 1, 1)
+        ok = (active_months >= 2) & (mean > 0)
         cv = float(np.mean(np.sqrt(var[ok]) / mean[ok])) if ok.any() else None
         fair = None
         if value_totals is not None:
@@ -444,22 +444,22 @@ def _experience(
 
     h = np.where(act, np.asarray(cube.health, dtype=np.float64), np.nan)
     seen = ~np.isnan(h)
-    cnt_h = seen.sum(axis=1)
+    health_months = seen.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        health = np.where(cnt_h > 0, np.nansum(h, axis=1) / np.maximum(cnt_h, 1), np.nan)
-    cnt = act.sum(axis=1)
+        health = np.where(health_months > 0, np.nansum(h, axis=1) / np.maximum(health_months, 1), np.nan)
+    active_months = act.sum(axis=1)
     segs = np.array(cube.segments, dtype=object)
     out = []
     for p in plans:
         b = bills[p.key]
-        mean_bill = b.sum(axis=1) / np.maximum(cnt, 1)
+        mean_bill = b.sum(axis=1) / np.maximum(active_months, 1)
         for seg in sorted(set(cube.segments)):
-            m = (segs == seg) & (cnt > 0)
+            m = (segs == seg) & (active_months > 0)
             n = int(m.sum())
             if n == 0:
                 continue
             segment_quanta = int(b[m].sum())
-            mean_bill_month = _mean_quanta(segment_quanta, int(cnt[m].sum()), rule)
+            mean_bill_month = _mean_quanta(segment_quanta, int(active_months[m].sum()), rule)
             hm = m & ~np.isnan(health)
             mh = float(np.mean(health[hm])) if hm.any() else None
             rho = ratio = None

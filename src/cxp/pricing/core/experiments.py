@@ -76,10 +76,10 @@ class ExperimentDesign(StrictModel):
 def assign_arms(*, design: ExperimentDesign, unit_ids: Sequence[str]) -> np.ndarray:
     """Arm index per unit (deterministic, exact cut points)."""
     cuts: list[int] = []
-    acc = Fraction(0)
-    for s in design.shares[:-1]:
-        acc += s
-        cuts.append(int(acc * 2**64))  # floor: a unit goes to arm k iff cuts[k-1] ≤ h < cuts[k]
+    cumulative_share = Fraction(0)
+    for share in design.shares[:-1]:
+        cumulative_share += share
+        cuts.append(int(cumulative_share * 2**64))  # floor: a unit goes to arm k iff cuts[k-1] ≤ h < cuts[k]
     # The same salted hash that decides freemium upgrades: sha256(salt ␟ unit id), first 8 bytes.
     hashes = [account_hash(account_id=u, salt=design.salt) for u in unit_ids]
     return np.array([sum(h >= c for c in cuts) for h in hashes], dtype=np.intp)
