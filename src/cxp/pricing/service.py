@@ -16,7 +16,16 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from cxp.pricing.core.backtest import NO_COST, BacktestResult, CostModel, DemandResponse, Quantiles, UsageCube, backtest
+from cxp.pricing.core.backtest import (
+    NO_COST,
+    BacktestResult,
+    CostModel,
+    DemandResponse,
+    Quantiles,
+    UsageCube,
+    backtest,
+    bill_cube,
+)
 from cxp.pricing.core.experiments import (
     ExperimentDesign,
     ExperimentResult,
@@ -25,7 +34,6 @@ from cxp.pricing.core.experiments import (
     assign_arms,
 )
 from cxp.pricing.core.plans import BillableMetric, MetricFilter, Plan
-from cxp.pricing.core.vectorised import bill_arrays
 from cxp.pricing.core.wtp import (
     GaborGrangerResult,
     VanWestendorpResult,
@@ -184,21 +192,12 @@ def get_experiment_results(
     uniq = list({p.key: p for p in arm_plans}.values())
     cube = get_usage_cube(conn=conn, plans=uniq, period=period, cohort=cohort, metrics=metrics, until=until)
     idx = assign_arms(design=design, unit_ids=cube.account_ids)
-    act = cube.active_mask()
     revenue = np.zeros(len(cube.account_ids), dtype=np.int64)
     rule = uniq[0].rounding
     for i, p in enumerate(arm_plans):
         if p.rounding != rule or p.currency != uniq[0].currency:
             raise PricingError("arms must bill in one currency and rounding quantum")
-        bills = bill_arrays(
-            plan=p,
-            usage=cube.usage,
-            outcomes=cube.outcomes or None,
-            uptime_pct=cube.uptime_pct,
-            period_index=np.maximum(cube.period_index, 0),
-            account_ids=list(cube.account_ids),
-        ).total
-        account_revenue = np.where(act, bills, 0).sum(axis=1)
+        account_revenue = bill_cube(plan=p, cube=cube).sum(axis=1)
         revenue = np.where(idx == i, account_revenue, revenue)
     keys = cube.account_ids
     activity = get_activity(conn, period=period, cohort=cohort, keys=keys, until=until)

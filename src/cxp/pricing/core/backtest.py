@@ -269,11 +269,14 @@ def _respond(cube: UsageCube, factor: np.ndarray, keys: set[str]) -> tuple[dict,
     return scale(cube.usage), scale(cube.outcomes)
 
 
-def _bill(plan: Plan, cube: UsageCube, usage: Mapping, outcomes: Mapping, act: np.ndarray) -> np.ndarray:
+def bill_cube(
+    *, plan: Plan, cube: UsageCube, usage: Mapping[str, FixedArray] | None = None, outcomes: Mapping | None = None
+) -> np.ndarray:
+    """`plan`'s bills per account × month of `cube` (int64 quanta, 0 where inactive); usage/outcomes override."""
     res = bill_arrays(
         plan=plan,
-        usage=usage,
-        outcomes=outcomes or None,
+        usage=cube.usage if usage is None else usage,
+        outcomes=(cube.outcomes if outcomes is None else outcomes) or None,
         uptime_pct=cube.uptime_pct,
         period_index=None if cube.period_index is None else np.maximum(cube.period_index, 0),
         account_ids=list(cube.account_ids),
@@ -281,7 +284,7 @@ def _bill(plan: Plan, cube: UsageCube, usage: Mapping, outcomes: Mapping, act: n
     total = res.total
     if total.dtype == object:
         raise PricingError(f"plan {plan.key}: bills beyond int64 quanta")
-    return np.where(act, total, 0).astype(np.int64)
+    return np.where(cube.active_mask(), total, 0).astype(np.int64)
 
 
 def _cost_scaled(cube: UsageCube, cost: CostModel, act: np.ndarray, scale: int) -> np.ndarray:
@@ -335,7 +338,7 @@ def backtest(
     if act.shape != cube.shape:
         raise PricingError(f"active has shape {act.shape}, expected {cube.shape}")
 
-    static = {p.key: _bill(p, cube, cube.usage, cube.outcomes, act) for p in plans}
+    static = {p.key: bill_cube(plan=p, cube=cube) for p in plans}
     bills = dict(static)
     if demand is not None:
         rkeys = set(demand.keys) if demand.keys is not None else set(cube.usage) | set(cube.outcomes)
@@ -346,7 +349,7 @@ def backtest(
                 ratio = np.where((old > 0) & (new > 0), new / np.where(old > 0, old, 1.0), 1.0)
             factor = ratio**demand.elasticity
             usage, outcomes = _respond(cube, factor, rkeys)
-            bills[p.key] = _bill(p, cube, usage, outcomes, act)
+            bills[p.key] = bill_cube(plan=p, cube=cube, usage=usage, outcomes=outcomes)
 
     qdec = decimals_of(value=rule.quantum)
     scale = max(qdec, 6) + 6
