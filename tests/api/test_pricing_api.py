@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cxp.api.app import create_app
+from cxp.pricing.core.experiments import ExperimentDesign, assign_arms
+from cxp.pricing.core.plans import Plan
 from cxp.pricing.examples import example_metrics, example_plans
-from cxp.pricing.experiments import ExperimentDesign, assign_arms
 from cxp.pricing.metrics import Cohort
-from cxp.pricing.plans import Plan
 from cxp.pricing.service import (
     get_experiment_results,
     get_model_comparison,
@@ -241,7 +241,7 @@ def test_backtest_equals_the_service(pricing_fleet, test_db_api) -> None:
     report = r.json()
     plans = [Plan.model_validate({**p.model_dump(), "plan_id": pid}) for p, pid in
              ((_example("ppu-graduated"), graduated), (_example("hybrid"), hybrid))] + [outcome]
-    from cxp.pricing.backtest import CostModel
+    from cxp.pricing.core.backtest import CostModel
 
     expected = simulate_backtest(
         conn=pricing_fleet.conn, plans=plans, period=pricing_fleet.period, cohort=Cohort(product="thermo-x1"),
@@ -293,7 +293,7 @@ def test_backtest_date_period_and_demand_response(pricing_fleet, test_db_api) ->
     report = test_db_api.post("/v1/pricing/backtests", role="pricing", json=body).json()
     assert report["period"]["first_month"] == "2026-01-01" and report["period"]["months"] == 2
     assert report["period"]["until"].startswith("2026-03-01") and report["elasticity"] == -0.5
-    from cxp.pricing.backtest import DemandResponse
+    from cxp.pricing.core.backtest import DemandResponse
 
     expected = simulate_backtest(
         conn=pricing_fleet.conn, plans=plans, period=pricing_fleet.period, cohort=Cohort(product="thermo-x1"),
@@ -494,7 +494,7 @@ def test_experiment_results_equal_the_service(pricing_fleet, test_db_api) -> Non
     assert metrics >= {"usage", "revenue_per_unit", "health", "conversion", "churn"}
     usage = next(d for d in body["differences"] if d["metric"] == "usage")
     want = expected.difference(metric="usage", arm="hybrid")
-    assert float(usage["diff"]) == pytest.approx(want.diff) and float(usage["low"]) <= float(usage["diff"])
+    assert float(usage["diff"]) == pytest.approx(want.estimate) and float(usage["low"]) <= float(usage["diff"])
     assert usage["p_value"] == pytest.approx(want.p_value) and usage["significant"] == want.significant
     revenue = next(d for d in body["differences"] if d["metric"] == "revenue_per_unit")
     assert len(revenue["diff"].split(".")[1]) == 2  # money rounded to the quantum

@@ -12,7 +12,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from cxp.pricing import wtp
+from cxp.pricing.core import wtp
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 import numpy as np
 from hypothesis import strategies as st
 
-from cxp.pricing import (
+from cxp.pricing.core import (
     GraduatedCharge,
     PackageCharge,
     Plan,

@@ -9,11 +9,12 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from cxp.pricing import Plan, bill_period, to_fixed
-from cxp.pricing.backtest import CostModel, DemandResponse, UsageCube, backtest, gini
+from cxp.pricing.core import Plan, bill_period, to_fixed
+from cxp.pricing.core.backtest import CostModel, DemandResponse, UsageCube, backtest, gini
+from cxp.pricing.core.vectorised import FixedArray
 from cxp.pricing.errors import PricingError
 from cxp.pricing.examples import example_plans
-from cxp.pricing.vectorised import FixedArray
+from cxp.pricing.exports import export_csv, export_parquet
 from cxp.tools.bench.pricing_core import FEATURES, synthetic_inputs
 
 MONTHS = (date(2026, 1, 1), date(2026, 2, 1))
@@ -206,14 +207,14 @@ def test_errors():
 def test_exports_are_exact(tmp_path):
     cube = _cube([["50.125", "150"], ["100", "100"]], health=[[80, 90], [50, 60]])
     res = backtest(cube=cube, plans=[FLAT, UNIT])
-    p = res.export_csv(path=tmp_path / "bills.csv")
+    p = export_csv(result=res, path=tmp_path / "bills.csv")
     rows = list(csv.DictReader(p.open()))
     assert len(rows) == 8
     assert sum(Decimal(r["bill"]) for r in rows if r["plan"] == "unit@v1") == res.summaries["unit@v1"].revenue
-    s = list(csv.DictReader(res.export_csv(path=tmp_path / "summary.csv", summary=True).open()))
+    s = list(csv.DictReader(export_csv(result=res, path=tmp_path / "summary.csv", summary=True).open()))
     assert [r["plan"] for r in s] == ["flat@v1", "unit@v1"]
     pq = pytest.importorskip("pyarrow.parquet")
-    t = pq.read_table(res.export_parquet(path=tmp_path / "bills.parquet"))
+    t = pq.read_table(export_parquet(result=res, path=tmp_path / "bills.parquet"))
     bills = t.column("bill").to_pylist()
     assert all(isinstance(b, Decimal) for b in bills)
     assert sum(bills) == res.summaries["flat@v1"].revenue + res.summaries["unit@v1"].revenue

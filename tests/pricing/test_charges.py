@@ -6,9 +6,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from cxp.pricing import (
+from cxp.pricing.core import (
     Plan,
-    PricingError,
     Tier,
     bill_period,
     is_upgraded,
@@ -21,6 +20,7 @@ from cxp.pricing import (
     tier_index,
     volume_drops,
 )
+from cxp.pricing.errors import PricingError
 from cxp.pricing.examples import example_plans
 
 # [0, 100] at 0.10 + 5 flat; (100, 1000] at 0.0035 + 2 flat; (1000, ∞) at 0.001.

@@ -8,16 +8,16 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from cxp.pricing.errors import PlanValidationError
-from cxp.pricing.experiments import (
+from cxp.core.stats import welch_difference
+from cxp.pricing.core.experiments import (
     ExperimentDesign,
     analyse_experiment,
     assign_arms,
     sample_ratio_check,
     two_proportions,
-    welch,
 )
-from cxp.pricing.money import rounding_rule
+from cxp.pricing.core.money import rounding_rule
+from cxp.pricing.errors import PlanValidationError
 
 RULE = rounding_rule(currency="EUR")
 
@@ -117,7 +117,7 @@ def test_false_positive_rate_without_effect_is_near_five_percent():
     hits_mean = hits_prop = 0
     for _ in range(reps):
         a, b = rng.gamma(2.0, 10.0, size=150), rng.gamma(2.0, 10.0, size=150)
-        hits_mean += welch(a=a, b=b).significant
+        hits_mean += welch_difference(a=a, b=b).significant
         xa, xb = rng.binomial(300, 0.2), rng.binomial(300, 0.2)
         hits_prop += two_proportions(x_a=int(xa), n_a=300, x_b=int(xb), n_b=300).significant
     assert 0.03 <= hits_mean / reps <= 0.07
@@ -135,5 +135,5 @@ def test_welch_matches_scipy():
 
     rng = np.random.default_rng(3)
     a, b = rng.normal(1, 2, 40), rng.normal(0, 1, 60)
-    d = welch(a=a, b=b)
+    d = welch_difference(a=a, b=b)
     assert d.p_value == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)

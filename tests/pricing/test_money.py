@@ -6,8 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from cxp.pricing import Money, PricingError, RoundingMode, RoundingRule, rounding_rule, to_decimal
-from cxp.pricing.money import decimals_of
+from cxp.pricing.core import Money, RoundingMode, RoundingRule, rounding_rule, to_decimal
+from cxp.pricing.core.money import decimals_of
+from cxp.pricing.errors import PricingError
 
 
 def test_floats_enter_through_their_shortest_repr() -> None:

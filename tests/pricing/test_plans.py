@@ -6,17 +6,17 @@ from decimal import Decimal
 
 import pytest
 
-from cxp.pricing import (
+from cxp.pricing.core import (
     BillableMetric,
     GraduatedCharge,
     PackageCharge,
     Plan,
-    PlanValidationError,
     Tier,
     UptimeSla,
     parse_plan,
     validate_tiers,
 )
+from cxp.pricing.errors import PlanValidationError
 from cxp.pricing.examples import example_plans
 
 BASE = {"plan_id": "p", "version": 3, "name": "P", "currency": "EUR"}

@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from cxp.pricing import PackageCharge, price_graduated, price_package, price_volume, volume_drops
+from cxp.pricing.core import PackageCharge, price_graduated, price_package, price_volume, volume_drops
 from tests.pricing.strategies import decimals, prices, quantity_values, tier_tables
 
 

@@ -9,12 +9,13 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from cxp.pricing import bill_period
-from cxp.pricing.backtest import CostModel
+from cxp.pricing.core import bill_period
+from cxp.pricing.core.backtest import CostModel
+from cxp.pricing.core.experiments import ExperimentDesign
+from cxp.pricing.core.plans import BillableMetric
 from cxp.pricing.examples import example_metrics, example_plans
-from cxp.pricing.experiments import ExperimentDesign
+from cxp.pricing.exports import export_csv, export_parquet
 from cxp.pricing.metrics import Cohort, get_activity, get_uptime
-from cxp.pricing.plans import BillableMetric
 from cxp.pricing.queries import HOLD_FACTOR
 from cxp.pricing.service import (
     get_billable_metric,
@@ -240,9 +241,9 @@ def test_backtest_on_the_fleet_reconciles_with_per_account_bills(pricing_fleet, 
     assert {e.segment for e in res.experience} <= {"consumer", "smb"} and res.experience
     rows = res.rows()
     assert sum(r["bill"] for r in rows) == sum(res.summaries[k].revenue for k in res.plan_keys)
-    res.export_csv(path=tmp_path / "b.csv")
+    export_csv(result=res, path=tmp_path / "b.csv")
     pq = pytest.importorskip("pyarrow.parquet")
-    assert pq.read_table(res.export_parquet(path=tmp_path / "b.parquet")).num_rows == len(rows)
+    assert pq.read_table(export_parquet(result=res, path=tmp_path / "b.parquet")).num_rows == len(rows)
 
 
 def test_model_comparison_text(pricing_fleet):

@@ -9,10 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cxp.pricing import (
+from cxp.pricing.core import (
     FixedArray,
     GraduatedCharge,
-    PricingError,
     RoundingMode,
     Tier,
     VolumeCharge,
@@ -27,8 +26,9 @@ from cxp.pricing import (
     rounding_rule,
     to_fixed,
 )
+from cxp.pricing.core.money import decimals_of
+from cxp.pricing.errors import PricingError
 from cxp.pricing.examples import example_plans
-from cxp.pricing.money import decimals_of
 from tests.pricing.strategies import charge_models, plans, quantity_values, random_inputs, rounding_rules, tier_tables
 
 

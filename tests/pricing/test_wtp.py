@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from decimal import Decimal
 
 import numpy as np
 import pytest
 
-from cxp.pricing.errors import PricingError
-from cxp.pricing.wtp import (
+from cxp.pricing.core.wtp import (
     VanWestendorpResponse,
     fit_elasticity,
     gabor_granger,
     gabor_granger_from_records,
-    read_gabor_granger_csv,
-    read_van_westendorp_csv,
     van_westendorp,
+    van_westendorp_from_records,
 )
+from cxp.pricing.errors import PricingError
 
 
 def _vw(offsets: tuple[int, int, int, int], extra: list[VanWestendorpResponse] = ()) -> list[VanWestendorpResponse]:
@@ -42,14 +43,18 @@ def test_van_westendorp_interpolates_between_grid_prices():
     assert res.optimal_price == pytest.approx(9.5)
 
 
+def _records(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
 def test_van_westendorp_csv():
     text = "respondent_id,too_cheap,cheap,expensive,too_expensive\n" + "\n".join(
         f"r{i},{i},{i + 2},{i + 5},{i + 7}" for i in range(1, 11)
     )
-    res = van_westendorp(responses=read_van_westendorp_csv(source=text))
+    res = van_westendorp(responses=van_westendorp_from_records(records=_records(text)))
     assert res.optimal_price == pytest.approx(9)
     with pytest.raises(PricingError, match="missing"):
-        read_van_westendorp_csv(source="respondent_id,too_cheap,cheap\nr1,1,2\n")
+        van_westendorp_from_records(records=_records("respondent_id,too_cheap,cheap\nr1,1,2\n"))
     with pytest.raises(PricingError, match="at least two"):
         van_westendorp(responses=[])
 
@@ -59,7 +64,7 @@ def test_gabor_granger_demand_and_revenue_maximising_price():
     rows = "respondent_id,price,would_buy\n" + "\n".join(
         f"r{i},{p},{'yes' if i < k else 'no'}" for p, k in shares.items() for i in range(10)
     )
-    res = gabor_granger(answers=read_gabor_granger_csv(source=rows))
+    res = gabor_granger(answers=gabor_granger_from_records(records=_records(rows)))
     assert res.prices == (Decimal(5), Decimal(10), Decimal(15), Decimal(20))
     assert res.demand == (0.9, 0.7, 0.4, 0.2)
     assert res.revenue_maximising_price == Decimal(10)
@@ -92,8 +97,8 @@ def test_elasticity_fit():
 
 
 def test_elasticity_from_experiment_arms():
-    from cxp.pricing.experiments import ArmStats
-    from cxp.pricing.wtp import fit_elasticity_from_arms
+    from cxp.pricing.core.experiments import ArmStats
+    from cxp.pricing.core.wtp import fit_elasticity_from_arms
 
     arms = []
     for i, price in enumerate((1.0, 1.5, 2.0)):

@@ -8,7 +8,7 @@ Used by the benchmark and tests, and as a starting catalogue for the pricing lab
 
 from __future__ import annotations
 
-from cxp.pricing.plans import BillableMetric, Plan
+from cxp.pricing.core.plans import BillableMetric, Plan
 
 _ENERGY_TIERS = [
     {"lower": 0, "upper": 100, "unit_price": "0.0100"},

@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
-from cxp.pricing.charges import EXACT
+from cxp.pricing.core.money import EXACT
+from cxp.pricing.core.plans import Aggregation, BillableMetric, MetricFilter, Plan
+from cxp.pricing.core.vectorised import FixedArray
 from cxp.pricing.errors import PricingError
-from cxp.pricing.plans import Aggregation, BillableMetric, MetricFilter, Plan
 from cxp.pricing.queries import COHORT_ACCOUNTS, Level, activity_query, metric_query, scope_params, uptime_query
-from cxp.pricing.vectorised import FixedArray
+from cxp.store.errors import mapped_errors
 
 
 def _add_months(d: date, n: int) -> date:
@@ -101,10 +103,6 @@ class MetricTable:
     months: tuple[date, ...]
     values: FixedArray
 
-    def value(self, key: str, month: date) -> Decimal:
-        """The exact value for `key` in `month` (0 where there was no data)."""
-        return self.values.decimal_at((self.keys.index(key), self.months.index(month)))
-
 
 @dataclass(frozen=True)
 class CohortAccounts:
@@ -128,9 +126,15 @@ def _params(period: BillingPeriod, cohort: Cohort, until: datetime | None) -> di
     )
 
 
+def fetch_rows(conn: psycopg.Connection, query: sql.Composable, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Every row of `query`, with psycopg errors mapped to the store's exceptions."""
+    with mapped_errors():
+        return conn.execute(query, params).fetchall()
+
+
 def list_cohort_accounts(conn: psycopg.Connection, *, cohort: Cohort, period: BillingPeriod) -> CohortAccounts:
     """The cohort's accounts with a device activated before the period ends."""
-    rows = conn.execute(COHORT_ACCOUNTS, _params(period, cohort, None)).fetchall()
+    rows = fetch_rows(conn, COHORT_ACCOUNTS, _params(period, cohort, None))
     return CohortAccounts(
         tuple(r[0] for r in rows),
         tuple(r[1] for r in rows),
@@ -182,7 +186,7 @@ def get_metric_table(
     if not 0 <= decimals <= 9:
         raise PricingError(f"decimals must be within [0, 9], got {decimals}")
     q, extra = metric_query(metric=metric, level=level, decimals=decimals)
-    rows = conn.execute(q, {**_params(period, cohort, until), **extra}).fetchall()
+    rows = fetch_rows(conn, q, {**_params(period, cohort, until), **extra})
     months = period.month_starts
     ks, cells = _dense(rows, keys, months, 1)
     return MetricTable(metric, level, ks, months, _fixed(cells, 0, decimals, len(months)))
@@ -210,7 +214,7 @@ def get_uptime(
 ) -> Uptime:
     """Uptime % per key and month: a heartbeat covers min(gap, 1.5 × interval); 100 where there was no exposure."""
     q, extra = uptime_query(level=level)
-    rows = conn.execute(q, {**_params(period, cohort, until), **extra}).fetchall()
+    rows = fetch_rows(conn, q, {**_params(period, cohort, until), **extra})
     ks, cells = _dense(rows, keys, period.month_starts, 2)
     up = np.array([[float(c[0]) if c[0] is not None else 0.0 for c in row] for row in cells]).reshape(
         len(ks), period.months
@@ -262,7 +266,7 @@ def get_activity(
 ) -> Activity:
     """Activity per key and month from rollup_daily (the experience-health proxy's inputs)."""
     q, extra = activity_query(level=level)
-    rows = conn.execute(q, {**_params(period, cohort, until), **extra}).fetchall()
+    rows = fetch_rows(conn, q, {**_params(period, cohort, until), **extra})
     ks, cells = _dense(rows, keys, period.month_starts, 4)
 
     def col(k: int) -> np.ndarray:

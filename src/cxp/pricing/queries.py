@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 from psycopg import sql
 
+from cxp.pricing.core.plans import USAGE_FIELDS, Aggregation, BillableMetric, MetricSource
 from cxp.pricing.errors import PricingError
-from cxp.pricing.plans import USAGE_FIELDS, Aggregation, BillableMetric, MetricSource
 
 Level = Literal["account", "device"]
 

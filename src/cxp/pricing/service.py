@@ -1,6 +1,8 @@
-"""Service functions of the pricing lab: load usage from the database and run the pure pricing code.
+"""Service functions of the pricing lab: load usage from the database and run the pure pricing core.
 
 Keyword-only, typed results. Every query aggregates in SQL (`pricing.queries`); money stays exact.
+Every public function raises only `PricingError` (numeric and value failures mapped onto it) or a
+store exception (`cxp.store.errors`, psycopg errors mapped).
 """
 
 from __future__ import annotations
@@ -14,26 +16,25 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from cxp.pricing.backtest import NO_COST, BacktestResult, CostModel, DemandResponse, Quantiles, UsageCube, backtest
-from cxp.pricing.errors import PricingError
-from cxp.pricing.examples import example_metrics, example_plans
-from cxp.pricing.experiments import ExperimentDesign, ExperimentResult, analyse_experiment, arms_by_plan, assign_arms
-from cxp.pricing.metrics import (
-    ALL_ACCOUNTS,
-    BillingPeriod,
-    Cohort,
-    MetricTable,
-    default_usage_metric,
-    get_activity,
-    get_metric_table,
-    get_uptime,
-    list_cohort_accounts,
-    resolve_metrics,
+from cxp.pricing.core.backtest import (
+    NO_COST,
+    BacktestResult,
+    CostModel,
+    DemandResponse,
+    Quantiles,
+    UsageCube,
+    backtest,
+    bill_cube,
 )
-from cxp.pricing.plans import BillableMetric, MetricFilter, Plan
-from cxp.pricing.queries import SURVEY_RECORDS, Level
-from cxp.pricing.vectorised import bill_arrays
-from cxp.pricing.wtp import (
+from cxp.pricing.core.experiments import (
+    ExperimentDesign,
+    ExperimentResult,
+    analyse_experiment,
+    arms_by_plan,
+    assign_arms,
+)
+from cxp.pricing.core.plans import BillableMetric, MetricFilter, Plan
+from cxp.pricing.core.wtp import (
     GaborGrangerResult,
     VanWestendorpResult,
     gabor_granger,
@@ -41,8 +42,26 @@ from cxp.pricing.wtp import (
     van_westendorp,
     van_westendorp_from_records,
 )
+from cxp.pricing.errors import PricingError, maps_numeric_errors
+from cxp.pricing.examples import example_metrics, example_plans
+from cxp.pricing.metrics import (
+    ALL_ACCOUNTS,
+    BillingPeriod,
+    Cohort,
+    MetricTable,
+    default_usage_metric,
+    fetch_rows,
+    get_activity,
+    get_metric_table,
+    get_uptime,
+    list_cohort_accounts,
+    resolve_metrics,
+)
+from cxp.pricing.queries import SURVEY_RECORDS, Level
+from cxp.store.errors import mapped_errors
 
 
+@maps_numeric_errors
 def get_billable_metric(
     *,
     conn: psycopg.Connection,
@@ -60,6 +79,7 @@ def _months_between(a: date, b: date) -> int:
     return (b.year - a.year) * 12 + b.month - a.month
 
 
+@maps_numeric_errors
 def get_usage_cube(
     *,
     conn: psycopg.Connection,
@@ -116,6 +136,7 @@ def get_usage_cube(
     )
 
 
+@maps_numeric_errors
 def simulate_backtest(
     *,
     conn: psycopg.Connection,
@@ -145,6 +166,7 @@ _CONVERSION = BillableMetric(
 )
 
 
+@maps_numeric_errors
 def get_experiment_results(
     *,
     conn: psycopg.Connection,
@@ -170,31 +192,22 @@ def get_experiment_results(
     uniq = list({p.key: p for p in arm_plans}.values())
     cube = get_usage_cube(conn=conn, plans=uniq, period=period, cohort=cohort, metrics=metrics, until=until)
     idx = assign_arms(design=design, unit_ids=cube.account_ids)
-    act = cube.active_mask()
     revenue = np.zeros(len(cube.account_ids), dtype=np.int64)
     rule = uniq[0].rounding
     for i, p in enumerate(arm_plans):
         if p.rounding != rule or p.currency != uniq[0].currency:
             raise PricingError("arms must bill in one currency and rounding quantum")
-        bills = bill_arrays(
-            plan=p,
-            usage=cube.usage,
-            outcomes=cube.outcomes or None,
-            uptime_pct=cube.uptime_pct,
-            period_index=np.maximum(cube.period_index, 0),
-            account_ids=list(cube.account_ids),
-        ).total
-        tot = np.where(act, bills, 0).sum(axis=1)
-        revenue = np.where(idx == i, tot, revenue)
+        account_revenue = bill_cube(plan=p, cube=cube).sum(axis=1)
+        revenue = np.where(idx == i, account_revenue, revenue)
     keys = cube.account_ids
     activity = get_activity(conn, period=period, cohort=cohort, keys=keys, until=until)
     usage = activity.usage.sum(axis=1).astype(np.float64)
-    h = activity.health_proxy()
-    seen = np.isfinite(h)
+    monthly_health = activity.health_proxy()
+    seen = np.isfinite(monthly_health)
     n_seen = seen.sum(axis=1)
-    health = np.where(n_seen > 0, np.where(seen, h, 0.0).sum(axis=1) / np.maximum(n_seen, 1), np.nan)
-    conv = get_metric_table(conn, metric=_CONVERSION, period=period, cohort=cohort, keys=keys, until=until)
-    converted = conv.values.values.sum(axis=1) > 0
+    health = np.where(n_seen > 0, np.where(seen, monthly_health, 0.0).sum(axis=1) / np.maximum(n_seen, 1), np.nan)
+    checkouts = get_metric_table(conn, metric=_CONVERSION, period=period, cohort=cohort, keys=keys, until=until)
+    converted = checkouts.values.values.sum(axis=1) > 0
     churned = (activity.active_days[:, 0] > 0) & (activity.active_days[:, -1] == 0)
     return analyse_experiment(
         design=design,
@@ -209,10 +222,11 @@ def get_experiment_results(
 
 
 def _survey_records(conn: psycopg.Connection, survey: str, product: str | None) -> list[dict]:
-    rows = conn.execute(SURVEY_RECORDS, {"survey": survey, "product": product}).fetchall()
+    rows = fetch_rows(conn, SURVEY_RECORDS, {"survey": survey, "product": product})
     return [{"account_id": r[0], **(r[2] or {})} for r in rows]
 
 
+@maps_numeric_errors
 def get_van_westendorp(
     *, conn: psycopg.Connection, product: str | None = None, survey: str = "van_westendorp"
 ) -> VanWestendorpResult:
@@ -220,6 +234,7 @@ def get_van_westendorp(
     return van_westendorp(responses=van_westendorp_from_records(records=_survey_records(conn, survey, product)))
 
 
+@maps_numeric_errors
 def get_gabor_granger(
     *, conn: psycopg.Connection, product: str | None = None, survey: str = "gabor_granger"
 ) -> GaborGrangerResult:
@@ -235,13 +250,15 @@ class DataSpan:
     last_day: date | None
 
 
+@maps_numeric_errors
 def get_data_span(*, conn: psycopg.Connection, product: str | None = None) -> DataSpan:
     """The days the rollups cover for `product` (all products when None)."""
     q = sql.SQL(
         "SELECT min(r.day), max(r.day) FROM rollup_daily r JOIN devices d ON d.device_key = r.device_key "
         "WHERE %(product)s::text IS NULL OR d.product_id = %(product)s::text"
     )
-    row = conn.execute(q, {"product": product}).fetchone()
+    with mapped_errors():
+        row = conn.execute(q, {"product": product}).fetchone()
     return DataSpan(row[0], row[1]) if row else DataSpan(None, None)
 
 
@@ -304,6 +321,7 @@ def _bill_bins(res: BacktestResult, bins: int) -> tuple[tuple[Decimal, ...], dic
     return edges, counts
 
 
+@maps_numeric_errors
 def get_model_comparison(
     *,
     conn: psycopg.Connection,
@@ -393,6 +411,7 @@ def get_model_comparison(
     )
 
 
+@maps_numeric_errors
 def get_model_comparison_text(
     *, conn: psycopg.Connection, product: str = "thermo-x1", theta: Decimal = Decimal("0.2")
 ) -> list[str]:
@@ -415,6 +434,7 @@ def get_model_comparison_text(
     return lines
 
 
+@maps_numeric_errors
 def estimate_backtest_size(
     *, conn: psycopg.Connection, plans: Sequence[Plan], period: BillingPeriod, cohort: Cohort = ALL_ACCOUNTS
 ) -> int:
@@ -432,12 +452,13 @@ class Assignment:
     plan_key: str
 
 
+@maps_numeric_errors
 def list_experiment_assignments(
     *, conn: psycopg.Connection, design: ExperimentDesign, cohort: Cohort = ALL_ACCOUNTS
 ) -> list[Assignment]:
     """Every cohort account active before the design's end, with its deterministic arm."""
     if design.unit != "account":
-        raise PricingError("the service assigns accounts; assign devices with pricing.experiments.assign_arms")
+        raise PricingError("the service assigns accounts; assign devices with pricing.core.experiments.assign_arms")
     period = BillingPeriod.covering(start=design.start, end=design.end)
     ids = list_cohort_accounts(conn, cohort=cohort, period=period).account_ids
     idx = assign_arms(design=design, unit_ids=ids)

@@ -23,7 +23,9 @@ from cxp.analytics.core._frames import (
     to_nullable,
 )
 
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
+# Z95, Difference and t_quantile live in cxp.core.stats (shared with pricing); analytics imports them from here.
+from cxp.core.stats import Z95, Difference, t_quantile, welch_difference, wilson_interval
+
 LN2 = math.log(2.0)
 _PAIR_CHUNK_ELEMENTS = 4_000_000  # entities × pairs per chunk in the vectorised Theil–Sen (~32 MB of float64)
 
@@ -107,11 +109,6 @@ class MeanCI:
     reason: str | None = None
 
 
-def t_quantile(*, df: float) -> float:
-    """Two-sided 95% Student-t quantile (df ≥ 1)."""
-    return float(sps.t.ppf(0.975, df))
-
-
 def mean_ci(*, values: Iterable[float] | np.ndarray | pd.Series, min_n: int = 2) -> MeanCI:
     """Mean, sample SD and t-based 95% CI of the finite values (needs n ≥ max(min_n, 2))."""
     v = clean_values(values)
@@ -171,53 +168,13 @@ def proportion_ci(*, successes: int, n: int, min_n: int = 1) -> ProportionCI:
         )
     p = successes / n
     margin = Z95 * math.sqrt(p * (1 - p) / n)
-    z2 = Z95 * Z95
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    # the Wilson interval always contains p; clamping keeps rounding (e.g. 0.9999999999999999 at p = 1) from breaking that
-    return ProportionCI(int(n), int(successes), p, margin, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
-
-
-@dataclass(frozen=True)
-class Difference:
-    """Difference a − b with a 95% CI and the sizes behind it."""
-
-    estimate: float | None
-    low: float | None
-    high: float | None
-    n_a: int
-    n_b: int
-    reason: str | None = None
-
-    @property
-    def excludes_zero(self) -> bool | None:
-        """True when the CI lies wholly above or below zero; None without a CI."""
-        if self.low is None or self.high is None:
-            return None
-        return self.low > 0 or self.high < 0
+    low, high = wilson_interval(successes=successes, n=n)
+    return ProportionCI(int(n), int(successes), p, margin, low, high)
 
 
 def diff_means_ci(*, a: Iterable[float] | np.ndarray, b: Iterable[float] | np.ndarray, min_n: int = 2) -> Difference:
-    """Welch difference of means a − b with a t-based 95% CI (Welch–Satterthwaite df)."""
-    x, y = clean_values(a), clean_values(b)
-    need = max(min_n, 2)
-    if x.size < need or y.size < need:
-        return Difference(
-            None,
-            None,
-            None,
-            int(x.size),
-            int(y.size),
-            reason=f"not enough data: n_a={x.size}, n_b={y.size} (need ≥ {need} each)",
-        )
-    va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
-    est = float(x.mean() - y.mean())
-    se2 = va + vb
-    if se2 <= 0:
-        return Difference(est, est, est, int(x.size), int(y.size))
-    dof = se2 * se2 / ((va * va) / (x.size - 1) + (vb * vb) / (y.size - 1))
-    half = t_quantile(df=dof) * math.sqrt(se2)
-    return Difference(est, est - half, est + half, int(x.size), int(y.size))
+    """Welch difference of means a − b with a t-based 95% CI (missing values of any kind dropped)."""
+    return welch_difference(a=clean_values(a), b=clean_values(b), min_n=min_n)
 
 
 def diff_with_variances(
@@ -225,10 +182,10 @@ def diff_with_variances(
 ) -> Difference:
     """a − b with a normal 95% CI from the two estimates' sampling variances (e.g. NPS, proportions)."""
     if est_a is None or est_b is None or var_a is None or var_b is None:
-        return Difference(None, None, None, n_a, n_b, reason="not enough data in one of the groups")
+        return Difference(None, None, None, n_a, n_b, test="normal", reason="not enough data in one of the groups")
     est = est_a - est_b
     half = Z95 * math.sqrt(max(var_a + var_b, 0.0))
-    return Difference(est, est - half, est + half, n_a, n_b)
+    return Difference(est, est - half, est + half, n_a, n_b, test="normal")
 
 
 # ---------------------------------------------------------------- Theil–Sen

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import psycopg
 
-from cxp.pricing.backtest import BacktestResult
+from cxp.pricing.core.backtest import BacktestResult
 from cxp.pricing.examples import example_metrics, example_plans
 from cxp.pricing.metrics import BillingPeriod, Cohort
 from cxp.pricing.service import COMPARISON_PLANS, DataSpan, get_data_span, simulate_backtest

@@ -18,11 +18,11 @@ from decimal import Decimal
 
 import numpy as np
 
-from cxp.pricing.backtest import CostModel, UsageCube, backtest
-from cxp.pricing.charges import bill_period
+from cxp.pricing.core.backtest import CostModel, UsageCube, backtest
+from cxp.pricing.core.charges import bill_period
+from cxp.pricing.core.plans import Plan
+from cxp.pricing.core.vectorised import FixedArray, to_fixed
 from cxp.pricing.examples import example_plans
-from cxp.pricing.plans import Plan
-from cxp.pricing.vectorised import FixedArray, to_fixed
 from cxp.tools.bench.pricing_core import FEATURES, synthetic_inputs
 
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from cxp.pricing.charges import bill_period
+from cxp.pricing.core.charges import bill_period
+from cxp.pricing.core.vectorised import bill_arrays, to_fixed
 from cxp.pricing.examples import example_plans
-from cxp.pricing.vectorised import bill_arrays, to_fixed
 
 FEATURES = ("set_schedule", "voice_command", "demand_response")
 

@@ -18,8 +18,8 @@ from cxp.api.routers.pricing.common import (
     Theta,
     VersionField,
 )
+from cxp.pricing.core.plans import BillableMetric, Name, Plan
 from cxp.pricing.metrics import BillingPeriod, Cohort
-from cxp.pricing.plans import BillableMetric, Name, Plan
 
 
 class PlanRef(InputModel):

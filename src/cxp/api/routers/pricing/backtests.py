@@ -28,15 +28,15 @@ from cxp.api.routers.pricing.backtest_schemas import (
     PlanSummaryOut,
     SegmentExperienceOut,
 )
-from cxp.api.routers.pricing.common import ERR_404, check_text, computed
+from cxp.api.routers.pricing.common import ERR_404, check_text
 from cxp.api.routers.pricing.jobs import JOB_KIND, JobOut, bill_table, job_location, job_out
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, csv_response
+from cxp.pricing import repository as plan_store
 from cxp.pricing import service
-from cxp.pricing import store as plan_store
-from cxp.pricing.backtest import NO_COST, BacktestResult, CostModel, DemandResponse
+from cxp.pricing.core.backtest import NO_COST, BacktestResult, CostModel, DemandResponse
+from cxp.pricing.core.plans import BillableMetric, Plan
 from cxp.pricing.examples import example_metrics
 from cxp.pricing.metrics import BillingPeriod, Cohort
-from cxp.pricing.plans import BillableMetric, Plan
 
 router = APIRouter()
 
@@ -58,11 +58,10 @@ class BacktestSpec:
 
     def run(self, conn: psycopg.Connection) -> BacktestResult:
         """Bill every plan on the recorded usage."""
-        with computed():
-            return service.simulate_backtest(
-                conn=conn, plans=self.plans, period=self.period, cohort=self.cohort, baseline=self.baseline,
-                theta=self.theta, metrics=self.metrics, cost=self.cost, value_metric=self.value_metric,
-                demand=self.demand, until=self.until)
+        return service.simulate_backtest(
+            conn=conn, plans=self.plans, period=self.period, cohort=self.cohort, baseline=self.baseline,
+            theta=self.theta, metrics=self.metrics, cost=self.cost, value_metric=self.value_metric,
+            demand=self.demand, until=self.until)
 
 
 def _resolve_plans(conn: psycopg.Connection, items: list[PlanRef | Plan]) -> list[Plan]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -13,7 +12,6 @@ from fastapi import Path, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from cxp.api.errors import ErrorBody, ErrorDetail, Unprocessable
-from cxp.pricing.errors import PricingError
 
 log = logging.getLogger("cxp.api.pricing")
 
@@ -103,15 +101,3 @@ def check_text(value: Any, loc: list[str | int]) -> None:
     elif isinstance(value, list | tuple):
         for i, v in enumerate(value):
             check_text(v, [*loc, i])
-
-
-@contextmanager
-def computed() -> Iterator[None]:
-    """Numeric failures of the pricing library on extreme inputs (overflow, inexact decimals) become 422s."""
-    try:
-        yield
-    except PricingError:
-        raise
-    except (ArithmeticError, ValueError) as exc:
-        log.warning("pricing computation failed: %s: %s", type(exc).__name__, exc)
-        raise Unprocessable(f"these inputs cannot be computed: {type(exc).__name__}: {exc}") from exc

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from cxp.api.deps import CachedDep, PricingKey
 from cxp.api.routers.pricing.backtest_schemas import QuantilesOut
-from cxp.api.routers.pricing.common import NO_NUL, OutputModel, computed, decimal_text
+from cxp.api.routers.pricing.common import NO_NUL, OutputModel, decimal_text
 from cxp.pricing import service
 
 router = APIRouter()
@@ -66,7 +66,6 @@ def get_comparison(
                         Query(description="Plan id of the baseline (default: the first)")] = None,
 ) -> ModelComparisonOut:
     """Revenue, ARPU, bill quantiles, Δ revenue, shock, winners/losers and bill histograms per model."""
-    with computed():
-        comparison = cached.service(service.get_model_comparison, product=product, theta=theta, bins=bins,
-                                    baseline=baseline)
+    comparison = cached.service(service.get_model_comparison, product=product, theta=theta, bins=bins,
+                                baseline=baseline)
     return ModelComparisonOut.model_validate(comparison)

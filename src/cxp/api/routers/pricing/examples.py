@@ -6,10 +6,10 @@ from fastapi import APIRouter
 
 from cxp.api.deps import ConnDep, PricingKey
 from cxp.api.routers.pricing.common import OutputModel
+from cxp.pricing import repository as plan_store
 from cxp.pricing import service
-from cxp.pricing import store as plan_store
+from cxp.pricing.core.plans import BillableMetric, Plan
 from cxp.pricing.examples import example_metrics, example_plans
-from cxp.pricing.plans import BillableMetric, Plan
 
 router = APIRouter()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
 import psycopg
@@ -24,13 +24,13 @@ from cxp.api.routers.pricing.common import (
     TextQuery,
     as_decimal,
     check_text,
-    computed,
 )
 from cxp.api.schemas import Page
+from cxp.core.stats import Difference
+from cxp.pricing import repository as plan_store
 from cxp.pricing import service
-from cxp.pricing import store as plan_store
+from cxp.pricing.core.experiments import ExperimentDesign, assign_arms
 from cxp.pricing.examples import example_metrics
-from cxp.pricing.experiments import Difference, ExperimentDesign, assign_arms
 from cxp.pricing.metrics import BillingPeriod, Cohort
 
 router = APIRouter()
@@ -193,11 +193,17 @@ def _difference_out(difference: Difference, quantum: Decimal) -> DifferenceOut:
 
     def estimate(value: float | None) -> Decimal | None:
         number = as_decimal(value)
-        return number.quantize(quantum) if number is not None and difference.metric == "revenue_per_unit" else number
+        if number is None or difference.metric != "revenue_per_unit":
+            return number
+        try:
+            return number.quantize(quantum)
+        except InvalidOperation as exc:  # more digits than the decimal context holds
+            raise Unprocessable(f"these inputs cannot be computed: {type(exc).__name__}: {exc}") from exc
 
     return DifferenceOut(metric=difference.metric, arm=difference.arm, control=difference.control,
-                         diff=estimate(difference.diff), low=estimate(difference.low), high=estimate(difference.high),
-                         p_value=difference.p_value, test=difference.test, significant=difference.significant)
+                         diff=estimate(difference.estimate), low=estimate(difference.low),
+                         high=estimate(difference.high), p_value=difference.p_value, test=difference.test,
+                         significant=difference.significant)
 
 
 @router.get("/experiments/{experiment_id}/results", response_model=ExperimentResultOut,
@@ -216,11 +222,10 @@ def get_experiment_results(
     plans = plan_store.get_plans_by_key(conn, keys=[a.plan_key for a in design.arms])
     cohort = Cohort(product=product, segment=segment)
     metrics = tuple(m for m in example_metrics() if m.name not in {x.name for p in plans.values() for x in p.metrics})
-    with computed():
-        result = cached.service(service.get_experiment_results, design=design, plans=tuple(plans.values()),
-                                cohort=cohort, metrics=metrics)
-        quantum = plans[design.arms[0].plan_key].rounding.quantum
-        differences = [_difference_out(d, quantum) for d in result.differences]
+    result = cached.service(service.get_experiment_results, design=design, plans=tuple(plans.values()),
+                            cohort=cohort, metrics=metrics)
+    quantum = plans[design.arms[0].plan_key].rounding.quantum
+    differences = [_difference_out(d, quantum) for d in result.differences]
     return ExperimentResultOut(
         experiment_id=experiment_id, cohort=CohortOut(product=product, segment=segment, account_ids=None),
         arms=[ArmStatsOut.model_validate(a) for a in result.arms], differences=differences,

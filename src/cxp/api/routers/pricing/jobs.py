@@ -16,8 +16,8 @@ from cxp.api.jobs import Job, JobRunner
 from cxp.api.routers.pricing.backtest_schemas import BILL_COLUMNS, BacktestReport, BillRow
 from cxp.api.routers.pricing.common import ERR_404, ERR_409, PREFIX, OutputModel
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
-from cxp.pricing.backtest import BacktestResult
-from cxp.pricing.money import RoundingRule
+from cxp.pricing.core.backtest import BacktestResult
+from cxp.pricing.core.money import RoundingRule
 
 router = APIRouter()
 

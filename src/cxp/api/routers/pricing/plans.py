@@ -21,10 +21,10 @@ from cxp.api.routers.pricing.common import (
     check_text,
 )
 from cxp.api.schemas import Page
-from cxp.pricing import store as plan_store
-from cxp.pricing.charges import volume_drops
+from cxp.pricing import repository as plan_store
+from cxp.pricing.core.charges import volume_drops
+from cxp.pricing.core.plans import Hybrid, Plan, UsageCharge, VolumeCharge
 from cxp.pricing.errors import PricingError
-from cxp.pricing.plans import Hybrid, Plan, UsageCharge, VolumeCharge
 
 router = APIRouter()
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from cxp.api.deps import ConnDep, PricingKey
 from cxp.api.errors import ErrorBody, ErrorDetail, NotFound, Unprocessable
-from cxp.api.routers.pricing.common import ERR_404, NO_NUL, TextQuery, as_decimal, computed
+from cxp.api.routers.pricing.common import ERR_404, NO_NUL, TextQuery, as_decimal
 from cxp.api.routers.pricing.wtp_schemas import (
     MAX_SURVEY_ROWS,
     DemandPoint,
@@ -38,8 +38,9 @@ from cxp.api.uploads import (
     json_or_csv_openapi,
     read_csv,
 )
-from cxp.pricing import service, wtp
-from cxp.pricing.errors import PricingError
+from cxp.pricing import service
+from cxp.pricing.core import wtp
+from cxp.pricing.errors import PricingError, UncomputableError, UnusableValueError
 
 router = APIRouter()
 
@@ -102,15 +103,13 @@ def _survey_records(body: JsonOrCsv, model: type[BaseModel], item: type[BaseMode
 
 def _van_westendorp_upload(body: JsonOrCsv) -> VanWestendorpOut:
     records = _survey_records(body, VanWestendorpIn, VanWestendorpAnswer, "responses", VAN_WESTENDORP_COLUMNS)
-    with computed():
-        res = wtp.van_westendorp(responses=wtp.van_westendorp_from_records(records=records))
+    res = wtp.van_westendorp(responses=wtp.van_westendorp_from_records(records=records))
     return _van_westendorp_out(res)
 
 
 def _gabor_granger_upload(body: JsonOrCsv) -> GaborGrangerOut:
     records = _survey_records(body, GaborGrangerIn, GaborGrangerAnswerIn, "answers", GABOR_GRANGER_COLUMNS)
-    with computed():
-        res = wtp.gabor_granger(answers=wtp.gabor_granger_from_records(records=records))
+    res = wtp.gabor_granger(answers=wtp.gabor_granger_from_records(records=records))
     return _gabor_granger_out(res)
 
 
@@ -140,6 +139,8 @@ def _no_answers(survey: str) -> Iterator[None]:
     """Stored answers too few (or too malformed) to analyse: there is no result to GET."""
     try:
         yield
+    except (UncomputableError, UnusableValueError):
+        raise  # answers there are, but they cannot be computed: 422 as for any request
     except PricingError as exc:
         raise NotFound(f"no analysable answers to survey {survey!r}: {exc}") from exc
 
@@ -150,7 +151,7 @@ def get_van_westendorp(_: PricingKey, conn: ConnDep, product: TextQuery = None,
                        survey: Survey = None) -> VanWestendorpOut:
     """Feedback events whose detail holds {"survey": survey} and the four prices; 404 if too few."""
     survey = survey or "van_westendorp"
-    with _no_answers(survey), computed():
+    with _no_answers(survey):
         res = service.get_van_westendorp(conn=conn, product=product, survey=survey)
     return _van_westendorp_out(res)
 
@@ -161,7 +162,7 @@ def get_gabor_granger(_: PricingKey, conn: ConnDep, product: TextQuery = None,
                       survey: Survey = None) -> GaborGrangerOut:
     """Feedback events whose detail is {"survey": survey, price, would_buy}; 404 if there are none."""
     survey = survey or "gabor_granger"
-    with _no_answers(survey), computed():
+    with _no_answers(survey):
         res = service.get_gabor_granger(conn=conn, product=product, survey=survey)
     return _gabor_granger_out(res)
 
@@ -169,8 +170,7 @@ def get_gabor_granger(_: PricingKey, conn: ConnDep, product: TextQuery = None,
 @router.post("/wtp/elasticity", response_model=ElasticityOut, summary="Constant-elasticity (log-log) fit")
 def fit_elasticity(_: PricingKey, body: ElasticityIn) -> ElasticityOut:
     """Needs two distinct prices; with exactly two points the fit is exact (no standard error)."""
-    with computed():
-        fit = wtp.fit_elasticity(prices=[float(p) for p in body.prices], quantities=[float(q) for q in body.quantities])
+    fit = wtp.fit_elasticity(prices=[float(p) for p in body.prices], quantities=[float(q) for q in body.quantities])
     if not (np.isfinite(fit.elasticity) and np.isfinite(fit.intercept)):
         raise Unprocessable("the prices are too close together for a fit")
     return ElasticityOut.model_validate(fit)

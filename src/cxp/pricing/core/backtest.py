@@ -1,7 +1,7 @@
 """Backtest revenue models on recorded usage: every account's bill per month under N plans, side by side.
 
 Pure on arrays (`UsageCube` in, `BacktestResult` out); the service layer loads the cube from the
-database (`pricing.service.simulate_backtest`). Bills come from `pricing.vectorised.bill_arrays`,
+database (`pricing.service.simulate_backtest`). Bills come from `pricing.core.vectorised.bill_arrays`,
 one vectorised pass per plan over accounts × months, as int64 counts of the currency quantum, so
 revenue, margins and every money figure are exact; statistics (shares, CV, Gini, correlations)
 are floats. Choices (shock with a zero old bill, ARPU rounding, demand response) are in docs/pricing.md.
@@ -9,23 +9,19 @@ are floats. Choices (shock with a zero old bill, ARPU rounding, demand response)
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cxp.pricing.charges import EXACT
+from cxp.pricing.core.integers import LIMIT
+from cxp.pricing.core.money import EXACT, RoundingRule, decimals_of
+from cxp.pricing.core.plans import Plan
+from cxp.pricing.core.vectorised import FixedArray, bill_arrays, to_fixed
 from cxp.pricing.errors import PricingError
-from cxp.pricing.money import RoundingRule, decimals_of
-from cxp.pricing.plans import Plan
-from cxp.pricing.vectorised import FixedArray, bill_arrays, to_fixed
-
-_LIMIT = 2**62
 
 
 @dataclass(frozen=True)
@@ -163,8 +159,8 @@ class BacktestResult:
 
     def account_totals(self, plan_key: str) -> dict[str, Decimal]:
         """Each account's total over the period under `plan_key`."""
-        tot = self.bills[plan_key].sum(axis=1)
-        return {a: self.rule.from_quanta(int(t)) for a, t in zip(self.cube.account_ids, tot, strict=True)}
+        totals = self.bills[plan_key].sum(axis=1)
+        return {a: self.rule.from_quanta(int(t)) for a, t in zip(self.cube.account_ids, totals, strict=True)}
 
     def rows(self) -> list[dict[str, Any]]:
         """Long form: one row per plan × active account-month (bill as an exact Decimal)."""
@@ -222,38 +218,6 @@ class BacktestResult:
             )
         return out
 
-    def export_csv(self, *, path: Path | str, summary: bool = False) -> Path:
-        """Write the bills (or the per-plan summary) as CSV; Decimals are written exactly as text."""
-        rows = self.summary_rows() if summary else self.rows()
-        p = Path(path)
-        with p.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["plan"])
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: ("" if v is None else str(v)) for k, v in r.items()})
-        return p
-
-    def export_parquet(self, *, path: Path | str) -> Path:
-        """Write the bills as Parquet with the bill as decimal128 (exact) and the month as a date."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        rows = self.rows()
-        scale = max(decimals_of(value=self.rule.quantum), 0)
-        table = pa.table(
-            {
-                "plan": pa.array([r["plan"] for r in rows], pa.string()),
-                "account_id": pa.array([r["account_id"] for r in rows], pa.string()),
-                "segment": pa.array([r["segment"] for r in rows], pa.string()),
-                "month": pa.array([r["month"] for r in rows], pa.date32()),
-                "bill": pa.array([r["bill"] for r in rows], pa.decimal128(18, scale)),
-                "currency": pa.array([r["currency"] for r in rows], pa.string()),
-            }
-        )
-        p = Path(path)
-        pq.write_table(table, p)
-        return p
-
 
 def _quantile_values(values: np.ndarray, qs: Sequence[float]) -> list[int]:
     """Inverted-CDF quantiles of integer values (each an observed value)."""
@@ -305,11 +269,14 @@ def _respond(cube: UsageCube, factor: np.ndarray, keys: set[str]) -> tuple[dict,
     return scale(cube.usage), scale(cube.outcomes)
 
 
-def _bill(plan: Plan, cube: UsageCube, usage: Mapping, outcomes: Mapping, act: np.ndarray) -> np.ndarray:
+def bill_cube(
+    *, plan: Plan, cube: UsageCube, usage: Mapping[str, FixedArray] | None = None, outcomes: Mapping | None = None
+) -> np.ndarray:
+    """`plan`'s bills per account × month of `cube` (int64 quanta, 0 where inactive); usage/outcomes override."""
     res = bill_arrays(
         plan=plan,
-        usage=usage,
-        outcomes=outcomes or None,
+        usage=cube.usage if usage is None else usage,
+        outcomes=(cube.outcomes if outcomes is None else outcomes) or None,
         uptime_pct=cube.uptime_pct,
         period_index=None if cube.period_index is None else np.maximum(cube.period_index, 0),
         account_ids=list(cube.account_ids),
@@ -317,7 +284,7 @@ def _bill(plan: Plan, cube: UsageCube, usage: Mapping, outcomes: Mapping, act: n
     total = res.total
     if total.dtype == object:
         raise PricingError(f"plan {plan.key}: bills beyond int64 quanta")
-    return np.where(act, total, 0).astype(np.int64)
+    return np.where(cube.active_mask(), total, 0).astype(np.int64)
 
 
 def _cost_scaled(cube: UsageCube, cost: CostModel, act: np.ndarray, scale: int) -> np.ndarray:
@@ -371,7 +338,7 @@ def backtest(
     if act.shape != cube.shape:
         raise PricingError(f"active has shape {act.shape}, expected {cube.shape}")
 
-    static = {p.key: _bill(p, cube, cube.usage, cube.outcomes, act) for p in plans}
+    static = {p.key: bill_cube(plan=p, cube=cube) for p in plans}
     bills = dict(static)
     if demand is not None:
         rkeys = set(demand.keys) if demand.keys is not None else set(cube.usage) | set(cube.outcomes)
@@ -382,7 +349,7 @@ def backtest(
                 ratio = np.where((old > 0) & (new > 0), new / np.where(old > 0, old, 1.0), 1.0)
             factor = ratio**demand.elasticity
             usage, outcomes = _respond(cube, factor, rkeys)
-            bills[p.key] = _bill(p, cube, usage, outcomes, act)
+            bills[p.key] = bill_cube(plan=p, cube=cube, usage=usage, outcomes=outcomes)
 
     qdec = decimals_of(value=rule.quantum)
     scale = max(qdec, 6) + 6
@@ -394,14 +361,14 @@ def backtest(
     acct_active = act.any(axis=1)
     n_acc = int(acct_active.sum())
     base = bills[base_key]
-    base_tot = base.sum(axis=1)
+    baseline_totals = base.sum(axis=1)
     num, den = theta.as_integer_ratio()
-    value_tot = None
+    value_totals = None
     if value_metric is not None:
         if value_metric not in cube.usage:
             raise PricingError(f"value metric {value_metric!r} is not in the usage cube")
         v = cube.usage[value_metric]
-        value_tot = np.where(act, v.values, 0).sum(axis=1).astype(np.float64) / 10.0**v.decimals
+        value_totals = np.where(act, v.values, 0).sum(axis=1).astype(np.float64) / 10.0**v.decimals
 
     summaries: dict[str, PlanSummary] = {}
     for p in plans:
@@ -410,27 +377,27 @@ def backtest(
         total = int(vals.sum())
         qs = _quantile_values(vals, (0.1, 0.5, 0.9))
         chg = _quantile_values((b - base)[act], (0.1, 0.5, 0.9))
-        tot = b.sum(axis=1)
-        winners = int(((tot < base_tot) & acct_active).sum())
-        losers = int(((tot > base_tot) & acct_active).sum())
+        account_totals = b.sum(axis=1)
+        winners = int(((account_totals < baseline_totals) & acct_active).sum())
+        losers = int(((account_totals > baseline_totals) & acct_active).sum())
         # Shock in exact integers: new · den > old · (den + num); a zero old bill shocks when the new is > 0.
         old_c, new_c = base[act], vals
-        if max(int(old_c.max(initial=0)), int(new_c.max(initial=0))) * (den + num) >= _LIMIT:
+        if max(int(old_c.max(initial=0)), int(new_c.max(initial=0))) * (den + num) >= LIMIT:
             old_c, new_c = old_c.astype(object), new_c.astype(object)
         shock = np.where(old_c > 0, new_c * den > old_c * (den + num), new_c > 0)
         shock_count = int(np.count_nonzero(shock))
         # Per-customer CV of monthly bills over active months (≥ 2 months and a positive mean).
-        cnt = act.sum(axis=1)
-        bf = np.where(act, b, 0).astype(np.float64)
-        mean = bf.sum(axis=1) / np.maximum(cnt, 1)
-        var = (np.where(act, (bf - mean[:, None]) ** 2, 0.0)).sum(axis=1) / np.maximum(cnt - 1, 1)
-        ok = (cnt >= 2) & (mean > 0)
+        active_months = act.sum(axis=1)
+        monthly_bills = np.where(act, b, 0).astype(np.float64)
+        mean = monthly_bills.sum(axis=1) / np.maximum(active_months, 1)
+        var = (np.where(act, (monthly_bills - mean[:, None]) ** 2, 0.0)).sum(axis=1) / np.maximum(active_months - 1, 1)
+        ok = (active_months >= 2) & (mean > 0)
         cv = float(np.mean(np.sqrt(var[ok]) / mean[ok])) if ok.any() else None
         fair = None
-        if value_tot is not None:
-            has = (value_tot > 0) & acct_active
-            fair = gini(values=tot[has].astype(np.float64) / value_tot[has]) if has.any() else None
-        bill_scaled = b.astype(object) * qscale if abs(int(b.max(initial=0))) * qscale >= _LIMIT else b * qscale
+        if value_totals is not None:
+            has = (value_totals > 0) & acct_active
+            fair = gini(values=account_totals[has].astype(np.float64) / value_totals[has]) if has.any() else None
+        bill_scaled = b.astype(object) * qscale if abs(int(b.max(initial=0))) * qscale >= LIMIT else b * qscale
         below = float(np.count_nonzero((bill_scaled < cell_cost)[act]) / n_cells) if n_cells else 0.0
         revenue = rule.from_quanta(total)
         summaries[p.key] = PlanSummary(
@@ -480,22 +447,22 @@ def _experience(
 
     h = np.where(act, np.asarray(cube.health, dtype=np.float64), np.nan)
     seen = ~np.isnan(h)
-    cnt_h = seen.sum(axis=1)
+    health_months = seen.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        health = np.where(cnt_h > 0, np.nansum(h, axis=1) / np.maximum(cnt_h, 1), np.nan)
-    cnt = act.sum(axis=1)
+        health = np.where(health_months > 0, np.nansum(h, axis=1) / np.maximum(health_months, 1), np.nan)
+    active_months = act.sum(axis=1)
     segs = np.array(cube.segments, dtype=object)
     out = []
     for p in plans:
         b = bills[p.key]
-        mean_bill = b.sum(axis=1) / np.maximum(cnt, 1)
+        mean_bill = b.sum(axis=1) / np.maximum(active_months, 1)
         for seg in sorted(set(cube.segments)):
-            m = (segs == seg) & (cnt > 0)
+            m = (segs == seg) & (active_months > 0)
             n = int(m.sum())
             if n == 0:
                 continue
-            tot_q = int(b[m].sum())
-            mbm = _mean_quanta(tot_q, int(cnt[m].sum()), rule)
+            segment_quanta = int(b[m].sum())
+            mean_bill_month = _mean_quanta(segment_quanta, int(active_months[m].sum()), rule)
             hm = m & ~np.isnan(health)
             mh = float(np.mean(health[hm])) if hm.any() else None
             rho = ratio = None
@@ -507,5 +474,5 @@ def _experience(
                 low, rest = x[y <= cut], x[y > cut]
                 if low.size and rest.size and rest.mean() > 0:
                     ratio = float(low.mean() / rest.mean())
-            out.append(SegmentExperience(p.key, seg, n, mbm, mh, rho, ratio))
+            out.append(SegmentExperience(p.key, seg, n, mean_bill_month, mh, rho, ratio))
     return tuple(out)

@@ -13,9 +13,8 @@ difference is significantly negative (p < α) and worse than the tolerated drop 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -25,14 +24,17 @@ import numpy as np
 from pydantic import Field, model_validator
 from scipy import stats as sps
 
+from cxp.core.stats import Z95, Difference, welch_difference
+from cxp.pricing.core.charges import account_hash
+from cxp.pricing.core.money import RoundingRule
+from cxp.pricing.core.plans import ComponentId
+from cxp.pricing.core.validation import StrictModel
 from cxp.pricing.errors import PricingError
-from cxp.pricing.money import RoundingRule
-from cxp.pricing.plans import ComponentId, _Model
 
 SRM_ALPHA = 0.001
 
 
-class Arm(_Model):
+class Arm(StrictModel):
     """One arm: a name, the plan it bills with (plan key `id@vN`) and its share weight."""
 
     name: ComponentId
@@ -40,7 +42,7 @@ class Arm(_Model):
     weight: Annotated[Decimal, Field(gt=0)] = Decimal(1)
 
 
-class ExperimentDesign(_Model):
+class ExperimentDesign(StrictModel):
     """A price experiment: arms (first = control), salt, assignment unit, window [start, end)."""
 
     experiment_id: ComponentId
@@ -71,73 +73,32 @@ class ExperimentDesign(_Model):
         return tuple(Fraction(a.weight) / total for a in self.arms)
 
 
-def unit_hash(*, unit_id: str, salt: str) -> int:
-    """A uniform integer in [0, 2^64) from (salt, unit id)."""
-    return int.from_bytes(hashlib.sha256(f"{salt}\x1f{unit_id}".encode()).digest()[:8], "big")
-
-
 def assign_arms(*, design: ExperimentDesign, unit_ids: Sequence[str]) -> np.ndarray:
     """Arm index per unit (deterministic, exact cut points)."""
     cuts: list[int] = []
-    acc = Fraction(0)
-    for s in design.shares[:-1]:
-        acc += s
-        cuts.append(int(acc * 2**64))  # floor: a unit goes to arm k iff cuts[k-1] ≤ h < cuts[k]
-    h = [unit_hash(unit_id=u, salt=design.salt) for u in unit_ids]
-    return np.array([sum(x >= c for c in cuts) for x in h], dtype=np.intp)
-
-
-@dataclass(frozen=True, slots=True)
-class Difference:
-    """Treatment − control with a 95% CI and a two-sided p-value; None where not computable."""
-
-    metric: str
-    arm: str
-    control: str
-    diff: float | None
-    low: float | None
-    high: float | None
-    p_value: float | None
-    test: str
-
-    @property
-    def significant(self) -> bool:
-        """p < 0.05."""
-        return self.p_value is not None and self.p_value < 0.05
-
-
-def welch(*, a: np.ndarray, b: np.ndarray, metric: str = "", arm: str = "", control: str = "") -> Difference:
-    """mean(a) − mean(b) with Welch's t: 95% CI and p-value (a = treatment, b = control)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if a.size < 2 or b.size < 2:
-        return Difference(metric, arm, control, None, None, None, None, "welch")
-    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    d = float(a.mean() - b.mean())
-    se = float(np.sqrt(va + vb))
-    if se == 0:
-        return Difference(metric, arm, control, d, d, d, None if d == 0 else 0.0, "welch")
-    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-    t = d / se
-    q = float(sps.t.ppf(0.975, df))
-    return Difference(metric, arm, control, d, d - q * se, d + q * se, float(2 * sps.t.sf(abs(t), df)), "welch")
+    cumulative_share = Fraction(0)
+    for share in design.shares[:-1]:
+        cumulative_share += share
+        cuts.append(int(cumulative_share * 2**64))  # floor: a unit goes to arm k iff cuts[k-1] ≤ h < cuts[k]
+    # The same salted hash that decides freemium upgrades: sha256(salt ␟ unit id), first 8 bytes.
+    hashes = [account_hash(account_id=u, salt=design.salt) for u in unit_ids]
+    return np.array([sum(h >= c for c in cuts) for h in hashes], dtype=np.intp)
 
 
 def two_proportions(
     *, x_a: int, n_a: int, x_b: int, n_b: int, metric: str = "", arm: str = "", control: str = ""
 ) -> Difference:
     """p_a − p_b: pooled two-proportion z test p-value, unpooled (Wald) 95% CI."""
+    labels = {"test": "two_proportion_z", "metric": metric, "arm": arm, "control": control}
     if n_a == 0 or n_b == 0:
-        return Difference(metric, arm, control, None, None, None, None, "two_proportion_z")
-    pa, pb = x_a / n_a, x_b / n_b
-    d = pa - pb
-    pool = (x_a + x_b) / (n_a + n_b)
-    se0 = np.sqrt(pool * (1 - pool) * (1 / n_a + 1 / n_b))
-    se = np.sqrt(pa * (1 - pa) / n_a + pb * (1 - pb) / n_b)
-    p = float(2 * sps.norm.sf(abs(d) / se0)) if se0 > 0 else None
-    z = 1.959963984540054
-    return Difference(metric, arm, control, d, d - z * se, d + z * se, p, "two_proportion_z")
+        return Difference(None, None, None, n_a, n_b, reason="no units in a group", **labels)
+    p_a, p_b = x_a / n_a, x_b / n_b
+    estimate = p_a - p_b
+    pooled = (x_a + x_b) / (n_a + n_b)
+    se_pooled = np.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    se = np.sqrt(p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b)
+    p_value = float(2 * sps.norm.sf(abs(estimate) / se_pooled)) if se_pooled > 0 else None
+    return Difference(estimate, estimate - Z95 * se, estimate + Z95 * se, n_a, n_b, p_value, **labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,15 +180,15 @@ def analyse_experiment(
     for i, a in enumerate(design.arms):
         m = masks[i]
         n = int(m.sum())
-        tot = int(rev[m].sum())
+        revenue = int(rev[m].sum())
         stats.append(
             ArmStats(
                 arm=a.name,
                 plan_key=a.plan_key,
                 units=n,
                 usage_mean=float(usage[m].mean()) if n else None,
-                revenue_per_unit=rule.round(rule.from_quanta(tot) / Decimal(n)) if n else rule.from_quanta(0),
-                revenue=rule.from_quanta(tot),
+                revenue_per_unit=rule.round(rule.from_quanta(revenue) / Decimal(n)) if n else rule.from_quanta(0),
+                revenue=rule.from_quanta(revenue),
                 health_mean=float(np.nanmean(health[m]))
                 if health is not None and n and np.isfinite(health[m]).any()
                 else None,
@@ -238,21 +199,23 @@ def analyse_experiment(
     diffs: list[Difference] = []
     flags: list[str] = []
     c = masks[0]
-    cname = design.arms[0].name
-    revf = rev.astype(np.float64) * float(rule.quantum)
+    control_name = design.arms[0].name
+    revenue_amounts = rev.astype(np.float64) * float(rule.quantum)
     for i in range(1, k):
         m, name = masks[i], design.arms[i].name
-        diffs.append(welch(a=usage[m], b=usage[c], metric="usage", arm=name, control=cname))
-        diffs.append(welch(a=revf[m], b=revf[c], metric="revenue_per_unit", arm=name, control=cname))
+        labels = {"arm": name, "control": control_name}
+        diffs.append(replace(welch_difference(a=usage[m], b=usage[c]), metric="usage", **labels))
+        revenue_difference = welch_difference(a=revenue_amounts[m], b=revenue_amounts[c])
+        diffs.append(replace(revenue_difference, metric="revenue_per_unit", **labels))
         if health is not None:
             h = np.asarray(health, dtype=np.float64)
-            d = welch(a=h[m], b=h[c], metric="health", arm=name, control=cname)
+            d = replace(welch_difference(a=h[m], b=h[c]), metric="health", **labels)
             diffs.append(d)
             if (
-                d.diff is not None
+                d.estimate is not None
                 and d.p_value is not None
                 and d.p_value < alpha
-                and d.diff < -design.guardrail_health_drop
+                and d.estimate < -design.guardrail_health_drop
             ):
                 flags.append(name)
         for metric, arr in (("conversion", converted), ("churn", churned)):
@@ -266,7 +229,7 @@ def analyse_experiment(
                         n_b=int(c.sum()),
                         metric=metric,
                         arm=name,
-                        control=cname,
+                        control=control_name,
                     )
                 )
     srm = sample_ratio_check(counts=[int(m.sum()) for m in masks], shares=design.shares)

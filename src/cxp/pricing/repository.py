@@ -2,6 +2,7 @@
 
 Tables `plan_versions` and `experiments` (migration 004). Definitions are stored as the validated
 models' JSON (Decimals as exact text) and parsed back into `Plan` / `ExperimentDesign` on read.
+psycopg errors become the store's exceptions; `PlanVersionConflict` (from `pricing.errors`) is raised here.
 """
 
 from __future__ import annotations
@@ -14,16 +15,12 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from cxp.pricing.errors import PricingError
-from cxp.pricing.experiments import ExperimentDesign
-from cxp.pricing.plans import Plan
+from cxp.pricing.core.experiments import ExperimentDesign
+from cxp.pricing.core.plans import Plan
+from cxp.pricing.errors import PlanVersionConflict, maps_numeric_errors
 from cxp.store.errors import mapped_errors
 
 _PLAN_KEY = re.compile(r"^(?P<plan_id>[A-Za-z0-9_.-]{1,64})@v(?P<version>[1-9][0-9]{0,8})$")
-
-
-class PlanVersionConflict(PricingError):
-    """The posted version clashes with what is stored (taken by another definition, or not the next one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +49,7 @@ class StoredExperiment:
     created_by: str | None
 
 
-def parse_plan_key(key: str) -> tuple[str, int] | None:
+def _parse_plan_key(key: str) -> tuple[str, int] | None:
     """(plan_id, version) of a key `plan_id@vN`, or None when it is not one."""
     m = _PLAN_KEY.match(key)
     return (m["plan_id"], int(m["version"])) if m else None
@@ -70,6 +67,7 @@ def _same_definition(a: Plan, b: Plan) -> bool:
     return a.model_copy(update={"version": b.version}) == b
 
 
+@maps_numeric_errors
 def save_plan(conn: psycopg.Connection, *, plan: Plan, version: int | None, created_by: str | None) -> SavedPlan:
     """Store `plan` as `version` (None = the next one); re-saving the latest definition stores nothing.
 
@@ -110,6 +108,7 @@ def save_plan(conn: psycopg.Connection, *, plan: Plan, version: int | None, crea
     return SavedPlan(_plan(row), created=True)
 
 
+@maps_numeric_errors
 def get_plan(conn: psycopg.Connection, *, plan_id: str, version: int | None = None) -> StoredPlan | None:
     """One version of a plan (None = the latest), or None when there is no such plan or version."""
     with mapped_errors():
@@ -121,9 +120,10 @@ def get_plan(conn: psycopg.Connection, *, plan_id: str, version: int | None = No
     return _plan(row) if row else None
 
 
+@maps_numeric_errors
 def get_plans_by_key(conn: psycopg.Connection, *, keys: list[str]) -> dict[str, Plan]:
     """The stored plans among `keys` (`plan_id@vN`), by key; unknown or malformed keys are left out."""
-    pairs = [p for p in (parse_plan_key(k) for k in dict.fromkeys(keys)) if p is not None]
+    pairs = [p for p in (_parse_plan_key(k) for k in dict.fromkeys(keys)) if p is not None]
     if not pairs:
         return {}
     with mapped_errors():
@@ -136,6 +136,7 @@ def get_plans_by_key(conn: psycopg.Connection, *, keys: list[str]) -> dict[str, 
     return {p.key: p for p in plans}
 
 
+@maps_numeric_errors
 def list_latest_plans(
     conn: psycopg.Connection, *, prefix: str | None = None, limit: int = 100, offset: int = 0
 ) -> tuple[list[StoredPlan], int]:
@@ -152,6 +153,7 @@ def list_latest_plans(
     return [_plan(r) for r in rows], total
 
 
+@maps_numeric_errors
 def list_plan_versions(
     conn: psycopg.Connection, *, plan_id: str, limit: int = 100, offset: int = 0
 ) -> tuple[list[StoredPlan], int]:
@@ -172,6 +174,7 @@ def _experiment(row: tuple[Any, ...]) -> StoredExperiment:
     return StoredExperiment(ExperimentDesign.model_validate(row[0]), row[1], row[2])
 
 
+@maps_numeric_errors
 def insert_experiment(
     conn: psycopg.Connection, *, design: ExperimentDesign, created_by: str | None
 ) -> StoredExperiment | None:
@@ -185,6 +188,7 @@ def insert_experiment(
     return _experiment(row) if row else None
 
 
+@maps_numeric_errors
 def get_experiment(conn: psycopg.Connection, *, experiment_id: str) -> StoredExperiment | None:
     """One experiment design, or None."""
     with mapped_errors():
@@ -194,6 +198,7 @@ def get_experiment(conn: psycopg.Connection, *, experiment_id: str) -> StoredExp
     return _experiment(row) if row else None
 
 
+@maps_numeric_errors
 def list_experiments(
     conn: psycopg.Connection, *, limit: int = 100, offset: int = 0
 ) -> tuple[list[StoredExperiment], int]:

@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
+from cxp.pricing.core.money import CURRENCY_QUANTA, RoundingMode, RoundingRule, rounding_rule
+from cxp.pricing.core.validation import StrictModel
 from cxp.pricing.errors import PlanValidationError
-from cxp.pricing.money import CURRENCY_QUANTA, RoundingMode, RoundingRule, rounding_rule
 
 # Metric, feature and tier names: the same alphabet as telemetry names (':' allowed for prefixes).
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -47,107 +48,11 @@ Positive = Annotated[Decimal, Field(gt=0)]
 Percent = Annotated[Decimal, Field(ge=0, le=100)]
 Share = Annotated[Decimal, Field(ge=0, le=1)]
 
-# Discriminator values; stripped from error locations so messages read like the plan's own paths.
-_TAGS = frozenset(
-    {
-        "one_time_sale",
-        "flat_fee",
-        "tiered_subscription",
-        "usage",
-        "hybrid",
-        "minimum_commitment",
-        "per_outcome",
-        "uptime_sla",
-        "freemium",
-        "unit",
-        "graduated",
-        "volume",
-        "package",
-    }
-)
-
-
-def _format_loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif (
-            part in _TAGS
-            and i < len(loc) - 1
-            and (i == 0 or isinstance(loc[i - 1], int) or loc[i - 1] in ("charge", "overage"))
-        ):
-            continue
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
-def _problems(err: ValidationError) -> tuple[str, ...]:
-    errors = err.errors(include_url=False)
-    out = []
-    for e in errors:
-        loc = tuple(e["loc"])
-        # pydantic also reports a too-short tuple when its only items failed: noise next to the cause.
-        if e["type"] == "too_short" and any(
-            len(o["loc"]) > len(loc) and tuple(o["loc"][: len(loc)]) == loc for o in errors
-        ):
-            continue
-        msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        if e["type"] not in ("value_error", "assertion_error", "missing", "extra_forbidden"):
-            inp = e.get("input")
-            if not isinstance(inp, dict | list | tuple):
-                msg += f" (got {inp!r})"
-        where = _format_loc(loc)
-        out.append(f"{where}: {msg}" if where else msg)
-    return tuple(out)
-
-
-def _to_plan_error(err: ValidationError, cls: type, data: Any) -> PlanValidationError:
-    problems = _problems(err)
-    what = cls.__name__
-    if isinstance(data, Mapping) and "plan_id" in data:
-        what += f" {data.get('plan_id')!r}" + (f" v{data['version']}" if "version" in data else "")
-    return PlanValidationError(f"invalid {what}: " + "; ".join(problems), problems)
-
-
-class _Model(BaseModel):
-    """Frozen, strict-shaped base: construction errors surface as `PlanValidationError`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    def __init__(self, /, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as e:
-            raise _to_plan_error(e, type(self), data) from None
-
-    # Nested models are validated by pydantic-core without this __init__ (marking it a base init
-    # keeps it that way), so nested errors keep their full location instead of being flattened.
-    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
-
-    @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:  # type: ignore[override]
-        """Validate `obj` into this model, raising `PlanValidationError` on bad input."""
-        try:
-            return super().model_validate(obj, **kwargs)
-        except ValidationError as e:
-            raise _to_plan_error(e, cls, obj) from None
-
-    @classmethod
-    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:  # type: ignore[override]
-        """Validate a JSON document into this model, raising `PlanValidationError` on bad input."""
-        try:
-            return super().model_validate_json(json_data, **kwargs)
-        except ValidationError as e:
-            raise _to_plan_error(e, cls, None) from None
-
-
 # ---------------------------------------------------------------------------------------------
 # Tier tables and charge models
 
 
-class Tier(_Model):
+class Tier(StrictModel):
     """Quantities q with lower < q ≤ upper (the first tier also holds q = 0); `upper=None` is unbounded."""
 
     lower: NonNegative
@@ -190,32 +95,32 @@ def validate_tiers(*, tiers: Any) -> tuple[Tier, ...]:
         raise PlanValidationError("invalid tier table: " + "; ".join(e.problems), e.problems) from None
 
 
-class _TierTableModel(_Model):
+class _TierTableModel(StrictModel):
     tiers: TierTable
 
 
-class UnitCharge(_Model):
+class UnitCharge(StrictModel):
     """q · unit_price."""
 
     model: Literal["unit"] = "unit"
     unit_price: NonNegative
 
 
-class GraduatedCharge(_Model):
+class GraduatedCharge(StrictModel):
     """Each slice of q at its own tier's unit price, plus each reached tier's flat fee once."""
 
     model: Literal["graduated"] = "graduated"
     tiers: TierTable
 
 
-class VolumeCharge(_Model):
+class VolumeCharge(StrictModel):
     """The tier q falls in prices every unit, plus that tier's flat fee; totals can drop at boundaries."""
 
     model: Literal["volume"] = "volume"
     tiers: TierTable
 
 
-class PackageCharge(_Model):
+class PackageCharge(StrictModel):
     """⌈max(q − free_units, 0) / package_size⌉ · package_price."""
 
     model: Literal["package"] = "package"
@@ -231,7 +136,7 @@ ChargeModel = Annotated[UnitCharge | GraduatedCharge | VolumeCharge | PackageCha
 # Components
 
 
-class _Component(_Model):
+class _Component(StrictModel):
     id: ComponentId
     description: str = ""
 
@@ -250,7 +155,7 @@ class FlatFee(_Component):
     fee: NonNegative
 
 
-class BundleTier(_Model):
+class BundleTier(StrictModel):
     """A named feature bundle: its fee per period and the features (usage keys) it includes."""
 
     name: Name
@@ -334,7 +239,7 @@ class PerOutcome(_Component):
     price_per_success: NonNegative
 
 
-class SlaBand(_Model):
+class SlaBand(StrictModel):
     """Uptime strictly below `uptime_below` % earns `credit_pct` % of the SLA fee back."""
 
     uptime_below: Annotated[Decimal, Field(gt=0, le=100)]
@@ -443,14 +348,14 @@ STATE_FIELDS = frozenset({"battery_pct", "signal_dbm", "uptime_s", "energy_wh"})
 UNIQUE_FIELDS = frozenset({"device", "day", "touchpoint"})
 
 
-class MetricFilter(_Model):
+class MetricFilter(StrictModel):
     """Which usage events count: only these touchpoints (empty = all) and optionally only successes."""
 
     touchpoints: tuple[Name, ...] = ()
     success_only: bool = False
 
 
-class BillableMetric(_Model):
+class BillableMetric(StrictModel):
     """A named per-period aggregate of telemetry that components bill on.
 
     count: number of events (no field). sum / max / latest: of a numeric field. unique_count:
@@ -516,7 +421,7 @@ def _rule(currency: str, mode: RoundingMode, quantum: Decimal | None) -> Roundin
     return rounding_rule(currency=currency, mode=mode, quantum=quantum)
 
 
-class Plan(_Model):
+class Plan(StrictModel):
     """A versioned revenue model: components billed together each monthly period in one currency.
 
     Rounding: every line item is rounded once to `quantum` (default: the currency's ISO minor

@@ -22,9 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from cxp.pricing.errors import PricingError
-from cxp.pricing.money import Money, to_decimal
-from cxp.pricing.plans import (
+from cxp.pricing.core.money import EXACT, Money, to_decimal
+from cxp.pricing.core.plans import (
     ChargeModel,
     FlatFee,
     Freemium,
@@ -43,10 +42,8 @@ from cxp.pricing.plans import (
     VolumeCharge,
     validate_tiers,
 )
+from cxp.pricing.errors import PricingError
 
-EXACT = decimal.Context(
-    prec=100, traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow, decimal.Inexact]
-)
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
 _HUNDRED = Decimal(100)

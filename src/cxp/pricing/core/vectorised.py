@@ -7,7 +7,7 @@ when those have more) and the charge's prices at P decimals (the most any of its
 e.g. 4 for €0.0035), an amount is an integer count of 10^-(Q+P) currency units. That integer is
 then rounded **once** to the plan's quantum (integer division with the plan's rounding mode),
 giving an integer count of quanta (cents for EUR, yen for JPY). This is the same value at the
-same point as the Decimal path in `pricing.charges` (exact amount, rounded once per line item),
+same point as the Decimal path in `pricing.core.charges` (exact amount, rounded once per line item),
 so the results are equal, not merely close; the tests check that on random tables.
 
 Integers stay int64 while a bound computed from the largest quantity proves every intermediate
@@ -20,7 +20,6 @@ periods (`period_index` defaults to 0..n-1 along the last axis).
 
 from __future__ import annotations
 
-import decimal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -29,10 +28,20 @@ from typing import Any
 
 import numpy as np
 
-from cxp.pricing.charges import EXACT, account_hash, line_keys, upgrade_ratio
-from cxp.pricing.errors import PricingError
-from cxp.pricing.money import RoundingMode, RoundingRule, decimals_of
-from cxp.pricing.plans import (
+from cxp.pricing.core.charges import account_hash, line_keys, upgrade_ratio
+from cxp.pricing.core.integers import (
+    INT64_MAX,
+    LIMIT,
+    absmax,
+    constant_like,
+    decimals_needed,
+    narrow,
+    round_div,
+    scaled_int,
+    widen,
+)
+from cxp.pricing.core.money import EXACT, RoundingMode, RoundingRule, to_decimal
+from cxp.pricing.core.plans import (
     ChargeModel,
     FlatFee,
     Freemium,
@@ -50,10 +59,7 @@ from cxp.pricing.plans import (
     UsageCharge,
     VolumeCharge,
 )
-
-# Headroom below int64's 2^63 so a sum of two bounded values or 2·remainder cannot overflow.
-_LIMIT = 2**62
-_INT64_MAX = 2**63 - 1
+from cxp.pricing.errors import PricingError
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,44 +98,6 @@ class FixedArray:
         return out
 
 
-def _absmax(v: np.ndarray) -> int:
-    if v.size == 0:
-        return 0
-    return int(np.max(np.abs(v)))
-
-
-def _widen(v: np.ndarray, bound: int) -> np.ndarray:
-    """`v` as object ints when values up to `bound` could overflow int64 arithmetic."""
-    if v.dtype != object and bound >= _LIMIT:
-        return v.astype(object)
-    if v.dtype != object and v.dtype != np.int64:
-        return v.astype(np.int64)
-    return v
-
-
-def _narrow(v: np.ndarray) -> np.ndarray:
-    """Object ints back to int64 when they fit (results are small even when intermediates were not)."""
-    if v.dtype == object and _absmax(v) <= _INT64_MAX:
-        return v.astype(np.int64)
-    return v
-
-
-def _const(x: int, like: np.ndarray) -> np.ndarray:
-    return np.asarray(x, dtype=object if like.dtype == object else np.int64)
-
-
-def _fx(d: Decimal, decimals: int) -> int:
-    """`d` as an integer count of 10^-decimals (exact: decimals is at least d's own)."""
-    scaled = d.scaleb(decimals, EXACT)
-    if scaled != scaled.to_integral_value():
-        raise PricingError(f"{d} has more than {decimals} decimals")  # pragma: no cover - callers size decimals
-    return int(scaled)
-
-
-def _dec(*values: Decimal) -> int:
-    return max((decimals_of(value=v) for v in values), default=0)
-
-
 # ---------------------------------------------------------------------------------------------
 # Conversion in
 
@@ -147,43 +115,24 @@ def to_fixed(*, values: Any, decimals: int, rounding: RoundingMode | str = Round
     if isinstance(values, FixedArray):
         if values.decimals <= decimals:
             k = 10 ** (decimals - values.decimals)
-            v = _widen(values.values, _absmax(values.values) * k)
-            return FixedArray(_narrow(v * k), decimals)
+            v = widen(values.values, absmax(values.values) * k)
+            return FixedArray(narrow(v * k), decimals)
         den = 10 ** (values.decimals - decimals)
-        return FixedArray(_narrow(_round_div(values.values, den, mode)), decimals)
+        return FixedArray(narrow(round_div(values.values, den, mode)), decimals)
     arr = np.asarray(values)
     if arr.dtype == bool:
         raise PricingError("expected numbers, got booleans")
     if np.issubdtype(arr.dtype, np.integer):
         k = 10**decimals
-        v = _widen(arr, _absmax(arr) * k)
-        return FixedArray(_narrow(v * k), decimals)
+        v = widen(arr, absmax(arr) * k)
+        return FixedArray(narrow(v * k), decimals)
     if np.issubdtype(arr.dtype, np.floating):
         return _floats_to_fixed(arr.astype(np.float64), decimals, mode)
     out = np.empty(arr.shape, dtype=object)
     flat_in, flat_out = arr.reshape(-1), out.reshape(-1)
     for i, x in enumerate(flat_in):
-        flat_out[i] = _decimal_to_int(_to_dec(x), decimals, mode)
-    return FixedArray(_narrow(out), decimals)
-
-
-def _to_dec(x: Any) -> Decimal:
-    if isinstance(x, Decimal):
-        d = x
-    elif isinstance(x, float | np.floating):
-        d = Decimal(str(float(x)))
-    elif isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_):
-        d = Decimal(int(x))
-    elif isinstance(x, str):
-        try:
-            d = Decimal(x.strip())
-        except decimal.InvalidOperation:
-            raise PricingError(f"not a number: {x!r}") from None
-    else:
-        raise PricingError(f"expected a number, got {x!r}")
-    if not d.is_finite():
-        raise PricingError(f"expected a finite number, got {x!r}")
-    return d
+        flat_out[i] = _decimal_to_int(to_decimal(value=x), decimals, mode)
+    return FixedArray(narrow(out), decimals)
 
 
 def _decimal_to_int(d: Decimal, decimals: int, mode: RoundingMode) -> int:
@@ -220,7 +169,7 @@ def _floats_to_fixed(x: np.ndarray, decimals: int, mode: RoundingMode) -> FixedA
     idx = np.flatnonzero(near)
     if idx.size:
         exact = [_decimal_to_int(Decimal(str(float(v))), decimals, mode) for v in x.reshape(-1)[idx]]
-        if max((abs(e) for e in exact), default=0) > _INT64_MAX:
+        if max((abs(e) for e in exact), default=0) > INT64_MAX:
             out = out.astype(object)
         out.reshape(-1)[idx] = exact
     return FixedArray(out, decimals)
@@ -237,45 +186,12 @@ def _as_fixed(x: Any, what: str) -> FixedArray:
     if np.issubdtype(arr.dtype, np.floating):
         # Which decimal grid a float sits on is a choice the caller must state.
         raise PricingError(f"{what}: floats must be converted first with to_fixed(values=..., decimals=...)")
-    decs = [_to_dec(v) for v in arr.reshape(-1)]
-    return to_fixed(values=arr, decimals=_dec(*decs) if decs else 0)
+    decs = [to_decimal(value=v) for v in arr.reshape(-1)]
+    return to_fixed(values=arr, decimals=decimals_needed(*decs) if decs else 0)
 
 
 # ---------------------------------------------------------------------------------------------
 # Exact charges and rounding
-
-
-def _round_div(num: np.ndarray, den: int, mode: RoundingMode) -> np.ndarray:
-    """num / den rounded to an integer with `mode`, in exact integer arithmetic."""
-    if den == 1:
-        return num
-    if num.dtype != object and den >= _LIMIT:
-        num = num.astype(object)
-    neg = num < 0
-    has_neg = bool(neg.any())
-    a = np.where(neg, -num, num) if has_neg else num
-    if a.dtype == object:
-        q, r = a // den, a % den
-    else:
-        q, r = np.divmod(a, den)
-    if mode is RoundingMode.DOWN:
-        inc = None
-    elif mode is RoundingMode.UP:
-        inc = r > 0
-    elif mode is RoundingMode.HALF_UP:
-        inc = 2 * r >= den
-    elif mode is RoundingMode.HALF_DOWN:
-        inc = 2 * r > den
-    elif mode is RoundingMode.HALF_EVEN:
-        twice = 2 * r
-        inc = (twice > den) | ((twice == den) & (q % 2 == 1))
-    elif mode is RoundingMode.CEILING:
-        inc = (r > 0) & ~neg  # toward +inf: up in magnitude only for positives
-    else:
-        inc = (r > 0) & neg
-    if inc is not None:
-        q = q + (inc.astype(object) if q.dtype == object else inc)
-    return np.where(neg, -q, q) if has_neg else q
 
 
 def round_to_quanta(*, amount: FixedArray, rule: RoundingRule) -> np.ndarray:
@@ -286,8 +202,8 @@ def round_to_quanta(*, amount: FixedArray, rule: RoundingRule) -> np.ndarray:
     num_k, den = num_k // g, den // g
     v = amount.values
     if num_k != 1:
-        v = _widen(v, _absmax(v) * num_k) * num_k
-    return _narrow(_round_div(v, den, rule.mode))
+        v = widen(v, absmax(v) * num_k) * num_k
+    return narrow(round_div(v, den, rule.mode))
 
 
 def _check_nonneg(q: FixedArray, what: str) -> None:
@@ -302,53 +218,53 @@ def _exceeds(v: np.ndarray, upper: int, last: Tier) -> None:
 
 
 def _exact_unit(q: FixedArray, price: Decimal) -> FixedArray:
-    p_dec = _dec(price)
-    r = _fx(price, p_dec)
-    v = _widen(q.values, _absmax(q.values) * max(r, 1))
+    p_dec = decimals_needed(price)
+    r = scaled_int(price, p_dec)
+    v = widen(q.values, absmax(q.values) * max(r, 1))
     return FixedArray(v * r, q.decimals + p_dec)
 
 
 def _tier_scales(q: FixedArray, tiers: Sequence[Tier]) -> tuple[int, int]:
     bounds = [t.lower for t in tiers] + [t.upper for t in tiers if t.upper is not None]
     prices = [t.unit_price for t in tiers] + [t.flat_fee for t in tiers]
-    return max(q.decimals, _dec(*bounds)), _dec(*prices)
+    return max(q.decimals, decimals_needed(*bounds)), decimals_needed(*prices)
 
 
 def _exact_graduated(q: FixedArray, tiers: Sequence[Tier]) -> FixedArray:
     qd, pd = _tier_scales(q, tiers)
     k = 10 ** (qd - q.decimals)
-    rates = [_fx(t.unit_price, pd) for t in tiers]
-    flats = [_fx(t.flat_fee, pd) * 10**qd for t in tiers]
-    bounds = [_fx(t.upper, qd) for t in tiers if t.upper is not None]
-    vmax = max(_absmax(q.values), 1) * k
+    rates = [scaled_int(t.unit_price, pd) for t in tiers]
+    flats = [scaled_int(t.flat_fee, pd) * 10**qd for t in tiers]
+    bounds = [scaled_int(t.upper, qd) for t in tiers if t.upper is not None]
+    vmax = max(absmax(q.values), 1) * k
     bound = vmax * (max(rates) + 1) + sum(flats) + max(bounds, default=0)
-    v = _widen(q.values, bound)
+    v = widen(q.values, bound)
     if k != 1:
         v = v * k
     if tiers[-1].upper is not None:
-        _exceeds(v, _fx(tiers[-1].upper, qd), tiers[-1])
+        _exceeds(v, scaled_int(tiers[-1].upper, qd), tiers[-1])
     total = np.zeros_like(v)
     for i, t in enumerate(tiers):
-        lo = _fx(t.lower, qd)
-        top = v if t.upper is None else np.minimum(v, _const(_fx(t.upper, qd), v))
-        piece = top - lo if i == 0 else np.maximum(top - lo, _const(0, v))
+        lo = scaled_int(t.lower, qd)
+        top = v if t.upper is None else np.minimum(v, constant_like(scaled_int(t.upper, qd), v))
+        piece = top - lo if i == 0 else np.maximum(top - lo, constant_like(0, v))
         if rates[i]:
             total = total + piece * rates[i]
         if flats[i]:
             # Tier 0 is always reached (it holds q = 0); a later one once q exceeds its lower bound.
-            total = total + (flats[i] if i == 0 else np.where(v > lo, _const(flats[i], v), _const(0, v)))
+            total = total + (flats[i] if i == 0 else np.where(v > lo, constant_like(flats[i], v), constant_like(0, v)))
     return FixedArray(total, qd + pd)
 
 
 def _exact_volume(q: FixedArray, tiers: Sequence[Tier]) -> FixedArray:
     qd, pd = _tier_scales(q, tiers)
     k = 10 ** (qd - q.decimals)
-    rates = [_fx(t.unit_price, pd) for t in tiers]
-    flats = [_fx(t.flat_fee, pd) * 10**qd for t in tiers]
-    uppers = [_fx(t.upper, qd) for t in tiers if t.upper is not None]
-    vmax = max(_absmax(q.values), 1) * k
+    rates = [scaled_int(t.unit_price, pd) for t in tiers]
+    flats = [scaled_int(t.flat_fee, pd) * 10**qd for t in tiers]
+    uppers = [scaled_int(t.upper, qd) for t in tiers if t.upper is not None]
+    vmax = max(absmax(q.values), 1) * k
     bound = vmax * (max(rates) + 1) + max(flats) + max(uppers, default=0)
-    v = _widen(q.values, bound)
+    v = widen(q.values, bound)
     if k != 1:
         v = v * k
     if tiers[-1].upper is not None:
@@ -369,16 +285,17 @@ def _exact_volume(q: FixedArray, tiers: Sequence[Tier]) -> FixedArray:
 
 
 def _exact_package(q: FixedArray, charge: PackageCharge) -> FixedArray:
-    qd = max(q.decimals, _dec(charge.package_size, charge.free_units))
-    pd = _dec(charge.package_price)
+    qd = max(q.decimals, decimals_needed(charge.package_size, charge.free_units))
+    pd = decimals_needed(charge.package_price)
     k = 10 ** (qd - q.decimals)
-    size, free, price = _fx(charge.package_size, qd), _fx(charge.free_units, qd), _fx(charge.package_price, pd)
-    vmax = max(_absmax(q.values), 1) * k
+    size, free = scaled_int(charge.package_size, qd), scaled_int(charge.free_units, qd)
+    price = scaled_int(charge.package_price, pd)
+    vmax = max(absmax(q.values), 1) * k
     bound = (vmax + free + size) * max(price, 1)
-    v = _widen(q.values, bound)
+    v = widen(q.values, bound)
     if k != 1:
         v = v * k
-    excess = np.maximum(v - free, _const(0, v))
+    excess = np.maximum(v - free, constant_like(0, v))
     n = -((-excess) // size)  # ceiling division in integers
     return FixedArray(n * price, pd)
 
@@ -507,7 +424,7 @@ def bill_arrays(
         uptime = FixedArray(np.broadcast_to(uptime.values, shape), uptime.decimals)
 
     def full(n: int) -> np.ndarray:
-        return np.full(shape, n, dtype=np.int64 if abs(n) <= _INT64_MAX else object)
+        return np.full(shape, n, dtype=np.int64 if abs(n) <= INT64_MAX else object)
 
     lines: dict[str, np.ndarray] = {}
     chosen: dict[str, np.ndarray] = {}
@@ -519,7 +436,8 @@ def bill_arrays(
         elif isinstance(c, FlatFee):
             lines[f"{c.id}:fee"] = full(rule.to_quanta(c.fee))
         elif isinstance(c, OneTimeSale):
-            lines[f"{c.id}:sale"] = np.where(periods == 0, _const(rule.to_quanta(c.price), periods), _const(0, periods))
+            price = constant_like(rule.to_quanta(c.price), periods)
+            lines[f"{c.id}:sale"] = np.where(periods == 0, price, constant_like(0, periods))
         elif isinstance(c, TieredSubscription):
             if bundles is not None and c.id in bundles:
                 idx = _bundle_index(c, bundles[c.id], shape)
@@ -538,11 +456,11 @@ def bill_arrays(
             lines[f"{c.id}:bundle"] = fees[idx]
         elif isinstance(c, Hybrid):
             q = _input(usage, c.metric, "usage", c.id, shape)
-            qd = max(q.decimals, _dec(c.included))
+            qd = max(q.decimals, decimals_needed(c.included))
             q = to_fixed(values=q, decimals=qd)
-            inc = _fx(c.included, qd)
-            qv = _widen(q.values, _absmax(q.values) + inc)
-            excess = np.maximum(qv - inc, _const(0, qv))
+            inc = scaled_int(c.included, qd)
+            qv = widen(q.values, absmax(q.values) + inc)
+            excess = np.maximum(qv - inc, constant_like(0, qv))
             lines[f"{c.id}:base"] = full(rule.to_quanta(c.base_fee))
             lines[f"{c.id}:overage"] = charge_quanta(quantity=FixedArray(excess, qd), charge=c.overage, rule=rule)
         elif isinstance(c, PerOutcome):
@@ -552,16 +470,16 @@ def bill_arrays(
             if uptime is None:
                 raise PricingError(f"plan {plan.key} has an uptime SLA ({c.id!r}): give uptime_pct")
             fee = rule.to_quanta(c.fee)
-            cd = _dec(*(b.credit_pct for b in c.bands))
-            ud = max(uptime.decimals, _dec(*(b.uptime_below for b in c.bands)))
+            cd = decimals_needed(*(b.credit_pct for b in c.bands))
+            ud = max(uptime.decimals, decimals_needed(*(b.uptime_below for b in c.bands)))
             u = to_fixed(values=uptime, decimals=ud).values
             pct = np.zeros(shape, dtype=np.int64)
             # Thresholds fall band by band, so "below" holds for a prefix: the last band it holds for wins.
             for b in c.bands:
-                pct = np.where(u < _fx(b.uptime_below, ud), _fx(b.credit_pct, cd), pct)
+                pct = np.where(u < scaled_int(b.uptime_below, ud), scaled_int(b.credit_pct, cd), pct)
             lines[f"{c.id}:fee"] = full(fee)
-            num = _widen(pct, abs(fee) * 100 * 10**cd) * fee
-            lines[f"{c.id}:credit"] = -_narrow(_round_div(num, 100 * 10**cd, mode))
+            num = widen(pct, abs(fee) * 100 * 10**cd) * fee
+            lines[f"{c.id}:credit"] = -narrow(round_div(num, 100 * 10**cd, mode))
         elif isinstance(c, Freemium):
             if upgrades is not None and c.id in upgrades:
                 up = np.broadcast_to(np.asarray(upgrades[c.id], dtype=bool), shape)
@@ -574,7 +492,8 @@ def bill_arrays(
                 up = np.broadcast_to(flags.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
             else:
                 raise PricingError(f"freemium component {c.id!r} needs upgrades[{c.id!r}] or account_ids")
-            lines[f"{c.id}:premium"] = np.where(up, _const(rule.to_quanta(c.premium_fee), up), _const(0, up))
+            fee = constant_like(rule.to_quanta(c.premium_fee), up)
+            lines[f"{c.id}:premium"] = np.where(up, fee, constant_like(0, up))
         elif isinstance(c, MinimumCommitment):
             lines[f"{c.id}:true_up"] = np.zeros(0)  # placeholder keeps line order; filled below
         else:  # pragma: no cover - the Component union is closed
@@ -591,18 +510,18 @@ def bill_arrays(
             keys = [k for cid in covered for k in by_component[cid]]
             spent = _sum([lines[k] for k in keys], shape)
             commit = rule.to_quanta(c.amount)
-            lines[f"{c.id}:true_up"] = _narrow(np.maximum(_const(commit, spent) - spent, _const(0, spent)))
+            lines[f"{c.id}:true_up"] = narrow(np.maximum(constant_like(commit, spent) - spent, constant_like(0, spent)))
 
     assert tuple(lines) == line_keys(plan=plan)
     lines = {k: np.broadcast_to(v, shape) if v.shape != shape else v for k, v in lines.items()}
-    return BillArrays(plan.key, plan.currency, rule, lines, _narrow(_sum(list(lines.values()), shape)), chosen)
+    return BillArrays(plan.key, plan.currency, rule, lines, narrow(_sum(list(lines.values()), shape)), chosen)
 
 
 def _sum(arrays: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
     if not arrays:
         return np.zeros(shape, dtype=np.int64)
-    bound = sum(_absmax(a) for a in arrays)
-    total = np.zeros(shape, dtype=object if bound >= _LIMIT else np.int64)
+    bound = sum(absmax(a) for a in arrays)
+    total = np.zeros(shape, dtype=object if bound >= LIMIT else np.int64)
     for a in arrays:
         total = total + (a.astype(object) if total.dtype == object and a.dtype != object else a)
     return total

@@ -20,19 +20,18 @@ Elasticity: ordinary least squares of ln Q on ln P (ε = slope) with its standar
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
-from cxp.pricing.errors import PricingError
-from cxp.pricing.experiments import ArmStats
+from cxp.core.stats import t_quantile
+from cxp.pricing.core.experiments import ArmStats
+from cxp.pricing.core.money import to_decimal
+from cxp.pricing.errors import PricingError, maps_numeric_errors
 
 VW_COLUMNS = ("too_cheap", "cheap", "expensive", "too_expensive")
 
@@ -77,14 +76,14 @@ class VanWestendorpResult:
         return (self.marginal_cheapness, self.marginal_expensiveness)
 
 
-def _dec(x: Any, what: str) -> Decimal:
+def _price(value: Any, what: str) -> Decimal:
     try:
-        d = Decimal(str(x).strip())
-    except (InvalidOperation, ValueError):
-        raise PricingError(f"{what}: not a number: {x!r}") from None
-    if not d.is_finite() or d < 0:
-        raise PricingError(f"{what}: expected a finite price ≥ 0, got {x!r}")
-    return d
+        price = to_decimal(value=value)
+    except PricingError:
+        raise PricingError(f"{what}: not a number: {value!r}") from None
+    if price < 0:
+        raise PricingError(f"{what}: expected a finite price ≥ 0, got {value!r}")
+    return price
 
 
 def _crossing(p: np.ndarray, f: np.ndarray, g: np.ndarray) -> float | None:
@@ -99,6 +98,7 @@ def _crossing(p: np.ndarray, f: np.ndarray, g: np.ndarray) -> float | None:
     return None
 
 
+@maps_numeric_errors
 def van_westendorp(*, responses: Iterable[VanWestendorpResponse]) -> VanWestendorpResult:
     """Van Westendorp curves and price points from survey responses."""
     rs = list(responses)
@@ -127,6 +127,7 @@ def van_westendorp(*, responses: Iterable[VanWestendorpResponse]) -> VanWestendo
     )
 
 
+@maps_numeric_errors
 def van_westendorp_from_records(*, records: Iterable[Mapping[str, Any]]) -> list[VanWestendorpResponse]:
     """Responses from dicts (CSV rows or feedback `detail` documents) with the four price keys."""
     out = []
@@ -135,18 +136,8 @@ def van_westendorp_from_records(*, records: Iterable[Mapping[str, Any]]) -> list
         if missing:
             raise PricingError(f"record {i}: missing {missing}")
         rid = str(r.get("respondent_id") or r.get("account_id") or i)
-        out.append(VanWestendorpResponse(rid, *(_dec(r[c], f"record {i} {c}") for c in VW_COLUMNS)))
+        out.append(VanWestendorpResponse(rid, *(_price(r[c], f"record {i} {c}") for c in VW_COLUMNS)))
     return out
-
-
-def _read_csv(source: str | Path) -> list[dict[str, str]]:
-    text = Path(source).read_text() if isinstance(source, Path) else source
-    return list(csv.DictReader(io.StringIO(text)))
-
-
-def read_van_westendorp_csv(*, source: str | Path) -> list[VanWestendorpResponse]:
-    """Responses from CSV text (or a Path): columns respondent_id, too_cheap, cheap, expensive, too_expensive."""
-    return van_westendorp_from_records(records=_read_csv(source))
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +160,7 @@ class GaborGrangerResult:
     revenue_maximising_price: Decimal
 
 
+@maps_numeric_errors
 def gabor_granger(*, answers: Iterable[GaborGrangerAnswer]) -> GaborGrangerResult:
     """Demand share at each asked price and the price maximising p · D(p)."""
     by_price: dict[Decimal, list[bool]] = {}
@@ -179,8 +171,6 @@ def gabor_granger(*, answers: Iterable[GaborGrangerAnswer]) -> GaborGrangerResul
     prices = tuple(sorted(by_price))
     demand = tuple(sum(by_price[p]) / len(by_price[p]) for p in prices)
     # Compared exactly (price × buyers / answers as fractions) so ties resolve to the lower price.
-    from fractions import Fraction
-
     rev = [Fraction(p) * Fraction(sum(by_price[p]), len(by_price[p])) for p in prices]
     best = max(range(len(prices)), key=lambda i: (rev[i], -i))
     return GaborGrangerResult(
@@ -192,6 +182,7 @@ _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
 
 
+@maps_numeric_errors
 def gabor_granger_from_records(*, records: Iterable[Mapping[str, Any]]) -> list[GaborGrangerAnswer]:
     """Answers from dicts with respondent_id, price, would_buy (bool or yes/no/1/0)."""
     out = []
@@ -205,13 +196,8 @@ def gabor_granger_from_records(*, records: Iterable[Mapping[str, Any]]) -> list[
         if not isinstance(wb, bool):
             raise PricingError(f"record {i}: would_buy must be yes/no, got {wb!r}")
         rid = str(r.get("respondent_id") or r.get("account_id") or i)
-        out.append(GaborGrangerAnswer(rid, _dec(r.get("price"), f"record {i} price"), wb))
+        out.append(GaborGrangerAnswer(rid, _price(r.get("price"), f"record {i} price"), wb))
     return out
-
-
-def read_gabor_granger_csv(*, source: str | Path) -> list[GaborGrangerAnswer]:
-    """Answers from CSV text (or a Path): columns respondent_id, price, would_buy."""
-    return gabor_granger_from_records(records=_read_csv(source))
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +213,7 @@ class ElasticityFit:
     r_squared: float | None
 
 
+@maps_numeric_errors
 def fit_elasticity(*, prices: Sequence[float] | np.ndarray, quantities: Sequence[float] | np.ndarray) -> ElasticityFit:
     """Constant-elasticity fit on positive (price, quantity) pairs, e.g. experiment arms or plan changes."""
     p = np.asarray(prices, dtype=np.float64)
@@ -248,10 +235,11 @@ def fit_elasticity(*, prices: Sequence[float] | np.ndarray, quantities: Sequence
     if n < 3:
         return ElasticityFit(eps, a, None, None, None, n, r2)
     se = float(np.sqrt((resid**2).sum() / (n - 2) / sxx))
-    t = float(sps.t.ppf(0.975, n - 2))
+    t = t_quantile(df=n - 2)
     return ElasticityFit(eps, a, se, eps - t * se, eps + t * se, n, r2)
 
 
+@maps_numeric_errors
 def fit_elasticity_from_arms(*, arms: Sequence[ArmStats]) -> ElasticityFit:
     """ε across experiment arms: each arm's effective price (revenue per unit / mean usage) vs its mean usage.
 

@@ -19,6 +19,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Annotated
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cxp.pricing.errors import PricingError
@@ -72,20 +73,23 @@ CURRENCY_QUANTA: Mapping[str, Decimal] = MappingProxyType(
 # Rounding itself must never round on the way: 100 significant digits is far beyond any bill.
 _ROUNDING_CTX = decimal.Context(prec=100, traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow])
 
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR")]
+# Charges run in this context: an amount is either exact or an error, never silently rounded on the way.
+EXACT = decimal.Context(
+    prec=100, traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow, decimal.Inexact]
+)
 
 
-def to_decimal(*, value: Decimal | int | float | str) -> Decimal:
-    """`value` as an exact, finite Decimal (floats via `Decimal(str(x))`)."""
-    if isinstance(value, bool):
+def to_decimal(*, value: Decimal | int | float | str | np.integer | np.floating) -> Decimal:
+    """`value` as an exact, finite Decimal (floats via `Decimal(str(x))`; numpy scalars too)."""
+    if isinstance(value, bool | np.bool_):
         # bool is an int subclass; True as a quantity of 1 is almost certainly a bug upstream.
         raise PricingError(f"expected a number, got {value!r}")
     if isinstance(value, Decimal):
         d = value
-    elif isinstance(value, int):
-        d = Decimal(value)
-    elif isinstance(value, float):
-        d = Decimal(str(value))
+    elif isinstance(value, int | np.integer):
+        d = Decimal(int(value))
+    elif isinstance(value, float | np.floating):
+        d = Decimal(str(float(value)))
     elif isinstance(value, str):
         try:
             d = Decimal(value.strip())
