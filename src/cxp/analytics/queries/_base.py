@@ -63,10 +63,10 @@ def with_scoped_devices(
     scope: AnalyticsQuery, query: str | sql.Composable, **params: Any
 ) -> tuple[sql.Composable, dict[str, Any]]:
     """Prefix `query` (which may start with more CTEs after a comma) with the scoped `sel` CTE."""
-    body, sp = _scoped_devices_sql(scope)
-    q = sql.SQL(query) if isinstance(query, str) else query
+    body, scope_params = _scoped_devices_sql(scope)
+    statement = sql.SQL(query) if isinstance(query, str) else query
     # Not MATERIALIZED: a CTE used once is then inlined, which lets PostgreSQL scan rollups in parallel (2-3×).
-    return sql.SQL("WITH sel AS ({}) ").format(body) + q, {**sp, **params}
+    return sql.SQL("WITH sel AS ({}) ").format(body) + statement, {**scope_params, **params}
 
 
 def scoped_join(scope: AnalyticsQuery) -> str:

@@ -14,7 +14,7 @@ from cxp.analytics.query import AnalyticsQuery
 def error_stream(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
     """Error and recovery events in the window (raw, filtered in SQL): device_id, product_id, ts, kind, code,
     touchpoint."""
-    q, p = with_scoped_devices(
+    statement, params = with_scoped_devices(
         scope,
         "SELECT sel.device_id, sel.device_key, sel.product_id, e.ts, e.kind::text AS kind, e.code, e.touchpoint"
         " FROM events e JOIN sel USING (device_key)"
@@ -22,12 +22,12 @@ def error_stream(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date
         lo=day_start(start),
         hi=day_start(end + timedelta(days=1)),
     )
-    return fetch_frame(conn, q, p)
+    return fetch_frame(conn, statement, params)
 
 
 def daily_errors_by_product(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
     """Per product × day from `rollup_daily`: errors, uses, active devices."""
-    q, p = with_scoped_devices(
+    statement, params = with_scoped_devices(
         scope,
         "SELECT sel.product_id, r.day, sum(r.error_count)::int AS errors, sum(r.usage_count)::int AS uses,"
         " count(*) FILTER (WHERE r.active)::int AS active_devices"
@@ -36,7 +36,7 @@ def daily_errors_by_product(conn: psycopg.Connection, *, scope: AnalyticsQuery, 
         start=start,
         end=end,
     )
-    return fetch_frame(conn, q, p)
+    return fetch_frame(conn, statement, params)
 
 
 def hourly_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
@@ -45,7 +45,7 @@ def hourly_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: dat
     The rollup has no error code; an incident repeats one code, so counting per code separates it from the
     everyday mix of codes.
     """
-    q, p = with_scoped_devices(
+    statement, params = with_scoped_devices(
         scope,
         "SELECT sel.product_id, e.touchpoint, e.code, time_bucket(INTERVAL '1 hour', e.ts) AS bucket,"
         " count(DISTINCT e.device_key)::int AS devices FROM events e JOIN sel USING (device_key)"
@@ -54,4 +54,4 @@ def hourly_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: dat
         lo=day_start(start),
         hi=day_start(end + timedelta(days=1)),
     )
-    return fetch_frame(conn, q, p)
+    return fetch_frame(conn, statement, params)

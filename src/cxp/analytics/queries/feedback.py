@@ -41,13 +41,13 @@ def feedback_histogram(
         " WHERE e.kind = 'feedback' AND e.ts >= %(lo)s AND e.ts < %(hi)s AND m.score IS NOT NULL"
         " GROUP BY {} ORDER BY {}"
     ).format(select, group, group)
-    q, p = with_scoped_devices(scope, query, lo=day_start(start), hi=day_start(end + timedelta(days=1)))
-    return fetch_frame(conn, q, p)
+    statement, params = with_scoped_devices(scope, query, lo=day_start(start), hi=day_start(end + timedelta(days=1)))
+    return fetch_frame(conn, statement, params)
 
 
 def device_feedback(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
     """Per device: mean NPS, CSAT and CES answers in the window with their counts (aggregated in SQL)."""
-    q, p = with_scoped_devices(
+    statement, params = with_scoped_devices(
         scope,
         "SELECT e.device_key, count(e.nps)::int AS nps_n, avg(e.nps)::float8 AS nps_mean,"
         " count(e.csat)::int AS csat_n, avg(e.csat)::float8 AS csat_mean,"
@@ -57,7 +57,7 @@ def device_feedback(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: d
         lo=day_start(start),
         hi=day_start(end + timedelta(days=1)),
     )
-    return fetch_frame(conn, q, p)
+    return fetch_frame(conn, statement, params)
 
 
 def feedback_after(
@@ -69,7 +69,7 @@ def feedback_after(
     """
     if refs.empty:
         return pd.DataFrame(columns=["device_key", "nps_after", "csat_after"])
-    q, p = with_scoped_devices(
+    statement, params = with_scoped_devices(
         scope,
         ", r AS (SELECT unnest(%(keys)s::int[]) AS device_key, unnest(%(ts)s::timestamptz[]) AS ref_ts)"
         " SELECT r.device_key,"
@@ -85,4 +85,4 @@ def feedback_after(
         h=timedelta(days=horizon_days),
         hi=day_start(end + timedelta(days=1)),
     )
-    return fetch_frame(conn, q, p)
+    return fetch_frame(conn, statement, params)

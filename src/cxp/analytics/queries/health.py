@@ -74,10 +74,10 @@ def health_period_inputs(
         " SELECT agg.*, coalesce(tp.touchpoints_used, 0) AS touchpoints_used"
         " FROM agg LEFT JOIN tp USING (device_key, period) ORDER BY 1, 2"
     )
-    q, p = with_scoped_devices(
+    statement, params = with_scoped_devices(
         scope, query, start=start, end=end, lo=day_start(start), hi=day_start(end + timedelta(days=1))
     )
-    return fetch_frame(conn, q, p)
+    return fetch_frame(conn, statement, params)
 
 
 def latency_by_touchpoint(
@@ -111,8 +111,8 @@ def latency_by_touchpoint(
         " JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = l.touchpoint"
         " WHERE t.target_latency_ms IS NOT NULL ORDER BY 1, 2, 3"
     )
-    q, p = with_scoped_devices(scope, query, lo=day_start(start), hi=day_start(end + timedelta(days=1)))
-    return fetch_frame(conn, q, p)
+    statement, params = with_scoped_devices(scope, query, lo=day_start(start), hi=day_start(end + timedelta(days=1)))
+    return fetch_frame(conn, statement, params)
 
 
 def uptime_exact(
@@ -145,8 +145,10 @@ def uptime_exact(
         " FROM sel s CROSS JOIN periods p LEFT JOIN cov c ON c.device_key = s.device_key AND c.period = p.period"
         " WHERE p.p1 > greatest(p.p0, s.activated_at) ORDER BY 1, 2"
     )
-    q, p = with_scoped_devices(scope, query, lo=day_start(first), cut=as_of_end, origin=day_start(WEEK_ORIGIN))
-    return fetch_frame(conn, q, p)
+    statement, params = with_scoped_devices(
+        scope, query, lo=day_start(first), cut=as_of_end, origin=day_start(WEEK_ORIGIN)
+    )
+    return fetch_frame(conn, statement, params)
 
 
 def feedback_counts_trailing(
@@ -185,5 +187,5 @@ def feedback_counts_trailing(
         " FROM fb JOIN pe ON fb.day <= pe.period_end AND fb.day > pe.period_end - %(lookback)s"
         " GROUP BY 1, 2 ORDER BY 1, 2"
     )
-    q, p = with_scoped_devices(scope, query, ends=list(period_ends), lo=lo, hi=hi, lookback=lookback_days)
-    return fetch_frame(conn, q, p)
+    statement, params = with_scoped_devices(scope, query, ends=list(period_ends), lo=lo, hi=hi, lookback=lookback_days)
+    return fetch_frame(conn, statement, params)

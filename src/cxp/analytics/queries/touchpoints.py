@@ -14,7 +14,7 @@ from cxp.analytics.query import AnalyticsQuery
 def touchpoint_totals(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
     """Per product × touchpoint from `rollup_hourly`: devices, uses, successes, errors, latency_count/sum,
     fleet_devices."""
-    q, p = with_scoped_devices(
+    statement, params = with_scoped_devices(
         scope,
         ", t AS (SELECT sel.product_id, h.touchpoint, count(DISTINCT h.device_key) FILTER (WHERE h.usage_count > 0)"
         "   AS devices, sum(h.usage_count)::int AS uses, sum(h.success_count)::int AS successes,"
@@ -32,12 +32,12 @@ def touchpoint_totals(conn: psycopg.Connection, *, scope: AnalyticsQuery, start:
         lo=day_start(start),
         hi=day_start(end + timedelta(days=1)),
     )
-    return fetch_frame(conn, q, p)
+    return fetch_frame(conn, statement, params)
 
 
 def device_touchpoints(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
     """Per device × touchpoint from `rollup_hourly`: uses, successes, errors, latency_count, latency_sum."""
-    q, p = with_scoped_devices(
+    statement, params = with_scoped_devices(
         scope,
         "SELECT h.device_key, h.touchpoint, sum(h.usage_count)::int AS uses, sum(h.success_count)::int AS successes,"
         " sum(h.error_count)::int AS errors, sum(h.latency_count)::int AS latency_count,"
@@ -48,7 +48,7 @@ def device_touchpoints(conn: psycopg.Connection, *, scope: AnalyticsQuery, start
         lo=day_start(start),
         hi=day_start(end + timedelta(days=1)),
     )
-    return fetch_frame(conn, q, p)
+    return fetch_frame(conn, statement, params)
 
 
 def first_core_success(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
@@ -57,7 +57,7 @@ def first_core_success(conn: psycopg.Connection, *, scope: AnalyticsQuery, start
     The hourly rollup finds each device's first hour with a successful core use; the exact time then
     comes from the raw events of that one hour only.
     """
-    q, p = with_scoped_devices(
+    statement, params = with_scoped_devices(
         scope,
         ", fh AS (SELECT h.device_key, min(h.bucket) AS bucket FROM rollup_hourly h JOIN sel USING (device_key)"
         "   JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = h.touchpoint AND t.is_core"
@@ -69,4 +69,4 @@ def first_core_success(conn: psycopg.Connection, *, scope: AnalyticsQuery, start
         lo=day_start(start),
         hi=day_start(end + timedelta(days=1)),
     )
-    return fetch_frame(conn, q, p)
+    return fetch_frame(conn, statement, params)

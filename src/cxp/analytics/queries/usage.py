@@ -32,10 +32,10 @@ def daily_usage(
             " r.error_count AS errors FROM rollup_daily r JOIN sel USING (device_key)"
             " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active ORDER BY 1, 2"
         )
-    q, p = with_scoped_devices(
+    statement, params = with_scoped_devices(
         scope, query, start=start, end=end, lo=day_start(start), hi=day_start(end + timedelta(days=1))
     )
-    return fetch_frame(conn, q, p)
+    return fetch_frame(conn, statement, params)
 
 
 def last_use_before(
@@ -54,14 +54,14 @@ def last_use_before(
             "SELECT r.device_key, max(r.day) AS last_use_on FROM rollup_daily r JOIN sel USING (device_key)"
             " WHERE r.day <= %(end)s AND r.active GROUP BY 1"
         )
-    q, p = with_scoped_devices(scope, query, end=end, hi=day_start(end + timedelta(days=1)))
-    return fetch_frame(conn, q, p)
+    statement, params = with_scoped_devices(scope, query, end=end, hi=day_start(end + timedelta(days=1)))
+    return fetch_frame(conn, statement, params)
 
 
 def usage_features(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
     """Per device over the window (rollups): active_days, weekend_active_days, uses, errors, core_uses,
     touchpoints_used."""
-    q, p = with_scoped_devices(
+    statement, params = with_scoped_devices(
         scope,
         ", d AS (SELECT r.device_key, count(*) FILTER (WHERE r.active)::int AS active_days,"
         "   count(*) FILTER (WHERE r.active AND extract(isodow FROM r.day) >= 6)::int AS weekend_active_days,"
@@ -83,7 +83,7 @@ def usage_features(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: da
         lo=day_start(start),
         hi=day_start(end + timedelta(days=1)),
     )
-    return fetch_frame(conn, q, p)
+    return fetch_frame(conn, statement, params)
 
 
 def usage_around(conn: psycopg.Connection, *, scope: AnalyticsQuery, refs: pd.DataFrame, days: int) -> pd.DataFrame:
@@ -93,7 +93,7 @@ def usage_around(conn: psycopg.Connection, *, scope: AnalyticsQuery, refs: pd.Da
     """
     if refs.empty:
         return pd.DataFrame(columns=["device_key", "usage_before", "usage_after", "days_after"])
-    q, p = with_scoped_devices(
+    statement, params = with_scoped_devices(
         scope,
         ", r AS (SELECT unnest(%(keys)s::int[]) AS device_key, unnest(%(days)s::date[]) AS ref_day)"
         " SELECT r.device_key,"
@@ -107,4 +107,4 @@ def usage_around(conn: psycopg.Connection, *, scope: AnalyticsQuery, refs: pd.Da
         days=list(refs["ref_day"]),
         n=days,
     )
-    return fetch_frame(conn, q, p)
+    return fetch_frame(conn, statement, params)

@@ -11,7 +11,7 @@ from cxp.analytics.service.disruptions import get_disruptions
 from cxp.analytics.service.health import get_health, health_frames
 from cxp.analytics.service.journey import get_journey
 from cxp.analytics.service.report import get_fleet_report
-from cxp.analytics.service.segments import get_segments, persona_features
+from cxp.analytics.service.segments import get_segments
 from cxp.analytics.service.touchpoints import get_touchpoints
 from cxp.analytics.service.voice import get_voice
 
@@ -25,5 +25,4 @@ __all__ = [
     "get_voice",
     "health_frames",
     "list_churn_risk",
-    "persona_features",
 ]
