@@ -55,12 +55,14 @@ def _segment_report(
     unsegmented: dict[str, str] | None = None,
     reason: str | None = None,
 ) -> SegmentReport:
+    if features is None:
+        features = tuple(segmentation.features) if segmentation else ()
     return SegmentReport(
         window=window,
         k=segmentation.k if segmentation else None,
         k_method=core_segments.K_METHODS[K_METHOD],
         k_scores=segmentation.k_scores if segmentation else {},
-        features=features if features is not None else tuple(segmentation.features) if segmentation else (),
+        features=features,
         segments=segments,
         assignments=assignments or {},
         unsegmented=unsegmented or {},
