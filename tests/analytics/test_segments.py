@@ -1,4 +1,4 @@
-"""Standardised k-means with k by silhouette, PM names, churn-risk ranking."""
+"""Standardised k-means with k by silhouette or Calinski–Harabasz, PM names, churn-risk ranking."""
 
 from __future__ import annotations
 
@@ -29,14 +29,22 @@ def _three_clusters(seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
 def test_kmeans_recovers_three_clusters_and_names_them() -> None:
     f, truth = _three_clusters()
     r = seg.segment_entities(features=f)
-    assert r.k == 3 and set(r.silhouette) == set(range(2, 9))
-    assert r.silhouette[3] == max(r.silhouette.values())
+    assert r.k == 3 and r.k_method == "silhouette" and set(r.k_scores) == set(range(2, 9))
+    assert r.k_scores[3] == max(r.k_scores.values())
     assert adjusted_rand_score(truth, r.labels["cluster"].to_numpy(dtype=int)) >= 0.9
     names = {c.name for c in r.clusters}
     assert names == {"Daily power users", "Weekend users", "Fading users"}
     assert all(c.size == 120 and c.description for c in r.clusters)
     again = seg.segment_entities(features=f)
     assert (again.labels["cluster"] == r.labels["cluster"]).all()  # deterministic
+
+
+def test_calinski_harabasz_chooses_k_in_the_same_single_fit() -> None:
+    f, truth = _three_clusters()
+    r = seg.segment_entities(features=f, k_method="calinski_harabasz")
+    assert r.k == 3 and r.k_method == "calinski_harabasz" and set(r.k_scores) == set(range(2, 9))
+    assert r.k_scores[3] == max(r.k_scores.values())
+    assert adjusted_rand_score(truth, r.labels["cluster"].to_numpy(dtype=int)) >= 0.9
 
 
 def test_segmentation_imputes_drops_constant_and_guards_small_n() -> None:

@@ -9,6 +9,7 @@ import pytest
 from cxp.analytics import service
 from cxp.analytics.core.health import COMPONENTS
 from cxp.analytics.models import HealthReport
+from cxp.analytics.query import AnalyticsQuery
 from tests.analytics.helpers import assert_no_nan
 from tests.fixtures.fleet import LoadedFleet
 
@@ -91,7 +92,7 @@ def test_account_and_fleet_levels_roll_up_the_devices(fleet_conn, device_health:
 
 
 def test_rollups_and_raw_events_give_the_same_health(fleet_conn) -> None:
-    kw = {"level": "device", "product": "ebike-s2", "weeks": 3}
+    kw = {"level": "device", "query": AnalyticsQuery(product="ebike-s2"), "weeks": 3}
     fast = {(s.entity_id, s.period_start): s for s in service.get_health(conn=fleet_conn, **kw).scores}
     raw = {(s.entity_id, s.period_start): s for s in service.get_health(conn=fleet_conn, source="raw", **kw).scores}
     assert fast.keys() == raw.keys() and len(fast) > 100
@@ -112,7 +113,7 @@ def test_rollups_and_raw_events_give_the_same_health(fleet_conn) -> None:
 
 def test_daily_grain_and_single_device_scope(fleet_conn, device_health: HealthReport) -> None:
     device_id = device_health.latest()[0].entity_id
-    daily = service.get_health(conn=fleet_conn, level="device", grain="day", device=device_id)
+    daily = service.get_health(conn=fleet_conn, query=AnalyticsQuery(device=device_id), level="device", grain="day")
     assert {s.entity_id for s in daily.scores} == {device_id}
     assert 1 <= len(daily.scores) <= 28
     assert all(s.period_start == s.period_end for s in daily.scores)
@@ -120,5 +121,5 @@ def test_daily_grain_and_single_device_scope(fleet_conn, device_health: HealthRe
 
 
 def test_unknown_scope_is_a_clear_not_enough_data_state(fleet_conn) -> None:
-    report = service.get_health(conn=fleet_conn, product="no-such-product")
+    report = service.get_health(conn=fleet_conn, query=AnalyticsQuery(product="no-such-product"))
     assert report.scores == () and report.reason and report.reason.startswith("not enough data")

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from cxp.analytics import service
+from cxp.analytics.query import AnalyticsQuery
 from tests.analytics.helpers import assert_no_nan
 
 pytestmark = pytest.mark.integration
@@ -52,5 +53,5 @@ def test_churned_devices_in_the_funnel_are_simulated_churners(fleet_conn, loaded
 def test_empty_window_is_a_clear_state(fleet_conn) -> None:
     from datetime import date
 
-    report = service.get_journey(conn=fleet_conn, start=date(2020, 1, 1), end=date(2020, 1, 31))
+    report = service.get_journey(conn=fleet_conn, query=AnalyticsQuery(start=date(2020, 1, 1), end=date(2020, 1, 31)))
     assert report.stages == () and report.reason.startswith("not enough data")

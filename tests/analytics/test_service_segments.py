@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
 from cxp.analytics import service
+from cxp.analytics.core.segments import K_METHODS
 from cxp.analytics.models import SegmentReport
 from tests.analytics.helpers import assert_no_nan
 
@@ -34,6 +35,7 @@ def test_segments_are_named_sized_and_healthy(segments: SegmentReport) -> None:
     assert_no_nan(segments)
     assert segments.k == len(segments.segments) and 3 <= segments.k <= 8
     assert segments.k_scores[segments.k] == max(segments.k_scores.values())
+    assert segments.k_method == K_METHODS["calinski_harabasz"]  # the report names the index k was chosen by
     names = [s.name for s in segments.segments]
     assert len(set(names)) == len(names)
     assert sum(s.devices for s in segments.segments) == len(segments.assignments)

@@ -1,4 +1,4 @@
-"""Touchpoints on a simulated fleet: the planted failing touchpoint is the least reliable and lands in 'concentrate here'."""
+"""Touchpoints on a simulated fleet: the planted failing touchpoint is the least reliable, in "concentrate here"."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 
 from cxp.analytics import service
 from cxp.analytics.models import TouchpointReport
+from cxp.analytics.query import AnalyticsQuery
 from tests.analytics.helpers import assert_no_nan
 
 pytestmark = pytest.mark.integration
@@ -66,7 +67,7 @@ def test_outcome_models_state_their_evidence(touchpoints: TouchpointReport) -> N
 
 
 def test_reach_counts_devices_in_scope(fleet_conn) -> None:
-    one = service.get_touchpoints(conn=fleet_conn, product="thermo-x1", days=10_000)
+    one = service.get_touchpoints(conn=fleet_conn, query=AnalyticsQuery(product="thermo-x1"), days=10_000)
     assert {t.product_id for t in one.touchpoints} == {"thermo-x1"}
     heating = next(t for t in one.touchpoints if t.touchpoint == "heating_cycle")
     assert heating.reach == pytest.approx(1.0, abs=0.02)

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from cxp.analytics import service
+from cxp.analytics.query import AnalyticsQuery
 from tests.analytics.helpers import assert_no_nan
 
 pytestmark = pytest.mark.integration
@@ -76,7 +77,9 @@ def test_groups_by_segment_and_week_and_small_n_states(fleet_conn) -> None:
     assert {g.key["segment"] for g in report.groups} <= {"consumer", "smb"}
     weeks = {g.key["week"] for g in report.groups}
     assert len(weeks) == 8
-    one = service.get_voice(conn=fleet_conn, by=("product",), account="acct-000000", days=10_000, min_n=5)
+    one = service.get_voice(
+        conn=fleet_conn, query=AnalyticsQuery(account="acct-000000"), by=("product",), days=10_000, min_n=5
+    )
     for g in (one.overall, *one.groups):
         for m in (g.nps, g.csat, g.ces):
             if m is not None and m.n < 5:

@@ -9,6 +9,8 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
+from cxp.analytics.errors import InvalidInput
+
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 
@@ -114,10 +116,10 @@ def to_day_scalar(value: datetime | date | str | pd.Timestamp) -> pd.Timestamp:
 
 
 def require_columns(frame: pd.DataFrame, columns: Iterable[str], *, what: str) -> None:
-    """Raise ValueError naming the missing columns."""
+    """Raise InvalidInput naming the missing columns."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"{what}: missing column(s) {missing}; got {list(frame.columns)}")
+        raise InvalidInput(f"{what}: missing column(s) {missing}; got {list(frame.columns)}")
 
 
 def clean_values(values: Iterable[object] | np.ndarray | pd.Series | None) -> np.ndarray:

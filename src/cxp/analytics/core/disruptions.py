@@ -25,6 +25,7 @@ from cxp.analytics.core._frames import (
 )
 from cxp.analytics.core.stats import Difference, Distribution, diff_means_ci, diff_with_variances, distribution
 from cxp.analytics.core.voice import csat_from_counts, nps_from_counts
+from cxp.analytics.errors import InvalidParameter
 
 MAD_SCALE = 1.4826  # MAD → σ for normal data
 EPISODE_KEYS: tuple[str, ...] = ("device_id", "touchpoint", "code")
@@ -48,7 +49,7 @@ def error_episodes(
     """
     require_columns(events, ["device_id", "ts", "kind", "code"], what="error_episodes")
     if stale_after_s is not None and stale_after_s <= 0:
-        raise ValueError("stale_after_s must be > 0 or None")
+        raise InvalidParameter("stale_after_s must be > 0 or None")
     stale = np.inf if stale_after_s is None else float(stale_after_s)
     kind = events["kind"].astype(str).str.lower().to_numpy()
     keep = np.isin(kind, ["error", "recovery"])
@@ -219,7 +220,7 @@ def detect_spikes(
     """
     require_columns(series, [*group_cols, "day", "value"], what="detect_spikes")
     if window < 2 or min_history < 2 or k <= 0 or mad_floor < 0:
-        raise ValueError("need window ≥ 2, min_history ≥ 2, k > 0, mad_floor ≥ 0")
+        raise InvalidParameter("need window ≥ 2, min_history ≥ 2, k > 0, mad_floor ≥ 0")
     s = series[list(group_cols)].copy()
     s["day"], s["value"] = to_day(series["day"]).to_numpy(), float_column(series, "value")
     s = s.dropna(subset=["day"]).groupby([*group_cols, "day"], sort=True, dropna=False)["value"].sum(min_count=1)

@@ -25,6 +25,7 @@ from cxp.analytics.core._frames import (
     to_utc_scalar,
 )
 from cxp.analytics.core.stats import LN2, ratio_array, usage_trend
+from cxp.analytics.errors import InvalidInput, InvalidParameter
 
 COMPONENTS: tuple[str, ...] = ("reliability", "efficiency", "engagement", "trajectory", "voice")
 KEY_COLS: tuple[str, ...] = ("entity_id", "period")
@@ -58,7 +59,7 @@ def uptime_from_heartbeats(
     require_columns(heartbeats, ["entity_id", "ts"], what="uptime_from_heartbeats")
     start, end = to_utc_scalar(window_start), to_utc_scalar(window_end)
     if end <= start:
-        raise ValueError("window_end must be after window_start")
+        raise InvalidParameter("window_end must be after window_start")
     t0, t1 = epoch_seconds_scalar(start), epoch_seconds_scalar(end)
     hb = pd.DataFrame({"entity_id": heartbeats["entity_id"].to_numpy(), "t": epoch_seconds(heartbeats["ts"])})
     if "interval_s" in heartbeats.columns:
@@ -66,7 +67,7 @@ def uptime_from_heartbeats(
     elif interval_s is not None and interval_s > 0:
         hb["interval_s"] = float(interval_s)
     else:
-        raise ValueError("give interval_s (> 0) or an interval_s column")
+        raise InvalidParameter("give interval_s (> 0) or an interval_s column")
     hb = hb[np.isfinite(hb["t"].to_numpy()) & (hb["t"].to_numpy() < t1) & (hb["interval_s"].to_numpy() > 0)]
     hb = hb.sort_values(["entity_id", "t"], kind="stable")
     act = pd.Series(dtype=float)
@@ -131,7 +132,7 @@ def reliability_component(*, frame: pd.DataFrame) -> pd.DataFrame:
 def latency_score(*, ratio: np.ndarray | float, zero_at_ratio: float = 2.0) -> np.ndarray:
     """100 at or under target (ratio = observed/target ≤ 1), falling linearly to 0 at `zero_at_ratio` × target."""
     if zero_at_ratio <= 1:
-        raise ValueError("zero_at_ratio must be > 1")
+        raise InvalidParameter("zero_at_ratio must be > 1")
     r = np.asarray(ratio, dtype=float)
     return 100.0 * np.clip((zero_at_ratio - r) / (zero_at_ratio - 1.0), 0.0, 1.0)
 
@@ -176,7 +177,7 @@ def engagement_component(*, frame: pd.DataFrame, stickiness_weight: float = 0.7)
     Returns keys + stickiness_score, breadth_score, engagement.
     """
     if not 0 <= stickiness_weight <= 1:
-        raise ValueError("stickiness_weight must be in [0, 1]")
+        raise InvalidParameter("stickiness_weight must be in [0, 1]")
     keys = _keys(frame)
     days = float_column(frame, "days_in_period") if "days_in_period" in frame.columns else np.full(len(frame), 7.0)
     expected = float_column(frame, "expected_active_days_per_week") * days / 7.0
@@ -232,7 +233,7 @@ def trajectory_component(
     points, slope_per_day, weekly_change, days_since_last_use, slope_score, recency_score, trajectory.
     """
     if not 0 <= slope_weight <= 1:
-        raise ValueError("slope_weight must be in [0, 1]")
+        raise InvalidParameter("slope_weight must be in [0, 1]")
     trend = usage_trend(
         usage=usage,
         as_of=as_of,
@@ -336,11 +337,11 @@ class HealthConfig(BaseModel):
         ]:
             bad = set(w) - set(COMPONENTS)
             if bad:
-                raise ValueError(f"{name}: unknown component(s) {sorted(bad)}")
+                raise InvalidParameter(f"{name}: unknown component(s) {sorted(bad)}")
             if any((not math.isfinite(x)) or x < 0 for x in w.values()) or sum(w.values()) <= 0:
-                raise ValueError(f"{name}: weights must be finite, ≥ 0 and not all zero")
+                raise InvalidParameter(f"{name}: weights must be finite, ≥ 0 and not all zero")
         if self.red_below > self.green_from:
-            raise ValueError("red_below must be ≤ green_from")
+            raise InvalidParameter("red_below must be ≤ green_from")
         return self
 
     def weights_for(self, *, product_id: object) -> np.ndarray:
@@ -376,12 +377,12 @@ def health_scores(*, frame: pd.DataFrame, config: HealthConfig | None = None) ->
     cfg = config or HealthConfig()
     require_columns(frame, ["entity_id", "period", "product_id"], what="health_scores")
     if frame.duplicated(["entity_id", "period"]).any():
-        raise ValueError("health_scores: one row per (entity_id, period) expected")
+        raise InvalidInput("health_scores: one row per (entity_id, period) expected")
     df = frame.reset_index(drop=True)
     n = len(df)
     comp = np.column_stack([float_column(df, c) for c in COMPONENTS]) if n else np.empty((0, len(COMPONENTS)))
     if np.any(np.isfinite(comp) & ((comp < -1e-9) | (comp > 100 + 1e-9))):
-        raise ValueError("component scores must lie in 0..100")
+        raise InvalidInput("component scores must lie in 0..100")
     comp = np.clip(comp, 0, 100)
 
     products = df["product_id"].astype(object).where(df["product_id"].notna(), None)
@@ -468,3 +469,55 @@ def health_scores(*, frame: pd.DataFrame, config: HealthConfig | None = None) ->
     scores["arrow"] = np.where(np.isfinite(delta), arrow, None)
     drivers = long.drop(columns=["_row"]).reset_index(drop=True)
     return HealthScores(scores=to_nullable(scores), drivers=to_nullable(drivers))
+
+
+# ---------------------------------------------------------------- roll-up of device rows
+
+SUB_SCORES: tuple[str, ...] = (
+    "success_score",
+    "error_free_score",
+    "uptime_score",
+    "efficiency",
+    "stickiness_score",
+    "breadth_score",
+    "slope_score",
+    "recency_score",
+    "nps_score",
+    "csat_score",
+    "ces_score",
+)
+
+
+def aggregate_devices(*, device_rows: pd.DataFrame, level: str) -> pd.DataFrame:
+    """Mean component and sub-scores of the member devices per (account | product | fleet) × period.
+
+    `device_rows`: entity_id, period, period_end, product_id, account_id, segment and the component and sub-score
+    columns. The result has entity_id, period, the means, devices, period_end, product_id and segment (the driver
+    comparison group: accounts by account segment, products against all products).
+    """
+    columns = list(dict.fromkeys([*COMPONENTS, *SUB_SCORES]))
+    rows = device_rows.copy()
+    for column in columns:
+        rows[column] = pd.to_numeric(rows[column], errors="coerce").astype(float)
+    if level == "account":
+        key = rows["account_id"].fillna("(no account)")
+    elif level == "product":
+        key = rows["product_id"]
+    else:
+        key = pd.Series("fleet", index=rows.index)
+    rows["entity_id"] = key.to_numpy()
+    groups = rows.groupby(["entity_id", "period"], sort=True)
+    out = groups[columns].mean().reset_index()
+    out["devices"] = groups.size().to_numpy()
+    out["period_end"] = groups["period_end"].first().to_numpy()
+    if level == "account":
+        products = groups["product_id"].agg(lambda s: s.iloc[0] if s.nunique() == 1 else None)
+        out["product_id"] = products.to_numpy()
+        out["segment"] = groups["segment"].first().fillna("(none)").to_numpy()
+    elif level == "product":
+        out["product_id"] = out["entity_id"]
+        out["segment"] = "all products"
+    else:
+        out["product_id"] = None
+        out["segment"] = "fleet"
+    return out

@@ -20,6 +20,7 @@ from cxp.analytics.core._frames import (
     to_utc_scalar,
 )
 from cxp.analytics.core.stats import Distribution, distribution, ratio_array, safe_div
+from cxp.analytics.errors import InvalidParameter
 
 STAGES: tuple[str, ...] = ("registered", "activated", "first_core_use", "habitual")
 UNIT_SECONDS = {"seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
@@ -33,7 +34,7 @@ def habitual_dates(*, daily: pd.DataFrame, k: int = 4, window_days: int = 14) ->
     """
     require_columns(daily, ["entity_id", "day"], what="habitual_dates")
     if k < 1 or window_days < 1:
-        raise ValueError("k and window_days must be ≥ 1")
+        raise InvalidParameter("k and window_days must be ≥ 1")
     active = np.ones(len(daily), dtype=bool)
     if "uses" in daily.columns:
         active = float_column(daily, "uses") > 0
@@ -87,7 +88,7 @@ def lifecycle_funnel(
     """
     require_columns(devices, ["device_id"], what="lifecycle_funnel")
     if cohort not in ("week", "month"):
-        raise ValueError("cohort must be 'week' or 'month'")
+        raise InvalidParameter("cohort must be 'week' or 'month'")
     now = epoch_seconds_scalar(as_of)
     act = _ts(devices, "activated_at")
     core = _ts(devices, "first_core_use_at")
@@ -188,7 +189,7 @@ class TimeToValue:
 def _durations(devices: pd.DataFrame, unit: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     require_columns(devices, ["activated_at", "first_core_use_at"], what="time_to_value")
     if unit not in UNIT_SECONDS:
-        raise ValueError(f"unit must be one of {sorted(UNIT_SECONDS)}")
+        raise InvalidParameter(f"unit must be one of {sorted(UNIT_SECONDS)}")
     act, core = _ts(devices, "activated_at"), _ts(devices, "first_core_use_at")
     dur = (core - act) / UNIT_SECONDS[unit]
     activated = np.isfinite(act)

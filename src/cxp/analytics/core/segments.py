@@ -1,20 +1,30 @@
-"""Usage segments (standardised k-means, k by silhouette, named in product-manager words) and churn-risk ranking."""
+"""Usage segments (standardised k-means, one fit per k, k by a stated index, named in product-manager words) and
+churn-risk ranking."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import calinski_harabasz_score, silhouette_score
 
 from cxp.analytics.core._frames import float_column, nanmean_rows, require_columns, to_day, to_day_scalar, to_nullable
 from cxp.analytics.core.stats import LN2, usage_trend
+from cxp.analytics.errors import InvalidParameter
 
 HIGH_Z = 0.5  # a standardised centroid value ≥ +0.5 SD reads as "high", ≤ −0.5 SD as "low"
+
+KMethod = Literal["silhouette", "calinski_harabasz"]
+# How k is chosen, in words for reports: the index maximised over the k tried (ties go to the smaller k).
+K_METHODS: dict[str, str] = {
+    "silhouette": "silhouette maximum over k (mean silhouette on a sample of the entities)",
+    "calinski_harabasz": "Calinski–Harabasz (variance ratio) maximum over k",
+}
 
 # Feature roles the naming rules understand (the column names expected by default).
 ROLES: tuple[str, ...] = (
@@ -50,10 +60,11 @@ class ClusterProfile:
 
 @dataclass(frozen=True)
 class Segmentation:
-    """Chosen k with the silhouette score of every k tried, labels per entity and the named clusters."""
+    """Chosen k with the index it was chosen by (`k_scores`, per k tried), labels per entity and the named clusters."""
 
     k: int | None
-    silhouette: dict[int, float]
+    k_method: KMethod
+    k_scores: dict[int, float]
     labels: pd.DataFrame
     clusters: list[ClusterProfile]
     features: list[str]
@@ -108,14 +119,19 @@ def segment_entities(
     fit_sample: int = 20_000,
     silhouette_sample: int = 5_000,
     n_init: int = 4,
+    k_method: KMethod = "silhouette",
 ) -> Segmentation:
-    """Standardise the numeric feature columns, run k-means for each k in k_range, keep the k with the best silhouette.
+    """Standardise the numeric feature columns, fit k-means once for each k in k_range, keep the k with the best index.
 
     `features`: entity_id + numeric columns (roles the namer knows: see ROLES). Missing values are set to
     the column median (counted in `imputed`); constant columns are dropped; `log_features` get log1p first.
     Deterministic: fixed random_state, k-means (k-means++, n_init restarts) fitted on a random sample of
-    ≤ fit_sample rows (all rows labelled), silhouette on ≤ silhouette_sample rows. Silhouette ties go to the smaller k.
+    ≤ fit_sample rows (all rows labelled). `k_method`: "silhouette" (on ≤ silhouette_sample rows) or
+    "calinski_harabasz" (variance ratio; silhouette favours k = 2 whenever one group stands far apart). Ties go to
+    the smaller k.
     """
+    if k_method not in K_METHODS:
+        raise InvalidParameter(f"k_method must be one of {sorted(K_METHODS)}")
     require_columns(features, ["entity_id"], what="segment_entities")
     cols = [c for c in features.columns if c != "entity_id" and pd.api.types.is_numeric_dtype(features[c])]
     empty = pd.DataFrame(
@@ -125,6 +141,20 @@ def segment_entities(
             "segment": pd.Series([None] * len(features), dtype=object),
         }
     )
+
+    def unsegmented(reason: str) -> Segmentation:
+        # late binding: `cols` and `imputed` as they stand when the guard fires
+        return Segmentation(
+            k=None,
+            k_method=k_method,
+            k_scores={},
+            labels=to_nullable(empty),
+            clusters=[],
+            features=cols,
+            imputed=imputed,
+            reason=reason,
+        )
+
     x = np.column_stack([float_column(features, c) for c in cols]) if cols else np.empty((len(features), 0))
     for i, c in enumerate(cols):
         if c in log_features:
@@ -143,10 +173,10 @@ def segment_entities(
     ks = sorted({int(k) for k in k_range if k >= 2})
     n = len(x)
     if len(cols) < 1 or not ks:
-        return Segmentation(None, {}, to_nullable(empty), [], cols, imputed, "not enough data: no varying feature")
+        return unsegmented("not enough data: no varying feature")
     ks = [k for k in ks if k < n]
     if not ks or n < 3:
-        return Segmentation(None, {}, to_nullable(empty), [], cols, imputed, f"not enough data: {n} entities")
+        return unsegmented(f"not enough data: {n} entities")
     mean = x.mean(axis=0)
     z = (x - mean) / x.std(axis=0)
     rng = np.random.default_rng(random_state)
@@ -160,14 +190,14 @@ def segment_entities(
         km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(zf)
         if len(np.unique(km.labels_)) < 2:
             continue
-        scores[k] = float(
-            silhouette_score(zf, km.labels_, sample_size=min(silhouette_sample, len(zf)), random_state=random_state)
-        )
+        if k_method == "silhouette":
+            sample = min(silhouette_sample, len(zf))
+            scores[k] = float(silhouette_score(zf, km.labels_, sample_size=sample, random_state=random_state))
+        else:
+            scores[k] = float(calinski_harabasz_score(zf, km.labels_))
         models[k] = km
     if not scores:
-        return Segmentation(
-            None, {}, to_nullable(empty), [], cols, imputed, "not enough data: too few distinct entities"
-        )
+        return unsegmented("not enough data: too few distinct entities")
     best = max(scores, key=lambda k: (round(scores[k], 12), -k))
     km = models[best]
     labels = km.predict(z)
@@ -201,7 +231,15 @@ def segment_entities(
             "segment": np.array(final, dtype=object)[labels],
         }
     )
-    return Segmentation(best, scores, to_nullable(out), clusters, cols, imputed)
+    return Segmentation(
+        k=best,
+        k_method=k_method,
+        k_scores=scores,
+        labels=to_nullable(out),
+        clusters=clusters,
+        features=cols,
+        imputed=imputed,
+    )
 
 
 # ---------------------------------------------------------------- churn risk
@@ -297,7 +335,7 @@ def churn_risk(
     """
     w = {"slope": 0.5, "recency": 0.35, "disruptions": 0.15, **(weights or {})}
     if set(w) - {"slope", "recency", "disruptions"} or any(v < 0 for v in w.values()) or sum(w.values()) <= 0:
-        raise ValueError("weights: keys slope/recency/disruptions, ≥ 0, not all zero")
+        raise InvalidParameter("weights: keys slope/recency/disruptions, ≥ 0, not all zero")
     trend = usage_trend(
         usage=usage,
         as_of=as_of,

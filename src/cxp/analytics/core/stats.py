@@ -22,6 +22,7 @@ from cxp.analytics.core._frames import (
     to_day_scalar,
     to_nullable,
 )
+from cxp.analytics.errors import InvalidInput, InvalidParameter
 
 # Z95, Difference and t_quantile live in cxp.core.stats (shared with pricing); analytics imports them from here.
 from cxp.core.stats import Z95, Difference, t_quantile, welch_difference, wilson_interval
@@ -214,7 +215,7 @@ def theil_sen(
         else as_float_array(x if isinstance(x, pd.Series | np.ndarray) else list(x)).ravel()
     )
     if xx.size != yy.size:
-        raise ValueError("x and y must have the same length")
+        raise InvalidInput("x and y must have the same length")
     ok = np.isfinite(xx) & np.isfinite(yy)
     xx, yy = xx[ok], yy[ok]
     need = max(min_points, 2)
@@ -242,7 +243,7 @@ def theil_sen_rows(
     """
     m = np.asarray(matrix, dtype=float)
     if m.ndim != 2:
-        raise ValueError("matrix must be 2-D")
+        raise InvalidInput("matrix must be 2-D")
     rows, t = m.shape
     xs = np.arange(t, dtype=float) if x is None else np.asarray(x, dtype=float)
     points = np.isfinite(m).sum(axis=1)
@@ -294,7 +295,7 @@ def usage_trend(
     """
     require_columns(usage, ["entity_id", "day", "uses"], what="usage_trend usage")
     if window_days < 2 or bucket_days < 1 or window_days % bucket_days:
-        raise ValueError("window_days must be ≥ 2 and a multiple of bucket_days")
+        raise InvalidParameter("window_days must be ≥ 2 and a multiple of bucket_days")
     n_buckets = window_days // bucket_days
     need = min_points if min_points is not None else max(3, 7 // bucket_days)
     end = to_day_scalar(as_of)

@@ -19,6 +19,7 @@ from scipy import stats as sps
 from cxp.analytics.core._frames import float_column, nanmean_rows, require_columns, to_nullable
 from cxp.analytics.core.health import latency_score
 from cxp.analytics.core.stats import ratio_array
+from cxp.analytics.errors import InvalidParameter
 
 QUADRANTS = {
     (True, False): "concentrate here",
@@ -287,9 +288,9 @@ def penalty_reward(
     left out of the regression with a "not enough data" reason.
     """
     if not 0 < low_quantile < high_quantile < 1:
-        raise ValueError("need 0 < low_quantile < high_quantile < 1")
+        raise InvalidParameter("need 0 < low_quantile < high_quantile < 1")
     if ratio_tolerance < 1:
-        raise ValueError("ratio_tolerance must be ≥ 1")
+        raise InvalidParameter("ratio_tolerance must be ≥ 1")
     wide, y = _wide(performance, outcomes)
     cols = [
         "touchpoint",

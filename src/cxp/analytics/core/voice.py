@@ -12,6 +12,7 @@ from scipy import stats as sps
 
 from cxp.analytics.core._frames import clean_values, float_column, require_columns, to_nullable
 from cxp.analytics.core.stats import Z95, mean_ci_from_moments, proportion_ci
+from cxp.analytics.errors import InvalidInput, InvalidParameter
 
 SCALES: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
 RESULT_SCALE: dict[str, str] = {"nps": "-100..100", "csat": "0..100 (% top-2-box)", "ces": "1..7 (mean)"}
@@ -71,7 +72,7 @@ def _scores(values: Iterable[float] | np.ndarray | pd.Series | None, measure: st
     lo, hi = SCALES[measure]
     v = clean_values(values)
     if v.size and (v.min() < lo or v.max() > hi or not np.all(v == np.round(v))):
-        raise ValueError(f"{measure} scores must be integers in {lo}..{hi}")
+        raise InvalidInput(f"{measure} scores must be integers in {lo}..{hi}")
     return v
 
 
@@ -86,7 +87,7 @@ def nps_variance(*, n: int, promoters: int, detractors: int) -> float | None:
 def nps_from_counts(*, n: int, promoters: int, detractors: int, min_n: int = 2) -> NpsResult:
     """NPS from response counts (promoters 9–10, detractors 0–6, n all answers)."""
     if promoters < 0 or detractors < 0 or promoters + detractors > n:
-        raise ValueError("need 0 ≤ promoters + detractors ≤ n")
+        raise InvalidInput("need 0 ≤ promoters + detractors ≤ n")
     passives = n - promoters - detractors
     if n < max(min_n, 1):
         return NpsResult(
@@ -117,7 +118,7 @@ def nps(*, scores: Iterable[float] | np.ndarray | pd.Series, min_n: int = 2) -> 
 def csat_from_counts(*, n: int, top2: int, min_n: int = 2) -> CsatResult:
     """CSAT from counts: top2 = answers of 4 or 5 among n answers on 1–5."""
     if top2 < 0 or top2 > n:
-        raise ValueError("need 0 ≤ top2 ≤ n")
+        raise InvalidInput("need 0 ≤ top2 ≤ n")
     if n < max(min_n, 1):
         return CsatResult(n, top2, None, None, None, None, reason=f"not enough data: n={n} < {max(min_n, 1)}")
     ci = proportion_ci(successes=top2, n=n)
@@ -173,19 +174,19 @@ def voice_by_group(*, histogram: pd.DataFrame, group_cols: Sequence[str] = (), m
     h["measure"] = h["measure"].astype(str).str.lower()
     unknown = set(h["measure"].unique()) - set(SCALES)
     if unknown:
-        raise ValueError(f"unknown measure(s) {sorted(unknown)}; expected {sorted(SCALES)}")
+        raise InvalidParameter(f"unknown measure(s) {sorted(unknown)}; expected {sorted(SCALES)}")
     s = float_column(histogram, "score")
     c = float_column(histogram, "responses") if "responses" in histogram.columns else np.ones(len(h))
     c = np.nan_to_num(c, nan=0.0)
     if np.any(c < 0):
-        raise ValueError("responses must be ≥ 0")
+        raise InvalidInput("responses must be ≥ 0")
     keep = np.isfinite(s) & (c > 0)
     h, s, c = h[keep], s[keep], c[keep]
     meas = h["measure"].to_numpy()
     lo = np.array([SCALES[m][0] for m in meas]) if len(meas) else np.empty(0)
     hi = np.array([SCALES[m][1] for m in meas]) if len(meas) else np.empty(0)
     if np.any((s < lo) | (s > hi) | (s != np.round(s))):
-        raise ValueError("scores out of range for their measure (nps 0..10, csat 1..5, ces 1..7; integers)")
+        raise InvalidInput("scores out of range for their measure (nps 0..10, csat 1..5, ces 1..7; integers)")
     h = h.assign(
         n=c,
         prom=np.where(meas == "nps", (s >= 9) * c, 0.0),
@@ -246,3 +247,40 @@ def voice_by_group(*, histogram: pd.DataFrame, group_cols: Sequence[str] = (), m
     )
     out["reason"] = np.where(ok, None, why.to_numpy(dtype=object))
     return to_nullable(out)
+
+
+def satisfaction_index(
+    *, device_feedback: pd.DataFrame, histogram: pd.DataFrame, key: str = "entity_id"
+) -> pd.DataFrame:
+    """Per entity: mean standardised feedback answer (each measure z-scored over all answers) and answer count.
+
+    `device_feedback`: key, <measure>_n and <measure>_mean per measure. `histogram`: measure, score, responses over
+    the same answers (the z-score reference). Measures with fewer than 2 answers or no spread are left out;
+    entities without a counted answer are dropped. Returns key, satisfaction, answers.
+    """
+    if device_feedback.empty or histogram.empty:
+        return pd.DataFrame(columns=[key, "satisfaction", "answers"])
+    weighted_z = np.zeros(len(device_feedback))
+    answers = np.zeros(len(device_feedback))
+    for measure in SCALES:
+        counts = histogram[histogram["measure"] == measure]
+        n = float(counts["responses"].sum())
+        if n < 2:
+            continue
+        mean = float((counts["score"] * counts["responses"]).sum() / n)
+        sd = math.sqrt(float((counts["responses"] * (counts["score"] - mean) ** 2).sum() / (n - 1)))
+        if sd <= 0:
+            continue
+        device_n = device_feedback[f"{measure}_n"].to_numpy(dtype=float)
+        device_mean = device_feedback[f"{measure}_mean"].to_numpy(dtype=float, na_value=np.nan)
+        answered = device_n > 0
+        weighted_z[answered] += device_n[answered] * (device_mean[answered] - mean) / sd
+        answers[answered] += device_n[answered]
+    out = pd.DataFrame(
+        {
+            key: device_feedback[key],
+            "satisfaction": np.where(answers > 0, weighted_z / np.where(answers > 0, answers, 1), np.nan),
+            "answers": answers,
+        }
+    )
+    return out[out["answers"] > 0]

@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 
 from cxp.analytics import service as analytics
 from cxp.analytics.core.health import HealthConfig
+from cxp.analytics.query import AnalyticsQuery
 from cxp.api.dashboard import assets, pages
 from cxp.api.dashboard.comparison import comparison_plan_ids, model_comparison
 from cxp.api.dashboard.render import HEADERS, Html, Viewer, el, filter_form, may_see, page, safe_next
@@ -187,7 +188,8 @@ def overview(key: CurrentKey, cached: CachedDep,
 def health(key: ProductKey, cached: CachedDep, product: Product = None,
            weeks: Annotated[int, Query(ge=1, le=104)] = 12) -> HTMLResponse:
     """Health over time per product and for the fleet, with components and drivers."""
-    by_product = cached.service(analytics.get_health, level="product", weeks=weeks, product=product)
+    by_product = cached.service(analytics.get_health, query=AnalyticsQuery(product=product), level="product",
+                                weeks=weeks)
     scope = by_product if product else cached.service(analytics.get_health, level="fleet", weeks=weeks)
     body, charts = pages.health(by_product, scope, scope_name=product or "fleet", config=HealthConfig())
     filters = filter_form(products=_product_ids(cached), product=product, span_name="weeks", span_value=weeks,
@@ -199,7 +201,7 @@ def health(key: ProductKey, cached: CachedDep, product: Product = None,
 def _days_page(key: ApiKey, cached: Cached, *, service: Callable[..., Any], render: Callable[[Any], Any],
                title: str, active: str, product: str | None, days: int) -> HTMLResponse:
     """A page of one analytics service over the last `days` days, with the product/days filter form."""
-    body, charts = render(cached.service(service, product=product, days=days))
+    body, charts = render(cached.service(service, query=AnalyticsQuery(product=product), days=days))
     filters = filter_form(products=_product_ids(cached), product=product, span_name="days", span_value=days,
                           span_label="Days")
     return _html(page(title=title, active=active, viewer=_viewer(key), body=body, charts=charts, filters=filters))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-from pydantic import BaseModel
 
 from cxp.analytics import service
 from cxp.analytics.models import (
@@ -22,9 +21,10 @@ from cxp.analytics.models import (
     VoiceReport,
     Window,
 )
+from cxp.analytics.query import AnalyticsQuery
 from cxp.api.deps import CachedDep, PageDep, ProductKey
-from cxp.api.errors import NotFound, Unprocessable
-from cxp.api.schemas import CSV_RESPONSES, FormatQuery, csv_response, paged
+from cxp.api.errors import NotFound
+from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response, paged
 
 router = APIRouter(prefix="/v1/experience", tags=["experience"])
 
@@ -33,50 +33,28 @@ Id = Annotated[str, Query(min_length=1, max_length=200)]
 Day = Annotated[date, Query(ge=date(1970, 1, 1), le=date(2200, 12, 31))]
 
 
-@dataclass(frozen=True)
-class Scope:
-    """The filters every experience endpoint takes."""
-
-    product: str | None
-    segment: str | None
-    account: str | None
-    start: date | None
-    end: date | None
-
-    def kwargs(self) -> dict:
-        """As service keyword arguments."""
-        return {"product": self.product, "segment": self.segment, "account": self.account,
-                "start": self.start, "end": self.end}
-
-
-def get_scope(
+def get_query(
     product: Annotated[str | None, Query(max_length=200, description="Product model id")] = None,
     segment: Annotated[str | None, Query(max_length=200, description="Account segment")] = None,
     account: Annotated[str | None, Query(max_length=200, description="Account id")] = None,
     start: Annotated[Day | None, Query(description="First UTC day (default: from `days`/`weeks` before end)")] = None,
     end: Annotated[Day | None, Query(description="Last UTC day, inclusive (default: the last day with data)")] = None,
-) -> Scope:
-    """Validated scope filters."""
-    if start is not None and end is not None and start > end:
-        raise Unprocessable(f"start ({start}) is after end ({end})")
-    return Scope(product, segment, account, start, end)
+) -> AnalyticsQuery:
+    """The question every experience endpoint asks, built once (a start after the end is a 422)."""
+    return AnalyticsQuery(product=product, segment=segment, account=account, start=start, end=end)
 
 
-ScopeDep = Annotated[Scope, Depends(get_scope)]
+QueryDep = Annotated[AnalyticsQuery, Depends(get_query)]
 Days = Annotated[int, Query(ge=1, le=3660, description="Window length in days when start is not given")]
 
 
-class HealthPage(BaseModel):
+class HealthPage(Page[HealthScore]):
     """Health scores (one per entity × period) with the window they cover."""
 
     level: str
     grain: str
     window: Window
     reason: str | None
-    items: list[HealthScore]
-    total: int
-    limit: int
-    offset: int
 
 
 _HEALTH_COLUMNS = ("level", "entity_id", "period_start", "period_end", "product_id", "segment", "devices", "score",
@@ -88,7 +66,7 @@ _HEALTH_COLUMNS = ("level", "entity_id", "period_start", "period_end", "product_
 def list_health(
     _: ProductKey,
     cached: CachedDep,
-    scope: ScopeDep,
+    query: QueryDep,
     page: PageDep,
     level: Literal["device", "account", "product", "fleet"] = "product",
     grain: Literal["day", "week"] = "week",
@@ -98,8 +76,8 @@ def list_health(
     format: FormatQuery = "json",
 ) -> HealthPage | Response:
     """Scores per entity and period, newest period last; `latest=true` keeps each entity's last period."""
-    kw = {"level": level, "grain": grain, "device": device, "weeks": weeks, **scope.kwargs()}
-    report = cached.service(service.get_health, **kw)
+    report = cached.service(service.get_health, query=replace(query, device=device), level=level, grain=grain,
+                            weeks=weeks)
     scores = report.latest() if latest else report.scores
     if format == "csv":
         return csv_response(scores, filename=f"health-{level}", columns=_HEALTH_COLUMNS)
@@ -119,10 +97,9 @@ def get_health_history(
     end: Day | None = None,
 ) -> list[HealthScore]:
     """Every period's score of one device, account, product (or `fleet/fleet`), oldest first."""
-    filters = {"device": {"device": entity_id}, "account": {"account": entity_id},
-               "product": {"product": entity_id}, "fleet": {}}[level]
-    kw = {"level": level, "grain": grain, "weeks": weeks, "end": end, **filters}
-    report = cached.service(service.get_health, **kw)
+    query = {"device": AnalyticsQuery(device=entity_id, end=end), "account": AnalyticsQuery(account=entity_id, end=end),
+             "product": AnalyticsQuery(product=entity_id, end=end), "fleet": AnalyticsQuery(end=end)}[level]
+    report = cached.service(service.get_health, query=query, level=level, grain=grain, weeks=weeks)
     history = report.history(entity_id if level != "fleet" else next(
         (s.entity_id for s in report.scores), entity_id))
     if not history:
@@ -134,63 +111,54 @@ def get_health_history(
 def get_voice(
     _: ProductKey,
     cached: CachedDep,
-    scope: ScopeDep,
+    query: QueryDep,
     by: Annotated[list[Literal["product", "touchpoint", "segment", "week", "month", "day"]],
                   Query(description="Group by these (repeat the parameter)")] = ["product"],  # noqa: B006
     days: Days = 90,
     min_n: Annotated[int, Query(ge=1, le=10_000, description="Answers below which a value is withheld")] = 2,
 ) -> VoiceReport:
     """NPS with n and 95% margin, CSAT top-2-box, CES mean — never mixed across scales."""
-    kw = {"by": tuple(dict.fromkeys(by)), "days": days, "min_n": min_n, **scope.kwargs()}
-    return cached.service(service.get_voice, **kw)
+    return cached.service(service.get_voice, query=query, by=tuple(dict.fromkeys(by)), days=days, min_n=min_n)
 
 
 @router.get("/touchpoints", response_model=TouchpointReport, responses=CSV_RESPONSES,
             summary="Touchpoints: reach, success, latency, importance–performance quadrant, satisfier class")
 def get_touchpoints(
-    _: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 56, format: FormatQuery = "json"
+    _: ProductKey, cached: CachedDep, query: QueryDep, days: Days = 56, format: FormatQuery = "json"
 ) -> TouchpointReport | Response:
     """Per product × touchpoint, with the outcome models behind derived importance."""
-    kw = {"days": days, **scope.kwargs()}
-    report = cached.service(service.get_touchpoints, **kw)
+    report = cached.service(service.get_touchpoints, query=query, days=days)
     if format == "csv":
         return csv_response(report.touchpoints, filename="touchpoints")
     return report
 
 
 @router.get("/journey", response_model=JourneyReport, summary="Lifecycle funnel, cohorts and time to first value")
-def get_journey(_: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 90) -> JourneyReport:
+def get_journey(_: ProductKey, cached: CachedDep, query: QueryDep, days: Days = 90) -> JourneyReport:
     """Registered → activated → first core use → habitual, churned as the exit, per weekly cohort."""
-    kw = {"days": days, **scope.kwargs()}
-    return cached.service(service.get_journey, **kw)
+    return cached.service(service.get_journey, query=query, days=days)
 
 
 @router.get("/disruptions", response_model=DisruptionReport,
             summary="Incidents, recovery times, error spikes and the effect of recovery")
-def get_disruptions(_: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 56) -> DisruptionReport:
+def get_disruptions(_: ProductKey, cached: CachedDep, query: QueryDep, days: Days = 56) -> DisruptionReport:
     """Error episodes merged into incidents, time to recovery, spikes, and the recovery-paradox test."""
-    kw = {"days": days, **scope.kwargs()}
-    return cached.service(service.get_disruptions, **kw)
+    return cached.service(service.get_disruptions, query=query, days=days)
 
 
 @router.get("/personas", response_model=SegmentReport, summary="Usage personas with size and health")
-def get_personas(_: ProductKey, cached: CachedDep, scope: ScopeDep, days: Days = 56) -> SegmentReport:
+def get_personas(_: ProductKey, cached: CachedDep, query: QueryDep, days: Days = 56) -> SegmentReport:
     """k-means personas on standardised usage features, named in product-manager words."""
-    kw = {"days": days, **scope.kwargs()}
-    return cached.service(service.get_segments, **kw)
+    return cached.service(service.get_segments, query=query, days=days)
 
 
-class ChurnRiskPage(BaseModel):
+class ChurnRiskPage(Page[ChurnRiskEntry]):
     """Devices or accounts ranked by churn risk."""
 
     level: str
     window: Window
     reason: str | None
     weights: dict[str, float]
-    items: list[ChurnRiskEntry]
-    total: int
-    limit: int
-    offset: int
 
 
 @router.get("/churn-risk", response_model=ChurnRiskPage, responses=CSV_RESPONSES,
@@ -198,16 +166,16 @@ class ChurnRiskPage(BaseModel):
 def list_churn_risk(
     _: ProductKey,
     cached: CachedDep,
-    scope: ScopeDep,
+    query: QueryDep,
     page: PageDep,
     level: Literal["device", "account"] = "device",
     include_churned: bool = False,
     format: FormatQuery = "json",
 ) -> ChurnRiskPage | Response:
     """Highest risk first; reasons in words (usage slope, days since last core use, recent disruptions)."""
-    kw = {"level": level, "product": scope.product, "segment": scope.segment, "account": scope.account,
-          "end": scope.end, "include_churned": include_churned}
-    result = cached.service(service.list_churn_risk, **kw)
+    # the risk window is the 28 days up to `end`: a start would not change the answer, so it does not key the cache
+    result = cached.service(service.list_churn_risk, query=query.ending(query.end), level=level,
+                            include_churned=include_churned)
     if format == "csv":
         return csv_response(result.entries, filename=f"churn-risk-{level}")
     return ChurnRiskPage(level=level, window=result.window, reason=result.reason, weights=result.weights,
@@ -224,5 +192,5 @@ def get_report(
     weeks: Annotated[int, Query(ge=1, le=52)] = 4,
 ) -> FleetReport:
     """What the demo prints: fleet and product scores, NPS, band shares, churn risk and ranked concerns."""
-    kw = {"product": product, "segment": segment, "end": end, "weeks": weeks}
-    return cached.service(service.get_fleet_report, **kw)
+    query = AnalyticsQuery(product=product, segment=segment, end=end)
+    return cached.service(service.get_fleet_report, query=query, weeks=weeks)

@@ -24,6 +24,7 @@ def _time(label: str, fn: Callable[[], Any], out: Callable[[str], None]) -> tupl
 
 def main(argv: list[str] | None = None) -> None:
     """Load (once) a simulated fleet into its own database; time fleet health from the rollups and from raw events."""
+    from cxp.analytics.query import AnalyticsQuery
     from cxp.analytics.service import get_health
     from cxp.core.config import DbSettings, Settings
     from cxp.stack import start_stack
@@ -66,7 +67,9 @@ def main(argv: list[str] | None = None) -> None:
             for i in range(args.repeat):
                 elapsed, rep = _time(
                     f"{source:7s} run {i + 1}",
-                    lambda s=source: get_health(conn=conn, level="fleet", weeks=weeks, end=end, source=s),
+                    lambda s=source: get_health(
+                        conn=conn, query=AnalyticsQuery(end=end), level="fleet", weeks=weeks, source=s
+                    ),
                     out,
                 )
                 runs.append(elapsed)

@@ -1,0 +1,57 @@
+"""Error and recovery events, daily errors per product and hourly devices with an error code."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pandas as pd
+import psycopg
+
+from cxp.analytics.queries._base import day_start, fetch_frame, with_scoped_devices
+from cxp.analytics.query import AnalyticsQuery
+
+
+def error_stream(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
+    """Error and recovery events in the window (raw, filtered in SQL): device_id, product_id, ts, kind, code,
+    touchpoint."""
+    statement, params = with_scoped_devices(
+        scope,
+        "SELECT sel.device_id, sel.device_key, sel.product_id, e.ts, e.kind::text AS kind, e.code, e.touchpoint"
+        " FROM events e JOIN sel USING (device_key)"
+        " WHERE e.kind IN ('error', 'recovery') AND e.ts >= %(lo)s AND e.ts < %(hi)s ORDER BY e.ts",
+        lo=day_start(start),
+        hi=day_start(end + timedelta(days=1)),
+    )
+    return fetch_frame(conn, statement, params)
+
+
+def daily_errors_by_product(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
+    """Per product × day from `rollup_daily`: errors, uses, active devices."""
+    statement, params = with_scoped_devices(
+        scope,
+        "SELECT sel.product_id, r.day, sum(r.error_count)::int AS errors, sum(r.usage_count)::int AS uses,"
+        " count(*) FILTER (WHERE r.active)::int AS active_devices"
+        " FROM rollup_daily r JOIN sel USING (device_key) WHERE r.day BETWEEN %(start)s AND %(end)s"
+        " GROUP BY 1, 2 ORDER BY 1, 2",
+        start=start,
+        end=end,
+    )
+    return fetch_frame(conn, statement, params)
+
+
+def hourly_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
+    """Per product × touchpoint × error code × hour: distinct devices with an error (raw events, aggregated in SQL).
+
+    The rollup has no error code; an incident repeats one code, so counting per code separates it from the
+    everyday mix of codes.
+    """
+    statement, params = with_scoped_devices(
+        scope,
+        "SELECT sel.product_id, e.touchpoint, e.code, time_bucket(INTERVAL '1 hour', e.ts) AS bucket,"
+        " count(DISTINCT e.device_key)::int AS devices FROM events e JOIN sel USING (device_key)"
+        " WHERE e.kind = 'error' AND e.ts >= %(lo)s AND e.ts < %(hi)s AND e.touchpoint IS NOT NULL"
+        " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+        lo=day_start(start),
+        hi=day_start(end + timedelta(days=1)),
+    )
+    return fetch_frame(conn, statement, params)

@@ -1,0 +1,88 @@
+"""Feedback answers (NPS, CSAT, CES) counted and averaged in SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, timedelta
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from cxp.analytics.errors import InvalidParameter
+from cxp.analytics.queries._base import day_start, fetch_frame, with_scoped_devices
+from cxp.analytics.query import AnalyticsQuery
+
+VOICE_GROUPS: dict[str, str] = {
+    "product": "sel.product_id",
+    "touchpoint": "coalesce(e.touchpoint, '(relationship)')",
+    "segment": "coalesce(sel.segment, '(none)')",
+    "week": "time_bucket(INTERVAL '7 days', (e.ts AT TIME ZONE 'UTC')::date, DATE '2000-01-03')::text",
+    "month": "to_char(e.ts AT TIME ZONE 'UTC', 'YYYY-MM')",
+    "day": "((e.ts AT TIME ZONE 'UTC')::date)::text",
+}
+
+
+def feedback_histogram(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date, by: Sequence[str]
+) -> pd.DataFrame:
+    """Feedback answers counted per group × measure × score in SQL: <by columns>, measure, score, responses."""
+    unknown = set(by) - set(VOICE_GROUPS)
+    if unknown:
+        raise InvalidParameter(f"unknown voice grouping(s) {sorted(unknown)}; choose from {sorted(VOICE_GROUPS)}")
+    cols = [sql.SQL("{} AS {}").format(sql.SQL(VOICE_GROUPS[g]), sql.Identifier(g)) for g in by]
+    select = sql.SQL(", ").join(
+        [*cols, sql.SQL("m.measure"), sql.SQL("m.score::int AS score"), sql.SQL("count(*)::int AS responses")]
+    )
+    group = sql.SQL(", ").join(sql.Literal(i) for i in range(1, len(by) + 3))
+    query = sql.SQL(
+        "SELECT {} FROM events e JOIN sel USING (device_key)"
+        " CROSS JOIN LATERAL (VALUES ('nps', e.nps), ('csat', e.csat), ('ces', e.ces)) AS m(measure, score)"
+        " WHERE e.kind = 'feedback' AND e.ts >= %(lo)s AND e.ts < %(hi)s AND m.score IS NOT NULL"
+        " GROUP BY {} ORDER BY {}"
+    ).format(select, group, group)
+    statement, params = with_scoped_devices(scope, query, lo=day_start(start), hi=day_start(end + timedelta(days=1)))
+    return fetch_frame(conn, statement, params)
+
+
+def device_feedback(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
+    """Per device: mean NPS, CSAT and CES answers in the window with their counts (aggregated in SQL)."""
+    statement, params = with_scoped_devices(
+        scope,
+        "SELECT e.device_key, count(e.nps)::int AS nps_n, avg(e.nps)::float8 AS nps_mean,"
+        " count(e.csat)::int AS csat_n, avg(e.csat)::float8 AS csat_mean,"
+        " count(e.ces)::int AS ces_n, avg(e.ces)::float8 AS ces_mean"
+        " FROM events e JOIN sel USING (device_key)"
+        " WHERE e.kind = 'feedback' AND e.ts >= %(lo)s AND e.ts < %(hi)s GROUP BY 1",
+        lo=day_start(start),
+        hi=day_start(end + timedelta(days=1)),
+    )
+    return fetch_frame(conn, statement, params)
+
+
+def feedback_after(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, refs: pd.DataFrame, horizon_days: int, end: date
+) -> pd.DataFrame:
+    """Each device's first NPS and first CSAT answer within `horizon_days` after its reference time.
+
+    refs: device_key, ref_ts.
+    """
+    if refs.empty:
+        return pd.DataFrame(columns=["device_key", "nps_after", "csat_after"])
+    statement, params = with_scoped_devices(
+        scope,
+        ", r AS (SELECT unnest(%(keys)s::int[]) AS device_key, unnest(%(ts)s::timestamptz[]) AS ref_ts)"
+        " SELECT r.device_key,"
+        " (SELECT e.nps FROM events e WHERE e.device_key = r.device_key AND e.kind = 'feedback'"
+        "   AND e.nps IS NOT NULL AND e.ts > r.ref_ts AND e.ts <= least(r.ref_ts + %(h)s, %(hi)s)"
+        "   ORDER BY e.ts LIMIT 1) AS nps_after,"
+        " (SELECT e.csat FROM events e WHERE e.device_key = r.device_key AND e.kind = 'feedback'"
+        "   AND e.csat IS NOT NULL AND e.ts > r.ref_ts AND e.ts <= least(r.ref_ts + %(h)s, %(hi)s)"
+        "   ORDER BY e.ts LIMIT 1) AS csat_after"
+        " FROM r JOIN sel USING (device_key)",
+        keys=[int(k) for k in refs["device_key"]],
+        ts=[pd.Timestamp(t).floor("us").to_pydatetime() for t in refs["ref_ts"]],
+        h=timedelta(days=horizon_days),
+        hi=day_start(end + timedelta(days=1)),
+    )
+    return fetch_frame(conn, statement, params)

@@ -1,0 +1,191 @@
+"""Inputs of the Experience Health Score per device × period, from the rollups or afresh from raw rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+
+import pandas as pd
+import psycopg
+
+from cxp.analytics.queries._base import (
+    WEEK_ORIGIN,
+    Grain,
+    Source,
+    day_start,
+    fetch_frame,
+    period_start_sql,
+    scoped_join,
+    week_start,
+    with_scoped_devices,
+)
+from cxp.analytics.query import AnalyticsQuery
+
+
+def _daily_source(source: Source) -> str:
+    """A relation with rollup_daily's columns used here, from the rollup or aggregated afresh from raw rows."""
+    if source == "rollups":
+        return "rollup_daily"
+    return (
+        "(SELECT coalesce(u.device_key, s.device_key) AS device_key, coalesce(u.day, s.day) AS day,"
+        " coalesce(u.usage_count, 0) AS usage_count, coalesce(u.success_count, 0) AS success_count,"
+        " coalesce(u.error_count, 0) AS error_count, coalesce(u.usage_count, 0) > 0 AS active,"
+        " coalesce(s.heartbeat_count, 0) AS heartbeat_count FROM"
+        " (SELECT e.device_key, (e.ts AT TIME ZONE 'UTC')::date AS day,"
+        "   count(*) FILTER (WHERE e.kind = 'usage')::int AS usage_count,"
+        "   count(*) FILTER (WHERE e.kind = 'usage' AND e.success)::int AS success_count,"
+        "   count(*) FILTER (WHERE e.kind = 'error')::int AS error_count"
+        "  FROM events e WHERE e.ts >= %(lo)s AND e.ts < %(hi)s AND e.kind IN ('usage', 'error') GROUP BY 1, 2) u"
+        " FULL JOIN (SELECT st.device_key, (st.ts AT TIME ZONE 'UTC')::date AS day, count(*)::int AS heartbeat_count"
+        "  FROM device_state st WHERE st.ts >= %(lo)s AND st.ts < %(hi)s GROUP BY 1, 2) s"
+        " ON s.device_key = u.device_key AND s.day = u.day)"
+    )
+
+
+def health_period_inputs(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date, grain: Grain, source: Source = "rollups"
+) -> pd.DataFrame:
+    """Per device × period in [start, end]: uses, successes, active_days, error_free_days, heartbeats, touchpoints_used.
+
+    period = first day of the day/week. `source="raw"` aggregates the same figures from raw events and heartbeats.
+    """
+    bucket = period_start_sql(grain, "r.day")
+    # DISTINCT in a subquery, not count(DISTINCT …): it lets PostgreSQL hash-aggregate a parallel scan instead
+    # of sorting millions of rows in device order (3.5× faster on 10,000 devices × 90 days).
+    tp_src = (
+        "SELECT device_key, period, count(*)::int AS touchpoints_used FROM (SELECT DISTINCT h.device_key,"
+        " {b} AS period, h.touchpoint FROM rollup_hourly h{j}"
+        " WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s AND h.usage_count > 0) d GROUP BY 1, 2"
+    ).format(b=period_start_sql(grain, "(h.bucket AT TIME ZONE 'UTC')::date"), j=scoped_join(scope))
+    if source == "raw":
+        tp_src = (
+            "SELECT device_key, period, count(*)::int AS touchpoints_used FROM (SELECT DISTINCT e.device_key,"
+            " {b} AS period, e.touchpoint FROM events e{j}"
+            " WHERE e.ts >= %(lo)s AND e.ts < %(hi)s AND e.kind = 'usage') d GROUP BY 1, 2"
+        ).format(b=period_start_sql(grain, "(e.ts AT TIME ZONE 'UTC')::date"), j=scoped_join(scope))
+    query = (
+        f", agg AS (SELECT r.device_key, {bucket} AS period, sum(r.usage_count)::int AS uses,"
+        " sum(r.success_count)::int AS successes, count(*) FILTER (WHERE r.active)::int AS active_days,"
+        " count(*) FILTER (WHERE r.active AND r.error_count = 0)::int AS error_free_days,"
+        " sum(r.heartbeat_count)::int AS heartbeats"
+        f" FROM {_daily_source(source)} r JOIN sel USING (device_key)"
+        " WHERE r.day BETWEEN %(start)s AND %(end)s GROUP BY 1, 2),"
+        f" tp AS ({tp_src})"
+        " SELECT agg.*, coalesce(tp.touchpoints_used, 0) AS touchpoints_used"
+        " FROM agg LEFT JOIN tp USING (device_key, period) ORDER BY 1, 2"
+    )
+    statement, params = with_scoped_devices(
+        scope, query, start=start, end=end, lo=day_start(start), hi=day_start(end + timedelta(days=1))
+    )
+    return fetch_frame(conn, statement, params)
+
+
+def latency_by_touchpoint(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date, grain: Grain, source: Source = "rollups"
+) -> pd.DataFrame:
+    """Per device × period × touchpoint with a latency target: uses (timed), observed_mean (ms), target (ms).
+
+    Latency of successful uses only: a failed use is slow by nature and is already counted by reliability.
+    The rollup cannot split an hour by outcome, so it averages the hours in which every use succeeded
+    (nearly all hours hold one or two uses); raw events filter on `success` exactly.
+    """
+    if source == "rollups":
+        inner = (
+            "SELECT h.device_key, {b} AS period, h.touchpoint, sum(h.latency_count) AS n, sum(h.latency_sum) AS s"
+            " FROM rollup_hourly h{j}"
+            " WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s AND h.latency_count > 0"
+            " AND h.success_count = h.usage_count AND h.error_count = 0 GROUP BY 1, 2, 3"
+        ).format(b=period_start_sql(grain, "(h.bucket AT TIME ZONE 'UTC')::date"), j=scoped_join(scope))
+    else:
+        inner = (
+            "SELECT e.device_key, {b} AS period, e.touchpoint, count(e.latency_ms) AS n, sum(e.latency_ms::float8) AS s"
+            " FROM events e{j}"
+            " WHERE e.ts >= %(lo)s AND e.ts < %(hi)s AND e.kind = 'usage' AND e.success AND e.latency_ms IS NOT NULL"
+            " GROUP BY 1, 2, 3"
+        ).format(b=period_start_sql(grain, "(e.ts AT TIME ZONE 'UTC')::date"), j=scoped_join(scope))
+    query = (
+        f", l AS ({inner})"
+        " SELECT l.device_key, l.period, l.touchpoint, l.n::int AS uses, l.s / l.n AS observed_mean,"
+        " t.target_latency_ms::float8 AS target"
+        " FROM l JOIN sel USING (device_key)"
+        " JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = l.touchpoint"
+        " WHERE t.target_latency_ms IS NOT NULL ORDER BY 1, 2, 3"
+    )
+    statement, params = with_scoped_devices(scope, query, lo=day_start(start), hi=day_start(end + timedelta(days=1)))
+    return fetch_frame(conn, statement, params)
+
+
+def uptime_exact(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date, grain: Grain, as_of_end: datetime
+) -> pd.DataFrame:
+    """Heartbeat uptime per device × period by the 1.5 × interval rule, computed in SQL from raw `device_state`.
+
+    Each heartbeat covers [ts, min(next heartbeat, ts + 1.5 × interval)), clipped to the period, to activation
+    and to `as_of_end`; a cover that crosses a period boundary is split between the two periods (a cover is
+    at most 1.5 × the heartbeat interval, shorter than a day). Returns device_key, period, up_s, window_s.
+    """
+    width = "1 day" if grain == "day" else "7 days"
+    first = start if grain == "day" else week_start(start)
+    query = (
+        ", cov AS (SELECT hb.device_key, (x.p0 AT TIME ZONE 'UTC')::date AS period,"
+        "   sum(greatest(0, extract(epoch FROM least(x.e, %(cut)s) - greatest(x.s, hb.activated_at))))::float8 AS up_s"
+        "   FROM (SELECT st.device_key, st.ts, least(coalesce(lead(st.ts) OVER w, 'infinity'),"
+        "     st.ts + make_interval(secs => 1.5 * sel.heartbeat_interval_s)) AS cover_end,"
+        f"     time_bucket(INTERVAL '{width}', st.ts, %(origin)s) AS p0, sel.activated_at"
+        "     FROM device_state st JOIN sel USING (device_key)"
+        "     WHERE st.ts >= %(lo)s - make_interval(secs => 1.5 * sel.heartbeat_interval_s) AND st.ts < %(cut)s"
+        "     WINDOW w AS (PARTITION BY st.device_key ORDER BY st.ts)) hb"
+        f"   CROSS JOIN LATERAL (VALUES (hb.p0, hb.ts, least(hb.cover_end, hb.p0 + INTERVAL '{width}')),"
+        f"     (hb.p0 + INTERVAL '{width}', hb.p0 + INTERVAL '{width}', hb.cover_end)) AS x(p0, s, e)"
+        "   WHERE x.e > x.s AND x.p0 >= %(lo)s AND x.p0 < %(cut)s GROUP BY 1, 2),"
+        f" periods AS (SELECT g::date AS period, g AS p0, least(g + INTERVAL '{width}', %(cut)s) AS p1"
+        f"   FROM generate_series(%(lo)s, %(cut)s - INTERVAL '1 microsecond', INTERVAL '{width}') g)"
+        " SELECT s.device_key, p.period, coalesce(c.up_s, 0) AS up_s,"
+        "   extract(epoch FROM p.p1 - greatest(p.p0, s.activated_at))::float8 AS window_s"
+        " FROM sel s CROSS JOIN periods p LEFT JOIN cov c ON c.device_key = s.device_key AND c.period = p.period"
+        " WHERE p.p1 > greatest(p.p0, s.activated_at) ORDER BY 1, 2"
+    )
+    statement, params = with_scoped_devices(
+        scope, query, lo=day_start(first), cut=as_of_end, origin=day_start(WEEK_ORIGIN)
+    )
+    return fetch_frame(conn, statement, params)
+
+
+def feedback_counts_trailing(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, period_ends: Sequence[date], lookback_days: int = 28
+) -> pd.DataFrame:
+    """Per device × period end: NPS/CSAT/CES answer counts over the `lookback_days` days ending that day (raw feedback).
+
+    Returns device_key, period_end, nps_n, nps_promoters, nps_detractors, csat_n, csat_top2, ces_n, ces_sum.
+    """
+    if not period_ends:
+        return pd.DataFrame(
+            columns=[
+                "device_key",
+                "period_end",
+                "nps_n",
+                "nps_promoters",
+                "nps_detractors",
+                "csat_n",
+                "csat_top2",
+                "ces_n",
+                "ces_sum",
+            ]
+        )
+    lo = day_start(min(period_ends) - timedelta(days=lookback_days - 1))
+    hi = day_start(max(period_ends) + timedelta(days=1))
+    query = (
+        ", pe AS (SELECT unnest(%(ends)s::date[]) AS period_end),"
+        " fb AS (SELECT e.device_key, (e.ts AT TIME ZONE 'UTC')::date AS day, e.nps, e.csat, e.ces"
+        "   FROM events e JOIN sel USING (device_key)"
+        "   WHERE e.kind = 'feedback' AND e.ts >= %(lo)s AND e.ts < %(hi)s)"
+        " SELECT fb.device_key, pe.period_end, count(fb.nps)::int AS nps_n,"
+        " count(*) FILTER (WHERE fb.nps >= 9)::int AS nps_promoters,"
+        " count(*) FILTER (WHERE fb.nps <= 6)::int AS nps_detractors, count(fb.csat)::int AS csat_n,"
+        " count(*) FILTER (WHERE fb.csat >= 4)::int AS csat_top2, count(fb.ces)::int AS ces_n,"
+        " coalesce(sum(fb.ces), 0)::float8 AS ces_sum"
+        " FROM fb JOIN pe ON fb.day <= pe.period_end AND fb.day > pe.period_end - %(lookback)s"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    statement, params = with_scoped_devices(scope, query, ends=list(period_ends), lo=lo, hi=hi, lookback=lookback_days)
+    return fetch_frame(conn, statement, params)

@@ -1,0 +1,110 @@
+"""Usage series from the rollups: daily uses, last use, per-device usage features, usage around a day."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pandas as pd
+import psycopg
+
+from cxp.analytics.queries._base import day_start, fetch_frame, with_scoped_devices
+from cxp.analytics.query import AnalyticsQuery
+
+
+def daily_usage(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date, core_only: bool = False
+) -> pd.DataFrame:
+    """Uses per device and active day in [start, end]: device_key, day, uses [, successes, errors].
+
+    All uses come from `rollup_daily`; `core_only` counts only the product's core touchpoints (from
+    `rollup_hourly` joined to the catalogue).
+    """
+    if core_only:
+        query = (
+            "SELECT r.device_key, (r.bucket AT TIME ZONE 'UTC')::date AS day, sum(r.usage_count)::int AS uses"
+            " FROM rollup_hourly r JOIN sel USING (device_key)"
+            " JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = r.touchpoint AND t.is_core"
+            " WHERE r.bucket >= %(lo)s AND r.bucket < %(hi)s AND r.usage_count > 0 GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+    else:
+        query = (
+            "SELECT r.device_key, r.day, r.usage_count AS uses, r.success_count AS successes,"
+            " r.error_count AS errors FROM rollup_daily r JOIN sel USING (device_key)"
+            " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active ORDER BY 1, 2"
+        )
+    statement, params = with_scoped_devices(
+        scope, query, start=start, end=end, lo=day_start(start), hi=day_start(end + timedelta(days=1))
+    )
+    return fetch_frame(conn, statement, params)
+
+
+def last_use_before(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, end: date, core_only: bool = False
+) -> pd.DataFrame:
+    """Last day with a (core) use on or before `end` per device: device_key, last_use_on."""
+    if core_only:
+        query = (
+            "SELECT r.device_key, max((r.bucket AT TIME ZONE 'UTC')::date) AS last_use_on"
+            " FROM rollup_hourly r JOIN sel USING (device_key)"
+            " JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = r.touchpoint AND t.is_core"
+            " WHERE r.bucket < %(hi)s AND r.usage_count > 0 GROUP BY 1"
+        )
+    else:
+        query = (
+            "SELECT r.device_key, max(r.day) AS last_use_on FROM rollup_daily r JOIN sel USING (device_key)"
+            " WHERE r.day <= %(end)s AND r.active GROUP BY 1"
+        )
+    statement, params = with_scoped_devices(scope, query, end=end, hi=day_start(end + timedelta(days=1)))
+    return fetch_frame(conn, statement, params)
+
+
+def usage_features(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
+    """Per device over the window (rollups): active_days, weekend_active_days, uses, errors, core_uses,
+    touchpoints_used."""
+    statement, params = with_scoped_devices(
+        scope,
+        ", d AS (SELECT r.device_key, count(*) FILTER (WHERE r.active)::int AS active_days,"
+        "   count(*) FILTER (WHERE r.active AND extract(isodow FROM r.day) >= 6)::int AS weekend_active_days,"
+        "   sum(r.usage_count)::int AS uses, sum(r.error_count)::int AS errors,"
+        "   sum(r.success_count)::int AS successes"
+        "   FROM rollup_daily r JOIN sel USING (device_key) WHERE r.day BETWEEN %(start)s AND %(end)s GROUP BY 1),"
+        " h AS (SELECT h.device_key, sum(h.usage_count) FILTER (WHERE t.is_core)::int AS core_uses,"
+        "   count(DISTINCT h.touchpoint) FILTER (WHERE h.usage_count > 0)::int AS touchpoints_used"
+        "   FROM rollup_hourly h JOIN sel USING (device_key)"
+        "   JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = h.touchpoint"
+        "   WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s GROUP BY 1)"
+        " SELECT sel.device_key, coalesce(d.active_days, 0) AS active_days,"
+        " coalesce(d.weekend_active_days, 0) AS weekend_active_days, coalesce(d.uses, 0) AS uses,"
+        " coalesce(d.errors, 0) AS errors, coalesce(d.successes, 0) AS successes,"
+        " coalesce(h.core_uses, 0) AS core_uses, coalesce(h.touchpoints_used, 0) AS touchpoints_used"
+        " FROM sel LEFT JOIN d USING (device_key) LEFT JOIN h USING (device_key) ORDER BY 1",
+        start=start,
+        end=end,
+        lo=day_start(start),
+        hi=day_start(end + timedelta(days=1)),
+    )
+    return fetch_frame(conn, statement, params)
+
+
+def usage_around(conn: psycopg.Connection, *, scope: AnalyticsQuery, refs: pd.DataFrame, days: int) -> pd.DataFrame:
+    """Per device: mean uses per day in the `days` full days before and after its reference day (rollup_daily).
+
+    refs: device_key, ref_day. Returns device_key, usage_before, usage_after, days_after (days observed).
+    """
+    if refs.empty:
+        return pd.DataFrame(columns=["device_key", "usage_before", "usage_after", "days_after"])
+    statement, params = with_scoped_devices(
+        scope,
+        ", r AS (SELECT unnest(%(keys)s::int[]) AS device_key, unnest(%(days)s::date[]) AS ref_day)"
+        " SELECT r.device_key,"
+        " coalesce(sum(d.usage_count) FILTER (WHERE d.day < r.ref_day), 0)::float8 / %(n)s AS usage_before,"
+        " coalesce(sum(d.usage_count) FILTER (WHERE d.day > r.ref_day), 0)::float8 / %(n)s AS usage_after"
+        " FROM r JOIN sel USING (device_key)"
+        " LEFT JOIN rollup_daily d ON d.device_key = r.device_key"
+        "   AND d.day BETWEEN r.ref_day - %(n)s AND r.ref_day + %(n)s"
+        " GROUP BY r.device_key",
+        keys=[int(k) for k in refs["device_key"]],
+        days=list(refs["ref_day"]),
+        n=days,
+    )
+    return fetch_frame(conn, statement, params)

@@ -1,0 +1,28 @@
+"""Analytics services: keyword-only functions that read aggregated frames (analytics.queries) and apply the pure core.
+
+Every function takes a psycopg connection `conn` and one `AnalyticsQuery` (scope: product, account segment,
+account, device; period: `start`/`end`, UTC days, inclusive, `end` defaulting to the last day with data), and
+returns a typed result from analytics.models. No printing, no NaN: missing values are None with a reason. One
+module per capability; this package re-exports the public functions so callers have one import place.
+"""
+
+from cxp.analytics.service.churn import list_churn_risk
+from cxp.analytics.service.disruptions import get_disruptions
+from cxp.analytics.service.health import get_health, health_frames
+from cxp.analytics.service.journey import get_journey
+from cxp.analytics.service.report import get_fleet_report
+from cxp.analytics.service.segments import get_segments
+from cxp.analytics.service.touchpoints import get_touchpoints
+from cxp.analytics.service.voice import get_voice
+
+__all__ = [
+    "get_disruptions",
+    "get_fleet_report",
+    "get_health",
+    "get_journey",
+    "get_segments",
+    "get_touchpoints",
+    "get_voice",
+    "health_frames",
+    "list_churn_risk",
+]

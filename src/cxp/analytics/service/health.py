@@ -1,0 +1,367 @@
+"""Experience Health Score per device, account, product or fleet: the inputs from SQL, the formulas from core.health."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import psycopg
+
+from cxp.analytics.core._frames import finite_or_none
+from cxp.analytics.core.health import (
+    COMPONENTS,
+    SUB_SCORES,
+    HealthConfig,
+    aggregate_devices,
+    efficiency_component,
+    engagement_component,
+    health_scores,
+    reliability_component,
+    trajectory_component,
+    voice_component,
+)
+from cxp.analytics.errors import maps_numeric_errors
+from cxp.analytics.models import Driver, HealthReport, HealthScore, Level, Window
+from cxp.analytics.queries._base import Grain, Source, day_start
+from cxp.analytics.queries.health import (
+    feedback_counts_trailing,
+    health_period_inputs,
+    latency_by_touchpoint,
+    uptime_exact,
+)
+from cxp.analytics.queries.registry import churn_exits, devices
+from cxp.analytics.queries.usage import daily_usage, last_use_before
+from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
+from cxp.analytics.service._common import (
+    as_day,
+    count_or_zero,
+    empty_window,
+    periods,
+    resolve_window,
+    utc_days,
+)
+
+TRAJECTORY_WINDOW_DAYS = 28  # the Theil–Sen usage trend and the voice lookback both use the trailing 28 days
+VOICE_LOOKBACK_DAYS = 28
+COUNT_COLUMNS = ("uses", "successes", "active_days", "error_free_days", "heartbeats", "touchpoints_used")
+
+
+def _device_period_frame(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, window: Window, grain: Grain, source: Source
+) -> pd.DataFrame:
+    """One row per (device, period) the device was a customer in, with every component's inputs and scores."""
+    period_list = periods(window.start, window.end, grain)
+    first_day = period_list[0][0]
+    scoped = devices(conn, scope=scope)
+    if scoped.empty:
+        return pd.DataFrame()
+    exits = churn_exits(conn, scope=scope, end=window.end)
+    scoped = scoped.merge(exits, on="device_key", how="left")
+    scoped["act_day"] = utc_days(scoped["activated_at"])
+    scoped["exit_day"] = utc_days(scoped["exit_at"]) if len(exits) else pd.NaT
+    period_frame = pd.DataFrame(
+        {
+            "period": [pd.Timestamp(first) for first, _ in period_list],
+            "period_end": [pd.Timestamp(last) for _, last in period_list],
+        }
+    )
+    base = scoped.merge(period_frame, how="cross")
+    alive = (base["act_day"] <= base["period_end"]) & ~(base["exit_day"] < base["period"])
+    base = base[alive].reset_index(drop=True)
+    if base.empty:
+        return base
+    first_alive = np.maximum(base["period"], base["act_day"])
+    last_alive = base["period_end"].where(~(base["exit_day"] < base["period_end"]), base["exit_day"])
+    base["days_in_period"] = (last_alive - first_alive).dt.days + 1
+    # seconds the device could have been up: from the later of period start and activation to the earlier of
+    # period end, exit and the end of the as-of day
+    up_from = np.maximum(base["period"].dt.tz_localize("UTC"), pd.to_datetime(base["activated_at"], utc=True))
+    up_to = (base["period_end"] + pd.Timedelta(days=1)).dt.tz_localize("UTC")
+    up_to = up_to.where(base["exit_at"].isna(), np.minimum(up_to, pd.to_datetime(base["exit_at"], utc=True)))
+    base["window_s"] = ((up_to - up_from).dt.total_seconds()).clip(lower=0)
+
+    inputs = health_period_inputs(conn, scope=scope, start=first_day, end=window.end, grain=grain, source=source)
+    inputs["period"] = pd.to_datetime(inputs["period"])
+    base = base.merge(inputs, on=["device_key", "period"], how="left")
+    for column in COUNT_COLUMNS:
+        base[column] = base[column].fillna(0).astype(float)
+
+    if source == "raw":
+        uptime = uptime_exact(
+            conn,
+            scope=scope,
+            start=first_day,
+            end=window.end,
+            grain=grain,
+            as_of_end=day_start(window.end + timedelta(days=1)),
+        )
+        uptime["period"] = pd.to_datetime(uptime["period"])
+        base = base.merge(uptime[["device_key", "period", "up_s"]], on=["device_key", "period"], how="left")
+        base["up_s"] = base["up_s"].fillna(0.0)
+    else:
+        # Rollup uptime: each heartbeat received covers one interval (the 1.5 × rule differs only by half an
+        # interval per gap; source="raw" applies the rule exactly).
+        base["up_s"] = base["heartbeats"] * base["heartbeat_interval_s"].astype(float)
+    base["uptime"] = np.where(
+        base["window_s"] > 0, np.clip(base["up_s"] / base["window_s"].where(base["window_s"] > 0), 0, 1), np.nan
+    )
+
+    keyed = base.rename(columns={"device_id": "entity_id"})
+    reliability = reliability_component(
+        frame=keyed[["entity_id", "period", "uses", "successes", "active_days", "error_free_days", "uptime"]]
+    )
+
+    latency = latency_by_touchpoint(conn, scope=scope, start=first_day, end=window.end, grain=grain, source=source)
+    latency["period"] = pd.to_datetime(latency["period"])
+    latency = latency.merge(scoped[["device_key", "device_id"]], on="device_key").rename(
+        columns={"device_id": "entity_id"}
+    )
+    efficiency = efficiency_component(
+        frame=latency[["entity_id", "period", "touchpoint", "uses", "observed_mean", "target"]]
+    )
+
+    active = keyed[keyed["active_days"] > 0]
+    catalogue_size = (
+        active.groupby(["product_id", "period"])["touchpoints_used"]
+        .quantile(0.9)
+        .apply(np.ceil)
+        .rename("catalogue_size")
+    )
+    keyed = keyed.merge(catalogue_size.reset_index(), on=["product_id", "period"], how="left")
+    engagement = engagement_component(
+        frame=keyed[
+            [
+                "entity_id",
+                "period",
+                "active_days",
+                "days_in_period",
+                "expected_active_days_per_week",
+                "touchpoints_used",
+                "catalogue_size",
+            ]
+        ]
+    )
+
+    trajectory = _trajectory(conn, scope=scope, keyed=keyed, period_list=period_list)
+
+    feedback = feedback_counts_trailing(
+        conn, scope=scope, period_ends=[last for _, last in period_list], lookback_days=VOICE_LOOKBACK_DAYS
+    )
+    feedback["period_end"] = pd.to_datetime(feedback["period_end"])
+    feedback = feedback.merge(scoped[["device_key", "device_id"]], on="device_key").rename(
+        columns={"device_id": "entity_id"}
+    )
+    feedback = feedback.merge(period_frame, on="period_end")
+    voice = voice_component(frame=feedback.drop(columns=["device_key", "period_end"]))
+
+    out = keyed[
+        [
+            "entity_id",
+            "device_key",
+            "period",
+            "period_end",
+            "product_id",
+            "account_id",
+            "segment",
+            "activated_at",
+            "days_in_period",
+            "uses",
+            "active_days",
+        ]
+    ].copy()
+    for part, columns in (
+        (reliability, ["success_score", "error_free_score", "uptime_score", "reliability"]),
+        (efficiency, ["efficiency"]),
+        (engagement, ["stickiness_score", "breadth_score", "engagement"]),
+        (trajectory, ["slope_score", "recency_score", "trajectory", "days_since_last_use"]),
+        (voice, ["nps_score", "csat_score", "ces_score", "voice"]),
+    ):
+        if len(part):
+            out = out.merge(part[["entity_id", "period", *columns]], on=["entity_id", "period"], how="left")
+        else:
+            for column in columns:
+                out[column] = np.nan
+    return out
+
+
+def _trajectory(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, keyed: pd.DataFrame, period_list: list[tuple[date, date]]
+) -> pd.DataFrame:
+    """Trajectory per device × period: usage trend over the trailing 28 days and recency, at each period end."""
+    frame_start = period_list[0][1] - timedelta(days=TRAJECTORY_WINDOW_DAYS - 1)
+    usage = daily_usage(conn, scope=scope, start=frame_start, end=period_list[-1][1])
+    before = last_use_before(conn, scope=scope, end=frame_start - timedelta(days=1))
+    ids = keyed[["device_key", "entity_id"]].drop_duplicates()
+    usage = usage.merge(ids, on="device_key")
+    usage["day"] = pd.to_datetime(usage["day"])
+    before = before.merge(ids, on="device_key").set_index("entity_id")["last_use_on"]
+    before = pd.to_datetime(before)
+    parts = []
+    for period_start, period_end in period_list:
+        period_end_ts = pd.Timestamp(period_end)
+        in_period = keyed[keyed["period"] == pd.Timestamp(period_start)]
+        if in_period.empty:
+            continue
+        trailing = usage[
+            (usage["day"] <= period_end_ts) & (usage["day"] > period_end_ts - pd.Timedelta(days=TRAJECTORY_WINDOW_DAYS))
+        ]
+        seen = usage[usage["day"] <= period_end_ts].groupby("entity_id")["day"].max()
+        last = seen.reindex(in_period["entity_id"]).fillna(before.reindex(in_period["entity_id"]))
+        entities = pd.DataFrame(
+            {
+                "entity_id": in_period["entity_id"].to_numpy(),
+                "activated_on": utc_days(in_period["activated_at"]).to_numpy(),
+                "expected_active_days_per_week": in_period["expected_active_days_per_week"].astype(float).to_numpy(),
+                "last_use_on": last.to_numpy(),
+            }
+        )
+        weekly = entities["expected_active_days_per_week"] < 3  # sparse daily series hide a decline: weekly buckets
+        for bucket_days, mask in ((1, ~weekly), (7, weekly)):
+            if not mask.any():
+                continue
+            subset = entities[mask.to_numpy()]
+            parts.append(
+                trajectory_component(
+                    usage=trailing[trailing["entity_id"].isin(subset["entity_id"])][["entity_id", "day", "uses"]],
+                    entities=subset,
+                    as_of=period_end,
+                    window_days=TRAJECTORY_WINDOW_DAYS,
+                    bucket_days=bucket_days,
+                    period=pd.Timestamp(period_start),
+                )
+            )
+    if not parts:
+        return pd.DataFrame(
+            columns=["entity_id", "period", "slope_score", "recency_score", "trajectory", "days_since_last_use"]
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def health_objects(level: Level, frame: pd.DataFrame, config: HealthConfig) -> tuple[HealthScore, ...]:
+    """Run the pure score on entity × period rows and turn its frames into HealthScore objects."""
+    if frame.empty:
+        return ()
+    inputs = frame[["entity_id", "period", "product_id", "segment", *COMPONENTS]].copy()
+    for component in COMPONENTS:
+        inputs[component] = pd.to_numeric(inputs[component], errors="coerce").astype(float).clip(0, 100)
+    scored = health_scores(frame=inputs, config=config)
+    scores = scored.scores.reset_index(drop=True)
+    extra = frame.reset_index(drop=True)
+    drivers: dict[tuple[str, object], list[Driver]] = {}
+    driver_rows = scored.drivers
+    if len(driver_rows):
+        for entity, period, component, score, median, weight, contribution in zip(
+            driver_rows["entity_id"],
+            driver_rows["period"],
+            driver_rows["component"],
+            driver_rows["score"],
+            driver_rows["segment_median"],
+            driver_rows["weight"],
+            driver_rows["contribution"],
+            strict=True,
+        ):
+            drivers.setdefault((entity, period), []).append(
+                Driver(
+                    component=str(component),
+                    score=float(score),
+                    segment_median=float(median),
+                    weight=float(weight),
+                    contribution=float(contribution),
+                )
+            )
+    out = []
+    sub_scores_present = [c for c in SUB_SCORES if c in extra.columns]
+    for i, row in enumerate(scores.itertuples(index=False)):
+        top_drivers = tuple(
+            str(getattr(row, f"driver_{k}"))
+            for k in range(1, config.top_drivers + 1)
+            if getattr(row, f"driver_{k}") is not None
+        )
+        out.append(
+            HealthScore(
+                level=level,
+                entity_id=str(row.entity_id),
+                period_start=as_day(row.period),  # type: ignore[arg-type]
+                period_end=as_day(extra.at[i, "period_end"]),  # type: ignore[arg-type]
+                product_id=None if row.product_id is None else str(row.product_id),
+                segment=None if row.segment is None else str(row.segment),
+                devices=count_or_zero(extra.at[i, "devices"]) if "devices" in extra.columns else 1,
+                score=finite_or_none(row.score),
+                band=row.band,
+                capped=bool(row.capped),
+                score_uncapped=finite_or_none(row.score_uncapped),
+                components={c: finite_or_none(getattr(row, c)) for c in COMPONENTS},
+                weights={c: finite_or_none(getattr(row, f"weight_{c}")) for c in COMPONENTS},
+                sub_scores={c: finite_or_none(extra.at[i, c]) for c in sub_scores_present},
+                drivers=tuple(drivers.get((row.entity_id, row.period), ())),
+                top_negative_drivers=top_drivers,
+                previous_score=finite_or_none(row.previous_score),
+                delta=finite_or_none(row.delta),
+                arrow=row.arrow,
+                reason=row.reason,
+            )
+        )
+    return tuple(out)
+
+
+@maps_numeric_errors
+def health_frames(
+    *,
+    conn: psycopg.Connection,
+    query: AnalyticsQuery = ALL_DEVICES,
+    level: Level = "device",
+    grain: Grain = "week",
+    weeks: int = 8,
+    source: Source = "rollups",
+) -> tuple[pd.DataFrame, Window | None]:
+    """The component frame behind get_health (one row per entity × period), for the fleet report and audits."""
+    window = resolve_window(conn, query=query, default_days=7 * weeks if grain == "week" else 28)
+    if window is None:
+        return pd.DataFrame(), None
+    rows = _device_period_frame(conn, scope=query, window=window, grain=grain, source=source)
+    if rows.empty:
+        return rows, window
+    if level == "device":
+        return rows.assign(devices=1, segment=rows["product_id"]), window
+    return aggregate_devices(device_rows=rows, level=level), window
+
+
+@maps_numeric_errors
+def get_health(
+    *,
+    conn: psycopg.Connection,
+    query: AnalyticsQuery = ALL_DEVICES,
+    level: Level = "device",
+    grain: Grain = "week",
+    weeks: int = 8,
+    config: HealthConfig | None = None,
+    source: Source = "rollups",
+) -> HealthReport:
+    """Experience Health Score per device, account, product or fleet, per day or week, with history.
+
+    Components per docs/experience-score.md (and docs/analytics.md for the inputs chosen); drivers compare
+    each entity with its segment's median in the same period: devices with their product, accounts with
+    their account segment, products with all products. Default period: the last `weeks` weeks (or 28 days).
+    """
+    frame, window = health_frames(conn=conn, query=query, level=level, grain=grain, weeks=weeks, source=source)
+    if window is None:
+        return HealthReport(
+            level=level,
+            grain=grain,
+            window=empty_window(),
+            source=source,
+            scores=(),
+            reason="not enough data: nothing stored yet",
+        )
+    if frame.empty:
+        return HealthReport(
+            level=level,
+            grain=grain,
+            window=window,
+            source=source,
+            scores=(),
+            reason="not enough data: no devices in scope",
+        )
+    scores = health_objects(level, frame, config or HealthConfig())
+    return HealthReport(level=level, grain=grain, window=window, source=source, scores=scores)

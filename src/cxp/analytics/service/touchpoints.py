@@ -1,0 +1,147 @@
+"""Touchpoints: reach, success, latency, derived importance, IPA quadrant and satisfier class per product."""
+
+from __future__ import annotations
+
+import psycopg
+
+from cxp.analytics.core import touchpoints as core_touchpoints
+from cxp.analytics.core._frames import finite_or_none
+from cxp.analytics.core.priorities import device_performance, touchpoint_priorities
+from cxp.analytics.core.stats import proportion_ci
+from cxp.analytics.errors import maps_numeric_errors
+from cxp.analytics.models import OutcomeModel, TouchpointInsight, TouchpointReport
+from cxp.analytics.queries.registry import devices, touchpoint_catalogue
+from cxp.analytics.queries.touchpoints import device_touchpoints, touchpoint_totals
+from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
+from cxp.analytics.service._common import count_or_zero, empty_window, resolve_window
+from cxp.analytics.service.outcomes import device_retention, device_satisfaction
+
+DEFINITIONS = {
+    "performance": "mean of success rate ×100 and latency_score(mean latency / target) (core touchpoint_summary)",
+    "importance_usage": "share of the product's uses going through the touchpoint, %",
+    "importance_retention": "Shapley share of R² of retained (0/1: not cancelled/returned, used in the last"
+    " 28 days) on per-device touchpoint performance; None unless the model's F test has p < alpha",
+    "importance_feedback": "same for the device's satisfaction index (mean z-score of its NPS, CSAT and CES answers)",
+    "importance": "mean of the available importance measures (IPA x-axis); crosshairs at the product's means",
+    "classification": "penalty–reward contrast on the satisfaction index (core penalty_reward), n per group",
+}
+
+
+@maps_numeric_errors
+def get_touchpoints(
+    *,
+    conn: psycopg.Connection,
+    query: AnalyticsQuery = ALL_DEVICES,
+    days: int = 56,
+    min_device_uses: int = 3,
+    alpha: float = 0.05,
+) -> TouchpointReport:
+    """Per touchpoint: reach, usage share, success rate (Wilson CI), latency vs target, journey stage and owner,
+    derived importance vs retention and feedback, IPA quadrant and satisfier/dissatisfier class with the n behind it.
+
+    IPA importance = mean of the usage share (% of the product's uses) and the derived importances (% of the
+    explained R², core Shapley) of the outcomes whose model is significant at `alpha`: derived importance counts
+    only where the data supports it (see docs/analytics.md). IPA crosshairs: means within each product.
+    """
+    window = resolve_window(conn, query=query, default_days=days)
+    if window is None:
+        return TouchpointReport(window=empty_window(), touchpoints=(), models=(), crosshairs={})
+    catalogue = touchpoint_catalogue(conn, product=query.product)
+    totals = touchpoint_totals(conn, scope=query, start=window.start, end=window.end)
+    if totals.empty:
+        return TouchpointReport(window=window, touchpoints=(), models=(), crosshairs={})
+    totals = totals.merge(catalogue, on=["product_id", "touchpoint"], how="left")
+    summary = core_touchpoints.touchpoint_summary(frame=totals, group_cols=["product_id"])
+    summary = summary.merge(
+        totals[["product_id", "touchpoint", "errors", "successes", "journey_stage", "owner", "is_core"]],
+        on=["product_id", "touchpoint"],
+    )
+
+    scoped = devices(conn, scope=query)
+    per_device = device_touchpoints(conn, scope=query, start=window.start, end=window.end)
+    per_device = per_device.merge(scoped[["device_key", "device_id", "product_id"]], on="device_key")
+    per_device = per_device.merge(
+        catalogue[["product_id", "touchpoint", "target_latency_ms"]], on=["product_id", "touchpoint"], how="left"
+    )
+    per_device = per_device[per_device["uses"] >= min_device_uses]
+    per_device["performance"] = device_performance(frame=per_device)
+
+    retention = device_retention(conn, scope=query, window=window, devices=scoped)
+    satisfaction = device_satisfaction(conn, scope=query, window=window).merge(
+        scoped[["device_key", "device_id"]], on="device_key"
+    )
+    used = set(per_device["device_id"])
+    outcomes = {
+        "retention": retention[retention["device_id"].isin(used)][["device_id", "retained"]].rename(
+            columns={"retained": "outcome"}
+        ),
+        "feedback": satisfaction[["device_id", "satisfaction"]].rename(columns={"satisfaction": "outcome"}),
+    }
+    priorities = touchpoint_priorities(
+        summary=summary,
+        performance=per_device[["device_id", "product_id", "touchpoint", "performance"]],
+        outcomes=outcomes,
+        devices=scoped[["device_id", "product_id"]],
+        alpha=alpha,
+    )
+    models = tuple(
+        OutcomeModel(
+            product_id=str(fit.product_id),
+            outcome=fit.outcome,
+            n_devices=fit.n_devices,
+            r2=fit.r2,
+            p_value=fit.p_value,
+            significant=fit.significant,
+            method=fit.method,
+            reason=fit.reason,
+        )
+        for fit in priorities.models
+    )
+    items = []
+    for row in priorities.table.itertuples(index=False):
+        uses, successes = count_or_zero(row.uses), count_or_zero(row.successes)
+        interval = proportion_ci(successes=successes, n=uses) if uses > 0 else None
+        items.append(
+            TouchpointInsight(
+                product_id=str(row.product_id),
+                touchpoint=str(row.touchpoint),
+                journey_stage=str(row.journey_stage),
+                owner=str(row.owner),
+                is_core=bool(row.is_core),
+                devices=count_or_zero(row.devices),
+                reach=finite_or_none(row.reach),
+                uses=uses,
+                usage_share=finite_or_none(row.usage_share),
+                success_rate=finite_or_none(row.success_rate),
+                success_ci_low=interval.low if interval else None,
+                success_ci_high=interval.high if interval else None,
+                errors=count_or_zero(row.errors),
+                mean_latency_ms=finite_or_none(row.mean_latency_ms),
+                target_latency_ms=finite_or_none(row.target_latency_ms),
+                latency_vs_target=finite_or_none(row.latency_vs_target),
+                performance=finite_or_none(row.performance),
+                importance_usage=finite_or_none(row.importance_usage),
+                importance_retention=row.importance_retention,
+                importance_feedback=row.importance_feedback,
+                rho_retention=row.rho_retention,
+                rho_feedback=row.rho_feedback,
+                n_retention=row.n_retention,
+                n_feedback=row.n_feedback,
+                importance=finite_or_none(row.importance),
+                importance_basis=str(row.importance_basis),
+                quadrant=row.quadrant,
+                classification=row.classification,
+                penalty=row.penalty,
+                reward=row.reward,
+                n_low=row.n_low,
+                n_high=row.n_high,
+                reason=row.classification_reason or row.reason,
+            )
+        )
+    return TouchpointReport(
+        window=window,
+        touchpoints=tuple(items),
+        models=models,
+        crosshairs=priorities.crosshairs,
+        definitions=DEFINITIONS,
+    )
