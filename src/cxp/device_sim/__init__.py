@@ -12,8 +12,6 @@ from cxp.device_sim.catalogue import (
     QuantitySpec,
     Touchpoint,
     catalogue_by_model,
-    product_rows,
-    touchpoint_rows,
 )
 from cxp.device_sim.client import DeviceBatcher, MqttPublisher, Publisher, encode_batch, pack_events
 from cxp.device_sim.errors import ConfigError, PublisherError, PublishTimeout, SequenceError, SimError
@@ -79,8 +77,6 @@ __all__ = [
     "pack_events",
     "personas_by_name",
     "plan_messages",
-    "product_rows",
     "simulate_backfill",
     "simulate_live",
-    "touchpoint_rows",
 ]

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from cxp.contract.models import CONTRACT_VERSION, batch_adapter
 from cxp.contract.topics import telemetry_topic
-from cxp.device_sim.behaviour import Record, _resolve, iter_records
+from cxp.device_sim.behaviour import Record, iter_records, resolve_device
 from cxp.device_sim.client import Publisher, _check_max
 from cxp.device_sim.errors import ConfigError
 from cxp.device_sim.fleet import DAY_MS, Device, Fleet, from_ms, to_ms
@@ -132,7 +132,7 @@ def device_messages(
     at a per-device phase); the last batch is sent at `end`.
     """
     _check_max(max_events_per_message)
-    dev = _resolve(fleet, device)
+    dev = resolve_device(fleet, device)
     start_ms, end_ms = _window(fleet, start, end)
     yield from _device_messages(
         fleet, dev, start_ms, end_ms, topic_prefix, max_events_per_message, upload_interval_s, validate
@@ -196,7 +196,7 @@ def plan_messages(
     if order not in ("day", "time"):
         raise ConfigError("order must be 'day' or 'time'")
     start_ms, end_ms = _window(fleet, start, end)
-    devs = fleet.devices if devices is None else [_resolve(fleet, d) for d in devices]
+    devs = fleet.devices if devices is None else [resolve_device(fleet, d) for d in devices]
     streams = [
         _device_messages(fleet, d, start_ms, end_ms, topic_prefix, max_events_per_message, upload_interval_s, validate)
         for d in devs
@@ -239,7 +239,7 @@ def simulate_backfill(
 ) -> PublishReport:
     """Publish every event of [start, end) as fast as the publisher accepts it; waits for the acks at the end."""
     start_ms, end_ms = _window(fleet, start, end)
-    devs = list(fleet.devices) if devices is None else [_resolve(fleet, d) for d in devices]
+    devs = list(fleet.devices) if devices is None else [resolve_device(fleet, d) for d in devices]
     # Messages come UTC day by UTC day, device by device, so progress counts device-days done.
     position = {d.index: i for i, d in enumerate(devs)}
     first_day, last_day = start_ms // DAY_MS, (end_ms - 1) // DAY_MS
