@@ -189,10 +189,12 @@ def run_simulation(settings: Settings, *, devices: int, days: int, seed: int, mo
             return fleet, simulate_backfill(fleet=fleet, publisher=publisher, start=fleet_start, end=end,
                                             topic_prefix=settings.mqtt.topic_prefix,
                                             max_events_per_message=settings.sim.max_events_per_message,
+                                            offline_buffer_messages=settings.sim.offline_buffer_messages,
                                             progress=progress)
         return fleet, simulate_live(fleet=fleet, publisher=publisher, duration_s=duration_s, speed=speed,
                                     topic_prefix=settings.mqtt.topic_prefix,
-                                    max_events_per_message=settings.sim.max_events_per_message, progress=progress)
+                                    max_events_per_message=settings.sim.max_events_per_message,
+                                    offline_buffer_messages=settings.sim.offline_buffer_messages, progress=progress)
     finally:
         publisher.close(timeout_s=10)
 
@@ -222,6 +224,10 @@ def simulate(
         _fail(str(exc))
     console.print(f"published {report.messages:,} messages, {report.events:,} events in {report.elapsed_s:.1f}s"
                   f" ({report.events_per_s:,.0f} events/s); all acked by the broker: {report.all_acked}")
+    if report.dropped_messages or report.undelivered_messages:
+        console.print(f"[yellow]broker unreachable: devices dropped {report.dropped_messages:,} messages"
+                      f" ({report.dropped_events:,} events) from full offline buffers;"
+                      f" {report.undelivered_messages:,} never sent[/yellow]")
 
 
 @app.command()

@@ -13,7 +13,14 @@ from cxp.device_sim.catalogue import (
     Touchpoint,
     catalogue_by_model,
 )
-from cxp.device_sim.client import DeviceBatcher, MqttPublisher, Publisher, encode_batch, pack_events
+from cxp.device_sim.client import (
+    DeviceBatcher,
+    MqttPublisher,
+    OutboundMessage,
+    Publisher,
+    encode_batch,
+    pack_events,
+)
 from cxp.device_sim.errors import ConfigError, PublisherError, PublishTimeout, SequenceError, SimError
 from cxp.device_sim.fleet import (
     PLANTED_ERROR_RATE,
@@ -29,11 +36,13 @@ from cxp.device_sim.personas import CASUAL, FADING, PERSONAS, POWER_USER, ROUTIN
 from cxp.device_sim.runner import (
     PlannedMessage,
     PublishReport,
+    Upload,
     device_messages,
     plan_messages,
     simulate_backfill,
     simulate_live,
 )
+from cxp.device_sim.uplink import Uplink
 
 __all__ = [
     "CASUAL",
@@ -57,6 +66,7 @@ __all__ = [
     "Gauge",
     "Incident",
     "MqttPublisher",
+    "OutboundMessage",
     "Persona",
     "PlannedMessage",
     "Product",
@@ -68,6 +78,8 @@ __all__ = [
     "SequenceError",
     "SimError",
     "Touchpoint",
+    "Upload",
+    "Uplink",
     "build_fleet",
     "catalogue_by_model",
     "device_events",
