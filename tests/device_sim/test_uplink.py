@@ -85,7 +85,8 @@ def _upload_all(uplink: Uplink, fleet, **kw) -> list:
 def test_uplink_keeps_messages_while_down_and_sends_them_oldest_first_after(small_fleet) -> None:
     publisher = OutagePublisher(down=range(40, 10_000))
     sent: list[tuple[str, datetime]] = []
-    uplink = Uplink(publisher=publisher, on_sent=lambda device_id, m: sent.append((device_id, m.sent_at)))
+    uplink = Uplink(publisher=publisher, max_events_per_message=1000,
+                    on_sent=lambda device_id, m: sent.append((device_id, m.sent_at)))
     planned = _upload_all(uplink, small_fleet, devices=small_fleet.devices[:6])
     assert 0 < uplink.buffered_messages == uplink.peak_buffered < len(planned)
     assert uplink.finish(timeout_s=1) == 0
