@@ -46,13 +46,20 @@ def planted_fleet() -> Fleet:
 
 
 class FakePublisher:
-    """Records what would be published; acknowledges everything at once."""
+    """Records what would be published; always connected, acknowledges everything at once."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, bytes]] = []
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.messages.append((topic, payload))
+
+    def try_publish(self, topic: str, payload: bytes) -> bool:
+        self.publish(topic, payload)
+        return True
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return True
 
     def wait_all_acked(self, timeout_s: float) -> bool:
         return True

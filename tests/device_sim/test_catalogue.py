@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+from collections.abc import Sequence
 
 import pytest
 
@@ -14,15 +15,58 @@ from cxp.device_sim import (
     PERSONAS,
     ConfigError,
     Persona,
+    Product,
     QuantitySpec,
     catalogue_by_model,
     personas_by_name,
-    product_rows,
-    touchpoint_rows,
 )
 from cxp.device_sim.catalogue import CATEGORIES, JOURNEY_STAGES, OWNERS, poisson
 
 NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def _product_rows(products: Sequence[Product] = CATALOGUE) -> list[dict[str, object]]:
+    """One flat dict per product (a flat view of the catalogue for the checks below)."""
+    return [
+        {
+            "product": p.model,
+            "display_name": p.display_name,
+            "upload_interval_s": p.upload_interval_s,
+            "heartbeat_interval_s": p.heartbeat_interval_s,
+            "expected_active_days_per_week": p.expected_active_days_per_week,
+            "plans": list(p.plans),
+            "has_battery": p.battery is not None,
+            "description": p.description,
+        }
+        for p in products
+    ]
+
+
+def _touchpoint_rows(products: Sequence[Product] = CATALOGUE) -> list[dict[str, object]]:
+    """One flat dict per (product, touchpoint) (a flat view of the catalogue for the checks below)."""
+    rows: list[dict[str, object]] = []
+    for p in products:
+        for t in p.touchpoints:
+            rows.append(
+                {
+                    "product": p.model,
+                    "touchpoint": t.name,
+                    "journey_stage": t.journey_stage,
+                    "owner": t.owner,
+                    "core": t.core,
+                    "category": t.category,
+                    "trigger": t.trigger,
+                    "value": t.value,
+                    "capability": t.capability,
+                    "target_latency_ms": t.target_latency_ms,
+                    "typical_duration_s": t.typical_duration_s,
+                    "unit": t.quantity.unit if t.quantity else None,
+                    "base_error_rate": t.base_error_rate,
+                    "error_codes": list(t.error_codes),
+                    "description": t.description,
+                }
+            )
+    return rows
 
 
 def test_three_products_with_their_model_ids() -> None:
@@ -54,7 +98,7 @@ def test_product_spec_is_complete(product) -> None:
 
 
 def test_catalogue_spans_journey_stages_and_owners() -> None:
-    rows = touchpoint_rows()
+    rows = _touchpoint_rows()
     assert {r["journey_stage"] for r in rows} == set(JOURNEY_STAGES)
     assert {r["owner"] for r in rows} == set(OWNERS)
     assert all(r["product"] and r["touchpoint"] for r in rows)
@@ -98,6 +142,6 @@ def test_persona_guards() -> None:
 
 
 def test_product_rows() -> None:
-    rows = product_rows()
+    rows = _product_rows()
     assert [r["product"] for r in rows] == [p.model for p in CATALOGUE]
     assert all(r["plans"] and r["upload_interval_s"] > 0 for r in rows)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cxp.store.errors import StoreError
+from cxp.store.errors import MigrationError, StoreError
 from cxp.store.ingest import IngestMessage, TimeBounds, write_batch, write_batch_isolating
 from cxp.store.migrate import apply_migrations, list_migrations
 from cxp.store.retention import drop_old_chunks
@@ -27,6 +27,36 @@ def test_migrations_are_recorded_and_idempotent(db):
     assert versions == [m.version for m in list_migrations()]
     hypertables = {t for (t,) in db.execute("SELECT hypertable_name FROM timescaledb_information.hypertables")}
     assert {"events", "device_state", "rollup_hourly"} <= hypertables
+
+
+# What 001_registry.sql read before the simulator's truth tables moved out of it into 006_sim_truth.
+OLD_REGISTRY_CHECKSUM = "777ac7a8c55284114e016ac42be56c73054e99e332d55f1697f3c9226438db0a"
+
+
+def test_a_database_migrated_with_the_old_registry_migration_still_migrates(db):
+    current = db.execute("SELECT checksum FROM schema_migrations WHERE version = 1").fetchone()[0]
+    truth = [m for m in list_migrations() if m.name == "sim_truth"]
+    assert len(truth) == 1 and truth[0].version > 5
+    # Such a database has the truth tables (the old 001 made them) and has not applied 006 yet.
+    db.execute("UPDATE schema_migrations SET checksum = %s WHERE version = 1", (OLD_REGISTRY_CHECKSUM,))
+    db.execute("DELETE FROM schema_migrations WHERE version = %s", (truth[0].version,))
+    try:
+        assert [m.name for m in apply_migrations(db)] == ["sim_truth"]
+        assert apply_migrations(db) == []
+    finally:
+        db.execute("UPDATE schema_migrations SET checksum = %s WHERE version = 1", (current,))
+    tables = {t for (t,) in db.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'sim_%'")}
+    assert tables == {"sim_ground_truth", "sim_incidents"}
+
+
+def test_a_migration_changed_after_it_was_applied_is_refused(db):
+    current = db.execute("SELECT checksum FROM schema_migrations WHERE version = 2").fetchone()[0]
+    db.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 2")
+    try:
+        with pytest.raises(MigrationError):
+            apply_migrations(db)
+    finally:
+        db.execute("UPDATE schema_migrations SET checksum = %s WHERE version = 2", (current,))
 
 
 def test_time_bounds_reject_whole_messages_in_sql(db, registered):

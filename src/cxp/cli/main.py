@@ -186,6 +186,10 @@ def simulate(
         _fail(str(exc))
     console.print(f"published {report.messages:,} messages, {report.events:,} events in {report.elapsed_s:.1f}s"
                   f" ({report.events_per_s:,.0f} events/s); all acked by the broker: {report.all_acked}")
+    if report.dropped_messages or report.undelivered_messages:
+        console.print(f"[yellow]broker unreachable: devices dropped {report.dropped_messages:,} messages"
+                      f" ({report.dropped_events:,} events) from full offline buffers;"
+                      f" {report.undelivered_messages:,} never sent[/yellow]")
 
 
 @app.command()

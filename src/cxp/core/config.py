@@ -67,7 +67,9 @@ class SimSettings(BaseModel):
 
     client_id_prefix: str = "cxp-sim"
     max_events_per_message: int = 50
+    # Per device: packed messages kept while the broker is unreachable; past it the oldest are dropped (counted).
     offline_buffer_messages: int = 10_000
+    # Per connection: messages published and not yet acknowledged by the broker.
     max_inflight: int = 1000
 
 

@@ -12,10 +12,15 @@ from cxp.device_sim.catalogue import (
     QuantitySpec,
     Touchpoint,
     catalogue_by_model,
-    product_rows,
-    touchpoint_rows,
 )
-from cxp.device_sim.client import DeviceBatcher, MqttPublisher, Publisher, encode_batch, pack_events
+from cxp.device_sim.client import (
+    DeviceBatcher,
+    MqttPublisher,
+    OutboundMessage,
+    Publisher,
+    encode_batch,
+    pack_events,
+)
 from cxp.device_sim.errors import ConfigError, PublisherError, PublishTimeout, SequenceError, SimError
 from cxp.device_sim.fleet import (
     PLANTED_ERROR_RATE,
@@ -31,11 +36,13 @@ from cxp.device_sim.personas import CASUAL, FADING, PERSONAS, POWER_USER, ROUTIN
 from cxp.device_sim.runner import (
     PlannedMessage,
     PublishReport,
+    Upload,
     device_messages,
     plan_messages,
     simulate_backfill,
     simulate_live,
 )
+from cxp.device_sim.uplink import Uplink
 
 __all__ = [
     "CASUAL",
@@ -59,6 +66,7 @@ __all__ = [
     "Gauge",
     "Incident",
     "MqttPublisher",
+    "OutboundMessage",
     "Persona",
     "PlannedMessage",
     "Product",
@@ -70,6 +78,8 @@ __all__ = [
     "SequenceError",
     "SimError",
     "Touchpoint",
+    "Upload",
+    "Uplink",
     "build_fleet",
     "catalogue_by_model",
     "device_events",
@@ -79,8 +89,6 @@ __all__ = [
     "pack_events",
     "personas_by_name",
     "plan_messages",
-    "product_rows",
     "simulate_backfill",
     "simulate_live",
-    "touchpoint_rows",
 ]

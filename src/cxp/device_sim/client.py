@@ -6,9 +6,9 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol, Self
+from typing import Any, NamedTuple, Protocol, Self
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -25,11 +25,31 @@ MAX_EVENTS_PER_MESSAGE = 1000  # the contract's limit on one batch
 class Publisher(Protocol):
     """What the runner needs from a publisher (MqttPublisher, or a fake in tests)."""
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Queue one message; may block for back-pressure."""
+    def try_publish(self, topic: str, payload: bytes) -> bool:
+        """Publish one message, waiting while the in-flight window is full; False (not taken) while disconnected."""
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Wait until the connection is up; False on timeout."""
 
     def wait_all_acked(self, timeout_s: float) -> bool:
         """Wait until every published message is acknowledged; False on timeout."""
+
+
+class OutboundMessage(NamedTuple):
+    """One packed message of a device, as it waits in the offline buffer."""
+
+    payload: bytes
+    events: int
+    # Events per kind, when the message was packed, and its first and last event time (None when unknown,
+    # e.g. an event dict holding its ts as text).
+    counts: dict[str, int]
+    sent_at: datetime | None
+    first_ts: datetime | None
+    last_ts: datetime | None
+
+
+# encode(device_id=..., sent_at=..., events=...) -> payload bytes
+Encoder = Callable[..., bytes]
 
 
 def encode_batch(*, device_id: str | None, sent_at: datetime | None, events: Sequence[Any]) -> bytes:
@@ -52,23 +72,43 @@ def pack_events(
     max_events_per_message: int,
 ) -> list[bytes]:
     """Payloads of at most `max_events_per_message` events each, in order."""
-    _check_max(max_events_per_message)
+    check_max_events(max_events_per_message)
     return [
         encode_batch(device_id=device_id, sent_at=sent_at, events=events[i : i + max_events_per_message])
         for i in range(0, len(events), max_events_per_message)
     ]
 
 
-def _check_max(n: int) -> None:
+def check_max_events(n: int) -> None:
+    """Refuse a max_events_per_message outside what one contract batch may hold."""
     if not 1 <= n <= MAX_EVENTS_PER_MESSAGE:
         raise ConfigError(f"max_events_per_message must be within [1, {MAX_EVENTS_PER_MESSAGE}]")
+
+
+# Events are contract models or event dicts. The checks below test the exact type `dict` first and
+# inline: the Mapping check and a function call per event cost more than the rest of the packing.
+
+
+def _event_ts(event: Any) -> datetime | None:
+    ts = event.get("ts") if type(event) is dict or isinstance(event, Mapping) else event.ts
+    return ts if isinstance(ts, datetime) else None
+
+
+def _describe(payload: bytes, sent_at: datetime | None, events: Sequence[Any]) -> OutboundMessage:
+    counts: dict[str, int] = {}
+    for event in events:
+        kind = event["kind"] if type(event) is dict or isinstance(event, Mapping) else event.kind
+        counts[kind] = counts.get(kind, 0) + 1
+    return OutboundMessage(payload, len(events), counts, sent_at, _event_ts(events[0]), _event_ts(events[-1]))
 
 
 class DeviceBatcher:
     """Collects one device's events, packs them into payloads and keeps them in a bounded offline buffer.
 
     Pure: no I/O and no clock. `record()` assigns the next seq; `add()` keeps an event's own seq but
-    refuses one that does not increase. When the buffer is full the oldest message is dropped.
+    refuses one that does not increase. Events are contract models or event dicts. When the buffer is
+    full the oldest message is dropped (and counted). `encode` turns (device_id, sent_at, events) into a
+    payload; the default validates with the contract.
     """
 
     def __init__(
@@ -79,8 +119,9 @@ class DeviceBatcher:
         offline_buffer_messages: int = 10_000,
         next_seq: int = 0,
         include_device_id: bool = True,
+        encode: Encoder = encode_batch,
     ) -> None:
-        _check_max(max_events_per_message)
+        check_max_events(max_events_per_message)
         if offline_buffer_messages < 1:
             raise ConfigError("offline_buffer_messages must be at least 1")
         if next_seq < 0:
@@ -89,9 +130,10 @@ class DeviceBatcher:
         self.max_events_per_message = max_events_per_message
         self.offline_buffer_messages = offline_buffer_messages
         self._include_device_id = include_device_id
+        self._encode = encode
         self._next_seq = next_seq
         self._pending: list[Any] = []
-        self._buffer: deque[tuple[bytes, int]] = deque()
+        self._buffer: deque[OutboundMessage] = deque()
         self.dropped_messages = 0
         self.dropped_events = 0
 
@@ -114,11 +156,20 @@ class DeviceBatcher:
         return len(self._buffer)
 
     def add(self, event: Any) -> None:
-        """Queue a contract event that already has its seq (must be >= next_seq)."""
-        if event.seq < self._next_seq:
-            raise SequenceError(f"seq {event.seq} does not increase (next is {self._next_seq})")
-        self._next_seq = event.seq + 1
-        self._pending.append(event)
+        """Queue a contract event (or event dict) that already has its seq (must be >= next_seq)."""
+        self.extend((event,))
+
+    def extend(self, events: Iterable[Any]) -> None:
+        """Queue several events in order, each as `add` does."""
+        pending, next_seq = self._pending, self._next_seq
+        for event in events:
+            seq = event["seq"] if type(event) is dict or isinstance(event, Mapping) else event.seq
+            if seq < next_seq:
+                self._next_seq = next_seq
+                raise SequenceError(f"seq {seq} does not increase (next is {next_seq})")
+            next_seq = seq + 1
+            pending.append(event)
+        self._next_seq = next_seq
 
     def record(self, model: type, /, **fields: Any) -> Any:
         """Build an event of contract class `model` with the next seq and queue it; returns the event."""
@@ -132,27 +183,31 @@ class DeviceBatcher:
             return 0
         events, self._pending = self._pending, []
         device_id = self.device_id if self._include_device_id else None
-        n = 0
-        for i in range(0, len(events), self.max_events_per_message):
-            chunk = events[i : i + self.max_events_per_message]
-            self._push(encode_batch(device_id=device_id, sent_at=sent_at, events=chunk), len(chunk))
-            n += 1
-        return n
+        step = self.max_events_per_message
+        chunks = [events] if len(events) <= step else [events[i : i + step] for i in range(0, len(events), step)]
+        for chunk in chunks:
+            payload = self._encode(device_id=device_id, sent_at=sent_at, events=chunk)
+            self._push(_describe(payload, sent_at, chunk))
+        return len(chunks)
 
-    def _push(self, payload: bytes, n_events: int) -> None:
+    def _push(self, message: OutboundMessage) -> None:
         if len(self._buffer) >= self.offline_buffer_messages:
-            _, lost = self._buffer.popleft()
+            lost = self._buffer.popleft()
             self.dropped_messages += 1
-            self.dropped_events += lost
-        self._buffer.append((payload, n_events))
+            self.dropped_events += lost.events
+        self._buffer.append(message)
 
     def peek(self) -> bytes | None:
         """The oldest buffered message, left in the buffer."""
-        return self._buffer[0][0] if self._buffer else None
+        return self._buffer[0].payload if self._buffer else None
+
+    def peek_message(self) -> OutboundMessage | None:
+        """The oldest buffered message with what it holds, left in the buffer."""
+        return self._buffer[0] if self._buffer else None
 
     def pop(self) -> bytes | None:
         """Take the oldest buffered message (None when empty)."""
-        return self._buffer.popleft()[0] if self._buffer else None
+        return self._buffer.popleft().payload if self._buffer else None
 
     def requeue(self, payload: bytes, *, n_events: int = 0) -> None:
         """Put a message whose send failed back at the front; dropped (and counted) if the buffer is full."""
@@ -160,12 +215,16 @@ class DeviceBatcher:
             self.dropped_messages += 1
             self.dropped_events += n_events
             return
-        self._buffer.appendleft((payload, n_events))
+        self._buffer.appendleft(OutboundMessage(payload, n_events, {}, None, None, None))
 
     def drain(self) -> Iterator[bytes]:
         """Pop buffered messages oldest first until the buffer is empty."""
         while self._buffer:
-            yield self._buffer.popleft()[0]
+            yield self._buffer.popleft().payload
+
+    def pop_message(self) -> OutboundMessage | None:
+        """Take the oldest buffered message with what it holds (None when empty)."""
+        return self._buffer.popleft() if self._buffer else None
 
 
 class MqttPublisher:
@@ -174,7 +233,8 @@ class MqttPublisher:
     `publish` blocks while `max_inflight` messages await their PUBACK (fewer if the broker's Receive
     Maximum is lower), so memory stays bounded however many devices share the connection. paho
     reconnects in its network thread and re-sends unacknowledged messages after a reconnect
-    (at-least-once: the gateway dedupes by seq).
+    (at-least-once: the gateway dedupes by seq). `try_publish` blocks the same way while connected but
+    refuses messages while disconnected, so that devices keep them in their own offline buffers.
 
     The window is enforced here rather than by paho's own in-flight limit, which paho 2.2 implements by
     scanning every outgoing message on each PUBACK (measured: half the throughput at 1000 in flight);
@@ -298,16 +358,21 @@ class MqttPublisher:
         """Messages published and not yet acknowledged."""
         return self.published - self.acked
 
-    def connect(self) -> Self:
-        """Connect and start the network thread; waits for the broker's CONNACK."""
+    def connect(self, *, wait: bool = True) -> Self:
+        """Connect and start the network thread; waits for the broker's CONNACK.
+
+        With `wait=False` it returns at once and the network thread keeps trying, also while the broker
+        refuses connections; `try_publish` returns False until the connection is up.
+        """
         if self._started:
             return self
         props = None
         if self.session_expiry_s:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.session_expiry_s
+        connect = self._client.connect if wait else self._client.connect_async
         try:
-            self._client.connect(
+            connect(
                 self.host,
                 self.port,
                 keepalive=self.keepalive_s,
@@ -318,6 +383,8 @@ class MqttPublisher:
             raise PublisherError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         self._client.loop_start()
         self._started = True
+        if not wait:
+            return self
         deadline = time.monotonic() + self.connect_timeout_s
         with self._cond:
             while not self._connected and self._refused is None:
@@ -336,13 +403,45 @@ class MqttPublisher:
     def publish(self, topic: str, payload: bytes) -> None:
         """Publish one message; blocks while the window of unacknowledged messages is full.
 
+        While disconnected paho keeps the message (within the window) and sends it after reconnecting.
         Raises PublishTimeout when the window stays full for `publish_timeout_s` (broker gone for long).
         """
+        self._reserve(only_connected=False)
+        self._send(topic, payload)
+
+    def try_publish(self, topic: str, payload: bytes) -> bool:
+        """Publish one message if the connection is up, blocking while the window is full.
+
+        Returns False, the message not taken, while disconnected or when the connection drops during the
+        wait, so that the caller keeps it in its own offline buffer. Raises PublishTimeout like `publish`.
+        """
+        if not self._reserve(only_connected=True):
+            return False
+        self._send(topic, payload)
+        return True
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Wait until the connection is up; False if `timeout_s` passes first."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not self._connected:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 1.0))
+        return True
+
+    def _reserve(self, *, only_connected: bool) -> bool:
+        """Take a place in the window of unacknowledged messages, waiting while it is full."""
         if not self._started or self._closed:
             raise PublisherError("publisher is not connected (call connect())")
         deadline = None if self.publish_timeout_s is None else time.monotonic() + self.publish_timeout_s
         with self._cond:
-            while self.published - self.acked >= self._window:
+            while True:
+                if only_connected and not self._connected:
+                    return False
+                if self.published - self.acked < self._window:
+                    break
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise PublishTimeout(
@@ -351,6 +450,9 @@ class MqttPublisher:
                     )
                 self._cond.wait(left if left is None else min(left, 1.0))
             self.published += 1
+        return True
+
+    def _send(self, topic: str, payload: bytes) -> None:
         # Outside our lock: paho calls on_publish under its own lock, so holding ours here could deadlock.
         try:
             info = self._client.publish(topic, payload, qos=self.qos)

@@ -13,6 +13,12 @@ from cxp.store.errors import MigrationError, mapped_errors
 
 _NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 _LOCK_ID = 0x6378_7001  # advisory lock so concurrent migrators apply each step once
+# Earlier texts of shipped migrations, still accepted where they were applied: a later change kept them
+# compatible. 001_registry once also created the simulator's truth tables, now 006_sim_truth (which
+# creates them only when missing), so a database that applied the old 001 has the same schema.
+_EARLIER_CHECKSUMS: dict[int, frozenset[str]] = {
+    1: frozenset({"777ac7a8c55284114e016ac42be56c73054e99e332d55f1697f3c9226438db0a"}),
+}
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,10 @@ class Migration:
     def checksum(self) -> str:
         """SHA-256 of the file text."""
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    def matches(self, checksum: str) -> bool:
+        """Whether a database that recorded `checksum` for this version has applied this migration."""
+        return checksum == self.checksum or checksum in _EARLIER_CHECKSUMS.get(self.version, frozenset())
 
 
 def list_migrations() -> list[Migration]:
@@ -57,7 +67,7 @@ def apply_migrations(conn: psycopg.Connection) -> list[Migration]:
             done = {v: c for v, c in conn.execute("SELECT version, checksum FROM schema_migrations")}
             for migration in list_migrations():
                 if migration.version in done:
-                    if done[migration.version] != migration.checksum:
+                    if not migration.matches(done[migration.version]):
                         raise MigrationError(
                             f"migration {migration.version:03d}_{migration.name} changed after it was applied;"
                             " add a new migration instead"

@@ -1,4 +1,4 @@
-"""The device registry: products and their touchpoints, accounts, devices, and simulator ground truth."""
+"""The device registry: products and their touchpoints, accounts, devices; and the simulator's planted truth."""
 
 from __future__ import annotations
 
@@ -59,31 +59,6 @@ class DeviceRow:
 
 
 @dataclass(frozen=True, slots=True)
-class GroundTruthRow:
-    """What the simulator planted for one device."""
-
-    device_id: str
-    persona: str
-    churns: bool
-    churn_at: datetime | None
-    error_proneness: float
-    extra: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class IncidentRow:
-    """A disruption the simulator planted."""
-
-    incident_id: str
-    product_id: str
-    touchpoint: str
-    code: str
-    severity: str
-    start_at: datetime
-    end_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class DeviceIdentity:
     """What the gateway needs to know about a device to accept its telemetry."""
 
@@ -139,29 +114,6 @@ def upsert_devices(conn: psycopg.Connection, *, devices: Iterable[DeviceRow]) ->
             " SELECT * FROM _devices_in ON CONFLICT (device_id) DO UPDATE SET product_id = EXCLUDED.product_id,"
             " account_id = EXCLUDED.account_id, activated_at = EXCLUDED.activated_at, plan = EXCLUDED.plan,"
             " experiment_arm = EXCLUDED.experiment_arm"
-        )
-    return len(rows)
-
-
-def upsert_ground_truth(
-    conn: psycopg.Connection, *, truths: Iterable[GroundTruthRow], incidents: Iterable[IncidentRow] = ()
-) -> int:
-    """Record the simulator's ground truth (replacing earlier truth for the same devices)."""
-    rows = [(t.device_id, t.persona, t.churns, t.churn_at, t.error_proneness, Jsonb(t.extra)) for t in truths]
-    with mapped_errors(), conn.transaction(), conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO sim_ground_truth (device_id, persona, churns, churn_at, error_proneness, extra)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET persona = EXCLUDED.persona,"
-            " churns = EXCLUDED.churns, churn_at = EXCLUDED.churn_at,"
-            " error_proneness = EXCLUDED.error_proneness, extra = EXCLUDED.extra", rows,
-        )
-        cur.executemany(
-            "INSERT INTO sim_incidents (incident_id, product_id, touchpoint, code, severity, start_at, end_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (incident_id) DO UPDATE SET"
-            " product_id = EXCLUDED.product_id, touchpoint = EXCLUDED.touchpoint, code = EXCLUDED.code,"
-            " severity = EXCLUDED.severity, start_at = EXCLUDED.start_at, end_at = EXCLUDED.end_at",
-            [(i.incident_id, i.product_id, i.touchpoint, i.code, i.severity, i.start_at, i.end_at)
-             for i in incidents],
         )
     return len(rows)
 
@@ -281,3 +233,55 @@ def delete_registry_entry(conn: psycopg.Connection, *, table: str, key: str) -> 
         cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(sql.Identifier(table),
                                                                          sql.Identifier(column)), (key,))
     return cur.rowcount > 0
+
+
+# ---------------------------------------------------------------------------------------------- simulator truth
+# The truth a simulated fleet plants lives in the tables of migration 006_sim_truth, apart from the registry.
+
+
+@dataclass(frozen=True, slots=True)
+class GroundTruthRow:
+    """What the simulator planted for one device."""
+
+    device_id: str
+    persona: str
+    churns: bool
+    churn_at: datetime | None
+    error_proneness: float
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRow:
+    """A disruption the simulator planted."""
+
+    incident_id: str
+    product_id: str
+    touchpoint: str
+    code: str
+    severity: str
+    start_at: datetime
+    end_at: datetime
+
+
+def upsert_ground_truth(
+    conn: psycopg.Connection, *, truths: Iterable[GroundTruthRow], incidents: Iterable[IncidentRow] = ()
+) -> int:
+    """Record the simulator's ground truth (replacing earlier truth for the same devices)."""
+    rows = [(t.device_id, t.persona, t.churns, t.churn_at, t.error_proneness, Jsonb(t.extra)) for t in truths]
+    with mapped_errors(), conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO sim_ground_truth (device_id, persona, churns, churn_at, error_proneness, extra)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET persona = EXCLUDED.persona,"
+            " churns = EXCLUDED.churns, churn_at = EXCLUDED.churn_at,"
+            " error_proneness = EXCLUDED.error_proneness, extra = EXCLUDED.extra", rows,
+        )
+        cur.executemany(
+            "INSERT INTO sim_incidents (incident_id, product_id, touchpoint, code, severity, start_at, end_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (incident_id) DO UPDATE SET"
+            " product_id = EXCLUDED.product_id, touchpoint = EXCLUDED.touchpoint, code = EXCLUDED.code,"
+            " severity = EXCLUDED.severity, start_at = EXCLUDED.start_at, end_at = EXCLUDED.end_at",
+            [(i.incident_id, i.product_id, i.touchpoint, i.code, i.severity, i.start_at, i.end_at)
+             for i in incidents],
+        )
+    return len(rows)

@@ -37,9 +37,11 @@ def simulate_fleet(*, settings: Settings, devices: int, days: int, seed: int, mo
             return fleet, simulate_backfill(fleet=fleet, publisher=publisher, start=fleet_start, end=end,
                                             topic_prefix=settings.mqtt.topic_prefix,
                                             max_events_per_message=settings.sim.max_events_per_message,
+                                            offline_buffer_messages=settings.sim.offline_buffer_messages,
                                             progress=progress)
         return fleet, simulate_live(fleet=fleet, publisher=publisher, duration_s=duration_s, speed=speed,
                                     topic_prefix=settings.mqtt.topic_prefix,
-                                    max_events_per_message=settings.sim.max_events_per_message, progress=progress)
+                                    max_events_per_message=settings.sim.max_events_per_message,
+                                    offline_buffer_messages=settings.sim.offline_buffer_messages, progress=progress)
     finally:
         publisher.close(timeout_s=10)

@@ -41,23 +41,3 @@ CREATE TABLE devices (
 );
 CREATE INDEX devices_product ON devices (product_id);
 CREATE INDEX devices_account ON devices (account_id);
-
--- What the simulator knows and analytics must rediscover (persona, churn, error proneness).
-CREATE TABLE sim_ground_truth (
-    device_id       text PRIMARY KEY REFERENCES devices ON DELETE CASCADE,
-    persona         text NOT NULL,
-    churns          boolean NOT NULL,
-    churn_at        timestamptz,
-    error_proneness double precision NOT NULL,
-    extra           jsonb NOT NULL DEFAULT '{}'
-);
-
-CREATE TABLE sim_incidents (
-    incident_id     text PRIMARY KEY,
-    product_id      text NOT NULL,
-    touchpoint      text NOT NULL,
-    code            text NOT NULL,
-    severity        text NOT NULL,
-    start_at        timestamptz NOT NULL,
-    end_at          timestamptz NOT NULL
-);
