@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cxp.cli.pki import pki_app
 from cxp.core.config import PROJECT_ROOT, Settings, get_settings
 from cxp.core.logs import configure_logging
 
@@ -29,6 +30,7 @@ bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_
 app.add_typer(bench_app, name="bench")
 keys_app = typer.Typer(help="API keys (stored hashed; the key is shown once, at creation).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(pki_app, name="pki")
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
@@ -459,6 +461,14 @@ def bench_api(ctx: typer.Context) -> None:
     from cxp.tools.bench.api import main as api_bench_main
 
     api_bench_main(list(ctx.args))
+
+
+@bench_app.command("identity", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_identity(ctx: typer.Context) -> None:
+    """Device-secret verification ($7$ PBKDF2-SHA512) per iteration count and certificate signing, in hashes/s."""
+    from cxp.tools.bench.identity import main as identity_main
+
+    identity_main(list(ctx.args))
 
 
 # ---------------------------------------------------------------------------------------------- contract

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -97,6 +97,18 @@ class StackSettings(BaseModel):
     dir: Path = PROJECT_ROOT / ".stack"
 
 
+class PkiSettings(BaseModel):
+    """The platform CA's directory and the validity of what it issues."""
+
+    # Unset: <stack dir>/pki.
+    dir: Path | None = None
+    ca_days: int = Field(default=3650, ge=1)
+    server_days: int = Field(default=825, ge=1)
+    device_days: int = Field(default=365, ge=1)
+    # Brokers refuse every certificate once the CRL's next-update has passed: re-issue it well before.
+    crl_days: int = Field(default=7, ge=1)
+
+
 class Settings(BaseSettings):
     """All configuration of a process; nested fields via CXP_<SECTION>__<FIELD>."""
 
@@ -108,8 +120,15 @@ class Settings(BaseSettings):
     sim: SimSettings = Field(default_factory=SimSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    pki: PkiSettings = Field(default_factory=PkiSettings)
     retention_days: int | None = None
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _pki_under_stack(self) -> Settings:
+        if self.pki.dir is None:
+            self.pki.dir = self.stack.dir / "pki"
+        return self
 
 
 def settings_env(settings: Settings, base: dict[str, str]) -> dict[str, str]:

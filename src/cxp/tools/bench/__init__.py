@@ -1,1 +1,2 @@
-"""Benchmarks that print figures (`cxp bench …`): ingest, API, analytics, backtest, pricing core, simulator."""
+"""Benchmarks that print figures (`cxp bench …`): ingest, API, analytics, backtest, pricing core, simulator,
+identity."""

@@ -1,0 +1,31 @@
+"""Device identity: the platform CA and certificates (`pki`, `files`), device access tokens (`tokens`); files only."""
+
+from cxp.identity.errors import (
+    BadCsr,
+    BadPem,
+    BadSecretHash,
+    CertificateExpired,
+    CertificateRefused,
+    CertificateRevoked,
+    CnMismatch,
+    ForeignIssuer,
+    IdentityError,
+    InvalidDeviceId,
+    PkiExists,
+    PkiMissing,
+)
+
+__all__ = [
+    "BadCsr",
+    "BadPem",
+    "BadSecretHash",
+    "CertificateExpired",
+    "CertificateRefused",
+    "CertificateRevoked",
+    "CnMismatch",
+    "ForeignIssuer",
+    "IdentityError",
+    "InvalidDeviceId",
+    "PkiExists",
+    "PkiMissing",
+]
