@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -181,3 +183,47 @@ def test_an_unknown_user_is_refused(password_world: PasswordWorld) -> None:
     outcome = _try_password(password_world, "dev-unknown", password_world.secrets["dev-a"])
     assert not outcome.connected, outcome.detail
 
+
+
+def _crl_broker(base: Path, ca: CertificateAuthority, revoked: list[int], *, now: datetime | None = None):
+    pki = PkiPaths(base / "pki")
+    save_server(issue_server_certificate(ca=ca), pki)
+    write_public(pki.crl, pem(build_crl(ca=ca, revoked=revoked, days=1, now=now)))
+    lines = TLS_LISTENER.format(pki=pki) + (f"require_certificate true\nuse_identity_as_username true\n"
+                                            f"crlfile {pki.crl}\nallow_anonymous false\n")
+    return pki, Broker(base, lines)
+
+
+def test_a_rewritten_crl_takes_effect_on_sighup_for_new_connections(tmp_path: Path) -> None:
+    ca, _ = init_ca(paths=PkiPaths(tmp_path / "pki"))
+    device = _device(tmp_path, ca, "dev-late")
+    pki, broker = _crl_broker(tmp_path, ca, [])
+    try:
+        assert try_connect(port=broker.port, ca_file=pki.ca_cert, client_id="a", cert=(device.cert, device.key),
+                           tls_max=ssl.TLSVersion.TLSv1_2).connected
+        write_public(pki.crl, pem(build_crl(ca=ca, revoked=[device.serial])))
+        # Mosquitto 2.0 reads the CRL when it (re)loads its config: a rewritten file alone changes nothing.
+        assert try_connect(port=broker.port, ca_file=pki.ca_cert, client_id="b", cert=(device.cert, device.key),
+                           tls_max=ssl.TLSVersion.TLSv1_2).connected
+        broker.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "Reloading config" not in broker.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        outcome = try_connect(port=broker.port, ca_file=pki.ca_cert, client_id="c", cert=(device.cert, device.key),
+                              tls_max=ssl.TLSVersion.TLSv1_2)
+        assert not outcome.connected and "CERTIFICATE_REVOKED" in outcome.detail, outcome.detail
+    finally:
+        broker.close()
+
+
+def test_a_crl_past_its_next_update_locks_every_device_out(tmp_path: Path) -> None:
+    ca, _ = init_ca(paths=PkiPaths(tmp_path / "pki"))
+    device = _device(tmp_path, ca, "dev-ok")
+    pki, broker = _crl_broker(tmp_path, ca, [], now=datetime.now(UTC) - timedelta(days=3))
+    try:
+        outcome = try_connect(port=broker.port, ca_file=pki.ca_cert, client_id="a", cert=(device.cert, device.key),
+                              tls_max=ssl.TLSVersion.TLSv1_2)
+        # OpenSSL reports the stale CRL to the client as an expired certificate.
+        assert not outcome.connected and "CERTIFICATE_EXPIRED" in outcome.detail, outcome.detail
+    finally:
+        broker.close()

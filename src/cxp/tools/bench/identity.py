@@ -5,6 +5,10 @@ ceiling of password connects per second the broker can accept, and 1,000 devices
 it for 1,000 / (hashes/s). Python's hashlib and Mosquitto both call OpenSSL's PBKDF2, so the figures carry over.
 
     cxp bench identity [--iterations 1,101,1000,10000,210000] [--seconds 1.0] [--certs 200] [--crl-serials 10000]
+                       [--connects 1000] [--broker-iterations 101,1000] [--devices 10000]   (--connects 0: no broker)
+
+With --connects N it then measures the real thing: N connects in a burst against a private Mosquitto per
+auth mode (anonymous, password file per iteration count over TCP and TLS, client certificates).
 """
 
 from __future__ import annotations
@@ -70,6 +74,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=1.0, help="time spent per iteration count")
     ap.add_argument("--certs", type=int, default=200, help="device CSRs generated and signed")
     ap.add_argument("--crl-serials", type=int, default=10_000, help="revoked serials in the CRL built")
+    ap.add_argument("--connects", type=int, default=1_000, help="connects per auth mode on a private broker (0: skip)")
+    ap.add_argument("--workers", type=int, default=32, help="client threads opening the connections")
+    ap.add_argument("--broker-iterations", default=f"{DEFAULT_ITERATIONS},1000",
+                    help="iteration counts of the password files the broker checks")
+    ap.add_argument("--devices", type=int, default=10_000, help="lines in the broker's password file")
     args = ap.parse_args(argv)
-    bench_verify(iterations=[int(x) for x in args.iterations.split(",") if x.strip()], seconds=args.seconds)
+    bench_verify(iterations=_ints(args.iterations), seconds=args.seconds)
     bench_certificates(certs=args.certs, crl_serials=args.crl_serials)
+    if args.connects > 0:
+        from cxp.tools.bench.identity_broker import run
+
+        run(connects=args.connects, workers=args.workers, iterations=_ints(args.broker_iterations),
+            devices=max(args.devices, args.connects))
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
