@@ -23,7 +23,7 @@ from cxp.identity.pki import (
     sign_device_csr,
 )
 from cxp.identity.tokens import hash_secret, issue_token, new_secret, write_password_file
-from tests.identity.broker import MOSQUITTO, Broker, try_connect
+from tests.identity.broker import MOSQUITTO, Broker, free_port, try_connect
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto is not installed (cxp stack up)")]
@@ -225,5 +225,35 @@ def test_a_crl_past_its_next_update_locks_every_device_out(tmp_path: Path) -> No
                               tls_max=ssl.TLSVersion.TLSv1_2)
         # OpenSSL reports the stale CRL to the client as an expired certificate.
         assert not outcome.connected and "CERTIFICATE_EXPIRED" in outcome.detail, outcome.detail
+    finally:
+        broker.close()
+
+
+def test_one_broker_serves_certificates_and_secrets_on_two_tls_listeners(tmp_path: Path) -> None:
+    """The layout the stack will use: mutual TLS on one port, `$7$` secrets on another, one global config."""
+    pki = PkiPaths(tmp_path / "pki")
+    ca, _ = init_ca(paths=pki)
+    save_server(issue_server_certificate(ca=ca), pki)
+    write_public(pki.crl, pem(build_crl(ca=ca, revoked=[])))
+    device = _device(tmp_path, ca, "dev-cert")
+    token = issue_token(device_id="dev-token")
+    write_password_file(tmp_path / "passwd", [(token.username, token.password_hash)])
+    password_port = free_port()
+    tls = TLS_LISTENER.format(pki=pki)
+    broker = Broker(tmp_path, f"{tls}require_certificate true\nuse_identity_as_username true\ncrlfile {pki.crl}\n"
+                              f"listener {password_port} 127.0.0.1\n{tls}"
+                              f"allow_anonymous false\npassword_file {tmp_path / 'passwd'}\n")
+    try:
+        assert try_connect(port=broker.port, ca_file=pki.ca_cert, client_id="c1",
+                           cert=(device.cert, device.key)).connected
+        assert try_connect(port=password_port, ca_file=pki.ca_cert, client_id="c2", username="dev-token",
+                           password=token.secret).connected
+        assert not try_connect(port=password_port, ca_file=pki.ca_cert, client_id="c3").connected
+        assert not try_connect(port=broker.port, ca_file=pki.ca_cert, client_id="c4", username="dev-token",
+                               password=token.secret).connected  # a secret is no way onto the certificate port
+        # A certificate holder cannot pick another identity: the CN replaces whatever username it sends.
+        assert try_connect(port=broker.port, ca_file=pki.ca_cert, client_id="c5", cert=(device.cert, device.key),
+                           username="dev-token", password="whatever").connected
+        assert "as c5 (p5, c1, k10, u'dev-cert')" in broker.log_text()
     finally:
         broker.close()
