@@ -87,7 +87,7 @@ def _try_cert(world: CertWorld, device: DeviceFiles | None, client_id: str, tls_
                        tls_max=tls_max)
 
 
-@pytest.mark.parametrize("tls_max", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+@pytest.mark.parametrize("tls_max", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"])
 def test_a_device_certificate_from_the_platform_ca_connects_as_its_device_id(cert_world: CertWorld, tls_max) -> None:
     outcome = _try_cert(cert_world, cert_world.good, f"client-{tls_max.name}", tls_max)
     assert outcome.connected, (outcome.detail, cert_world.broker.log_text())
@@ -110,7 +110,7 @@ def test_an_expired_certificate_is_refused(cert_world: CertWorld) -> None:
     assert "CERTIFICATE_EXPIRED" in outcome.detail
 
 
-@pytest.mark.parametrize("tls_max", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+@pytest.mark.parametrize("tls_max", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"])
 def test_a_revoked_certificate_is_refused(cert_world: CertWorld, tls_max) -> None:
     outcome = _try_cert(cert_world, cert_world.revoked, "dev-revoked", tls_max)
     assert not outcome.connected, outcome.detail

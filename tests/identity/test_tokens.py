@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cxp.identity import BadSecretHash, InvalidDeviceId
 from cxp.identity.tokens import (
@@ -94,3 +96,12 @@ def test_the_password_file_round_trips_with_owner_only_mode(tmp_path: Path) -> N
     path.write_text("d1 no separator\n")
     with pytest.raises(BadSecretHash):
         read_password_file(path)
+
+
+@settings(max_examples=40, deadline=None)
+@given(secret=st.text(min_size=0, max_size=80), iterations=st.integers(min_value=1, max_value=50))
+def test_any_secret_verifies_against_its_own_hash_only(secret: str, iterations: int) -> None:
+    stored = hash_secret(secret, iterations=iterations)
+    assert parse_hash(stored)[0] == iterations
+    assert verify_secret(secret, stored)
+    assert not verify_secret(secret + "x", stored)

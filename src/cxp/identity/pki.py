@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -185,7 +185,7 @@ def load_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
         valid = csr.is_signature_valid
-    except (ValueError, TypeError, InvalidSignature) as exc:
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
         raise BadCsr(f"not a readable PEM certificate signing request: {exc}") from exc
     if not valid:
         raise BadCsr("the CSR's signature does not verify: it was altered or not signed by its key")
@@ -240,8 +240,8 @@ def build_crl(*, ca: CertificateAuthority, revoked: Iterable[int], days: int = 7
     moment = _now(now)
     builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.certificate.subject)
                .last_update(moment - BACKDATE).next_update(moment + timedelta(days=days))
-               # Seconds since the epoch: increases with every CRL the CA builds, as RFC 5280 asks.
-               .add_extension(x509.CRLNumber(int(moment.timestamp())), critical=False))
+               # Milliseconds since the epoch: increases with every CRL the CA builds, as RFC 5280 asks.
+               .add_extension(x509.CRLNumber(int(moment.timestamp() * 1000)), critical=False))
     ski = ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
                                     critical=False)
@@ -258,7 +258,7 @@ def verify_device_certificate(*, ca: CertificateAuthority | x509.Certificate, ce
     ca_cert = ca.certificate if isinstance(ca, CertificateAuthority) else ca
     try:
         certificate.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, InvalidSignature) as exc:
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
         raise ForeignIssuer("the certificate was not issued by the platform CA") from exc
     moment = _now(now)
     if not certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc:
