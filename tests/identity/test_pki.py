@@ -13,6 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cxp.identity import (
     BadCsr,
+    BadParameter,
     CertificateExpired,
     CertificateRefused,
     CertificateRevoked,
@@ -193,5 +194,5 @@ def test_leaves_never_outlive_the_ca_and_every_refusal_is_an_identity_error() ->
     assert issued.not_after == short_ca.certificate.not_valid_after_utc
     for exc in (BadCsr, CnMismatch, ForeignIssuer, CertificateExpired, CertificateRevoked, InvalidDeviceId):
         assert issubclass(exc, IdentityError)
-    with pytest.raises(ValueError, match="aware"):
+    with pytest.raises(BadParameter, match="aware"):
         create_ca(now=datetime(2026, 1, 1))  # naive on purpose

@@ -2,6 +2,7 @@
 
 from cxp.identity.errors import (
     BadCsr,
+    BadParameter,
     BadPem,
     BadSecretHash,
     CertificateExpired,
@@ -17,6 +18,7 @@ from cxp.identity.errors import (
 
 __all__ = [
     "BadCsr",
+    "BadParameter",
     "BadPem",
     "BadSecretHash",
     "CertificateExpired",

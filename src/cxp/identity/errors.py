@@ -49,3 +49,7 @@ class CertificateRevoked(CertificateRefused):
 
 class BadSecretHash(IdentityError):
     """A password-file hash that is not Mosquitto's `$7$` PBKDF2-SHA512 format."""
+
+
+class BadParameter(IdentityError, ValueError):
+    """A caller's argument out of range: validity days, iteration count, salt size, a naive timestamp."""

@@ -16,6 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cxp.identity.errors import (
     BadCsr,
+    BadParameter,
     CertificateExpired,
     CertificateRefused,
     CertificateRevoked,
@@ -104,7 +105,7 @@ def check_device_id(device_id: str) -> str:
 def _now(now: datetime | None) -> datetime:
     moment = now or datetime.now(UTC)
     if moment.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware (UTC)")
+        raise BadParameter("timestamps must be timezone-aware (UTC)")
     return moment.astimezone(UTC)
 
 
@@ -124,7 +125,7 @@ def _ski_aki(builder: x509.CertificateBuilder, *, public_key,
 
 def _leaf_window(ca: CertificateAuthority, *, days: int, now: datetime) -> tuple[datetime, datetime]:
     if days < 1:
-        raise ValueError("validity must be at least one day")
+        raise BadParameter("validity must be at least one day")
     # A leaf never outlives the CA that vouches for it.
     return now - BACKDATE, min(now + timedelta(days=days), ca.certificate.not_valid_after_utc)
 
@@ -164,7 +165,7 @@ def issue_server_certificate(*, ca: CertificateAuthority, hosts: Sequence[str] =
                              days: int = 825, now: datetime | None = None) -> ServerCredential:
     """A new key and a serverAuth certificate for the broker, valid for these IP addresses and host names."""
     if not hosts:
-        raise ValueError("a server certificate needs at least one host")
+        raise BadParameter("a server certificate needs at least one host")
     moment = _now(now)
     key = _new_key()
     start, end = _leaf_window(ca, days=days, now=moment)
@@ -236,7 +237,7 @@ def build_crl(*, ca: CertificateAuthority, revoked: Iterable[int], days: int = 7
               now: datetime | None = None) -> x509.CertificateRevocationList:
     """A CRL signed by the CA listing these serials, valid until now + days (brokers refuse all after that)."""
     if days < 1:
-        raise ValueError("a CRL must be valid for at least one day")
+        raise BadParameter("a CRL must be valid for at least one day")
     moment = _now(now)
     builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.certificate.subject)
                .last_update(moment - BACKDATE).next_update(moment + timedelta(days=days))

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxp.identity.errors import BadSecretHash, InvalidDeviceId
+from cxp.identity.errors import BadParameter, BadSecretHash, InvalidDeviceId
 from cxp.identity.files import PRIVATE_MODE, write_atomic
 from cxp.identity.pki import check_device_id
 
@@ -67,10 +67,10 @@ def _b64(raw: bytes) -> str:
 def hash_secret(secret: str, *, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None) -> str:
     """The `$7$` PBKDF2-SHA512 hash of a secret, exactly as `mosquitto_passwd` writes it."""
     if iterations < 1:
-        raise ValueError("iterations must be at least 1")
+        raise BadParameter("iterations must be at least 1")
     salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
     if len(salt) != SALT_BYTES:
-        raise ValueError(f"Mosquitto reads {SALT_BYTES}-byte salts only")
+        raise BadParameter(f"Mosquitto reads {SALT_BYTES}-byte salts only")
     digest = hashlib.pbkdf2_hmac("sha512", secret.encode("utf-8"), salt, iterations)
     return f"{PREFIX}{iterations}${_b64(salt)}${_b64(digest)}"
 
