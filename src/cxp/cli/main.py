@@ -463,6 +463,14 @@ def bench_api(ctx: typer.Context) -> None:
     api_bench_main(list(ctx.args))
 
 
+@bench_app.command("guard", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_guard(ctx: typer.Context) -> None:
+    """API RSS and /healthz while 8 parallel 50 MB bodies arrive, without and with a key (--help)."""
+    from cxp.tools.bench.guard import main as guard_bench_main
+
+    guard_bench_main(list(ctx.args))
+
+
 # ---------------------------------------------------------------------------------------------- contract
 
 @contract_app.command("schema")
