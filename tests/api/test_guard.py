@@ -186,7 +186,8 @@ def test_chunked_oversize_body_is_413_while_streaming(api: Served) -> None:
     assert r.status_code == 413, r.text
     assert "1 MiB" in r.json()["error"]["message"]
     read = api.body_bytes() - before
-    assert MIB < read <= MIB + 2 * 65536, f"the app read {read} bytes of the chunked body"
+    # uvicorn hands the body over in what one socket read brings (up to 256 KiB): the limit plus at most that
+    assert MIB < read <= MIB + 256 * 1024, f"the app read {read} bytes of the chunked body"
 
 
 def test_upload_routes_have_their_larger_limit(api: Served) -> None:
