@@ -1,11 +1,13 @@
-"""API memory and liveness while large bodies arrive: `cxp bench guard`.
+"""API memory and liveness while large bodies and stalled request heads arrive: `cxp bench guard`.
 
 Starts the API process (`cxp api serve`, as the demo does) on a free loopback port, then runs three rounds of
 N parallel POSTs of a large JSON body (default 8 × 50 MB): (a) without a key, (b) with a key and a declared
 Content-Length over the limit, (c) with a key, chunked (no Content-Length). During each round it samples the
 API process's RSS and times `/healthz`; it prints the RSS before and the peak, `/healthz` p50/max, the statuses,
 how many bytes the clients managed to push, and how many body bytes the API's routes read (its own counter).
-Issue 11's figure before the guard: 312 MB → 1.84 GB for (a), `/healthz` 4.9 s, each 401 after ~11 s.
+Then (d): 1,500 connections send half a request head and stall; how many the server closed after its deadline.
+Issue 11's figures before the guard: 312 MB → 1.84 GB for (a), `/healthz` 4.9 s, each 401 after ~11 s;
+1,500 half-sent heads held for 75 s+.
 """
 
 from __future__ import annotations
@@ -115,6 +117,33 @@ def _round(url: str, proc: psutil.Process, *, parallel: int, size: int, token: s
     return out
 
 
+def _half_sent_heads(url: str, count: int, wait_s: float) -> tuple[int, float]:
+    """Open `count` connections that send part of a request head and stall; (closed by the server, healthz s)."""
+    host, port = url.removeprefix("http://").split(":")
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection((host, int(port)), timeout=30)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the blank line never comes
+        socks.append(sock)
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(f"{url}/healthz", timeout=60) as response:
+        response.read()
+    health = time.perf_counter() - t0
+    time.sleep(wait_s)
+    closed = 0
+    for sock in socks:
+        sock.setblocking(False)
+        try:
+            data = sock.recv(4096)
+            closed += data == b"" or data.startswith(b"HTTP/1.1 408")
+        except BlockingIOError:
+            pass  # still open
+        except OSError:
+            closed += 1
+        sock.close()
+    return closed, health
+
+
 def _body_bytes(url: str) -> float:
     with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
         text = response.read().decode()
@@ -127,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parallel", type=int, default=8, help="concurrent POSTs per round")
     parser.add_argument("--mb", type=int, default=50, help="body size of each POST, in MB")
+    parser.add_argument("--heads", type=int, default=1500, help="connections sending a half request head")
     args = parser.parse_args(argv)
 
     base = get_settings()
@@ -154,6 +184,11 @@ def main(argv: list[str] | None = None) -> None:
                       f"{sum(r.pushed) / MB:>10.1f}{read / MB:>9.2f}  {sorted(set(r.statuses))}", flush=True)
                 print(f"RESULT guard {name}: RSS {before / MB:.0f} → {r.peak_rss / MB:.0f} MB, healthz max "
                       f"{max(r.health_s) * 1000:.0f} ms, statuses {sorted(set(r.statuses))}", flush=True)
+            wait = settings.api.header_timeout_s + 2
+            closed, health = _half_sent_heads(url, args.heads, wait)
+            print(f"RESULT guard (d) {args.heads} half-sent request heads: {closed} closed by the server "
+                  f"{wait:g} s later (api.header_timeout_s {settings.api.header_timeout_s:g}); /healthz among them "
+                  f"{health * 1000:.0f} ms", flush=True)
         finally:
             stop_api(settings)
 
