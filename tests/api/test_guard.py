@@ -242,6 +242,26 @@ def test_repeated_bad_keys_are_throttled_with_retry_after(stack: Settings) -> No
         assert client.get("/healthz").status_code == 200
 
 
+def test_a_burst_of_distinct_bad_keys_is_throttled_before_it_reaches_the_database(stack: Settings) -> None:
+    limit = 5
+    with serve(stack, auth_fail_limit=limit, auth_fail_window_s=120.0) as api, \
+            httpx.Client(base_url=api.url, timeout=60, limits=httpx.Limits(max_connections=40)) as client:
+        keys = [f"cxp_{i:012d}_" + "y" * 43 for i in range(40)]
+        statuses: list[int] = []
+
+        def attempt(key: str) -> None:
+            statuses.append(client.get("/v1/experience/voice", headers={"X-API-Key": key}).status_code)
+
+        threads = [threading.Thread(target=attempt, args=(k,)) for k in keys]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(set(statuses)) == [401, 429], statuses
+    # Every 401 was a database lookup: at most `limit` in flight, and none once `limit` failures are counted.
+    assert statuses.count(401) <= 2 * limit, statuses
+
+
 def test_throttle_memory_is_bounded() -> None:
     throttle = FailedAuthThrottle(limit=3, window_s=60, max_clients=100)
     for i in range(10_000):

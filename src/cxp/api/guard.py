@@ -7,6 +7,7 @@ calling `receive`, and with `Connection: close` when a body may follow, so the s
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -26,6 +27,7 @@ from cxp.api.deps import BAD_KEY, NO_KEY, SCOPE_KEY, forbidden_message, token_fr
 from cxp.api.errors import ErrorBody, ErrorInfo, Failure, NotAuthenticated, describe_error
 from cxp.api.metrics import ApiMetrics
 from cxp.core.config import ApiSettings
+from cxp.store.apikeys import ApiKey
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -147,6 +149,8 @@ class RequestGuard:
         self.throttle = FailedAuthThrottle(limit=settings.auth_fail_limit, window_s=settings.auth_fail_window_s,
                                            max_clients=settings.auth_fail_clients)
         self._plans: list[tuple[RouteEntry, RoutePlan]] | None = None
+        self._lookups: dict[str, asyncio.Future[ApiKey | None]] = {}  # token → its database lookup in flight
+        self._in_flight: dict[str, int] = {}  # client address → lookups in flight
 
     def plans(self, app: Any) -> list[tuple[RouteEntry, RoutePlan]]:
         """Every API route of `app` with its plan, built once."""
@@ -201,8 +205,13 @@ class RequestGuard:
             if wait is not None:
                 return Failure(429, "too_many_requests", f"too many failed authentications from {client}; "
                                f"retry in {wait} s", headers={"Retry-After": str(wait)})
+            if token not in self._lookups and self._in_flight.get(client, 0) >= self.throttle.limit:
+                # Failures count when lookups end: without this cap a burst of distinct bad keys would all
+                # reach the database before the first one is counted.
+                return Failure(429, "too_many_requests", f"too many key lookups in flight from {client}; retry in 1 s",
+                               headers={"Retry-After": "1"})
             try:
-                key = await anyio.to_thread.run_sync(verify_token, state, token)
+                key = await self._lookup(state, token, client)
             except Exception as exc:  # noqa: BLE001 - the exception table answers it (pool busy, database down: 503)
                 return describe_error(exc)
             if key is None:
@@ -214,6 +223,23 @@ class RequestGuard:
         scope[SCOPE_KEY] = key
         scope["cxp.plan"] = plan
         return None
+
+    async def _lookup(self, state: Any, token: str, client: str) -> ApiKey | None:
+        """The key of `token` from the database: one lookup per token at a time, shared by concurrent callers."""
+        pending = self._lookups.get(token)
+        if pending is None:
+            pending = asyncio.ensure_future(anyio.to_thread.run_sync(verify_token, state, token))
+            self._lookups[token] = pending
+            self._in_flight[client] = self._in_flight.get(client, 0) + 1
+
+            def done(_: asyncio.Future[ApiKey | None]) -> None:
+                self._lookups.pop(token, None)
+                self._in_flight[client] -= 1
+                if self._in_flight[client] <= 0:
+                    del self._in_flight[client]
+
+            pending.add_done_callback(done)
+        return await asyncio.shield(pending)  # a caller that goes away does not cancel the others' lookup
 
     def _check_length(self, scope: Scope, headers: Headers) -> Failure | None:
         """413 up front when the declared Content-Length is over the route's limit."""
