@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from cxp.api.cache import ResultCache
 from cxp.api.deps import KeyCache
 from cxp.api.errors import ErrorBody, install_error_handlers
+from cxp.api.guard import RequestGuard
 from cxp.api.jobs import JobRunner
 from cxp.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
 from cxp.api.routers import dashboard, experience, ingest, pricing, registry
@@ -24,7 +25,9 @@ log = logging.getLogger("cxp.api")
 
 API_VERSION = "1.0.0"
 _ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in (
-    (401, "No valid API key"), (403, "The key's role may not use this endpoint"), (422, "Invalid request"))}
+    (401, "No valid API key"), (403, "The key's role may not use this endpoint"), (408, "The body arrived too slowly"),
+    (413, "The body is over the endpoint's size limit"), (422, "Invalid request"),
+    (429, "Too many failed authentications from this address (see Retry-After)"))}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                      fresh_s=settings.api.cache_fresh_s)
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # Added last, so outermost: a refused request costs neither the metrics middleware nor a byte of its body.
+    app.add_middleware(RequestGuard, settings=settings.api, metrics=metrics)
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")

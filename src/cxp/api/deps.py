@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -17,10 +17,12 @@ from cxp.api.cache import ResultCache
 from cxp.api.errors import Forbidden, NotAuthenticated
 from cxp.api.jobs import JobRunner
 from cxp.core.config import Settings
-from cxp.store.apikeys import ApiKey, touch_key, verify_key
+from cxp.store.apikeys import ApiKey, split_token, touch_key, verify_key
 
 T = TypeVar("T")
 KEY_COOKIE = "cxp_key"
+NO_KEY = "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+BAD_KEY = "the API key is not valid (unknown, malformed or revoked)"
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key in a header")
 _cookie = APIKeyCookie(name=KEY_COOKIE, auto_error=False, description="Set by the dashboard sign-in page")
@@ -107,6 +109,33 @@ class KeyCache:
         self.entries[token] = (key, time.monotonic() + self.ttl_s)
 
 
+# Where the request guard (api/guard.py) leaves the key it verified from the headers, for the dependency below.
+SCOPE_KEY = "cxp.api_key"
+
+
+def token_from_headers(headers: Mapping[str, str], cookies: Mapping[str, str]) -> str | None:
+    """The presented token, by the same precedence as the dependency: Bearer, then X-API-Key, then the cookie."""
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    bearer = credentials.strip() if scheme.lower() == "bearer" else ""
+    return bearer or headers.get("x-api-key") or cookies.get(KEY_COOKIE) or None
+
+
+def verify_token(state: Any, token: str) -> ApiKey | None:
+    """The active key of `token` via the app's key cache, else the database (blocking); None when not valid."""
+    cache: KeyCache = state.key_cache
+    key = cache.get(token)
+    if key is None:
+        if split_token(token) is None:
+            return None  # malformed: no database round trip
+        with state.pool.connection() as conn:
+            key = verify_key(conn, token=token)
+            if key is None:
+                return None
+            touch_key(conn, key_id=key.key_id)
+        cache.put(token, key)
+    return key
+
+
 def get_current_key(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
@@ -114,18 +143,15 @@ def get_current_key(
     cookie: Annotated[str | None, Security(_cookie)],
 ) -> ApiKey:
     """The caller's active API key (Bearer header, X-API-Key header or the dashboard cookie), else 401."""
+    verified = request.scope.get(SCOPE_KEY)
+    if verified is not None:
+        return verified
     token = (bearer.credentials if bearer else None) or header or cookie
     if not token:
-        raise NotAuthenticated("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-    cache: KeyCache = request.app.state.key_cache
-    key = cache.get(token)
+        raise NotAuthenticated(NO_KEY)
+    key = verify_token(request.app.state, token)
     if key is None:
-        with request.app.state.pool.connection() as conn:
-            key = verify_key(conn, token=token)
-            if key is None:
-                raise NotAuthenticated("the API key is not valid (unknown, malformed or revoked)")
-            touch_key(conn, key_id=key.key_id)
-        cache.put(token, key)
+        raise NotAuthenticated(BAD_KEY)
     return key
 
 
@@ -138,10 +164,16 @@ def require_role(*roles: str) -> Callable[[ApiKey], ApiKey]:
 
     def check(key: CurrentKey) -> ApiKey:
         if key.role not in allowed:
-            raise Forbidden(f"this endpoint needs the {' or '.join(sorted(allowed))} role; the key has '{key.role}'")
+            raise Forbidden(forbidden_message(allowed, key.role))
         return key
 
+    check.roles = frozenset(allowed)  # type: ignore[attr-defined] - read by the request guard before the body
     return check
+
+
+def forbidden_message(allowed: Iterable[str], role: str) -> str:
+    """The 403 message: which roles the endpoint needs, which one the key has."""
+    return f"this endpoint needs the {' or '.join(sorted(allowed))} role; the key has '{role}'"
 
 
 ProductKey = Annotated[ApiKey, Depends(require_role("product"))]

@@ -22,6 +22,10 @@ class ApiMetrics:
         self.latency = Histogram("cxp_api_request_seconds", "HTTP request latency", ["method", "route"],
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
                                  registry=self.registry)
+        self.refused = Counter("cxp_api_refused_total", "Requests the guard refused before the app (by status)",
+                               ["status"], registry=self.registry)
+        self.body_bytes = Counter("cxp_api_body_bytes_total", "Request body bytes read by /v1 routes",
+                                  registry=self.registry)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -333,10 +333,12 @@ def api_serve(
     """Serve the HTTP API (/v1, /docs) and the dashboard (/dashboard) in the foreground."""
     import uvicorn
 
+    from cxp.api.server import uvicorn_options
+
     settings = _settings()
     db_migrate()
     uvicorn.run("cxp.api.main:app", host=host or settings.api.host, port=port or settings.api.port, workers=workers,
-                log_level=settings.log_level.lower(), access_log=False)
+                log_level=settings.log_level.lower(), access_log=False, **uvicorn_options(settings.api))
 
 
 @api_app.command("start")
@@ -469,6 +471,14 @@ def bench_identity(ctx: typer.Context) -> None:
     from cxp.tools.bench.identity import main as identity_main
 
     identity_main(list(ctx.args))
+
+
+@bench_app.command("guard", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_guard(ctx: typer.Context) -> None:
+    """API RSS and /healthz while 8 parallel 50 MB bodies arrive, without and with a key (--help)."""
+    from cxp.tools.bench.guard import main as guard_bench_main
+
+    guard_bench_main(list(ctx.args))
 
 
 # ---------------------------------------------------------------------------------------------- contract

@@ -89,6 +89,21 @@ class ApiSettings(BaseModel):
     # ... and served for this long even when the data changed meanwhile (live ingest refreshes rollups often).
     cache_fresh_s: float = 60.0
     cache_entries: int = 256
+    # Request guards (api/guard.py): bodies of /v1 requests are refused with 413 above these sizes; upload
+    # routes get their CSV cap plus 1 MiB for multipart framing, so the route's own cap (422) stays the one met.
+    max_body_bytes: int = 1 * 1024 * 1024
+    max_import_bytes: int = 21 * 1024 * 1024
+    max_survey_bytes: int = 11 * 1024 * 1024
+    # A request body must arrive within this long after its headers (408), so a trickled body cannot hold a worker.
+    body_timeout_s: float = 60.0
+    # Request headers must arrive within this long after a connection opens or a request starts (then closed).
+    header_timeout_s: float = 10.0
+    keep_alive_s: int = 5
+    # Failed authentications per client address: this many within `auth_fail_window_s` → 429 until the window
+    # passes; at most `auth_fail_clients` addresses are remembered (the least recent are forgotten).
+    auth_fail_limit: int = 20
+    auth_fail_window_s: float = 60.0
+    auth_fail_clients: int = 10_000
 
 
 class StackSettings(BaseModel):
