@@ -461,6 +461,23 @@ def bench_api(ctx: typer.Context) -> None:
     api_bench_main(list(ctx.args))
 
 
+@bench_app.command("broker-auth")
+def bench_broker_auth(
+    devices: Annotated[list[int] | None, typer.Option(help="Fleet size; repeat (default 10000 and 100000).")] = None,
+    mechanism: Annotated[str, typer.Option(help="files (password_file + acl_file), dynsec, or all.")] = "all",
+    connect_clients: Annotated[int, typer.Option(help="Devices connecting at once with their own credentials.")] = 1000,
+    dynsec_max_create_s: Annotated[float, typer.Option(help="Cap on creating dynsec clients over MQTT.")] = 900.0,
+) -> None:
+    """Broker auth at fleet scale on throw-away Mosquittos: provisioning, reload, revocation, RSS (prints JSON)."""
+    from cxp.tools.bench.broker_auth import main as broker_auth_main
+
+    argv = ["--mechanism", mechanism, "--connect-clients", str(connect_clients),
+            "--dynsec-max-create-s", str(dynsec_max_create_s)]
+    for n in devices or []:
+        argv += ["--devices", str(n)]
+    broker_auth_main(argv)
+
+
 # ---------------------------------------------------------------------------------------------- contract
 
 @contract_app.command("schema")
