@@ -11,7 +11,9 @@ MECHANISMS = ("files", "dynsec")
 
 def main(argv: list[str] | None = None) -> None:
     """Measure each mechanism at each fleet size and print one JSON object per run."""
-    from cxp.tools.bench.broker_auth.measure import measure_dynsec, measure_files
+    from cxp.tools.bench.broker_auth.connect import connect_rates, debug_log_cost
+    from cxp.tools.bench.broker_auth.files import device_credentials
+    from cxp.tools.bench.broker_auth.measure import GATEWAY, measure_dynsec, measure_files
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, action="append",
@@ -19,8 +21,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mechanism", choices=[*MECHANISMS, "all"], default="all")
     parser.add_argument("--connect-clients", type=int, default=1000, help="devices connecting at once (0: skip)")
     parser.add_argument("--dynsec-batch", type=int, default=100, help="devices per control message")
-    parser.add_argument("--dynsec-max-create-s", type=float, default=900.0,
-                        help="stop creating dynsec clients over MQTT after this long (the rate is still reported)")
+    parser.add_argument("--dynsec-max-create-s", type=float, default=600.0,
+                        help="cap on creating dynsec clients over MQTT from empty (rate still reported; 0: skip)")
+    parser.add_argument("--extras", action=argparse.BooleanOptionalAction, default=True,
+                        help="also: connect rate anonymous / password / password+TLS, and the cost of debug logging")
     args = parser.parse_args(argv)
     sizes = args.devices or [10_000, 100_000]
     mechanisms = MECHANISMS if args.mechanism == "all" else (args.mechanism,)
@@ -33,6 +37,10 @@ def main(argv: list[str] | None = None) -> None:
                                         connect_clients=args.connect_clients)
             print(json.dumps(result, indent=2))
             sys.stdout.flush()
+    if args.extras:
+        creds = device_credentials(max(args.connect_clients, 1) + 1, prefix="c")
+        print(json.dumps({"connect_rates": connect_rates(creds[1:], gateway=GATEWAY),
+                          "debug_log_cost": debug_log_cost(creds[0], GATEWAY)}, indent=2))
 
 
 if __name__ == "__main__":

@@ -209,7 +209,9 @@ def wait_until_connects(port: int, username: str, password: str, *, timeout_s: f
     return float("inf")
 
 
-def connect_many(port: int, creds: list[tuple[str, str]], *, timeout_s: float = 120.0) -> dict[str, float]:
+def connect_many(
+    port: int, creds: list[tuple[str, str]], *, tls_ca: Path | None = None, timeout_s: float = 120.0
+) -> dict[str, float]:
     """Open every connection at once from one thread (no thread per client) and wait for all CONNACKs."""
     clients: list[mqtt.Client] = []
     results: dict[int, int] = {}
@@ -223,6 +225,8 @@ def connect_many(port: int, creds: list[tuple[str, str]], *, timeout_s: float = 
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"many-{user}", protocol=mqtt.MQTTv5, userdata=i)
         c.username_pw_set(user, secret)
         c.on_connect = on_connect
+        if tls_ca is not None:
+            c.tls_set(ca_certs=str(tls_ca))  # verifies the server certificate and its name; TLS ≥ 1.2
         c.connect(HOST, port, keepalive=120, properties=props)
         clients.append(c)
     sent = time.perf_counter()
