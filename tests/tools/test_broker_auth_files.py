@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import re
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from cxp.tools.bench.broker_auth.connect import write_test_tls
 from cxp.tools.bench.broker_auth.files import (
     Credential,
     acl_file_text,
@@ -86,3 +90,15 @@ def test_dynsec_state_adds_hashed_clients_without_touching_the_base() -> None:
     assert client["username"] == "dev1" and "topsecret" not in json.dumps(state)
     assert pbkdf2_parts("topsecret", salt=base64.b64decode(client["salt"]))[1] == client["password"]
     assert state["roles"][0]["acls"][0]["topic"] == "devices/dev1/telemetry"
+
+
+def test_throwaway_tls_material_is_a_ca_signed_server_certificate_for_loopback(tmp_path) -> None:
+    """The benchmark's server certificate is issued by its CA (signature checks) and names 127.0.0.1."""
+    ca_path, cert_path, key_path = write_test_tls(tmp_path)
+    ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    assert cert.issuer == ca.subject
+    ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert b"PRIVATE KEY" in key_path.read_bytes()
