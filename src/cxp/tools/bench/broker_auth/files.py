@@ -54,11 +54,9 @@ def password_file_text(creds: Iterable[Credential]) -> str:
 
 
 def acl_file_text(*, gateway_user: str, prefix: str = "devices") -> str:
-    """The ACL file: every device writes only its own telemetry topic; the gateway reads all and writes nothing.
-
-    A `pattern` line applies to every authenticated user, so the file does not grow with the fleet.
-    The gateway's username must not be a device id, or it could also publish as that device.
-    """
+    """The ACL file: every device writes only its own telemetry topic; the gateway reads all and writes nothing."""
+    # A `pattern` line applies to every authenticated user, so the file does not grow with the fleet;
+    # it applies to the gateway too, so a service username must never be a valid device id.
     return (
         "# Generated: devices publish only as themselves; the gateway only reads.\n"
         f"pattern write {prefix}/%u/telemetry\n"

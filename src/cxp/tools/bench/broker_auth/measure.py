@@ -199,8 +199,7 @@ def _dynsec_broker() -> TempBroker:
 
 
 def measure_dynsec(devices: int, *, batch: int = 100, max_create_s: float = 600.0, connect_clients: int = 1000) -> dict:
-    """Dynamic-security plugin: creation over MQTT from empty (time-capped; 0 skips), then every other figure
-    on a fleet of `devices` bulk-loaded from a JSON state written offline."""
+    """Dynamic security: creation over MQTT from empty (time-capped; 0 skips), the rest on a bulk-loaded fleet."""
     out: dict = {"mechanism": "dynsec", "devices": devices}
     if max_create_s > 0:
         out["create_over_mqtt_from_empty"] = measure_dynsec_create(devices, batch=batch, max_create_s=max_create_s)
