@@ -127,12 +127,16 @@ class TempBroker:
 class Probe:
     """One MQTT v5 client with its network loop in a thread, recording CONNACK, PUBACKs, messages, disconnect."""
 
-    def __init__(self, port: int, username: str | None, password: str | None, *, client_id: str | None = None):
+    def __init__(
+        self, port: int, username: str | None, password: str | None, *, client_id: str | None = None,
+        keepalive: int = 60,
+    ):
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or (username or "anon"),
                                   protocol=mqtt.MQTTv5)
         if username is not None:
             self.client.username_pw_set(username, password)
         self.port = port
+        self.keepalive = keepalive
         self.connack: int | None = None
         self.connected = threading.Event()
         self.disconnected = threading.Event()
@@ -162,7 +166,7 @@ class Probe:
         """Connect without reconnecting on failure; returns the CONNACK reason code (0: accepted)."""
         self.client.reconnect_delay_set(60, 120)
         try:
-            self.client.connect(HOST, self.port, keepalive=60)
+            self.client.connect(HOST, self.port, keepalive=self.keepalive)
         except OSError:
             return None
         self.client.loop_start()

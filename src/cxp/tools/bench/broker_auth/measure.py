@@ -214,7 +214,8 @@ def measure_dynsec_create(devices: int, *, batch: int, max_create_s: float) -> d
     state = broker.dir / "dynamic-security.json"
     with broker:
         broker.start()
-        admin = Probe(broker.port, ADMIN.username, ADMIN.secret)
+        # A dynsec save of a large state blocks the broker for minutes: keep the admin from timing out and resending.
+        admin = Probe(broker.port, ADMIN.username, ADMIN.secret, keepalive=3600)
         admin.connect()
         admin.subscribe(DYNSEC_RESPONSE_TOPIC)
         _command(admin, json.dumps({"commands": dynsec_gateway_commands(GATEWAY)}))
@@ -262,7 +263,8 @@ def measure_dynsec_loaded(devices: int, *, batch: int = 100, connect_clients: in
         out["start_until_listening_s"] = round(broker.start(timeout_s=600), 3)
         out["then_until_first_connect_s"] = round(wait_until_connects(broker.port, *_pair(fleet[0])), 3)
         out["rss_mb"] = round(broker.rss_mb(), 1)
-        admin = Probe(broker.port, ADMIN.username, ADMIN.secret)
+        # A dynsec save of a large state blocks the broker for minutes: keep the admin from timing out and resending.
+        admin = Probe(broker.port, ADMIN.username, ADMIN.secret, keepalive=3600)
         admin.connect()
         admin.subscribe(DYNSEC_RESPONSE_TOPIC)
         # One more device at this size: its role + client, each command a save of the whole state.
