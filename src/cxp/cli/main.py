@@ -481,6 +481,26 @@ def bench_guard(ctx: typer.Context) -> None:
     guard_bench_main(list(ctx.args))
 
 
+@bench_app.command("broker-auth")
+def bench_broker_auth(
+    devices: Annotated[list[int] | None, typer.Option(help="Fleet size; repeat (default 10000 and 100000).")] = None,
+    mechanism: Annotated[str, typer.Option(help="files (password_file + acl_file), dynsec, or all.")] = "all",
+    connect_clients: Annotated[int, typer.Option(help="Devices connecting at once with their own credentials.")] = 1000,
+    dynsec_max_create_s: Annotated[float, typer.Option(help="Cap on dynsec creation over MQTT (0: skip).")] = 600.0,
+    dynsec_batch: Annotated[int, typer.Option(help="Devices per dynsec control message.")] = 100,
+    extras: Annotated[bool, typer.Option(help="Also connect rates with/without auth and TLS, debug-log cost.")] = True,
+) -> None:
+    """Broker auth at fleet scale on throw-away Mosquittos: provisioning, reload, revocation, RSS (prints JSON)."""
+    from cxp.tools.bench.broker_auth import main as broker_auth_main
+
+    argv = ["--mechanism", mechanism, "--connect-clients", str(connect_clients),
+            "--dynsec-max-create-s", str(dynsec_max_create_s), "--dynsec-batch", str(dynsec_batch),
+            "--extras" if extras else "--no-extras"]
+    for n in devices or []:
+        argv += ["--devices", str(n)]
+    broker_auth_main(argv)
+
+
 # ---------------------------------------------------------------------------------------------- contract
 
 @contract_app.command("schema")
