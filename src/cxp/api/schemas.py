@@ -15,6 +15,8 @@ from fastapi import Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from cxp.core.csvout import neutralise
+
 T = TypeVar("T")
 
 # For `responses=` of endpoints that take FormatQuery: the CSV alternative documented next to the JSON.
@@ -65,12 +67,12 @@ def as_row(obj: Any) -> dict[str, Any]:
 
 
 def csv_response(rows: Iterable[Any], *, filename: str, columns: Sequence[str] | None = None) -> Response:
-    """A CSV download of rows (dataclasses, models or dicts)."""
+    """A CSV download of rows (dataclasses, models or dicts); formula-leading text cells are neutralised."""
     flat = [as_row(r) for r in rows]
     cols = list(columns) if columns else (list(flat[0]) if flat else [])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(flat)
+    writer.writerows({k: neutralise(v) for k, v in row.items()} for row in flat)
     return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'})
