@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from cxp.api.cache import ResultCache
 from cxp.api.deps import KeyCache
+from cxp.api.docs import install_offline_docs
 from cxp.api.errors import ErrorBody, install_error_handlers
 from cxp.api.jobs import JobRunner
 from cxp.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
@@ -56,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "`{\"error\": {\"status\", \"code\", \"message\", \"details\"}}`."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served by install_offline_docs from installed files, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.key_cache = KeyCache(settings.api.key_cache_s, {})
@@ -64,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_error_handlers(app)
+    install_offline_docs(app)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:
