@@ -35,7 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.pool = create_pool(settings.db, name="cxp-api")
+        # Starts while the database is down: /readyz and every request say 503 until it answers.
+        app.state.pool = create_pool(settings.db, name="cxp-api", wait=False)
         app.state.jobs = JobRunner(pool=app.state.pool, workers=settings.api.job_workers)
         try:
             app.state.jobs.recover()
