@@ -9,10 +9,19 @@ from typing import Annotated, Literal
 import psycopg
 from fastapi import APIRouter, File, Path, Query, UploadFile
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from cxp.api.deps import AdminKey, ConnDep, PageDep
-from cxp.api.errors import Conflict, ErrorDetail, NotFound, Unprocessable
+from cxp.api.errors import Conflict, ErrorBody, ErrorDetail, NotFound, Unprocessable
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
 from cxp.api.uploads import MIB, CsvColumns, CsvProblems, CsvRow, line_loc, read_csv
 from cxp.store.registry import (
@@ -45,6 +54,10 @@ ForceQuery = Annotated[bool, Query(description=(
     " with them (re-attributed in every report). Without it such a change is refused with 409."))]
 
 
+# Stored as `real`, to 1/1000 of a day: 1e-50 is stored as 0 instead of underflowing in the database.
+DaysPerWeek = Annotated[float, Field(ge=0, le=7), AfterValidator(lambda v: round(v, 3))]
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -56,8 +69,9 @@ class Touchpoint(_In):
     journey_stage: Literal["pre_purchase", "purchase", "post_purchase"]
     owner: Literal["brand", "partner", "customer", "external"]
     is_core: bool = False
-    target_latency_ms: Annotated[float, Field(gt=0, le=86_400_000)] | None = None
-    target_duration_s: Annotated[float, Field(gt=0, le=86_400 * 30)] | None = None
+    # Stored as `real`: a lower bound of 1 µs keeps positive values out of its underflow range.
+    target_latency_ms: Annotated[float, Field(ge=0.001, le=86_400_000)] | None = None
+    target_duration_s: Annotated[float, Field(ge=0.000_001, le=86_400 * 30)] | None = None
     unit: Annotated[str, Field(max_length=40)] | None = None
 
 
@@ -66,7 +80,7 @@ class ProductIn(_In):
 
     name: Text
     heartbeat_interval_s: Annotated[int, Field(gt=0, le=7 * 86_400)] = 3600
-    expected_active_days_per_week: Annotated[float, Field(ge=0, le=7)] | None = None
+    expected_active_days_per_week: DaysPerWeek | None = None
     touchpoints: Annotated[list[Touchpoint], Field(max_length=500)] = []
 
     @field_validator("touchpoints")
@@ -390,7 +404,8 @@ def _parse_devices(conn: psycopg.Connection, rows: list[CsvRow], problems: CsvPr
 
 
 @router.post("/{kind}/import", response_model=ImportResult, summary="Import products, accounts or devices from CSV",
-             responses={422: {"description": "Bad rows; nothing was imported"},
+             responses={400: {"model": ErrorBody, "description": "The multipart body could not be parsed"},
+                        422: {"description": "Bad rows; nothing was imported"},
                         409: {"description": "Devices with telemetry would move to another product or account"
                                              " (see `force`); nothing was imported"}})
 def import_csv(
