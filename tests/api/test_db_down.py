@@ -69,8 +69,9 @@ def _assert_unavailable(client: TestClient) -> None:
     api = client.get("/v1/experience/health", headers=token)
     assert api.status_code == 503, api.text
     assert api.json()["error"]["code"] == "unavailable" and api.headers["Retry-After"]
+    client.cookies.set("cxp_key", "cxp_not_checked_while_down")
     for path in ("/dashboard", "/dashboard/health", "/dashboard/pricing"):
-        page = client.get(path, cookies={"cxp_key": "cxp_not_checked_while_down"})
+        page = client.get(path)
         assert page.status_code == 503, (path, page.status_code, page.text[:300])
         assert page.headers["content-type"].startswith("text/html") and 'class="error"' in page.text
         assert "unavailable" in page.text and page.headers["Retry-After"]
