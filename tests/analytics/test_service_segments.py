@@ -9,6 +9,8 @@ from sklearn.metrics import adjusted_rand_score, roc_auc_score
 from cxp.analytics import service
 from cxp.analytics.core.segments import K_METHODS
 from cxp.analytics.models import SegmentReport
+from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
+from cxp.store.db import connect
 from tests.analytics.helpers import assert_no_nan
 
 pytestmark = pytest.mark.integration
@@ -71,3 +73,20 @@ def test_churn_risk_for_accounts(fleet_conn) -> None:
     risks = [e.risk_score for e in accounts.entries]
     assert risks == sorted(risks, reverse=True)
     assert all(e.entity_id.startswith("acct-") for e in accounts.entries)
+
+
+def test_personas_of_a_product_whose_touchpoint_list_was_emptied(fleet_settings, loaded_fleet) -> None:
+    # Issue 11: emptying a product's catalogue made personas fail with KeyError 'extra_feature_share' (a 500).
+    # The fleet database is shared: the catalogue is emptied inside a transaction that is rolled back.
+    with connect(fleet_settings.db, autocommit=False) as conn:
+        product = conn.execute("SELECT product_id FROM devices GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
+        conn.execute("DELETE FROM touchpoints WHERE product_id = %s", (product,))
+        try:
+            for query in (AnalyticsQuery(product=product), ALL_DEVICES):
+                report = service.get_segments(conn=conn, query=query, days=10_000)
+                assert_no_nan(report)
+                assert report.assignments or report.reason
+                for s in report.segments:
+                    assert set(s.profile) <= set(report.features) and s.name
+        finally:
+            conn.rollback()

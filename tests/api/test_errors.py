@@ -25,7 +25,7 @@ from cxp.api.errors import (
 from cxp.api.routers.dashboard import DashboardRoute
 from cxp.api.uploads import UnsupportedMediaType
 from cxp.pricing.errors import PricingError
-from cxp.store.errors import InvalidValue, StoreError, StoreUnavailable
+from cxp.store.errors import InvalidValue, ReferenceConflict, StoreError, StoreUnavailable
 
 
 def _validation_error() -> ValidationError:
@@ -48,6 +48,7 @@ EXAMPLES: dict[type[Exception], list[Exception]] = {
     PoolTimeout: [PoolTimeout("no connection within 30 s")],
     StoreUnavailable: [StoreUnavailable("connection refused")],
     InvalidValue: [InvalidValue("NUL character")],
+    ReferenceConflict: [ReferenceConflict("violates foreign key constraint \"devices_product_id_fkey\"")],
     StoreError: [StoreError("rejected")],
     StarletteHTTPException: [StarletteHTTPException(405, "Method Not Allowed")],
     Exception: [RuntimeError("boom"), ValueError("a bare value error")],

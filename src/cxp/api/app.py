@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from cxp.api.cache import ResultCache
 from cxp.api.deps import KeyCache
+from cxp.api.docs import install_offline_docs
 from cxp.api.errors import ErrorBody, install_error_handlers
 from cxp.api.guard import RequestGuard
 from cxp.api.jobs import JobRunner
@@ -37,7 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.pool = create_pool(settings.db, name="cxp-api")
+        # Starts while the database is down: /readyz and every request say 503 until it answers.
+        app.state.pool = create_pool(settings.db, name="cxp-api", wait=False)
         app.state.jobs = JobRunner(pool=app.state.pool, workers=settings.api.job_workers)
         try:
             app.state.jobs.recover()
@@ -59,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "`{\"error\": {\"status\", \"code\", \"message\", \"details\"}}`."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served by install_offline_docs from installed files, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.key_cache = KeyCache(settings.api.key_cache_s, {})
@@ -69,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so outermost: a refused request costs neither the metrics middleware nor a byte of its body.
     app.add_middleware(RequestGuard, settings=settings.api, metrics=metrics)
     install_error_handlers(app)
+    install_offline_docs(app)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxp.analytics.errors import AnalyticsError
 from cxp.pricing.errors import PricingError
-from cxp.store.errors import InvalidValue, StoreError, StoreUnavailable
+from cxp.store.errors import InvalidValue, ReferenceConflict, StoreError, StoreUnavailable
 
 log = logging.getLogger("cxp.api")
 
@@ -160,6 +160,8 @@ ERROR_TABLE: dict[type[Exception], Callable[[Any], Failure]] = {
     PoolTimeout: _busy,
     StoreUnavailable: _store_down,
     InvalidValue: lambda exc: Failure(422, "invalid", f"a value in the request cannot be stored or searched: {exc}"),
+    ReferenceConflict: lambda exc: Failure(409, "conflict", "a concurrent change conflicts with this one (a row it"
+                                           f" refers to was removed, or one it adds exists); retry: {exc}"),
     StoreError: _store,
     StarletteHTTPException: _http,
     Exception: _unexpected,

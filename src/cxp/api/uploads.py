@@ -1,8 +1,11 @@
 """The one reader of uploaded CSV (and JSON-or-CSV) bodies: size cap, UTF-8, header check, rows numbered by line.
 
 Line numbers are 1-based lines of the file with the header as line 1: the first data row is line 2, blank
-lines count (and are skipped), and a row whose quoted value spans lines has the number of its first line.
-Every problem names that line, and the column where there is one.
+lines count (and are skipped). Every problem names that line, and the column where there is one.
+
+The reader is strict: no value of an upload spans lines, so a quoted value that runs over a line break (an
+unterminated quote, which would swallow the rows after it), text after a closing quote and NUL bytes are
+refused with the line and the character column of the fault.
 """
 
 from __future__ import annotations
@@ -80,6 +83,59 @@ def decode_text(data: bytes) -> str:
         raise Unprocessable(f"the upload is not UTF-8 text (byte {exc.start})") from exc
 
 
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and character column of `offset` in `text`."""
+    line_start = text.rfind("\n", 0, offset) + 1
+    return text.count("\n", 0, offset) + 1, offset - line_start + 1
+
+
+def _check_nul(text: str, loc: LineLoc) -> None:
+    """422 naming the line and column of the first NUL character (the database cannot store one)."""
+    if (at := text.find("\x00")) >= 0:
+        line, column = _position(text, at)
+        raise Unprocessable(f"line {line}, column {column}: a NUL byte; the upload must be text",
+                            details=[ErrorDetail(loc=loc(line), message=f"NUL byte at column {column}")])
+
+
+def _quote_fault(text: str, line: int) -> tuple[int, int, str] | None:
+    """The first quoting fault of the row starting on `line`: (line, column, what), or None."""
+    offset = 0
+    for _ in range(line - 1):
+        offset = text.index("\n", offset) + 1
+    quoted, field_start, opened = False, True, (line, 1)
+    i = offset
+    while i < len(text):
+        ch = text[i]
+        if quoted and ch == '"' and text[i + 1:i + 2] == '"':
+            i += 2
+            continue
+        if quoted and ch == '"':
+            if text[i + 1:i + 2] not in (",", "\r", "\n", ""):
+                return (*_position(text, i + 1), "text after the closing quote of the value opened at line"
+                        f" {opened[0]}, column {opened[1]}")
+            quoted = False
+        elif quoted and ch in "\r\n":
+            return (*opened, "this quoted value runs over a line break (an unterminated quote?)")
+        elif ch == '"' and field_start:
+            quoted, opened = True, _position(text, i)
+        elif ch in "\r\n":
+            return None
+        field_start = not quoted and ch == ","
+        i += 1
+    return (*opened, "this quote is never closed") if quoted else None
+
+
+def _bad_quote(text: str, line: int, loc: LineLoc, fallback: str) -> Unprocessable:
+    """422 naming the line and column of the quoting fault in the row starting on `line`."""
+    fault = _quote_fault(text, line)
+    if fault is None:
+        return Unprocessable(f"line {line}: not valid CSV: {fallback}",
+                             details=[ErrorDetail(loc=loc(line), message=fallback)])
+    at_line, column, what = fault
+    return Unprocessable(f"line {at_line}, column {column}: not valid CSV: {what}",
+                         details=[ErrorDetail(loc=loc(at_line), message=f"column {column}: {what}")])
+
+
 def _header(names: list[str], columns: CsvColumns, loc: LineLoc) -> None:
     """422 naming line 1 when the header lacks a required column, repeats one or has an unknown one."""
     expected = ", ".join(columns.known)
@@ -101,7 +157,9 @@ def read_csv(data: bytes, *, columns: CsvColumns, loc: LineLoc, max_bytes: int =
              max_rows: int | None = None) -> list[CsvRow]:
     """The data rows of an uploaded CSV with a header row, or a 422 naming the line (and column) at fault."""
     check_size(data, max_bytes=max_bytes)
-    reader = csv.reader(io.StringIO(decode_text(data), newline=""))
+    text = decode_text(data)
+    _check_nul(text, loc)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: list[CsvRow] = []
     line = 1
     try:
@@ -114,6 +172,8 @@ def read_csv(data: bytes, *, columns: CsvColumns, loc: LineLoc, max_bytes: int =
             row = next(reader, None)
             if row is None:
                 break
+            if reader.line_num != line:  # a row is one line: a longer one holds a line break in quotes
+                raise _bad_quote(text, line, loc, "a value spans lines")
             if not any(cell.strip() for cell in row):
                 continue  # blank lines carry nothing
             if len(row) > len(names):
@@ -124,8 +184,7 @@ def read_csv(data: bytes, *, columns: CsvColumns, loc: LineLoc, max_bytes: int =
             cells = {n: row[i].strip() for i, n in wanted if i < len(row) and row[i].strip()}
             rows.append(CsvRow(line, cells))
     except csv.Error as exc:
-        raise Unprocessable(f"line {line}: not valid CSV: {exc}",
-                            details=[ErrorDetail(loc=loc(line), message=str(exc))]) from exc
+        raise _bad_quote(text, line, loc, str(exc)) from exc
     if not rows:
         raise Unprocessable("the CSV has a header but no rows")
     return rows

@@ -5,19 +5,21 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from cxp.core.csvout import neutralise
 from cxp.pricing.core.backtest import BacktestResult
 from cxp.pricing.core.money import decimals_of
 
 
 def export_csv(*, result: BacktestResult, path: Path | str, summary: bool = False) -> Path:
-    """Write the bills (or the per-plan summary) as CSV; Decimals are written exactly as text."""
+    """Write the bills (or the per-plan summary) as CSV; Decimals are written exactly as text, formula-leading text
+    is neutralised."""
     rows = result.summary_rows() if summary else result.rows()
     target = Path(path)
     with target.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["plan"])
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("" if v is None else str(v)) for k, v in row.items()})
+            writer.writerow({k: ("" if v is None else neutralise(str(v))) for k, v in row.items()})
     return target
 
 

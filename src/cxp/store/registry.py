@@ -226,6 +226,29 @@ def count_references(conn: psycopg.Connection, *, product_id: str | None = None,
         ).fetchone()[0]
 
 
+def reattributed_history(conn: psycopg.Connection, *, devices: Sequence[DeviceRow]) -> dict[str, str]:
+    """Devices whose new product or account differs from the stored one while they have telemetry: id → why."""
+    if not devices:
+        return {}
+    wanted = {d.device_id: d for d in devices}
+    with mapped_errors():
+        rows = conn.execute(
+            "SELECT d.device_id, d.product_id, d.account_id FROM devices d WHERE d.device_id = ANY(%s)"
+            " AND (EXISTS (SELECT 1 FROM events e WHERE e.device_key = d.device_key)"
+            "  OR EXISTS (SELECT 1 FROM device_state s WHERE s.device_key = d.device_key))",
+            (list(wanted),),
+        ).fetchall()
+    moved = {}
+    for device_id, product_id, account_id in rows:
+        new = wanted[device_id]
+        changes = [f"{what} {old!r} → {now!r}" for what, old, now in (
+            ("product", product_id, new.product_id), ("account", account_id, new.account_id)) if old != now]
+        if changes:
+            moved[device_id] = (f"device {device_id!r} has stored telemetry; moving it ({', '.join(changes)}) would"
+                                " re-attribute its history")
+    return moved
+
+
 def delete_registry_entry(conn: psycopg.Connection, *, table: str, key: str) -> bool:
     """Delete one product, account or device by id; False when it did not exist."""
     column = {"products": "product_id", "accounts": "account_id", "devices": "device_id"}[table]

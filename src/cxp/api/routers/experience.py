@@ -24,13 +24,13 @@ from cxp.analytics.models import (
 from cxp.analytics.query import AnalyticsQuery
 from cxp.api.deps import CachedDep, PageDep, ProductKey
 from cxp.api.errors import NotFound
-from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response, paged
+from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response, day_type, paged
 
 router = APIRouter(prefix="/v1/experience", tags=["experience"])
 
 Id = Annotated[str, Query(min_length=1, max_length=200)]
 # Telemetry has UTC timestamps from 1970 on; bounds keep window arithmetic inside the calendar.
-Day = Annotated[date, Query(ge=date(1970, 1, 1), le=date(2200, 12, 31))]
+Day = Annotated[day_type(date(1970, 1, 1), date(2200, 12, 31)), Query()]
 
 
 def get_query(

@@ -9,10 +9,19 @@ from typing import Annotated, Literal
 import psycopg
 from fastapi import APIRouter, File, Path, Query, UploadFile
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from cxp.api.deps import AdminKey, ConnDep, PageDep
-from cxp.api.errors import Conflict, ErrorDetail, NotFound, Unprocessable
+from cxp.api.errors import Conflict, ErrorBody, ErrorDetail, NotFound, Unprocessable
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
 from cxp.api.uploads import MIB, CsvColumns, CsvProblems, CsvRow, line_loc, read_csv
 from cxp.store.registry import (
@@ -28,6 +37,7 @@ from cxp.store.registry import (
     list_accounts,
     list_devices,
     list_products,
+    reattributed_history,
     upsert_accounts,
     upsert_devices,
     upsert_products,
@@ -39,6 +49,13 @@ Ident = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9
 IdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 MAX_CSV_BYTES = 20 * MIB
+ForceQuery = Annotated[bool, Query(description=(
+    "Move devices that have stored telemetry to another product or account anyway: their whole history moves"
+    " with them (re-attributed in every report). Without it such a change is refused with 409."))]
+
+
+# Stored as `real`, to 1/1000 of a day: 1e-50 is stored as 0 instead of underflowing in the database.
+DaysPerWeek = Annotated[float, Field(ge=0, le=7), AfterValidator(lambda v: round(v, 3))]
 
 
 class _In(BaseModel):
@@ -52,8 +69,9 @@ class Touchpoint(_In):
     journey_stage: Literal["pre_purchase", "purchase", "post_purchase"]
     owner: Literal["brand", "partner", "customer", "external"]
     is_core: bool = False
-    target_latency_ms: Annotated[float, Field(gt=0, le=86_400_000)] | None = None
-    target_duration_s: Annotated[float, Field(gt=0, le=86_400 * 30)] | None = None
+    # Stored as `real`: a lower bound of 1 µs keeps positive values out of its underflow range.
+    target_latency_ms: Annotated[float, Field(ge=0.001, le=86_400_000)] | None = None
+    target_duration_s: Annotated[float, Field(ge=0.000_001, le=86_400 * 30)] | None = None
     unit: Annotated[str, Field(max_length=40)] | None = None
 
 
@@ -62,7 +80,7 @@ class ProductIn(_In):
 
     name: Text
     heartbeat_interval_s: Annotated[int, Field(gt=0, le=7 * 86_400)] = 3600
-    expected_active_days_per_week: Annotated[float, Field(ge=0, le=7)] | None = None
+    expected_active_days_per_week: DaysPerWeek | None = None
     touchpoints: Annotated[list[Touchpoint], Field(max_length=500)] = []
 
     @field_validator("touchpoints")
@@ -260,13 +278,18 @@ def get_device_view(_: AdminKey, conn: ConnDep, device_id: IdPath) -> Device:
     return _device(d)
 
 
-@router.put("/devices/{device_id}", response_model=Device, summary="Register or update a device")
-def put_device(_: AdminKey, conn: ConnDep, device_id: IdPath, body: DeviceIn) -> Device:
-    """Register a device (its telemetry is accepted within the gateway's cache TTL) or update it."""
+@router.put("/devices/{device_id}", response_model=Device, summary="Register or update a device",
+            responses={409: {"description": "It has telemetry and would move to another product or account"
+                                            " (see `force`), or a concurrent change removed its product or account"}})
+def put_device(_: AdminKey, conn: ConnDep, device_id: IdPath, body: DeviceIn, force: ForceQuery = False) -> Device:
+    """Register a device (its telemetry is accepted within the gateway's cache TTL) or update it; moving a device
+    with telemetry to another product or account needs `force=true`."""
     row = DeviceRow(device_id, body.product_id, body.account_id, body.activated_at, body.plan, body.experiment_arm)
     if unknown := _unknown_refs(conn, [row]):
         raise Unprocessable(unknown[0][2], details=[ErrorDetail(loc=["body", column], message=message)
                                                     for _, column, message in unknown])
+    if not force and (moved := reattributed_history(conn, devices=[row])):
+        raise Conflict(f"{moved[device_id]}; send force=true to move it with its history")
     upsert_devices(conn, devices=[row])
     return _device(get_device(conn, device_id=device_id))
 
@@ -356,9 +379,15 @@ def _parse_accounts(rows: list[CsvRow], problems: CsvProblems) -> list[AccountRo
 def _parse_devices(conn: psycopg.Connection, rows: list[CsvRow], problems: CsvProblems) -> list[DeviceRow]:
     """Devices from rows, one each; once every row is valid, the products and accounts they name must exist."""
     devices, lines = [], []
+    first_line: dict[str, int] = {}
     for row in rows:
         if (bad := _id_problem(row.cells.get("device_id"))) is not None:
             problems.add(row.line, "device_id", message=bad)
+            continue
+        # one upsert cannot write a row twice, and which of two rows should win is the file's author's call
+        if (seen := first_line.setdefault(row.cells["device_id"], row.line)) != row.line:
+            problems.add(row.line, "device_id",
+                         message=f"device {row.cells['device_id']!r} is on line {seen} and line {row.line}")
             continue
         try:
             body = DeviceIn.model_validate({k: v for k, v in row.cells.items() if k != "device_id"})
@@ -375,12 +404,16 @@ def _parse_devices(conn: psycopg.Connection, rows: list[CsvRow], problems: CsvPr
 
 
 @router.post("/{kind}/import", response_model=ImportResult, summary="Import products, accounts or devices from CSV",
-             responses={422: {"description": "Bad rows; nothing was imported"}})
+             responses={400: {"model": ErrorBody, "description": "The multipart body could not be parsed"},
+                        422: {"description": "Bad rows; nothing was imported"},
+                        409: {"description": "Devices with telemetry would move to another product or account"
+                                             " (see `force`); nothing was imported"}})
 def import_csv(
     _: AdminKey,
     conn: ConnDep,
     kind: Literal["products", "accounts", "devices"],
     file: Annotated[UploadFile, File(description="CSV with a header row (see docs/api.md for the columns)")],
+    force: ForceQuery = False,
 ) -> ImportResult:
     """All rows or none: every problem is reported with its line, and a file with any bad row stores nothing."""
     rows = read_csv(file.file.read(MAX_CSV_BYTES + 1), columns=_CSV_COLUMNS[kind], loc=line_loc,
@@ -397,5 +430,12 @@ def import_csv(
     else:
         devices = _parse_devices(conn, rows, problems)
         problems.raise_any(outcome="; nothing was imported")
+        if not force and (moved := reattributed_history(conn, devices=devices)):
+            lines = {d.device_id: row.line for d, row in zip(devices, rows, strict=True)}
+            first = min(moved, key=lines.__getitem__)
+            raise Conflict(f"{len(moved)} device(s) would move with their telemetry; nothing was imported; send"
+                           f" force=true to move them. First: line {lines[first]}: {moved[first]}",
+                           details=[ErrorDetail(loc=line_loc(lines[d], "device_id"), message=m)
+                                    for d, m in sorted(moved.items(), key=lambda kv: lines[kv[0]])])
         stored = upsert_devices(conn, devices=devices)
     return ImportResult(kind=kind, rows=len(rows), stored=stored)

@@ -18,6 +18,7 @@ from cxp.api.routers.pricing.common import (
     Theta,
     VersionField,
 )
+from cxp.api.schemas import day_type
 from cxp.pricing.core.plans import BillableMetric, Name, Plan
 from cxp.pricing.metrics import BillingPeriod, Cohort
 
@@ -52,6 +53,7 @@ class CohortIn(InputModel):
 
 
 _FIRST_DAY, _LAST_DAY = date(1970, 1, 1), date(2199, 12, 31)
+PeriodDay = day_type(_FIRST_DAY, _LAST_DAY)
 
 
 class PeriodIn(InputModel):
@@ -63,8 +65,8 @@ class PeriodIn(InputModel):
 
     start_month: Annotated[str, Field(pattern=r"^(19[7-9][0-9]|2[01][0-9]{2})-(0[1-9]|1[0-2])$")] | None = None
     months: Annotated[int, Field(ge=1, le=120)] | None = None
-    start: date | None = None
-    end: date | None = None
+    start: PeriodDay | None = None
+    end: PeriodDay | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> PeriodIn:
