@@ -1,5 +1,5 @@
-"""Dashboard over plain HTTP: sign-in and cookie, roles, redirects, escaping, empty states, the embedded chart data,
-and plotly.min.js served from the installed package."""
+"""Dashboard over plain HTTP: sign-in and session cookie, roles, redirects, escaping, empty states, the embedded
+chart data, and plotly.min.js served from the installed package."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def web(fleet_api) -> Iterator[TestClient]:
 
 
 def _cookie_header(response) -> str:
-    cookies = [c for c in response.headers.get_list("set-cookie") if c.startswith("cxp_key=")]
+    cookies = [c for c in response.headers.get_list("set-cookie") if c.startswith("cxp_session=")]
     assert len(cookies) == 1, response.headers
     return cookies[0]
 
@@ -57,7 +57,8 @@ def test_sign_in_sets_an_httponly_strict_cookie(web, fleet_api):
     r = web.post("/dashboard/login", data={"key": fleet_api.tokens["product"], "next": "/dashboard/journey"})
     assert r.status_code == 303 and r.headers["location"] == "/dashboard/journey"
     cookie = _cookie_header(r).lower()
-    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/dashboard" in cookie
+    assert fleet_api.tokens["product"].lower() not in cookie  # an opaque session, not the key
     assert "secure" not in cookie  # plain http on the test server: a Secure cookie would never come back
     page = web.get("/dashboard/journey")
     assert page.status_code == 200 and 'data-chart="journey-funnel"' in page.text
@@ -68,20 +69,19 @@ def test_sign_in_sets_an_httponly_strict_cookie(web, fleet_api):
 def test_bad_key_shows_the_form_with_an_error(web):
     r = web.post("/dashboard/login", data={"key": "cxp_000000000000_" + "x" * 40, "next": "/dashboard"})
     assert r.status_code == 401 and "not valid" in r.text and 'type="password"' in r.text
-    assert not [c for c in r.headers.get_list("set-cookie") if c.startswith("cxp_key=")]
+    assert not [c for c in r.headers.get_list("set-cookie") if c.startswith("cxp_session=")]
 
 
 def test_revoked_key_cannot_sign_in(web, fleet_settings):
     with connect(fleet_settings.db) as conn:
         new = create_key(conn, name="pytest dashboard revoked", role="admin")
         revoke_key(conn, key_id=new.key.key_id)
-    assert web.get(f"/dashboard/login?key={new.token}").status_code == 401
+    assert web.post("/dashboard/login", data={"key": new.token}).status_code == 401
 
 
-def test_scripted_sign_in_with_key_in_the_url(web, fleet_api):
-    r = web.get("/dashboard/login", params={"key": fleet_api.tokens["admin"], "next": "/dashboard/disruptions"})
+def test_sign_in_by_form_post_goes_on(web, fleet_api):
+    r = web.post("/dashboard/login", data={"key": fleet_api.tokens["admin"], "next": "/dashboard/disruptions"})
     assert r.status_code == 303 and r.headers["location"] == "/dashboard/disruptions"
-    assert r.headers["referrer-policy"] == "no-referrer"  # the key in this URL must not travel on
     _cookie_header(r)
     assert web.get("/dashboard/pricing").status_code == 200
 
@@ -99,16 +99,16 @@ def test_sign_in_goes_only_to_dashboard_pages(target, expected):
 
 
 def test_stale_cookie_is_dropped(web):
-    web.cookies.set("cxp_key", "cxp_000000000000_" + "y" * 40)
-    r = web.get("/dashboard")
+    r = web.get("/dashboard", headers={"Cookie": "cxp_session=" + "y" * 43})
     assert r.status_code == 303 and r.headers["location"].startswith("/dashboard/login")
     assert "max-age=0" in _cookie_header(r).lower()
 
 
-def test_sign_out_forgets_the_key(web, fleet_api):
-    web.get("/dashboard/login", params={"key": fleet_api.tokens["product"]})
-    assert web.get("/dashboard/journey").status_code == 200
-    r = web.post("/dashboard/logout")
+def test_sign_out_ends_the_session(web, fleet_api):
+    web.post("/dashboard/login", data={"key": fleet_api.tokens["product"]})
+    page = web.get("/dashboard/journey")
+    assert page.status_code == 200
+    r = web.post("/dashboard/logout", data={"csrf": re.search(r'name="csrf" value="(\w+)"', page.text)[1]})
     assert r.status_code == 303 and r.headers["location"] == "/dashboard/login"
     assert "max-age=0" in _cookie_header(r).lower()
     assert web.get("/dashboard/journey").status_code == 303
@@ -126,7 +126,7 @@ def test_product_key_may_not_open_pricing(web, fleet_api):
     r = web.get("/dashboard/pricing", headers=fleet_api.headers("product"))
     assert r.status_code == 403 and r.headers["content-type"].startswith("text/html")
     assert "Not allowed" in r.text and "this page needs the admin or pricing role" in r.text
-    assert 'href="/dashboard/logout"' in r.text
+    assert 'href="/dashboard/login"' in r.text  # sign in with another key
 
 
 def test_pricing_key_sees_only_pricing(web, fleet_api):

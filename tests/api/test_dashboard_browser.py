@@ -293,11 +293,30 @@ def browser(tmp_path_factory) -> Iterator[Browser]:
         b.close()
 
 
+def sign_in(tab: Tab, live_url: str, token: str, target: str) -> Loaded:
+    """Open `target` signed out (303 to the form), type the key and submit the form as a person would."""
+    form = tab.open(live_url + target)
+    assert form.path.startswith("/dashboard/login?next="), form.url
+    assert 'type="password"' in form.html and not form.errors
+    browser = tab.browser
+    start = len(browser.events)
+    tab.evaluate(f"document.querySelector('input[name=key]').value = {json.dumps(token)};"
+                 "document.querySelector('.login form').submit();")
+    deadline = time.monotonic() + PAGE_TIMEOUT_S
+    while tab.evaluate("location.pathname + location.search") != target or tab.evaluate(
+            "document.readyState !== 'complete' || (document.querySelectorAll('.chart[data-chart]').length > 0"
+            " && document.body.dataset.charts !== 'done')"):
+        assert time.monotonic() < deadline, f"the form did not lead to {target}"
+        browser.pump(0.2)
+    return Loaded(tab.evaluate("location.href"), tab.evaluate("document.documentElement.outerHTML"),
+                  tab._errors(start))
+
+
 @pytest.fixture(scope="module")
 def admin_tab(browser, live_url, tokens) -> Tab:
-    """A tab signed in as admin the scripted way: /dashboard/login?key=… sets the cookie and redirects."""
+    """A tab signed in as admin through the sign-in form (the key is POSTed, never in a URL)."""
     tab = browser.tab()
-    page = tab.open(f"{live_url}/dashboard/login?key={tokens['admin']}&next=/dashboard/health")
+    page = sign_in(tab, live_url, tokens["admin"], "/dashboard/health")
     assert page.path == "/dashboard/health", page.url
     return tab
 
@@ -363,28 +382,30 @@ def test_filters_redraw_for_one_product(admin_tab, live_url):
 
 def test_signed_out_browser_signs_in_with_the_form(browser, live_url, tokens):
     tab = browser.tab()
-    form = tab.open(f"{live_url}/dashboard/journey?days=60")
-    assert form.path == "/dashboard/login?next=/dashboard/journey%3Fdays%3D60"
-    assert 'type="password"' in form.html and not form.errors
-    # Type the key and submit the form as a person would: the cookie comes back with the redirect.
-    start = len(browser.events)
-    tab.evaluate(f"document.querySelector('input[name=key]').value = {json.dumps(tokens['product'])};"
-                 "document.querySelector('.login form').submit();")
-    deadline = time.monotonic() + PAGE_TIMEOUT_S
-    while tab.evaluate("location.pathname") != "/dashboard/journey" or tab.evaluate(
-            "document.readyState !== 'complete' || document.body.dataset.charts !== 'done'"):
-        assert time.monotonic() < deadline, "the form did not lead to the journey page"
-        browser.pump(0.2)
-    page = Loaded(tab.evaluate("location.href"), tab.evaluate("document.documentElement.outerHTML"),
-                  tab._errors(start))
+    page = sign_in(tab, live_url, tokens["product"], "/dashboard/journey?days=60")
     assert page.path == "/dashboard/journey?days=60"
     assert_rendered_with_data(page, ["journey-funnel", "journey-cohorts", "journey-ttv"])
-    assert tab.evaluate("document.cookie") == ""  # HttpOnly: scripts cannot read the key
+    assert tab.evaluate("document.cookie") == ""  # HttpOnly: scripts cannot read the session
+    assert tokens["product"] not in tab.evaluate("JSON.stringify(performance.getEntries().map(e => e.name))")
+
+
+def test_sign_out_button_ends_the_session(browser, live_url, tokens):
+    tab = browser.tab()
+    sign_in(tab, live_url, tokens["product"], "/dashboard/journey")
+    start = len(browser.events)
+    tab.evaluate("document.querySelector('nav form[action=\"/dashboard/logout\"] button').click();")
+    deadline = time.monotonic() + PAGE_TIMEOUT_S
+    while tab.evaluate("location.pathname") != "/dashboard/login" or tab.evaluate("document.readyState") != "complete":
+        assert time.monotonic() < deadline, "sign out did not lead to the sign-in form"
+        browser.pump(0.2)
+    assert not tab._errors(start)  # no 403: the form carried its CSRF token
+    again = tab.open(f"{live_url}/dashboard/journey")
+    assert again.path == "/dashboard/login?next=/dashboard/journey"
 
 
 def test_product_key_is_refused_the_pricing_page(browser, live_url, tokens):
     tab = browser.tab()
-    home = tab.open(f"{live_url}/dashboard/login?key={tokens['product']}&next=/dashboard/journey")
+    home = sign_in(tab, live_url, tokens["product"], "/dashboard/journey")
     assert home.path == "/dashboard/journey" and 'href="/dashboard/pricing"' not in home.html  # not in the nav
     page = tab.open(f"{live_url}/dashboard/pricing")
     assert "Not allowed" in page.html and "data-chart" not in page.html

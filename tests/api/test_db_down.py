@@ -69,9 +69,8 @@ def _assert_unavailable(client: TestClient) -> None:
     api = client.get("/v1/experience/health", headers=token)
     assert api.status_code == 503, api.text
     assert api.json()["error"]["code"] == "unavailable" and api.headers["Retry-After"]
-    client.cookies.set("cxp_key", "cxp_not_checked_while_down")
     for path in ("/dashboard", "/dashboard/health", "/dashboard/pricing"):
-        page = client.get(path)
+        page = client.get(path, headers={"Cookie": "cxp_session=not_checked_while_down"})
         assert page.status_code == 503, (path, page.status_code, page.text[:300])
         assert page.headers["content-type"].startswith("text/html") and 'class="error"' in page.text
         assert "unavailable" in page.text and page.headers["Retry-After"]

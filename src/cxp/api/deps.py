@@ -5,27 +5,32 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import Depends, Query, Request, Security
-from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
+from starlette.concurrency import run_in_threadpool
 
 from cxp.api.cache import ResultCache
 from cxp.api.errors import Forbidden, NotAuthenticated
 from cxp.api.jobs import JobRunner
 from cxp.core.config import Settings
 from cxp.store.apikeys import ApiKey, split_token, touch_key, verify_key
+from cxp.store.sessions import csrf_matches, csrf_token, get_session
 
 T = TypeVar("T")
-KEY_COOKIE = "cxp_key"
+# The dashboard's session cookie: an opaque token of a server-side session (store/sessions.py), never a key, and
+# not accepted by /v1 (which takes only the Authorization and X-API-Key headers: a browser never adds those itself).
+SESSION_COOKIE = "cxp_session"
+LEGACY_KEY_COOKIE = "cxp_key"  # what older releases kept the key itself in: dropped when seen
+CSRF_FIELD = "csrf"
 NO_KEY = "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 BAD_KEY = "the API key is not valid (unknown, malformed or revoked)"
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key in a header")
-_cookie = APIKeyCookie(name=KEY_COOKIE, auto_error=False, description="Set by the dashboard sign-in page")
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -113,11 +118,11 @@ class KeyCache:
 SCOPE_KEY = "cxp.api_key"
 
 
-def token_from_headers(headers: Mapping[str, str], cookies: Mapping[str, str]) -> str | None:
-    """The presented token, by the same precedence as the dependency: Bearer, then X-API-Key, then the cookie."""
+def token_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The presented token, by the same precedence as the dependency: Bearer, then X-API-Key (never a cookie)."""
     scheme, _, credentials = headers.get("authorization", "").partition(" ")
     bearer = credentials.strip() if scheme.lower() == "bearer" else ""
-    return bearer or headers.get("x-api-key") or cookies.get(KEY_COOKIE) or None
+    return bearer or headers.get("x-api-key") or None
 
 
 def verify_token(state: Any, token: str) -> ApiKey | None:
@@ -140,13 +145,12 @@ def get_current_key(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header: Annotated[str | None, Security(_header)],
-    cookie: Annotated[str | None, Security(_cookie)],
 ) -> ApiKey:
-    """The caller's active API key (Bearer header, X-API-Key header or the dashboard cookie), else 401."""
+    """The caller's active API key (Bearer header or X-API-Key header; a cookie is not a credential here), else 401."""
     verified = request.scope.get(SCOPE_KEY)
     if verified is not None:
         return verified
-    token = (bearer.credentials if bearer else None) or header or cookie
+    token = (bearer.credentials if bearer else None) or header
     if not token:
         raise NotAuthenticated(NO_KEY)
     key = verify_token(request.app.state, token)
@@ -169,6 +173,81 @@ def require_role(*roles: str) -> Callable[[ApiKey], ApiKey]:
 
     check.roles = frozenset(allowed)  # type: ignore[attr-defined] - read by the request guard before the body
     return check
+
+
+# ---------------------------------------------------------------- dashboard
+
+
+@dataclass(frozen=True)
+class DashboardUser(ApiKey):
+    """The key behind a dashboard request, with its session's CSRF token for the page's forms (None: by header)."""
+
+    csrf: str | None = None
+    session_token: str | None = field(default=None, repr=False)  # the cookie's value, to end it on logout
+
+
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _dashboard_user(state: Any, session_token: str) -> DashboardUser | None:
+    with state.pool.connection() as conn:
+        session = get_session(conn, token=session_token)
+    if session is None:
+        return None
+    key = {f.name: getattr(session.key, f.name) for f in fields(ApiKey)}
+    return DashboardUser(**{**key, "role": session.role}, csrf=csrf_token(session_token), session_token=session_token)
+
+
+async def get_dashboard_user(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_header)],
+) -> DashboardUser:
+    """A dashboard page's caller: a key in the headers (scripts), else the session cookie; 401 otherwise.
+
+    A state-changing request authenticated by the cookie must carry the session's CSRF token (form field `csrf`
+    or header X-CSRF-Token), else 403: a cookie is sent by whatever page made the browser post.
+    """
+    token = (bearer.credentials if bearer else None) or header
+    if token:
+        key = await run_in_threadpool(verify_token, request.app.state, token)
+        if key is None:
+            raise NotAuthenticated(BAD_KEY)
+        return DashboardUser(**{f.name: getattr(key, f.name) for f in fields(ApiKey)})
+    session_token = request.cookies.get(SESSION_COOKIE)
+    if not session_token:
+        raise NotAuthenticated(NO_KEY)
+    user = await run_in_threadpool(_dashboard_user, request.app.state, session_token)
+    if user is None:
+        raise NotAuthenticated("the dashboard session has ended (signed out, expired or its key revoked)")
+    if request.method in _UNSAFE_METHODS:
+        presented = request.headers.get("x-csrf-token")
+        if presented is None and request.headers.get("content-type", "").startswith(
+                ("application/x-www-form-urlencoded", "multipart/form-data")):
+            value = (await request.form()).get(CSRF_FIELD)
+            presented = value if isinstance(value, str) else None
+        if not csrf_matches(session_token, presented):
+            raise Forbidden("this form is missing its CSRF token or carries a wrong one: reload the page and retry")
+    return user
+
+
+DashboardKey = Annotated[DashboardUser, Depends(get_dashboard_user)]
+
+
+def require_dashboard_role(*roles: str) -> Callable[[DashboardUser], DashboardUser]:
+    """Like `require_role`, for dashboard pages (session cookie or headers)."""
+    allowed = {*roles, "admin"}
+
+    def check(user: DashboardKey) -> DashboardUser:
+        if user.role not in allowed:
+            raise Forbidden(forbidden_message(allowed, user.role))
+        return user
+
+    return check
+
+
+DashboardProductKey = Annotated[DashboardUser, Depends(require_dashboard_role("product"))]
+DashboardPricingKey = Annotated[DashboardUser, Depends(require_dashboard_role("pricing"))]
 
 
 def forbidden_message(allowed: Iterable[str], role: str) -> str:

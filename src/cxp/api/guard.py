@@ -20,7 +20,6 @@ import anyio
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import cookie_parser
 from starlette.routing import compile_path
 
 from cxp.api.deps import BAD_KEY, NO_KEY, SCOPE_KEY, forbidden_message, token_from_headers, verify_token
@@ -195,7 +194,7 @@ class RequestGuard:
         """None when the presented key is valid for the route (and left in the scope), else the refusal."""
         app = scope["app"]
         state = app.state
-        token = token_from_headers(headers, cookie_parser(headers.get("cookie", "")))
+        token = token_from_headers(headers)  # headers only: a cookie would let any page the browser opens post here
         if not token:
             return describe_error(NotAuthenticated(NO_KEY))
         client = (scope.get("client") or ("unknown",))[0]

@@ -258,7 +258,8 @@ def _start_demo_api(settings: Settings) -> None:
     except ApiProcessError as exc:
         _fail(str(exc))
     console.print(f"API        {url}/v1   (OpenAPI docs: {url}/docs)", markup=False, highlight=False)
-    console.print(f"dashboard  {url}/dashboard/login?key={key.token}", markup=False, highlight=False)
+    console.print(f"dashboard  {url}/dashboard/login   (paste the API key below into the sign-in form)",
+                  markup=False, highlight=False)
     console.print(f"API key    {key.token}   (role admin; e.g. curl -H 'Authorization: Bearer <key>' "
                   f"{url}/v1/experience/report)", markup=False, highlight=False)
     console.print("stop it with ./cxp api stop (./cxp stack down stops everything)", markup=False, highlight=False)

@@ -104,6 +104,8 @@ class ApiSettings(BaseModel):
     auth_fail_limit: int = 20
     auth_fail_window_s: float = 60.0
     auth_fail_clients: int = 10_000
+    # A dashboard sign-in lasts this long (a working day); logout or revoking the key ends it sooner.
+    session_ttl_s: float = Field(default=8 * 3600.0, gt=0)
 
 
 class StackSettings(BaseModel):

@@ -96,10 +96,13 @@ def list_keys(conn: psycopg.Connection, *, include_revoked: bool = False) -> lis
 
 
 def revoke_key(conn: psycopg.Connection, *, key_id: str) -> ApiKey | None:
-    """Revoke a key (idempotent); None when no such key exists."""
-    with mapped_errors():
+    """Revoke a key (idempotent) and end the dashboard sessions opened with it; None when no such key exists."""
+    with mapped_errors(), conn.transaction():
         row = conn.execute(
             f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = %s RETURNING {_COLUMNS}",
             (key_id,),
         ).fetchone()
+        # Sessions also check their key at each lookup; ending them here keeps the table saying what is live.
+        conn.execute("UPDATE dashboard_sessions SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL",
+                     (key_id,))
     return ApiKey(*row) if row else None

@@ -498,5 +498,5 @@ def error_body(message: str, details: Sequence[str] = (), *, other_key: bool = F
     """The body of an error page (`other_key`: offer to sign in with a different key)."""
     return join([el("p", message, class_="error"), el("ul", *(el("li", d) for d in details)) if details else None,
                  el("p", el("a", "Back to the overview", href="/dashboard"),
-                    *((" · ", el("a", "Sign in with another key", href="/dashboard/logout")) if other_key else ()))])
+                    *((" · ", el("a", "Sign in with another key", href="/dashboard/login")) if other_key else ()))])
 

@@ -142,7 +142,7 @@ HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",  # login URLs may carry ?key=
+    "Referrer-Policy": "no-referrer",  # page URLs carry filters: they stay on this site
     "Cache-Control": "no-store",  # pages hold data behind a key
 }
 
@@ -158,6 +158,7 @@ class Viewer:
 
     name: str | None = None
     role: str | None = None
+    csrf: str | None = None  # the session's CSRF token, carried by every form that changes state (sign out)
 
 
 def page(*, title: str, active: str, body: Html, viewer: Viewer, charts: Charts | None = None,
@@ -168,7 +169,9 @@ def page(*, title: str, active: str, body: Html, viewer: Viewer, charts: Charts 
     who = None
     if viewer.name is not None:
         who = el("span", el("span", viewer.name, class_="who"), " ", el("span", viewer.role, class_="badge"),
-                 el("form", el("button", "Sign out", type="submit"), method="post", action="/dashboard/logout"),
+                 el("form", el("input", type="hidden", name="csrf", value=viewer.csrf) if viewer.csrf else None,
+                    el("button", "Sign out", type="submit"), method="post", action="/dashboard/logout")
+                 if viewer.csrf else None,  # signed in by a header (a script): no session to end
                  class_="user")
     elif active != "login":
         who = el("span", el("a", "Sign in", href="/dashboard/login"), class_="user")

@@ -4,6 +4,7 @@ and pricing models. Server-rendered HTML with the data embedded as JSON; plotly 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -19,12 +20,22 @@ from cxp.analytics.query import AnalyticsQuery
 from cxp.api.dashboard import assets, pages
 from cxp.api.dashboard.comparison import comparison_plan_ids, model_comparison
 from cxp.api.dashboard.render import HEADERS, Html, Viewer, el, filter_form, may_see, page, safe_next
-from cxp.api.deps import KEY_COOKIE, Cached, CachedDep, ConnDep, CurrentKey, PricingKey, ProductKey
+from cxp.api.deps import (
+    LEGACY_KEY_COOKIE,
+    SESSION_COOKIE,
+    Cached,
+    CachedDep,
+    ConnDep,
+    DashboardKey,
+    DashboardPricingKey,
+    DashboardProductKey,
+    DashboardUser,
+    SettingsDep,
+)
 from cxp.api.errors import NotAuthenticated, Unprocessable, describe_error
-from cxp.store.apikeys import ApiKey, verify_key
+from cxp.store.apikeys import verify_key
 from cxp.store.registry import list_products
-
-COOKIE_MAX_AGE_S = 8 * 3600  # a working day; the key itself stays valid until revoked
+from cxp.store.sessions import create_session, revoke_session
 
 
 def _html(body: Html, *, status: int = 200, extra: dict[str, str] | None = None) -> HTMLResponse:
@@ -38,10 +49,14 @@ def _error(status: int, title: str, message: str, details: tuple[str, ...] = (),
 
 
 def _to_login(request: Request) -> RedirectResponse:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    # A form post that lost its session goes to the page it came from, not back to the post.
+    target = "/dashboard" if request.method != "GET" else (
+        request.url.path + (f"?{request.url.query}" if request.url.query else ""))
     response = RedirectResponse(f"/dashboard/login?next={quote(target, safe='/')}", status_code=303)
-    if KEY_COOKIE in request.cookies:  # revoked or malformed: drop it so the sign-in form starts clean
-        response.delete_cookie(KEY_COOKIE, path="/", httponly=True, samesite="strict")
+    if SESSION_COOKIE in request.cookies or LEGACY_KEY_COOKIE in request.cookies:
+        # ended or unknown: drop it so the sign-in form starts clean
+        response.delete_cookie(SESSION_COOKIE, path="/dashboard", httponly=True, samesite="strict")
+        response.delete_cookie(LEGACY_KEY_COOKIE, path="/", httponly=True, samesite="strict")
     return response
 
 
@@ -78,8 +93,8 @@ router = APIRouter(prefix="/dashboard", route_class=DashboardRoute, include_in_s
 Product = Annotated[str | None, Query(max_length=200, description="Product model id (default: all)")]
 
 
-def _viewer(key: ApiKey) -> Viewer:
-    return Viewer(key.name, key.role)
+def _viewer(user: DashboardUser) -> Viewer:
+    return Viewer(user.name, user.role, user.csrf)
 
 
 def _products(conn: psycopg.Connection) -> list[str]:
@@ -92,6 +107,9 @@ def _product_ids(cached: Cached) -> list[str]:
 
 
 # ---------------------------------------------------------------- sign-in
+
+KEY_IN_URL = ("A key in a URL stays in the browser's history and in server logs: paste it into this form instead "
+              "(and consider revoking that key).")
 
 
 def _login_page(*, next_url: str, error: str | None = None, status: int = 200) -> HTMLResponse:
@@ -106,28 +124,29 @@ def _login_page(*, next_url: str, error: str | None = None, status: int = 200) -
     return _html(page(title="Sign in", active="login", viewer=Viewer(), body=body), status=status)
 
 
-def _signed_in(conn: ConnDep, request: Request, token: str, next_url: str) -> Response:
-    """Verify the key; on success set the HttpOnly cookie and go on, else show the form with an error (401)."""
-    if verify_key(conn, token=token) is None:
-        return _login_page(next_url=next_url, error="That key is not valid (unknown, mistyped or revoked).",
-                           status=401)
-    response = RedirectResponse(next_url, status_code=303,
-                                headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
-    response.set_cookie(KEY_COOKIE, token.strip(), max_age=COOKIE_MAX_AGE_S, path="/", httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https")
+def _end_session(conn: psycopg.Connection, request: Request) -> None:
+    """End the session the request's cookie names, if any (signing in again or out)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        revoke_session(conn, token=token)
+
+
+def _forget_cookies(response: Response, *, session: bool = True) -> Response:
+    if session:
+        response.delete_cookie(SESSION_COOKIE, path="/dashboard", httponly=True, samesite="strict")
+    # The key itself, as an older release kept it in the browser: gone at the next sign-in or out.
+    response.delete_cookie(LEGACY_KEY_COOKIE, path="/", httponly=True, samesite="strict")
     return response
 
 
 @router.get("/login")
 def login_form(
     request: Request,
-    conn: ConnDep,
     next: Annotated[str | None, Query(max_length=2000)] = None,  # noqa: A002 - the conventional name
-    key: Annotated[str | None, Query(max_length=500, description="Scripted sign-in: the key, once")] = None,
 ) -> Response:
-    """The sign-in form; with `?key=` (scripted use) the key is checked and the cookie set at once."""
-    if key:
-        return _signed_in(conn, request, key, safe_next(next))
+    """The sign-in form (POSTs the key in the body); a `?key=` in the URL is refused with a warning."""
+    if "key" in request.query_params:
+        return _login_page(next_url=safe_next(next), error=KEY_IN_URL, status=400)
     return _login_page(next_url=safe_next(next))
 
 
@@ -135,19 +154,31 @@ def login_form(
 def login(
     request: Request,
     conn: ConnDep,
+    settings: SettingsDep,
     key: Annotated[str, Form(max_length=500)],
     next: Annotated[str | None, Form(max_length=2000)] = None,  # noqa: A002
 ) -> Response:
-    """Check the pasted key and set the `cxp_key` cookie (HttpOnly, SameSite=Strict)."""
-    return _signed_in(conn, request, key, safe_next(next))
-
-
-@router.api_route("/logout", methods=["GET", "POST"])
-def logout() -> Response:
-    """Forget the key cookie and go back to the sign-in form."""
-    response = RedirectResponse("/dashboard/login", status_code=303)
-    response.delete_cookie(KEY_COOKIE, path="/", httponly=True, samesite="strict")
+    """Check the pasted key, open a server-side session and set its opaque `cxp_session` cookie."""
+    next_url = safe_next(next)
+    api_key = verify_key(conn, token=key)
+    if api_key is None:
+        return _login_page(next_url=next_url, error="That key is not valid (unknown, mistyped or revoked).",
+                           status=401)
+    _end_session(conn, request)  # signing in with another key: the previous session ends here
+    opened = create_session(conn, key=api_key, ttl=timedelta(seconds=settings.api.session_ttl_s))
+    response = _forget_cookies(RedirectResponse(next_url, status_code=303, headers={"Cache-Control": "no-store"}),
+                               session=False)
+    response.set_cookie(SESSION_COOKIE, opened.token, max_age=int(settings.api.session_ttl_s), path="/dashboard",
+                        httponly=True, samesite="strict", secure=request.url.scheme == "https")
     return response
+
+
+@router.post("/logout")
+def logout(request: Request, conn: ConnDep, user: DashboardKey) -> Response:
+    """End the session server-side (the dependency checked its CSRF token) and go back to the sign-in form."""
+    if user.session_token:
+        revoke_session(conn, token=user.session_token)
+    return _forget_cookies(RedirectResponse("/dashboard/login", status_code=303))
 
 
 # ---------------------------------------------------------------- static files
@@ -174,7 +205,7 @@ def static(name: str, request: Request) -> Response:
 
 
 @router.get("")
-def overview(key: CurrentKey, cached: CachedDep,
+def overview(key: DashboardKey, cached: CachedDep,
              weeks: Annotated[int, Query(ge=1, le=104, description="Weeks of history")] = 4) -> HTMLResponse:
     """Fleet report with the top concerns, and links to the pages the key may open."""
     report = cached.service(analytics.get_fleet_report, weeks=weeks) if may_see(key.role, "product") else None
@@ -185,7 +216,7 @@ def overview(key: CurrentKey, cached: CachedDep,
 
 
 @router.get("/health")
-def health(key: ProductKey, cached: CachedDep, product: Product = None,
+def health(key: DashboardProductKey, cached: CachedDep, product: Product = None,
            weeks: Annotated[int, Query(ge=1, le=104)] = 12) -> HTMLResponse:
     """Health over time per product and for the fleet, with components and drivers."""
     by_product = cached.service(analytics.get_health, query=AnalyticsQuery(product=product), level="product",
@@ -198,7 +229,7 @@ def health(key: ProductKey, cached: CachedDep, product: Product = None,
                       filters=filters))
 
 
-def _days_page(key: ApiKey, cached: Cached, *, service: Callable[..., Any], render: Callable[[Any], Any],
+def _days_page(key: DashboardUser, cached: Cached, *, service: Callable[..., Any], render: Callable[[Any], Any],
                title: str, active: str, product: str | None, days: int) -> HTMLResponse:
     """A page of one analytics service over the last `days` days, with the product/days filter form."""
     body, charts = render(cached.service(service, query=AnalyticsQuery(product=product), days=days))
@@ -208,7 +239,7 @@ def _days_page(key: ApiKey, cached: Cached, *, service: Callable[..., Any], rend
 
 
 @router.get("/touchpoints")
-def touchpoints(key: ProductKey, cached: CachedDep, product: Product = None,
+def touchpoints(key: DashboardProductKey, cached: CachedDep, product: Product = None,
                 days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
     """Importance–performance chart per product, with the touchpoint table."""
     return _days_page(key, cached, service=analytics.get_touchpoints, render=pages.touchpoints, title="Touchpoints",
@@ -216,7 +247,7 @@ def touchpoints(key: ProductKey, cached: CachedDep, product: Product = None,
 
 
 @router.get("/journey")
-def journey(key: ProductKey, cached: CachedDep, product: Product = None,
+def journey(key: DashboardProductKey, cached: CachedDep, product: Product = None,
             days: Annotated[int, Query(ge=7, le=3660)] = 90) -> HTMLResponse:
     """Lifecycle funnel, cohorts and time to first value."""
     return _days_page(key, cached, service=analytics.get_journey, render=pages.journey, title="Journey",
@@ -224,7 +255,7 @@ def journey(key: ProductKey, cached: CachedDep, product: Product = None,
 
 
 @router.get("/disruptions")
-def disruptions(key: ProductKey, cached: CachedDep, product: Product = None,
+def disruptions(key: DashboardProductKey, cached: CachedDep, product: Product = None,
                 days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
     """Incidents, spikes, recovery times and their effect on later satisfaction."""
     return _days_page(key, cached, service=analytics.get_disruptions, render=pages.disruptions,
@@ -233,7 +264,7 @@ def disruptions(key: ProductKey, cached: CachedDep, product: Product = None,
 
 @router.get("/pricing")
 def pricing(
-    key: PricingKey,
+    key: DashboardPricingKey,
     cached: CachedDep,
     product: Product = None,
     theta: Annotated[Decimal, Query(ge=0, le=10, description="Bill shock: bill > (1 + theta) × baseline")] =
