@@ -174,7 +174,7 @@ def login(
 
 
 @router.post("/logout")
-def logout(request: Request, conn: ConnDep, user: DashboardKey) -> Response:
+def logout(conn: ConnDep, user: DashboardKey) -> Response:
     """End the session server-side (the dependency checked its CSRF token) and go back to the sign-in form."""
     if user.session_token:
         revoke_session(conn, token=user.session_token)
