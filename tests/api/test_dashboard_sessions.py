@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
+from cxp.api.app import create_app
 from cxp.store.apikeys import create_key, revoke_key
 from cxp.store.db import connect
 from cxp.store.sessions import create_session, csrf_token, get_session, purge_sessions
@@ -209,3 +210,13 @@ def test_store_refuses_a_session_for_a_revoked_key(stack, fresh_key):
         assert get_session(conn, token=opened.token) is None
         with pytest.raises(StoreError, match="revoked"):
             create_session(conn, key=fresh_key.key, ttl=timedelta(minutes=5))
+
+
+def test_failed_sign_ins_are_throttled(stack, fresh_key):
+    settings = stack.model_copy(update={"api": stack.api.model_copy(update={"auth_fail_limit": 3})})
+    with TestClient(create_app(settings), follow_redirects=False) as client:
+        bad = {"key": "cxp_000000000000_" + "z" * 43}
+        assert [client.post("/dashboard/login", data=bad).status_code for _ in range(3)] == [401] * 3
+        r = client.post("/dashboard/login", data={"key": fresh_key.token})  # even a good key waits now
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0 and "Too many failed sign-ins" in r.text
+        assert not r.headers.get_list("set-cookie")

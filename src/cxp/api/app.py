@@ -13,7 +13,7 @@ from cxp.api.cache import ResultCache
 from cxp.api.deps import KeyCache
 from cxp.api.docs import install_offline_docs
 from cxp.api.errors import ErrorBody, install_error_handlers
-from cxp.api.guard import RequestGuard
+from cxp.api.guard import FailedAuthThrottle, RequestGuard
 from cxp.api.jobs import JobRunner
 from cxp.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
 from cxp.api.routers import dashboard, experience, ingest, pricing, registry
@@ -69,6 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.results = ResultCache(ttl_s=settings.api.cache_ttl_s, max_entries=settings.api.cache_entries,
                                      fresh_s=settings.api.cache_fresh_s)
     app.state.metrics = metrics
+    # The dashboard's sign-in form is throttled like /v1 (same limits, its own count: the guard keeps its own).
+    app.state.login_throttle = FailedAuthThrottle(limit=settings.api.auth_fail_limit,
+                                                  window_s=settings.api.auth_fail_window_s,
+                                                  max_clients=settings.api.auth_fail_clients)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     # Added last, so outermost: a refused request costs neither the metrics middleware nor a byte of its body.
     app.add_middleware(RequestGuard, settings=settings.api, metrics=metrics)

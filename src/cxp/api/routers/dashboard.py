@@ -33,6 +33,7 @@ from cxp.api.deps import (
     SettingsDep,
 )
 from cxp.api.errors import NotAuthenticated, Unprocessable, describe_error
+from cxp.api.guard import FailedAuthThrottle
 from cxp.store.apikeys import verify_key
 from cxp.store.registry import list_products
 from cxp.store.sessions import create_session, revoke_session
@@ -160,8 +161,17 @@ def login(
 ) -> Response:
     """Check the pasted key, open a server-side session and set its opaque `cxp_session` cookie."""
     next_url = safe_next(next)
+    client = request.client.host if request.client else "unknown"
+    throttle: FailedAuthThrottle = request.app.state.login_throttle
+    wait = throttle.retry_after(client)
+    if wait is not None:
+        refused = _login_page(next_url=next_url, status=429,
+                              error=f"Too many failed sign-ins from this address: retry in {wait} s.")
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     api_key = verify_key(conn, token=key)
     if api_key is None:
+        throttle.failed(client)
         return _login_page(next_url=next_url, error="That key is not valid (unknown, mistyped or revoked).",
                            status=401)
     _end_session(conn, request)  # signing in with another key: the previous session ends here
