@@ -398,7 +398,7 @@ def keys_list(all_keys: Annotated[bool, typer.Option("--all", help="Include revo
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (the part after 'cxp_').")]) -> None:
-    """Revoke a key; the API refuses it within a few seconds."""
+    """Revoke a key: the API refuses it within a few seconds, its dashboard sessions end at once."""
     from cxp.store.apikeys import revoke_key
     from cxp.store.db import connect
 
@@ -406,7 +406,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (the part
         key = revoke_key(conn, key_id=key_id)
     if key is None:
         _fail(f"no key {key_id!r}")
-    console.print(f"revoked {key.key_id} ({key.role}, {key.name})")
+    console.print(f"revoked {key.key_id} ({key.role}, {key.name}); its dashboard sessions are ended")
 
 
 # ---------------------------------------------------------------------------------------------- benchmarks
