@@ -71,8 +71,7 @@ def paged(items: Sequence[T], *, limit: int, offset: int) -> dict[str, Any]:
     return {"items": list(items[offset:offset + limit]), "total": len(items), "limit": limit, "offset": offset}
 
 
-def csv_cell(value: Any) -> Any:
-    """A value as a CSV cell: ISO dates, exact numbers, empty for None."""
+def _cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, datetime | date):
@@ -95,7 +94,7 @@ def as_row(obj: Any) -> dict[str, Any]:
         data = obj.model_dump()
     else:
         data = dict(obj)
-    return {k: csv_cell(v) for k, v in data.items()}
+    return {k: _cell(v) for k, v in data.items()}
 
 
 def csv_response(rows: Iterable[Any], *, filename: str, columns: Sequence[str] | None = None) -> Response:

@@ -19,7 +19,7 @@ from cxp.api.errors import Conflict, ErrorDetail, NotFound, Unprocessable
 from cxp.api.jobs import Job, JobRunner
 from cxp.api.routers.pricing.backtest_schemas import BILL_COLUMNS, BacktestReport, BillRow
 from cxp.api.routers.pricing.common import ERR_404, ERR_409, PREFIX, OutputModel
-from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_cell
+from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page
 from cxp.core.csvout import neutralise
 from cxp.store import job_results
 
@@ -105,14 +105,28 @@ def _bill_row(r: job_results.BillRecord) -> BillRow:
                    currency=r.currency)
 
 
+def _safe(cache: dict[str, str], text: str) -> str:
+    """`neutralise(text)`, remembered: the same few texts recur on every row."""
+    out = cache.get(text)
+    if out is None:
+        if len(cache) > 100_000:
+            cache.clear()
+        out = cache[text] = neutralise(text)
+    return out
+
+
 def _csv_stream(pool: ConnectionPool, job_id: UUID, plan_idx: int | None) -> Iterator[str]:
     """The CSV in chunks, rows from a server-side cursor; a connection is held only while it streams."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(BILL_COLUMNS)
+    safe: dict[str, str] = {}  # neutralised text cells: plans, segments, currency and accounts repeat
     with pool.connection() as conn:
-        for _p, _r, *cells in job_results.stream_bills(conn, job_id=job_id, plan_idx=plan_idx):
-            writer.writerow([neutralise(csv_cell(c)) for c in cells])
+        for _p, _r, plan, account, segment, month, bill, currency in job_results.stream_bills(
+                conn, job_id=job_id, plan_idx=plan_idx):
+            # date and Decimal go through str() as in csv_response (ISO date, exact text); None is an empty cell
+            writer.writerow([_safe(safe, plan), _safe(safe, account), None if segment is None else _safe(safe, segment),
+                             month, bill, _safe(safe, currency)])
             if buf.tell() >= _CSV_CHUNK:
                 yield buf.getvalue()
                 buf.seek(0)
