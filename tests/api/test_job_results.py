@@ -6,6 +6,7 @@ import csv
 import io
 import time
 import uuid
+from datetime import date
 from decimal import Decimal
 
 import psycopg
@@ -17,6 +18,7 @@ from cxp.api.jobs import job_error, list_jobs, read_job
 from cxp.pricing.examples import example_plans
 from cxp.store.apikeys import create_key
 from cxp.store.db import connect
+from cxp.store.job_results import write_bills
 
 pytestmark = pytest.mark.integration
 
@@ -140,3 +142,29 @@ def test_a_failed_job_does_not_show_database_error_text() -> None:
     db_error = psycopg.errors.ProgramLimitExceeded("total size of jsonb array elements exceeds the maximum")
     assert "jsonb" not in job_error(db_error) and "internal error" in job_error(db_error)
     assert job_error(ValueError("boom")) == "ValueError: boom"
+
+
+def test_streamed_csv_neutralises_formula_cells(pricing_fleet, test_db_api) -> None:
+    conn = pricing_fleet.conn
+    job_id = uuid.uuid4()
+    conn.execute("INSERT INTO jobs (job_id, kind, status, request, summary)"
+                 " VALUES (%s, 'backtest', 'done', '{}', '{}')", (job_id,))
+    rows = [(0, 0, "p@v1", "=HYPERLINK(1)", "@seg", date(2026, 1, 1), Decimal("-1.50"), "EUR"),
+            (0, 1, "p@v1", "acct-2", None, date(2026, 2, 1), Decimal("2.00"), "EUR")]
+    with conn.transaction():
+        assert write_bills(conn, job_id=job_id, plan_keys=["p@v1"], rows=rows) == 2
+    try:
+        r = test_db_api.get(f"/v1/pricing/jobs/{job_id}/bills", role="pricing", params={"format": "csv"})
+        assert r.status_code == 200
+        assert _rows(r.text) == [
+            {"plan": "p@v1", "account_id": "'=HYPERLINK(1)", "segment": "'@seg", "month": "2026-01-01", "bill": "-1.50",
+             "currency": "EUR"},
+            {"plan": "p@v1", "account_id": "acct-2", "segment": "", "month": "2026-02-01", "bill": "2.00",
+             "currency": "EUR"}]
+        page = test_db_api.get(f"/v1/pricing/jobs/{job_id}/bills", role="pricing").json()
+        assert [b["account_id"] for b in page["items"]] == ["=HYPERLINK(1)", "acct-2"]  # JSON stays raw
+        assert page["total"] == 2 and page["next_cursor"] is None
+    finally:
+        conn.execute("DELETE FROM jobs WHERE job_id = %s", (job_id,))
+    # the job's bills go with it (a trigger: no per-row foreign-key check slows the COPY)
+    assert conn.execute("SELECT count(*) FROM job_bills WHERE job_id = %s", (job_id,)).fetchone()[0] == 0

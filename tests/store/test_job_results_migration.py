@@ -39,6 +39,8 @@ def test_migration_008_expands_old_job_results_into_rows(stack) -> None:
     job_id = uuid.uuid4()
     with connect(stack.db) as conn, conn.transaction(force_rollback=True):
         # the schema as it was before 008, with one finished job in the old form
+        conn.execute("DROP TRIGGER jobs_delete_bills ON jobs")
+        conn.execute("DROP FUNCTION job_bills_delete()")
         conn.execute("DROP TABLE job_bills, job_bill_plans")
         conn.execute("ALTER TABLE jobs DROP COLUMN summary, ADD COLUMN result jsonb")
         conn.execute("INSERT INTO jobs (job_id, kind, status, request, result)"

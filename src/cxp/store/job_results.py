@@ -16,6 +16,8 @@ from cxp.store.errors import mapped_errors
 # The columns a bill row carries out, in CSV order.
 BILL_FIELDS = ("plan_key", "account_id", "segment", "month", "bill", "currency")
 _COPY_COLUMNS = ("job_id", "plan_idx", "row_idx", *BILL_FIELDS)
+# Binary COPY: each value dumped once by its declared type, no text parsing on the server.
+_COPY_TYPES = ("uuid", "int4", "int8", "text", "text", "text", "date", "numeric", "text")
 # Rows a server-side cursor fetches per round trip while streaming.
 STREAM_BATCH = 5000
 
@@ -52,8 +54,9 @@ def write_bills(conn: psycopg.Connection, *, job_id: uuid.UUID, plan_keys: Itera
     """Copy a job's bills in and record each plan's count; returns how many rows were written."""
     counts: dict[int, int] = {}
     with mapped_errors(), conn.cursor() as cur:
-        with cur.copy(sql.SQL("COPY job_bills ({}) FROM STDIN").format(
+        with cur.copy(sql.SQL("COPY job_bills ({}) FROM STDIN (FORMAT BINARY)").format(
                 sql.SQL(", ").join(map(sql.Identifier, _COPY_COLUMNS)))) as copy:
+            copy.set_types(_COPY_TYPES)
             for row in rows:
                 counts[row[0]] = counts.get(row[0], 0) + 1
                 copy.write_row((job_id, *row))
