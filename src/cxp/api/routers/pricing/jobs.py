@@ -92,9 +92,10 @@ def _after(job_id: UUID, cursor: str) -> tuple[int, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         owner, plan_idx, row_idx = raw.split(":")
-        if UUID(owner) != job_id:
-            raise ValueError("another job's cursor")
-        return int(plan_idx), int(row_idx)
+        key = int(plan_idx), int(row_idx)
+        if UUID(owner) != job_id or not all(0 <= k < 2**62 for k in key):
+            raise ValueError("another job's cursor or a key out of range")
+        return key
     except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors too
         raise Unprocessable("cursor is not one this endpoint gave for this job",
                             details=[ErrorDetail(loc=["query", "cursor"], message="invalid cursor")]) from exc
