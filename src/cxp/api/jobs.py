@@ -1,4 +1,8 @@
-"""Background jobs for long runs (large backtests): persisted in `jobs`, run on a small thread pool."""
+"""Background jobs for long runs (large backtests): persisted in `jobs` (status, summary), run on a small thread pool.
+
+A job's bulk output (a backtest's bills) goes to its own table inside the job's transaction; the job row
+keeps only its status and a small JSON summary, so reading a status never reads the output.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,12 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from cxp.store.errors import StoreError
+
 log = logging.getLogger("cxp.api.jobs")
 
-JobFn = Callable[[psycopg.Connection], Any]
+# fn(conn, job_id) writes the job's output with conn (one transaction with its status) and returns its summary.
+JobFn = Callable[[psycopg.Connection, uuid.UUID], Any]
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,7 @@ class Job:
     kind: str
     status: str
     request: dict[str, Any]
-    result: Any
+    summary: Any
     error: str | None
     created_at: datetime
     started_at: datetime | None
@@ -35,11 +42,35 @@ class Job:
     created_by: str | None
 
 
-_COLUMNS = "job_id, kind, status, request, result, error, created_at, started_at, finished_at, created_by"
+_COLUMNS = "job_id, kind, status, request, summary, error, created_at, started_at, finished_at, created_by"
+
+
+def job_error(exc: Exception) -> str:
+    """What a job's caller is told about its failure: database and internal error texts stay in the log."""
+    if isinstance(exc, psycopg.Error | StoreError | MemoryError):
+        return f"internal error ({type(exc).__name__}); the job's output could not be computed or stored"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def read_job(conn: psycopg.Connection, job_id: uuid.UUID) -> Job | None:
+    """A job's record: status and summary columns only, never its output tables."""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,)).fetchone()
+    return Job(*row) if row else None
+
+
+def list_jobs(conn: psycopg.Connection, *, kind: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
+    """Jobs, newest first, and how many there are (status and summary columns only)."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM jobs WHERE %(kind)s::text IS NULL OR kind = %(kind)s"
+        " ORDER BY created_at DESC LIMIT %(limit)s OFFSET %(offset)s",
+        {"kind": kind, "limit": limit, "offset": offset}).fetchall()
+    total = conn.execute("SELECT count(*) FROM jobs WHERE %(kind)s::text IS NULL OR kind = %(kind)s",
+                         {"kind": kind}).fetchone()[0]
+    return [Job(*r) for r in rows], total
 
 
 class JobRunner:
-    """Runs jobs in threads with their own pooled connections; results are JSON stored in the database."""
+    """Runs jobs in threads with their own pooled connections; summaries are JSON stored in the database."""
 
     def __init__(self, *, pool: ConnectionPool, workers: int) -> None:
         self.pool = pool
@@ -54,7 +85,7 @@ class JobRunner:
             return cur.rowcount
 
     def submit(self, *, kind: str, request: dict[str, Any], fn: JobFn, created_by: str | None) -> Job:
-        """Record a queued job and start it; `fn(conn)` returns the JSON-ready result."""
+        """Record a queued job and start it; `fn(conn, job_id)` stores its output and returns a JSON-ready summary."""
         job_id = uuid.uuid4()
         with self.pool.connection() as conn:
             row = conn.execute(
@@ -67,31 +98,25 @@ class JobRunner:
         try:
             with self.pool.connection() as conn:
                 conn.execute("UPDATE jobs SET status = 'running', started_at = now() WHERE job_id = %s", (job_id,))
-                result = fn(conn)
-                conn.execute("UPDATE jobs SET status = 'done', finished_at = now(), result = %s WHERE job_id = %s",
-                             (Jsonb(result), job_id))
+                with conn.transaction():
+                    summary = fn(conn, job_id)
+                    conn.execute("UPDATE jobs SET status = 'done', finished_at = now(), summary = %s"
+                                 " WHERE job_id = %s", (Jsonb(summary), job_id))
         except Exception as exc:  # noqa: BLE001 - a job's failure is recorded, never raised into the pool
             log.exception("job %s failed", job_id)
             with self.pool.connection() as conn:
                 conn.execute("UPDATE jobs SET status = 'failed', finished_at = now(), error = %s WHERE job_id = %s",
-                             (f"{type(exc).__name__}: {exc}", job_id))
+                             (job_error(exc), job_id))
 
     def get(self, job_id: uuid.UUID) -> Job | None:
         """A job by id."""
         with self.pool.connection() as conn:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,)).fetchone()
-        return Job(*row) if row else None
+            return read_job(conn, job_id)
 
     def list(self, *, kind: str | None = None, limit: int = 100, offset: int = 0) -> tuple[list[Job], int]:
         """Jobs, newest first, and how many there are."""
         with self.pool.connection() as conn:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE %(kind)s::text IS NULL OR kind = %(kind)s"
-                " ORDER BY created_at DESC LIMIT %(limit)s OFFSET %(offset)s",
-                {"kind": kind, "limit": limit, "offset": offset}).fetchall()
-            total = conn.execute("SELECT count(*) FROM jobs WHERE %(kind)s::text IS NULL OR kind = %(kind)s",
-                                 {"kind": kind}).fetchone()[0]
-        return [Job(*r) for r in rows], total
+            return list_jobs(conn, kind=kind, limit=limit, offset=offset)
 
     def shutdown(self) -> None:
         """Stop taking jobs; running ones finish."""

@@ -466,6 +466,14 @@ def bench_api(ctx: typer.Context) -> None:
     api_bench_main(list(ctx.args))
 
 
+@bench_app.command("jobs", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_jobs(ctx: typer.Context) -> None:
+    """A large backtest job's bills served by the API: time and API RSS per read, CSV streamed (--help)."""
+    from cxp.tools.bench.jobs import main as jobs_main
+
+    jobs_main(list(ctx.args))
+
+
 @bench_app.command("identity", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench_identity(ctx: typer.Context) -> None:
     """Device-secret verification ($7$ PBKDF2-SHA512) per iteration count and certificate signing, in hashes/s."""

@@ -82,6 +82,8 @@ class ApiSettings(BaseModel):
     key_cache_s: float = 5.0
     # Backtests with more account-months × models than this run as background jobs.
     sync_backtest_limit: int = 200_000
+    # ... and backtests above this size (accounts × months × plans: one bill row each) are refused with 422.
+    max_backtest_size: int = 20_000_000
     job_workers: int = 2
     max_page_size: int = 1000
     # Analytics results are reused while the data under them is unchanged, for at most this long (0: off).

@@ -1,13 +1,17 @@
-"""Backtest results written to files: the bills (or the per-plan summary) as CSV, the bills as Parquet."""
+"""Backtest results written out: the bills (or the per-plan summary) as CSV or Parquet, or as job bill rows."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from cxp.core.csvout import neutralise
 from cxp.pricing.core.backtest import BacktestResult
 from cxp.pricing.core.money import decimals_of
+from cxp.store.job_results import BillTuple
 
 
 def export_csv(*, result: BacktestResult, path: Path | str, summary: bool = False) -> Path:
@@ -44,3 +48,17 @@ def export_parquet(*, result: BacktestResult, path: Path | str) -> Path:
     target = Path(path)
     pq.write_table(table, target)
     return target
+
+
+def bill_tuples(result: BacktestResult) -> Iterator[BillTuple]:
+    """The bills in `BacktestResult.rows()` order, keyed (plan index, account index × months + month index)."""
+    cube = result.cube
+    months = len(cube.months)
+    accounts, month_indexes = np.nonzero(cube.active_mask())
+    keys = (accounts * months + month_indexes).tolist()
+    cells = list(zip(accounts.tolist(), month_indexes.tolist(), strict=True))
+    for p, plan in enumerate(result.plan_keys):
+        quanta = result.bills[plan][accounts, month_indexes].tolist()
+        for k, (i, j), q in zip(keys, cells, quanta, strict=True):
+            yield (p, k, plan, cube.account_ids[i], cube.segments[i], cube.months[j], result.rule.from_quanta(q),
+                   result.currency)

@@ -1,7 +1,8 @@
 """Backtests: plans billed on a cohort's recorded usage, in the request when small, as a job when large.
 
 Backtests of at most `api.sync_backtest_limit` account-months × plans run in the request (200);
-larger ones run as a job (202, `Location: /v1/pricing/jobs/{id}`).
+larger ones run as a job (202, `Location: /v1/pricing/jobs/{id}`); above `api.max_backtest_size` they
+are refused at once (422 naming the limit).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from fastapi import APIRouter
@@ -29,14 +31,16 @@ from cxp.api.routers.pricing.backtest_schemas import (
     SegmentExperienceOut,
 )
 from cxp.api.routers.pricing.common import ERR_404, check_text
-from cxp.api.routers.pricing.jobs import JOB_KIND, JobOut, bill_table, job_location, job_out
+from cxp.api.routers.pricing.jobs import JOB_KIND, JobOut, job_location, job_out
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, csv_response
 from cxp.pricing import repository as plan_store
 from cxp.pricing import service
 from cxp.pricing.core.backtest import NO_COST, BacktestResult, CostModel, DemandResponse
 from cxp.pricing.core.plans import BillableMetric, Plan
 from cxp.pricing.examples import example_metrics
+from cxp.pricing.exports import bill_tuples
 from cxp.pricing.metrics import BillingPeriod, Cohort
+from cxp.store import job_results
 
 router = APIRouter()
 
@@ -137,10 +141,11 @@ def _report(spec: BacktestSpec, result: BacktestResult) -> BacktestReport:
         experience=[SegmentExperienceOut.model_validate(e) for e in result.experience])
 
 
-def _backtest_job(spec: BacktestSpec) -> Callable[[psycopg.Connection], dict[str, Any]]:
-    def run(conn: psycopg.Connection) -> dict[str, Any]:
+def _backtest_job(spec: BacktestSpec) -> Callable[[psycopg.Connection, UUID], dict[str, Any]]:
+    def run(conn: psycopg.Connection, job_id: UUID) -> dict[str, Any]:
         result = spec.run(conn)
-        return {"report": _report(spec, result).model_dump(mode="json"), "bills": bill_table(result)}
+        count = job_results.write_bills(conn, job_id=job_id, plan_keys=result.plan_keys, rows=bill_tuples(result))
+        return {"report": _report(spec, result).model_dump(mode="json"), "bills": count}
 
     return run
 
@@ -168,6 +173,11 @@ def create_backtest(
     """
     spec = _spec(conn, body)
     size = service.estimate_backtest_size(conn=conn, plans=spec.plans, period=spec.period, cohort=spec.cohort)
+    if size > settings.api.max_backtest_size:
+        raise Unprocessable(
+            f"backtest size {size:,} (accounts × months × plans) exceeds the limit api.max_backtest_size ="
+            f" {settings.api.max_backtest_size:,}; narrow the cohort, the period or the plans",
+            details=[ErrorDetail(loc=["body"], message=f"size {size} > api.max_backtest_size")])
     if size > settings.api.sync_backtest_limit:
         request = {**body.model_dump(mode="json"), "plan_keys": [p.key for p in spec.plans], "size": size}
         job = jobs.submit(kind=JOB_KIND, request=request, fn=_backtest_job(spec), created_by=key.key_id)

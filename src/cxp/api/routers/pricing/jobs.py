@@ -1,27 +1,33 @@
-"""Backtest jobs: their records, the report when done, and the bills (stored compactly, served paged or as CSV)."""
+"""Backtest jobs: their records, the report when done, and the bills (rows in `job_bills`, keyset-paged or streamed)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import base64
+import csv
+import io
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-import numpy as np
 from fastapi import APIRouter, Query
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
+from psycopg_pool import ConnectionPool
 
 from cxp.api.deps import JobsDep, PageDep, PricingKey
-from cxp.api.errors import Conflict, NotFound
+from cxp.api.errors import Conflict, ErrorDetail, NotFound, Unprocessable
 from cxp.api.jobs import Job, JobRunner
 from cxp.api.routers.pricing.backtest_schemas import BILL_COLUMNS, BacktestReport, BillRow
 from cxp.api.routers.pricing.common import ERR_404, ERR_409, PREFIX, OutputModel
-from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
-from cxp.pricing.core.backtest import BacktestResult
-from cxp.pricing.core.money import RoundingRule
+from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page
+from cxp.core.csvout import neutralise
+from cxp.store import job_results
 
 router = APIRouter()
 
 JOB_KIND = "backtest"
+# The CSV stream is sent in pieces of about this many characters.
+_CSV_CHUNK = 64 * 1024
 
 
 class JobSummary(OutputModel):
@@ -66,41 +72,67 @@ def _job_summary(job: Job) -> JobSummary:
 def job_out(job: Job) -> JobOut:
     """A job's record with its request and, when done, its report."""
     report = None
-    if job.status == "done" and isinstance(job.result, dict) and "report" in job.result:
-        report = BacktestReport.model_validate(job.result["report"])
+    if job.status == "done" and isinstance(job.summary, dict) and "report" in job.summary:
+        report = BacktestReport.model_validate(job.summary["report"])
     return JobOut(**_job_summary(job).model_dump(), request=job.request, result=report)
 
 
-def bill_table(result: BacktestResult) -> dict[str, Any]:
-    """The bills as compact JSON for a job's result: integer quanta per plan × account × month."""
-    return {
-        "currency": result.currency,
-        "rule": result.rule.model_dump(mode="json"),
-        "plan_keys": list(result.plan_keys),
-        "account_ids": list(result.cube.account_ids),
-        "segments": list(result.cube.segments),
-        "months": [m.isoformat() for m in result.cube.months],
-        "active": result.cube.active_mask().astype(np.int8).tolist(),
-        "quanta": {k: result.bills[k].tolist() for k in result.plan_keys},
-    }
+class BillPage(Page[BillRow]):
+    """A page of bills; pass `next_cursor` as `cursor` for the next one (null: this is the last)."""
+
+    next_cursor: str | None = None
 
 
-def _bill_rows(table: dict[str, Any], plan: str | None = None) -> list[dict[str, Any]]:
-    """Long form of a compact bill table, in `BacktestResult.rows()` order (plan, then account, then month)."""
-    rule = RoundingRule.model_validate(table["rule"])
-    months = [date.fromisoformat(m) for m in table["months"]]
-    active = np.asarray(table["active"], dtype=bool).reshape(len(table["account_ids"]), len(months))
-    accounts, month_indexes = np.nonzero(active)
-    out = []
-    for key in table["plan_keys"]:
-        if plan is not None and key != plan:
-            continue
-        quanta = table["quanta"][key]
-        for i, j in zip(accounts.tolist(), month_indexes.tolist(), strict=True):
-            out.append({"plan": key, "account_id": table["account_ids"][i], "segment": table["segments"][i],
-                        "month": months[j], "bill": rule.from_quanta(int(quanta[i][j])),
-                        "currency": table["currency"]})
+def _cursor(job_id: UUID, record: job_results.BillRecord) -> str:
+    raw = f"{job_id}:{record.plan_idx}:{record.row_idx}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after(job_id: UUID, cursor: str) -> tuple[int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        owner, plan_idx, row_idx = raw.split(":")
+        key = int(plan_idx), int(row_idx)
+        if UUID(owner) != job_id or not all(0 <= k < 2**62 for k in key):
+            raise ValueError("another job's cursor or a key out of range")
+        return key
+    except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors too
+        raise Unprocessable("cursor is not one this endpoint gave for this job",
+                            details=[ErrorDetail(loc=["query", "cursor"], message="invalid cursor")]) from exc
+
+
+def _bill_row(r: job_results.BillRecord) -> BillRow:
+    return BillRow(plan=r.plan_key, account_id=r.account_id, segment=r.segment, month=r.month, bill=r.bill,
+                   currency=r.currency)
+
+
+def _safe(cache: dict[str, str], text: str) -> str:
+    """`neutralise(text)`, remembered: the same few texts recur on every row."""
+    out = cache.get(text)
+    if out is None:
+        if len(cache) > 100_000:
+            cache.clear()
+        out = cache[text] = neutralise(text)
     return out
+
+
+def _csv_stream(pool: ConnectionPool, job_id: UUID, plan_idx: int | None) -> Iterator[str]:
+    """The CSV in chunks, rows from a server-side cursor; a connection is held only while it streams."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(BILL_COLUMNS)
+    safe: dict[str, str] = {}  # neutralised text cells: plans, segments, currency and accounts repeat
+    with pool.connection() as conn:
+        for _p, _r, plan, account, segment, month, bill, currency in job_results.stream_bills(
+                conn, job_id=job_id, plan_idx=plan_idx):
+            # date and Decimal go through str() as in csv_response (ISO date, exact text); None is an empty cell
+            writer.writerow([_safe(safe, plan), _safe(safe, account), None if segment is None else _safe(safe, segment),
+                             month, bill, _safe(safe, currency)])
+            if buf.tell() >= _CSV_CHUNK:
+                yield buf.getvalue()
+                buf.seek(0)
+                buf.truncate()
+    yield buf.getvalue()
 
 
 @router.get("/jobs", response_model=Page[JobSummary], summary="Backtest jobs, newest first")
@@ -125,7 +157,7 @@ def get_job(_: PricingKey, jobs: JobsDep, job_id: UUID) -> JobOut:
     return job_out(_backtest_job(jobs, job_id))
 
 
-@router.get("/jobs/{job_id}/bills", response_model=Page[BillRow], summary="A finished backtest job's bills",
+@router.get("/jobs/{job_id}/bills", response_model=BillPage, summary="A finished backtest job's bills",
             responses={**CSV_RESPONSES, **ERR_404, **ERR_409})
 def get_job_bills(
     _: PricingKey,
@@ -133,14 +165,30 @@ def get_job_bills(
     page: PageDep,
     job_id: UUID,
     plan: Annotated[str | None, Query(max_length=80, description="Only this plan key")] = None,
+    cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")] = None,
     format: FormatQuery = "json",
-) -> Page[BillRow] | Response:
-    """One row per plan × active account-month; `format=csv` downloads all of them."""
+) -> BillPage | Response:
+    """One row per plan × active account-month, in plan then account then month order; `format=csv` streams all.
+
+    Page with `cursor` (keyset: each page costs the same however deep); `offset` still works, counted from
+    the cursor's position.
+    """
     job = _backtest_job(jobs, job_id)
-    if job.status != "done" or not isinstance(job.result, dict) or "bills" not in job.result:
+    if job.status != "done":
         raise Conflict(f"job {job_id} is {job.status}" + (f": {job.error}" if job.error else "; no bills yet"))
-    rows = _bill_rows(job.result["bills"], plan)
-    if format == "csv":
-        return csv_response(rows, filename=f"backtest-{job_id}-bills", columns=BILL_COLUMNS)
-    items = [BillRow.model_validate(r) for r in rows[page.offset:page.offset + page.limit]]
-    return Page[BillRow](items=items, total=len(rows), limit=page.limit, offset=page.offset)
+    after = _after(job_id, cursor) if cursor else None
+    with jobs.pool.connection() as conn:
+        plans = job_results.plans(conn, job_id=job_id)
+        if not plans:
+            raise Conflict(f"job {job_id} has no stored bills")
+        chosen = [p for p in plans if plan is None or p.plan_key == plan]
+        plan_idx = None if plan is None else (chosen[0].plan_idx if chosen else -1)
+        if format == "csv":
+            return StreamingResponse(_csv_stream(jobs.pool, job_id, plan_idx), media_type="text/csv; charset=utf-8",
+                                     headers={"Content-Disposition":
+                                              f'attachment; filename="backtest-{job_id}-bills.csv"'})
+        records = job_results.bill_page(conn, job_id=job_id, plan_idx=plan_idx, after=after, offset=page.offset,
+                                        limit=page.limit)
+    more = len(records) == page.limit
+    return BillPage(items=[_bill_row(r) for r in records], total=sum(p.bills for p in chosen), limit=page.limit,
+                    offset=page.offset, next_cursor=_cursor(job_id, records[-1]) if more and records else None)
