@@ -104,6 +104,15 @@ class ApiSettings(BaseModel):
     auth_fail_limit: int = 20
     auth_fail_window_s: float = 60.0
     auth_fail_clients: int = 10_000
+    # Fair use of the database pool (api/fairness.py). Heavy computations (analytics, pricing views) run at most
+    # this many at once per API key; one more is refused at once with 429 + Retry-After (0: no limit).
+    heavy_per_key: int = 2
+    heavy_retry_after_s: int = 2
+    # Cheap requests (key checks, registry, ingest status) use a pool of their own of this size, so they never
+    # queue behind analytics (0: they share the main pool).
+    light_pool_size: int = 2
+    # A request waits at most this long for a pooled connection, then gets 503 `busy` with Retry-After.
+    pool_timeout_s: float = 2.0
 
 
 class StackSettings(BaseModel):
