@@ -91,13 +91,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--days", type=int, default=56)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--weeks", type=int, default=8, help="weeks of health each heavy request computes")
-    parser.add_argument("--port", type=int, default=18002)
+    parser.add_argument("--port", type=int, default=None, help="the bench API's port (default: CXP_API__PORT + 2)")
     args = parser.parse_args(argv)
 
     base = get_settings()
     settings = base.model_copy(update={
         "db": base.db.model_copy(update={"name": BENCH_DB, "pool_min": 1, "pool_max": 4}),
-        "api": base.api.model_copy(update={"port": args.port, "cache_ttl_s": 0.0, "cache_fresh_s": 0.0}),
+        "api": base.api.model_copy(update={"port": args.port or base.api.port + 2, "cache_ttl_s": 0.0,
+                                           "cache_fresh_s": 0.0}),
         "stack": StackSettings(dir=PROJECT_ROOT / ".stack" / "bench-fairness")})
     start_stack(settings.model_copy(update={"stack": base.stack}))
     with connect(settings.db) as conn:
