@@ -13,6 +13,7 @@ from cxp.api.cache import ResultCache
 from cxp.api.deps import KeyCache
 from cxp.api.docs import install_offline_docs
 from cxp.api.errors import ErrorBody, install_error_handlers
+from cxp.api.fairness import KeySlots
 from cxp.api.guard import FailedAuthThrottle, RequestGuard
 from cxp.api.jobs import JobRunner
 from cxp.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
@@ -28,7 +29,9 @@ API_VERSION = "1.0.0"
 _ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in (
     (401, "No valid API key"), (403, "The key's role may not use this endpoint"), (408, "The body arrived too slowly"),
     (413, "The body is over the endpoint's size limit"), (422, "Invalid request"),
-    (429, "Too many failed authentications from this address (see Retry-After)"))}
+    (429, "Too many failed authentications from this address, or too many heavy requests running for this key"
+          " (see Retry-After)"),
+    (503, "Every database connection is busy, or the database is unavailable (see Retry-After)"))}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -39,7 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Starts while the database is down: /readyz and every request say 503 until it answers.
-        app.state.pool = create_pool(settings.db, name="cxp-api", wait=False)
+        app.state.pool = create_pool(settings.db, name="cxp-api", wait=False, timeout=settings.api.pool_timeout_s)
+        # Cheap requests get connections of their own, so a burst of analytics cannot make them wait (0: shared).
+        light = settings.api.light_pool_size
+        app.state.light_pool = app.state.pool if light <= 0 else create_pool(
+            settings.db.model_copy(update={"pool_min": 1, "pool_max": light}), name="cxp-api-light", wait=False,
+            timeout=settings.api.pool_timeout_s)
         app.state.jobs = JobRunner(pool=app.state.pool, workers=settings.api.job_workers)
         try:
             app.state.jobs.recover()
@@ -50,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             app.state.jobs.shutdown()
             app.state.pool.close()
+            if app.state.light_pool is not app.state.pool:
+                app.state.light_pool.close()
 
     app = FastAPI(
         title="Connected-product experience platform",
@@ -68,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.key_cache = KeyCache(settings.api.key_cache_s, {})
     app.state.results = ResultCache(ttl_s=settings.api.cache_ttl_s, max_entries=settings.api.cache_entries,
                                      fresh_s=settings.api.cache_fresh_s)
+    app.state.heavy_slots = KeySlots(limit=settings.api.heavy_per_key, retry_after_s=settings.api.heavy_retry_after_s)
     app.state.metrics = metrics
     # The dashboard's sign-in form is throttled like /v1 (same limits, its own count: the guard keeps its own).
     app.state.login_throttle = FailedAuthThrottle(limit=settings.api.auth_fail_limit,

@@ -1,4 +1,4 @@
-"""FastAPI dependencies, all in one place: the pool connection, the caller's key and role checks, paging."""
+"""FastAPI dependencies, all in one place: pool connections, heavy-request slots, the caller's key, roles, paging."""
 
 from __future__ import annotations
 
@@ -50,6 +50,15 @@ def get_conn(request: Request) -> Iterator[psycopg.Connection]:
 ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
 
 
+def get_light_conn(request: Request) -> Iterator[psycopg.Connection]:
+    """A connection of the small pool for cheap requests (registry, ingest status), which analytics never holds."""
+    with request.app.state.light_pool.connection() as conn:
+        yield conn
+
+
+LightConnDep = Annotated[psycopg.Connection, Depends(get_light_conn)]
+
+
 @dataclass(frozen=True)
 class Cached:
     """Runs a computation through the app's result cache, borrowing pool connections only while needed."""
@@ -77,14 +86,6 @@ def _hashable(value: Any) -> Any:
     if isinstance(value, dict):
         return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
     return value
-
-
-def get_cached(request: Request) -> Cached:
-    """The app's result cache and connection pool."""
-    return Cached(request.app.state.results, request.app.state.pool)
-
-
-CachedDep = Annotated[Cached, Depends(get_cached)]
 
 
 def get_jobs(request: Request) -> JobRunner:
@@ -132,7 +133,7 @@ def verify_token(state: Any, token: str) -> ApiKey | None:
     if key is None:
         if split_token(token) is None:
             return None  # malformed: no database round trip
-        with state.pool.connection() as conn:
+        with state.light_pool.connection() as conn:  # a key check must not queue behind analytics
             key = verify_key(conn, token=token)
             if key is None:
                 return None
@@ -160,6 +161,24 @@ def get_current_key(
 
 
 CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
+
+
+def get_cached(request: Request, key: CurrentKey) -> Iterator[Cached]:
+    """The app's result cache and main pool, holding one of the key's heavy-request slots (429 when none is free)."""
+    with request.app.state.heavy_slots.hold(key.key_id):
+        yield Cached(request.app.state.results, request.app.state.pool)
+
+
+CachedDep = Annotated[Cached, Depends(get_cached)]
+
+
+def get_heavy_conn(request: Request, key: CurrentKey) -> Iterator[psycopg.Connection]:
+    """A main-pool connection for an uncached heavy computation, holding one of the key's heavy-request slots."""
+    with request.app.state.heavy_slots.hold(key.key_id), request.app.state.pool.connection() as conn:
+        yield conn
+
+
+HeavyConnDep = Annotated[psycopg.Connection, Depends(get_heavy_conn)]
 
 
 def require_role(*roles: str) -> Callable[[ApiKey], ApiKey]:

@@ -49,6 +49,8 @@ class ApiError(Exception):
     status = 400
     code = "bad_request"
 
+    headers: dict[str, str] | None = None
+
     def __init__(self, message: str, *, details: list[ErrorDetail] | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -85,6 +87,16 @@ class Unprocessable(ApiError):
     status, code = 422, "invalid"
 
 
+class TooManyRequests(ApiError):
+    """The key has its limit of heavy requests running; retry after the seconds in Retry-After."""
+
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 @dataclass(frozen=True)
 class Failure:
     """How the API answers one exception: status, stable code, message, details and extra headers."""
@@ -107,7 +119,7 @@ _STATUS_CODES = {400: "bad_request", 401: "not_authenticated", 403: "forbidden",
 
 
 def _api_error(exc: ApiError) -> Failure:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
     return Failure(exc.status, exc.code, exc.message, exc.details, headers)
 
 

@@ -482,6 +482,14 @@ def bench_identity(ctx: typer.Context) -> None:
     identity_main(list(ctx.args))
 
 
+@bench_app.command("fairness", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_fairness(ctx: typer.Context) -> None:
+    """One key's burst of heavy analytics vs an admin's reads, limits off vs on (see --help)."""
+    from cxp.tools.bench.fairness import main as fairness_main
+
+    fairness_main(list(ctx.args))
+
+
 @bench_app.command("guard", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench_guard(ctx: typer.Context) -> None:
     """API RSS and /healthz while 8 parallel 50 MB bodies arrive, without and with a key (--help)."""

@@ -108,6 +108,15 @@ class ApiSettings(BaseModel):
     auth_fail_clients: int = 10_000
     # A dashboard sign-in lasts this long (a working day); logout or revoking the key ends it sooner.
     session_ttl_s: float = Field(default=8 * 3600.0, gt=0)
+    # Fair use of the database pool (api/fairness.py). Heavy computations (analytics, pricing views) run at most
+    # this many at once per API key; one more is refused at once with 429 + Retry-After (0: no limit).
+    heavy_per_key: int = 2
+    heavy_retry_after_s: int = 2
+    # Cheap requests (key checks, registry, ingest status) use a pool of their own of this size, so they never
+    # queue behind analytics (0: they share the main pool).
+    light_pool_size: int = 2
+    # A request waits at most this long for a pooled connection, then gets 503 `busy` with Retry-After.
+    pool_timeout_s: float = 2.0
 
 
 class StackSettings(BaseModel):

@@ -43,11 +43,12 @@ class Pool(ConnectionPool):
         self.down = False
 
 
-def create_pool(db: DbSettings, *, name: str = "cxp", wait: bool = True) -> Pool:
+def create_pool(db: DbSettings, *, name: str = "cxp", wait: bool = True, timeout: float = 30.0) -> Pool:
     """A pool for request-scoped work (API, analytics, CLI); `wait=False` opens it even while the database is down
-    (it connects in the background, and callers get StoreUnavailable until it can)."""
+    (it connects in the background, and callers get StoreUnavailable until it can); a caller waits at most `timeout`
+    seconds for a connection (PoolTimeout)."""
     pool = Pool(
-        db.dsn, min_size=db.pool_min, max_size=db.pool_max, name=name, open=False,
+        db.dsn, min_size=db.pool_min, max_size=db.pool_max, name=name, open=False, timeout=timeout,
         kwargs={"application_name": name, "connect_timeout": 5, "autocommit": True},
         # A connection the server dropped (restart, failover) is replaced before a caller gets it.
         check=ConnectionPool.check_connection,

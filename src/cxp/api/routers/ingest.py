@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel
 
-from cxp.api.deps import AdminKey, ConnDep, PageDep
+from cxp.api.deps import AdminKey, LightConnDep, PageDep
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
 from cxp.store.ops import (
     DeadLetter,
@@ -50,7 +50,7 @@ class IngestStatus(BaseModel):
 @router.get("/status", response_model=IngestStatus, summary="Throughput, lag and dead letters by reason")
 def get_ingest_status(
     _: AdminKey,
-    conn: ConnDep,
+    conn: LightConnDep,
     window_s: Annotated[int, Query(ge=10, le=3600, description="Seconds the rates are measured over")] = 60,
     since: Annotated[AwareDatetime | None, Query(description="Count dead letters received since")] = None,
 ) -> IngestStatus:
@@ -73,7 +73,7 @@ def get_ingest_status(
             summary="Refused messages with their reasons")
 def list_dead_letters_view(
     _: AdminKey,
-    conn: ConnDep,
+    conn: LightConnDep,
     page: PageDep,
     reason: Annotated[str | None, Query(max_length=100)] = None,
     device: Annotated[str | None, Query(max_length=200)] = None,

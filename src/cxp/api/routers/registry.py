@@ -20,7 +20,7 @@ from pydantic import (
     field_validator,
 )
 
-from cxp.api.deps import AdminKey, ConnDep, PageDep
+from cxp.api.deps import AdminKey, ConnDep, LightConnDep, PageDep
 from cxp.api.errors import Conflict, ErrorBody, ErrorDetail, NotFound, Unprocessable
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
 from cxp.api.uploads import MIB, CsvColumns, CsvProblems, CsvRow, line_loc, read_csv
@@ -177,14 +177,14 @@ def _unknown_refs(conn: psycopg.Connection, devices: Sequence[DeviceRow]) -> lis
 # ---------------------------------------------------------------------------------------------- products
 
 @router.get("/products", response_model=Page[Product], summary="Products with their touchpoint catalogues")
-def list_products_view(_: AdminKey, conn: ConnDep, page: PageDep) -> Page[Product]:
+def list_products_view(_: AdminKey, conn: LightConnDep, page: PageDep) -> Page[Product]:
     """Products by id."""
     rows, total = list_products(conn, limit=page.limit, offset=page.offset)
     return Page[Product](items=[_product(p) for p in rows], total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/products/{product_id}", response_model=Product, responses={404: {"description": "Unknown product"}})
-def get_product_view(_: AdminKey, conn: ConnDep, product_id: IdPath) -> Product:
+def get_product_view(_: AdminKey, conn: LightConnDep, product_id: IdPath) -> Product:
     """One product."""
     p = get_product(conn, product_id=product_id)
     if p is None:
@@ -193,7 +193,7 @@ def get_product_view(_: AdminKey, conn: ConnDep, product_id: IdPath) -> Product:
 
 
 @router.put("/products/{product_id}", response_model=Product, summary="Create or replace a product")
-def put_product(_: AdminKey, conn: ConnDep, product_id: IdPath, body: ProductIn) -> Product:
+def put_product(_: AdminKey, conn: LightConnDep, product_id: IdPath, body: ProductIn) -> Product:
     """Create the product or replace it and its touchpoint catalogue."""
     upsert_products(conn, products=[_product_row(product_id, body)])
     return _product(get_product(conn, product_id=product_id))
@@ -201,7 +201,7 @@ def put_product(_: AdminKey, conn: ConnDep, product_id: IdPath, body: ProductIn)
 
 @router.delete("/products/{product_id}", status_code=204, response_class=Response,
                responses={404: {"description": "Unknown product"}, 409: {"description": "Devices use it"}})
-def delete_product(_: AdminKey, conn: ConnDep, product_id: IdPath) -> Response:
+def delete_product(_: AdminKey, conn: LightConnDep, product_id: IdPath) -> Response:
     """Delete a product no device uses."""
     if (n := count_references(conn, product_id=product_id)) > 0:
         raise Conflict(f"product {product_id!r} has {n} devices; delete or move them first")
@@ -214,7 +214,7 @@ def delete_product(_: AdminKey, conn: ConnDep, product_id: IdPath) -> Response:
 
 @router.get("/accounts", response_model=Page[Account], responses=CSV_RESPONSES, summary="Customer accounts")
 def list_accounts_view(
-    _: AdminKey, conn: ConnDep, page: PageDep,
+    _: AdminKey, conn: LightConnDep, page: PageDep,
     segment: Annotated[str | None, Query(max_length=100)] = None, format: FormatQuery = "json",
 ) -> Page[Account] | Response:
     """Accounts by id, optionally of one segment."""
@@ -226,7 +226,7 @@ def list_accounts_view(
 
 
 @router.get("/accounts/{account_id}", response_model=Account, responses={404: {"description": "Unknown account"}})
-def get_account_view(_: AdminKey, conn: ConnDep, account_id: IdPath) -> Account:
+def get_account_view(_: AdminKey, conn: LightConnDep, account_id: IdPath) -> Account:
     """One account."""
     a = get_account(conn, account_id=account_id)
     if a is None:
@@ -235,7 +235,7 @@ def get_account_view(_: AdminKey, conn: ConnDep, account_id: IdPath) -> Account:
 
 
 @router.put("/accounts/{account_id}", response_model=Account, summary="Create or replace an account")
-def put_account(_: AdminKey, conn: ConnDep, account_id: IdPath, body: AccountIn) -> Account:
+def put_account(_: AdminKey, conn: LightConnDep, account_id: IdPath, body: AccountIn) -> Account:
     """Create or update an account."""
     upsert_accounts(conn, accounts=[AccountRow(account_id, body.name, body.segment)])
     return Account(account_id=account_id, **body.model_dump())
@@ -243,7 +243,7 @@ def put_account(_: AdminKey, conn: ConnDep, account_id: IdPath, body: AccountIn)
 
 @router.delete("/accounts/{account_id}", status_code=204, response_class=Response,
                responses={404: {"description": "Unknown account"}, 409: {"description": "Devices belong to it"}})
-def delete_account(_: AdminKey, conn: ConnDep, account_id: IdPath) -> Response:
+def delete_account(_: AdminKey, conn: LightConnDep, account_id: IdPath) -> Response:
     """Delete an account that owns no device."""
     if (n := count_references(conn, account_id=account_id)) > 0:
         raise Conflict(f"account {account_id!r} owns {n} devices; delete or move them first")
@@ -256,7 +256,7 @@ def delete_account(_: AdminKey, conn: ConnDep, account_id: IdPath) -> Response:
 
 @router.get("/devices", response_model=Page[Device], responses=CSV_RESPONSES, summary="Registered devices")
 def list_devices_view(
-    _: AdminKey, conn: ConnDep, page: PageDep,
+    _: AdminKey, conn: LightConnDep, page: PageDep,
     product: Annotated[str | None, Query(max_length=128)] = None,
     account: Annotated[str | None, Query(max_length=128)] = None,
     format: FormatQuery = "json",
@@ -270,7 +270,7 @@ def list_devices_view(
 
 
 @router.get("/devices/{device_id}", response_model=Device, responses={404: {"description": "Unknown device"}})
-def get_device_view(_: AdminKey, conn: ConnDep, device_id: IdPath) -> Device:
+def get_device_view(_: AdminKey, conn: LightConnDep, device_id: IdPath) -> Device:
     """One device."""
     d = get_device(conn, device_id=device_id)
     if d is None:
@@ -281,7 +281,7 @@ def get_device_view(_: AdminKey, conn: ConnDep, device_id: IdPath) -> Device:
 @router.put("/devices/{device_id}", response_model=Device, summary="Register or update a device",
             responses={409: {"description": "It has telemetry and would move to another product or account"
                                             " (see `force`), or a concurrent change removed its product or account"}})
-def put_device(_: AdminKey, conn: ConnDep, device_id: IdPath, body: DeviceIn, force: ForceQuery = False) -> Device:
+def put_device(_: AdminKey, conn: LightConnDep, device_id: IdPath, body: DeviceIn, force: ForceQuery = False) -> Device:
     """Register a device (its telemetry is accepted within the gateway's cache TTL) or update it; moving a device
     with telemetry to another product or account needs `force=true`."""
     row = DeviceRow(device_id, body.product_id, body.account_id, body.activated_at, body.plan, body.experiment_arm)
@@ -296,7 +296,7 @@ def put_device(_: AdminKey, conn: ConnDep, device_id: IdPath, body: DeviceIn, fo
 
 @router.delete("/devices/{device_id}", status_code=204, response_class=Response,
                responses={404: {"description": "Unknown device"}, 409: {"description": "It has telemetry"}})
-def delete_device(_: AdminKey, conn: ConnDep, device_id: IdPath) -> Response:
+def delete_device(_: AdminKey, conn: LightConnDep, device_id: IdPath) -> Response:
     """Delete a device that has no stored telemetry (history is never orphaned)."""
     if get_device(conn, device_id=device_id) is None:
         raise NotFound(f"no device {device_id!r}")
@@ -410,7 +410,7 @@ def _parse_devices(conn: psycopg.Connection, rows: list[CsvRow], problems: CsvPr
                                              " (see `force`); nothing was imported"}})
 def import_csv(
     _: AdminKey,
-    conn: ConnDep,
+    conn: ConnDep,  # an import can take a while: the main pool, not the small one kept for cheap requests
     kind: Literal["products", "accounts", "devices"],
     file: Annotated[UploadFile, File(description="CSV with a header row (see docs/api.md for the columns)")],
     force: ForceQuery = False,

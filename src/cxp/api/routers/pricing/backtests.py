@@ -18,7 +18,7 @@ import psycopg
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from cxp.api.deps import ConnDep, JobsDep, PricingKey, SettingsDep
+from cxp.api.deps import HeavyConnDep, JobsDep, PricingKey, SettingsDep
 from cxp.api.errors import ErrorDetail, NotFound, Unprocessable
 from cxp.api.routers.pricing.backtest_schemas import (
     BILL_COLUMNS,
@@ -160,7 +160,7 @@ def _backtest_job(spec: BacktestSpec) -> Callable[[psycopg.Connection, UUID], di
 )
 def create_backtest(
     key: PricingKey,
-    conn: ConnDep,
+    conn: HeavyConnDep,
     settings: SettingsDep,
     jobs: JobsDep,
     body: BacktestIn,

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
-from cxp.api.deps import ConnDep, PricingKey
+from cxp.api.deps import HeavyConnDep, PricingKey
 from cxp.api.errors import ErrorBody, ErrorDetail, NotFound, Unprocessable
 from cxp.api.routers.pricing.common import ERR_404, NO_NUL, TextQuery, as_decimal
 from cxp.api.routers.pricing.wtp_schemas import (
@@ -147,7 +147,7 @@ def _no_answers(survey: str) -> Iterator[None]:
 
 @router.get("/wtp/van-westendorp", response_model=VanWestendorpOut, responses=ERR_404,
             summary="Van Westendorp from survey answers in feedback events")
-def get_van_westendorp(_: PricingKey, conn: ConnDep, product: TextQuery = None,
+def get_van_westendorp(_: PricingKey, conn: HeavyConnDep, product: TextQuery = None,
                        survey: Survey = None) -> VanWestendorpOut:
     """Feedback events whose detail holds {"survey": survey} and the four prices; 404 if too few."""
     survey = survey or "van_westendorp"
@@ -158,7 +158,7 @@ def get_van_westendorp(_: PricingKey, conn: ConnDep, product: TextQuery = None,
 
 @router.get("/wtp/gabor-granger", response_model=GaborGrangerOut, responses=ERR_404,
             summary="Gabor–Granger from survey answers in feedback events")
-def get_gabor_granger(_: PricingKey, conn: ConnDep, product: TextQuery = None,
+def get_gabor_granger(_: PricingKey, conn: HeavyConnDep, product: TextQuery = None,
                       survey: Survey = None) -> GaborGrangerOut:
     """Feedback events whose detail is {"survey": survey, price, would_buy}; 404 if there are none."""
     survey = survey or "gabor_granger"

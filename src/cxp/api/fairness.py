@@ -1,0 +1,55 @@
+"""Fair use of the database pool: at most a few heavy computations per API key at once.
+
+One key firing 40 analytics requests used to take every pooled connection, so other keys got 503 and an
+admin's registry read waited 30 s. Each key now has a bounded number of slots for heavy work; a request over it
+is refused at once with 429 and Retry-After (no queue to hold callers or threads), and cheap requests use a
+small pool of their own (see `create_app`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from cxp.api.errors import TooManyRequests
+
+
+class KeySlots:
+    """A bounded semaphore per key id; `limit <= 0` admits everything."""
+
+    def __init__(self, *, limit: int, retry_after_s: int) -> None:
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        self._in_use: dict[str, int] = {}
+        self._guard = threading.Lock()
+        self.refused = 0
+
+    @contextmanager
+    def hold(self, key_id: str) -> Iterator[None]:
+        """One of `key_id`'s slots for the duration of the block, else TooManyRequests at once."""
+        if self.limit <= 0:
+            yield
+            return
+        with self._guard:
+            used = self._in_use.get(key_id, 0)
+            if used >= self.limit:
+                self.refused += 1
+                raise TooManyRequests(
+                    f"this API key already has {used} heavy requests running (limit {self.limit}); retry after"
+                    f" {self.retry_after_s} s", retry_after_s=self.retry_after_s)
+            self._in_use[key_id] = used + 1
+        try:
+            yield
+        finally:
+            with self._guard:
+                left = self._in_use[key_id] - 1
+                if left:
+                    self._in_use[key_id] = left
+                else:  # no entry per idle key: the map stays as small as the keys currently busy
+                    del self._in_use[key_id]
+
+    def in_use(self, key_id: str) -> int:
+        """Slots `key_id` holds now."""
+        with self._guard:
+            return self._in_use.get(key_id, 0)
