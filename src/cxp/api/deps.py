@@ -253,6 +253,15 @@ async def get_dashboard_user(
 DashboardKey = Annotated[DashboardUser, Depends(get_dashboard_user)]
 
 
+def get_dashboard_cached(request: Request, user: DashboardKey) -> Iterator[Cached]:
+    """`get_cached` for dashboard pages, whose caller is a session (or a key in the headers), not /v1's key."""
+    with request.app.state.heavy_slots.hold(user.key_id):
+        yield Cached(request.app.state.results, request.app.state.pool)
+
+
+DashboardCachedDep = Annotated[Cached, Depends(get_dashboard_cached)]
+
+
 def require_dashboard_role(*roles: str) -> Callable[[DashboardUser], DashboardUser]:
     """Like `require_role`, for dashboard pages (session cookie or headers)."""
     allowed = {*roles, "admin"}

@@ -24,8 +24,8 @@ from cxp.api.deps import (
     LEGACY_KEY_COOKIE,
     SESSION_COOKIE,
     Cached,
-    CachedDep,
     ConnDep,
+    DashboardCachedDep,
     DashboardKey,
     DashboardPricingKey,
     DashboardProductKey,
@@ -215,7 +215,7 @@ def static(name: str, request: Request) -> Response:
 
 
 @router.get("")
-def overview(key: DashboardKey, cached: CachedDep,
+def overview(key: DashboardKey, cached: DashboardCachedDep,
              weeks: Annotated[int, Query(ge=1, le=104, description="Weeks of history")] = 4) -> HTMLResponse:
     """Fleet report with the top concerns, and links to the pages the key may open."""
     report = cached.service(analytics.get_fleet_report, weeks=weeks) if may_see(key.role, "product") else None
@@ -226,7 +226,7 @@ def overview(key: DashboardKey, cached: CachedDep,
 
 
 @router.get("/health")
-def health(key: DashboardProductKey, cached: CachedDep, product: Product = None,
+def health(key: DashboardProductKey, cached: DashboardCachedDep, product: Product = None,
            weeks: Annotated[int, Query(ge=1, le=104)] = 12) -> HTMLResponse:
     """Health over time per product and for the fleet, with components and drivers."""
     by_product = cached.service(analytics.get_health, query=AnalyticsQuery(product=product), level="product",
@@ -249,7 +249,7 @@ def _days_page(key: DashboardUser, cached: Cached, *, service: Callable[..., Any
 
 
 @router.get("/touchpoints")
-def touchpoints(key: DashboardProductKey, cached: CachedDep, product: Product = None,
+def touchpoints(key: DashboardProductKey, cached: DashboardCachedDep, product: Product = None,
                 days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
     """Importance–performance chart per product, with the touchpoint table."""
     return _days_page(key, cached, service=analytics.get_touchpoints, render=pages.touchpoints, title="Touchpoints",
@@ -257,7 +257,7 @@ def touchpoints(key: DashboardProductKey, cached: CachedDep, product: Product = 
 
 
 @router.get("/journey")
-def journey(key: DashboardProductKey, cached: CachedDep, product: Product = None,
+def journey(key: DashboardProductKey, cached: DashboardCachedDep, product: Product = None,
             days: Annotated[int, Query(ge=7, le=3660)] = 90) -> HTMLResponse:
     """Lifecycle funnel, cohorts and time to first value."""
     return _days_page(key, cached, service=analytics.get_journey, render=pages.journey, title="Journey",
@@ -265,7 +265,7 @@ def journey(key: DashboardProductKey, cached: CachedDep, product: Product = None
 
 
 @router.get("/disruptions")
-def disruptions(key: DashboardProductKey, cached: CachedDep, product: Product = None,
+def disruptions(key: DashboardProductKey, cached: DashboardCachedDep, product: Product = None,
                 days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
     """Incidents, spikes, recovery times and their effect on later satisfaction."""
     return _days_page(key, cached, service=analytics.get_disruptions, render=pages.disruptions,
@@ -275,7 +275,7 @@ def disruptions(key: DashboardProductKey, cached: CachedDep, product: Product = 
 @router.get("/pricing")
 def pricing(
     key: DashboardPricingKey,
-    cached: CachedDep,
+    cached: DashboardCachedDep,
     product: Product = None,
     theta: Annotated[Decimal, Query(ge=0, le=10, description="Bill shock: bill > (1 + theta) × baseline")] =
     Decimal("0.2"),
