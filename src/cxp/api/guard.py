@@ -213,8 +213,7 @@ class RequestGuard:
                 key = await self._lookup(state, token, client)
             except Exception as exc:  # noqa: BLE001 - the exception table answers it (pool busy, database down: 503)
                 return describe_error(exc)
-            if key is None:
-                self.throttle.failed(client)
+            if key is None:  # counted as a failure when its lookup ended (see _lookup)
                 return describe_error(NotAuthenticated(BAD_KEY))
         plan = self.plan(app, scope)
         if plan.roles is not None and key.role not in plan.roles:
@@ -231,7 +230,11 @@ class RequestGuard:
             self._lookups[token] = pending
             self._in_flight[client] = self._in_flight.get(client, 0) + 1
 
-            def done(_: asyncio.Future[ApiKey | None]) -> None:
+            def done(future: asyncio.Future[ApiKey | None]) -> None:
+                # The failure is counted before the lookup leaves the in-flight count, so no new lookup can slip
+                # in between a lookup ending and its failure being seen.
+                if not future.cancelled() and future.exception() is None and future.result() is None:
+                    self.throttle.failed(client)
                 self._lookups.pop(token, None)
                 self._in_flight[client] -= 1
                 if self._in_flight[client] <= 0:
