@@ -163,10 +163,15 @@ def get_current_key(
 CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
 
 
-def get_cached(request: Request, key: CurrentKey) -> Iterator[Cached]:
+def _cached(request: Request, key_id: str) -> Iterator[Cached]:
     """The app's result cache and main pool, holding one of the key's heavy-request slots (429 when none is free)."""
-    with request.app.state.heavy_slots.hold(key.key_id):
+    with request.app.state.heavy_slots.hold(key_id):
         yield Cached(request.app.state.results, request.app.state.pool)
+
+
+def get_cached(request: Request, key: CurrentKey) -> Iterator[Cached]:
+    """`_cached` for a /v1 caller."""
+    yield from _cached(request, key.key_id)
 
 
 CachedDep = Annotated[Cached, Depends(get_cached)]
@@ -254,9 +259,8 @@ DashboardKey = Annotated[DashboardUser, Depends(get_dashboard_user)]
 
 
 def get_dashboard_cached(request: Request, user: DashboardKey) -> Iterator[Cached]:
-    """`get_cached` for dashboard pages, whose caller is a session (or a key in the headers), not /v1's key."""
-    with request.app.state.heavy_slots.hold(user.key_id):
-        yield Cached(request.app.state.results, request.app.state.pool)
+    """`_cached` for dashboard pages, whose caller is a session (or a key in the headers), not /v1's key."""
+    yield from _cached(request, user.key_id)
 
 
 DashboardCachedDep = Annotated[Cached, Depends(get_dashboard_cached)]
