@@ -20,7 +20,7 @@ from cxp.device_sim import (
     catalogue_by_model,
     personas_by_name,
 )
-from cxp.device_sim.catalogue import CATEGORIES, JOURNEY_STAGES, OWNERS, poisson
+from cxp.device_sim.specs import CATEGORIES, JOURNEY_STAGES, OWNERS, poisson
 
 NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 

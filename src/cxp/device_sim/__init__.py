@@ -1,18 +1,7 @@
 """Device simulator: a deterministic fleet of connected products publishing contract telemetry over MQTT."""
 
 from cxp.device_sim.behaviour import EVENT_KINDS, device_events
-from cxp.device_sim.catalogue import (
-    CATALOGUE,
-    COFFEE,
-    EBIKE,
-    THERMOSTAT,
-    BatterySpec,
-    Gauge,
-    Product,
-    QuantitySpec,
-    Touchpoint,
-    catalogue_by_model,
-)
+from cxp.device_sim.catalogue import CATALOGUE, COFFEE, EBIKE, THERMOSTAT, catalogue_by_model
 from cxp.device_sim.client import (
     DeviceBatcher,
     MqttPublisher,
@@ -42,6 +31,7 @@ from cxp.device_sim.runner import (
     simulate_backfill,
     simulate_live,
 )
+from cxp.device_sim.specs import BatterySpec, Gauge, Product, QuantitySpec, Touchpoint
 from cxp.device_sim.uplink import Uplink
 
 __all__ = [

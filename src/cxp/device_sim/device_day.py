@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cxp.contract.models import LifecycleStage, Severity
-from cxp.device_sim.catalogue import Touchpoint, poisson
 from cxp.device_sim.device_state import ActiveIncident, DeviceContext, DeviceState, Record, usage_multiplier
 from cxp.device_sim.fleet import DAY_MS, HOUR_MS, PLANTED_ERROR_RATE, stable_seed
+from cxp.device_sim.specs import Touchpoint, poisson
 
 MINUTE_MS = 60_000
 # How much a severity makes a customer reach for support.

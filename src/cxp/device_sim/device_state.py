@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cxp.device_sim.catalogue import Product, Touchpoint
 from cxp.device_sim.fleet import DAY_MS, Device, DeviceProfile, Fleet, Incident, to_ms
 from cxp.device_sim.personas import Persona
+from cxp.device_sim.specs import Product, Touchpoint
 
 # A record is (ts_ms, event dict): an event not yet turned into a contract model, so events outside a
 # window cost no model construction. The dict holds only non-None fields, in the model's field order.

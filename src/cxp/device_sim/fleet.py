@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from cxp.contract.models import Severity
-from cxp.device_sim.catalogue import CATALOGUE, Product, catalogue_by_model
+from cxp.device_sim.catalogue import CATALOGUE, catalogue_by_model
 from cxp.device_sim.errors import ConfigError
 from cxp.device_sim.personas import PERSONAS, Persona, personas_by_name
+from cxp.device_sim.specs import Product
 
 Segment = Literal["consumer", "smb"]
 ChurnKind = Literal["cancelled", "returned", "silent"]

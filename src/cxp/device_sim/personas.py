@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from cxp.device_sim.catalogue import CATEGORIES
 from cxp.device_sim.errors import ConfigError
+from cxp.device_sim.specs import CATEGORIES
 
 
 @dataclass(frozen=True, slots=True)
