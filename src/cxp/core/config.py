@@ -18,9 +18,15 @@ class MqttSettings(BaseModel):
     port: int = 18830
     keepalive_s: int = 60
     topic_prefix: str = "devices"
-    # Password-file auth is prepared by the stack; empty means anonymous on loopback.
-    username: str | None = None
-    password: str | None = None
+    # The listener above is plain MQTT on loopback for the platform's own service accounts (gateway, admin,
+    # loader), each with its own secret. Devices connect only to the two TLS listeners below.
+    device_host: str = "127.0.0.1"
+    # Token listener: TLS, username = device id (or `<device id>~<n>` during a rotation), password = token secret.
+    device_tls_port: int = 18883
+    # Certificate listener: mutual TLS, identity = the client certificate's CN = device id, CRL checked.
+    device_mtls_port: int = 18884
+    # Service account secrets, one file `<account>.secret` each (mode 0600); unset: <stack dir>/secrets.
+    secrets_dir: Path | None = None
 
 
 class DbSettings(BaseModel):
@@ -153,9 +159,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     @model_validator(mode="after")
-    def _pki_under_stack(self) -> Settings:
+    def _dirs_under_stack(self) -> Settings:
         if self.pki.dir is None:
             self.pki.dir = self.stack.dir / "pki"
+        if self.mqtt.secrets_dir is None:
+            self.mqtt.secrets_dir = self.stack.dir / "secrets"
         return self
 
 
