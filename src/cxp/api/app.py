@@ -17,8 +17,9 @@ from cxp.api.fairness import KeySlots
 from cxp.api.guard import FailedAuthThrottle, RequestGuard
 from cxp.api.jobs import JobRunner
 from cxp.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
-from cxp.api.routers import dashboard, experience, ingest, pricing, registry
+from cxp.api.routers import credentials, dashboard, experience, ingest, pricing, registry
 from cxp.core.config import Settings, get_settings
+from cxp.identity.service import Sweeper
 from cxp.store.db import create_pool
 from cxp.store.errors import StoreError
 from cxp.store.migrate import list_migrations
@@ -53,9 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.jobs.recover()
         except Exception as exc:  # noqa: BLE001 - an unmigrated database must not stop /readyz from saying so
             log.warning("could not recover jobs: %s", exc)
+        # Ends rotation grace windows and keeps the broker's CRL fresh (identity/service.py).
+        sweeper = Sweeper(connection=app.state.light_pool.connection, settings=settings).start()
         try:
             yield
         finally:
+            sweeper.stop()
             app.state.jobs.shutdown()
             app.state.pool.close()
             if app.state.light_pool is not app.state.pool:
@@ -114,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    for module in (experience, pricing, registry, ingest):
+    for module in (experience, pricing, registry, ingest, credentials):
         # Routers carry their full "/v1/..." prefix, so route templates (metrics labels) are the real paths.
         app.include_router(module.router, responses=_ERRORS)
     app.include_router(dashboard.router)

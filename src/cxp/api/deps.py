@@ -18,6 +18,7 @@ from cxp.api.cache import ResultCache
 from cxp.api.errors import Forbidden, NotAuthenticated
 from cxp.api.jobs import JobRunner
 from cxp.core.config import Settings
+from cxp.identity.provisioning import authenticate_provisioning
 from cxp.store.apikeys import ApiKey, split_token, touch_key, verify_key
 from cxp.store.sessions import csrf_matches, csrf_token, get_session
 
@@ -197,6 +198,33 @@ def require_role(*roles: str) -> Callable[[ApiKey], ApiKey]:
 
     check.roles = frozenset(allowed)  # type: ignore[attr-defined] - read by the request guard before the body
     return check
+
+
+# ---------------------------------------------------------------- self-provisioning
+
+# A device provisioning itself presents its product's provisioning key here (never an API key).
+PROVISIONING_HEADER = "X-Provisioning-Key"
+SCOPE_PROVISIONING = "cxp.provisioning_key"
+
+
+def verify_provisioning(state: Any, token: str | None, client: str | None) -> str:
+    """The token when it is a live provisioning key (blocking); else audited and ProvisioningRefused (401/403)."""
+    with state.light_pool.connection() as conn:
+        authenticate_provisioning(conn=conn, token=token, client=client)
+    return token or ""
+
+
+def get_provisioning_token(request: Request) -> str:
+    """The caller's provisioning key, checked by the request guard before the body was read (else checked here)."""
+    verified = request.scope.get(SCOPE_PROVISIONING)
+    if verified is not None:
+        return verified
+    client = request.client.host if request.client else None
+    return verify_provisioning(request.app.state, request.headers.get(PROVISIONING_HEADER), client)
+
+
+get_provisioning_token.provisioning = True  # type: ignore[attr-defined] - read by the request guard
+ProvisioningToken = Annotated[str, Depends(get_provisioning_token)]
 
 
 # ---------------------------------------------------------------- dashboard

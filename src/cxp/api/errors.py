@@ -15,6 +15,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxp.analytics.errors import AnalyticsError
+from cxp.identity.broker import BrokerUnreachable
+from cxp.identity.errors import IdentityError, PkiMissing
+from cxp.identity.provisioning import ProvisioningRefused, UnknownProduct, UnknownProvisioningKey
+from cxp.identity.service import CredentialConflict, UnknownCredential, UnknownDevice
 from cxp.pricing.errors import PricingError
 from cxp.store.errors import InvalidValue, ReferenceConflict, StoreError, StoreUnavailable
 
@@ -169,6 +173,17 @@ ERROR_TABLE: dict[type[Exception], Callable[[Any], Failure]] = {
     ValidationError: _model_invalid,
     AnalyticsError: lambda exc: Failure(422, "invalid", str(exc)),
     PricingError: lambda exc: Failure(422, "invalid", str(exc)),
+    IdentityError: lambda exc: Failure(422, "invalid", str(exc)),
+    UnknownDevice: lambda exc: Failure(404, "not_found", str(exc)),
+    UnknownCredential: lambda exc: Failure(404, "not_found", str(exc)),
+    UnknownProduct: lambda exc: Failure(404, "not_found", str(exc)),
+    UnknownProvisioningKey: lambda exc: Failure(404, "not_found", str(exc)),
+    CredentialConflict: lambda exc: Failure(409, "conflict", str(exc)),
+    PkiMissing: lambda exc: Failure(409, "conflict", f"the platform CA is not set up: {exc}"),
+    BrokerUnreachable: lambda exc: Failure(503, "unavailable", f"the broker did not answer: {exc}",
+                                           headers={"Retry-After": "5"}),
+    ProvisioningRefused: lambda exc: Failure(exc.status, "not_authenticated" if exc.status == 401 else "forbidden",
+                                             str(exc)),
     PoolTimeout: _busy,
     StoreUnavailable: _store_down,
     InvalidValue: lambda exc: Failure(422, "invalid", f"a value in the request cannot be stored or searched: {exc}"),

@@ -22,7 +22,17 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from cxp.api.deps import BAD_KEY, NO_KEY, SCOPE_KEY, forbidden_message, token_from_headers, verify_token
+from cxp.api.deps import (
+    BAD_KEY,
+    NO_KEY,
+    PROVISIONING_HEADER,
+    SCOPE_KEY,
+    SCOPE_PROVISIONING,
+    forbidden_message,
+    token_from_headers,
+    verify_provisioning,
+    verify_token,
+)
 from cxp.api.errors import ErrorBody, ErrorInfo, Failure, NotAuthenticated, describe_error
 from cxp.api.metrics import ApiMetrics
 from cxp.core.config import ApiSettings
@@ -40,6 +50,7 @@ UPLOAD_ROUTES = {
     "POST /v1/registry/{kind}/import": "max_import_bytes",
     "POST /v1/pricing/wtp/van-westendorp": "max_survey_bytes",
     "POST /v1/pricing/wtp/gabor-granger": "max_survey_bytes",
+    "POST /v1/provisioning/import": "max_import_bytes",
 }
 
 
@@ -83,6 +94,7 @@ class RoutePlan:
     roles: frozenset[str] | None
     max_body: int
     limit_name: str
+    provisioning: bool = False  # authenticated by a device's provisioning key instead of an API key
 
 
 @dataclass(frozen=True)
@@ -111,18 +123,24 @@ def api_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[RouteEntry]:
             yield from api_routes(router.routes, prefix + inner)
 
 
-def _route_roles(route: Any) -> frozenset[str] | None:
-    """The roles of the route's `require_role` dependency (deps.py marks it), found in its dependency tree."""
+def _route_mark(route: Any, name: str) -> Any:
+    """The `name` attribute deps.py sets on a dependency (roles, provisioning), found in the route's dependency tree."""
     stack = [getattr(route, "dependant", None)]
     while stack:
         dependant = stack.pop()
         if dependant is None:
             continue
-        roles = getattr(dependant.call, "roles", None)
-        if isinstance(roles, frozenset):
-            return roles
+        mark = getattr(dependant.call, name, None)
+        if mark is not None:
+            return mark
         stack.extend(dependant.dependencies)
     return None
+
+
+def _route_roles(route: Any) -> frozenset[str] | None:
+    """The roles of the route's `require_role` dependency (deps.py marks it), found in its dependency tree."""
+    roles = _route_mark(route, "roles")
+    return roles if isinstance(roles, frozenset) else None
 
 
 def _failure_response(failure: Failure, *, close: bool) -> tuple[Message, Message]:
@@ -158,7 +176,8 @@ class RequestGuard:
             for entry in api_routes(app.router.routes):
                 name = next((UPLOAD_ROUTES[f"{m} {entry.path}"] for m in entry.methods
                              if f"{m} {entry.path}" in UPLOAD_ROUTES), "max_body_bytes")
-                self._plans.append((entry, RoutePlan(_route_roles(entry.route), getattr(self.settings, name), name)))
+                self._plans.append((entry, RoutePlan(_route_roles(entry.route), getattr(self.settings, name), name,
+                                                     _route_mark(entry.route, "provisioning") is True)))
         return self._plans
 
     def plan(self, app: Any, scope: Scope) -> RoutePlan:
@@ -194,6 +213,8 @@ class RequestGuard:
         """None when the presented key is valid for the route (and left in the scope), else the refusal."""
         app = scope["app"]
         state = app.state
+        if (plan := self.plan(app, scope)).provisioning:
+            return await self._authorize_provisioning(scope, headers, plan)
         token = token_from_headers(headers)  # headers only: a cookie would let any page the browser opens post here
         if not token:
             return describe_error(NotAuthenticated(NO_KEY))
@@ -215,10 +236,28 @@ class RequestGuard:
                 return describe_error(exc)
             if key is None:  # counted as a failure when its lookup ended (see _lookup)
                 return describe_error(NotAuthenticated(BAD_KEY))
-        plan = self.plan(app, scope)
         if plan.roles is not None and key.role not in plan.roles:
             return Failure(403, "forbidden", forbidden_message(plan.roles, key.role))
         scope[SCOPE_KEY] = key
+        scope["cxp.plan"] = plan
+        return None
+
+    async def _authorize_provisioning(self, scope: Scope, headers: Headers, plan: RoutePlan) -> Failure | None:
+        """A device's provisioning key (audited either way), checked like an API key: before the body, throttled."""
+        client = (scope.get("client") or ("unknown",))[0]
+        wait = self.throttle.retry_after(client)
+        if wait is not None:
+            return Failure(429, "too_many_requests", f"too many failed authentications from {client}; "
+                           f"retry in {wait} s", headers={"Retry-After": str(wait)})
+        try:
+            token = await anyio.to_thread.run_sync(verify_provisioning, scope["app"].state,
+                                                   headers.get(PROVISIONING_HEADER), client)
+        except Exception as exc:  # noqa: BLE001 - the exception table answers it (401/403 refusals, 503)
+            failure = describe_error(exc)
+            if failure.status == 401:
+                self.throttle.failed(client)
+            return failure
+        scope[SCOPE_PROVISIONING] = token
         scope["cxp.plan"] = plan
         return None
 

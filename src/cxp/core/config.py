@@ -143,6 +143,15 @@ class PkiSettings(BaseModel):
     crl_days: int = Field(default=7, ge=1)
 
 
+class CredentialSettings(BaseModel):
+    """Device credentials: rotation grace and the sweep that ends it and keeps the CRL fresh."""
+
+    # After a rotation the old token or certificate stays valid this long (devices switch without downtime).
+    rotation_grace_s: float = Field(default=24 * 3600.0, ge=0)
+    # How often the API's sweep ends grace windows and re-issues the CRL (0: no sweep in this process).
+    sweep_interval_s: float = Field(default=60.0, ge=0)
+
+
 class Settings(BaseSettings):
     """All configuration of a process; nested fields via CXP_<SECTION>__<FIELD>."""
 
@@ -155,6 +164,7 @@ class Settings(BaseSettings):
     stack: StackSettings = Field(default_factory=StackSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     pki: PkiSettings = Field(default_factory=PkiSettings)
+    credentials: CredentialSettings = Field(default_factory=CredentialSettings)
     retention_days: int | None = None
     log_level: str = "INFO"
 
