@@ -1,4 +1,4 @@
-"""The credential registry over the real TimescaleDB: secrets once and hashed, rotation grace, revocation, sync, lock."""
+"""The credential registry over the real TimescaleDB: secrets hashed, rotation grace, revocation, sync, lock."""
 
 from __future__ import annotations
 

@@ -219,21 +219,23 @@ def bulk_provision(*, conn: psycopg.Connection, settings: Settings, rows: Sequen
     try:
         with conn.transaction():
             products: dict[str, bool] = {}
+            new_devices: list[DeviceRow] = []
             for row in rows:
                 if row.product_id not in products:
                     products[row.product_id] = get_product(conn, product_id=row.product_id) is not None
+                existing = get_device(conn, device_id=row.device_id)
                 if not products[row.product_id]:
                     problems.append((row.line, f"product {row.product_id!r} is not registered"))
-                    continue
-                existing = get_device(conn, device_id=row.device_id)
-                if existing is not None and existing.product_id != row.product_id:
+                elif existing is not None and existing.product_id != row.product_id:
                     problems.append((row.line, f"device {row.device_id!r} is registered as a {existing.product_id}"))
-                    continue
+                elif existing is None:
+                    new_devices.append(DeviceRow(row.device_id, row.product_id, None, datetime.now(UTC)))
+            if problems:
+                raise BulkRefused(problems)
+            upsert_devices(conn, devices=new_devices)  # one call: its staging table lives until the commit
+            for row in rows:
                 try:
                     check_device_name(row.device_id)
-                    if existing is None:
-                        upsert_devices(conn, devices=[DeviceRow(row.device_id, row.product_id, None,
-                                                                datetime.now(UTC))])
                     issued.append(issue_credential(conn=conn, settings=settings, device_id=row.device_id,
                                                    kind=row.kind, csr_pem=row.csr_pem, actor=actor))
                 except IdentityError as exc:
