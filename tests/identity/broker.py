@@ -29,13 +29,14 @@ def free_port() -> int:
 class Broker:
     """Mosquitto started on its own config in `base`; stopped (and its log kept for failures) on close."""
 
-    def __init__(self, base: Path, listener_lines: str) -> None:
+    def __init__(self, base: Path, listener_lines: str, *, global_lines: str = "") -> None:
         self.base, self.port = base, free_port()
         self.log = base / "mosquitto.log"
         conf = base / "mosquitto.conf"
         # As root Mosquitto would switch to its system user, which cannot enter pytest's 0700 tmp dirs.
         user = "user root\n" if os.geteuid() == 0 else ""
-        conf.write_text(f"{user}listener {self.port} {HOST}\n{listener_lines}\n"
+        # Global options such as per_listener_settings must come before the first listener.
+        conf.write_text(f"{user}{global_lines}listener {self.port} {HOST}\n{listener_lines}\n"
                         f"log_dest file {self.log}\nlog_type all\npersistence false\n")
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 15
