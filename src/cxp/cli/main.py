@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cxp.cli.credentials import credentials_app, provisioning_app
 from cxp.cli.pki import pki_app
 from cxp.core.config import PROJECT_ROOT, Settings, get_settings
 from cxp.core.logs import configure_logging
@@ -31,6 +32,8 @@ app.add_typer(bench_app, name="bench")
 keys_app = typer.Typer(help="API keys (stored hashed; the key is shown once, at creation).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(pki_app, name="pki")
+app.add_typer(credentials_app, name="credentials")
+app.add_typer(provisioning_app, name="provisioning")
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
