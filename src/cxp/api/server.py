@@ -1,13 +1,21 @@
-"""Serving the API with uvicorn, hardened against slow and oversized request heads (the body is the guard's)."""
+"""Serving the API with uvicorn, hardened against slow and oversized request heads (the body is the guard's), and
+over TLS with a certificate from the platform CA when it listens beyond loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from cxp.core.config import ApiSettings, get_settings
+from cxp.core.config import ApiSettings, Settings, get_settings
+from cxp.identity.files import PkiPaths, load_ca, load_certificate, write_private_key, write_public
+from cxp.identity.pki import issue_server_certificate
 
 # Request line plus headers: far above any real client's, far below what would cost memory.
 MAX_HEAD_BYTES = 64 * 1024
@@ -90,3 +98,42 @@ def uvicorn_options(api: ApiSettings) -> dict[str, Any]:
     """The uvicorn settings of every API process: the guarded protocol, keep-alive and h11 head limits."""
     return {"http": GuardedHttpProtocol, "timeout_keep_alive": api.keep_alive_s,
             "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address only serves this machine (then plain HTTP is enough)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_options(settings: Settings, host: str) -> dict[str, Any]:
+    """uvicorn's TLS settings when `host` is beyond loopback: a server certificate from the platform CA for that
+    host (issued once into the PKI directory, re-issued when it names another host); {} on loopback."""
+    if is_loopback(host):
+        return {}
+    paths = PkiPaths(Path(settings.pki.dir))
+    cert, key = paths.dir / "api.crt", paths.dir / "api.key"
+    # A wildcard bind is reached by this machine's name; a specific address or name by itself.
+    hosts = [socket.gethostname(), "localhost"] if host in ("0.0.0.0", "::") else [host]
+    current = None
+    if cert.exists() and key.exists():
+        current = load_certificate(cert)
+    if current is None or _san_names(current) != set(hosts) or not _valid_for_a_month(current):
+        issued = issue_server_certificate(ca=load_ca(paths), hosts=hosts, days=settings.pki.server_days)
+        write_private_key(key, issued.key)
+        write_public(cert, issued.issued.pem())
+    # Python's server context refuses TLS < 1.2 by default (the issue's floor).
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+
+
+def _san_names(certificate: x509.Certificate) -> set[str]:
+    san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(v) for v in san.get_values_for_type(x509.IPAddress)} | set(san.get_values_for_type(x509.DNSName))
+
+
+def _valid_for_a_month(certificate: x509.Certificate) -> bool:
+    return certificate.not_valid_after_utc - datetime.now(UTC) > timedelta(days=30)

@@ -337,12 +337,14 @@ def api_serve(
     """Serve the HTTP API (/v1, /docs) and the dashboard (/dashboard) in the foreground."""
     import uvicorn
 
-    from cxp.api.server import uvicorn_options
+    from cxp.api.server import tls_options, uvicorn_options
 
     settings = _settings()
     db_migrate()
-    uvicorn.run("cxp.api.main:app", host=host or settings.api.host, port=port or settings.api.port, workers=workers,
-                log_level=settings.log_level.lower(), access_log=False, **uvicorn_options(settings.api))
+    host = host or settings.api.host
+    uvicorn.run("cxp.api.main:app", host=host, port=port or settings.api.port, workers=workers,
+                log_level=settings.log_level.lower(), access_log=False, **uvicorn_options(settings.api),
+                **tls_options(settings, host))
 
 
 @api_app.command("start")
