@@ -125,6 +125,11 @@ def test_admin_creates_rotates_and_revokes_with_state_in_the_device_view(served,
     assert len(revoked["revoked"]) == 3 and revoked["sessions_dropped"] is None
     state = served.call("GET", "/v1/credentials/devices/dev-000").json()["state"]
     assert (state["active"], state["revoked"]) == (0, 3)
+    served.call("POST", "/v1/credentials/devices/dev-001", json={"kind": "token"})
+    registry = {d["device_id"]: d["credentials"] for d in served.call("GET", "/v1/registry/devices").json()["items"]}
+    assert registry["dev-000"] == {**state, "kinds": []} and registry["dev-001"]["kinds"] == ["token"]
+    assert registry["dev-002"] == {"device_id": "dev-002", "kinds": [], "active": 0, "in_grace": 0, "revoked": 0}
+    assert served.call("GET", "/v1/registry/devices/dev-001").json()["credentials"]["active"] == 1
     assert served.call("POST", "/v1/credentials/devices/nope", json={"kind": "token"}).status_code == 404
     wrong_cn = served.call("POST", "/v1/credentials/devices/dev-001",
                            json={"kind": "certificate", "csr": csr.decode()})

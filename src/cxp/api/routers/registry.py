@@ -22,8 +22,10 @@ from pydantic import (
 
 from cxp.api.deps import AdminKey, ConnDep, LightConnDep, PageDep
 from cxp.api.errors import Conflict, ErrorBody, ErrorDetail, NotFound, Unprocessable
+from cxp.api.routers.credentials.schemas import CredentialState
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
 from cxp.api.uploads import MIB, CsvColumns, CsvProblems, CsvRow, line_loc, read_csv
+from cxp.store.credentials import credential_summaries
 from cxp.store.registry import (
     AccountRow,
     DeviceRow,
@@ -134,6 +136,12 @@ class Device(DeviceIn):
     device_id: str
 
 
+class DeviceView(Device):
+    """A device as stored, with its credential state (kinds live, active, in a rotation's grace, revoked)."""
+
+    credentials: CredentialState | None = None
+
+
 class ImportResult(BaseModel):
     """What a CSV import stored."""
 
@@ -157,6 +165,13 @@ def _product_row(product_id: str, p: ProductIn) -> ProductRow:
 def _device(d: DeviceRow) -> Device:
     return Device.model_construct(device_id=d.device_id, product_id=d.product_id, account_id=d.account_id,
                                   activated_at=d.activated_at, plan=d.plan, experiment_arm=d.experiment_arm)
+
+
+def _device_views(conn: psycopg.Connection, rows: Sequence[DeviceRow]) -> list[DeviceView]:
+    states = credential_summaries(conn, device_ids=[d.device_id for d in rows])
+    return [DeviceView.model_construct(**dict(_device(d)), credentials=CredentialState.of(d.device_id,
+                                                                                          states[d.device_id]))
+            for d in rows]
 
 
 def _unknown_refs(conn: psycopg.Connection, devices: Sequence[DeviceRow]) -> list[tuple[int, str, str]]:
@@ -254,28 +269,29 @@ def delete_account(_: AdminKey, conn: LightConnDep, account_id: IdPath) -> Respo
 
 # ---------------------------------------------------------------------------------------------- devices
 
-@router.get("/devices", response_model=Page[Device], responses=CSV_RESPONSES, summary="Registered devices")
+@router.get("/devices", response_model=Page[DeviceView], responses=CSV_RESPONSES,
+            summary="Registered devices with their credential state")
 def list_devices_view(
     _: AdminKey, conn: LightConnDep, page: PageDep,
     product: Annotated[str | None, Query(max_length=128)] = None,
     account: Annotated[str | None, Query(max_length=128)] = None,
     format: FormatQuery = "json",
-) -> Page[Device] | Response:
+) -> Page[DeviceView] | Response:
     """Devices by id, optionally of one product and/or account."""
     rows, total = list_devices(conn, product_id=product, account_id=account, limit=page.limit, offset=page.offset)
     if format == "csv":
         return csv_response(rows, filename="devices", columns=(
             "device_id", "product_id", "account_id", "activated_at", "plan", "experiment_arm"))
-    return Page[Device](items=[_device(d) for d in rows], total=total, limit=page.limit, offset=page.offset)
+    return Page[DeviceView](items=_device_views(conn, rows), total=total, limit=page.limit, offset=page.offset)
 
 
-@router.get("/devices/{device_id}", response_model=Device, responses={404: {"description": "Unknown device"}})
-def get_device_view(_: AdminKey, conn: LightConnDep, device_id: IdPath) -> Device:
-    """One device."""
+@router.get("/devices/{device_id}", response_model=DeviceView, responses={404: {"description": "Unknown device"}})
+def get_device_view(_: AdminKey, conn: LightConnDep, device_id: IdPath) -> DeviceView:
+    """One device with its credential state."""
     d = get_device(conn, device_id=device_id)
     if d is None:
         raise NotFound(f"no device {device_id!r}")
-    return _device(d)
+    return _device_views(conn, [d])[0]
 
 
 @router.put("/devices/{device_id}", response_model=Device, summary="Register or update a device",
