@@ -487,6 +487,14 @@ def bench_identity(ctx: typer.Context) -> None:
     identity_main(list(ctx.args))
 
 
+@bench_app.command("credentials", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_credentials(ctx: typer.Context) -> None:
+    """Credential registry at fleet scale: broker sync, issue, revoke, self-provision (--help)."""
+    from cxp.tools.bench.credentials import main as credentials_main
+
+    credentials_main(list(ctx.args))
+
+
 @bench_app.command("fairness", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench_fairness(ctx: typer.Context) -> None:
     """One key's burst of heavy analytics vs an admin's reads, limits off vs on (see --help)."""
