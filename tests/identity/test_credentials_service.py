@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -18,6 +19,7 @@ from cxp.identity.service import (
     CredentialConflict,
     UnknownDevice,
     create_credential,
+    crl_needs_refresh,
     list_device_credentials,
     revoke_credential,
     rotate_credential,
@@ -164,3 +166,17 @@ def test_two_writers_of_the_broker_files_take_turns(creds, db, registered) -> No
         assert waiting and not done.is_set()
     worker.join(30)
     assert done.is_set()
+
+
+def test_the_sweep_reissues_a_crl_past_half_its_validity(creds, db, registered) -> None:
+    _key, csr = device_key_and_csr(device_id=registered[0])
+    create_credential(conn=db, settings=creds, device_id=registered[0], kind="certificate", csr_pem=csr)
+    assert sweep(conn=db, settings=creds).sync is not None  # no CRL written yet (a certificate needs none)
+    assert sweep(conn=db, settings=creds).sync is None  # fresh: nothing to do
+    short = creds.model_copy(update={"pki": creds.pki.model_copy(update={"crl_days": 1})})
+    sync_broker(conn=db, settings=short)  # a CRL valid for one day, where seven are configured
+    assert crl_needs_refresh(settings=creds)
+    done = sweep(conn=db, settings=creds)
+    assert done.sync is not None and not crl_needs_refresh(settings=creds)
+    crl = x509.load_pem_x509_crl(BrokerPaths.of(creds).crl.read_bytes())
+    assert crl.next_update_utc - crl.last_update_utc > timedelta(days=6)
