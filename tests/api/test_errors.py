@@ -24,6 +24,15 @@ from cxp.api.errors import (
 )
 from cxp.api.routers.dashboard import DashboardRoute
 from cxp.api.uploads import UnsupportedMediaType
+from cxp.identity import BadCsr, CnMismatch, IdentityError, PkiMissing
+from cxp.identity.broker import BrokerUnreachable
+from cxp.identity.provisioning import (
+    ProvisioningRefused,
+    ProvisioningUnauthenticated,
+    UnknownProduct,
+    UnknownProvisioningKey,
+)
+from cxp.identity.service import CredentialConflict, UnknownCredential, UnknownDevice
 from cxp.pricing.errors import PricingError
 from cxp.store.errors import InvalidValue, ReferenceConflict, StoreError, StoreUnavailable
 
@@ -45,6 +54,16 @@ EXAMPLES: dict[type[Exception], list[Exception]] = {
     ValidationError: [_validation_error()],
     AnalyticsError: [AnalyticsError("too few answers")],
     PricingError: [PricingError("tiers are not contiguous")],
+    IdentityError: [BadCsr("the CSR's signature does not verify"), CnMismatch("the CSR is for 'a', not 'b'")],
+    UnknownDevice: [UnknownDevice("device 'x' is not registered")],
+    UnknownCredential: [UnknownCredential("no credential 7")],
+    UnknownProduct: [UnknownProduct("product 'p' is not registered")],
+    UnknownProvisioningKey: [UnknownProvisioningKey("no provisioning key 'k'")],
+    CredentialConflict: [CredentialConflict("credential 7 is already revoked")],
+    PkiMissing: [PkiMissing("ca.crt does not exist")],
+    BrokerUnreachable: [BrokerUnreachable("connection refused")],
+    ProvisioningRefused: [ProvisioningRefused("key k is revoked", reason="revoked"),
+                          ProvisioningUnauthenticated("not valid", reason="wrong secret")],
     PoolTimeout: [PoolTimeout("no connection within 30 s")],
     StoreUnavailable: [StoreUnavailable("connection refused")],
     InvalidValue: [InvalidValue("NUL character")],

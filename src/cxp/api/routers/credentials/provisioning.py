@@ -120,6 +120,7 @@ def _bulk_rows(data: bytes) -> list[BulkRow]:
 @router.post("/v1/provisioning/import", response_class=Response,
              responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
                               "description": "One row per device with its one-time secret or certificate"},
+                        400: {"model": ErrorBody, "description": "The multipart body could not be parsed"},
                         422: {"model": ErrorBody, "description": "Bad rows; nothing was provisioned"}},
              summary="Bulk provisioning for factories: CSV device_id,product,kind[,csr] → CSV of credentials")
 def import_view(key: AdminKey, conn: ConnDep, settings: SettingsDep,
