@@ -207,3 +207,15 @@ def test_bulk_csv_is_all_or_nothing_and_returns_the_secrets_once(served, clean, 
     hashes = dict(db.execute("SELECT username, secret_hash FROM device_credentials WHERE kind = 'token'"))
     assert verify_secret(rows[0]["secret"], hashes["f-1"]) and verify_secret(rows[2]["secret"], hashes["dev-000"])
     assert rows[1]["certificate_pem"].startswith("-----BEGIN CERTIFICATE") and not rows[1]["secret"]
+
+
+def test_failed_provisioning_attempts_are_throttled_per_address(stack: Settings, clean, tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    settings = private_settings(stack, tmp_path)
+    settings = settings.model_copy(update={"api": settings.api.model_copy(update={"auth_fail_limit": 2})})
+    bad = {"X-Provisioning-Key": "cxpprov_000000000000_" + "x" * 43}
+    with TestClient(create_app(settings)) as client:
+        statuses = [client.post("/v1/provision", headers=bad, json={"device_id": "t-1"}).status_code
+                    for _ in range(3)]
+    assert statuses == [401, 401, 429]

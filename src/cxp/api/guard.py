@@ -249,6 +249,10 @@ class RequestGuard:
         if wait is not None:
             return Failure(429, "too_many_requests", f"too many failed authentications from {client}; "
                            f"retry in {wait} s", headers={"Retry-After": str(wait)})
+        if self._in_flight.get(client, 0) >= self.throttle.limit:  # as for API keys: failures count when they end
+            return Failure(429, "too_many_requests", f"too many key lookups in flight from {client}; retry in 1 s",
+                           headers={"Retry-After": "1"})
+        self._in_flight[client] = self._in_flight.get(client, 0) + 1
         try:
             token = await anyio.to_thread.run_sync(verify_provisioning, scope["app"].state,
                                                    headers.get(PROVISIONING_HEADER), client)
@@ -257,6 +261,10 @@ class RequestGuard:
             if failure.status == 401:
                 self.throttle.failed(client)
             return failure
+        finally:
+            self._in_flight[client] -= 1
+            if self._in_flight[client] <= 0:
+                del self._in_flight[client]
         scope[SCOPE_PROVISIONING] = token
         scope["cxp.plan"] = plan
         return None
