@@ -50,6 +50,11 @@ def test_credentials_lifecycle_from_the_cli(cli_env: Settings, registered: list[
     assert "active until" in listed and "2 of 2" in listed and secret not in listed
     assert "revoked 2 credential(s)" in _run("credentials", "revoke", "--device", registered[0], "--reason", "lost")
     assert read_password_file(BrokerPaths.of(cli_env).device_passwords) == {}
+    _run("credentials", "create", "--device", registered[1])
+    BrokerPaths.of(cli_env).device_passwords.unlink()
+    assert "1 token login(s)" in _run("credentials", "sync")
+    assert set(read_password_file(BrokerPaths.of(cli_env).device_passwords)) == {registered[1]}
+    assert "0 grace window(s) ended" in _run("credentials", "sweep")
     refused = runner.invoke(app, ["credentials", "create", "--device", "cxp-gateway"])
     assert refused.exit_code == 1 and "reserved" in refused.output
 

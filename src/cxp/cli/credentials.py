@@ -124,6 +124,37 @@ def credentials_revoke(device: Annotated[str, typer.Option(help="The device id."
                   f"{dropped}")
 
 
+@credentials_app.command("sync")
+def credentials_sync() -> None:
+    """Rebuild the broker's password file, ACL and CRL from the database and reload the broker (e.g. after a
+    restore or `cxp stack up`)."""
+    from cxp.identity.service import sync_broker
+
+    settings = _settings()
+    try:
+        with _conn(settings) as conn:
+            done = sync_broker(conn=conn, settings=settings)
+    except (IdentityError, StoreError) as exc:
+        _fail(exc)
+    console.print(f"{done.logins} token login(s), {done.crl_serials} serial(s) on the CRL; "
+                  f"broker reloaded={done.reloaded}")
+
+
+@credentials_app.command("sweep")
+def credentials_sweep() -> None:
+    """End the rotation grace windows that are over and re-issue a CRL past half its validity (the API does this
+    every `credentials.sweep_interval_s`; cron this when no API runs)."""
+    from cxp.identity.service import sweep
+
+    settings = _settings()
+    try:
+        with _conn(settings) as conn:
+            done = sweep(conn=conn, settings=settings)
+    except (IdentityError, StoreError) as exc:
+        _fail(exc)
+    console.print(f"{len(done.superseded)} grace window(s) ended; broker files rewritten={done.sync is not None}")
+
+
 @provisioning_app.command("key-create")
 def key_create(product: Annotated[str, typer.Option(help="The product the devices are.")],
                name: Annotated[str, typer.Option(help="Which factory or batch uses it.")],
