@@ -1,4 +1,4 @@
-"""Device identity: the platform CA and certificates (`pki`, `files`), device access tokens (`tokens`); files only."""
+"""Device identity: CA and certificates, device tokens, the broker's files, the credential registry and provisioning."""
 
 from cxp.identity.errors import (
     BadCsr,
