@@ -21,6 +21,11 @@ class MqttSettings(BaseModel):
     # Password-file auth is prepared by the stack; empty means anonymous on loopback.
     username: str | None = None
     password: str | None = None
+    # Devices' TLS listeners: access tokens (password file) and client certificates (mutual TLS, CN = device id).
+    device_tls_port: int = 18883
+    device_mtls_port: int = 18884
+    # The platform CA bundle devices verify the broker with (unset: <pki dir>/ca.crt).
+    ca_file: Path | None = None
 
 
 class DbSettings(BaseModel):
