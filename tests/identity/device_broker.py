@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,8 +149,10 @@ def make_world(base: Path, *, token_devices: list[str], cert_devices: list[str],
     save_server(issue_server_certificate(ca=ca), pki)
     write_public(pki.crl, pem(build_crl(ca=ca, revoked=[])))
     tokens = [issue_token(device_id=d) for d in token_devices]
-    entries = [(t.username, t.password_hash) for t in tokens] + list((extra_users or {}).items())
-    write_password_file(base / "passwd", entries)
+    write_password_file(base / "passwd", [(t.username, t.password_hash) for t in tokens])
+    with (base / "passwd").open("a") as f:
+        # Rotation usernames (`<device>~<n>`) are not device ids, which the writer checks: appended raw.
+        f.writelines(f"{user}:{password_hash}\n" for user, password_hash in (extra_users or {}).items())
     (base / "acl").write_text(ACL + extra_acl)
     devices = base / "devices"
     devices.mkdir(exist_ok=True)
@@ -163,7 +166,9 @@ def make_world(base: Path, *, token_devices: list[str], cert_devices: list[str],
 class Collector:
     """The gateway's stand-in: subscribes to every device's telemetry on the plain listener (persistent session)."""
 
-    def __init__(self, port: int, *, topic: str = "devices/+/telemetry", client_id: str = "collector") -> None:
+    def __init__(self, port: int, *, topic: str = "devices/+/telemetry", client_id: str | None = None) -> None:
+        # A fresh client id each time, so no earlier collector's queued session is resumed.
+        client_id = client_id or f"collector-{uuid.uuid4().hex[:12]}"
         self.received: Counter[str] = Counter()
         self.payloads: list[tuple[str, bytes]] = []
         self._cond = threading.Condition()
@@ -176,7 +181,10 @@ class Collector:
         client.reconnect_delay_set(min_delay=1, max_delay=2)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600  # messages queue at the broker while the collector is away
-        client.connect(HOST, port, keepalive=30, clean_start=True, properties=props)
+        # Never a clean start: after a broker restart the persisted session (and what was queued for it) resumes.
+        # (With paho's clean-first-only, Mosquitto 2.0.11 answered the devices' publishes after a restart with
+        # 0x10 "no matching subscribers": the session was not resumed.)
+        client.connect(HOST, port, keepalive=30, clean_start=False, properties=props)
         client.loop_start()
         self.client = client
         if not self._subscribed.wait(10):

@@ -85,7 +85,7 @@ def backoff_s(failures: int, *, initial_s: float, max_s: float) -> float:
     """Delay before the next attempt after `failures` consecutive failures: exponential with jitter, capped."""
     state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
     state.attempt_number = max(failures, 1)
-    return wait_exponential_jitter(initial=initial_s, max=max_s, jitter=initial_s)(state)
+    return wait_exponential_jitter(multiplier=initial_s, max=max_s, jitter=initial_s)(state)
 
 
 class DeviceLink:
