@@ -97,7 +97,7 @@ class DeviceLink:
     topic) is counted in `rejected`. Created by `ConnectionLoop.open`.
     """
 
-    def __init__(self, *, loop: ConnectionLoop, credential: DeviceCredential, context: ssl.SSLContext,
+    def __init__(self, *, loop: ConnectionLoop, credential: DeviceCredential, context: ssl.SSLContext | None,
                  max_inflight: int, keepalive_s: int, publish_timeout_s: float | None, backoff_initial_s: float,
                  backoff_max_s: float) -> None:
         if max_inflight < 1:
@@ -118,17 +118,18 @@ class DeviceLink:
         self._got_connack = False
         self._window = max_inflight
         self._cond = threading.Condition()
-        self._pending: tuple[DeviceCredential, ssl.SSLContext] | None = None
+        self._pending: tuple[DeviceCredential, ssl.SSLContext | None] | None = None
         self._timer = 0  # bumped to cancel a scheduled attempt
         # Loop-thread state: the registered socket and its selector events.
         self._sock: Any = None
         self._events = 0
         self._client = self._new_client(credential, context)
 
-    def _new_client(self, credential: DeviceCredential, context: ssl.SSLContext) -> mqtt.Client:
+    def _new_client(self, credential: DeviceCredential, context: ssl.SSLContext | None) -> mqtt.Client:
         client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=credential.client_id,
                              protocol=mqtt.MQTTv5)
-        client.tls_set_context(context)
+        if context is not None:
+            client.tls_set_context(context)
         if credential.kind is CredentialKind.TOKEN:
             client.username_pw_set(credential.username, credential.secret.get_secret_value())  # type: ignore[union-attr]
         # Our window bounds what is in flight; paho's own limit scans every message on each PUBACK.
@@ -169,7 +170,7 @@ class DeviceLink:
         else:
             self._loop.call(lambda: self._failed(refusal))
 
-    def _swap_client(self, credential: DeviceCredential, context: ssl.SSLContext) -> None:
+    def _swap_client(self, credential: DeviceCredential, context: ssl.SSLContext | None) -> None:
         old, self._client = self._client, self._new_client(credential, context)
         self.credential = credential
         # paho has no public way to hand over unacknowledged messages; the new client re-sends them after CONNACK.
@@ -384,17 +385,22 @@ class DeviceLink:
 
 
 class ConnectionLoop:
-    """One network thread servicing every DeviceLink's socket, plus a few connect workers for TLS handshakes."""
+    """One network thread servicing every DeviceLink's socket, plus a few connect workers for TLS handshakes.
+
+    `tls=False` exists only so that `cxp bench device-tls` can measure what TLS costs against a plain
+    loopback listener with the same client code; devices never connect without TLS.
+    """
 
     def __init__(self, *, connect_workers: int = 8, tick_s: float = 0.5, max_inflight: int = 20,
                  keepalive_s: int = 60, publish_timeout_s: float | None = 60.0, backoff_initial_s: float = 0.5,
-                 backoff_max_s: float = 30.0) -> None:
+                 backoff_max_s: float = 30.0, tls: bool = True) -> None:
         if connect_workers < 1 or tick_s <= 0 or backoff_initial_s <= 0 or backoff_max_s < backoff_initial_s:
             raise ConfigError("connect_workers ≥ 1, tick_s > 0 and 0 < backoff_initial_s ≤ backoff_max_s")
         self._link_options = {"max_inflight": max_inflight, "keepalive_s": keepalive_s,
                               "publish_timeout_s": publish_timeout_s, "backoff_initial_s": backoff_initial_s,
                               "backoff_max_s": backoff_max_s}
         self._tick_s = tick_s
+        self._tls = tls
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -412,8 +418,10 @@ class ConnectionLoop:
         self._thread = threading.Thread(target=self._run, name="cxp-device-loop", daemon=True)
         self._thread.start()
 
-    def context(self, credential: DeviceCredential) -> ssl.SSLContext:
-        """The TLS context for a credential; token devices trusting the same CA share one."""
+    def context(self, credential: DeviceCredential) -> ssl.SSLContext | None:
+        """The TLS context for a credential (None without TLS); token devices trusting the same CA share one."""
+        if not self._tls:
+            return None
         key = (str(credential.ca_file), str(credential.cert_file) if credential.cert_file else None,
                str(credential.key_file) if credential.key_file else None)
         with self._lock:
