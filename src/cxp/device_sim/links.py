@@ -391,7 +391,7 @@ class ConnectionLoop:
     loopback listener with the same client code; devices never connect without TLS.
     """
 
-    def __init__(self, *, connect_workers: int = 8, tick_s: float = 0.5, max_inflight: int = 20,
+    def __init__(self, *, connect_workers: int = 4, tick_s: float = 0.5, max_inflight: int = 20,
                  keepalive_s: int = 60, publish_timeout_s: float | None = 60.0, backoff_initial_s: float = 0.5,
                  backoff_max_s: float = 30.0, tls: bool = True) -> None:
         if connect_workers < 1 or tick_s <= 0 or backoff_initial_s <= 0 or backoff_max_s < backoff_initial_s:

@@ -7,7 +7,7 @@ ACL `pattern write devices/%u/telemetry`. Each mode connects N devices, each wit
 own credential, through the simulator's ConnectionLoop (one network thread, a few connect workers), then
 every device publishes M QoS 1 messages on its own topic; a subscriber on the plain listener receives them.
 
-    cxp bench device-tls [--devices 1000] [--messages 20] [--payload-bytes 300] [--connect-workers 8]
+    cxp bench device-tls [--devices 1000] [--messages 20] [--payload-bytes 300] [--connect-workers 4]
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--devices", type=int, default=1000, help="devices per mode, each with its own connection")
     ap.add_argument("--messages", type=int, default=20, help="QoS 1 messages each device publishes")
     ap.add_argument("--payload-bytes", type=int, default=300, help="size of each message")
-    ap.add_argument("--connect-workers", type=int, default=8, help="threads doing TCP connects + TLS handshakes")
+    ap.add_argument("--connect-workers", type=int, default=4, help="threads doing TCP connects + TLS handshakes")
     ap.add_argument("--timeout-s", type=float, default=300.0, help="longest wait for connects, acks, deliveries")
     ap.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = ap.parse_args(argv)
