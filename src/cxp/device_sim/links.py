@@ -327,6 +327,13 @@ class DeviceLink:
                 self._cond.wait(min(left, 1.0))
             return None if self.state is LinkState.CONNECTED else self.last_refusal
 
+    def require_connected(self, timeout_s: float) -> DeviceLink:
+        """This link once connected; ConnectRefused (typed by kind) if its first outcome is a refusal."""
+        refusal = self.wait_outcome(timeout_s)
+        if refusal is not None:
+            raise refusal.error(self.device_id)
+        return self
+
     def try_publish(self, topic: str, payload: bytes) -> bool:
         """Publish QoS 1 if connected (blocking while the window is full); False, not taken, while disconnected."""
         deadline = None if self.publish_timeout_s is None else time.monotonic() + self.publish_timeout_s
