@@ -9,6 +9,7 @@ both device listeners force client id = username and allow a device to write its
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import threading
@@ -128,6 +129,14 @@ class DeviceWorld:
     def credential(self, device_id: str) -> DeviceCredential:
         """Whichever credential the device was given."""
         return self.token(device_id) if device_id in self.secrets else self.cert(device_id)
+
+
+def raise_open_files_limit(need: int) -> None:
+    """Raise this process's soft limit on open files (inherited by brokers started afterwards) to at least `need`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def issue_cert_files(base: Path, ca: CertificateAuthority, device_id: str, **sign: object) -> tuple[Path, Path]:

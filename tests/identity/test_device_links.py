@@ -19,7 +19,7 @@ from cxp.identity.files import PkiPaths, init_ca, save_server
 from cxp.identity.pki import create_ca, issue_server_certificate
 from cxp.identity.tokens import issue_token
 from tests.identity.broker import HOST, MOSQUITTO, Broker, try_connect
-from tests.identity.device_broker import Collector, DeviceWorld, issue_cert_files, make_world
+from tests.identity.device_broker import Collector, DeviceWorld, issue_cert_files, make_world, raise_open_files_limit
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto is not installed (cxp stack up)")]
@@ -248,6 +248,8 @@ def test_the_backfill_runner_publishes_each_device_through_its_own_connection(tm
 
 
 def test_a_thousand_devices_connect_concurrently_with_their_own_credentials(tmp_path) -> None:
+    # 1,000 client sockets here and 1,000 in the broker: past a default soft limit of 1,024 open files.
+    raise_open_files_limit(4096)
     tokens = [f"tok-{i:04d}" for i in range(500)]
     certs = [f"crt-{i:04d}" for i in range(500)]
     w = make_world(tmp_path, token_devices=tokens, cert_devices=certs, debug_log=False)

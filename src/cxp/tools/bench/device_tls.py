@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -177,6 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--timeout-s", type=float, default=300.0, help="longest wait for connects, acks, deliveries")
     ap.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = ap.parse_args(argv)
+    # Each mode holds N client sockets in this process (the broker raises its own limit).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 2 * args.devices + 256:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     base = Path(tempfile.mkdtemp(prefix="cxp-bench-device-tls-"))
     pki = PkiPaths(base)  # flat in the broker's dir, which TempBroker hands to the mosquitto user
     broker = DeviceBroker(base, pki)
