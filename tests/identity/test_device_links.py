@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cxp.device_sim import build_fleet, simulate_backfill
+from cxp.device_sim import build_fleet, simulate_backfill, simulate_live
 from cxp.device_sim.credentials import DeviceCredential
 from cxp.device_sim.errors import ConnectRefused
 from cxp.device_sim.links import ConnectionLoop, LinkState, RefusalKind
@@ -242,6 +242,26 @@ def test_the_backfill_runner_publishes_each_device_through_its_own_connection(tm
             assert topic == f"devices/{json.loads(payload)['device_id']}/telemetry"
         assert {t.split("/")[1] for t in collector.received} == set(ids)
         assert sum(link.published for link in links.values()) == report.messages
+    finally:
+        collector.close()
+        w.broker.close()
+
+
+def test_the_live_runner_publishes_each_device_through_its_own_connection(tmp_path, loop) -> None:
+    start = datetime.now(UTC) - timedelta(days=1)
+    fleet = build_fleet(seed=5, devices=3, start=start, days=2)
+    ids = [d.device_id for d in fleet.devices]
+    w = make_world(tmp_path, token_devices=ids[:2], cert_devices=ids[2:])
+    collector = Collector(w.broker.plain_port)
+    try:
+        links = loop.open_all(w.credential(d) for d in ids)
+        # Two wall-clock seconds replaying two simulated hours, uploads every 10 simulated minutes.
+        report = simulate_live(fleet=fleet, publishers=links, duration_s=2.0, speed=3600.0, upload_interval_s=600,
+                               ack_timeout_s=30)
+        assert report.all_acked and report.messages >= len(ids)
+        assert collector.wait_for(report.messages, 20) == report.messages
+        assert {topic.split("/")[1] for topic in collector.received} == set(ids)
+        assert all(topic == f"devices/{json.loads(p)['device_id']}/telemetry" for topic, p in collector.payloads)
     finally:
         collector.close()
         w.broker.close()
