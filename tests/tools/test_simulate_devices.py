@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cxp.core.config import MqttSettings
+from cxp.core.config import MqttSettings, Settings
 from cxp.device_sim import ConfigError, build_fleet
-from cxp.tools.simulate import simulate_fleet
+from cxp.tools.simulate import device_credential, simulate_fleet
 from tests.identity.broker import MOSQUITTO
 from tests.identity.device_broker import Collector, make_world
 
@@ -45,3 +45,14 @@ def test_a_fleet_publishes_through_each_devices_own_tls_connection(db, settings,
     finally:
         collector.close()
         world.broker.close()
+
+
+def test_device_credentials_follow_the_settings(tmp_path) -> None:
+    settings = Settings(mqtt=MqttSettings(host="127.0.0.1", device_tls_port=28883, device_mtls_port=28884),
+                        stack={"dir": tmp_path})
+    token = device_credential(settings, device_id="dev-1", secret="s")
+    assert (token.port, token.username, token.ca_file) == (28883, "dev-1", tmp_path / "pki" / "ca.crt")
+    cert = device_credential(settings, device_id="dev-1", cert_file=tmp_path / "c.crt", key_file=tmp_path / "c.key")
+    assert (cert.port, cert.username, cert.cert_file) == (28884, None, tmp_path / "c.crt")
+    with pytest.raises(ConfigError, match="give a secret"):
+        device_credential(settings, device_id="dev-1")
