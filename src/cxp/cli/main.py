@@ -511,6 +511,14 @@ def bench_guard(ctx: typer.Context) -> None:
     guard_bench_main(list(ctx.args))
 
 
+@bench_app.command("device-tls", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_device_tls(ctx: typer.Context) -> None:
+    """Connect rate and QoS 1 throughput of N devices, plain vs token+TLS vs mTLS, one throw-away broker (--help)."""
+    from cxp.tools.bench.device_tls import main as device_tls_main
+
+    device_tls_main(list(ctx.args))
+
+
 @bench_app.command("broker-auth")
 def bench_broker_auth(
     devices: Annotated[list[int] | None, typer.Option(help="Fleet size; repeat (default 10000 and 100000).")] = None,

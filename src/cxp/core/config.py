@@ -27,6 +27,8 @@ class MqttSettings(BaseModel):
     device_mtls_port: int = 18884
     # Service account secrets, one file `<account>.secret` each (mode 0600); unset: <stack dir>/secrets.
     secrets_dir: Path | None = None
+    # The platform CA bundle devices verify the broker with (unset: <pki dir>/ca.crt).
+    ca_file: Path | None = None
 
 
 class DbSettings(BaseModel):

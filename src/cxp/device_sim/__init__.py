@@ -10,7 +10,15 @@ from cxp.device_sim.client import (
     encode_batch,
     pack_events,
 )
-from cxp.device_sim.errors import ConfigError, PublisherError, PublishTimeout, SequenceError, SimError
+from cxp.device_sim.credentials import CredentialKind, DeviceCredential
+from cxp.device_sim.errors import (
+    ConfigError,
+    ConnectRefused,
+    PublisherError,
+    PublishTimeout,
+    SequenceError,
+    SimError,
+)
 from cxp.device_sim.fleet import (
     PLANTED_ERROR_RATE,
     Account,
@@ -21,6 +29,7 @@ from cxp.device_sim.fleet import (
     build_fleet,
     experiment_arm,
 )
+from cxp.device_sim.links import ConnectionLoop, DeviceLink, LinkState, Refusal, RefusalKind
 from cxp.device_sim.personas import CASUAL, FADING, PERSONAS, POWER_USER, ROUTINE_USER, Persona, personas_by_name
 from cxp.device_sim.runner import (
     PlannedMessage,
@@ -35,6 +44,14 @@ from cxp.device_sim.specs import BatterySpec, Gauge, Product, QuantitySpec, Touc
 from cxp.device_sim.uplink import Uplink
 
 __all__ = [
+    "RefusalKind",
+    "Refusal",
+    "LinkState",
+    "DeviceLink",
+    "DeviceCredential",
+    "CredentialKind",
+    "ConnectRefused",
+    "ConnectionLoop",
     "CASUAL",
     "CATALOGUE",
     "COFFEE",

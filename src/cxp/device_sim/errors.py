@@ -21,3 +21,12 @@ class PublisherError(SimError):
 
 class PublishTimeout(PublisherError, TimeoutError):
     """Waiting for the broker (connection or acknowledgements) took longer than allowed."""
+
+
+class ConnectRefused(PublisherError):
+    """A device's connection was refused: `kind` is auth (CONNACK reason), tls (handshake), network or closed."""
+
+    def __init__(self, message: str, *, kind: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.code = code

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
@@ -282,20 +282,20 @@ def plan_messages(
     return _packed(uploads, max_events_per_message, validate)
 
 
-def _finish(report: PublishReport, uplink: Uplink, publisher: Publisher, ack_timeout_s: float) -> None:
+def _finish(report: PublishReport, uplink: Uplink, ack_timeout_s: float) -> None:
     """Send what the devices still buffer, wait for the acknowledgements, and record what was lost."""
     report.undelivered_messages = uplink.finish(timeout_s=ack_timeout_s)
     report.peak_buffered_messages = uplink.peak_buffered
     report.dropped_messages = uplink.dropped_messages
     report.dropped_events = uplink.dropped_events
-    acked = publisher.wait_all_acked(ack_timeout_s)
+    acked = uplink.wait_all_acked(ack_timeout_s)
     report.all_acked = acked and report.undelivered_messages == 0
 
 
 def simulate_backfill(
     *,
     fleet: Fleet,
-    publisher: Publisher,
+    publisher: Publisher | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
     topic_prefix: str = "devices",
@@ -305,17 +305,20 @@ def simulate_backfill(
     devices: Iterable[Device | str] | None = None,
     ack_timeout_s: float = 300.0,
     validate: bool = False,
+    publishers: Mapping[str, Publisher] | None = None,
 ) -> PublishReport:
     """Publish every event of [start, end) as fast as the publisher accepts it; waits for the acks at the end.
 
     While the broker is unreachable the devices keep their uploads in their offline buffers (at most
     `offline_buffer_messages` each) and send them after reconnecting; the report counts what they dropped.
+    Give either one shared `publisher` or `publishers`: each device's own connection (device id → DeviceLink).
     """
     start_ms, end_ms = _window(fleet, start, end)
     devs = list(fleet.devices) if devices is None else [resolve_device(fleet, d) for d in devices]
     report = PublishReport()
     uplink = Uplink(
         publisher=publisher,
+        publishers=publishers,
         max_events_per_message=max_events_per_message,
         offline_buffer_messages=offline_buffer_messages,
         encode=_encoder(validate),
@@ -340,7 +343,7 @@ def simulate_backfill(
         if progress:
             bar.update(total - bar.n)
             bar.set_postfix(events=report.events, msgs=report.messages, refresh=False)
-    _finish(report, uplink, publisher, ack_timeout_s)
+    _finish(report, uplink, ack_timeout_s)
     report.elapsed_s = time.perf_counter() - t0
     return report
 
@@ -348,7 +351,7 @@ def simulate_backfill(
 def simulate_live(
     *,
     fleet: Fleet,
-    publisher: Publisher,
+    publisher: Publisher | None = None,
     duration_s: float,
     speed: float = 1.0,
     start: datetime | None = None,
@@ -363,6 +366,7 @@ def simulate_live(
     stop: threading.Event | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], object] = time.sleep,
+    publishers: Mapping[str, Publisher] | None = None,
 ) -> PublishReport:
     """Publish events as their upload time comes due in real time, simulated time running `speed`× faster.
 
@@ -380,6 +384,7 @@ def simulate_live(
     report = PublishReport()
     uplink = Uplink(
         publisher=publisher,
+        publishers=publishers,
         max_events_per_message=max_events_per_message,
         offline_buffer_messages=offline_buffer_messages,
         encode=_encoder(validate),
@@ -411,6 +416,6 @@ def simulate_live(
                     bar.update(done - shown)
                     shown = done
                 bar.set_postfix(events=report.events, msgs=report.messages, refresh=False)
-    _finish(report, uplink, publisher, ack_timeout_s)
+    _finish(report, uplink, ack_timeout_s)
     report.elapsed_s = time.perf_counter() - t0
     return report

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +12,8 @@ from cxp.device_sim.client import DeviceBatcher, Encoder, OutboundMessage, Publi
 from cxp.device_sim.errors import ConfigError
 
 Sent = Callable[[str, OutboundMessage], object]
+# How often devices whose own connection was down are offered their messages again.
+RETRY_PARKED_S = 0.2
 
 
 class Uplink:
@@ -23,12 +25,17 @@ class Uplink:
     messages go to the publisher, oldest `sent_at` first across devices, while it takes them: waiting
     while its in-flight window is full, keeping them buffered while the connection is down, and sending
     them once it is back. `on_sent(device_id, message)` is called for each message handed over.
+
+    With `publishers` (device id → that device's own connection, e.g. a DeviceLink) each device sends
+    through its own publisher: a device whose connection is down or refused keeps its messages (it is
+    parked and offered them again every RETRY_PARKED_S) while the other devices go on sending.
     """
 
     def __init__(
         self,
         *,
-        publisher: Publisher,
+        publisher: Publisher | None = None,
+        publishers: Mapping[str, Publisher] | None = None,
         max_events_per_message: int = 50,
         offline_buffer_messages: int = 10_000,
         encode: Encoder = encode_batch,
@@ -37,7 +44,12 @@ class Uplink:
         check_max_events(max_events_per_message)
         if offline_buffer_messages < 1:
             raise ConfigError("offline_buffer_messages must be at least 1")
+        if (publisher is None) == (publishers is None):
+            raise ConfigError("give either one shared publisher or a publisher per device")
         self._publisher = publisher
+        self._publishers = publishers
+        self._parked: set[str] = set()
+        self._retry_parked_at = 0.0
         self._max_events = max_events_per_message
         self._buffer_limit = offline_buffer_messages
         self._encode = encode
@@ -83,6 +95,8 @@ class Uplink:
 
     def upload(self, *, device_id: str, topic: str, events: Iterable[Any], sent_at: datetime) -> None:
         """One upload of a device: pack its events into its offline buffer, then send what the publisher takes."""
+        if self._publishers is not None and device_id not in self._publishers:
+            raise ConfigError(f"device {device_id} has no connection of its own (no credential)")
         batcher = self.batcher(device_id)
         self._topics[device_id] = topic
         before = batcher.buffered_messages
@@ -103,15 +117,28 @@ class Uplink:
         self._queued.add(device_id)
 
     def pump(self) -> bool:
-        """Hand buffered messages to the publisher while it takes them; True when none are left."""
+        """Hand buffered messages to the publisher(s) while they take them; True when none are left."""
         ready = self._ready
+        if self._parked and time.monotonic() >= self._retry_parked_at:
+            parked, self._parked = self._parked, set()
+            for device_id in parked:
+                self._enqueue(device_id, self._batchers[device_id])
         while ready:
             device_id = ready[0][2]
             batcher = self._batchers[device_id]
             message = batcher.peek_message()
             if message is not None:
-                if not self._publisher.try_publish(self._topics[device_id], message.payload):
-                    return False
+                publisher = self._publisher if self._publishers is None else self._publishers[device_id]
+                if not publisher.try_publish(self._topics[device_id], message.payload):  # type: ignore[union-attr]
+                    if self._publishers is None:
+                        return False
+                    # Only this device is offline: it keeps its messages, the others go on.
+                    heapq.heappop(ready)
+                    self._queued.discard(device_id)
+                    if not self._parked:
+                        self._retry_parked_at = time.monotonic() + RETRY_PARKED_S
+                    self._parked.add(device_id)
+                    continue
                 batcher.pop()
                 self._buffered -= 1
                 self.sent_messages += 1
@@ -120,14 +147,25 @@ class Uplink:
             heapq.heappop(ready)
             self._queued.discard(device_id)
             self._enqueue(device_id, batcher)
-        return True
+        return not self._parked
 
     def finish(self, *, timeout_s: float) -> int:
-        """Send what is still buffered, waiting up to `timeout_s` for the connection; returns what is left."""
+        """Send what is still buffered, waiting up to `timeout_s` for the connection(s); returns what is left."""
         deadline = time.monotonic() + timeout_s
         while not self.pump():
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            self._publisher.wait_connected(min(left, 1.0))
+            if self._publishers is None:
+                self._publisher.wait_connected(min(left, 1.0))  # type: ignore[union-attr]
+            else:
+                waiting = next(iter(self._parked))
+                self._publishers[waiting].wait_connected(min(left, RETRY_PARKED_S))
+                self._retry_parked_at = 0.0
         return self._buffered
+
+    def wait_all_acked(self, timeout_s: float) -> bool:
+        """Wait until every publisher has its messages acknowledged; False if `timeout_s` passes first."""
+        deadline = time.monotonic() + timeout_s
+        publishers = [self._publisher] if self._publishers is None else list(self._publishers.values())
+        return all(p.wait_all_acked(max(deadline - time.monotonic(), 0.0)) for p in publishers)  # type: ignore[union-attr]

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cxp.core.config import Settings
-from cxp.device_sim import MqttPublisher, build_fleet, simulate_backfill, simulate_live
+from cxp.device_sim import (
+    ConfigError,
+    ConnectionLoop,
+    DeviceCredential,
+    MqttPublisher,
+    Publisher,
+    build_fleet,
+    simulate_backfill,
+    simulate_live,
+)
 from cxp.store.db import connect
 from cxp.tools.fleet import register_fleet
 
@@ -20,28 +31,57 @@ def _fleet_window(days: int, start: datetime | None) -> datetime:
     return today - timedelta(days=days)
 
 
+def device_credential(settings: Settings, *, device_id: str, secret: str | None = None,
+                      cert_file: Path | None = None, key_file: Path | None = None) -> DeviceCredential:
+    """A device's credential against the configured broker: a secret → the token listener, a certificate → mTLS."""
+    ca_file = settings.mqtt.ca_file or settings.pki.dir / "ca.crt"  # type: ignore[operator]
+    if secret is not None:
+        return DeviceCredential.token(device_id=device_id, secret=secret, ca_file=ca_file, host=settings.mqtt.host,
+                                      port=settings.mqtt.device_tls_port)
+    if cert_file is None or key_file is None:
+        raise ConfigError(f"device {device_id}: give a secret, or a certificate and its key")
+    return DeviceCredential.certificate(device_id=device_id, cert_file=cert_file, key_file=key_file,
+                                        ca_file=ca_file, host=settings.mqtt.host, port=settings.mqtt.device_mtls_port)
+
+
 def simulate_fleet(*, settings: Settings, devices: int, days: int, seed: int, mode: str, start: datetime | None,
-                   duration_s: float, speed: float, error_prone: tuple[str, str] | None, progress: bool):
-    """Build and register the fleet, then publish its telemetry; returns the publish report."""
+                   duration_s: float, speed: float, error_prone: tuple[str, str] | None, progress: bool,
+                   credentials: Mapping[str, DeviceCredential] | None = None):
+    """Build and register the fleet, then publish its telemetry; returns the publish report.
+
+    With `credentials` (device id → its own credential, one for every device of the fleet) each device
+    connects over TLS with its own credential and publishes through that connection; without, the whole
+    fleet shares one connection with the configured broker user (the path of the plain loopback listener).
+    """
     fleet_start = _fleet_window(days, start)
     fleet = build_fleet(seed=seed, devices=devices, start=fleet_start, days=days, error_prone=error_prone)
     with connect(settings.db) as conn:
         register_fleet(conn, fleet=fleet)
-    publisher = MqttPublisher(host=settings.mqtt.host, port=settings.mqtt.port,
-                              client_id=f"{settings.sim.client_id_prefix}-{os.getpid()}",
-                              username=settings.mqtt.username, password=settings.mqtt.password,
-                              max_inflight=settings.sim.max_inflight).connect()
-    try:
-        if mode == "backfill":
-            end = min(datetime.now(UTC), fleet.end)
-            return fleet, simulate_backfill(fleet=fleet, publisher=publisher, start=fleet_start, end=end,
-                                            topic_prefix=settings.mqtt.topic_prefix,
-                                            max_events_per_message=settings.sim.max_events_per_message,
-                                            offline_buffer_messages=settings.sim.offline_buffer_messages,
-                                            progress=progress)
-        return fleet, simulate_live(fleet=fleet, publisher=publisher, duration_s=duration_s, speed=speed,
-                                    topic_prefix=settings.mqtt.topic_prefix,
-                                    max_events_per_message=settings.sim.max_events_per_message,
-                                    offline_buffer_messages=settings.sim.offline_buffer_messages, progress=progress)
-    finally:
-        publisher.close(timeout_s=10)
+    if credentials is None:
+        publisher = MqttPublisher(host=settings.mqtt.host, port=settings.mqtt.port,
+                                  client_id=f"{settings.sim.client_id_prefix}-{os.getpid()}",
+                                  username=settings.mqtt.username, password=settings.mqtt.password,
+                                  max_inflight=settings.sim.max_inflight).connect()
+        try:
+            return fleet, _publish(settings, fleet, mode, fleet_start, duration_s, speed, progress,
+                                   publisher=publisher)
+        finally:
+            publisher.close(timeout_s=10)
+    missing = [d.device_id for d in fleet.devices if d.device_id not in credentials]
+    if missing:
+        raise ConfigError(f"{len(missing)} devices of the fleet have no credential (e.g. {missing[0]})")
+    with ConnectionLoop(keepalive_s=settings.mqtt.keepalive_s) as loop:
+        links: dict[str, Publisher] = dict(loop.open_all(credentials[d.device_id] for d in fleet.devices))
+        return fleet, _publish(settings, fleet, mode, fleet_start, duration_s, speed, progress, publishers=links)
+
+
+def _publish(settings: Settings, fleet, mode: str, fleet_start: datetime, duration_s: float, speed: float,
+             progress: bool, *, publisher: Publisher | None = None,
+             publishers: Mapping[str, Publisher] | None = None):
+    common = {"fleet": fleet, "publisher": publisher, "publishers": publishers,
+              "topic_prefix": settings.mqtt.topic_prefix,
+              "max_events_per_message": settings.sim.max_events_per_message,
+              "offline_buffer_messages": settings.sim.offline_buffer_messages, "progress": progress}
+    if mode == "backfill":
+        return simulate_backfill(start=fleet_start, end=min(datetime.now(UTC), fleet.end), **common)
+    return simulate_live(duration_s=duration_s, speed=speed, **common)
