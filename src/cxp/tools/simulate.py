@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from cxp.core.config import Settings
 from cxp.device_sim import MqttPublisher, build_fleet, simulate_backfill, simulate_live
+from cxp.identity.broker import LOADER_ACCOUNT, service_secret
 from cxp.store.db import connect
 from cxp.tools.fleet import register_fleet
 
@@ -29,7 +30,7 @@ def simulate_fleet(*, settings: Settings, devices: int, days: int, seed: int, mo
         register_fleet(conn, fleet=fleet)
     publisher = MqttPublisher(host=settings.mqtt.host, port=settings.mqtt.port,
                               client_id=f"{settings.sim.client_id_prefix}-{os.getpid()}",
-                              username=settings.mqtt.username, password=settings.mqtt.password,
+                              username=LOADER_ACCOUNT, password=service_secret(settings, LOADER_ACCOUNT),
                               max_inflight=settings.sim.max_inflight).connect()
     try:
         if mode == "backfill":

@@ -31,6 +31,7 @@ from paho.mqtt.properties import Properties
 
 from cxp.core.config import PROJECT_ROOT, DbSettings, GatewaySettings, MqttSettings, Settings
 from cxp.device_sim import MqttPublisher, build_fleet, plan_messages
+from cxp.identity.broker import GATEWAY_ACCOUNT, LOADER_ACCOUNT, service_secret
 from cxp.stack import start_stack
 from cxp.store.admin import truncate_data
 from cxp.store.db import connect
@@ -71,6 +72,7 @@ def _publish(settings: Settings, prefix: str, payloads: list[Payload], *, rate: 
              fresh_sent_at: bool = False, max_inflight: int = 1000) -> float:
     """Publish every payload (QoS 1) and wait for the broker's acks; returns msgs/s achieved."""
     pub = MqttPublisher(host=settings.mqtt.host, port=settings.mqtt.port, client_id=f"bench-pub-{os.getpid()}",
+                        username=LOADER_ACCOUNT, password=service_secret(settings, LOADER_ACCOUNT),
                         max_inflight=max_inflight).connect()
     t0 = time.perf_counter()
     try:
@@ -93,6 +95,7 @@ def _publish(settings: Settings, prefix: str, payloads: list[Payload], *, rate: 
 def _noop_client(settings: Settings, client_id: str, receive_maximum: int) -> tuple[mqtt.Client, Properties]:
     client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
+    client.username_pw_set(GATEWAY_ACCOUNT, service_secret(settings, GATEWAY_ACCOUNT))  # reads telemetry only
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600
     props.ReceiveMaximum = receive_maximum
