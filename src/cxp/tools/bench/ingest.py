@@ -33,6 +33,7 @@ from cxp.core.config import PROJECT_ROOT, DbSettings, GatewaySettings, MqttSetti
 from cxp.device_sim import MqttPublisher, build_fleet, plan_messages
 from cxp.identity.broker import GATEWAY_ACCOUNT, LOADER_ACCOUNT, service_secret
 from cxp.stack import start_stack
+from cxp.stack.local import start_broker
 from cxp.store.admin import truncate_data
 from cxp.store.db import connect
 from cxp.store.migrate import apply_migrations
@@ -251,7 +252,43 @@ def _latency(settings: Settings, conn, payloads: list[Payload], rate: float, wor
             "p99_ms": stats["publish_to_commit_ms_p99"]}
 
 
-def run(*, devices: int, days: int, seed: int, messages: int, latency_s: float, backlog: int) -> dict:
+def _broker_cpu_s(settings: Settings) -> float:
+    """CPU seconds the stack's broker has used so far."""
+    pid = int((settings.stack.dir / "mosquitto" / "mosquitto.pid").read_text().strip())
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def debug_log_cost(gw_settings: Settings, conn, payloads: list[Payload], workdir: Path) -> dict:
+    """The same drain with the broker's debug log off and on (it is how denied publishes get counted)."""
+    out = {}
+    for flag in (False, True):
+        client_id = f"{gw_settings.gateway.client_id}-d{flag:d}"
+        mode = gw_settings.model_copy(update={
+            "mqtt": gw_settings.mqtt.model_copy(update={"broker_debug_log": flag}),
+            "gateway": gw_settings.gateway.model_copy(update={"client_id": client_id}),
+        })
+        start_broker(mode)  # a changed config restarts the broker
+        truncate_data(conn, registry=False)
+        cpu0, log0 = _broker_cpu_s(mode), _log_bytes(mode)
+        result = _drain(mode, conn, payloads, workdir, f"debug-{'on' if flag else 'off'}")
+        cpu, logged = _broker_cpu_s(mode) - cpu0, _log_bytes(mode) - log0
+        result.update(broker_cpu_us_per_msg=round(cpu / len(payloads) * 1e6, 1),
+                      broker_log_bytes_per_msg=round(logged / len(payloads)))
+        out["on" if flag else "off"] = result
+        _log(f"  debug log {'on' if flag else 'off'}: {result}")
+    out["throughput_ratio_on_vs_off"] = round(out["on"]["events_per_s"] / out["off"]["events_per_s"], 3)
+    start_broker(gw_settings)  # back to the configured level
+    return out
+
+
+def _log_bytes(settings: Settings) -> int:
+    path = settings.stack.dir / "mosquitto" / "mosquitto.log"
+    return path.stat().st_size if path.exists() else 0
+
+
+def run(*, devices: int, days: int, seed: int, messages: int, latency_s: float, backlog: int,
+        debug_cost: bool = False) -> dict:
     """Run every phase and return the figures."""
     base = Settings(db=DbSettings(name=BENCH_DB))
     start_stack(base)
@@ -288,6 +325,9 @@ def run(*, devices: int, days: int, seed: int, messages: int, latency_s: float, 
             result[mode] = _drain(mode_settings, conn, drain_set, workdir, mode)
             result[mode]["ratio_events_vs_ceiling"] = round(result[mode]["events_per_s"] / ceiling_events, 3)
             _log(f"  {result[mode]}")
+        if debug_cost:
+            _log("phase 2b: gateway drain with the broker's debug log off, then on")
+            result["broker_debug_log"] = debug_log_cost(gw_settings, conn, drain_set, workdir)
         half = result["gateway"]["msgs_per_s"] / 2
         n_lat = min(len(latency_set), int(half * latency_s))
         _log(f"phase 3: latency at half rate ({half:,.0f} msgs/s for {n_lat / half:.0f}s)")
@@ -311,9 +351,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--backlog", type=int, default=0, help="e.g. 1000000 for the memory-bound phase")
+    ap.add_argument("--debug-log-cost", action="store_true",
+                    help="also drain with the broker's debug log off and on (restarts the stack's broker twice)")
     args = ap.parse_args(argv)
     print(json.dumps(run(devices=args.devices, days=args.days, seed=args.seed, messages=args.messages,
-                         latency_s=args.latency_seconds, backlog=args.backlog), indent=2))
+                         latency_s=args.latency_seconds, backlog=args.backlog, debug_cost=args.debug_log_cost),
+                     indent=2))
 
 
 if __name__ == "__main__":
