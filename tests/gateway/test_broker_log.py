@@ -83,3 +83,16 @@ def test_reader_yields_whole_lines_and_follows_a_rename(tmp_path) -> None:
     assert b"".join(reader.chunks()) == b"3: late\n4: new\n"
     assert reader.size() == len(b"4: new\n")
     reader.close()
+
+
+def test_reader_can_start_at_the_first_whole_line_of_the_tail(tmp_path) -> None:
+    path = tmp_path / "mosquitto.log"
+    path.write_bytes(b"1: first line\n2: second\n3: third\n")
+    reader = LogReader(path)
+    reader.skip_to_tail(12)
+    assert b"".join(reader.chunks()) == b"3: third\n"
+    short = LogReader(path)
+    short.skip_to_tail(1000)
+    assert b"".join(short.chunks()).startswith(b"1: first")
+    reader.close()
+    short.close()

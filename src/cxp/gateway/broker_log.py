@@ -42,6 +42,7 @@ _EVENTS = re.compile(
     re.MULTILINE,
 )
 _READ = 4 * 1024 * 1024
+_REPLAY_BYTES = 8 * 1024 * 1024
 
 
 def device_of(username: str) -> str:
@@ -177,6 +178,17 @@ class LogReader:
             if not self._open():
                 return
 
+    def skip_to_tail(self, max_bytes: int) -> None:
+        """Start reading at the first whole line of the file's last `max_bytes`."""
+        if self._f is None and not self._open():
+            return
+        end = self._f.seek(0, os.SEEK_END)
+        if end > max_bytes:
+            self._f.seek(end - max_bytes)
+            self._f.readline()
+        else:
+            self._f.seek(0)
+
     def size(self) -> int:
         """Bytes in the file currently under the log's name (0 when absent)."""
         try:
@@ -209,7 +221,9 @@ def follow(settings_json: str, stopping, totals, *, poll_s: float = 0.2) -> None
     settings = Settings.model_validate_json(settings_json)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     reader, state = LogReader(broker_log_path(settings)), LogState()
-    # Replay the current file for who is connected, without counting what happened before this gateway started.
+    # Replay the end of the current file for who is connected, without counting what happened before this gateway
+    # started; only the end, because at debug level the file is mostly publishes and the replay competes with ingest.
+    reader.skip_to_tail(_REPLAY_BYTES)
     for chunk in reader.chunks():
         state.feed(chunk, count=False)
     conn, last_flush = None, time.monotonic()

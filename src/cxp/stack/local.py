@@ -305,9 +305,12 @@ def stop_stack(settings: Settings) -> StackStatus:
 
 def get_status(settings: Settings) -> StackStatus:
     """Which services answer."""
+    mqtt = settings.mqtt
     return StackStatus(
-        broker_up=_port_open(settings.mqtt.host, settings.mqtt.port),
+        broker_up=all(_port_open(h, p) for h, p in _broker_ports(settings)),
         db_up=_port_open(settings.db.host, settings.db.port),
-        broker_address=f"mqtt://{settings.mqtt.host}:{settings.mqtt.port}",
+        broker_address=(f"mqtt://{mqtt.host}:{mqtt.port} (services), mqtts://{mqtt.device_host}:"
+                        f"{mqtt.device_tls_port} (device tokens), mqtts://{mqtt.device_host}:{mqtt.device_mtls_port}"
+                        " (device certificates)"),
         db_address=f"postgresql://{settings.db.user}@{settings.db.host}:{settings.db.port}/{settings.db.name}",
     )
