@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from cxp.core.config import Settings
+from cxp.gateway.broker_log import LogReader, broker_log_path
 from cxp.identity.broker import (
     ADMIN_ACCOUNT,
     GATEWAY_ACCOUNT,
@@ -207,3 +208,17 @@ def test_gateway_cannot_publish_and_loader_cannot_read(settings) -> None:
         gateway.close()
         loader.close()
     assert not accepted(port=port, client_id="admin-wrong", username=ADMIN_ACCOUNT, password=new_secret())
+
+
+def test_broker_reopens_its_log_after_a_rotation(settings) -> None:
+    reader = LogReader(broker_log_path(settings))
+    reader.skip_to_tail(0)
+    assert reader.rotate(settings)  # rename to .1 + SIGHUP
+    # Mosquitto closes and reopens its log on reload: the name holds a new file, and new lines go there.
+    assert wait_until(lambda: broker_log_path(settings).exists(), 30)
+    assert accepted(port=settings.mqtt.port, client_id=f"after-rotation-{settings.mqtt.topic_prefix}",
+                    username=LOADER_ACCOUNT, password=service_secret(settings, LOADER_ACCOUNT))
+    assert wait_until(lambda: b"after-rotation" in broker_log_path(settings).read_bytes(), 30)
+    # The follower reads the rest of the renamed file, then the new one.
+    assert b"after-rotation" in b"".join(reader.chunks())
+    reader.close()

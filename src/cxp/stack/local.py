@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxp.core.config import Settings
-from cxp.identity.broker import reload_broker
+from cxp.identity.broker import BrokerPaths, reload_broker
 from cxp.identity.errors import IdentityError
-from cxp.stack.broker import broker_conf, provision_broker_identity
+from cxp.stack.broker import broker_conf, broker_log, provision_broker_identity
 
 PROVISION_SCRIPT = Path(__file__).with_name("provision.sh")
 
@@ -255,6 +255,9 @@ def start_broker(settings: Settings) -> None:
         # An older config (e.g. anonymous, from a previous checkout) must not stay in force.
         stop_broker(settings)
     conf.write_text(text)
+    log = broker_log(BrokerPaths.of(settings))
+    if log.exists() and log.stat().st_size > settings.mqtt.broker_log_max_bytes:
+        log.replace(log.with_name(log.name + ".1"))  # the broker is stopped: it opens a new file at start
     _chown_tree(base, user)
     _run([binary, "-c", str(conf), "-d"])
     for host, port in _broker_ports(settings):
