@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 
@@ -33,17 +34,17 @@ class TlsFiles:
     paths: BrokerPaths
 
     @property
-    def ca(self):
+    def ca(self) -> Path:
         """The platform CA certificate (certificate listener's trust anchor)."""
         return self.paths.base / "tls" / "ca.crt"
 
     @property
-    def cert(self):
+    def cert(self) -> Path:
         """The broker's server certificate."""
         return self.paths.base / "tls" / "server.crt"
 
     @property
-    def key(self):
+    def key(self) -> Path:
         """The broker's private key."""
         return self.paths.base / "tls" / "server.key"
 
@@ -71,7 +72,7 @@ def _crl_current(crl: x509.CertificateRevocationList, ca: CertificateAuthority, 
     return crl.next_update_utc - now > half
 
 
-def _current_crl(settings: Settings, paths: BrokerPaths, pki: PkiPaths) -> x509.CertificateRevocationList | None:
+def _current_crl(paths: BrokerPaths, pki: PkiPaths) -> x509.CertificateRevocationList | None:
     # The registry writes the broker's copy on every revocation, so it is the newest; the CA's is the fallback.
     for path in (paths.crl, pki.crl):
         if path.exists():
@@ -95,7 +96,7 @@ def provision_broker_identity(settings: Settings, *, now: datetime | None = None
     if not (pki.server_cert.exists() and pki.server_key.exists()
             and _server_current(load_certificate(pki.server_cert), ca, hosts, moment)):
         save_server(issue_server_certificate(ca=ca, hosts=hosts, days=settings.pki.server_days, now=moment), pki)
-    crl = _current_crl(settings, paths, pki)
+    crl = _current_crl(paths, pki)
     if crl is None or not _crl_current(crl, ca, moment):
         keep = ([r.serial_number for r in crl] if crl is not None
                 and crl.is_signature_valid(ca.certificate.public_key()) else [])
@@ -116,7 +117,7 @@ def provision_broker_identity(settings: Settings, *, now: datetime | None = None
     return changed
 
 
-def broker_log(paths: BrokerPaths):
+def broker_log(paths: BrokerPaths) -> Path:
     """The broker's log file (followed by the gateway for connects and denied publishes)."""
     return paths.base / "mosquitto.log"
 
