@@ -24,7 +24,6 @@ from cxp.identity.files import PkiPaths, load_ca, pem
 from cxp.identity.pki import build_crl, create_ca, device_key_and_csr, sign_device_csr
 from cxp.identity.tokens import hash_secret, new_secret
 from cxp.store.broker_clients import list_broker_clients
-from cxp.store.ops import list_gateway_throughput
 from tests.fixtures.mqtt import batch_payload, usage
 from tests.fixtures.stack import recent
 from tests.stack.clients import Client, accepted, wait_until
@@ -86,7 +85,8 @@ def test_anonymous_clients_are_refused_on_every_listener(settings) -> None:
                     password=service_secret(settings, LOADER_ACCOUNT))
 
 
-def test_token_device_is_stored_and_cannot_speak_for_another(settings, db, registered, start_gateway) -> None:
+def test_token_device_is_stored_and_cannot_speak_for_another(settings, db, registered, start_gateway,
+                                                             test_db_api) -> None:
     a, b = registered[0], registered[1]
     secret = new_secret()
     _tokens(settings, {a: secret, b: new_secret()})
@@ -112,8 +112,9 @@ def test_token_device_is_stored_and_cannot_speak_for_another(settings, db, regis
         assert _events(db, b) == 0
 
         def denied_in_status() -> int:
-            return max((g.snapshot.get("broker_denied_publishes", 0) for g in list_gateway_throughput(db)
-                        if g.gateway_id == settings.gateway.client_id), default=0)
+            gateways = test_db_api.get("/v1/ingest/status").json()["gateways"]
+            return max((g["counters"].get("broker_denied_publishes", 0) for g in gateways
+                        if g["gateway_id"] == settings.gateway.client_id), default=0)
 
         def seen() -> bool:
             rows = list_broker_clients(db, usernames=[a])
