@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import psutil
+import pytest
+
 from cxp.gateway.broker_log import LogReader, LogState, device_of
+from tests.fixtures.gateway import wait_for
 
 T = 1796300000
 LINES = f"""{T}: mosquitto version 2.0.11 running
@@ -96,3 +100,24 @@ def test_reader_can_start_at_the_first_whole_line_of_the_tail(tmp_path) -> None:
     assert b"".join(short.chunks()).startswith(b"1: first")
     reader.close()
     short.close()
+
+
+def _followers(pid: int) -> list[psutil.Process]:
+    out = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if any(f.path.endswith("mosquitto.log") for f in child.open_files()):
+                out.append(child)
+        except psutil.Error:
+            continue
+    return out
+
+
+@pytest.mark.integration
+def test_follower_runs_beside_the_gateway_and_ends_with_a_killed_one(start_gateway) -> None:
+    gw = start_gateway()
+    assert wait_for(lambda: _followers(gw.proc.pid), timeout=30), gw.log()[-2000:]
+    follower = _followers(gw.proc.pid)[0]
+    gw.kill()  # SIGKILL: the gateway never tells its children to stop
+    _, alive = psutil.wait_procs([follower], timeout=30)
+    assert not alive

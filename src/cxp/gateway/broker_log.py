@@ -216,8 +216,9 @@ def broker_log_path(settings: Settings) -> Path:
     return BrokerPaths.of(settings).base / "mosquitto.log"
 
 
-def follow(settings_json: str, stopping, totals, *, poll_s: float = 0.2) -> None:
-    """Child-process entry: follow the broker log until `stopping` is set; totals = [denied, connects, connected]."""
+def follow(settings_json: str, stopping, totals, parent: int, *, poll_s: float = 0.2) -> None:
+    """Child-process entry: follow the broker log until `stopping` is set or the gateway (pid `parent`) is gone;
+    totals = [denied, connects, connected]."""
     settings = Settings.model_validate_json(settings_json)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     reader, state = LogReader(broker_log_path(settings)), LogState()
@@ -228,7 +229,9 @@ def follow(settings_json: str, stopping, totals, *, poll_s: float = 0.2) -> None
         state.feed(chunk, count=False)
     conn, last_flush = None, time.monotonic()
     while True:
-        stop = stopping.wait(poll_s)
+        # A gateway killed (SIGKILL) never sets `stopping`: end with it rather than follow the log forever. The pid
+        # comes from the gateway, as it may die before this process has even started.
+        stop = stopping.wait(poll_s) or os.getppid() != parent
         for chunk in reader.chunks():
             state.feed(chunk)
         totals[0], totals[1], totals[2] = state.denied_total, state.connects_total, state.connected_now

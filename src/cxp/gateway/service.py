@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import multiprocessing
+import os
 import queue
 import signal
 import threading
@@ -242,7 +243,7 @@ class Gateway:
             return
         self._follower = self._ctx.Process(target=follow, name="cxp-gateway-broker-log", daemon=True,
                                            args=(self.settings.model_dump_json(), self._follower_stopping,
-                                                 self._broker_totals))
+                                                 self._broker_totals, os.getpid()))
         self._follower.start()
 
     def _stop_follower(self) -> None:
