@@ -21,6 +21,7 @@ from cxp.contract import telemetry_topic
 from cxp.core.config import get_settings
 from cxp.device_sim import build_fleet, encode_batch
 from cxp.device_sim.catalogue import catalogue_by_model
+from cxp.identity.broker import LOADER_ACCOUNT, service_secret
 
 _SETTINGS = get_settings()
 _FLEET_LOCK = threading.Lock()
@@ -52,6 +53,8 @@ class DeviceUser(User):
         self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                                   client_id=f"locust-{self.device.device_id}-{id(self)}",
                                   protocol=MQTTProtocolVersion.MQTTv5)
+        # Locust devices share the loader service account on the loopback listener (per-device TLS: cxp.device_sim).
+        self.client.username_pw_set(LOADER_ACCOUNT, service_secret(_SETTINGS, LOADER_ACCOUNT))
         self.client.on_publish = self._on_publish
         self.client.connect(_SETTINGS.mqtt.host, _SETTINGS.mqtt.port)
         self.client.loop_start()

@@ -16,6 +16,7 @@ from paho.mqtt.properties import Properties
 from cxp.core.config import Settings
 from cxp.device_sim import MqttPublisher, build_fleet, plan_messages, simulate_backfill, simulate_live
 from cxp.device_sim.fleet import from_ms, to_ms
+from cxp.identity.broker import GATEWAY_ACCOUNT, LOADER_ACCOUNT, service_secret
 from cxp.stack.local import start_broker, stop_broker
 from tests.device_sim.conftest import START
 
@@ -31,8 +32,9 @@ class Subscriber:
         self._subscribed = threading.Event()
         client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                              client_id=f"sub-{settings.mqtt.topic_prefix}", protocol=mqtt.MQTTv5)
+        client.username_pw_set(GATEWAY_ACCOUNT, service_secret(settings, GATEWAY_ACCOUNT))  # may read telemetry
         client.reconnect_delay_set(min_delay=1, max_delay=1)
-        client.on_connect = lambda c, u, f, reason, p: c.subscribe(f"{settings.mqtt.topic_prefix}/#", qos=1)
+        client.on_connect = lambda c, u, f, reason, p: c.subscribe(f"{settings.mqtt.topic_prefix}/+/telemetry", qos=1)
         client.on_subscribe = lambda *args: self._subscribed.set()
         client.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)
@@ -83,6 +85,7 @@ def subscriber(settings: Settings) -> Iterator[Subscriber]:
 def _publisher(settings: Settings, name: str) -> MqttPublisher:
     return MqttPublisher(host=settings.mqtt.host, port=settings.mqtt.port,
                          client_id=f"{settings.sim.client_id_prefix}-{name}-{settings.mqtt.topic_prefix}",
+                         username=LOADER_ACCOUNT, password=service_secret(settings, LOADER_ACCOUNT),
                          max_inflight=50, reconnect_min_delay_s=1, reconnect_max_delay_s=1)
 
 
@@ -152,6 +155,7 @@ def test_broker_down_at_the_start_keeps_the_newest_messages_up_to_the_bound(sett
     stop_broker(settings)
     publisher = BrokerBackAtTheEnd(host=settings.mqtt.host, port=settings.mqtt.port,
                                    client_id=f"cxp-sim-refused-{settings.mqtt.topic_prefix}",
+                                   username=LOADER_ACCOUNT, password=service_secret(settings, LOADER_ACCOUNT),
                                    reconnect_min_delay_s=1, reconnect_max_delay_s=1).connect(wait=False)
     try:
         report = simulate_backfill(fleet=fleet, publisher=publisher, topic_prefix=settings.mqtt.topic_prefix,

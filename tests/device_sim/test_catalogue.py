@@ -22,7 +22,7 @@ from cxp.device_sim import (
 )
 from cxp.device_sim.specs import CATEGORIES, JOURNEY_STAGES, OWNERS, poisson
 
-NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def _product_rows(products: Sequence[Product] = CATALOGUE) -> list[dict[str, object]]:

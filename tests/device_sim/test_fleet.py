@@ -11,7 +11,7 @@ import pytest
 from cxp.device_sim import ConfigError, build_fleet, experiment_arm
 from tests.device_sim.conftest import START
 
-NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def test_same_seed_same_fleet_and_other_seed_differs() -> None:

@@ -423,12 +423,15 @@ def bench_ingest(
     messages: Annotated[int, typer.Option(help="Messages drained by the no-op subscriber and the gateway.")] = 100_000,
     latency_seconds: Annotated[float, typer.Option(help="Duration of the half-rate latency phase.")] = 20.0,
     backlog: Annotated[int, typer.Option(help="Messages queued for the memory-bound phase (0: skip).")] = 0,
+    debug_log_cost: Annotated[bool, typer.Option(help="Also drain with the broker's debug log off and on "
+                                                      "(restarts the stack's broker).")] = False,
 ) -> None:
     """Ingest throughput vs the paho ceiling, latency at half rate, memory under a backlog (prints JSON)."""
     from cxp.tools.bench.ingest import main as bench_main
 
     bench_main(["--devices", str(devices), "--days", str(days), "--messages", str(messages),
-                "--latency-seconds", str(latency_seconds), "--backlog", str(backlog)])
+                "--latency-seconds", str(latency_seconds), "--backlog", str(backlog),
+                *(["--debug-log-cost"] if debug_log_cost else [])])
 
 
 @bench_app.command("backtest", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

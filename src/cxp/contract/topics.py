@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def telemetry_topic(device_id: str, prefix: str = "devices") -> str:

@@ -29,6 +29,11 @@ class MqttSettings(BaseModel):
     secrets_dir: Path | None = None
     # The platform CA bundle devices verify the broker with (unset: <pki dir>/ca.crt).
     ca_file: Path | None = None
+    # Mosquitto 2.0 reports a denied publish only in its debug log, which the gateway follows to count them;
+    # costs broker CPU per message (docs/security.md). Off: denials are refused but not counted.
+    broker_debug_log: bool = True
+    # The gateway's log follower rotates the broker log (rename to `.1` + SIGHUP) past this size.
+    broker_log_max_bytes: int = Field(default=128 * 1024 * 1024, ge=1024 * 1024)
 
 
 class DbSettings(BaseModel):
@@ -68,6 +73,8 @@ class GatewaySettings(BaseModel):
     retry_max_backoff_s: float = 10.0
     # Validation and COPY in a separate process (True) or in a thread of the receiving process.
     writer_process: bool = True
+    # Follow the local broker's log (a child process) for connections and denied publishes per broker username.
+    follow_broker_log: bool = True
 
 
 class SimSettings(BaseModel):

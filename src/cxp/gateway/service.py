@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import multiprocessing
+import os
 import queue
 import signal
 import threading
@@ -22,9 +23,12 @@ from paho.mqtt.properties import Properties
 
 from cxp.contract import telemetry_subscription
 from cxp.core.config import Settings
+from cxp.gateway.broker_log import broker_log_path, follow
 from cxp.gateway.errors import BrokerUnavailable, GatewayError
 from cxp.gateway.stats import GatewayStats
 from cxp.gateway.writer import BatchResult, Item, Writer, rollup_loop, run_writer
+from cxp.identity.broker import GATEWAY_ACCOUNT, service_secret
+from cxp.identity.errors import IdentityError
 from cxp.store.db import connect
 from cxp.store.errors import StoreError
 from cxp.store.ops import record_gateway_stats
@@ -59,6 +63,10 @@ class Gateway:
         self._pending_lock = threading.Lock()
         self._writer_failed = False
         self._inline: Writer | None = None  # the writer when it runs in this process
+        # Fleet totals from the broker log follower (denied publishes, connects, connected now); shared memory.
+        self._broker_totals = self._ctx.Array("q", 3, lock=False)
+        self._follower_stopping = self._ctx.Event()
+        self._follower = None
 
     # ------------------------------------------------------------------ MQTT side
 
@@ -69,13 +77,19 @@ class Gateway:
             protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=True,
         )
-        if self.settings.mqtt.username:
-            client.username_pw_set(self.settings.mqtt.username, self.settings.mqtt.password)
+        # The broker refuses anonymous clients: the gateway logs in as its service account (read-only on telemetry).
+        client.username_pw_set(GATEWAY_ACCOUNT, self._secret())
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         return client
+
+    def _secret(self) -> str:
+        try:
+            return service_secret(self.settings, GATEWAY_ACCOUNT)
+        except IdentityError as exc:
+            raise BrokerUnavailable(str(exc)) from exc
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -222,10 +236,36 @@ class Gateway:
         if self._inline is None:
             self._batches.send(None)
 
+    def _start_follower(self) -> None:
+        """Follow the local broker's log in a child process (connections and denied publishes per username)."""
+        if not self.cfg.follow_broker_log or not broker_log_path(self.settings).exists():
+            log.info("not following the broker log (off, or the broker is not this stack's)")
+            return
+        self._follower = self._ctx.Process(target=follow, name="cxp-gateway-broker-log", daemon=True,
+                                           args=(self.settings.model_dump_json(), self._follower_stopping,
+                                                 self._broker_totals, os.getpid()))
+        self._follower.start()
+
+    def _stop_follower(self) -> None:
+        if self._follower is not None:
+            self._follower_stopping.set()
+            self._follower.join(timeout=10)
+            if self._follower.is_alive():
+                self._follower.terminate()
+
+    def snapshot(self) -> dict:
+        """The counters reported: the gateway's own, plus the broker's as its log shows them (when followed)."""
+        snapshot = self.stats.snapshot()
+        if self._follower is not None:
+            denied, connects, connected = self._broker_totals[:]
+            snapshot.update(broker_denied_publishes=denied, broker_connects=connects,
+                            broker_clients_connected=connected)
+        return snapshot
+
     def _stats_loop(self) -> None:
         conn = None
         while not self.stopping.wait(self.cfg.stats_interval_s):
-            snapshot = self.stats.snapshot()
+            snapshot = self.snapshot()
             log.info("stats %s", json.dumps(snapshot))
             # Operators read these through the API; losing one report is harmless, so errors only log.
             try:
@@ -256,6 +296,7 @@ class Gateway:
             self._start_writer()
         else:
             self._start_inline_writer()
+        self._start_follower()
         self._connect_broker()
         acker = threading.Thread(target=self._acker_loop if self._inline is None else lambda: None, name="acker")
         acker.start()
@@ -275,7 +316,8 @@ class Gateway:
         if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             log.warning("disconnect returned %s", rc)
         self.client.loop_stop()
-        snapshot = self.stats.snapshot()
+        self._stop_follower()
+        snapshot = self.snapshot()
         log.info("stopped; final stats %s", json.dumps(snapshot))
         if self.stats_file is not None:
             self.stats_file.write_text(json.dumps(snapshot))

@@ -101,10 +101,16 @@ def rotation_username(device_id: str, generation: int) -> str:
     return device_id if generation == 1 else f"{device_id}{ROTATION_MARK}{generation}"
 
 
+def check_device_account(device_id: str) -> str:
+    """A device id the broker can hold as a username and no service account uses (registry: call before creating)."""
+    check_username(device_id)
+    if device_id in SERVICE_ACCOUNTS:
+        raise BadParameter(f"{device_id!r} is reserved for a platform service account")
+    return device_id
+
+
 def _check_login(login: DeviceLogin) -> None:
-    check_username(login.device_id)
-    if login.device_id in SERVICE_ACCOUNTS:
-        raise BadParameter(f"{login.device_id!r} is reserved for a platform service account")
+    check_device_account(login.device_id)
     base, mark, generation = login.username.partition(ROTATION_MARK)
     if base != login.device_id or (mark and not generation.isdigit()):
         raise BadParameter(f"username {login.username!r} does not belong to device {login.device_id!r}")

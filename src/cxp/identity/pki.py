@@ -27,7 +27,7 @@ from cxp.identity.errors import (
 )
 
 # The contract's device id alphabet (cxp.contract.topics); identity may import core only, so it is repeated here.
-DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DEFAULT_SERVER_HOSTS = ("127.0.0.1", "::1", "localhost")
 # Certificates start a little in the past so a device whose clock lags by a few minutes accepts them.
 BACKDATE = timedelta(minutes=5)

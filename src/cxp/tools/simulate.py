@@ -18,6 +18,7 @@ from cxp.device_sim import (
     simulate_backfill,
     simulate_live,
 )
+from cxp.identity.broker import LOADER_ACCOUNT, service_secret
 from cxp.store.db import connect
 from cxp.tools.fleet import register_fleet
 
@@ -60,7 +61,7 @@ def simulate_fleet(*, settings: Settings, devices: int, days: int, seed: int, mo
     if credentials is None:
         publisher = MqttPublisher(host=settings.mqtt.host, port=settings.mqtt.port,
                                   client_id=f"{settings.sim.client_id_prefix}-{os.getpid()}",
-                                  username=settings.mqtt.username, password=settings.mqtt.password,
+                                  username=LOADER_ACCOUNT, password=service_secret(settings, LOADER_ACCOUNT),
                                   max_inflight=settings.sim.max_inflight).connect()
         try:
             return fleet, _publish(settings, fleet, mode, fleet_start, duration_s, speed, progress,

@@ -29,9 +29,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cxp.core.config import PROJECT_ROOT, DbSettings, GatewaySettings, MqttSettings, Settings
+from cxp.core.config import PROJECT_ROOT, GatewaySettings, MqttSettings, Settings
 from cxp.device_sim import MqttPublisher, build_fleet, plan_messages
+from cxp.identity.broker import GATEWAY_ACCOUNT, LOADER_ACCOUNT, service_secret
 from cxp.stack import start_stack
+from cxp.stack.local import start_broker
 from cxp.store.admin import truncate_data
 from cxp.store.db import connect
 from cxp.store.migrate import apply_migrations
@@ -71,6 +73,7 @@ def _publish(settings: Settings, prefix: str, payloads: list[Payload], *, rate: 
              fresh_sent_at: bool = False, max_inflight: int = 1000) -> float:
     """Publish every payload (QoS 1) and wait for the broker's acks; returns msgs/s achieved."""
     pub = MqttPublisher(host=settings.mqtt.host, port=settings.mqtt.port, client_id=f"bench-pub-{os.getpid()}",
+                        username=LOADER_ACCOUNT, password=service_secret(settings, LOADER_ACCOUNT),
                         max_inflight=max_inflight).connect()
     t0 = time.perf_counter()
     try:
@@ -93,6 +96,7 @@ def _publish(settings: Settings, prefix: str, payloads: list[Payload], *, rate: 
 def _noop_client(settings: Settings, client_id: str, receive_maximum: int) -> tuple[mqtt.Client, Properties]:
     client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
+    client.username_pw_set(GATEWAY_ACCOUNT, service_secret(settings, GATEWAY_ACCOUNT))  # reads telemetry only
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600
     props.ReceiveMaximum = receive_maximum
@@ -165,6 +169,7 @@ class GatewayRun:
                                       str(self.stats_path)], cwd=PROJECT_ROOT, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT)
         self.peak_rss = 0
+        self.cpu_s: dict[int, float] = {}  # latest CPU seconds of the gateway and each child process
         self._ps = psutil.Process(self.proc.pid)
         self._stop_sampling = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
@@ -179,7 +184,11 @@ class GatewayRun:
         while not self._stop_sampling.wait(0.1):
             try:
                 # The receiver and its writer process together.
-                rss = self._ps.memory_info().rss + sum(c.memory_info().rss for c in self._ps.children(recursive=True))
+                procs = [self._ps, *self._ps.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in procs)
+                for p in procs:
+                    t = p.cpu_times()
+                    self.cpu_s[p.pid] = t.user + t.system
             except psutil.Error:
                 return
             self.peak_rss = max(self.peak_rss, rss)
@@ -228,6 +237,7 @@ def _drain(settings: Settings, conn, payloads: list[Payload], workdir: Path, nam
     return {"messages": len(payloads), "events": events, "seconds": active,
             "events_per_s": round(events / active), "msgs_per_s": round(len(payloads) / active),
             "peak_rss_mb": round(gw.peak_rss / 2**20, 1), "duplicates": stats["duplicates"],
+            "gateway_cpu_us_per_msg": round(sum(gw.cpu_s.values()) / len(payloads) * 1e6, 1),
             "dead_lettered": stats["dead_lettered"]}
 
 
@@ -248,9 +258,47 @@ def _latency(settings: Settings, conn, payloads: list[Payload], rate: float, wor
             "p99_ms": stats["publish_to_commit_ms_p99"]}
 
 
-def run(*, devices: int, days: int, seed: int, messages: int, latency_s: float, backlog: int) -> dict:
+def _broker_cpu_s(settings: Settings) -> float:
+    """CPU seconds the stack's broker has used so far."""
+    pid = int((settings.stack.dir / "mosquitto" / "mosquitto.pid").read_text().strip())
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def debug_log_cost(gw_settings: Settings, conn, payloads: list[Payload], workdir: Path) -> dict:
+    """The same drain with the broker's debug log off and on, twice alternating (the shared machine is noisy)."""
+    out: dict = {"off": [], "on": []}
+    for run_no, flag in enumerate((False, True, False, True)):
+        client_id = f"{gw_settings.gateway.client_id}-d{run_no}"
+        mode = gw_settings.model_copy(update={
+            "mqtt": gw_settings.mqtt.model_copy(update={"broker_debug_log": flag}),
+            "gateway": gw_settings.gateway.model_copy(update={"client_id": client_id}),
+        })
+        start_broker(mode)  # a changed config restarts the broker
+        truncate_data(conn, registry=False)
+        cpu0, log0 = _broker_cpu_s(mode), _log_bytes(mode)
+        result = _drain(mode, conn, payloads, workdir, f"debug-{run_no}")
+        cpu, logged = _broker_cpu_s(mode) - cpu0, _log_bytes(mode) - log0
+        result.update(broker_cpu_us_per_msg=round(cpu / len(payloads) * 1e6, 1),
+                      broker_log_bytes_per_msg=round(logged / len(payloads)))
+        out["on" if flag else "off"].append(result)
+        _log(f"  debug log {'on' if flag else 'off'}: {result}")
+    mean = {k: sum(r["events_per_s"] for r in v) / len(v) for k, v in out.items() if k in ("on", "off")}
+    out["throughput_ratio_on_vs_off"] = round(mean["on"] / mean["off"], 3)
+    start_broker(gw_settings)  # back to the configured level
+    return out
+
+
+def _log_bytes(settings: Settings) -> int:
+    path = settings.stack.dir / "mosquitto" / "mosquitto.log"
+    return path.stat().st_size if path.exists() else 0
+
+
+def run(*, devices: int, days: int, seed: int, messages: int, latency_s: float, backlog: int,
+        debug_cost: bool = False) -> dict:
     """Run every phase and return the figures."""
-    base = Settings(db=DbSettings(name=BENCH_DB))
+    env = Settings()  # ports from the environment (CXP_DB__PORT…), only the database name is the bench's
+    base = env.model_copy(update={"db": env.db.model_copy(update={"name": BENCH_DB})})
     start_stack(base)
     with connect(base.db) as conn:
         apply_migrations(conn)
@@ -285,6 +333,9 @@ def run(*, devices: int, days: int, seed: int, messages: int, latency_s: float, 
             result[mode] = _drain(mode_settings, conn, drain_set, workdir, mode)
             result[mode]["ratio_events_vs_ceiling"] = round(result[mode]["events_per_s"] / ceiling_events, 3)
             _log(f"  {result[mode]}")
+        if debug_cost:
+            _log("phase 2b: gateway drain with the broker's debug log off, then on")
+            result["broker_debug_log"] = debug_log_cost(gw_settings, conn, drain_set, workdir)
         half = result["gateway"]["msgs_per_s"] / 2
         n_lat = min(len(latency_set), int(half * latency_s))
         _log(f"phase 3: latency at half rate ({half:,.0f} msgs/s for {n_lat / half:.0f}s)")
@@ -308,9 +359,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--backlog", type=int, default=0, help="e.g. 1000000 for the memory-bound phase")
+    ap.add_argument("--debug-log-cost", action="store_true",
+                    help="also drain with the broker's debug log off and on (restarts the stack's broker twice)")
     args = ap.parse_args(argv)
     print(json.dumps(run(devices=args.devices, days=args.days, seed=args.seed, messages=args.messages,
-                         latency_s=args.latency_seconds, backlog=args.backlog), indent=2))
+                         latency_s=args.latency_seconds, backlog=args.backlog, debug_cost=args.debug_log_cost),
+                     indent=2))
 
 
 if __name__ == "__main__":
