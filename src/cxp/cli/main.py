@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cxp.cli.bench import bench_app
 from cxp.cli.credentials import credentials_app, provisioning_app
 from cxp.cli.pki import pki_app
 from cxp.core.config import PROJECT_ROOT, Settings, get_settings
@@ -27,7 +28,6 @@ app.add_typer(stack_app, name="stack")
 contract_app = typer.Typer(help="The telemetry message contract.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(contract_app, name="contract")
-bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 keys_app = typer.Typer(help="API keys (stored hashed; the key is shown once, at creation).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -60,6 +60,23 @@ def stack_up() -> None:
     except StackError as exc:
         _fail(str(exc))
     console.print(f"broker {status.broker_address} up={status.broker_up}  db {status.db_address} up={status.db_up}")
+    _sync_broker_files()
+
+
+def _sync_broker_files() -> None:
+    """Rewrite the broker's device password file, ACL and CRL from the credential registry (once it exists)."""
+    from cxp.identity import IdentityError
+    from cxp.identity.service import sync_broker
+    from cxp.store.db import connect
+    from cxp.store.errors import StoreError
+
+    try:
+        with connect(_settings().db) as conn:
+            if conn.execute("SELECT to_regclass('device_credentials') IS NOT NULL").fetchone()[0]:
+                done = sync_broker(conn=conn, settings=_settings())
+                console.print(f"broker files: {done.logins:,} token logins, {done.crl_serials:,} revoked serials")
+    except (IdentityError, StoreError) as exc:
+        _fail(f"broker files not synced from the registry: {exc}")
 
 
 @stack_app.command("down")
@@ -101,6 +118,8 @@ def db_migrate() -> None:
         _fail(str(exc))
     console.print(f"applied {len(applied)} migration(s)" + (f": {', '.join(m.name for m in applied)}"
                                                               if applied else " (schema up to date)"))
+    if applied:
+        _sync_broker_files()
 
 
 @db_app.command("rollup")
@@ -176,8 +195,10 @@ def simulate(
     speed: Annotated[float, typer.Option(help="Live mode: simulated seconds per wall-clock second.")] = 1.0,
     error_prone: Annotated[str | None, typer.Option(help="Plant a failing touchpoint: PRODUCT:TOUCHPOINT.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    loader: Annotated[bool, typer.Option(help="Publish the whole fleet through the cxp-loader service account"
+                                              " (one loopback connection) instead of each device over TLS.")] = False,
 ) -> None:
-    """Register a simulated fleet and publish its telemetry through the broker."""
+    """Register a simulated fleet and publish its telemetry, each device with its own credential over TLS."""
     from cxp.device_sim import SimError
     from cxp.tools.simulate import simulate_fleet
 
@@ -186,7 +207,7 @@ def simulate(
     try:
         _, report = simulate_fleet(settings=_settings(), devices=devices, days=days, seed=seed, mode=mode, start=start,
                                    duration_s=duration, speed=speed, error_prone=_parse_error_prone(error_prone),
-                                   progress=progress)
+                                   progress=progress, identities=not loader)
     except SimError as exc:
         _fail(str(exc))
     console.print(f"published {report.messages:,} messages, {report.events:,} events in {report.elapsed_s:.1f}s"
@@ -227,7 +248,7 @@ def demo(
             t0 = time.perf_counter()
             fleet, report = simulate_fleet(settings=settings, devices=devices, days=days, seed=seed, mode="backfill",
                                            start=None, duration_s=0, speed=1, error_prone=("brew-c3", "descale"),
-                                           progress=True)
+                                           progress=True, identities=True)
             with connect(settings.db) as conn:
                 stored = _wait_for_events(conn, report.events, timeout_s=600)
             elapsed = time.perf_counter() - t0
@@ -412,134 +433,6 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (the part
     if key is None:
         _fail(f"no key {key_id!r}")
     console.print(f"revoked {key.key_id} ({key.role}, {key.name}); its dashboard sessions are ended")
-
-
-# ---------------------------------------------------------------------------------------------- benchmarks
-
-@bench_app.command("ingest")
-def bench_ingest(
-    devices: Annotated[int, typer.Option(help="Fleet size the messages come from.")] = 2000,
-    days: Annotated[int, typer.Option(help="Days of fleet history.")] = 30,
-    messages: Annotated[int, typer.Option(help="Messages drained by the no-op subscriber and the gateway.")] = 100_000,
-    latency_seconds: Annotated[float, typer.Option(help="Duration of the half-rate latency phase.")] = 20.0,
-    backlog: Annotated[int, typer.Option(help="Messages queued for the memory-bound phase (0: skip).")] = 0,
-    debug_log_cost: Annotated[bool, typer.Option(help="Also drain with the broker's debug log off and on "
-                                                      "(restarts the stack's broker).")] = False,
-) -> None:
-    """Ingest throughput vs the paho ceiling, latency at half rate, memory under a backlog (prints JSON)."""
-    from cxp.tools.bench.ingest import main as bench_main
-
-    bench_main(["--devices", str(devices), "--days", str(days), "--messages", str(messages),
-                "--latency-seconds", str(latency_seconds), "--backlog", str(backlog),
-                *(["--debug-log-cost"] if debug_log_cost else [])])
-
-
-@bench_app.command("backtest", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_backtest(ctx: typer.Context) -> None:
-    """Backtest 7 models × 100,000 accounts × 12 months vectorised vs a per-account Decimal loop."""
-    from cxp.tools.bench.backtest import main as backtest_main
-
-    backtest_main(list(ctx.args))
-
-
-@bench_app.command("pricing-core", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_pricing_core(ctx: typer.Context) -> None:
-    """The pure billing kernel: 7 models × 100,000 accounts × 12 months vectorised vs a Decimal loop."""
-    from cxp.tools.bench.pricing_core import main as pricing_core_main
-
-    pricing_core_main(list(ctx.args))
-
-
-@bench_app.command("simulator", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_simulator(ctx: typer.Context) -> None:
-    """Simulator generation + serialisation throughput, broker-free (--help for options)."""
-    from cxp.tools.bench.simulator import main as simulator_main
-
-    simulator_main(list(ctx.args))
-
-
-@bench_app.command("analytics", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_analytics(ctx: typer.Context) -> None:
-    """Fleet health for 10,000 devices × 90 days from the rollups vs from raw events (--help for options)."""
-    from cxp.tools.bench.analytics import main as analytics_main
-
-    analytics_main(list(ctx.args))
-
-
-@bench_app.command("api", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_api(ctx: typer.Context) -> None:
-    """Locust on the API over 10,000 devices × 90 days: req/s and p50/p95/p99 per endpoint (--help)."""
-    from cxp.tools.bench.api import main as api_bench_main
-
-    api_bench_main(list(ctx.args))
-
-
-@bench_app.command("jobs", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_jobs(ctx: typer.Context) -> None:
-    """A large backtest job's bills served by the API: time and API RSS per read, CSV streamed (--help)."""
-    from cxp.tools.bench.jobs import main as jobs_main
-
-    jobs_main(list(ctx.args))
-
-
-@bench_app.command("identity", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_identity(ctx: typer.Context) -> None:
-    """Device-secret verification ($7$ PBKDF2-SHA512) per iteration count and certificate signing, in hashes/s."""
-    from cxp.tools.bench.identity import main as identity_main
-
-    identity_main(list(ctx.args))
-
-
-@bench_app.command("credentials", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_credentials(ctx: typer.Context) -> None:
-    """Credential registry at fleet scale: broker sync, issue, revoke, self-provision (--help)."""
-    from cxp.tools.bench.credentials import main as credentials_main
-
-    credentials_main(list(ctx.args))
-
-
-@bench_app.command("fairness", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_fairness(ctx: typer.Context) -> None:
-    """One key's burst of heavy analytics vs an admin's reads, limits off vs on (see --help)."""
-    from cxp.tools.bench.fairness import main as fairness_main
-
-    fairness_main(list(ctx.args))
-
-
-@bench_app.command("guard", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_guard(ctx: typer.Context) -> None:
-    """API RSS and /healthz while 8 parallel 50 MB bodies arrive, without and with a key (--help)."""
-    from cxp.tools.bench.guard import main as guard_bench_main
-
-    guard_bench_main(list(ctx.args))
-
-
-@bench_app.command("device-tls", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_device_tls(ctx: typer.Context) -> None:
-    """Connect rate and QoS 1 throughput of N devices, plain vs token+TLS vs mTLS, one throw-away broker (--help)."""
-    from cxp.tools.bench.device_tls import main as device_tls_main
-
-    device_tls_main(list(ctx.args))
-
-
-@bench_app.command("broker-auth")
-def bench_broker_auth(
-    devices: Annotated[list[int] | None, typer.Option(help="Fleet size; repeat (default 10000 and 100000).")] = None,
-    mechanism: Annotated[str, typer.Option(help="files (password_file + acl_file), dynsec, or all.")] = "all",
-    connect_clients: Annotated[int, typer.Option(help="Devices connecting at once with their own credentials.")] = 1000,
-    dynsec_max_create_s: Annotated[float, typer.Option(help="Cap on dynsec creation over MQTT (0: skip).")] = 600.0,
-    dynsec_batch: Annotated[int, typer.Option(help="Devices per dynsec control message.")] = 100,
-    extras: Annotated[bool, typer.Option(help="Also connect rates with/without auth and TLS, debug-log cost.")] = True,
-) -> None:
-    """Broker auth at fleet scale on throw-away Mosquittos: provisioning, reload, revocation, RSS (prints JSON)."""
-    from cxp.tools.bench.broker_auth import main as broker_auth_main
-
-    argv = ["--mechanism", mechanism, "--connect-clients", str(connect_clients),
-            "--dynsec-max-create-s", str(dynsec_max_create_s), "--dynsec-batch", str(dynsec_batch),
-            "--extras" if extras else "--no-extras"]
-    for n in devices or []:
-        argv += ["--devices", str(n)]
-    broker_auth_main(argv)
 
 
 # ---------------------------------------------------------------------------------------------- contract

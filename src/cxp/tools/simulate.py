@@ -20,6 +20,7 @@ from cxp.device_sim import (
 )
 from cxp.identity.broker import LOADER_ACCOUNT, service_secret
 from cxp.store.db import connect
+from cxp.tools.device_keys import equip_fleet
 from cxp.tools.fleet import register_fleet
 
 
@@ -37,27 +38,34 @@ def device_credential(settings: Settings, *, device_id: str, secret: str | None 
     """A device's credential against the configured broker: a secret → the token listener, a certificate → mTLS."""
     ca_file = settings.mqtt.ca_file or settings.pki.dir / "ca.crt"  # type: ignore[operator]
     if secret is not None:
-        return DeviceCredential.token(device_id=device_id, secret=secret, ca_file=ca_file, host=settings.mqtt.host,
-                                      port=settings.mqtt.device_tls_port)
+        return DeviceCredential.token(device_id=device_id, secret=secret, ca_file=ca_file,
+                                      host=settings.mqtt.device_host, port=settings.mqtt.device_tls_port)
     if cert_file is None or key_file is None:
         raise ConfigError(f"device {device_id}: give a secret, or a certificate and its key")
     return DeviceCredential.certificate(device_id=device_id, cert_file=cert_file, key_file=key_file,
-                                        ca_file=ca_file, host=settings.mqtt.host, port=settings.mqtt.device_mtls_port)
+                                        ca_file=ca_file, host=settings.mqtt.device_host,
+                                        port=settings.mqtt.device_mtls_port)
 
 
 def simulate_fleet(*, settings: Settings, devices: int, days: int, seed: int, mode: str, start: datetime | None,
                    duration_s: float, speed: float, error_prone: tuple[str, str] | None, progress: bool,
-                   credentials: Mapping[str, DeviceCredential] | None = None):
+                   credentials: Mapping[str, DeviceCredential] | None = None, identities: bool = False,
+                   certificate_every: int = 5):
     """Build and register the fleet, then publish its telemetry; returns the publish report.
 
-    With `credentials` (device id → its own credential, one for every device of the fleet) each device
-    connects over TLS with its own credential and publishes through that connection; without, the whole
-    fleet shares one connection with the configured broker user (the path of the plain loopback listener).
+    With `identities` every device is given (or keeps, from the simulated devices' key store) a credential of
+    its own — a client certificate for every `certificate_every`-th device, an access token for the others —
+    and, like with explicit `credentials` (device id → credential), each device connects over TLS with it and
+    publishes through its own connection. Otherwise the whole fleet shares one connection of the `cxp-loader`
+    service account on the loopback listener (bulk loads, benchmarks).
     """
     fleet_start = _fleet_window(days, start)
     fleet = build_fleet(seed=seed, devices=devices, start=fleet_start, days=days, error_prone=error_prone)
     with connect(settings.db) as conn:
         register_fleet(conn, fleet=fleet)
+        if identities and credentials is None:
+            credentials, _ = equip_fleet(conn=conn, settings=settings, device_ids=[d.device_id for d in fleet.devices],
+                                         certificate_every=certificate_every)
     if credentials is None:
         publisher = MqttPublisher(host=settings.mqtt.host, port=settings.mqtt.port,
                                   client_id=f"{settings.sim.client_id_prefix}-{os.getpid()}",
