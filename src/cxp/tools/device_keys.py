@@ -75,9 +75,10 @@ def _stored_certificate(store: Path, device_id: str, active: set[str]) -> bool:
 
 
 def equip_fleet(*, conn: psycopg.Connection, settings: Settings, device_ids: Sequence[str],
-                certificate_every: int = 5) -> tuple[dict[str, DeviceCredential], KeyStoreReport]:
+                certificate_every: int = 5, store: Path | None = None) -> tuple[dict[str, DeviceCredential],
+                                                                               KeyStoreReport]:
     """Give every device a credential of its own (reusing what it already holds) and re-sync the broker once."""
-    store = key_store_dir(settings)
+    store = store or key_store_dir(settings)
     store.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     store.chmod(DIR_MODE)
     live = {t.username: t.secret_hash for t in live_token_logins(conn)}
