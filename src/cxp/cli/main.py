@@ -498,6 +498,14 @@ def bench_guard(ctx: typer.Context) -> None:
     guard_bench_main(list(ctx.args))
 
 
+@bench_app.command("import-memory", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_import_memory(ctx: typer.Context) -> None:
+    """API RSS while a 20 MiB devices CSV is imported (--help)."""
+    from cxp.tools.bench.import_memory import main as import_memory_main
+
+    import_memory_main(list(ctx.args))
+
+
 @bench_app.command("broker-auth")
 def bench_broker_auth(
     devices: Annotated[list[int] | None, typer.Option(help="Fleet size; repeat (default 10000 and 100000).")] = None,

@@ -102,20 +102,21 @@ def upsert_accounts(conn: psycopg.Connection, *, accounts: Iterable[AccountRow])
 
 def upsert_devices(conn: psycopg.Connection, *, devices: Iterable[DeviceRow]) -> int:
     """Create or update devices (COPY into a staging table, then one upsert)."""
-    rows = [(d.device_id, d.product_id, d.account_id, d.activated_at, d.plan, d.experiment_arm) for d in devices]
+    n = 0
     with mapped_errors(), conn.transaction(), conn.cursor() as cur:
         cur.execute("CREATE TEMP TABLE _devices_in (device_id text, product_id text, account_id text,"
                     " activated_at timestamptz, plan text, experiment_arm text) ON COMMIT DROP")
         with cur.copy("COPY _devices_in FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+            for d in devices:  # row by row: a large import is not copied into a second list first
+                copy.write_row((d.device_id, d.product_id, d.account_id, d.activated_at, d.plan, d.experiment_arm))
+                n += 1
         cur.execute(
             "INSERT INTO devices (device_id, product_id, account_id, activated_at, plan, experiment_arm)"
             " SELECT * FROM _devices_in ON CONFLICT (device_id) DO UPDATE SET product_id = EXCLUDED.product_id,"
             " account_id = EXCLUDED.account_id, activated_at = EXCLUDED.activated_at, plan = EXCLUDED.plan,"
             " experiment_arm = EXCLUDED.experiment_arm"
         )
-    return len(rows)
+    return n
 
 
 def get_device_identity(conn: psycopg.Connection, *, device_id: str) -> DeviceIdentity | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -23,7 +23,7 @@ from pydantic import (
 from cxp.api.deps import AdminKey, ConnDep, LightConnDep, PageDep
 from cxp.api.errors import Conflict, ErrorBody, ErrorDetail, NotFound, Unprocessable
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
-from cxp.api.uploads import MIB, CsvColumns, CsvProblems, CsvRow, line_loc, read_csv
+from cxp.api.uploads import MIB, CsvColumns, CsvProblems, CsvRow, iter_csv, line_loc
 from cxp.store.registry import (
     AccountRow,
     DeviceRow,
@@ -330,7 +330,7 @@ def _id_problem(value: str | None) -> str | None:
     return None
 
 
-def _parse_products(rows: list[CsvRow], problems: CsvProblems) -> list[ProductRow]:
+def _parse_products(rows: Iterable[CsvRow], problems: CsvProblems) -> list[ProductRow]:
     """Products from rows of one touchpoint each (a product's own columns repeat on each of its rows)."""
     grouped: dict[str, tuple[int, dict[str, str], list[CsvRow]]] = {}
     for row in rows:
@@ -360,7 +360,7 @@ def _parse_products(rows: list[CsvRow], problems: CsvProblems) -> list[ProductRo
     return products
 
 
-def _parse_accounts(rows: list[CsvRow], problems: CsvProblems) -> list[AccountRow]:
+def _parse_accounts(rows: Iterable[CsvRow], problems: CsvProblems) -> list[AccountRow]:
     """Accounts from rows, one each."""
     accounts = []
     for row in rows:
@@ -376,9 +376,10 @@ def _parse_accounts(rows: list[CsvRow], problems: CsvProblems) -> list[AccountRo
     return accounts
 
 
-def _parse_devices(conn: psycopg.Connection, rows: list[CsvRow], problems: CsvProblems) -> list[DeviceRow]:
+def _parse_devices(conn: psycopg.Connection, rows: Iterable[CsvRow], problems: CsvProblems,
+                   lines: list[int]) -> list[DeviceRow]:
     """Devices from rows, one each; once every row is valid, the products and accounts they name must exist."""
-    devices, lines = [], []
+    devices: list[DeviceRow] = []
     first_line: dict[str, int] = {}
     for row in rows:
         if (bad := _id_problem(row.cells.get("device_id"))) is not None:
@@ -403,6 +404,21 @@ def _parse_devices(conn: psycopg.Connection, rows: list[CsvRow], problems: CsvPr
     return devices
 
 
+class _Counted:
+    """An iterator of CSV rows that counts what it yielded."""
+
+    def __init__(self, rows: Iterable[CsvRow]) -> None:
+        self.rows, self.count = iter(rows), 0
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self) -> CsvRow:
+        row = next(self.rows)
+        self.count += 1
+        return row
+
+
 @router.post("/{kind}/import", response_model=ImportResult, summary="Import products, accounts or devices from CSV",
              responses={400: {"model": ErrorBody, "description": "The multipart body could not be parsed"},
                         422: {"description": "Bad rows; nothing was imported"},
@@ -416,8 +432,8 @@ def import_csv(
     force: ForceQuery = False,
 ) -> ImportResult:
     """All rows or none: every problem is reported with its line, and a file with any bad row stores nothing."""
-    rows = read_csv(file.file.read(MAX_CSV_BYTES + 1), columns=_CSV_COLUMNS[kind], loc=line_loc,
-                    max_bytes=MAX_CSV_BYTES)
+    # rows are parsed as the spooled upload is read: only the compact parsed rows are held, never the file's text
+    rows = _Counted(iter_csv(file.file, columns=_CSV_COLUMNS[kind], loc=line_loc, max_bytes=MAX_CSV_BYTES))
     problems = CsvProblems(line_loc)
     if kind == "products":
         products = _parse_products(rows, problems)
@@ -428,14 +444,15 @@ def import_csv(
         problems.raise_any(outcome="; nothing was imported")
         stored = upsert_accounts(conn, accounts=accounts)
     else:
-        devices = _parse_devices(conn, rows, problems)
+        lines: list[int] = []
+        devices = _parse_devices(conn, rows, problems, lines)
         problems.raise_any(outcome="; nothing was imported")
         if not force and (moved := reattributed_history(conn, devices=devices)):
-            lines = {d.device_id: row.line for d, row in zip(devices, rows, strict=True)}
-            first = min(moved, key=lines.__getitem__)
+            line_of = {d.device_id: line for d, line in zip(devices, lines, strict=True)}
+            first = min(moved, key=line_of.__getitem__)
             raise Conflict(f"{len(moved)} device(s) would move with their telemetry; nothing was imported; send"
-                           f" force=true to move them. First: line {lines[first]}: {moved[first]}",
-                           details=[ErrorDetail(loc=line_loc(lines[d], "device_id"), message=m)
-                                    for d, m in sorted(moved.items(), key=lambda kv: lines[kv[0]])])
+                           f" force=true to move them. First: line {line_of[first]}: {moved[first]}",
+                           details=[ErrorDetail(loc=line_loc(line_of[d], "device_id"), message=m)
+                                    for d, m in sorted(moved.items(), key=lambda kv: line_of[kv[0]])])
         stored = upsert_devices(conn, devices=devices)
-    return ImportResult(kind=kind, rows=len(rows), stored=stored)
+    return ImportResult(kind=kind, rows=rows.count, stored=stored)
