@@ -108,6 +108,11 @@ class ApiSettings(BaseModel):
     auth_fail_clients: int = 10_000
     # A dashboard sign-in lasts this long (a working day); logout or revoking the key ends it sooner.
     session_ttl_s: float = Field(default=8 * 3600.0, gt=0)
+    # Expired and ended sessions are deleted this often by a task of the API process (0: only at sign-in).
+    session_purge_s: float = Field(default=600.0, ge=0)
+    # A sign-in form may be posted only from the dashboard's own origin (Origin, else Referer, when the browser
+    # sends one) or one of these, e.g. a reverse proxy's public "https://cxp.example.org".
+    trusted_origins: list[str] = []
     # Fair use of the database pool (api/fairness.py). Heavy computations (analytics, pricing views) run at most
     # this many at once per API key; one more is refused at once with 429 + Retry-After (0: no limit).
     heavy_per_key: int = 2
@@ -117,6 +122,8 @@ class ApiSettings(BaseModel):
     light_pool_size: int = 2
     # A request waits at most this long for a pooled connection, then gets 503 `busy` with Retry-After.
     pool_timeout_s: float = 2.0
+    # Background jobs (backtests) take connections from a pool of their own of this size, never a request's.
+    job_pool_size: int = Field(default=2, ge=1)
 
 
 class StackSettings(BaseModel):
