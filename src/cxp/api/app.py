@@ -15,6 +15,7 @@ from cxp.api.docs import install_offline_docs
 from cxp.api.errors import ErrorBody, install_error_handlers
 from cxp.api.fairness import KeySlots
 from cxp.api.guard import FailedAuthThrottle, RequestGuard
+from cxp.api.housekeeping import housekeeping
 from cxp.api.jobs import JobRunner
 from cxp.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
 from cxp.api.routers import dashboard, experience, ingest, pricing, registry
@@ -54,7 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:  # noqa: BLE001 - an unmigrated database must not stop /readyz from saying so
             log.warning("could not recover jobs: %s", exc)
         try:
-            yield
+            async with housekeeping(app.state, session_purge_s=settings.api.session_purge_s):
+                yield
         finally:
             app.state.jobs.shutdown()
             app.state.pool.close()
