@@ -122,8 +122,6 @@ class ApiSettings(BaseModel):
     light_pool_size: int = 2
     # A request waits at most this long for a pooled connection, then gets 503 `busy` with Retry-After.
     pool_timeout_s: float = 2.0
-    # Background jobs (backtests) take connections from a pool of their own of this size, never a request's.
-    job_pool_size: int = Field(default=2, ge=1)
 
 
 class StackSettings(BaseModel):

@@ -30,6 +30,13 @@ JOB_KIND = "backtest"
 _CSV_CHUNK = 64 * 1024
 
 
+class JobProgress(OutputModel):
+    """How far a job is: output rows (a backtest's bills) written of those to write."""
+
+    done: int
+    total: int
+
+
 class JobSummary(OutputModel):
     """A background job's record."""
 
@@ -41,6 +48,7 @@ class JobSummary(OutputModel):
     finished_at: datetime | None
     created_by: str | None
     error: str | None
+    progress: JobProgress | None = None  # null until the job knows how many rows it will write
     links: dict[str, str]
 
 
@@ -66,7 +74,9 @@ def _links(job: Job) -> dict[str, str]:
 def _job_summary(job: Job) -> JobSummary:
     return JobSummary(job_id=job.job_id, kind=job.kind, status=job.status, created_at=job.created_at,
                       started_at=job.started_at, finished_at=job.finished_at, created_by=job.created_by,
-                      error=job.error, links=_links(job))
+                      error=job.error, links=_links(job),
+                      progress=None if job.progress_total is None else JobProgress(done=job.progress_done or 0,
+                                                                                   total=job.progress_total))
 
 
 def job_out(job: Job) -> JobOut:
