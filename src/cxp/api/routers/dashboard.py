@@ -34,6 +34,7 @@ from cxp.api.deps import (
 )
 from cxp.api.errors import NotAuthenticated, Unprocessable, describe_error
 from cxp.api.guard import FailedAuthThrottle
+from cxp.api.metrics import count_failure
 from cxp.store.apikeys import verify_key
 from cxp.store.registry import list_products
 from cxp.store.sessions import create_session, revoke_session
@@ -64,9 +65,11 @@ def _to_login(request: Request) -> RedirectResponse:
 _PAGE_TITLES = {403: "Not allowed", 422: "Invalid request", 503: "Unavailable"}
 
 
-def error_page(exc: Exception) -> HTMLResponse:
+def error_page(exc: Exception, request: Request | None = None) -> HTMLResponse:
     """The API's answer to `exc` (errors.ERROR_TABLE: same status, message and headers) as an HTML page."""
     failure = describe_error(exc)
+    if request is not None:
+        count_failure(request, failure.code)
     message = failure.message.replace("this endpoint", "this page")
     details = tuple(f"{'.'.join(map(str, d.loc))}: {d.message}" for d in failure.details)
     return _error(failure.status, _PAGE_TITLES.get(failure.status, "Error"), message, details, extra=failure.headers)
@@ -84,7 +87,7 @@ class DashboardRoute(APIRoute):
             except NotAuthenticated:
                 return _to_login(request)
             except Exception as exc:  # noqa: BLE001 - a browser gets a page; the table logs what needs logging
-                return error_page(exc)
+                return error_page(exc, request)
 
         return route
 
