@@ -68,12 +68,16 @@ def read_job(conn: psycopg.Connection, job_id: uuid.UUID) -> Job | None:
     return Job(*row) if row else None
 
 
-def list_jobs(conn: psycopg.Connection, *, kind: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
-    """Jobs, newest first, and how many there are (status and summary columns only)."""
+def list_jobs(conn: psycopg.Connection, *, kind: str | None, limit: int, offset: int,
+              before: tuple[datetime, uuid.UUID] | None = None) -> tuple[list[Job], int]:
+    """Jobs, newest first (older than the (created_at, job_id) `before`, if given), and how many there are (status
+    and summary columns only)."""
+    keyset = "" if before is None else " AND created_at <= %(at)s AND (created_at, job_id) < (%(at)s, %(id)s)"
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM jobs WHERE %(kind)s::text IS NULL OR kind = %(kind)s"
-        " ORDER BY created_at DESC LIMIT %(limit)s OFFSET %(offset)s",
-        {"kind": kind, "limit": limit, "offset": offset}).fetchall()
+        f"SELECT {_COLUMNS} FROM jobs WHERE (%(kind)s::text IS NULL OR kind = %(kind)s){keyset}"
+        " ORDER BY created_at DESC, job_id DESC LIMIT %(limit)s OFFSET %(offset)s",
+        {"kind": kind, "limit": limit, "offset": offset, "at": before[0] if before else None,
+         "id": before[1] if before else None}).fetchall()
     total = conn.execute("SELECT count(*) FROM jobs WHERE %(kind)s::text IS NULL OR kind = %(kind)s",
                          {"kind": kind}).fetchone()[0]
     return [Job(*r) for r in rows], total
@@ -134,10 +138,11 @@ class JobRunner:
         with self.requests_pool.connection() as conn:
             return read_job(conn, job_id)
 
-    def list(self, *, kind: str | None = None, limit: int = 100, offset: int = 0) -> tuple[list[Job], int]:
+    def list(self, *, kind: str | None = None, limit: int = 100, offset: int = 0,
+             before: tuple[datetime, uuid.UUID] | None = None) -> tuple[list[Job], int]:
         """Jobs, newest first, and how many there are."""
         with self.requests_pool.connection() as conn:
-            return list_jobs(conn, kind=kind, limit=limit, offset=offset)
+            return list_jobs(conn, kind=kind, limit=limit, offset=offset, before=before)
 
     def shutdown(self) -> None:
         """Stop taking jobs; running ones finish."""

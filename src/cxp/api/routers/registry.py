@@ -20,7 +20,8 @@ from pydantic import (
     field_validator,
 )
 
-from cxp.api.deps import AdminKey, ConnDep, LightConnDep, PageDep
+from cxp.api.cursors import decode_cursor, page_of
+from cxp.api.deps import AdminKey, ConnDep, KeysetPageDep, KeysetPageParams, LightConnDep
 from cxp.api.errors import Conflict, ErrorBody, ErrorDetail, NotFound, Unprocessable
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
 from cxp.api.uploads import MIB, CsvColumns, CsvProblems, CsvRow, iter_csv, line_loc
@@ -176,11 +177,18 @@ def _unknown_refs(conn: psycopg.Connection, devices: Sequence[DeviceRow]) -> lis
 
 # ---------------------------------------------------------------------------------------------- products
 
+def _after_id(page: KeysetPageParams, kind: str) -> str | None:
+    """The id a registry list's cursor names (None: no cursor)."""
+    return None if page.cursor is None else str(decode_cursor(page.cursor, kind, (str,))[0])
+
+
 @router.get("/products", response_model=Page[Product], summary="Products with their touchpoint catalogues")
-def list_products_view(_: AdminKey, conn: LightConnDep, page: PageDep) -> Page[Product]:
-    """Products by id."""
-    rows, total = list_products(conn, limit=page.limit, offset=page.offset)
-    return Page[Product](items=[_product(p) for p in rows], total=total, limit=page.limit, offset=page.offset)
+def list_products_view(_: AdminKey, conn: LightConnDep, page: KeysetPageDep) -> Page[Product]:
+    """Products by id; `next_cursor` pages on by keyset."""
+    rows, total = list_products(conn, limit=page.limit + 1, offset=page.offset, after=_after_id(page, "products"))
+    items, cursor = page_of(rows, limit=page.limit, kind="products", key=lambda p: (p.product_id,))
+    return Page[Product](items=[_product(p) for p in items], total=total, limit=page.limit, offset=page.offset,
+                         next_cursor=cursor)
 
 
 @router.get("/products/{product_id}", response_model=Product, responses={404: {"description": "Unknown product"}})
@@ -214,15 +222,17 @@ def delete_product(_: AdminKey, conn: LightConnDep, product_id: IdPath) -> Respo
 
 @router.get("/accounts", response_model=Page[Account], responses=CSV_RESPONSES, summary="Customer accounts")
 def list_accounts_view(
-    _: AdminKey, conn: LightConnDep, page: PageDep,
+    _: AdminKey, conn: LightConnDep, page: KeysetPageDep,
     segment: Annotated[str | None, Query(max_length=100)] = None, format: FormatQuery = "json",
 ) -> Page[Account] | Response:
-    """Accounts by id, optionally of one segment."""
-    rows, total = list_accounts(conn, segment=segment, limit=page.limit, offset=page.offset)
+    """Accounts by id, optionally of one segment; `next_cursor` pages on by keyset."""
+    rows, total = list_accounts(conn, segment=segment, limit=page.limit + 1, offset=page.offset,
+                                after=_after_id(page, "accounts"))
+    items, cursor = page_of(rows, limit=page.limit, kind="accounts", key=lambda a: (a.account_id,))
     if format == "csv":
-        return csv_response(rows, filename="accounts", columns=("account_id", "name", "segment"))
-    return Page[Account](items=[Account(account_id=a.account_id, name=a.name, segment=a.segment) for a in rows],
-                       total=total, limit=page.limit, offset=page.offset)
+        return csv_response(items, filename="accounts", columns=("account_id", "name", "segment"))
+    return Page[Account](items=[Account(account_id=a.account_id, name=a.name, segment=a.segment) for a in items],
+                         total=total, limit=page.limit, offset=page.offset, next_cursor=cursor)
 
 
 @router.get("/accounts/{account_id}", response_model=Account, responses={404: {"description": "Unknown account"}})
@@ -256,17 +266,20 @@ def delete_account(_: AdminKey, conn: LightConnDep, account_id: IdPath) -> Respo
 
 @router.get("/devices", response_model=Page[Device], responses=CSV_RESPONSES, summary="Registered devices")
 def list_devices_view(
-    _: AdminKey, conn: LightConnDep, page: PageDep,
+    _: AdminKey, conn: LightConnDep, page: KeysetPageDep,
     product: Annotated[str | None, Query(max_length=128)] = None,
     account: Annotated[str | None, Query(max_length=128)] = None,
     format: FormatQuery = "json",
 ) -> Page[Device] | Response:
-    """Devices by id, optionally of one product and/or account."""
-    rows, total = list_devices(conn, product_id=product, account_id=account, limit=page.limit, offset=page.offset)
+    """Devices by id, optionally of one product and/or account; `next_cursor` pages on by keyset."""
+    rows, total = list_devices(conn, product_id=product, account_id=account, limit=page.limit + 1,
+                               offset=page.offset, after=_after_id(page, "devices"))
+    items, cursor = page_of(rows, limit=page.limit, kind="devices", key=lambda d: (d.device_id,))
     if format == "csv":
-        return csv_response(rows, filename="devices", columns=(
+        return csv_response(items, filename="devices", columns=(
             "device_id", "product_id", "account_id", "activated_at", "plan", "experiment_arm"))
-    return Page[Device](items=[_device(d) for d in rows], total=total, limit=page.limit, offset=page.offset)
+    return Page[Device](items=[_device(d) for d in items], total=total, limit=page.limit, offset=page.offset,
+                        next_cursor=cursor)
 
 
 @router.get("/devices/{device_id}", response_model=Device, responses={404: {"description": "Unknown device"}})

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 from psycopg_pool import ConnectionPool
 
-from cxp.api.deps import JobsDep, PageDep, PricingKey
+from cxp.api.cursors import cursor_time, cursor_uuid, decode_cursor, page_of
+from cxp.api.deps import JobsDep, KeysetPageDep, PageDep, PricingKey
 from cxp.api.errors import Conflict, ErrorDetail, NotFound, Unprocessable
 from cxp.api.jobs import Job, JobRunner
 from cxp.api.routers.pricing.backtest_schemas import BILL_COLUMNS, BacktestReport, BillRow
@@ -146,11 +147,17 @@ def _csv_stream(pool: ConnectionPool, job_id: UUID, plan_idx: int | None) -> Ite
 
 
 @router.get("/jobs", response_model=Page[JobSummary], summary="Backtest jobs, newest first")
-def list_jobs(_: PricingKey, jobs: JobsDep, page: PageDep) -> Page[JobSummary]:
-    """Without results: fetch one job for its report."""
-    items, total = jobs.list(kind=JOB_KIND, limit=page.limit, offset=page.offset)
+def list_jobs(_: PricingKey, jobs: JobsDep, page: KeysetPageDep) -> Page[JobSummary]:
+    """Without results: fetch one job for its report; `next_cursor` pages on by keyset."""
+    before = None
+    if page.cursor is not None:
+        at, job_id = decode_cursor(page.cursor, "jobs", (str, str))
+        before = (cursor_time(str(at)), cursor_uuid(str(job_id)))
+    rows, total = jobs.list(kind=JOB_KIND, limit=page.limit + 1, offset=page.offset, before=before)
+    items, cursor = page_of(rows, limit=page.limit, kind="jobs",
+                            key=lambda j: (j.created_at.isoformat(), str(j.job_id)))
     return Page[JobSummary](items=[_job_summary(j) for j in items], total=total, limit=page.limit,
-                            offset=page.offset)
+                            offset=page.offset, next_cursor=cursor)
 
 
 def _backtest_job(jobs: JobRunner, job_id: UUID) -> Job:
