@@ -506,6 +506,14 @@ def bench_import_memory(ctx: typer.Context) -> None:
     import_memory_main(list(ctx.args))
 
 
+@bench_app.command("pages", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_pages(ctx: typer.Context) -> None:
+    """A deep page of the device list by offset vs by keyset cursor (--help)."""
+    from cxp.tools.bench.pages import main as pages_main
+
+    pages_main(list(ctx.args))
+
+
 @bench_app.command("broker-auth")
 def bench_broker_auth(
     devices: Annotated[list[int] | None, typer.Option(help="Fleet size; repeat (default 10000 and 100000).")] = None,

@@ -181,7 +181,7 @@ def list_accounts(
     after: str | None = None,
 ) -> tuple[list[AccountRow], int]:
     """Accounts by id (optionally of one segment; after the id `after`, if given) and how many match."""
-    where = "WHERE (%(segment)s::text IS NULL OR segment = %(segment)s)"
+    where = "WHERE true" + ("" if segment is None else " AND segment = %(segment)s")
     params = {"segment": segment, "limit": limit, "offset": offset, "after": after}
     with mapped_errors():
         rows = conn.execute(f"SELECT account_id, name, segment FROM accounts {where}{_after('account_id', after)}"
@@ -204,8 +204,9 @@ def list_devices(
 ) -> tuple[list[DeviceRow], int]:
     """Devices by id (optionally of one product and/or account; after the id `after`, if given) and how many
     match."""
-    where = ("WHERE (%(product)s::text IS NULL OR product_id = %(product)s)"
-             " AND (%(account)s::text IS NULL OR account_id = %(account)s)")
+    # only the filters given: a plan prepared for "x IS NULL OR …" could not use the indexes either way
+    where = ("WHERE true" + ("" if product_id is None else " AND product_id = %(product)s")
+             + ("" if account_id is None else " AND account_id = %(account)s"))
     params = {"product": product_id, "account": account_id, "limit": limit, "offset": offset, "after": after}
     with mapped_errors():
         rows = conn.execute(f"SELECT {_DEVICE_COLS} FROM devices {where}{_after('device_id', after)}"
