@@ -71,6 +71,14 @@ def test_the_size_cap_stops_reading_at_the_cap() -> None:
     assert stream.pulled <= 1024 * 1024 + CHUNK
 
 
+def test_a_line_without_end_is_refused_once_it_passes_the_line_cap() -> None:
+    data = b"device_id,product_id,plan\n" + b"x" * (3 * 1024 * 1024)
+    stream = CountingStream(data)
+    with pytest.raises(Unprocessable) as caught:
+        list(iter_csv(stream, columns=COLUMNS, loc=line_loc, max_bytes=len(data)))
+    assert "line 2: longer than 1 MiB" in caught.value.message and stream.pulled < 2 * 1024 * 1024
+
+
 def test_quote_faults_and_nul_bytes_far_into_a_file_name_their_line() -> None:
     body = _big_csv(50_000)
     with pytest.raises(Unprocessable) as caught:

@@ -82,14 +82,6 @@ def _too_big(max_bytes: int) -> Unprocessable:
     return Unprocessable(f"the upload is larger than {max_bytes // MIB} MiB; split it")
 
 
-def decode_text(data: bytes) -> str:
-    """UTF-8 text (a byte-order mark is dropped), or 422 naming the first bad byte."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise Unprocessable(f"the upload is not UTF-8 text (byte {exc.start})") from exc
-
-
 def _quote_fault(first_line: str, line: int) -> tuple[int, int, str] | None:
     """The first quoting fault of the row whose first physical line is `first_line` (line `line`), or None.
 
@@ -134,6 +126,7 @@ class _SpansLines(Exception):
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)")
 _CHUNK = 64 * 1024
+MAX_LINE_CHARS = 1024 * 1024  # no row of any upload comes near; a longer "line" is not CSV text
 
 
 class _Lines:
@@ -160,6 +153,10 @@ class _Lines:
             # a CR at the end of what is decoded may be the first half of a CRLF still unread
             if self.eof or (match and (match.end() < len(self.pending) or not match.group().endswith("\r"))):
                 break
+            if len(self.pending) - self.pos > MAX_LINE_CHARS:
+                raise Unprocessable(f"line {self.number + 1}: longer than {MAX_LINE_CHARS // MIB} MiB without a"
+                                    " line break; the upload must be CSV text",
+                                    details=[ErrorDetail(loc=self.loc(self.number + 1), message="line too long")])
             self._fill()
         if match:
             text, self.pos = match.group(), match.end()
