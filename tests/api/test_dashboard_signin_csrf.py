@@ -60,6 +60,12 @@ def test_a_sign_in_from_the_dashboards_own_origin_works(test_db_api, fresh_key, 
     assert _sessions_of(stack, fresh_key) == 1
 
 
+def test_pages_let_the_browser_send_their_origin_on_same_site_posts(test_db_api) -> None:
+    # under "no-referrer" a browser sends `Origin: null` on every form post, and the sign-in form would refuse
+    # its own page; "same-origin" sends the real origin here and nothing (not even the URL) to other sites
+    assert _web(test_db_api).get("/dashboard/login").headers["referrer-policy"] == "same-origin"
+
+
 def test_trusted_origins_admit_a_reverse_proxys_public_origin(stack, fresh_key):
     api = stack.api.model_copy(update={"trusted_origins": ["https://cxp.example.org"], "session_purge_s": 0})
     with TestClient(create_app(stack.model_copy(update={"api": api})), follow_redirects=False) as web:
