@@ -91,8 +91,6 @@ def job_out(job: Job) -> JobOut:
 class BillPage(Page[BillRow]):
     """A page of bills; pass `next_cursor` as `cursor` for the next one (null: this is the last)."""
 
-    next_cursor: str | None = None
-
 
 def _cursor(job_id: UUID, record: job_results.BillRecord) -> str:
     raw = f"{job_id}:{record.plan_idx}:{record.row_idx}".encode()
