@@ -7,6 +7,7 @@ request gets is decided by the limits alone, so the assertions are on status cod
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -108,6 +109,15 @@ def _wait_done(futures: list[Future], n: int) -> list[httpx.Response]:
     return [f.result() for f in futures if f.done()]
 
 
+def _overloads(srv: Server) -> dict[str, float]:
+    """`cxp_api_overload_total` from /metrics, summed over routes, by reason."""
+    text = httpx.get(srv.url + "/metrics", timeout=60).text
+    out: dict[str, float] = {}
+    for reason, value in re.findall(r'^cxp_api_overload_total\{reason="(\w+)",route="[^"]*"\} (\S+)$', text, re.M):
+        out[reason] = out.get(reason, 0) + float(value)
+    return out
+
+
 def _assert_error(resp: httpx.Response, status: int, code: str) -> None:
     assert resp.status_code == status, resp.text
     assert resp.json()["error"]["code"] == code and int(resp.headers["Retry-After"]) >= 1
@@ -125,6 +135,7 @@ def test_limits_off_one_key_starves_admin_and_other_keys(stack: Settings) -> Non
         _assert_error(srv.get(HEAVY, "b", n=99), 503, "busy")
         srv.gate.set()
         assert Counter(f.result().status_code for f in burst) == {200: 4, 503: 8}
+        assert _overloads(srv) == {"pool_timeout": 10}, "every 503 busy is counted in /metrics"
 
 
 def test_one_key_cannot_starve_admin_or_other_keys(stack: Settings) -> None:
@@ -151,3 +162,7 @@ def test_one_key_cannot_starve_admin_or_other_keys(stack: Settings) -> None:
         assert [f.result().json() for f in burst_b] == [{"n": 100}, {"n": 101}]
         # Slots are given back: key a computes again.
         assert srv.get(HEAVY, "a", n=300).status_code == 200
+        # /metrics counts each refusal by its reason: 10 + 1 heavy-slot 429s, one pool-timeout 503
+        assert _overloads(srv) == {"heavy_slots": 11, "pool_timeout": 1}
+        text = httpx.get(srv.url + "/metrics", timeout=60).text
+        assert 'cxp_api_overload_total{reason="heavy_slots",route="/v1/experience/health"} 1.0' in text

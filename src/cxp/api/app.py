@@ -15,6 +15,7 @@ from cxp.api.docs import install_offline_docs
 from cxp.api.errors import ErrorBody, install_error_handlers
 from cxp.api.fairness import KeySlots
 from cxp.api.guard import FailedAuthThrottle, RequestGuard
+from cxp.api.housekeeping import housekeeping
 from cxp.api.jobs import JobRunner
 from cxp.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
 from cxp.api.routers import credentials, dashboard, experience, ingest, pricing, registry
@@ -49,7 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.light_pool = app.state.pool if light <= 0 else create_pool(
             settings.db.model_copy(update={"pool_min": 1, "pool_max": light}), name="cxp-api-light", wait=False,
             timeout=settings.api.pool_timeout_s)
-        app.state.jobs = JobRunner(pool=app.state.pool, workers=settings.api.job_workers)
+        # Jobs have a pool of their own (a connection per worker, one for progress), so a long job never holds
+        # a connection a request is waiting for; their status is read through the small pool of cheap requests.
+        workers = settings.api.job_workers
+        app.state.job_pool = create_pool(settings.db.model_copy(update={"pool_min": 1, "pool_max": workers + 1}),
+                                         name="cxp-api-jobs", wait=False, timeout=30.0)
+        app.state.jobs = JobRunner(pool=app.state.job_pool, workers=workers, requests_pool=app.state.light_pool)
         try:
             app.state.jobs.recover()
         except Exception as exc:  # noqa: BLE001 - an unmigrated database must not stop /readyz from saying so
@@ -57,10 +63,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Ends rotation grace windows and keeps the broker's CRL fresh (identity/service.py).
         sweeper = Sweeper(connection=app.state.light_pool.connection, settings=settings).start()
         try:
-            yield
+            async with housekeeping(app.state, session_purge_s=settings.api.session_purge_s):
+                yield
         finally:
             sweeper.stop()
             app.state.jobs.shutdown()
+            app.state.job_pool.close()
             app.state.pool.close()
             if app.state.light_pool is not app.state.pool:
                 app.state.light_pool.close()

@@ -338,3 +338,23 @@ def get_page(
 
 
 PageDep = Annotated[PageParams, Depends(get_page)]
+
+
+@dataclass(frozen=True)
+class KeysetPageParams(PageParams):
+    """A slice of a list that also pages by keyset: `cursor` (a page's `next_cursor`) starts after its item."""
+
+    cursor: str | None = None
+
+
+def get_keyset_page(
+    page: PageDep,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=500, description=(
+        "Start after the last item of a page: pass its `next_cursor` (as cheap at page 1,000 as at page 1;"
+        " `offset` then counts from there)"))] = None,
+) -> KeysetPageParams:
+    """Paging parameters of a list with keyset cursors."""
+    return KeysetPageParams(page.limit, page.offset, cursor)
+
+
+KeysetPageDep = Annotated[KeysetPageParams, Depends(get_keyset_page)]

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxp.analytics.errors import AnalyticsError
+from cxp.api.metrics import count_failure
 from cxp.identity.broker import BrokerUnreachable
 from cxp.identity.errors import IdentityError, PkiMissing
 from cxp.identity.provisioning import ProvisioningRefused, UnknownProduct, UnknownProvisioningKey
@@ -212,8 +213,10 @@ def _json(failure: Failure) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every exception of the table with the one error body."""
 
-    async def render(_: Request, exc: Exception) -> JSONResponse:
-        return _json(describe_error(exc))
+    async def render(request: Request, exc: Exception) -> JSONResponse:
+        failure = describe_error(exc)
+        count_failure(request, failure.code)
+        return _json(failure)
 
     for cls in ERROR_TABLE:
         app.add_exception_handler(cls, render)

@@ -190,6 +190,8 @@ class RequestGuard:
 
     async def _refuse(self, send: Send, failure: Failure, *, close: bool) -> None:
         self.metrics.refused.labels(str(failure.status)).inc()
+        if failure.code == "busy":  # the key lookup found no free connection: overload, like a route's 503
+            self.metrics.overload.labels("pool_timeout", "(key check)").inc()
         start, body = _failure_response(failure, close=close)
         await send(start)
         await send(body)

@@ -1,7 +1,11 @@
-"""Background jobs for long runs (large backtests): persisted in `jobs` (status, summary), run on a small thread pool.
+"""Background jobs for long runs (large backtests): persisted in `jobs` (status, summary, progress), run on a small
+thread pool with a connection pool of their own.
 
 A job's bulk output (a backtest's bills) goes to its own table inside the job's transaction; the job row
-keeps only its status and a small JSON summary, so reading a status never reads the output.
+keeps only its status, its progress and a small JSON summary, so reading a status never reads the output.
+Jobs take connections only from the jobs' pool (one per worker, plus one for progress and status writes): a
+long job never holds a connection a request is waiting for. Requests read and create job rows through the
+pool they were given (`requests_pool`).
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from cxp.store.errors import StoreError
 
 log = logging.getLogger("cxp.api.jobs")
 
-# fn(conn, job_id) writes the job's output with conn (one transaction with its status) and returns its summary.
-JobFn = Callable[[psycopg.Connection, uuid.UUID], Any]
+# progress(done, total): how far a job is, committed at once (visible while the job's own transaction is open).
+Progress = Callable[[int, int], None]
+# fn(conn, job_id, progress) writes the job's output with conn (one transaction with its status) and returns its
+# summary; it reports its progress as it goes.
+JobFn = Callable[[psycopg.Connection, uuid.UUID, Progress], Any]
 
 
 @dataclass(frozen=True)
@@ -40,9 +47,12 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     created_by: str | None
+    progress_done: int | None = None
+    progress_total: int | None = None
 
 
-_COLUMNS = "job_id, kind, status, request, summary, error, created_at, started_at, finished_at, created_by"
+_COLUMNS = ("job_id, kind, status, request, summary, error, created_at, started_at, finished_at, created_by,"
+            " progress_done, progress_total")
 
 
 def job_error(exc: Exception) -> str:
@@ -58,22 +68,27 @@ def read_job(conn: psycopg.Connection, job_id: uuid.UUID) -> Job | None:
     return Job(*row) if row else None
 
 
-def list_jobs(conn: psycopg.Connection, *, kind: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
-    """Jobs, newest first, and how many there are (status and summary columns only)."""
+def list_jobs(conn: psycopg.Connection, *, kind: str | None, limit: int, offset: int,
+              before: tuple[datetime, uuid.UUID] | None = None) -> tuple[list[Job], int]:
+    """Jobs, newest first (older than the (created_at, job_id) `before`, if given), and how many there are (status
+    and summary columns only)."""
+    keyset = "" if before is None else " AND created_at <= %(at)s AND (created_at, job_id) < (%(at)s, %(id)s)"
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM jobs WHERE %(kind)s::text IS NULL OR kind = %(kind)s"
-        " ORDER BY created_at DESC LIMIT %(limit)s OFFSET %(offset)s",
-        {"kind": kind, "limit": limit, "offset": offset}).fetchall()
+        f"SELECT {_COLUMNS} FROM jobs WHERE (%(kind)s::text IS NULL OR kind = %(kind)s){keyset}"
+        " ORDER BY created_at DESC, job_id DESC LIMIT %(limit)s OFFSET %(offset)s",
+        {"kind": kind, "limit": limit, "offset": offset, "at": before[0] if before else None,
+         "id": before[1] if before else None}).fetchall()
     total = conn.execute("SELECT count(*) FROM jobs WHERE %(kind)s::text IS NULL OR kind = %(kind)s",
                          {"kind": kind}).fetchone()[0]
     return [Job(*r) for r in rows], total
 
 
 class JobRunner:
-    """Runs jobs in threads with their own pooled connections; summaries are JSON stored in the database."""
+    """Runs jobs in threads on the jobs' own connection pool; summaries are JSON stored in the database."""
 
-    def __init__(self, *, pool: ConnectionPool, workers: int) -> None:
-        self.pool = pool
+    def __init__(self, *, pool: ConnectionPool, workers: int, requests_pool: ConnectionPool | None = None) -> None:
+        self.pool = pool  # the jobs' own: a running job holds one of these, never one of the requests'
+        self.requests_pool = requests_pool or pool
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxp-job")
 
     def recover(self) -> int:
@@ -85,21 +100,31 @@ class JobRunner:
             return cur.rowcount
 
     def submit(self, *, kind: str, request: dict[str, Any], fn: JobFn, created_by: str | None) -> Job:
-        """Record a queued job and start it; `fn(conn, job_id)` stores its output and returns a JSON-ready summary."""
+        """Record a queued job and start it; `fn(conn, job_id, progress)` stores its output and returns a
+        JSON-ready summary."""
         job_id = uuid.uuid4()
-        with self.pool.connection() as conn:
+        with self.requests_pool.connection() as conn:
             row = conn.execute(
                 f"INSERT INTO jobs (job_id, kind, status, request, created_by) VALUES (%s, %s, 'queued', %s, %s)"
                 f" RETURNING {_COLUMNS}", (job_id, kind, Jsonb(request), created_by)).fetchone()
         self.executor.submit(self._run, job_id, fn)
         return Job(*row)
 
+    def _progress(self, job_id: uuid.UUID) -> Progress:
+        def report(done: int, total: int) -> None:
+            # its own short-lived connection: the job's transaction commits only at the end
+            with self.pool.connection() as conn:
+                conn.execute("UPDATE jobs SET progress_done = %s, progress_total = %s WHERE job_id = %s",
+                             (done, total, job_id))
+
+        return report
+
     def _run(self, job_id: uuid.UUID, fn: JobFn) -> None:
         try:
             with self.pool.connection() as conn:
                 conn.execute("UPDATE jobs SET status = 'running', started_at = now() WHERE job_id = %s", (job_id,))
                 with conn.transaction():
-                    summary = fn(conn, job_id)
+                    summary = fn(conn, job_id, self._progress(job_id))
                     conn.execute("UPDATE jobs SET status = 'done', finished_at = now(), summary = %s"
                                  " WHERE job_id = %s", (Jsonb(summary), job_id))
         except Exception as exc:  # noqa: BLE001 - a job's failure is recorded, never raised into the pool
@@ -110,13 +135,14 @@ class JobRunner:
 
     def get(self, job_id: uuid.UUID) -> Job | None:
         """A job by id."""
-        with self.pool.connection() as conn:
+        with self.requests_pool.connection() as conn:
             return read_job(conn, job_id)
 
-    def list(self, *, kind: str | None = None, limit: int = 100, offset: int = 0) -> tuple[list[Job], int]:
+    def list(self, *, kind: str | None = None, limit: int = 100, offset: int = 0,
+             before: tuple[datetime, uuid.UUID] | None = None) -> tuple[list[Job], int]:
         """Jobs, newest first, and how many there are."""
-        with self.pool.connection() as conn:
-            return list_jobs(conn, kind=kind, limit=limit, offset=offset)
+        with self.requests_pool.connection() as conn:
+            return list_jobs(conn, kind=kind, limit=limit, offset=offset, before=before)
 
     def shutdown(self) -> None:
         """Stop taking jobs; running ones finish."""

@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Error codes (errors.ERROR_TABLE) that mean "overloaded", by the reason label they are counted under.
+OVERLOAD_REASONS = {"too_many_requests": "heavy_slots", "busy": "pool_timeout"}
 
 
 class ApiMetrics:
@@ -26,10 +28,21 @@ class ApiMetrics:
                                ["status"], registry=self.registry)
         self.body_bytes = Counter("cxp_api_body_bytes_total", "Request body bytes read by /v1 routes",
                                   registry=self.registry)
+        self.overload = Counter("cxp_api_overload_total", "Requests refused for load, by reason: heavy_slots (429, the"
+                                " key's heavy-request slots are all in use) or pool_timeout (503 busy, no database"
+                                " connection free in time)", ["reason", "route"], registry=self.registry)
 
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+def count_failure(request: Request, code: str) -> None:
+    """Count an answered failure whose code means overload (429 heavy slots, 503 busy) under its route template."""
+    reason = OVERLOAD_REASONS.get(code)
+    metrics = getattr(request.app.state, "metrics", None)
+    if reason is not None and isinstance(metrics, ApiMetrics):
+        metrics.overload.labels(reason, getattr(request.scope.get("route"), "path", "(unmatched)")).inc()
 
 
 class MetricsMiddleware(BaseHTTPMiddleware):

@@ -64,6 +64,9 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+    # Lists that page by keyset: pass it as `cursor` for the next page. Null on the last page, and always on
+    # lists that page by offset only (computed results).
+    next_cursor: str | None = None
 
 
 def paged(items: Sequence[T], *, limit: int, offset: int) -> dict[str, Any]:

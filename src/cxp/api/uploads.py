@@ -10,11 +10,14 @@ refused with the line and the character column of the fault.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
-from collections.abc import Callable
+import re
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
@@ -72,38 +75,19 @@ class CsvRow:
 def check_size(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES) -> None:
     """422 when an upload is over the cap (callers read at most `max_bytes + 1` bytes)."""
     if len(data) > max_bytes:
-        raise Unprocessable(f"the upload is larger than {max_bytes // MIB} MiB; split it")
+        raise _too_big(max_bytes)
 
 
-def decode_text(data: bytes) -> str:
-    """UTF-8 text (a byte-order mark is dropped), or 422 naming the first bad byte."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise Unprocessable(f"the upload is not UTF-8 text (byte {exc.start})") from exc
+def _too_big(max_bytes: int) -> Unprocessable:
+    return Unprocessable(f"the upload is larger than {max_bytes // MIB} MiB; split it")
 
 
-def _position(text: str, offset: int) -> tuple[int, int]:
-    """1-based line and character column of `offset` in `text`."""
-    line_start = text.rfind("\n", 0, offset) + 1
-    return text.count("\n", 0, offset) + 1, offset - line_start + 1
+def _quote_fault(first_line: str, line: int) -> tuple[int, int, str] | None:
+    """The first quoting fault of the row whose first physical line is `first_line` (line `line`), or None.
 
-
-def _check_nul(text: str, loc: LineLoc) -> None:
-    """422 naming the line and column of the first NUL character (the database cannot store one)."""
-    if (at := text.find("\x00")) >= 0:
-        line, column = _position(text, at)
-        raise Unprocessable(f"line {line}, column {column}: a NUL byte; the upload must be text",
-                            details=[ErrorDetail(loc=loc(line), message=f"NUL byte at column {column}")])
-
-
-def _quote_fault(text: str, line: int) -> tuple[int, int, str] | None:
-    """The first quoting fault of the row starting on `line`: (line, column, what), or None."""
-    offset = 0
-    for _ in range(line - 1):
-        offset = text.index("\n", offset) + 1
+    Scanning stops at the first line break, quoted or not, so the row's first line is all it needs."""
     quoted, field_start, opened = False, True, (line, 1)
-    i = offset
+    text, i = first_line, 0
     while i < len(text):
         ch = text[i]
         if quoted and ch == '"' and text[i + 1:i + 2] == '"':
@@ -111,13 +95,13 @@ def _quote_fault(text: str, line: int) -> tuple[int, int, str] | None:
             continue
         if quoted and ch == '"':
             if text[i + 1:i + 2] not in (",", "\r", "\n", ""):
-                return (*_position(text, i + 1), "text after the closing quote of the value opened at line"
+                return (line, i + 2, "text after the closing quote of the value opened at line"
                         f" {opened[0]}, column {opened[1]}")
             quoted = False
         elif quoted and ch in "\r\n":
             return (*opened, "this quoted value runs over a line break (an unterminated quote?)")
         elif ch == '"' and field_start:
-            quoted, opened = True, _position(text, i)
+            quoted, opened = True, (line, i + 1)
         elif ch in "\r\n":
             return None
         field_start = not quoted and ch == ","
@@ -125,15 +109,84 @@ def _quote_fault(text: str, line: int) -> tuple[int, int, str] | None:
     return (*opened, "this quote is never closed") if quoted else None
 
 
-def _bad_quote(text: str, line: int, loc: LineLoc, fallback: str) -> Unprocessable:
+def _bad_quote(first_line: str, line: int, loc: LineLoc, fallback: str) -> Unprocessable:
     """422 naming the line and column of the quoting fault in the row starting on `line`."""
-    fault = _quote_fault(text, line)
+    fault = _quote_fault(first_line, line)
     if fault is None:
         return Unprocessable(f"line {line}: not valid CSV: {fallback}",
                              details=[ErrorDetail(loc=loc(line), message=fallback)])
     at_line, column, what = fault
     return Unprocessable(f"line {at_line}, column {column}: not valid CSV: {what}",
                          details=[ErrorDetail(loc=loc(at_line), message=f"column {column}: {what}")])
+
+
+class _SpansLines(Exception):
+    """A row asked for a second physical line: a quoted value runs over a line break."""
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)")
+_CHUNK = 64 * 1024
+MAX_LINE_CHARS = 1024 * 1024  # no row of any upload comes near; a longer "line" is not CSV text
+
+
+class _Lines:
+    """Physical lines of an upload, decoded as they are read: the csv module's input, one row's lines at a time.
+
+    Memory stays at one chunk plus one line: the upload is never held whole. Each line is checked for NUL, the
+    whole for its size cap; `begin_row` marks the start of a row, which may then take one line only."""
+
+    def __init__(self, stream: BinaryIO, *, max_bytes: int, loc: LineLoc) -> None:
+        self.stream, self.max_bytes, self.loc = stream, max_bytes, loc
+        self.decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        self.read_bytes, self.number, self.pending, self.pos, self.eof = 0, 0, "", 0, False
+        self.row_first: str | None = None
+
+    def begin_row(self) -> None:
+        self.row_first = None
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        while True:
+            match = _LINE.match(self.pending, self.pos)
+            # a CR at the end of what is decoded may be the first half of a CRLF still unread
+            if self.eof or (match and (match.end() < len(self.pending) or not match.group().endswith("\r"))):
+                break
+            if len(self.pending) - self.pos > MAX_LINE_CHARS:
+                raise Unprocessable(f"line {self.number + 1}: longer than {MAX_LINE_CHARS // MIB} MiB without a"
+                                    " line break; the upload must be CSV text",
+                                    details=[ErrorDetail(loc=self.loc(self.number + 1), message="line too long")])
+            self._fill()
+        if match:
+            text, self.pos = match.group(), match.end()
+        elif self.pos < len(self.pending):
+            text, self.pos = self.pending[self.pos:], len(self.pending)
+        else:
+            raise StopIteration
+        self.number += 1
+        if self.row_first is not None:
+            raise _SpansLines
+        if (at := text.find("\x00")) >= 0:
+            raise Unprocessable(f"line {self.number}, column {at + 1}: a NUL byte; the upload must be text",
+                                details=[ErrorDetail(loc=self.loc(self.number),
+                                                     message=f"NUL byte at column {at + 1}")])
+        self.row_first = text
+        return text
+
+    def _fill(self) -> None:
+        chunk = self.stream.read(_CHUNK)
+        self.eof = not chunk
+        buffered = len(self.decoder.getstate()[0])
+        self.read_bytes += len(chunk)
+        if self.read_bytes > self.max_bytes:
+            raise _too_big(self.max_bytes)
+        try:
+            decoded = self.decoder.decode(chunk, final=self.eof)
+        except UnicodeDecodeError as exc:
+            at = self.read_bytes - len(chunk) - buffered + exc.start
+            raise Unprocessable(f"the upload is not UTF-8 text (byte {at})") from exc
+        self.pending, self.pos = self.pending[self.pos:] + decoded, 0
 
 
 def _header(names: list[str], columns: CsvColumns, loc: LineLoc) -> None:
@@ -153,41 +206,44 @@ def _header(names: list[str], columns: CsvColumns, loc: LineLoc) -> None:
                             details=[ErrorDetail(loc=loc(1, u), message="unknown column") for u in unknown])
 
 
-def read_csv(data: bytes, *, columns: CsvColumns, loc: LineLoc, max_bytes: int = MAX_UPLOAD_BYTES,
-             max_rows: int | None = None) -> list[CsvRow]:
-    """The data rows of an uploaded CSV with a header row, or a 422 naming the line (and column) at fault."""
-    check_size(data, max_bytes=max_bytes)
-    text = decode_text(data)
-    _check_nul(text, loc)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    rows: list[CsvRow] = []
-    line = 1
+def iter_csv(stream: BinaryIO, *, columns: CsvColumns, loc: LineLoc, max_bytes: int = MAX_UPLOAD_BYTES,
+             max_rows: int | None = None) -> Iterator[CsvRow]:
+    """The data rows of a CSV upload read from `stream` as they are parsed; a 422 names the line (and column) at
+    fault. A caller that stores rows only once the iterator is exhausted keeps imports all-or-nothing."""
+    lines = _Lines(stream, max_bytes=max_bytes, loc=loc)
+    reader = csv.reader(lines, strict=True)
+    count = 0
     try:
         header = next(reader, [])
         names = [h.strip() for h in header]
         _header(names, columns, loc)
         wanted = [(i, n) for i, n in enumerate(names) if n in columns.known]
         while True:
-            line = reader.line_num + 1
+            lines.begin_row()
             row = next(reader, None)
             if row is None:
                 break
-            if reader.line_num != line:  # a row is one line: a longer one holds a line break in quotes
-                raise _bad_quote(text, line, loc, "a value spans lines")
             if not any(cell.strip() for cell in row):
                 continue  # blank lines carry nothing
             if len(row) > len(names):
-                raise Unprocessable(f"line {line}: more fields than header columns",
-                                    details=[ErrorDetail(loc=loc(line), message="more fields than columns")])
-            if max_rows is not None and len(rows) >= max_rows:
-                raise Unprocessable(f"line {line}: at most {max_rows} rows")
-            cells = {n: row[i].strip() for i, n in wanted if i < len(row) and row[i].strip()}
-            rows.append(CsvRow(line, cells))
+                raise Unprocessable(f"line {lines.number}: more fields than header columns",
+                                    details=[ErrorDetail(loc=loc(lines.number), message="more fields than columns")])
+            if max_rows is not None and count >= max_rows:
+                raise Unprocessable(f"line {lines.number}: at most {max_rows} rows")
+            count += 1
+            yield CsvRow(lines.number, {n: row[i].strip() for i, n in wanted if i < len(row) and row[i].strip()})
+    except _SpansLines as exc:  # a row is one line: a longer one holds a line break in quotes
+        raise _bad_quote(lines.row_first or "", lines.number - 1, loc, "a value spans lines") from exc
     except csv.Error as exc:
-        raise _bad_quote(text, line, loc, str(exc)) from exc
-    if not rows:
+        raise _bad_quote(lines.row_first or "", lines.number, loc, str(exc)) from exc
+    if not count:
         raise Unprocessable("the CSV has a header but no rows")
-    return rows
+
+
+def read_csv(data: bytes, *, columns: CsvColumns, loc: LineLoc, max_bytes: int = MAX_UPLOAD_BYTES,
+             max_rows: int | None = None) -> list[CsvRow]:
+    """Every data row of CSV bytes already in memory (small uploads and tests); see `iter_csv`."""
+    return list(iter_csv(io.BytesIO(data), columns=columns, loc=loc, max_bytes=max_bytes, max_rows=max_rows))
 
 
 @dataclass
@@ -225,16 +281,40 @@ class CsvProblems:
 # ------------------------------------------------------------------ bodies that are JSON or CSV
 
 
+SPOOL_MEMORY_BYTES = 256 * 1024  # an upload's body past this size waits on disk, not in the process's memory
+
+
 @dataclass(frozen=True)
 class JsonOrCsv:
-    """The raw body of an upload that may be JSON or CSV text."""
+    """The body of an upload that may be JSON or CSV text, spooled (on disk past `SPOOL_MEMORY_BYTES`)."""
 
     kind: Literal["json", "csv"]
-    data: bytes
+    file: BinaryIO
+
+    def json_bytes(self) -> bytes:
+        """The whole body, for a JSON parser that needs it at once (422 over the cap)."""
+        self.file.seek(0)
+        data = self.file.read(MAX_UPLOAD_BYTES + 1)
+        check_size(data)
+        return data
 
 
-async def read_json_or_csv(request: Request) -> JsonOrCsv:
-    """JSON (`application/json`), a multipart upload (field `file`) or a CSV body (`text/csv`), size-capped."""
+async def _spooled_body(request: Request) -> BinaryIO:
+    """The request body written to a spooled temporary file as it arrives (422 past the cap, read no further)."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115 - closed with the request
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_UPLOAD_BYTES:
+            spool.close()
+            raise _too_big(MAX_UPLOAD_BYTES)
+        spool.write(chunk)
+    spool.seek(0)
+    return spool
+
+
+async def read_json_or_csv(request: Request) -> AsyncIterator[JsonOrCsv]:
+    """JSON (`application/json`), a multipart upload (field `file`) or a CSV body (`text/csv`), spooled and capped."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         try:
@@ -245,21 +325,23 @@ async def read_json_or_csv(request: Request) -> JsonOrCsv:
             raise Unprocessable(f"unreadable multipart body: {exc}") from exc
         upload = form.get("file")
         if isinstance(upload, UploadFile):
-            data = await upload.read(MAX_UPLOAD_BYTES + 1)
+            file: BinaryIO = upload.file  # Starlette spools multipart files itself (to disk past 1 MiB)
         elif isinstance(upload, str):
-            data = upload.encode()
+            file = io.BytesIO(upload.encode())  # a form field, not a file: small by the form parser's own limit
         else:
             raise Unprocessable("send the CSV in the multipart field 'file'",
                                 details=[ErrorDetail(loc=["body", "file"], message="missing")])
         kind: Literal["json", "csv"] = "csv"
     elif ctype in ("application/json", "text/csv", "text/plain"):
-        data = await request.body()
+        file = await _spooled_body(request)
         kind = "json" if ctype == "application/json" else "csv"
     else:
         raise UnsupportedMediaType(
             f"send application/json, text/csv or multipart/form-data (field 'file'), not {ctype or 'no content type'}")
-    check_size(data)
-    return JsonOrCsv(kind, data)
+    try:
+        yield JsonOrCsv(kind, file)
+    finally:
+        file.close()
 
 
 JsonOrCsvDep = Annotated[JsonOrCsv, Depends(read_json_or_csv)]

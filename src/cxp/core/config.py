@@ -123,6 +123,11 @@ class ApiSettings(BaseModel):
     auth_fail_clients: int = 10_000
     # A dashboard sign-in lasts this long (a working day); logout or revoking the key ends it sooner.
     session_ttl_s: float = Field(default=8 * 3600.0, gt=0)
+    # Expired and ended sessions are deleted this often by a task of the API process (0: only at sign-in).
+    session_purge_s: float = Field(default=600.0, ge=0)
+    # A sign-in form may be posted only from the dashboard's own origin (Origin, else Referer, when the browser
+    # sends one) or one of these, e.g. a reverse proxy's public "https://cxp.example.org".
+    trusted_origins: list[str] = []
     # Fair use of the database pool (api/fairness.py). Heavy computations (analytics, pricing views) run at most
     # this many at once per API key; one more is refused at once with 429 + Retry-After (0: no limit).
     heavy_per_key: int = 2

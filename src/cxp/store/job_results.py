@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -20,6 +20,8 @@ _COPY_COLUMNS = ("job_id", "plan_idx", "row_idx", *BILL_FIELDS)
 _COPY_TYPES = ("uuid", "int4", "int8", "text", "text", "text", "date", "numeric", "text")
 # Rows a server-side cursor fetches per round trip while streaming.
 STREAM_BATCH = 5000
+# A writer reports its progress after every this many rows.
+PROGRESS_EVERY = 100_000
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,13 @@ BillTuple = tuple[int, int, str, str, str | None, date, Decimal, str]
 
 
 def write_bills(conn: psycopg.Connection, *, job_id: uuid.UUID, plan_keys: Iterable[str],
-                rows: Iterable[BillTuple]) -> int:
-    """Copy a job's bills in and record each plan's count; returns how many rows were written."""
+                rows: Iterable[BillTuple], progress: Callable[[int], None] | None = None,
+                every: int | None = None) -> int:
+    """Copy a job's bills in and record each plan's count; returns how many rows were written.
+
+    `progress(rows written so far)` is called every `every` rows (bytes still in the COPY buffer count as written)."""
     counts: dict[int, int] = {}
+    written, every = 0, every or PROGRESS_EVERY
     with mapped_errors(), conn.cursor() as cur:
         with cur.copy(sql.SQL("COPY job_bills ({}) FROM STDIN (FORMAT BINARY)").format(
                 sql.SQL(", ").join(map(sql.Identifier, _COPY_COLUMNS)))) as copy:
@@ -60,6 +66,9 @@ def write_bills(conn: psycopg.Connection, *, job_id: uuid.UUID, plan_keys: Itera
             for row in rows:
                 counts[row[0]] = counts.get(row[0], 0) + 1
                 copy.write_row((job_id, *row))
+                written += 1
+                if progress is not None and written % every == 0:
+                    progress(written)
         cur.executemany("INSERT INTO job_bill_plans (job_id, plan_idx, plan_key, bills) VALUES (%s, %s, %s, %s)",
                         [(job_id, i, key, counts.get(i, 0)) for i, key in enumerate(plan_keys)])
     return sum(counts.values())

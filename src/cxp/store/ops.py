@@ -84,19 +84,23 @@ class DeadLetter:
 
 def list_dead_letters(
     conn: psycopg.Connection, *, reason: str | None = None, device_id: str | None = None,
-    since: datetime | None = None, limit: int = 100, offset: int = 0,
+    since: datetime | None = None, limit: int = 100, offset: int = 0, before: tuple[datetime, int] | None = None,
 ) -> tuple[list[DeadLetter], int]:
-    """Dead letters, newest first (payload preview: the first 500 bytes as text), and their total count."""
+    """Dead letters, newest first (older than the (received_at, id) `before`, if given; payload preview: the first
+    500 bytes as text), and their total count."""
     where = ("(%(reason)s::text IS NULL OR reason = %(reason)s)"
              " AND (%(device)s::text IS NULL OR device_id = %(device)s)"
              " AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s)")
-    params = {"reason": reason, "device": device_id, "since": since, "limit": limit, "offset": offset}
+    # the plain bound on received_at lets its index start the scan at the cursor; the row compare breaks ties
+    keyset = "" if before is None else " AND received_at <= %(at)s AND (received_at, id) < (%(at)s, %(id)s)"
+    params = {"reason": reason, "device": device_id, "since": since, "limit": limit, "offset": offset,
+              "at": before[0] if before else None, "id": before[1] if before else None}
     with mapped_errors():
         rows = conn.execute(
             "SELECT id, received_at, topic, device_id, reason, detail, payload_bytes,"
             " convert_from(substring(payload FROM 1 FOR 500), 'SQL_ASCII')"
-            f" FROM dead_letters WHERE {where} ORDER BY received_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s",
-            params).fetchall()
+            f" FROM dead_letters WHERE {where}{keyset} ORDER BY received_at DESC, id DESC"
+            " LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
         total = conn.execute(f"SELECT count(*) FROM dead_letters WHERE {where}", params).fetchone()[0]
     return [DeadLetter(*r) for r in rows], total
 

@@ -102,20 +102,21 @@ def upsert_accounts(conn: psycopg.Connection, *, accounts: Iterable[AccountRow])
 
 def upsert_devices(conn: psycopg.Connection, *, devices: Iterable[DeviceRow]) -> int:
     """Create or update devices (COPY into a staging table, then one upsert)."""
-    rows = [(d.device_id, d.product_id, d.account_id, d.activated_at, d.plan, d.experiment_arm) for d in devices]
+    n = 0
     with mapped_errors(), conn.transaction(), conn.cursor() as cur:
         cur.execute("CREATE TEMP TABLE _devices_in (device_id text, product_id text, account_id text,"
                     " activated_at timestamptz, plan text, experiment_arm text) ON COMMIT DROP")
         with cur.copy("COPY _devices_in FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+            for d in devices:  # row by row: a large import is not copied into a second list first
+                copy.write_row((d.device_id, d.product_id, d.account_id, d.activated_at, d.plan, d.experiment_arm))
+                n += 1
         cur.execute(
             "INSERT INTO devices (device_id, product_id, account_id, activated_at, plan, experiment_arm)"
             " SELECT * FROM _devices_in ON CONFLICT (device_id) DO UPDATE SET product_id = EXCLUDED.product_id,"
             " account_id = EXCLUDED.account_id, activated_at = EXCLUDED.activated_at, plan = EXCLUDED.plan,"
             " experiment_arm = EXCLUDED.experiment_arm"
         )
-    return len(rows)
+    return n
 
 
 def get_device_identity(conn: psycopg.Connection, *, device_id: str) -> DeviceIdentity | None:
@@ -149,11 +150,18 @@ def _touchpoints(conn: psycopg.Connection, product_ids: Sequence[str]) -> dict[s
     return out
 
 
-def list_products(conn: psycopg.Connection, *, limit: int = 100, offset: int = 0) -> tuple[list[ProductRow], int]:
-    """Products with their touchpoints, by id, and how many there are."""
+def _after(column: str, after: str | None) -> str:
+    """The keyset condition on `column` (a constant shape each way, so the planner sees a plain range)."""
+    return "" if after is None else f" AND {column} > %(after)s"
+
+
+def list_products(conn: psycopg.Connection, *, limit: int = 100, offset: int = 0,
+                  after: str | None = None) -> tuple[list[ProductRow], int]:
+    """Products with their touchpoints, by id (after the id `after`, if given), and how many there are."""
+    params = {"limit": limit, "offset": offset, "after": after}
     with mapped_errors():
-        rows = conn.execute(f"SELECT {_PRODUCT_COLS} FROM products ORDER BY product_id LIMIT %s OFFSET %s",
-                            (limit, offset)).fetchall()
+        rows = conn.execute(f"SELECT {_PRODUCT_COLS} FROM products WHERE true{_after('product_id', after)}"
+                            " ORDER BY product_id LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
         total = conn.execute("SELECT count(*) FROM products").fetchone()[0]
         tps = _touchpoints(conn, [r[0] for r in rows])
     return [ProductRow(*r, touchpoints=tuple(tps.get(r[0], ()))) for r in rows], total
@@ -169,14 +177,15 @@ def get_product(conn: psycopg.Connection, *, product_id: str) -> ProductRow | No
 
 
 def list_accounts(
-    conn: psycopg.Connection, *, segment: str | None = None, limit: int = 100, offset: int = 0
+    conn: psycopg.Connection, *, segment: str | None = None, limit: int = 100, offset: int = 0,
+    after: str | None = None,
 ) -> tuple[list[AccountRow], int]:
-    """Accounts by id (optionally of one segment) and how many match."""
-    where = "WHERE %(segment)s::text IS NULL OR segment = %(segment)s"
-    params = {"segment": segment, "limit": limit, "offset": offset}
+    """Accounts by id (optionally of one segment; after the id `after`, if given) and how many match."""
+    where = "WHERE true" + ("" if segment is None else " AND segment = %(segment)s")
+    params = {"segment": segment, "limit": limit, "offset": offset, "after": after}
     with mapped_errors():
-        rows = conn.execute(f"SELECT account_id, name, segment FROM accounts {where} ORDER BY account_id"
-                            " LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
+        rows = conn.execute(f"SELECT account_id, name, segment FROM accounts {where}{_after('account_id', after)}"
+                            " ORDER BY account_id LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
         total = conn.execute(f"SELECT count(*) FROM accounts {where}", params).fetchone()[0]
     return [AccountRow(*r) for r in rows], total
 
@@ -191,15 +200,17 @@ def get_account(conn: psycopg.Connection, *, account_id: str) -> AccountRow | No
 
 def list_devices(
     conn: psycopg.Connection, *, product_id: str | None = None, account_id: str | None = None,
-    limit: int = 100, offset: int = 0,
+    limit: int = 100, offset: int = 0, after: str | None = None,
 ) -> tuple[list[DeviceRow], int]:
-    """Devices by id (optionally of one product and/or account) and how many match."""
-    where = ("WHERE (%(product)s::text IS NULL OR product_id = %(product)s)"
-             " AND (%(account)s::text IS NULL OR account_id = %(account)s)")
-    params = {"product": product_id, "account": account_id, "limit": limit, "offset": offset}
+    """Devices by id (optionally of one product and/or account; after the id `after`, if given) and how many
+    match."""
+    # only the filters given: a plan prepared for "x IS NULL OR …" could not use the indexes either way
+    where = ("WHERE true" + ("" if product_id is None else " AND product_id = %(product)s")
+             + ("" if account_id is None else " AND account_id = %(account)s"))
+    params = {"product": product_id, "account": account_id, "limit": limit, "offset": offset, "after": after}
     with mapped_errors():
-        rows = conn.execute(f"SELECT {_DEVICE_COLS} FROM devices {where} ORDER BY device_id"
-                            " LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
+        rows = conn.execute(f"SELECT {_DEVICE_COLS} FROM devices {where}{_after('device_id', after)}"
+                            " ORDER BY device_id LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
         total = conn.execute(f"SELECT count(*) FROM devices {where}", params).fetchone()[0]
     return [DeviceRow(*r) for r in rows], total
 

@@ -142,7 +142,9 @@ HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",  # page URLs carry filters: they stay on this site
+    # Page URLs carry filters: they stay on this site. Not "no-referrer": under it a browser sends `Origin: null`
+    # even on a same-origin form post, and the sign-in form refuses a post whose origin is not this site's.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",  # pages hold data behind a key
 }
 

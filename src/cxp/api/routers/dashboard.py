@@ -7,7 +7,7 @@ from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import psycopg
 from fastapi import APIRouter, Form, Query, Request
@@ -34,6 +34,7 @@ from cxp.api.deps import (
 )
 from cxp.api.errors import NotAuthenticated, Unprocessable, describe_error
 from cxp.api.guard import FailedAuthThrottle
+from cxp.api.metrics import count_failure
 from cxp.store.apikeys import verify_key
 from cxp.store.registry import list_products
 from cxp.store.sessions import create_session, revoke_session
@@ -64,9 +65,11 @@ def _to_login(request: Request) -> RedirectResponse:
 _PAGE_TITLES = {403: "Not allowed", 422: "Invalid request", 503: "Unavailable"}
 
 
-def error_page(exc: Exception) -> HTMLResponse:
+def error_page(exc: Exception, request: Request | None = None) -> HTMLResponse:
     """The API's answer to `exc` (errors.ERROR_TABLE: same status, message and headers) as an HTML page."""
     failure = describe_error(exc)
+    if request is not None:
+        count_failure(request, failure.code)
     message = failure.message.replace("this endpoint", "this page")
     details = tuple(f"{'.'.join(map(str, d.loc))}: {d.message}" for d in failure.details)
     return _error(failure.status, _PAGE_TITLES.get(failure.status, "Error"), message, details, extra=failure.headers)
@@ -84,7 +87,7 @@ class DashboardRoute(APIRoute):
             except NotAuthenticated:
                 return _to_login(request)
             except Exception as exc:  # noqa: BLE001 - a browser gets a page; the table logs what needs logging
-                return error_page(exc)
+                return error_page(exc, request)
 
         return route
 
@@ -140,6 +143,34 @@ def _forget_cookies(response: Response, *, session: bool = True) -> Response:
     return response
 
 
+CROSS_SITE_SIGN_IN = ("This sign-in was sent from another site ({origin}), so it was refused: a page elsewhere "
+                      "must not sign your browser in (login CSRF). Sign in from this form.")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of an absolute URL, default ports filled in; None when it has no host."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:
+        return None
+    return (parts.scheme.lower(), parts.hostname, port) if parts.hostname else None
+
+
+def foreign_origin(request: Request, trusted: list[str]) -> str | None:
+    """The sending page's origin when it is neither this dashboard's nor a trusted one, else None.
+
+    Browsers send Origin on every cross-origin POST (and Referer unless told not to); a client that sends neither
+    is not a browser someone else's page can drive, so it passes."""
+    sent = request.headers.get("origin") or request.headers.get("referer")
+    if sent is None:
+        return None
+    own = {_origin(str(request.base_url)), *(_origin(t) for t in trusted)}
+    origin = _origin(sent)  # "null" (a sandboxed or file page) has no host: foreign
+    return None if origin is not None and origin in own else sent.split("?")[0][:200]
+
+
 @router.get("/login")
 def login_form(
     request: Request,
@@ -161,6 +192,8 @@ def login(
 ) -> Response:
     """Check the pasted key, open a server-side session and set its opaque `cxp_session` cookie."""
     next_url = safe_next(next)
+    if (foreign := foreign_origin(request, settings.api.trusted_origins)) is not None:
+        return _login_page(next_url=next_url, status=403, error=CROSS_SITE_SIGN_IN.format(origin=foreign))
     client = request.client.host if request.client else "unknown"
     throttle: FailedAuthThrottle = request.app.state.login_throttle
     wait = throttle.retry_after(client)

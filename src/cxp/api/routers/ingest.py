@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel
 
-from cxp.api.deps import AdminKey, LightConnDep, PageDep
+from cxp.api.cursors import cursor_time, decode_cursor, page_of
+from cxp.api.deps import AdminKey, KeysetPageDep, LightConnDep
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
 from cxp.store.ops import (
     DeadLetter,
@@ -74,15 +75,22 @@ def get_ingest_status(
 def list_dead_letters_view(
     _: AdminKey,
     conn: LightConnDep,
-    page: PageDep,
+    page: KeysetPageDep,
     reason: Annotated[str | None, Query(max_length=100)] = None,
     device: Annotated[str | None, Query(max_length=200)] = None,
     since: AwareDatetime | None = None,
     format: FormatQuery = "json",
 ) -> Page[DeadLetter] | Response:
-    """Filter by reason, device or time; `format=csv` downloads the page."""
-    items, total = list_dead_letters(conn, reason=reason, device_id=device, since=since, limit=page.limit,
-                                     offset=page.offset)
+    """Filter by reason, device or time; `format=csv` downloads the page; `next_cursor` pages on by keyset."""
+    before = None
+    if page.cursor is not None:
+        at, row_id = decode_cursor(page.cursor, "dead-letters", (str, int))
+        before = (cursor_time(str(at)), int(row_id))
+    rows, total = list_dead_letters(conn, reason=reason, device_id=device, since=since, limit=page.limit + 1,
+                                    offset=page.offset, before=before)
+    items, cursor = page_of(rows, limit=page.limit, kind="dead-letters",
+                            key=lambda d: (d.received_at.isoformat(), d.id))
     if format == "csv":
         return csv_response(items, filename="dead-letters")
-    return Page[DeadLetter](items=items, total=total, limit=page.limit, offset=page.offset)
+    return Page[DeadLetter](items=items, total=total, limit=page.limit, offset=page.offset, next_cursor=cursor)
+

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -20,11 +20,12 @@ from pydantic import (
     field_validator,
 )
 
-from cxp.api.deps import AdminKey, ConnDep, LightConnDep, PageDep
+from cxp.api.cursors import decode_cursor, page_of
+from cxp.api.deps import AdminKey, ConnDep, KeysetPageDep, KeysetPageParams, LightConnDep
 from cxp.api.errors import Conflict, ErrorBody, ErrorDetail, NotFound, Unprocessable
 from cxp.api.routers.credentials.schemas import CredentialState
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
-from cxp.api.uploads import MIB, CsvColumns, CsvProblems, CsvRow, line_loc, read_csv
+from cxp.api.uploads import MIB, CsvColumns, CsvProblems, CsvRow, iter_csv, line_loc
 from cxp.store.credentials import credential_summaries
 from cxp.store.registry import (
     AccountRow,
@@ -191,11 +192,18 @@ def _unknown_refs(conn: psycopg.Connection, devices: Sequence[DeviceRow]) -> lis
 
 # ---------------------------------------------------------------------------------------------- products
 
+def _after_id(page: KeysetPageParams, kind: str) -> str | None:
+    """The id a registry list's cursor names (None: no cursor)."""
+    return None if page.cursor is None else str(decode_cursor(page.cursor, kind, (str,))[0])
+
+
 @router.get("/products", response_model=Page[Product], summary="Products with their touchpoint catalogues")
-def list_products_view(_: AdminKey, conn: LightConnDep, page: PageDep) -> Page[Product]:
-    """Products by id."""
-    rows, total = list_products(conn, limit=page.limit, offset=page.offset)
-    return Page[Product](items=[_product(p) for p in rows], total=total, limit=page.limit, offset=page.offset)
+def list_products_view(_: AdminKey, conn: LightConnDep, page: KeysetPageDep) -> Page[Product]:
+    """Products by id; `next_cursor` pages on by keyset."""
+    rows, total = list_products(conn, limit=page.limit + 1, offset=page.offset, after=_after_id(page, "products"))
+    items, cursor = page_of(rows, limit=page.limit, kind="products", key=lambda p: (p.product_id,))
+    return Page[Product](items=[_product(p) for p in items], total=total, limit=page.limit, offset=page.offset,
+                         next_cursor=cursor)
 
 
 @router.get("/products/{product_id}", response_model=Product, responses={404: {"description": "Unknown product"}})
@@ -229,15 +237,17 @@ def delete_product(_: AdminKey, conn: LightConnDep, product_id: IdPath) -> Respo
 
 @router.get("/accounts", response_model=Page[Account], responses=CSV_RESPONSES, summary="Customer accounts")
 def list_accounts_view(
-    _: AdminKey, conn: LightConnDep, page: PageDep,
+    _: AdminKey, conn: LightConnDep, page: KeysetPageDep,
     segment: Annotated[str | None, Query(max_length=100)] = None, format: FormatQuery = "json",
 ) -> Page[Account] | Response:
-    """Accounts by id, optionally of one segment."""
-    rows, total = list_accounts(conn, segment=segment, limit=page.limit, offset=page.offset)
+    """Accounts by id, optionally of one segment; `next_cursor` pages on by keyset."""
+    rows, total = list_accounts(conn, segment=segment, limit=page.limit + 1, offset=page.offset,
+                                after=_after_id(page, "accounts"))
+    items, cursor = page_of(rows, limit=page.limit, kind="accounts", key=lambda a: (a.account_id,))
     if format == "csv":
-        return csv_response(rows, filename="accounts", columns=("account_id", "name", "segment"))
-    return Page[Account](items=[Account(account_id=a.account_id, name=a.name, segment=a.segment) for a in rows],
-                       total=total, limit=page.limit, offset=page.offset)
+        return csv_response(items, filename="accounts", columns=("account_id", "name", "segment"))
+    return Page[Account](items=[Account(account_id=a.account_id, name=a.name, segment=a.segment) for a in items],
+                         total=total, limit=page.limit, offset=page.offset, next_cursor=cursor)
 
 
 @router.get("/accounts/{account_id}", response_model=Account, responses={404: {"description": "Unknown account"}})
@@ -272,17 +282,20 @@ def delete_account(_: AdminKey, conn: LightConnDep, account_id: IdPath) -> Respo
 @router.get("/devices", response_model=Page[DeviceView], responses=CSV_RESPONSES,
             summary="Registered devices with their credential state")
 def list_devices_view(
-    _: AdminKey, conn: LightConnDep, page: PageDep,
+    _: AdminKey, conn: LightConnDep, page: KeysetPageDep,
     product: Annotated[str | None, Query(max_length=128)] = None,
     account: Annotated[str | None, Query(max_length=128)] = None,
     format: FormatQuery = "json",
 ) -> Page[DeviceView] | Response:
-    """Devices by id, optionally of one product and/or account."""
-    rows, total = list_devices(conn, product_id=product, account_id=account, limit=page.limit, offset=page.offset)
+    """Devices by id, optionally of one product and/or account, with credential state; `next_cursor` pages on."""
+    rows, total = list_devices(conn, product_id=product, account_id=account, limit=page.limit + 1,
+                               offset=page.offset, after=_after_id(page, "devices"))
+    items, cursor = page_of(rows, limit=page.limit, kind="devices", key=lambda d: (d.device_id,))
     if format == "csv":
-        return csv_response(rows, filename="devices", columns=(
+        return csv_response(items, filename="devices", columns=(
             "device_id", "product_id", "account_id", "activated_at", "plan", "experiment_arm"))
-    return Page[DeviceView](items=_device_views(conn, rows), total=total, limit=page.limit, offset=page.offset)
+    return Page[DeviceView](items=_device_views(conn, items), total=total, limit=page.limit, offset=page.offset,
+                            next_cursor=cursor)
 
 
 @router.get("/devices/{device_id}", response_model=DeviceView, responses={404: {"description": "Unknown device"}})
@@ -346,7 +359,7 @@ def _id_problem(value: str | None) -> str | None:
     return None
 
 
-def _parse_products(rows: list[CsvRow], problems: CsvProblems) -> list[ProductRow]:
+def _parse_products(rows: Iterable[CsvRow], problems: CsvProblems) -> list[ProductRow]:
     """Products from rows of one touchpoint each (a product's own columns repeat on each of its rows)."""
     grouped: dict[str, tuple[int, dict[str, str], list[CsvRow]]] = {}
     for row in rows:
@@ -376,7 +389,7 @@ def _parse_products(rows: list[CsvRow], problems: CsvProblems) -> list[ProductRo
     return products
 
 
-def _parse_accounts(rows: list[CsvRow], problems: CsvProblems) -> list[AccountRow]:
+def _parse_accounts(rows: Iterable[CsvRow], problems: CsvProblems) -> list[AccountRow]:
     """Accounts from rows, one each."""
     accounts = []
     for row in rows:
@@ -392,9 +405,10 @@ def _parse_accounts(rows: list[CsvRow], problems: CsvProblems) -> list[AccountRo
     return accounts
 
 
-def _parse_devices(conn: psycopg.Connection, rows: list[CsvRow], problems: CsvProblems) -> list[DeviceRow]:
+def _parse_devices(conn: psycopg.Connection, rows: Iterable[CsvRow], problems: CsvProblems,
+                   lines: list[int]) -> list[DeviceRow]:
     """Devices from rows, one each; once every row is valid, the products and accounts they name must exist."""
-    devices, lines = [], []
+    devices: list[DeviceRow] = []
     first_line: dict[str, int] = {}
     for row in rows:
         if (bad := _id_problem(row.cells.get("device_id"))) is not None:
@@ -419,6 +433,21 @@ def _parse_devices(conn: psycopg.Connection, rows: list[CsvRow], problems: CsvPr
     return devices
 
 
+class _Counted:
+    """An iterator of CSV rows that counts what it yielded."""
+
+    def __init__(self, rows: Iterable[CsvRow]) -> None:
+        self.rows, self.count = iter(rows), 0
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self) -> CsvRow:
+        row = next(self.rows)
+        self.count += 1
+        return row
+
+
 @router.post("/{kind}/import", response_model=ImportResult, summary="Import products, accounts or devices from CSV",
              responses={400: {"model": ErrorBody, "description": "The multipart body could not be parsed"},
                         422: {"description": "Bad rows; nothing was imported"},
@@ -432,8 +461,8 @@ def import_csv(
     force: ForceQuery = False,
 ) -> ImportResult:
     """All rows or none: every problem is reported with its line, and a file with any bad row stores nothing."""
-    rows = read_csv(file.file.read(MAX_CSV_BYTES + 1), columns=_CSV_COLUMNS[kind], loc=line_loc,
-                    max_bytes=MAX_CSV_BYTES)
+    # rows are parsed as the spooled upload is read: only the compact parsed rows are held, never the file's text
+    rows = _Counted(iter_csv(file.file, columns=_CSV_COLUMNS[kind], loc=line_loc, max_bytes=MAX_CSV_BYTES))
     problems = CsvProblems(line_loc)
     if kind == "products":
         products = _parse_products(rows, problems)
@@ -444,14 +473,15 @@ def import_csv(
         problems.raise_any(outcome="; nothing was imported")
         stored = upsert_accounts(conn, accounts=accounts)
     else:
-        devices = _parse_devices(conn, rows, problems)
+        lines: list[int] = []
+        devices = _parse_devices(conn, rows, problems, lines)
         problems.raise_any(outcome="; nothing was imported")
         if not force and (moved := reattributed_history(conn, devices=devices)):
-            lines = {d.device_id: row.line for d, row in zip(devices, rows, strict=True)}
-            first = min(moved, key=lines.__getitem__)
+            line_of = {d.device_id: line for d, line in zip(devices, lines, strict=True)}
+            first = min(moved, key=line_of.__getitem__)
             raise Conflict(f"{len(moved)} device(s) would move with their telemetry; nothing was imported; send"
-                           f" force=true to move them. First: line {lines[first]}: {moved[first]}",
-                           details=[ErrorDetail(loc=line_loc(lines[d], "device_id"), message=m)
-                                    for d, m in sorted(moved.items(), key=lambda kv: lines[kv[0]])])
+                           f" force=true to move them. First: line {line_of[first]}: {moved[first]}",
+                           details=[ErrorDetail(loc=line_loc(line_of[d], "device_id"), message=m)
+                                    for d, m in sorted(moved.items(), key=lambda kv: line_of[kv[0]])])
         stored = upsert_devices(conn, devices=devices)
-    return ImportResult(kind=kind, rows=len(rows), stored=stored)
+    return ImportResult(kind=kind, rows=rows.count, stored=stored)

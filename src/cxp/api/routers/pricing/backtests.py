@@ -7,7 +7,6 @@ are refused at once (422 naming the limit).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -20,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 
 from cxp.api.deps import HeavyConnDep, JobsDep, PricingKey, SettingsDep
 from cxp.api.errors import ErrorDetail, NotFound, Unprocessable
+from cxp.api.jobs import JobFn, Progress
 from cxp.api.routers.pricing.backtest_schemas import (
     BILL_COLUMNS,
     BacktestIn,
@@ -141,10 +141,14 @@ def _report(spec: BacktestSpec, result: BacktestResult) -> BacktestReport:
         experience=[SegmentExperienceOut.model_validate(e) for e in result.experience])
 
 
-def _backtest_job(spec: BacktestSpec) -> Callable[[psycopg.Connection, UUID], dict[str, Any]]:
-    def run(conn: psycopg.Connection, job_id: UUID) -> dict[str, Any]:
+def _backtest_job(spec: BacktestSpec) -> JobFn:
+    def run(conn: psycopg.Connection, job_id: UUID, progress: Progress) -> dict[str, Any]:
         result = spec.run(conn)
-        count = job_results.write_bills(conn, job_id=job_id, plan_keys=result.plan_keys, rows=bill_tuples(result))
+        total = int(result.cube.active_mask().sum()) * len(result.plan_keys)  # one bill per active account-month
+        progress(0, total)
+        count = job_results.write_bills(conn, job_id=job_id, plan_keys=result.plan_keys, rows=bill_tuples(result),
+                                        progress=lambda done: progress(done, total))
+        progress(count, count)
         return {"report": _report(spec, result).model_dump(mode="json"), "bills": count}
 
     return run

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 from psycopg_pool import ConnectionPool
 
-from cxp.api.deps import JobsDep, PageDep, PricingKey
+from cxp.api.cursors import cursor_time, cursor_uuid, decode_cursor, page_of
+from cxp.api.deps import JobsDep, KeysetPageDep, PageDep, PricingKey
 from cxp.api.errors import Conflict, ErrorDetail, NotFound, Unprocessable
 from cxp.api.jobs import Job, JobRunner
 from cxp.api.routers.pricing.backtest_schemas import BILL_COLUMNS, BacktestReport, BillRow
@@ -30,6 +31,13 @@ JOB_KIND = "backtest"
 _CSV_CHUNK = 64 * 1024
 
 
+class JobProgress(OutputModel):
+    """How far a job is: output rows (a backtest's bills) written of those to write."""
+
+    done: int
+    total: int
+
+
 class JobSummary(OutputModel):
     """A background job's record."""
 
@@ -41,6 +49,7 @@ class JobSummary(OutputModel):
     finished_at: datetime | None
     created_by: str | None
     error: str | None
+    progress: JobProgress | None = None  # null until the job knows how many rows it will write
     links: dict[str, str]
 
 
@@ -66,7 +75,9 @@ def _links(job: Job) -> dict[str, str]:
 def _job_summary(job: Job) -> JobSummary:
     return JobSummary(job_id=job.job_id, kind=job.kind, status=job.status, created_at=job.created_at,
                       started_at=job.started_at, finished_at=job.finished_at, created_by=job.created_by,
-                      error=job.error, links=_links(job))
+                      error=job.error, links=_links(job),
+                      progress=None if job.progress_total is None else JobProgress(done=job.progress_done or 0,
+                                                                                   total=job.progress_total))
 
 
 def job_out(job: Job) -> JobOut:
@@ -79,8 +90,6 @@ def job_out(job: Job) -> JobOut:
 
 class BillPage(Page[BillRow]):
     """A page of bills; pass `next_cursor` as `cursor` for the next one (null: this is the last)."""
-
-    next_cursor: str | None = None
 
 
 def _cursor(job_id: UUID, record: job_results.BillRecord) -> str:
@@ -136,11 +145,17 @@ def _csv_stream(pool: ConnectionPool, job_id: UUID, plan_idx: int | None) -> Ite
 
 
 @router.get("/jobs", response_model=Page[JobSummary], summary="Backtest jobs, newest first")
-def list_jobs(_: PricingKey, jobs: JobsDep, page: PageDep) -> Page[JobSummary]:
-    """Without results: fetch one job for its report."""
-    items, total = jobs.list(kind=JOB_KIND, limit=page.limit, offset=page.offset)
+def list_jobs(_: PricingKey, jobs: JobsDep, page: KeysetPageDep) -> Page[JobSummary]:
+    """Without results: fetch one job for its report; `next_cursor` pages on by keyset."""
+    before = None
+    if page.cursor is not None:
+        at, job_id = decode_cursor(page.cursor, "jobs", (str, str))
+        before = (cursor_time(str(at)), cursor_uuid(str(job_id)))
+    rows, total = jobs.list(kind=JOB_KIND, limit=page.limit + 1, offset=page.offset, before=before)
+    items, cursor = page_of(rows, limit=page.limit, kind="jobs",
+                            key=lambda j: (j.created_at.isoformat(), str(j.job_id)))
     return Page[JobSummary](items=[_job_summary(j) for j in items], total=total, limit=page.limit,
-                            offset=page.offset)
+                            offset=page.offset, next_cursor=cursor)
 
 
 def _backtest_job(jobs: JobRunner, job_id: UUID) -> Job:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 import numpy as np
 from fastapi import APIRouter, Query
@@ -35,8 +35,8 @@ from cxp.api.uploads import (
     JsonOrCsv,
     JsonOrCsvDep,
     file_line_loc,
+    iter_csv,
     json_or_csv_openapi,
-    read_csv,
 )
 from cxp.pricing import service
 from cxp.pricing.core import wtp
@@ -70,11 +70,11 @@ def _gabor_granger_out(res: wtp.GaborGrangerResult) -> GaborGrangerOut:
     return GaborGrangerOut(revenue_maximising_price=res.revenue_maximising_price, points=points)
 
 
-def _csv_records(data: bytes, item: type[BaseModel], columns: CsvColumns) -> list[dict[str, Any]]:
+def _csv_records(file: BinaryIO, item: type[BaseModel], columns: CsvColumns) -> list[dict[str, Any]]:
     """CSV rows validated one by one as `item`; problems name the line and column."""
     problems = CsvProblems(file_line_loc)
     records = []
-    for row in read_csv(data, columns=columns, loc=file_line_loc, max_rows=MAX_SURVEY_ROWS):
+    for row in iter_csv(file, columns=columns, loc=file_line_loc, max_rows=MAX_SURVEY_ROWS):
         try:
             records.append(item.model_validate(row.cells).model_dump())
         except ValidationError as exc:
@@ -93,9 +93,9 @@ def _invalid_json(exc: ValidationError) -> Unprocessable:
 def _survey_records(body: JsonOrCsv, model: type[BaseModel], item: type[BaseModel], field: str,
                     columns: CsvColumns) -> list[dict[str, Any]]:
     if body.kind == "csv":
-        return _csv_records(body.data, item, columns)
+        return _csv_records(body.file, item, columns)
     try:
-        parsed = model.model_validate_json(body.data)
+        parsed = model.model_validate_json(body.json_bytes())
     except ValidationError as exc:
         raise _invalid_json(exc) from exc
     return [r.model_dump() for r in getattr(parsed, field)]
