@@ -91,8 +91,12 @@ def get_usage_cube(
     decimals: int = 3,
     until: datetime | None = None,
     with_health: bool = True,
+    with_coverage: bool = True,
 ) -> UsageCube:
-    """Every input the plans read, per cohort account × month (plus `extra_usage` keys, e.g. value or cost metrics)."""
+    """Every input the plans read, per cohort account × month (plus `extra_usage` keys, e.g. value or cost metrics).
+
+    `with_coverage`: also the share of each account-month its devices reported (heartbeat-covered hours).
+    """
     accounts = list_cohort_accounts(conn, cohort=cohort, period=period)
     keys = accounts.account_ids
     usage_defs, outcome_defs, needs_uptime = resolve_metrics(plans=plans, metrics=metrics)
@@ -107,7 +111,14 @@ def get_usage_cube(
 
     usage = {k: table(m) for k, m in usage_defs.items()}
     outcomes = {k: table(m) for k, m in outcome_defs.items()}
-    uptime = get_uptime(conn, period=period, cohort=cohort, keys=keys, until=until).pct if needs_uptime else None
+    up = None
+    if needs_uptime or with_coverage:
+        up = get_uptime(conn, period=period, cohort=cohort, keys=keys, until=until)
+    uptime = up.pct if needs_uptime and up is not None else None
+    coverage = None
+    if with_coverage and up is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            coverage = np.where(up.exposure_hours > 0, np.minimum(up.up_hours / up.exposure_hours, 1.0), np.nan)
     months = period.month_starts
     month_ends = [datetime.combine(m, time(0), UTC) for m in (*months[1:], period.end)]
     first = accounts.first_activation
@@ -133,6 +144,7 @@ def get_usage_cube(
         period_index=pidx,
         devices=accounts.devices,
         health=health,
+        coverage=coverage,
     )
 
 
@@ -150,14 +162,28 @@ def simulate_backtest(
     value_metric: str | None = None,
     demand: DemandResponse | None = None,
     until: datetime | None = None,
+    coverage_threshold: float | None = 0.9,
+    exclude_low_coverage: bool = False,
 ) -> BacktestResult:
-    """Backtest `plans` on the cohort's recorded usage over `period` (bills side by side, vs `baseline`)."""
+    """Backtest `plans` on the cohort's recorded usage over `period` (bills side by side, vs `baseline`).
+
+    Customer-periods whose devices reported less than `coverage_threshold` of the time are flagged (and
+    left out with `exclude_low_coverage`); each plan's revenue at risk there is in its summary.
+    """
     extra = [k for k in (value_metric, cost.unit_metric) if k is not None]
     cube = get_usage_cube(
         conn=conn, plans=plans, period=period, cohort=cohort, metrics=metrics, extra_usage=extra, until=until
     )
     return backtest(
-        cube=cube, plans=plans, baseline=baseline, theta=theta, cost=cost, value_metric=value_metric, demand=demand
+        cube=cube,
+        plans=plans,
+        baseline=baseline,
+        theta=theta,
+        cost=cost,
+        value_metric=value_metric,
+        demand=demand,
+        coverage_threshold=coverage_threshold,
+        exclude_low_coverage=exclude_low_coverage,
     )
 
 
