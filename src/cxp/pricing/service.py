@@ -33,8 +33,10 @@ from cxp.pricing.core.experiments import (
     arms_by_plan,
     assign_arms,
 )
+from cxp.pricing.core.horizon import NO_RESPONSE, HorizonResult, Response, horizon_backtest, response_band
 from cxp.pricing.core.plans import BillableMetric, MetricFilter, Plan
 from cxp.pricing.core.wtp import (
+    ElasticityFit,
     GaborGrangerResult,
     VanWestendorpResult,
     gabor_granger,
@@ -184,6 +186,38 @@ def simulate_backtest(
         demand=demand,
         coverage_threshold=coverage_threshold,
         exclude_low_coverage=exclude_low_coverage,
+    )
+
+
+@maps_numeric_errors
+def simulate_horizon(
+    *,
+    conn: psycopg.Connection,
+    plans: Sequence[Plan],
+    period: BillingPeriod,
+    months: int = 12,
+    cohort: Cohort = ALL_ACCOUNTS,
+    baseline: str | None = None,
+    metrics: Sequence[BillableMetric] = (),
+    elasticity: ElasticityFit | float | None = None,
+    churn_base: float = 0.01,
+    annual_discount: float = 0.0,
+    until: datetime | None = None,
+) -> HorizonResult:
+    """`plans` over a `months` horizon from the cohort's recorded usage in `period` (repeated beyond it).
+
+    With `elasticity` (the lab's fit or a stated ε): static, low, central and high customer response.
+    """
+    cube = get_usage_cube(
+        conn=conn, plans=plans, period=period, cohort=cohort, metrics=metrics, until=until, with_health=False
+    )
+    responses: tuple[Response, ...] = (NO_RESPONSE,)
+    if isinstance(elasticity, ElasticityFit):
+        responses += response_band(fit=elasticity, churn_base=churn_base)
+    elif elasticity is not None:
+        responses += response_band(elasticity=float(elasticity), churn_base=churn_base)
+    return horizon_backtest(
+        cube=cube, plans=plans, months=months, baseline=baseline, responses=responses, annual_discount=annual_discount
     )
 
 
