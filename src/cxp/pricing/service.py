@@ -26,6 +26,7 @@ from cxp.pricing.core.backtest import (
     backtest,
     bill_cube,
 )
+from cxp.pricing.core.design import ExperimentPlan, design_experiment
 from cxp.pricing.core.experiments import (
     ExperimentDesign,
     ExperimentResult,
@@ -218,6 +219,45 @@ def simulate_horizon(
         responses += response_band(elasticity=float(elasticity), churn_base=churn_base)
     return horizon_backtest(
         cube=cube, plans=plans, months=months, baseline=baseline, responses=responses, annual_discount=annual_discount
+    )
+
+
+@maps_numeric_errors
+def get_experiment_plan(
+    *,
+    conn: psycopg.Connection,
+    metric: BillableMetric,
+    period: BillingPeriod,
+    cohort: Cohort = ALL_ACCOUNTS,
+    mde_relative: float | None = None,
+    mde: float | None = None,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    arms: int = 2,
+    ratio: float = 1.0,
+    until: datetime | None = None,
+) -> ExperimentPlan:
+    """Sample size / MDE / duration of an account-level experiment on `metric`, from its recorded values in `period`.
+
+    The guardrail's detectable health drop uses the health proxy over the same accounts and months.
+    """
+    cube = get_usage_cube(
+        conn=conn, plans=(), period=period, cohort=cohort, metrics=(metric,), extra_usage=(metric.name,), until=until
+    )
+    if not cube.account_ids:
+        raise PricingError("the cohort has no accounts in the period")
+    v = cube.usage[metric.name]
+    return design_experiment(
+        metric=metric.name,
+        values=v.values.astype(np.float64) / 10.0**v.decimals,
+        active=cube.active_mask(),
+        mde_relative=mde_relative,
+        mde=mde,
+        alpha=alpha,
+        power=power,
+        arms=arms,
+        ratio=ratio,
+        health=cube.health,
     )
 
 

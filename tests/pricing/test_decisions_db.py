@@ -1,4 +1,4 @@
-"""Bill coverage from the real store: a device offline for half a month is flagged, a light user is not."""
+"""Pricing decisions on the real store: bill coverage (half-month offline ≠ light user), experiment design."""
 
 from __future__ import annotations
 
@@ -69,3 +69,33 @@ def test_half_month_offline_device_is_flagged_not_a_light_user(pricing_fleet, st
         conn=pricing_fleet.conn, plans=[UNIT], period=period, cohort=cohort, metrics=example_metrics()
     )
     assert whole.coverage[whole.account_ids.index(account), 0] > 0.9
+
+
+def test_experiment_plan_from_recorded_usage(pricing_fleet):
+    from cxp.pricing.core.design import n_for_mean
+    from cxp.pricing.service import get_experiment_plan, get_usage_cube
+
+    kwh = next(m for m in example_metrics() if m.name == "heating_kwh")
+    plan = get_experiment_plan(
+        conn=pricing_fleet.conn,
+        metric=kwh,
+        period=pricing_fleet.period,
+        cohort=Cohort(product="thermo-x1"),
+        mde_relative=0.5,
+    )
+    cube = get_usage_cube(
+        conn=pricing_fleet.conn,
+        plans=(),
+        period=pricing_fleet.period,
+        cohort=Cohort(product="thermo-x1"),
+        metrics=(kwh,),
+        extra_usage=("heating_kwh",),
+    )
+    # The spread over the chosen duration is the sample SD of the accounts' monthly means, computed here by hand.
+    k = plan.duration_months or 2
+    act = cube.active_mask()[:, :k]
+    v = cube.usage["heating_kwh"].values[:, :k] / 1000.0
+    means = (np.where(act, v, 0).sum(axis=1) / np.maximum(act.sum(axis=1), 1))[act.any(axis=1)]
+    assert plan.sd == pytest.approx(float(np.std(means, ddof=1)))
+    assert plan.n_per_arm == n_for_mean(mde=plan.mde, sd=plan.sd, alpha=0.05, power=0.8)
+    assert plan.available_units == len(cube.account_ids) and plan.guardrail_mde is not None
