@@ -442,6 +442,14 @@ def bench_pricing_core(ctx: typer.Context) -> None:
     pricing_core_main(list(ctx.args))
 
 
+@bench_app.command("pricing-solve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_pricing_solve(ctx: typer.Context) -> None:
+    """Revenue-neutral unit price + a 2-parameter constrained optimum on 10,000 accounts × 12 months."""
+    from cxp.tools.bench.pricing_solve import main as pricing_solve_main
+
+    pricing_solve_main(list(ctx.args))
+
+
 @bench_app.command("simulator", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench_simulator(ctx: typer.Context) -> None:
     """Simulator generation + serialisation throughput, broker-free (--help for options)."""

@@ -10,6 +10,7 @@ are in docs/pricing.md ("Price solving").
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -108,6 +109,7 @@ class SolveResult:
     bounds: dict[str, tuple[Decimal, Decimal, Decimal]]  # name → (lower, upper, step) as searched
     summary: PlanSummary  # the full backtest figures of the solved plan vs the baseline
     decimal_check: tuple[int, bool]  # accounts re-billed with the Decimal path, all equal
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: search, rebill, decimal_check
     trace: tuple[tuple[dict[str, Decimal], Metrics], ...] = field(default=(), repr=False)
 
 
@@ -410,6 +412,7 @@ def solve(
     search; `grid` points per axis, default 33 for one parameter and 9 for two). The answer is re-billed
     by `backtest` and the first `decimal_check_accounts` accounts again by the Decimal path.
     """
+    t0 = time.perf_counter()
     ev = Evaluator(cube=cube, baseline=baseline, template=plan, parameters=parameters, theta=theta)
     target_rev = None
     if isinstance(goal, RevenueTarget):
@@ -433,8 +436,11 @@ def solve(
     else:
         raise PricingError(f"unknown goal {goal!r}")
     evaluations = ev.evaluations
+    t1 = time.perf_counter()
     solved = ev.plan_at(ks)
     result: BacktestResult = backtest(cube=cube, plans=[baseline, solved], baseline=baseline.key, theta=theta)
+    t2 = time.perf_counter()
+    check = _decimal_check(cube, solved, result.bills[solved.key], decimal_check_accounts)
     _, metrics = ev(ks)  # type: ignore[misc]
     if isinstance(goal, RevenueTarget):
         assert target_rev is not None
@@ -464,8 +470,9 @@ def solve(
             for p, lo, hi, s in zip(parameters, ev.lattice.lo, ev.lattice.hi, ev.lattice.steps, strict=True)
         },
         summary=result.summaries[solved.key],
-        decimal_check=_decimal_check(cube, solved, result.bills[solved.key], decimal_check_accounts),
+        decimal_check=check,
         trace=trace,
+        timings={"search": t1 - t0, "rebill": t2 - t1, "decimal_check": time.perf_counter() - t2},
     )
 
 
