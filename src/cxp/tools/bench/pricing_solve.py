@@ -22,10 +22,11 @@ from cxp.tools.bench.backtest import synthetic_cube
 UNIT = Plan(
     plan_id="ppu-unit",
     version=1,
-    name="Pay per kWh (unit)",
+    name="Device sale + pay per kWh (unit)",
     currency="EUR",
     components=[
-        {"kind": "usage", "id": "energy", "metric": "heating_kwh", "charge": {"model": "unit", "unit_price": "0.01"}}
+        {"kind": "one_time_sale", "id": "device", "price": "149.00"},
+        {"kind": "usage", "id": "energy", "metric": "heating_kwh", "charge": {"model": "unit", "unit_price": "0.01"}},
     ],
 )
 HYBRID = Plan(
