@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -73,7 +74,8 @@ def test_half_month_offline_device_is_flagged_not_a_light_user(pricing_fleet, st
 
 def test_experiment_plan_from_recorded_usage(pricing_fleet):
     from cxp.pricing.core.design import n_for_mean
-    from cxp.pricing.service import get_experiment_plan, get_usage_cube
+    from cxp.pricing.decisions import get_experiment_plan
+    from cxp.pricing.service import get_usage_cube
 
     kwh = next(m for m in example_metrics() if m.name == "heating_kwh")
     plan = get_experiment_plan(
@@ -99,3 +101,17 @@ def test_experiment_plan_from_recorded_usage(pricing_fleet):
     assert plan.sd == pytest.approx(float(np.std(means, ddof=1)))
     assert plan.n_per_arm == n_for_mean(mde=plan.mde, sd=plan.sd, alpha=0.05, power=0.8)
     assert plan.available_units == len(cube.account_ids) and plan.guardrail_mde is not None
+
+
+def test_demo_comparison_reads_over_a_horizon_with_device_sales_apart(pricing_fleet):
+    from cxp.pricing.service import get_model_comparison_text
+
+    lines = get_model_comparison_text(conn=pricing_fleet.conn, horizon_months=24)
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("Over 24 months ("))
+    rows = {line.split()[0]: line.split()[1:] for line in lines[start + 2 : start + 7]}
+    assert set(rows) == {"hw-connect@v1", "bundles@v1", "ppu-graduated@v1", "hybrid@v1", "outcome@v1"}
+    # Only the device-sale plan has one-time revenue; recurring + one-time = total on every row.
+    for key, (recurring, one_time, total, *_rest) in rows.items():
+        r, o, t = (Decimal(x.replace(",", "")) for x in (recurring, one_time, total))
+        assert r + o == t and (o > 0) == (key == "hw-connect@v1")
+    assert lines[-1].strip().startswith("Over 24 months (central response):") and "earns most" in lines[-1]

@@ -26,7 +26,6 @@ from cxp.pricing.core.backtest import (
     backtest,
     bill_cube,
 )
-from cxp.pricing.core.design import ExperimentPlan, design_experiment
 from cxp.pricing.core.experiments import (
     ExperimentDesign,
     ExperimentResult,
@@ -219,45 +218,6 @@ def simulate_horizon(
         responses += response_band(elasticity=float(elasticity), churn_base=churn_base)
     return horizon_backtest(
         cube=cube, plans=plans, months=months, baseline=baseline, responses=responses, annual_discount=annual_discount
-    )
-
-
-@maps_numeric_errors
-def get_experiment_plan(
-    *,
-    conn: psycopg.Connection,
-    metric: BillableMetric,
-    period: BillingPeriod,
-    cohort: Cohort = ALL_ACCOUNTS,
-    mde_relative: float | None = None,
-    mde: float | None = None,
-    alpha: float = 0.05,
-    power: float = 0.8,
-    arms: int = 2,
-    ratio: float = 1.0,
-    until: datetime | None = None,
-) -> ExperimentPlan:
-    """Sample size / MDE / duration of an account-level experiment on `metric`, from its recorded values in `period`.
-
-    The guardrail's detectable health drop uses the health proxy over the same accounts and months.
-    """
-    cube = get_usage_cube(
-        conn=conn, plans=(), period=period, cohort=cohort, metrics=(metric,), extra_usage=(metric.name,), until=until
-    )
-    if not cube.account_ids:
-        raise PricingError("the cohort has no accounts in the period")
-    v = cube.usage[metric.name]
-    return design_experiment(
-        metric=metric.name,
-        values=v.values.astype(np.float64) / 10.0**v.decimals,
-        active=cube.active_mask(),
-        mde_relative=mde_relative,
-        mde=mde,
-        alpha=alpha,
-        power=power,
-        arms=arms,
-        ratio=ratio,
-        health=cube.health,
     )
 
 
@@ -513,9 +473,19 @@ def get_model_comparison(
 
 @maps_numeric_errors
 def get_model_comparison_text(
-    *, conn: psycopg.Connection, product: str = "thermo-x1", theta: Decimal = Decimal("0.2")
+    *,
+    conn: psycopg.Connection,
+    product: str = "thermo-x1",
+    theta: Decimal = Decimal("0.2"),
+    horizon_months: int = 24,
+    elasticity: float = -0.3,
 ) -> list[str]:
-    """A few plain-text lines: example revenue models backtested side by side on the recorded fleet."""
+    """A few plain-text lines: example revenue models side by side on the recorded fleet, then over a horizon.
+
+    The recorded window alone mixes one-time device sales into a few months; the horizon block shows
+    recurring and one-time revenue apart over `horizon_months` (recorded months repeated) with a stated
+    central customer response (`elasticity`, 1 %/month base churn) and says in one line who wins on what.
+    """
     cmp = get_model_comparison(conn=conn, product=product, theta=theta)
     if cmp.reason is not None:
         return [f"pricing lab: {cmp.reason}"]
@@ -530,7 +500,31 @@ def get_model_comparison_text(
             f"  {r.plan_key:<18}{r.revenue:>12,}{r.arpu_month:>10}{r.bill.p50:>10}{r.revenue_delta:>+12,}"
             f"{r.shock_rate:>8.1%}{f'{r.winners}/{r.losers}':>12}"
         )
-    lines.append(f"  ({cmp.currency}; usage from the rollups; one-time device sales fall in an account's first month)")
+    lines.append(
+        f"  ({cmp.currency}; usage from the rollups; one-time device sales fall in an account's first month, "
+        "so a short window over-weights them: see the horizon below)"
+    )
+    months = (cmp.last_month.year - cmp.first_month.year) * 12 + cmp.last_month.month - cmp.first_month.month + 1
+    plans = [p for p in example_plans() if p.plan_id in COMPARISON_PLANS]
+    hz = simulate_horizon(
+        conn=conn,
+        plans=plans,
+        period=BillingPeriod(cmp.first_month, months),
+        months=horizon_months,
+        cohort=Cohort(product=product),
+        metrics=example_metrics(),
+        elasticity=elasticity,
+        until=datetime.combine(cmp.last_day + timedelta(days=1), time(0), UTC),
+    )
+    lines.append(
+        f"  Over {horizon_months} months ({months} recorded, repeated; device sold once; central response "
+        f"ε = {elasticity} stated, churn 1 %/month at today's price):"
+    )
+    lines.append(f"  {'model':<18}{'recurring':>12}{'one-time':>11}{'total':>12}{'LTV':>9}{'kept':>7}")
+    for p in plans:
+        f = hz.get(p.key, "central")
+        lines.append(f"  {p.key:<18}{f.recurring:>12,}{f.one_time:>11,}{f.total:>12,}{f.ltv:>9,}{f.retained:>7.0%}")
+    lines.append("  " + hz.verdict("central"))
     return lines
 
 
