@@ -119,3 +119,27 @@ def test_solve_requests_are_4xx(pricing_fleet, test_db_api) -> None:
     assert post(path="/v1/pricing/tradeoff", goal=None).status_code == 422  # no goal field in a trade-off
     assert test_db_api.get("/v1/pricing/decisions/jobs/00000000-0000-0000-0000-000000000000",
                            role="pricing").status_code == 404
+
+
+def test_backtest_reports_coverage_and_can_exclude_it(pricing_fleet, test_db_api) -> None:
+    from cxp.pricing.service import simulate_backtest
+
+    body = {"plans": [BASE.model_dump(mode="json"), UNIT.model_dump(mode="json")], "period": PERIOD,
+            "cohort": COHORT, "coverage_threshold": 0.999}
+    r = test_db_api.post("/v1/pricing/backtests", role="pricing", json=body)
+    assert r.status_code == 200, r.text
+    lib = simulate_backtest(conn=pricing_fleet.conn, plans=[BASE, UNIT], period=pricing_fleet.period,
+                            cohort=Cohort(product="thermo-x1"), metrics=example_metrics(), coverage_threshold=0.999)
+    got = {s["plan_key"]: s for s in r.json()["summaries"]}
+    for key, s in lib.summaries.items():
+        assert got[key]["low_coverage_periods"] == s.low_coverage_periods == int(lib.low_coverage.sum())
+        assert Decimal(got[key]["low_coverage_revenue"]) == s.low_coverage_revenue
+        assert Decimal(got[key]["coverage_shortfall"]) == s.coverage_shortfall
+    ex = test_db_api.post("/v1/pricing/backtests", role="pricing", json={**body, "exclude_low_coverage": True}).json()
+    n = lib.summaries[UNIT.key]
+    assert n.low_coverage_periods > 0  # a threshold just under full coverage flags a few heartbeat gaps
+    assert ex["summaries"][1]["customer_periods"] == n.customer_periods - n.low_coverage_periods
+    off = test_db_api.post("/v1/pricing/backtests", role="pricing", json={**body, "coverage_threshold": None}).json()
+    assert off["summaries"][1]["low_coverage_periods"] == 0
+    assert test_db_api.post("/v1/pricing/backtests", role="pricing",
+                            json={**body, "coverage_threshold": 2}).status_code == 422

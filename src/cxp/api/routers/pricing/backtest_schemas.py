@@ -131,6 +131,9 @@ class BacktestIn(InputModel):
     cost: CostIn | None = None
     value_metric: Name | None = Field(None, description="Usage key measuring value (fairness = Gini of price/value)")
     demand: DemandIn | None = None
+    coverage_threshold: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        0.9, description="Flag account-months whose devices reported less than this share of the time (null: no flags)")
+    exclude_low_coverage: bool = Field(False, description="Leave flagged account-months out of every figure")
     metrics: Annotated[list[BillableMetric], Field(max_length=100)] = Field(
         [], description="Metric definitions of usage keys (win over the plans' own)")
     example_metrics: bool = Field(
@@ -178,6 +181,10 @@ class PlanSummaryOut(OutputModel):
     cost: Decimal
     margin: Decimal
     below_cost_share: float
+    low_coverage_periods: int = Field(0, description="Account-months below the coverage threshold")
+    low_coverage_revenue: Decimal = Field(Decimal(0), description="This plan's bills in those account-months")
+    coverage_shortfall: Decimal = Field(
+        Decimal(0), description="Revenue at risk there: re-billed with usage × 1 / coverage, minus what was billed")
 
 
 class SegmentExperienceOut(OutputModel):

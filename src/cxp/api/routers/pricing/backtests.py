@@ -59,13 +59,16 @@ class BacktestSpec:
     value_metric: str | None
     demand: DemandResponse | None
     until: datetime | None
+    coverage_threshold: float | None = 0.9
+    exclude_low_coverage: bool = False
 
     def run(self, conn: psycopg.Connection) -> BacktestResult:
         """Bill every plan on the recorded usage."""
         return service.simulate_backtest(
             conn=conn, plans=self.plans, period=self.period, cohort=self.cohort, baseline=self.baseline,
             theta=self.theta, metrics=self.metrics, cost=self.cost, value_metric=self.value_metric,
-            demand=self.demand, until=self.until)
+            demand=self.demand, until=self.until, coverage_threshold=self.coverage_threshold,
+            exclude_low_coverage=self.exclude_low_coverage)
 
 
 def _resolve_plans(conn: psycopg.Connection, items: list[PlanRef | Plan]) -> list[Plan]:
@@ -116,7 +119,8 @@ def _spec(conn: psycopg.Connection, body: BacktestIn) -> BacktestSpec:
         body.demand.elasticity, tuple(body.demand.keys) if body.demand.keys is not None else None)
     return BacktestSpec(plans=tuple(plans), period=body.period.period(), cohort=body.cohort.cohort(),
                         baseline=_baseline(plans, body.baseline), theta=body.theta, metrics=_metrics(body, plans),
-                        cost=cost, value_metric=body.value_metric, demand=demand, until=body.period.until())
+                        cost=cost, value_metric=body.value_metric, demand=demand, until=body.period.until(),
+                        coverage_threshold=body.coverage_threshold, exclude_low_coverage=body.exclude_low_coverage)
 
 
 def _report(spec: BacktestSpec, result: BacktestResult) -> BacktestReport:
