@@ -143,3 +143,27 @@ def test_backtest_reports_coverage_and_can_exclude_it(pricing_fleet, test_db_api
     assert off["summaries"][1]["low_coverage_periods"] == 0
     assert test_db_api.post("/v1/pricing/backtests", role="pricing",
                             json={**body, "coverage_threshold": 2}).status_code == 422
+
+
+def test_horizon_equals_the_service(pricing_fleet, test_db_api) -> None:
+    from cxp.pricing.core.wtp import ElasticityFit
+    from cxp.pricing.service import simulate_horizon
+
+    grad = next(p for p in example_plans() if p.plan_id == "ppu-graduated")
+    body = {"plans": [BASE.model_dump(mode="json"), grad.model_dump(mode="json")], "period": PERIOD,
+            "cohort": COHORT, "months": 24, "elasticity": {"elasticity": -0.4, "low": -0.7, "high": -0.1}}
+    r = test_db_api.post("/v1/pricing/horizon", role="pricing", json=body)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    lib = simulate_horizon(conn=pricing_fleet.conn, plans=[BASE, grad], period=pricing_fleet.period, months=24,
+                           cohort=Cohort(product="thermo-x1"), metrics=example_metrics(),
+                           elasticity=ElasticityFit(-0.4, 0.0, None, -0.7, -0.1, 0, None))
+    assert got["months"] == 24 and got["first_month"] == "2026-01" and got["verdict"] == lib.verdict("central")
+    assert [(f["plan_key"], f["scenario"]) for f in got["figures"]] == [(f.plan_key, f.scenario) for f in lib.figures]
+    for f, e in zip(got["figures"], lib.figures, strict=True):
+        assert (Decimal(f["recurring"]), Decimal(f["one_time"]), Decimal(f["ltv"])) == (e.recurring, e.one_time, e.ltv)
+    assert {f["scenario"] for f in got["figures"]} == {"static", "low", "central", "high"}
+    assert any("κ = −ε" in a for a in got["assumptions"])
+    static = test_db_api.post("/v1/pricing/horizon", role="pricing", json={**body, "elasticity": None}).json()
+    assert {f["scenario"] for f in static["figures"]} == {"static"} and "static response" in static["verdict"]
+    assert test_db_api.post("/v1/pricing/horizon", role="pricing", json={**body, "months": 0}).status_code == 422

@@ -152,3 +152,51 @@ class TradeoffReport(OutputModel):
     volatility_front: list[int]
     evaluations: int
     bounds: dict[str, BoundOut]
+
+
+class ElasticityIn(InputModel):
+    """The lab's elasticity fit (e.g. from `POST /v1/pricing/wtp/elasticity`): ε and its 95% CI."""
+
+    elasticity: Annotated[float, Field(ge=-5, le=5)]
+    low: Annotated[float, Field(ge=-5, le=5)] | None = None
+    high: Annotated[float, Field(ge=-5, le=5)] | None = None
+
+
+class HorizonIn(InputModel):
+    """Plans over a horizon from a cohort's recorded usage, with an optional customer-response band."""
+
+    plans: Annotated[list[BacktestPlan], Field(min_length=1, max_length=10)]
+    period: PeriodIn
+    cohort: CohortIn = CohortIn()
+    baseline: Annotated[str, Field(min_length=1, max_length=80)] | None = None
+    months: Annotated[int, Field(ge=1, le=120)] = 24
+    elasticity: ElasticityIn | None = Field(None, description="Without it: no response, no churn (static only)")
+    churn_base: Annotated[float, Field(ge=0, lt=1)] = 0.01
+    annual_discount: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    metrics: Annotated[list[BillableMetric], Field(max_length=100)] = []
+    example_metrics: bool = True
+
+
+class HorizonFiguresOut(OutputModel):
+    """One plan in one response scenario over the horizon (expected money, rounded to the quantum)."""
+
+    plan_key: str
+    scenario: str
+    recurring: Decimal
+    one_time: Decimal
+    total: Decimal
+    revenue_delta: Decimal
+    ltv: Decimal
+    retained: float
+
+
+class HorizonReport(OutputModel):
+    """Figures per plan × scenario, the assumptions behind them and the one-line verdict."""
+
+    months: int
+    first_month: str
+    baseline: str
+    currency: str
+    figures: list[HorizonFiguresOut]
+    assumptions: list[str]
+    verdict: str

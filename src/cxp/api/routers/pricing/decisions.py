@@ -1,4 +1,4 @@
-"""Pricing decisions: solve a plan's prices for a goal, and the trade-off curve of a plan family.
+"""Pricing decisions: solve a plan's prices for a goal, the trade-off curve of a plan family, horizon backtests.
 
 Work = cohort accounts × months × the plans a search bills (an upper estimate); at most
 `api.sync_backtest_limit` runs in the request (200), more runs as a job (202, `Location:
@@ -20,10 +20,13 @@ from cxp.api.deps import HeavyConnDep, JobsDep, PricingKey, SettingsDep
 from cxp.api.errors import ErrorDetail, NotFound, Unprocessable
 from cxp.api.jobs import Job
 from cxp.api.routers.pricing.backtest_schemas import PlanSummaryOut
-from cxp.api.routers.pricing.backtests import _metrics, _resolve_plans
+from cxp.api.routers.pricing.backtests import _baseline, _metrics, _resolve_plans
 from cxp.api.routers.pricing.common import ERR_404, PREFIX, OutputModel, check_text
 from cxp.api.routers.pricing.decision_schemas import (
     BoundOut,
+    HorizonFiguresOut,
+    HorizonIn,
+    HorizonReport,
     MetricsOut,
     SolveIn,
     SolveReport,
@@ -35,6 +38,7 @@ from cxp.core.config import Settings
 from cxp.pricing import decisions, service
 from cxp.pricing.core.solve import SolveResult
 from cxp.pricing.core.tradeoff import TradeoffCurve
+from cxp.pricing.core.wtp import ElasticityFit
 
 router = APIRouter()
 
@@ -172,6 +176,36 @@ def create_tradeoff(key: PricingKey, conn: HeavyConnDep, settings: SettingsDep, 
         return _queue(jobs, key, "pricing-tradeoff", body, size,
                       lambda c, _id: {"tradeoff": run(c).model_dump(mode="json")})
     return run(conn)
+
+
+@router.post("/horizon", response_model=HorizonReport, responses=ERR_404,
+             summary="Plans over a 12/24-month horizon: recurring vs one-time revenue, response band, LTV, verdict")
+def create_horizon(_key: PricingKey, conn: HeavyConnDep, settings: SettingsDep, body: HorizonIn) -> HorizonReport:
+    """Recorded months repeat beyond the data; with `elasticity`, low / central / high customer response too."""
+    check_text(body.model_dump(mode="json"), ["body"])
+    plans = _resolve_plans(conn, list(body.plans))
+    base = _baseline(plans, body.baseline)
+    scenarios = 1 if body.elasticity is None else 4
+    cells = service.estimate_backtest_size(conn=conn, plans=plans, period=body.period.period(),
+                                           cohort=body.cohort.cohort())
+    size = cells // max(body.period.period().months, 1) * body.months * scenarios
+    # Always in the request (one usage read, then arrays): refused above the backtest size limit.
+    if size > settings.api.max_backtest_size:
+        raise Unprocessable(
+            f"work {size:,} (accounts × horizon months × plans × scenarios) exceeds api.max_backtest_size = "
+            f"{settings.api.max_backtest_size:,}; narrow the cohort, the horizon or the plans",
+            details=[ErrorDetail(loc=["body"], message=f"size {size} > api.max_backtest_size")])
+    e = body.elasticity
+    fit = None if e is None else ElasticityFit(elasticity=e.elasticity, intercept=0.0, std_error=None, low=e.low,
+                                                high=e.high, n=0, r_squared=None)
+    res = service.simulate_horizon(
+        conn=conn, plans=plans, period=body.period.period(), months=body.months, cohort=body.cohort.cohort(),
+        baseline=base, metrics=_metrics(body, plans), elasticity=fit, churn_base=body.churn_base,
+        annual_discount=body.annual_discount, until=body.period.until())
+    return HorizonReport(months=len(res.months), first_month=f"{res.months[0]:%Y-%m}", baseline=res.baseline,
+                         currency=res.currency, figures=[HorizonFiguresOut.model_validate(f) for f in res.figures],
+                         assumptions=list(res.assumptions),
+                         verdict=res.verdict("central" if e is not None else "static"))
 
 
 @router.get("/decisions/jobs/{job_id}", response_model=DecisionJobOut, responses=ERR_404,
