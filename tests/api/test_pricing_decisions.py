@@ -167,3 +167,27 @@ def test_horizon_equals_the_service(pricing_fleet, test_db_api) -> None:
     static = test_db_api.post("/v1/pricing/horizon", role="pricing", json={**body, "elasticity": None}).json()
     assert {f["scenario"] for f in static["figures"]} == {"static"} and "static response" in static["verdict"]
     assert test_db_api.post("/v1/pricing/horizon", role="pricing", json={**body, "months": 0}).status_code == 422
+
+
+def test_backtest_experience_risk_uses_the_analytics_health_score(pricing_fleet, test_db_api) -> None:
+    from cxp.api.routers.pricing.backtests import account_health
+    from cxp.pricing.core.experience import experience_risk
+    from cxp.pricing.service import simulate_backtest
+
+    grad = next(p for p in example_plans() if p.plan_id == "ppu-graduated")
+    body = {"plans": [BASE.model_dump(mode="json"), grad.model_dump(mode="json"), UNIT.model_dump(mode="json")],
+            "period": PERIOD, "cohort": COHORT, "experience_risk": True}
+    r = test_db_api.post("/v1/pricing/backtests", role="pricing", json=body)
+    assert r.status_code == 200, r.text
+    got = r.json()["experience_risk"]
+    health = account_health(pricing_fleet.conn, cohort=Cohort(product="thermo-x1"), period=pricing_fleet.period)
+    assert len(health) > 3 and all(0 <= v <= 100 for v in health.values())
+    lib = simulate_backtest(conn=pricing_fleet.conn, plans=[BASE, grad, UNIT], period=pricing_fleet.period,
+                            cohort=Cohort(product="thermo-x1"), metrics=example_metrics())
+    expected = experience_risk(result=lib, health=health)
+    assert [g["plan_key"] for g in got] == [e.plan_key for e in expected] == [grad.key, UNIT.key]
+    for g, e in zip(got, expected, strict=True):
+        assert g["accounts"] == e.accounts > 3 and g["flagged"] == e.flagged
+        assert g["spearman"] == pytest.approx(e.spearman)
+    plain = test_db_api.post("/v1/pricing/backtests", role="pricing", json={**body, "experience_risk": False})
+    assert plain.json()["experience_risk"] is None
