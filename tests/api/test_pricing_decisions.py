@@ -191,3 +191,22 @@ def test_backtest_experience_risk_uses_the_analytics_health_score(pricing_fleet,
         assert g["spearman"] == pytest.approx(e.spearman)
     plain = test_db_api.post("/v1/pricing/backtests", role="pricing", json={**body, "experience_risk": False})
     assert plain.json()["experience_risk"] is None
+
+
+def test_experiment_design_equals_the_library(pricing_fleet, test_db_api) -> None:
+    from cxp.pricing.decisions import get_experiment_plan
+
+    body = {"metric": "heating_kwh", "period": PERIOD, "cohort": COHORT, "mde_relative": 0.5}
+    r = test_db_api.post("/v1/pricing/experiment-design", role="pricing", json=body)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    kwh = next(m for m in example_metrics() if m.name == "heating_kwh")
+    lib = get_experiment_plan(conn=pricing_fleet.conn, metric=kwh, period=pricing_fleet.period,
+                              cohort=Cohort(product="thermo-x1"), mde_relative=0.5)
+    assert (got["n_per_arm"], got["duration_months"], got["total_n"]) == (lib.n_per_arm, lib.duration_months,
+                                                                          lib.total_n)
+    assert got["sd"] == pytest.approx(lib.sd) and len(got["options"]) == 2 and "TTestIndPower" in got["method"]
+    assert test_db_api.post("/v1/pricing/experiment-design", role="pricing",
+                            json={**body, "metric": "nope"}).status_code == 422
+    assert test_db_api.post("/v1/pricing/experiment-design", role="pricing",
+                            json={**body, "mde": 1.0}).status_code == 422  # both effects given

@@ -14,6 +14,7 @@ Choices callers can rely on:
   `/v1/pricing/jobs/{id}/bills` (JSON pages or `?format=csv`).
 * `POST /solve` and `POST /tradeoff` bill many candidate plans: their work (accounts × months × plans a
   search bills) is held to the same limits; larger runs are jobs at `/v1/pricing/decisions/jobs/{id}`.
+  `POST /horizon` and `POST /experiment-design` run in the request.
 """
 
 from __future__ import annotations

@@ -200,3 +200,58 @@ class HorizonReport(OutputModel):
     figures: list[HorizonFiguresOut]
     assumptions: list[str]
     verdict: str
+
+
+class ExperimentDesignIn(InputModel):
+    """Size a price experiment on a metric's recorded values before it starts."""
+
+    metric: BillableMetric | Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")] = Field(
+        description="A metric definition, or the name of an example metric (heating_kwh, app_sessions, "
+                    "optimised_cycles)")
+    period: PeriodIn
+    cohort: CohortIn = CohortIn()
+    mde_relative: Annotated[float, Field(gt=0, le=10)] | None = None
+    mde: Annotated[float, Field(gt=0, le=1e12)] | None = None
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    power: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    arms: Annotated[int, Field(ge=2, le=10)] = 2
+    ratio: Annotated[float, Field(gt=0, le=100)] = 1.0
+
+    @model_validator(mode="after")
+    def _one_effect(self) -> ExperimentDesignIn:
+        if (self.mde is None) == (self.mde_relative is None):
+            raise ValueError("give exactly one of mde and mde_relative")
+        return self
+
+
+class DurationOptionOut(OutputModel):
+    """One candidate duration and what it needs."""
+
+    months: int
+    units: int
+    mean: float
+    sd: float
+    n_per_arm: int | None
+    mde_at_available: Stat
+
+
+class ExperimentPlanOut(OutputModel):
+    """Sample size, minimum detectable effect and duration of a planned experiment."""
+
+    metric: str
+    kind: str
+    alpha: float
+    power: float
+    arms: int
+    ratio: float
+    mde: float
+    mde_relative: Stat
+    baseline_mean: float
+    sd: float
+    n_per_arm: int
+    total_n: int
+    duration_months: int | None
+    available_units: int
+    options: list[DurationOptionOut]
+    guardrail_mde: Stat
+    method: str

@@ -24,6 +24,8 @@ from cxp.api.routers.pricing.backtests import _baseline, _metrics, _resolve_plan
 from cxp.api.routers.pricing.common import ERR_404, PREFIX, OutputModel, check_text
 from cxp.api.routers.pricing.decision_schemas import (
     BoundOut,
+    ExperimentDesignIn,
+    ExperimentPlanOut,
     HorizonFiguresOut,
     HorizonIn,
     HorizonReport,
@@ -39,6 +41,7 @@ from cxp.pricing import decisions, service
 from cxp.pricing.core.solve import SolveResult
 from cxp.pricing.core.tradeoff import TradeoffCurve
 from cxp.pricing.core.wtp import ElasticityFit
+from cxp.pricing.examples import example_metrics
 
 router = APIRouter()
 
@@ -206,6 +209,25 @@ def create_horizon(_key: PricingKey, conn: HeavyConnDep, settings: SettingsDep, 
                          currency=res.currency, figures=[HorizonFiguresOut.model_validate(f) for f in res.figures],
                          assumptions=list(res.assumptions),
                          verdict=res.verdict("central" if e is not None else "static"))
+
+
+@router.post("/experiment-design", response_model=ExperimentPlanOut,
+             summary="Sample size, MDE and duration of a price experiment from the metric's recorded variance")
+def create_experiment_design(_key: PricingKey, conn: HeavyConnDep, body: ExperimentDesignIn) -> ExperimentPlanOut:
+    """Power analysis (statsmodels) on the cohort's per-account monthly values of the metric over `period`."""
+    check_text(body.model_dump(mode="json"), ["body"])
+    metric = body.metric
+    if isinstance(metric, str):
+        known = {m.name: m for m in example_metrics()}
+        if metric not in known:
+            raise Unprocessable(f"unknown metric {metric!r}: give a definition or one of {sorted(known)}",
+                                details=[ErrorDetail(loc=["body", "metric"], message="unknown metric name")])
+        metric = known[metric]
+    plan = decisions.get_experiment_plan(
+        conn=conn, metric=metric, period=body.period.period(), cohort=body.cohort.cohort(),
+        mde_relative=body.mde_relative, mde=body.mde, alpha=body.alpha, power=body.power, arms=body.arms,
+        ratio=body.ratio, until=body.period.until())
+    return ExperimentPlanOut.model_validate(plan)
 
 
 @router.get("/decisions/jobs/{job_id}", response_model=DecisionJobOut, responses=ERR_404,
