@@ -23,10 +23,12 @@ def test_page_shows_the_neutral_price_the_curve_and_a_point_side_by_side(pricing
     price = next(iter(data.neutral.parameters.values()))
     assert f"Revenue-neutral price: {price} EUR/kWh" in html
     assert "<svg" in html and "<script" not in html  # drawn on the server, no script needed
-    assert html.count("<circle") == len(data.curve.points) == data.curve.evaluations + 1
+    assert html.count("<svg") == 2  # revenue against customers paying more, and against bill volatility
+    with_cv = sum(p.metrics.volatility_cv is not None for p in data.curve.points)
+    assert html.count("<circle") == len(data.curve.points) + with_cv and len(data.curve.points) == 26
     links = re.findall(r'<a href="(/dashboard/pricing/decisions\?[^"]+)"><circle', html)
-    assert len(links) == len(data.curve.points) - 1  # every plan but the baseline opens its side-by-side
-    assert html.count('class="dot base"') == 1 and f"Side by side at {price} EUR/kWh" in html
+    assert len(links) == 2 * (len(data.curve.points) - 1)  # every plan but the baseline opens its side-by-side
+    assert html.count('class="dot base"') == 2 and f"Side by side at {price} EUR/kWh" in html
     # Following a point's link shows that price next to the baseline.
     target = links[len(links) // 2].replace("&amp;", "&")
     chosen = re.search(r"price=([0-9.]+)", target).group(1)

@@ -76,10 +76,23 @@ def _href(product: str, theta: Decimal, price: Decimal) -> str:
     return "/dashboard/pricing/decisions?" + urlencode({"product": product, "theta": str(theta), "price": str(price)})
 
 
-def frontier_svg(curve: TradeoffCurve, *, currency: str, link: callable) -> Html:  # type: ignore[valid-type]
-    """Revenue (y) against the share of customers paying more (x): every plan a linked dot, the front a line."""
-    pts = curve.points
-    xs = [p.metrics.losers_share for p in pts]
+def frontier_svg(
+    curve: TradeoffCurve,
+    *,
+    currency: str,
+    link: callable,
+    volatility: bool = False,  # type: ignore[valid-type]
+) -> Html:
+    """Revenue (y) against the share of customers paying more (or bill volatility) (x): linked dots, the front a line.
+
+    Plans without a volatility figure are left out of the volatility chart.
+    """
+    front_ix = curve.volatility_front if volatility else curve.losers_front
+    keep = [i for i, p in enumerate(curve.points) if not volatility or p.metrics.volatility_cv is not None]
+    pts = [curve.points[i] for i in keep]
+    xs = [(p.metrics.volatility_cv if volatility else p.metrics.losers_share) or 0.0 for p in pts]
+    x_max = max(max(xs) * 1.05, 1e-9) if volatility else 1.0
+    xs = [x / x_max for x in xs]
     ys = [float(p.metrics.revenue) for p in pts]
     y0, y1 = min(ys), max(ys)
     if y1 == y0:
@@ -96,13 +109,15 @@ def frontier_svg(curve: TradeoffCurve, *, currency: str, link: callable) -> Html
     for i in range(6):
         x = i / 5
         grid.append(el("line", x1=f"{sx(x):.1f}", x2=f"{sx(x):.1f}", y1=PAD_T, y2=PAD_T + ph, class_="grid"))
-        grid.append(el("text", f"{x:.0%}", x=f"{sx(x):.1f}", y=H - PAD_B + 18, text_anchor="middle"))
+        tick = f"{x * x_max:.2f}" if volatility else f"{x:.0%}"
+        grid.append(el("text", tick, x=f"{sx(x):.1f}", y=H - PAD_B + 18, text_anchor="middle"))
         y = y0 + (y1 - y0) * i / 5
         grid.append(el("line", x1=PAD_L, x2=PAD_L + pw, y1=f"{sy(y):.1f}", y2=f"{sy(y):.1f}", class_="grid"))
         grid.append(el("text", f"{y:,.0f}", x=PAD_L - 6, y=f"{sy(y) + 4:.1f}", text_anchor="end"))
-    front = " ".join(f"{sx(xs[i]):.1f},{sy(ys[i]):.1f}" for i in curve.losers_front)
+    pos = {k: j for j, k in enumerate(keep)}
+    front = " ".join(f"{sx(xs[pos[i]]):.1f},{sy(ys[pos[i]]):.1f}" for i in front_ix)
     dots = []
-    on_front = set(curve.losers_front)
+    on_front = {pos[i] for i in front_ix}
     for i, p in enumerate(pts):
         label = "baseline" if p.baseline else ", ".join(f"{v}" for v in p.parameters.values())
         tip = (
@@ -122,7 +137,9 @@ def frontier_svg(curve: TradeoffCurve, *, currency: str, link: callable) -> Html
     axes = [
         el(
             "text",
-            "Share of customers paying more over the period",
+            "Bill volatility (mean per-customer CV of monthly bills)"
+            if volatility
+            else "Share of customers paying more over the period",
             x=PAD_L + pw / 2,
             y=H - 6,
             text_anchor="middle",
@@ -153,7 +170,8 @@ def frontier_svg(curve: TradeoffCurve, *, currency: str, link: callable) -> Html
         *axes,
         viewBox=f"0 0 {W} {H}",
         role="img",
-        aria_label="Trade-off curve: revenue against the share of customers paying more",
+        aria_label="Trade-off curve: revenue against "
+        + ("bill volatility" if volatility else "the share of customers paying more"),
         class_="frontier",
         width="100%",
         style=f"max-width:{W}px",
@@ -222,6 +240,18 @@ def decisions_page(d: Decisions, *, theta: Decimal) -> Html:
                     "p",
                     "Red: the baseline. Blue, joined: the Pareto front (no other price earns more with fewer customers "
                     "paying more). Grey: dominated prices. Click a dot for its side-by-side.",
+                    class_="note",
+                ),
+                class_="card",
+            ),
+            el(
+                "section",
+                el("h3", "Trade-off: revenue against bill volatility"),
+                frontier_svg(d.curve, currency=cur, link=link, volatility=True),
+                el(
+                    "p",
+                    "The same prices against how much customers' monthly bills swing (0 = the same bill every "
+                    "month, as with a flat fee). Blue, joined: no other price earns more with steadier bills.",
                     class_="note",
                 ),
                 class_="card",
