@@ -16,6 +16,8 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
                  "Backtest 7 models × 100,000 accounts × 12 months vectorised vs a per-account Decimal loop."),
     "pricing-core": ("cxp.tools.bench.pricing_core",
                      "The pure billing kernel: 7 models × 100,000 accounts × 12 months vectorised vs a Decimal loop."),
+    "pricing-solve": ("cxp.tools.bench.pricing_solve",
+                      "Solve a revenue-neutral unit price and a 2-parameter constrained optimum (10,000 accounts)."),
     "simulator": ("cxp.tools.bench.simulator",
                   "Simulator generation + serialisation throughput, broker-free."),
     "analytics": ("cxp.tools.bench.analytics",

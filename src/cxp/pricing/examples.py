@@ -8,7 +8,10 @@ Used by the benchmark and tests, and as a starting catalogue for the pricing lab
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from cxp.pricing.core.plans import BillableMetric, Plan
+from cxp.pricing.core.solve import FreeParameter
 
 _ENERGY_TIERS = [
     {"lower": 0, "upper": 100, "unit_price": "0.0100"},
@@ -142,12 +145,39 @@ def example_metrics() -> tuple[BillableMetric, ...]:
     """
     return (
         BillableMetric(
-            name="heating_kwh", aggregation="sum", field="quantity", filter={"touchpoints": ["heating_cycle"]},
+            name="heating_kwh",
+            aggregation="sum",
+            field="quantity",
+            filter={"touchpoints": ["heating_cycle"]},
             unit_label="kWh",
         ),
         BillableMetric(name="app_sessions", aggregation="count", filter={"touchpoints": ["app_dashboard"]}),
         BillableMetric(
-            name="optimised_cycles", aggregation="count",
+            name="optimised_cycles",
+            aggregation="count",
             filter={"touchpoints": ["heating_cycle"], "success_only": True},
         ),
     )
+
+
+def solve_family() -> tuple[Plan, FreeParameter]:
+    """The dashboard's plan family: the device sale kept, connectivity replaced by a price per kWh managed.
+
+    Its free parameter is that price, €0.0010–0.0500 per kWh in steps of €0.0005.
+    """
+    plan = Plan(
+        plan_id="hw-ppu-kwh",
+        version=1,
+        name="Device sale + pay per kWh managed",
+        currency="EUR",
+        components=[
+            {"kind": "one_time_sale", "id": "device", "price": "149.00"},
+            {
+                "kind": "usage",
+                "id": "energy",
+                "metric": "heating_kwh",
+                "charge": {"model": "unit", "unit_price": "0.01"},
+            },
+        ],
+    )
+    return plan, FreeParameter("energy", "charge.unit_price", Decimal("0.0010"), Decimal("0.0500"), Decimal("0.0005"))

@@ -33,8 +33,10 @@ from cxp.pricing.core.experiments import (
     arms_by_plan,
     assign_arms,
 )
+from cxp.pricing.core.horizon import NO_RESPONSE, HorizonResult, Response, horizon_backtest, response_band
 from cxp.pricing.core.plans import BillableMetric, MetricFilter, Plan
 from cxp.pricing.core.wtp import (
+    ElasticityFit,
     GaborGrangerResult,
     VanWestendorpResult,
     gabor_granger,
@@ -91,8 +93,12 @@ def get_usage_cube(
     decimals: int = 3,
     until: datetime | None = None,
     with_health: bool = True,
+    with_coverage: bool = True,
 ) -> UsageCube:
-    """Every input the plans read, per cohort account × month (plus `extra_usage` keys, e.g. value or cost metrics)."""
+    """Every input the plans read, per cohort account × month (plus `extra_usage` keys, e.g. value or cost metrics).
+
+    `with_coverage`: also the share of each account-month its devices reported (heartbeat-covered hours).
+    """
     accounts = list_cohort_accounts(conn, cohort=cohort, period=period)
     keys = accounts.account_ids
     usage_defs, outcome_defs, needs_uptime = resolve_metrics(plans=plans, metrics=metrics)
@@ -107,7 +113,14 @@ def get_usage_cube(
 
     usage = {k: table(m) for k, m in usage_defs.items()}
     outcomes = {k: table(m) for k, m in outcome_defs.items()}
-    uptime = get_uptime(conn, period=period, cohort=cohort, keys=keys, until=until).pct if needs_uptime else None
+    up = None
+    if needs_uptime or with_coverage:
+        up = get_uptime(conn, period=period, cohort=cohort, keys=keys, until=until)
+    uptime = up.pct if needs_uptime and up is not None else None
+    coverage = None
+    if with_coverage and up is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            coverage = np.where(up.exposure_hours > 0, np.minimum(up.up_hours / up.exposure_hours, 1.0), np.nan)
     months = period.month_starts
     month_ends = [datetime.combine(m, time(0), UTC) for m in (*months[1:], period.end)]
     first = accounts.first_activation
@@ -133,6 +146,7 @@ def get_usage_cube(
         period_index=pidx,
         devices=accounts.devices,
         health=health,
+        coverage=coverage,
     )
 
 
@@ -150,14 +164,60 @@ def simulate_backtest(
     value_metric: str | None = None,
     demand: DemandResponse | None = None,
     until: datetime | None = None,
+    coverage_threshold: float | None = 0.9,
+    exclude_low_coverage: bool = False,
 ) -> BacktestResult:
-    """Backtest `plans` on the cohort's recorded usage over `period` (bills side by side, vs `baseline`)."""
+    """Backtest `plans` on the cohort's recorded usage over `period` (bills side by side, vs `baseline`).
+
+    Customer-periods whose devices reported less than `coverage_threshold` of the time are flagged (and
+    left out with `exclude_low_coverage`); each plan's revenue at risk there is in its summary.
+    """
     extra = [k for k in (value_metric, cost.unit_metric) if k is not None]
     cube = get_usage_cube(
         conn=conn, plans=plans, period=period, cohort=cohort, metrics=metrics, extra_usage=extra, until=until
     )
     return backtest(
-        cube=cube, plans=plans, baseline=baseline, theta=theta, cost=cost, value_metric=value_metric, demand=demand
+        cube=cube,
+        plans=plans,
+        baseline=baseline,
+        theta=theta,
+        cost=cost,
+        value_metric=value_metric,
+        demand=demand,
+        coverage_threshold=coverage_threshold,
+        exclude_low_coverage=exclude_low_coverage,
+    )
+
+
+@maps_numeric_errors
+def simulate_horizon(
+    *,
+    conn: psycopg.Connection,
+    plans: Sequence[Plan],
+    period: BillingPeriod,
+    months: int = 12,
+    cohort: Cohort = ALL_ACCOUNTS,
+    baseline: str | None = None,
+    metrics: Sequence[BillableMetric] = (),
+    elasticity: ElasticityFit | float | None = None,
+    churn_base: float = 0.01,
+    annual_discount: float = 0.0,
+    until: datetime | None = None,
+) -> HorizonResult:
+    """`plans` over a `months` horizon from the cohort's recorded usage in `period` (repeated beyond it).
+
+    With `elasticity` (the lab's fit or a stated ε): static, low, central and high customer response.
+    """
+    cube = get_usage_cube(
+        conn=conn, plans=plans, period=period, cohort=cohort, metrics=metrics, until=until, with_health=False
+    )
+    responses: tuple[Response, ...] = (NO_RESPONSE,)
+    if isinstance(elasticity, ElasticityFit):
+        responses += response_band(fit=elasticity, churn_base=churn_base)
+    elif elasticity is not None:
+        responses += response_band(elasticity=float(elasticity), churn_base=churn_base)
+    return horizon_backtest(
+        cube=cube, plans=plans, months=months, baseline=baseline, responses=responses, annual_discount=annual_discount
     )
 
 
@@ -413,9 +473,19 @@ def get_model_comparison(
 
 @maps_numeric_errors
 def get_model_comparison_text(
-    *, conn: psycopg.Connection, product: str = "thermo-x1", theta: Decimal = Decimal("0.2")
+    *,
+    conn: psycopg.Connection,
+    product: str = "thermo-x1",
+    theta: Decimal = Decimal("0.2"),
+    horizon_months: int = 24,
+    elasticity: float = -0.3,
 ) -> list[str]:
-    """A few plain-text lines: example revenue models backtested side by side on the recorded fleet."""
+    """A few plain-text lines: example revenue models side by side on the recorded fleet, then over a horizon.
+
+    The recorded window alone mixes one-time device sales into a few months; the horizon block shows
+    recurring and one-time revenue apart over `horizon_months` (recorded months repeated) with a stated
+    central customer response (`elasticity`, 1 %/month base churn) and says in one line who wins on what.
+    """
     cmp = get_model_comparison(conn=conn, product=product, theta=theta)
     if cmp.reason is not None:
         return [f"pricing lab: {cmp.reason}"]
@@ -430,7 +500,31 @@ def get_model_comparison_text(
             f"  {r.plan_key:<18}{r.revenue:>12,}{r.arpu_month:>10}{r.bill.p50:>10}{r.revenue_delta:>+12,}"
             f"{r.shock_rate:>8.1%}{f'{r.winners}/{r.losers}':>12}"
         )
-    lines.append(f"  ({cmp.currency}; usage from the rollups; one-time device sales fall in an account's first month)")
+    lines.append(
+        f"  ({cmp.currency}; usage from the rollups; one-time device sales fall in an account's first month, "
+        "so a short window over-weights them: see the horizon below)"
+    )
+    months = (cmp.last_month.year - cmp.first_month.year) * 12 + cmp.last_month.month - cmp.first_month.month + 1
+    plans = [p for p in example_plans() if p.plan_id in COMPARISON_PLANS]
+    hz = simulate_horizon(
+        conn=conn,
+        plans=plans,
+        period=BillingPeriod(cmp.first_month, months),
+        months=horizon_months,
+        cohort=Cohort(product=product),
+        metrics=example_metrics(),
+        elasticity=elasticity,
+        until=datetime.combine(cmp.last_day + timedelta(days=1), time(0), UTC),
+    )
+    lines.append(
+        f"  Over {horizon_months} months ({months} recorded, repeated; device sold once; central response "
+        f"ε = {elasticity} stated, churn 1 %/month at today's price):"
+    )
+    lines.append(f"  {'model':<18}{'recurring':>12}{'one-time':>11}{'total':>12}{'LTV':>9}{'kept':>7}")
+    for p in plans:
+        f = hz.get(p.key, "central")
+        lines.append(f"  {p.key:<18}{f.recurring:>12,}{f.one_time:>11,}{f.total:>12,}{f.ltv:>9,}{f.retained:>7.0%}")
+    lines.append("  " + hz.verdict("central"))
     return lines
 
 

@@ -133,6 +133,7 @@ NAV = (
     ("journey", "/dashboard/journey", "Journey", "product"),
     ("disruptions", "/dashboard/disruptions", "Disruptions", "product"),
     ("pricing", "/dashboard/pricing", "Pricing", "pricing"),
+    ("decisions", "/dashboard/pricing/decisions", "Pricing decisions", "pricing"),
 )
 
 # Inline scripts are refused: the page data is JSON in a non-executed script element. Plotly sets inline styles.

@@ -19,6 +19,7 @@ from cxp.analytics.core.health import HealthConfig
 from cxp.analytics.query import AnalyticsQuery
 from cxp.api.dashboard import assets, pages
 from cxp.api.dashboard.comparison import comparison_plan_ids, model_comparison
+from cxp.api.dashboard.decisions import decisions_page, pricing_decisions
 from cxp.api.dashboard.render import HEADERS, Html, Viewer, el, filter_form, may_see, page, safe_next
 from cxp.api.deps import (
     LEGACY_KEY_COOKIE,
@@ -329,3 +330,24 @@ def pricing(
     filters = filter_form(products=products, product=chosen, extra=extra, all_label=None)
     return _html(page(title="Pricing models side by side", active="pricing", viewer=_viewer(key), body=body,
                       charts=charts, filters=filters))
+
+
+@router.get("/pricing/decisions")
+def pricing_decisions_page(
+    key: DashboardPricingKey,
+    cached: DashboardCachedDep,
+    product: Product = None,
+    theta: Annotated[Decimal, Query(ge=0, le=10, description="Bill shock: bill > (1 + theta) × baseline")] =
+    Decimal("0.2"),
+    price: Annotated[Decimal | None, Query(ge=0, le=1, max_digits=8, decimal_places=4,
+                                           description="Price per kWh to show side by side")] = None,
+) -> HTMLResponse:
+    """A revenue-neutral price per kWh, the revenue × customers-paying-more trade-off, a chosen price side by side."""
+    products = _product_ids(cached)
+    chosen = product or ("thermo-x1" if "thermo-x1" in products or not products else products[0])
+    data = cached.service(pricing_decisions, product=chosen, theta=theta, price=price)
+    extra = (el("label", "Shock: bill > (1 + θ) × baseline, θ ", el("input", type="number", name="theta", value=theta,
+                                                                    min=0, max=10, step="0.05", class_="short")),)
+    filters = filter_form(products=products, product=chosen, extra=extra, all_label=None)
+    return _html(page(title="Pricing decisions", active="decisions", viewer=_viewer(key),
+                      body=decisions_page(data, theta=theta), filters=filters))

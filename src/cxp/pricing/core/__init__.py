@@ -1,9 +1,10 @@
 """Pricing lab core: exact money, typed plans, charge models and bills, backtests, experiments, willingness to pay.
 
-Pure: no database, no files, no environment (numpy, scipy and pydantic only). The backtest feeds
+Pure: no database, no files, no environment (numpy, scipy, statsmodels and pydantic only). The backtest feeds
 per-account, per-period quantities into `bill_period` (one bill, Decimal) or `bill_arrays` (many,
 integer quanta); both give identical amounts. Modules: `money`, `validation` (the models' base),
-`plans`, `charges` (Decimal), `integers` and `vectorised` (arrays), `backtest`, `experiments`, `wtp`.
+`plans`, `charges` (Decimal), `integers` and `vectorised` (arrays), `backtest`, `experiments`, `wtp`,
+`solve` (price solving), `tradeoff` (Pareto fronts), `horizon` (response, LTV), `design` (power analysis).
 Choices this package makes are listed in docs/pricing.md.
 """
 

@@ -10,7 +10,7 @@ are floats. Choices (shock with a zero old bill, ARPU rounding, demand response)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -31,7 +31,9 @@ class UsageCube:
     `active[a, m]`: the account had a device activated by the end of month m (inactive cells bill 0
     and are left out of every statistic). `period_index[a, m]`: months since the account's first
     activation month (a one-time sale lands where it is 0). `health`: an experience-health score
-    0–100 per account-month (NaN = unknown), `devices`: devices per account.
+    0–100 per account-month (NaN = unknown), `devices`: devices per account. `coverage`: the share 0–1 of
+    each account-month its devices reported (heartbeat-covered device-hours / device-hours since
+    activation; NaN = unknown), so a device offline for half a month is told apart from a light user.
     """
 
     account_ids: tuple[str, ...]
@@ -44,6 +46,7 @@ class UsageCube:
     period_index: np.ndarray | None = None
     devices: np.ndarray | None = None
     health: np.ndarray | None = None
+    coverage: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -122,6 +125,9 @@ class PlanSummary:
     margin: Decimal
     below_cost_share: float  # customer-periods billed below their cost
     static_revenue: Decimal  # revenue before demand response (equal to revenue without one)
+    low_coverage_periods: int = 0  # customer-periods whose coverage is below the threshold
+    low_coverage_revenue: Decimal = Decimal(0)  # this plan's bills in those periods (uncertain revenue)
+    coverage_shortfall: Decimal = Decimal(0)  # estimated revenue missed there (usage extrapolated by 1 / coverage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +157,9 @@ class BacktestResult:
     summaries: dict[str, PlanSummary]
     experience: tuple[SegmentExperience, ...]
     elasticity: float | None
+    coverage_threshold: float | None = None
+    low_coverage: np.ndarray | None = None  # accounts × months: flagged (below the threshold), before any exclusion
+    excluded_low_coverage: bool = False
 
     def bill(self, plan_key: str, account_id: str, month: date) -> Decimal:
         """One account-month's bill under `plan_key`."""
@@ -163,23 +172,27 @@ class BacktestResult:
         return {a: self.rule.from_quanta(int(t)) for a, t in zip(self.cube.account_ids, totals, strict=True)}
 
     def rows(self) -> list[dict[str, Any]]:
-        """Long form: one row per plan × active account-month (bill as an exact Decimal)."""
+        """Long form: one row per plan × active account-month (bill as an exact Decimal; coverage when known)."""
         act = self.cube.active_mask()
         ii, jj = np.nonzero(act)
+        cov = self.cube.coverage
         out = []
         for key in self.plan_keys:
             b = self.bills[key]
             for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
-                out.append(
-                    {
-                        "plan": key,
-                        "account_id": self.cube.account_ids[i],
-                        "segment": self.cube.segments[i],
-                        "month": self.cube.months[j],
-                        "bill": self.rule.from_quanta(int(b[i, j])),
-                        "currency": self.currency,
-                    }
-                )
+                row = {
+                    "plan": key,
+                    "account_id": self.cube.account_ids[i],
+                    "segment": self.cube.segments[i],
+                    "month": self.cube.months[j],
+                    "bill": self.rule.from_quanta(int(b[i, j])),
+                    "currency": self.currency,
+                }
+                if cov is not None:
+                    c = float(cov[i, j])
+                    row["coverage"] = None if np.isnan(c) else round(c, 4)
+                    row["low_coverage"] = bool(self.low_coverage is not None and self.low_coverage[i, j])
+                out.append(row)
         return out
 
     def summary_rows(self) -> list[dict[str, Any]]:
@@ -214,6 +227,9 @@ class BacktestResult:
                     "below_cost_share": s.below_cost_share,
                     "static_revenue": s.static_revenue,
                     "elasticity": self.elasticity,
+                    "low_coverage_periods": s.low_coverage_periods,
+                    "low_coverage_revenue": s.low_coverage_revenue,
+                    "coverage_shortfall": s.coverage_shortfall,
                 }
             )
         return out
@@ -311,12 +327,16 @@ def backtest(
     cost: CostModel = NO_COST,
     value_metric: str | None = None,
     demand: DemandResponse | None = None,
+    coverage_threshold: float | None = 0.9,
+    exclude_low_coverage: bool = False,
 ) -> BacktestResult:
     """Bill every account-month under each plan (vectorised) and compare them with the baseline plan.
 
     `baseline`: a plan key (default: the first plan). `theta`: bill shock when bill_new / bill_old > 1 + θ.
     `value_metric`: the usage key whose units measure customer value (fairness = Gini of each account's
     bill per unit of it over the period). `demand`: optional constant-elasticity response of usage.
+    `coverage_threshold`: customer-periods whose `cube.coverage` is below it are flagged (and with
+    `exclude_low_coverage` left out of every figure); each plan's revenue at risk there is reported.
     """
     if not plans:
         raise PricingError("give at least one plan")
@@ -337,6 +357,10 @@ def backtest(
     act = cube.active_mask()
     if act.shape != cube.shape:
         raise PricingError(f"active has shape {act.shape}, expected {cube.shape}")
+    low, at_risk = _coverage_risk(cube, plans, act, coverage_threshold)
+    if exclude_low_coverage and low is not None:
+        cube = replace(cube, active=act & ~low)
+        act = cube.active_mask()
 
     static = {p.key: bill_cube(plan=p, cube=cube) for p in plans}
     bills = dict(static)
@@ -421,6 +445,9 @@ def backtest(
             margin=revenue - cost_total,
             below_cost_share=below,
             static_revenue=rule.from_quanta(int(static[p.key][act].sum())),
+            low_coverage_periods=0 if low is None else int(low.sum()),
+            low_coverage_revenue=rule.from_quanta(at_risk.get(p.key, (0, 0))[0]),
+            coverage_shortfall=rule.from_quanta(at_risk.get(p.key, (0, 0))[1]),
         )
 
     experience = _experience(cube, plans, bills, act, rule)
@@ -435,7 +462,37 @@ def backtest(
         summaries=summaries,
         experience=experience,
         elasticity=None if demand is None else demand.elasticity,
+        coverage_threshold=coverage_threshold if low is not None else None,
+        low_coverage=low,
+        excluded_low_coverage=exclude_low_coverage and low is not None,
     )
+
+
+def _coverage_risk(
+    cube: UsageCube, plans: Sequence[Plan], act: np.ndarray, threshold: float | None
+) -> tuple[np.ndarray | None, dict[str, tuple[int, int]]]:
+    """Flagged cells and, per plan, (quanta billed there, quanta missed: re-billed with usage × 1 / coverage − billed).
+
+    Extrapolation needs coverage ≥ 0.1 (below it a cell's usage says too little to scale up).
+    """
+    if cube.coverage is None or threshold is None:
+        return None, {}
+    if not 0 <= threshold <= 1:
+        raise PricingError("coverage_threshold must be within [0, 1]")
+    cov = np.asarray(cube.coverage, dtype=np.float64)
+    if cov.shape != cube.shape:
+        raise PricingError(f"coverage has shape {cov.shape}, expected {cube.shape}")
+    low = act & ~np.isnan(cov) & (cov < threshold)
+    if not low.any():
+        return low, {}
+    factor = np.where(low & (cov >= 0.1), 1.0 / np.maximum(cov, 0.1), 1.0)
+    usage, outcomes = _respond(cube, factor, set(cube.usage) | set(cube.outcomes))
+    out = {}
+    for p in plans:
+        billed = bill_cube(plan=p, cube=cube)
+        full = bill_cube(plan=p, cube=cube, usage=usage, outcomes=outcomes)
+        out[p.key] = (int(billed[low].sum()), int((full - billed)[low].sum()))
+    return low, out
 
 
 def _experience(

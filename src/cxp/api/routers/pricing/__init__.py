@@ -12,6 +12,9 @@ Choices callers can rely on:
 * Backtests of at most `api.sync_backtest_limit` account-months × plans run in the request (200);
   larger ones run as a job (202, `Location: /v1/pricing/jobs/{id}`); the job's bills are at
   `/v1/pricing/jobs/{id}/bills` (JSON pages or `?format=csv`).
+* `POST /solve` and `POST /tradeoff` bill many candidate plans: their work (accounts × months × plans a
+  search bills) is held to the same limits; larger runs are jobs at `/v1/pricing/decisions/jobs/{id}`.
+  `POST /horizon` and `POST /experiment-design` run in the request.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from cxp.api.errors import ErrorBody
-from cxp.api.routers.pricing import backtests, comparison, examples, experiments, jobs, plans, wtp
+from cxp.api.routers.pricing import backtests, comparison, decisions, examples, experiments, jobs, plans, wtp
 from cxp.api.routers.pricing.common import PREFIX
 
 # 400: a body that is not parseable JSON (FastAPI's own check, before any validation).
 router = APIRouter(prefix=PREFIX, tags=["pricing"],
                    responses={400: {"model": ErrorBody, "description": "The body could not be parsed"}})
-for resource in (plans, examples, backtests, jobs, comparison, experiments, wtp):
+for resource in (plans, examples, backtests, jobs, comparison, experiments, wtp, decisions):
     router.include_router(resource.router)

@@ -131,6 +131,13 @@ class BacktestIn(InputModel):
     cost: CostIn | None = None
     value_metric: Name | None = Field(None, description="Usage key measuring value (fairness = Gini of price/value)")
     demand: DemandIn | None = None
+    coverage_threshold: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        0.9, description="Flag account-months whose devices reported less than this share of the time (null: no flags)")
+    exclude_low_coverage: bool = Field(False, description="Leave flagged account-months out of every figure")
+    experience_risk: bool = Field(
+        False, description="Compare each account's bill change with its Experience Health Score (analytics, "
+                           "weekly account scores averaged over the period): flag plans raising bills most where "
+                           "it is worst")
     metrics: Annotated[list[BillableMetric], Field(max_length=100)] = Field(
         [], description="Metric definitions of usage keys (win over the plans' own)")
     example_metrics: bool = Field(
@@ -178,6 +185,10 @@ class PlanSummaryOut(OutputModel):
     cost: Decimal
     margin: Decimal
     below_cost_share: float
+    low_coverage_periods: int = Field(0, description="Account-months below the coverage threshold")
+    low_coverage_revenue: Decimal = Field(Decimal(0), description="This plan's bills in those account-months")
+    coverage_shortfall: Decimal = Field(
+        Decimal(0), description="Revenue at risk there: re-billed with usage × 1 / coverage, minus what was billed")
 
 
 class SegmentExperienceOut(OutputModel):
@@ -209,6 +220,18 @@ class CohortOut(OutputModel):
     account_ids: list[str] | None
 
 
+class ExperienceRiskOut(OutputModel):
+    """One plan's bill change against account health: flagged when the unhappiest quartile's rises most."""
+
+    plan_key: str
+    accounts: int
+    spearman: Stat
+    p_value: Stat
+    low_health_change: Stat
+    rest_change: Stat
+    flagged: bool
+
+
 class BacktestReport(OutputModel):
     """Per-plan figures side by side (baseline first) and bill vs experience health per segment."""
 
@@ -225,6 +248,8 @@ class BacktestReport(OutputModel):
     elasticity: Stat
     summaries: list[PlanSummaryOut]
     experience: list[SegmentExperienceOut]
+    experience_risk: list[ExperienceRiskOut] | None = Field(
+        None, description="With `experience_risk`: per plan, bill change vs analytics' health score")
 
 
 class BillRow(OutputModel):

@@ -8,7 +8,7 @@ are refused at once (422 naming the limit).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -17,6 +17,8 @@ import psycopg
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
+from cxp.analytics import service as analytics
+from cxp.analytics.query import AnalyticsQuery
 from cxp.api.deps import HeavyConnDep, JobsDep, PricingKey, SettingsDep
 from cxp.api.errors import ErrorDetail, NotFound, Unprocessable
 from cxp.api.jobs import JobFn, Progress
@@ -25,6 +27,7 @@ from cxp.api.routers.pricing.backtest_schemas import (
     BacktestIn,
     BacktestReport,
     CohortOut,
+    ExperienceRiskOut,
     PeriodOut,
     PlanRef,
     PlanSummaryOut,
@@ -36,6 +39,7 @@ from cxp.api.schemas import CSV_RESPONSES, FormatQuery, csv_response
 from cxp.pricing import repository as plan_store
 from cxp.pricing import service
 from cxp.pricing.core.backtest import NO_COST, BacktestResult, CostModel, DemandResponse
+from cxp.pricing.core.experience import experience_risk
 from cxp.pricing.core.plans import BillableMetric, Plan
 from cxp.pricing.examples import example_metrics
 from cxp.pricing.exports import bill_tuples
@@ -59,13 +63,17 @@ class BacktestSpec:
     value_metric: str | None
     demand: DemandResponse | None
     until: datetime | None
+    coverage_threshold: float | None = 0.9
+    exclude_low_coverage: bool = False
+    experience_risk: bool = False
 
     def run(self, conn: psycopg.Connection) -> BacktestResult:
         """Bill every plan on the recorded usage."""
         return service.simulate_backtest(
             conn=conn, plans=self.plans, period=self.period, cohort=self.cohort, baseline=self.baseline,
             theta=self.theta, metrics=self.metrics, cost=self.cost, value_metric=self.value_metric,
-            demand=self.demand, until=self.until)
+            demand=self.demand, until=self.until, coverage_threshold=self.coverage_threshold,
+            exclude_low_coverage=self.exclude_low_coverage)
 
 
 def _resolve_plans(conn: psycopg.Connection, items: list[PlanRef | Plan]) -> list[Plan]:
@@ -116,10 +124,32 @@ def _spec(conn: psycopg.Connection, body: BacktestIn) -> BacktestSpec:
         body.demand.elasticity, tuple(body.demand.keys) if body.demand.keys is not None else None)
     return BacktestSpec(plans=tuple(plans), period=body.period.period(), cohort=body.cohort.cohort(),
                         baseline=_baseline(plans, body.baseline), theta=body.theta, metrics=_metrics(body, plans),
-                        cost=cost, value_metric=body.value_metric, demand=demand, until=body.period.until())
+                        cost=cost, value_metric=body.value_metric, demand=demand, until=body.period.until(),
+                        coverage_threshold=body.coverage_threshold, exclude_low_coverage=body.exclude_low_coverage,
+                        experience_risk=body.experience_risk)
 
 
-def _report(spec: BacktestSpec, result: BacktestResult) -> BacktestReport:
+def account_health(conn: psycopg.Connection, *, cohort: Cohort, period: BillingPeriod) -> dict[str, float]:
+    """Each account's mean weekly Experience Health Score over `period` (analytics; accounts without one left out)."""
+    query = AnalyticsQuery(product=cohort.product, segment=cohort.segment, start=period.start,
+                           end=period.end - timedelta(days=1))
+    report = analytics.get_health(conn=conn, query=query, level="account", grain="week")
+    scores: dict[str, list[float]] = {}
+    for s in report.scores:
+        if s.score is not None:
+            scores.setdefault(s.entity_id, []).append(s.score)
+    return {a: sum(v) / len(v) for a, v in scores.items()}
+
+
+def _risk(conn: psycopg.Connection, spec: BacktestSpec, result: BacktestResult) -> list[ExperienceRiskOut] | None:
+    if not spec.experience_risk:
+        return None
+    health = account_health(conn, cohort=spec.cohort, period=spec.period)
+    return [ExperienceRiskOut.model_validate(r) for r in experience_risk(result=result, health=health)]
+
+
+def _report(spec: BacktestSpec, result: BacktestResult,
+            risk: list[ExperienceRiskOut] | None = None) -> BacktestReport:
     names = {p.key: p.name for p in spec.plans}
     summaries = []
     for key in result.plan_keys:
@@ -138,18 +168,19 @@ def _report(spec: BacktestSpec, result: BacktestResult) -> BacktestReport:
                          account_ids=list(cohort.account_ids) if cohort.account_ids is not None else None),
         accounts=len(cube.account_ids), size=len(cube.account_ids) * len(cube.months) * len(result.plan_keys),
         value_metric=spec.value_metric, elasticity=result.elasticity, summaries=summaries,
-        experience=[SegmentExperienceOut.model_validate(e) for e in result.experience])
+        experience=[SegmentExperienceOut.model_validate(e) for e in result.experience], experience_risk=risk)
 
 
 def _backtest_job(spec: BacktestSpec) -> JobFn:
     def run(conn: psycopg.Connection, job_id: UUID, progress: Progress) -> dict[str, Any]:
         result = spec.run(conn)
+        risk = _risk(conn, spec, result)
         total = int(result.cube.active_mask().sum()) * len(result.plan_keys)  # one bill per active account-month
         progress(0, total)
         count = job_results.write_bills(conn, job_id=job_id, plan_keys=result.plan_keys, rows=bill_tuples(result),
                                         progress=lambda done: progress(done, total))
         progress(count, count)
-        return {"report": _report(spec, result).model_dump(mode="json"), "bills": count}
+        return {"report": _report(spec, result, risk).model_dump(mode="json"), "bills": count}
 
     return run
 
@@ -190,4 +221,4 @@ def create_backtest(
     result = spec.run(conn)
     if format == "csv":
         return csv_response(result.rows(), filename="backtest-bills", columns=BILL_COLUMNS)
-    return _report(spec, result)
+    return _report(spec, result, _risk(conn, spec, result))
