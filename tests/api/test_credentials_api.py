@@ -25,6 +25,7 @@ from cxp.identity.files import PkiPaths, init_ca
 from cxp.identity.pki import device_key_and_csr
 from cxp.identity.tokens import verify_secret
 from cxp.store.apikeys import ROLES, create_key
+from cxp.store.broker_clients import BrokerClientUpdate, record_broker_clients
 from cxp.store.db import connect
 from tests.identity.test_credentials_service import private_settings
 
@@ -219,3 +220,22 @@ def test_failed_provisioning_attempts_are_throttled_per_address(stack: Settings,
         statuses = [client.post("/v1/provision", headers=bad, json={"device_id": "t-1"}).status_code
                     for _ in range(3)]
     assert statuses == [401, 401, 429]
+
+
+def test_the_device_view_shows_the_last_connection_over_all_usernames(served, clean, db) -> None:
+    base = datetime.now(UTC).replace(microsecond=0)
+    db.execute("DELETE FROM broker_clients WHERE device_id IN ('dev-001', 'dev-002')")  # other tests' rows
+    record_broker_clients(db, updates=[
+        BrokerClientUpdate("dev-001", "dev-001", connected=False, last_connected_at=base - timedelta(hours=2),
+                           last_address="10.0.0.1", denied_publishes=2, last_denied_at=base - timedelta(hours=2),
+                           last_denied_topic="devices/dev-002/telemetry"),
+        BrokerClientUpdate("dev-001~2", "dev-001", connected=True, last_connected_at=base, last_address="10.0.0.2",
+                           denied_publishes=1, last_denied_at=base, last_denied_topic="devices/dev-000/telemetry"),
+    ])
+    seen = served.call("GET", "/v1/registry/devices/dev-001").json()["connection"]
+    assert seen["connected"] is True and seen["last_address"] == "10.0.0.2"
+    assert datetime.fromisoformat(seen["last_connected_at"]) == base
+    assert seen["denied_publishes"] == 3 and seen["last_denied_topic"] == "devices/dev-000/telemetry"
+    listed = {d["device_id"]: d["connection"] for d in served.call("GET", "/v1/registry/devices").json()["items"]}
+    assert listed["dev-001"] == seen and listed["dev-002"] is None  # never seen by the broker
+    db.execute("DELETE FROM broker_clients WHERE device_id = 'dev-001'")

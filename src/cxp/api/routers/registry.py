@@ -26,6 +26,7 @@ from cxp.api.errors import Conflict, ErrorBody, ErrorDetail, NotFound, Unprocess
 from cxp.api.routers.credentials.schemas import CredentialState
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
 from cxp.api.uploads import MIB, CsvColumns, CsvProblems, CsvRow, iter_csv, line_loc
+from cxp.store.broker_clients import BrokerClient, list_broker_clients
 from cxp.store.credentials import credential_summaries
 from cxp.store.registry import (
     AccountRow,
@@ -137,10 +138,22 @@ class Device(DeviceIn):
     device_id: str
 
 
+class DeviceConnection(BaseModel):
+    """What the broker saw of a device (all its usernames), from the gateway's broker-log follower."""
+
+    connected: bool = Field(description="a session of the device is connected now")
+    last_connected_at: datetime | None = None
+    last_address: str | None = Field(None, description="client address of the latest connect")
+    denied_publishes: int = Field(0, description="publishes the broker refused (another device's topic, …)")
+    last_denied_topic: str | None = None
+
+
 class DeviceView(Device):
-    """A device as stored, with its credential state (kinds live, active, in a rotation's grace, revoked)."""
+    """A device as stored, with its credential state (kinds live, active, in a rotation's grace, revoked) and last
+    connection (null until the broker has seen it)."""
 
     credentials: CredentialState | None = None
+    connection: DeviceConnection | None = None
 
 
 class ImportResult(BaseModel):
@@ -168,10 +181,28 @@ def _device(d: DeviceRow) -> Device:
                                   activated_at=d.activated_at, plan=d.plan, experiment_arm=d.experiment_arm)
 
 
+def _connections(conn: psycopg.Connection, device_ids: list[str]) -> dict[str, DeviceConnection]:
+    """Per device, its usernames' broker records folded into one: connected if any is, the latest connect."""
+    seen: dict[str, list[BrokerClient]] = {}
+    for row in list_broker_clients(conn, device_ids=device_ids):
+        seen.setdefault(row.device_id, []).append(row)
+    out = {}
+    for device_id, rows in seen.items():
+        latest = max(rows, key=lambda r: r.last_connected_at or datetime.min.replace(tzinfo=UTC))
+        denied = max(rows, key=lambda r: r.last_denied_at or datetime.min.replace(tzinfo=UTC))
+        out[device_id] = DeviceConnection(connected=any(r.connected for r in rows),
+                                          last_connected_at=latest.last_connected_at, last_address=latest.last_address,
+                                          denied_publishes=sum(r.denied_publishes for r in rows),
+                                          last_denied_topic=denied.last_denied_topic)
+    return out
+
+
 def _device_views(conn: psycopg.Connection, rows: Sequence[DeviceRow]) -> list[DeviceView]:
-    states = credential_summaries(conn, device_ids=[d.device_id for d in rows])
+    ids = [d.device_id for d in rows]
+    states, connections = credential_summaries(conn, device_ids=ids), _connections(conn, ids)
     return [DeviceView.model_construct(**dict(_device(d)), credentials=CredentialState.of(d.device_id,
-                                                                                          states[d.device_id]))
+                                                                                          states[d.device_id]),
+                                       connection=connections.get(d.device_id))
             for d in rows]
 
 

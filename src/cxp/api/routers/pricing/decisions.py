@@ -155,7 +155,7 @@ def create_solve(key: PricingKey, conn: HeavyConnDep, settings: SettingsDep, job
 
     if size > settings.api.sync_backtest_limit:
         return _queue(jobs, key, "pricing-solve", body, size,
-                      lambda c, _id: {"solve": run(c).model_dump(mode="json")})
+                      lambda c, _id, _progress: {"solve": run(c).model_dump(mode="json")})
     return run(conn)
 
 
@@ -177,7 +177,7 @@ def create_tradeoff(key: PricingKey, conn: HeavyConnDep, settings: SettingsDep, 
 
     if size > settings.api.sync_backtest_limit:
         return _queue(jobs, key, "pricing-tradeoff", body, size,
-                      lambda c, _id: {"tradeoff": run(c).model_dump(mode="json")})
+                      lambda c, _id, _progress: {"tradeoff": run(c).model_dump(mode="json")})
     return run(conn)
 
 
