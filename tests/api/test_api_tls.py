@@ -80,3 +80,13 @@ def test_the_served_api_speaks_tls_1_2_or_later_with_the_platform_ca(tmp_path: P
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+def test_the_stack_probes_a_non_loopback_api_over_https(tmp_path) -> None:
+    from cxp.core.config import ApiSettings, Settings, StackSettings
+    from cxp.stack.api_process import api_url
+
+    loopback = Settings(stack=StackSettings(dir=tmp_path))
+    assert api_url(loopback).startswith("http://127.0.0.1:")
+    beyond = Settings(stack=StackSettings(dir=tmp_path), api=ApiSettings(host="192.0.2.10"))
+    assert api_url(beyond) == f"https://192.0.2.10:{beyond.api.port}"

@@ -4,7 +4,6 @@ over TLS with a certificate from the platform CA when it listens beyond loopback
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +13,7 @@ from cryptography import x509
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from cxp.core.config import ApiSettings, Settings, get_settings
+from cxp.core.net import is_loopback
 from cxp.identity.files import PkiPaths, load_ca, load_certificate, write_private_key, write_public
 from cxp.identity.pki import issue_server_certificate
 
@@ -99,15 +99,6 @@ def uvicorn_options(api: ApiSettings) -> dict[str, Any]:
     return {"http": GuardedHttpProtocol, "timeout_keep_alive": api.keep_alive_s,
             "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
 
-
-def is_loopback(host: str) -> bool:
-    """Whether a bind address only serves this machine (then plain HTTP is enough)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def tls_options(settings: Settings, host: str) -> dict[str, Any]:

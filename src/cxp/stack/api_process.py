@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from cxp.core.config import PROJECT_ROOT, Settings, settings_env
+from cxp.core.net import is_loopback
 
 
 class ApiProcessError(Exception):
@@ -23,13 +25,20 @@ def _paths(settings: Settings) -> tuple[Path, Path]:
 
 
 def api_url(settings: Settings) -> str:
-    """Where the API listens."""
-    return f"http://{settings.api.host}:{settings.api.port}"
+    """Where the API listens: HTTPS beyond loopback (the server then serves TLS with the platform CA)."""
+    scheme = "http" if is_loopback(settings.api.host) else "https"
+    return f"{scheme}://{settings.api.host}:{settings.api.port}"
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, settings: Settings) -> bool:
+    context = None
+    if url.startswith("https:"):
+        ca_file = Path(settings.pki.dir or settings.stack.dir / "pki") / "ca.crt"
+        context = ssl.create_default_context(cafile=str(ca_file))
+        # A wildcard bind has no name of its own to check; the CA still vouches for the server.
+        context.check_hostname = settings.api.host not in ("0.0.0.0", "::")
     try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2, context=context) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
@@ -48,7 +57,7 @@ def start_api(settings: Settings, *, workers: int = 1, timeout_s: float = 60) ->
     """Start `cxp api serve` detached unless it already answers; return its URL once ready."""
     pid_file, log_file = _paths(settings)
     url = api_url(settings)
-    if _running_pid(pid_file) and _ready(url):
+    if _running_pid(pid_file) and _ready(url, settings):
         return url
     stop_api(settings)
     settings.stack.dir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +73,7 @@ def start_api(settings: Settings, *, workers: int = 1, timeout_s: float = 60) ->
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ApiProcessError(f"the API exited with {proc.returncode}; see {log_file}")
-        if _ready(url):
+        if _ready(url, settings):
             return url
         time.sleep(0.3)
     raise ApiProcessError(f"the API did not become ready within {timeout_s:.0f} s; see {log_file}")
