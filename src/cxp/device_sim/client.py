@@ -227,7 +227,26 @@ class DeviceBatcher:
         return self._buffer.popleft() if self._buffer else None
 
 
-class MqttPublisher:
+class AckedPublisher:
+    """What a QoS 1 publisher shares: counters of published and acknowledged messages under one condition."""
+
+    _cond: threading.Condition
+    published: int
+    acked: int
+
+    def wait_all_acked(self, timeout_s: float) -> bool:
+        """Wait until every published message is acknowledged; False if `timeout_s` passes first."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self.published > self.acked:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 1.0))
+        return True
+
+
+class MqttPublisher(AckedPublisher):
     """One MQTT v5 connection publishing QoS 1 with a bounded window of unacknowledged messages.
 
     `publish` blocks while `max_inflight` messages await their PUBACK (fewer if the broker's Receive
@@ -465,17 +484,6 @@ class MqttPublisher:
             with self._cond:
                 self.published -= 1
             raise PublisherError(f"publish on {topic!r} failed: {mqtt.error_string(info.rc)}")
-
-    def wait_all_acked(self, timeout_s: float) -> bool:
-        """Wait until every published message is acknowledged; False if `timeout_s` passes first."""
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while self.published > self.acked:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 1.0))
-        return True
 
     def stats(self) -> dict[str, Any]:
         """Counters for logs and reports."""

@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
+from cxp.device_sim.client import AckedPublisher
 from cxp.device_sim.credentials import CredentialKind, DeviceCredential
 from cxp.device_sim.errors import ConfigError, ConnectRefused, PublisherError, PublishTimeout
 
@@ -88,7 +89,7 @@ def backoff_s(failures: int, *, initial_s: float, max_s: float) -> float:
     return wait_exponential_jitter(multiplier=initial_s, max=max_s, jitter=initial_s)(state)
 
 
-class DeviceLink:
+class DeviceLink(AckedPublisher):
     """One device's connection: connects with its own credential, retries with bounded backoff, publishes QoS 1.
 
     Implements the runner's Publisher protocol for one device: `try_publish` refuses (False) while the
@@ -360,17 +361,6 @@ class DeviceLink:
             with self._cond:
                 self.published -= 1
             raise PublisherError(f"publish on {topic!r} failed: {mqtt.error_string(info.rc)}")
-        return True
-
-    def wait_all_acked(self, timeout_s: float) -> bool:
-        """Wait until every published message is acknowledged; False if `timeout_s` passes first."""
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while self.published > self.acked:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 1.0))
         return True
 
     def stats(self) -> dict[str, Any]:

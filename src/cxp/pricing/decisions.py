@@ -56,17 +56,7 @@ def solve_prices(
     until: datetime | None = None,
 ) -> SolveResult:
     """Solve `plan`'s free parameters for `goal` against `baseline` on the cohort's recorded usage."""
-    with mapped_errors():
-        cube = get_usage_cube(
-            conn=conn,
-            plans=[baseline, plan],
-            period=period,
-            cohort=cohort,
-            metrics=metrics,
-            until=until,
-            with_health=False,
-            with_coverage=False,
-        )
+    cube = _family_cube(conn, baseline, plan, period, cohort, metrics, until)
     return solve(
         cube=cube,
         baseline=baseline,
@@ -77,6 +67,14 @@ def solve_prices(
         grid=grid,
         max_evaluations=max_evaluations,
     )
+
+
+def _family_cube(conn: psycopg.Connection, baseline: Plan, plan: Plan, period: BillingPeriod, cohort: Cohort,
+                 metrics: Sequence[BillableMetric], until: datetime | None):
+    """The cohort's recorded usage for the baseline and the plan family (no health, no coverage needed)."""
+    with mapped_errors():
+        return get_usage_cube(conn=conn, plans=[baseline, plan], period=period, cohort=cohort, metrics=metrics,
+                              until=until, with_health=False, with_coverage=False)
 
 
 @maps_numeric_errors
@@ -94,17 +92,7 @@ def get_tradeoff_curve(
     until: datetime | None = None,
 ) -> TradeoffCurve:
     """The revenue × share-paying-more and revenue × volatility fronts of `plan`'s family on the cohort."""
-    with mapped_errors():
-        cube = get_usage_cube(
-            conn=conn,
-            plans=[baseline, plan],
-            period=period,
-            cohort=cohort,
-            metrics=metrics,
-            until=until,
-            with_health=False,
-            with_coverage=False,
-        )
+    cube = _family_cube(conn, baseline, plan, period, cohort, metrics, until)
     return tradeoff_curve(cube=cube, baseline=baseline, plan=plan, parameters=parameters, points=points, theta=theta)
 
 
