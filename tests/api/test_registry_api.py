@@ -56,6 +56,10 @@ def test_invalid_bodies_name_the_field(db, test_db_api) -> None:
     r = api.client.put("/v1/registry/devices/k-2", headers=api.headers("admin"), json=unknown)
     assert r.status_code == 422 and "unknown product 'no-such'" in r.json()["error"]["message"]
     assert api.client.put("/v1/registry/devices/bad id", headers=api.headers("admin"), json=unknown).status_code == 422
+    # A device id is its broker username and topic level: the contract's alphabet, ':' excluded, ≤ 64 characters.
+    for bad_id in ("k:1", "k" * 65):
+        assert api.client.put(f"/v1/registry/devices/{bad_id}", headers=api.headers("admin"),
+                              json=unknown).status_code == 422
 
 
 def test_csv_import_is_all_or_nothing_with_line_numbers(db, test_db_api) -> None:
@@ -75,6 +79,8 @@ def test_csv_import_is_all_or_nothing_with_line_numbers(db, test_db_api) -> None
     assert r.status_code == 422
     locs = [d["loc"] for d in r.json()["error"]["details"]]
     assert ["line", 4, "activated_at"] in locs
+    colon = _upload(api, "devices", "device_id,product_id,activated_at\nk:9,kettle-k1,2026-01-01T00:00:00Z\n")
+    assert colon.status_code == 422 and ["line", 2, "device_id"] in [d["loc"] for d in colon.json()["error"]["details"]]
     assert db.execute("SELECT count(*) FROM devices").fetchone()[0] == 0, "nothing imported from a bad file"
     fixed = devices.replace("acc-404", "acc-2").replace("not-a-date", "2026-02-01T00:00:00Z")
     assert _upload(api, "devices", fixed).json() == {"kind": "devices", "rows": 3, "stored": 3}

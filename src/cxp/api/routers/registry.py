@@ -51,6 +51,11 @@ router = APIRouter(prefix="/v1/registry", tags=["registry"])
 
 Ident = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 IdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+# A device id is also its broker username and its topic level: the telemetry contract's alphabet (no ':', the
+# password file's separator), at most 64 characters. Reading or deleting takes any stored id.
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+DeviceIdent = Annotated[str, Field(min_length=1, max_length=64, pattern=DEVICE_ID_PATTERN)]
+DeviceIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=DEVICE_ID_PATTERN)]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 MAX_CSV_BYTES = 20 * MIB
 ForceQuery = Annotated[bool, Query(description=(
@@ -341,7 +346,8 @@ def get_device_view(_: AdminKey, conn: LightConnDep, device_id: IdPath) -> Devic
 @router.put("/devices/{device_id}", response_model=Device, summary="Register or update a device",
             responses={409: {"description": "It has telemetry and would move to another product or account"
                                             " (see `force`), or a concurrent change removed its product or account"}})
-def put_device(_: AdminKey, conn: LightConnDep, device_id: IdPath, body: DeviceIn, force: ForceQuery = False) -> Device:
+def put_device(_: AdminKey, conn: LightConnDep, device_id: DeviceIdPath, body: DeviceIn,
+               force: ForceQuery = False) -> Device:
     """Register a device (its telemetry is accepted within the gateway's cache TTL) or update it; moving a device
     with telemetry to another product or account needs `force=true`."""
     row = DeviceRow(device_id, body.product_id, body.account_id, body.activated_at, body.plan, body.experiment_arm)
@@ -377,14 +383,15 @@ _CSV_COLUMNS = {
                           optional=("product_id", "account_id", "activated_at", "plan", "experiment_arm")),
 }
 _ID = TypeAdapter(Ident)
+_DEVICE_ID = TypeAdapter(DeviceIdent)
 
 
-def _id_problem(value: str | None) -> str | None:
+def _id_problem(value: str | None, adapter: TypeAdapter = _ID) -> str | None:
     """Why `value` is not a valid id, or None."""
     if not value:
         return "an id is required"
     try:
-        _ID.validate_python(value)
+        adapter.validate_python(value)
     except ValidationError as exc:
         return exc.errors()[0]["msg"]
     return None
@@ -442,7 +449,7 @@ def _parse_devices(conn: psycopg.Connection, rows: Iterable[CsvRow], problems: C
     devices: list[DeviceRow] = []
     first_line: dict[str, int] = {}
     for row in rows:
-        if (bad := _id_problem(row.cells.get("device_id"))) is not None:
+        if (bad := _id_problem(row.cells.get("device_id"), _DEVICE_ID)) is not None:
             problems.add(row.line, "device_id", message=bad)
             continue
         # one upsert cannot write a row twice, and which of two rows should win is the file's author's call
