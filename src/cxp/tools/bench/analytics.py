@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     """Load (once) a simulated fleet into its own database; time fleet health from the rollups and from raw events."""
     from cxp.analytics.query import AnalyticsQuery
     from cxp.analytics.service import get_health
-    from cxp.core.config import DbSettings, Settings
+    from cxp.core.config import Settings
     from cxp.stack import start_stack
     from cxp.store.db import connect
     from cxp.store.migrate import apply_migrations
@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     def out(line: str) -> None:
         print(line, flush=True)
 
-    settings = Settings(db=DbSettings(name=BENCH_DB))
+    env = Settings()  # ports from the environment (CXP_DB__PORT…); only the database name is the bench's
+    settings = env.model_copy(update={"db": env.db.model_copy(update={"name": BENCH_DB})})
     status = start_stack(settings)
     if not status.db_up:
         raise SystemExit(f"database not reachable: {status}")

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cxp.core.config import PROJECT_ROOT, ApiSettings, DbSettings, Settings, StackSettings
+from cxp.core.config import PROJECT_ROOT, Settings
 from cxp.stack import start_stack
 from cxp.stack.api_process import start_api, stop_api
 from cxp.store.apikeys import create_key
@@ -64,9 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reload", action="store_true", help="reload the fleet even if it is stored")
     args = parser.parse_args(argv)
 
-    settings = Settings(db=DbSettings(name=BENCH_DB, pool_max=8), api=ApiSettings(port=args.port),
-                        stack=StackSettings(dir=PROJECT_ROOT / ".stack" / "bench-api"))
-    start_stack(settings.model_copy(update={"stack": StackSettings()}))
+    env = Settings()  # ports and stack from the environment (CXP_DB__PORT…); the database and API port are the bench's
+    settings = env.model_copy(update={
+        "db": env.db.model_copy(update={"name": BENCH_DB, "pool_max": 8}),
+        "api": env.api.model_copy(update={"port": args.port}),
+        "stack": env.stack.model_copy(update={"dir": env.stack.dir / "bench-api"})})
+    start_stack(env)
     with connect(settings.db) as conn:
         apply_migrations(conn)
         ensure_fleet(conn, params=bench_fleet_params(devices=args.devices, days=args.days, seed=args.seed),
