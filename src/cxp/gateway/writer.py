@@ -132,8 +132,8 @@ class Writer:
             verdict = validate_message(topic=topic, payload=payload, lookup_device=lookup,
                                        max_payload_bytes=self.cfg.max_payload_bytes, topic_prefix=prefix)
             if type(verdict) is Accepted:
-                messages.append(IngestMessage(topic, verdict.device_id, verdict.device_key, payload, received_at,
-                                              verdict.activated_epoch))
+                messages.append(IngestMessage(topic, verdict.device_id, verdict.device_key, verdict.canonical,
+                                              received_at, verdict.activated_epoch, payload))
                 sent.append(verdict.sent_at)
             else:
                 letters.append(DeadLetter(datetime.fromtimestamp(received_at, UTC), topic, verdict.device_id,
