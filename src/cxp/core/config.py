@@ -58,6 +58,8 @@ class DbSettings(BaseModel):
 
 # The contract's largest telemetry message (re-exported by cxp.contract); dead letters keep up to this much.
 MAX_PAYLOAD_BYTES = 256 * 1024
+# The largest MQTT packet the broker and the gateway take: a maximal payload plus its topic and headers.
+MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 4096
 
 
 class GatewaySettings(BaseModel):

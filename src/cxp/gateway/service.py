@@ -22,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cxp.contract import telemetry_subscription
-from cxp.core.config import Settings
+from cxp.core.config import MAX_PACKET_BYTES, Settings
 from cxp.gateway.broker_log import broker_log_path, follow
 from cxp.gateway.errors import BrokerUnavailable, GatewayError
 from cxp.gateway.stats import GatewayStats
@@ -113,6 +113,8 @@ class Gateway:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.cfg.session_expiry_s
         props.ReceiveMaximum = self.cfg.receive_maximum  # the bounded in-flight window
+        # The contract's maximum (as the broker's): a broker that would send more drops it rather than the gateway.
+        props.MaximumPacketSize = MAX_PACKET_BYTES
         try:
             self.client.connect(self.settings.mqtt.host, self.settings.mqtt.port,
                                 keepalive=self.settings.mqtt.keepalive_s, clean_start=False, properties=props)
