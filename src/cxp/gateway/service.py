@@ -58,8 +58,10 @@ class Gateway:
         self.client = self._make_client()
         self._ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
         self._writer_stopping = self._ctx.Event()
-        # Batches sent to the writer and not yet answered, oldest first: (batch id, [(mid, qos)]).
-        self._pending: deque[tuple[int, list[tuple[int, int]]]] = deque()
+        # Batches sent to the writer and not yet answered, oldest first: (batch id, [(mid, qos)], items); the
+        # items are kept so that a restarted writer can be given them again.
+        self._pending: deque[tuple[int, list[tuple[int, int]], list[Item]]] = deque()
+        self.writer_restarts = 0
         self._pending_lock = threading.Lock()
         self._writer_failed = False
         self._inline: Writer | None = None  # the writer when it runs in this process
@@ -148,7 +150,36 @@ class Gateway:
         status, detail = self._results.recv()
         if status != "ready":
             raise GatewayError(f"the writer process could not start: {detail}")
-        log.info("gateway running: %d devices registered", detail)
+        log.info("writer process pid %d", self._writer.pid)
+        if not self.writer_restarts:
+            log.info("gateway running: %d devices registered", detail)
+
+    def _restart_writer(self) -> bool:
+        """Start a new writer process and hand it every unanswered batch again, with backoff; False when stopping."""
+        backoff = 0.5
+        while not self.stopping.is_set():
+            with self._pending_lock:
+                try:
+                    self._writer.join(timeout=5)
+                    for old in (self._batches, self._results):
+                        old.close()
+                    self.writer_restarts += 1
+                    # A process killed inside Event.is_set()/wait() leaves the Event's lock held for ever: a new one.
+                    self._writer_stopping = self._ctx.Event()
+                    if self.stopping.is_set():
+                        self._writer_stopping.set()
+                    self._start_writer()
+                    # Already committed ones come back as duplicates: storage stays exactly once.
+                    for batch_id, _mids, items in self._pending:
+                        self._batches.send((batch_id, items))
+                    log.warning("writer process restarted (%d so far); %d batches handed over again",
+                                self.writer_restarts, len(self._pending))
+                    return True
+                except (GatewayError, OSError) as exc:
+                    log.error("restarting the writer process failed: %s; retrying in %.1f s", exc, backoff)
+            self.stopping.wait(backoff)
+            backoff = min(backoff * 2, self.cfg.retry_max_backoff_s)
+        return False
 
     def _settle(self, result: BatchResult, mids: list[tuple[int, int]]) -> None:
         """Ack a committed batch's messages and count it; an uncommitted batch stays unacked."""
@@ -168,14 +199,19 @@ class Gateway:
         s.add_batch(batch_ms=result.batch_ms, latencies_ms=result.latencies_ms)
 
     def _acker_loop(self) -> None:
-        """Ack each batch the writer process reports committed, in order; leave the others unacked."""
+        """Ack each batch the writer process reports committed, in order; restart a writer that dies."""
         while True:
             try:
                 result: BatchResult = self._results.recv()
             except (EOFError, OSError):
+                if self.stopping.is_set() or self._writer.exitcode == 0:
+                    break
+                log.error("the writer process died (exit %s); restarting it", self._writer.exitcode)
+                if self._restart_writer():
+                    continue
                 break
             with self._pending_lock:
-                batch_id, mids = self._pending.popleft()
+                batch_id, mids, _items = self._pending.popleft()
             if batch_id != result.batch_id:
                 log.error("writer answered batch %d while %d was expected; stopping", result.batch_id, batch_id)
                 self._writer_failed = True
@@ -213,8 +249,11 @@ class Gateway:
             self._settle(self._inline.write(batch_id, items), [(m.mid, m.qos) for m in batch])
             return
         with self._pending_lock:
-            self._pending.append((batch_id, [(m.mid, m.qos) for m in batch]))
-        self._batches.send((batch_id, items))
+            self._pending.append((batch_id, [(m.mid, m.qos) for m in batch], items))
+            try:
+                self._batches.send((batch_id, items))
+            except OSError:  # the writer died: the acker restarts it and hands this batch over again
+                log.warning("writer process gone; batch %d waits for its restart", batch_id)
 
     def _dispatch_loop(self) -> None:
         ids = itertools.count()
@@ -236,7 +275,8 @@ class Gateway:
                 break
             self._dispatch(rest, next(ids))
         if self._inline is None:
-            self._batches.send(None)
+            with self._pending_lock:
+                self._batches.send(None)
 
     def _start_follower(self) -> None:
         """Follow the local broker's log in a child process (connections and denied publishes per username)."""
@@ -258,6 +298,7 @@ class Gateway:
     def snapshot(self) -> dict:
         """The counters reported: the gateway's own, plus the broker's as its log shows them (when followed)."""
         snapshot = self.stats.snapshot()
+        snapshot["writer_restarts"] = self.writer_restarts
         if self._follower is not None:
             denied, connects, connected = self._broker_totals[:]
             snapshot.update(broker_denied_publishes=denied, broker_connects=connects,
