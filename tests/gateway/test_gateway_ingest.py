@@ -104,3 +104,20 @@ def test_what_is_stored_is_the_timestamp_that_was_validated(db, registered, publ
     assert db.execute("SELECT ts FROM events").fetchone()[0] == ts + timedelta(microseconds=123456)
     assert count(db, "SELECT count(*) FROM dead_letters") == 0
     assert gw.stop() == 0
+
+
+def test_a_retained_bad_message_is_dead_lettered_once(db, registered, publisher, start_gateway):
+    topic = publisher.topic("dev-004")
+    publisher.client.publish(topic, b"{not json", qos=1, retain=True).wait_for_publish(10)
+    try:
+        gw = start_gateway("gw1")
+        assert wait_for(lambda: count(db, "SELECT count(*) FROM dead_letters") == 1, timeout=20)
+        assert gw.stop() == 0
+        gw = start_gateway("gw2")  # the same persistent session: the subscription exists already
+        good = batch_payload([usage(1, recent(5))])
+        publisher.publish([(topic, good)])
+        assert wait_for(lambda: count(db, "SELECT count(*) FROM events") == 1, timeout=20)
+        assert gw.stop() == 0
+        assert count(db, "SELECT count(*) FROM dead_letters") == 1
+    finally:
+        publisher.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)  # clears the retained one

@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cxp.contract import telemetry_subscription
 from cxp.core.config import MAX_PACKET_BYTES, Settings
@@ -98,7 +99,10 @@ class Gateway:
             log.error("broker refused the connection: %s", reason_code)
             return
         log.info("connected to broker (session present: %s)", flags.session_present)
-        client.subscribe(telemetry_subscription(self.settings.mqtt.topic_prefix), qos=1)
+        # Retain Handling 1: retained messages only when the subscription is new, not at each reconnect of the
+        # persistent session (a retained bad message was dead-lettered again at every restart).
+        client.subscribe(telemetry_subscription(self.settings.mqtt.topic_prefix),
+                         options=SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if not self.stopping.is_set():
