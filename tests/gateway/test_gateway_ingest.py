@@ -121,3 +121,22 @@ def test_a_retained_bad_message_is_dead_lettered_once(db, registered, publisher,
         assert count(db, "SELECT count(*) FROM dead_letters") == 1
     finally:
         publisher.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)  # clears the retained one
+
+
+def test_a_device_with_a_1970_clock_is_reported_not_averaged(db, registered, publisher, start_gateway):
+    gw = start_gateway()
+    ts = recent(10)
+    skewed = batch_payload([usage(1, ts)], device_id="dev-000", sent_at=datetime(1970, 1, 1, tzinfo=UTC))
+    ahead = batch_payload([usage(1, ts)], device_id="dev-001", sent_at=datetime.now(UTC) + timedelta(days=1))
+    honest = batch_payload([usage(1, ts)], device_id="dev-002", sent_at=datetime.now(UTC))
+    publisher.publish([(publisher.topic("dev-000"), skewed), (publisher.topic("dev-001"), ahead),
+                       (publisher.topic("dev-002"), honest)])
+    assert wait_for(lambda: count(db, "SELECT count(*) FROM events") == 3, timeout=20)
+    assert gw.stop() == 0
+    stats = gw.final_stats()
+    assert stats["skewed_clock_devices"] == 2
+    assert sorted(stats["skewed_clock_sample"]) == ["dev-000", "dev-001"]
+    assert stats["skewed_clock_sample"]["dev-000"] < -1.7e9  # about 56 years behind
+    # Latency comes from the honest device only (a 1970 clock made the p50 1.8 × 10¹² ms), and from receipt.
+    assert stats["publish_to_commit_ms_p99"] < 3_600_000
+    assert stats["receive_to_commit_ms_p50"] is not None

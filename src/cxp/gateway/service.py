@@ -200,7 +200,8 @@ class Gateway:
         s.states_stored += result.states_stored
         s.duplicates += result.duplicates
         s.dead_lettered += result.dead_lettered
-        s.add_batch(batch_ms=result.batch_ms, latencies_ms=result.latencies_ms)
+        s.add_batch(batch_ms=result.batch_ms, latencies_ms=result.latencies_ms,
+                    receive_latencies_ms=result.receive_latencies_ms, skewed=result.skewed)
 
     def _acker_loop(self) -> None:
         """Ack each batch the writer process reports committed, in order; restart a writer that dies."""
