@@ -38,7 +38,7 @@ def test_every_event_kind_round_trips():
 
 
 @pytest.mark.parametrize("event, problem", [
-    ({"seq": 1, "ts": "2026-03-01T10:00:00", "kind": "usage", "touchpoint": "x"}, "timezone"),
+    ({"seq": 1, "ts": "2026-03-01T10:00:00", "kind": "usage", "touchpoint": "x"}, "with an offset"),
     ({"seq": 1, "ts": 1767225600, "kind": "usage", "touchpoint": "x"}, "datetime"),
     ({"seq": -1, "ts": TS, "kind": "usage", "touchpoint": "x"}, "greater than or equal"),
     ({"seq": 1, "ts": TS, "kind": "usage", "touchpoint": "x", "quantity": "3"}, "valid number"),
@@ -48,6 +48,18 @@ def test_every_event_kind_round_trips():
     ({"seq": 1, "ts": TS, "kind": "feedback"}, "at least one of"),
     ({"seq": 1, "ts": TS, "kind": "feedback", "nps": 11}, "less than or equal"),
     ({"seq": 1, "ts": TS, "kind": "usage", "touchpoint": "x", "colour": "red"}, "Extra inputs"),
+    # Issue 12: what PostgreSQL cannot store, and timestamps read differently by it, are refused here.
+    ({"seq": 1, "ts": "20261130", "kind": "usage", "touchpoint": "x"}, "RFC 3339"),
+    ({"seq": 1, "ts": "1764496800", "kind": "usage", "touchpoint": "x"}, "RFC 3339"),
+    ({"seq": 1, "ts": "2026-11-30T00:00:00+23:59", "kind": "usage", "touchpoint": "x"}, "RFC 3339"),
+    ({"seq": 1, "ts": "2026-02-30T00:00:00Z", "kind": "usage", "touchpoint": "x"}, "day is out of range"),
+    ({"seq": 1, "ts": TS, "kind": "usage", "touchpoint": "x", "duration_s": 1e-50}, "too small"),
+    ({"seq": 1, "ts": TS, "kind": "state", "signal_dbm": -1e-45}, "too small"),
+    ({"seq": 1, "ts": TS, "kind": "state", "uptime_s": 1e308}, "less than or equal"),
+    ({"seq": 1, "ts": TS, "kind": "state", "energy_wh": 1e300}, "less than or equal"),
+    ({"seq": 1, "ts": TS, "kind": "state", "metrics": {"t": 1e300}}, "less than or equal"),
+    ({"seq": 1, "ts": TS, "kind": "lifecycle", "stage": "setup", "detail": {"n": "a\u0000b"}}, "pattern"),
+    ({"seq": 1, "ts": TS, "kind": "lifecycle", "stage": "setup", "detail": {"n": "x" * 257}}, "at most 256"),
 ])
 def test_bad_events_are_refused_with_a_reason(event, problem):
     with pytest.raises(ValidationError) as err:
@@ -87,3 +99,10 @@ def test_committed_json_schema_matches_the_models():
     committed = json.loads((PROJECT_ROOT / "docs" / "telemetry.schema.json").read_text())
     assert committed == json.loads(json.dumps(json_schema())), \
         "regenerate it: cxp contract schema --out docs/telemetry.schema.json"
+
+
+def test_timestamps_are_parsed_once_with_their_offset():
+    batch = batch_adapter().validate_json(_batch({"seq": 1, "ts": "2026-03-01t15:30:00.123456789+05:30",
+                                                  "kind": "recovery", "code": "E"}), strict=True)
+    assert batch.events[0].ts == datetime(2026, 3, 1, 10, 0, 0, 123456, tzinfo=UTC)
+    assert b'"ts":"2026-03-01T15:30:00.123456+05:30"' in batch_adapter().dump_json(batch)

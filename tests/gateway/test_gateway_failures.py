@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -51,6 +54,26 @@ def test_sigkilled_gateway_restarted_stores_every_event_once(db, registered, pub
     time.sleep(1.5)  # let any redelivery settle
     assert gw2.stop() == 0
     assert _events(db) == (expected, expected)
+    assert db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
+
+
+def test_a_killed_writer_is_restarted_in_place_and_nothing_is_lost(db, registered, publisher, start_gateway):
+    items = _stream(publisher.prefix, 3000)
+    expected = 3000 * 5
+    gw = start_gateway()
+    sender = threading.Thread(target=publisher.publish, args=(items,))
+    sender.start()
+    assert wait_for(lambda: _events(db)[0] > expected // 5, timeout=60), "ingest did not start"
+    writer_pid = int(re.findall(r"writer process pid (\d+)", gw.log())[-1])
+    os.kill(writer_pid, signal.SIGKILL)  # batches in flight: committed-not-answered and not yet committed
+    sender.join(120)
+    assert wait_for(lambda: _events(db)[0] >= expected, timeout=120), _events(db)
+    assert gw.proc.poll() is None, "the receiver survived its writer"
+    assert "writer process restarted" in gw.log()
+    time.sleep(1.5)  # let any redelivery settle
+    assert gw.stop(timeout=120) == 0
+    assert _events(db) == (expected, expected)
+    assert gw.final_stats()["writer_restarts"] == 1
     assert db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
 
 

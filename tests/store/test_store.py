@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cxp.store import ingest
 from cxp.store.errors import MigrationError, StoreError
 from cxp.store.ingest import IngestMessage, TimeBounds, write_batch, write_batch_isolating
 from cxp.store.migrate import apply_migrations, list_migrations
@@ -85,6 +86,27 @@ def test_poison_message_is_isolated_and_the_rest_stored(db, registered):
     assert result.events_stored == 1
     assert [r[1] for r in result.rejected] == ["store_rejected"]
     assert db.execute("SELECT reason FROM dead_letters").fetchall() == [("store_rejected",)]
+
+
+def test_poison_isolation_costs_logarithmic_round_trips(db, registered, monkeypatch):
+    key = db.execute("SELECT device_key FROM devices WHERE device_id = 'dev-000'").fetchone()[0]
+    now = datetime.now(UTC) - timedelta(hours=1)
+    messages = [_msg(key, batch_payload([usage(i, now + timedelta(milliseconds=i))])) for i in range(400)]
+    # PostgreSQL refuses these (the contract now refuses them first; the store must still cope).
+    messages[137] = _msg(key, b'{"v":1,"events":[{"seq":137,"ts":"%s","kind":"usage","touchpoint":"x",'
+                              b'"duration_s":1e-50}]}' % now.isoformat().encode())
+    messages[301] = _msg(key, batch_payload([{"seq": 301, "ts": now.isoformat(), "kind": "lifecycle",
+                                              "stage": "setup", "detail": {"note": "a\u0000b"}}]))
+    calls = []
+    real_write = ingest.write_batch
+    monkeypatch.setattr(ingest, "write_batch", lambda conn, **kw: calls.append(1) or real_write(conn, **kw))
+    result = ingest.write_batch_isolating(db, messages=messages)
+    assert result.events_stored == 398
+    assert [(i, r) for i, r, _ in result.rejected] == [(137, "store_rejected"), (301, "store_rejected")]
+    # One message at a time took 402 transactions; bisection takes about 2 per level per poison message.
+    assert len(calls) <= 2 + 2 * 2 * 9, len(calls)
+    assert db.execute("SELECT count(*) FROM dead_letters WHERE reason = 'store_rejected'").fetchone()[0] == 2
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 398
 
 
 def test_retention_drops_only_old_raw_chunks(db, registered):

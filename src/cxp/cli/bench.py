@@ -63,6 +63,7 @@ def bench_ingest(
     messages: Annotated[int, typer.Option(help="Messages drained by the no-op subscriber and the gateway.")] = 100_000,
     latency_seconds: Annotated[float, typer.Option(help="Duration of the half-rate latency phase.")] = 20.0,
     backlog: Annotated[int, typer.Option(help="Messages queued for the memory-bound phase (0: skip).")] = 0,
+    poison_every: Annotated[int, typer.Option(help="Also drain with one poison message per N (0: skip).")] = 400,
     debug_log_cost: Annotated[bool, typer.Option(help="Also drain with the broker's debug log off and on "
                                                       "(restarts the stack's broker).")] = False,
 ) -> None:
@@ -71,6 +72,7 @@ def bench_ingest(
 
     bench_main(["--devices", str(devices), "--days", str(days), "--messages", str(messages),
                 "--latency-seconds", str(latency_seconds), "--backlog", str(backlog),
+                "--poison-every", str(poison_every),
                 *(["--debug-log-cost"] if debug_log_cost else [])])
 
 

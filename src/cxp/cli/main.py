@@ -34,6 +34,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(pki_app, name="pki")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(provisioning_app, name="provisioning")
+dead_letters_app = typer.Typer(help="Messages the gateway could not store.", no_args_is_help=True)
+app.add_typer(dead_letters_app, name="dead-letters")
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
@@ -152,6 +154,30 @@ def db_retention(
     except StoreError as exc:
         _fail(str(exc))
     console.print(f"dropped chunks older than {keep} days: {dropped}")
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay(
+    reason: Annotated[str | None, typer.Option(help="Only dead letters of this reason (e.g. schema).")] = None,
+    dead_letter_id: Annotated[list[int] | None, typer.Option("--id", help="Only these ids; repeat.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many per run.")] = 1000,
+    dry_run: Annotated[bool, typer.Option(help="Validate and write, then roll everything back.")] = False,
+) -> None:
+    """Re-ingest dead letters that pass validation now (after a fix), each exactly once (prints JSON)."""
+    from dataclasses import asdict
+
+    from cxp.gateway.replay import replay_dead_letters
+    from cxp.store.db import connect
+    from cxp.store.errors import StoreError
+
+    settings = _settings()
+    try:
+        with connect(settings.db) as conn:
+            result = replay_dead_letters(conn, settings=settings, reason=reason, ids=dead_letter_id or None,
+                                         limit=limit, dry_run=dry_run)
+    except StoreError as exc:
+        _fail(str(exc))
+    print(json.dumps({**asdict(result), "dry_run": dry_run}))
 
 
 # ---------------------------------------------------------------------------------------------- gateway

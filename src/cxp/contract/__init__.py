@@ -16,9 +16,11 @@ from cxp.contract.models import (
     json_schema,
 )
 from cxp.contract.topics import device_id_from_topic, telemetry_subscription, telemetry_topic
+from cxp.core.config import MAX_PAYLOAD_BYTES
 
 __all__ = [
     "CONTRACT_VERSION",
+    "MAX_PAYLOAD_BYTES",
     "ErrorEvent",
     "Event",
     "FeedbackEvent",

@@ -2,16 +2,64 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    model_validator,
+)
 
 CONTRACT_VERSION = 1
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Seq = Annotated[int, Field(ge=0, le=2**62)]
+
+# RFC 3339 date-time with an explicit offset. Pydantic alone also reads "20261130" or "1764496800" as
+# Unix seconds, which PostgreSQL would read differently; real offsets stay within ±14:00.
+_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-](?:0\d|1[0-4]):[0-5]\d)$")
+
+
+def _rfc3339(value: Any) -> Any:
+    # Parsed here, once; a datetime then passes the strict AwareDatetime check unchanged.
+    if not isinstance(value, str):
+        return value
+    found = _RFC3339.match(value)
+    if found is None:
+        raise ValueError("timestamp must be RFC 3339 with an offset, e.g. 2026-03-01T10:00:00Z")
+    day, clock, fraction, offset = found.groups()
+    offset = "+00:00" if offset in "Zz" else offset
+    fraction = (fraction or "")[:7]  # nanoseconds: the microseconds are kept
+    return datetime.fromisoformat(f"{day}T{clock}{fraction}{offset}")
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+# PostgreSQL `real` refuses non-zero values that round to zero (underflow); refuse them here, before
+# the database, so one device's odd float cannot cost a batch.
+_REAL_MIN = 1.1754943508222875e-38
+
+
+def _real(value: float) -> float:
+    if value != 0 and abs(value) < _REAL_MIN:
+        raise ValueError(f"{value!r} is too small for a 32-bit float (use 0)")
+    return value
+
+
+Real32 = AfterValidator(_real)
+
+
+# Free text may not hold control characters: PostgreSQL text and jsonb cannot store NUL.
+Text = Annotated[str, Field(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 class Severity(StrEnum):
@@ -40,7 +88,7 @@ class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     seq: Seq
-    ts: AwareDatetime
+    ts: Timestamp
 
 
 class UsageEvent(_Event):
@@ -48,11 +96,11 @@ class UsageEvent(_Event):
 
     kind: Literal["usage"] = "usage"
     touchpoint: Name
-    duration_s: Annotated[float, Field(ge=0, le=86_400)] | None = None
+    duration_s: Annotated[float, Field(ge=0, le=86_400), Real32] | None = None
     quantity: Annotated[float, Field(ge=0, le=1e12)] | None = None
     unit: Name | None = None
     success: bool = True
-    latency_ms: Annotated[float, Field(ge=0, le=3_600_000)] | None = None
+    latency_ms: Annotated[float, Field(ge=0, le=3_600_000), Real32] | None = None
 
     @model_validator(mode="after")
     def _unit_goes_with_quantity(self) -> UsageEvent:
@@ -82,11 +130,11 @@ class StateEvent(_Event):
     """A heartbeat with the device's current metrics."""
 
     kind: Literal["state"] = "state"
-    battery_pct: Annotated[float, Field(ge=0, le=100)] | None = None
-    signal_dbm: Annotated[float, Field(ge=-200, le=50)] | None = None
-    uptime_s: Annotated[float, Field(ge=0)] | None = None
-    energy_wh: Annotated[float, Field(ge=0)] | None = None
-    metrics: dict[Name, float] = Field(default_factory=dict, max_length=32)
+    battery_pct: Annotated[float, Field(ge=0, le=100), Real32] | None = None
+    signal_dbm: Annotated[float, Field(ge=-200, le=50), Real32] | None = None
+    uptime_s: Annotated[float, Field(ge=0, le=3.2e9)] | None = None  # a century
+    energy_wh: Annotated[float, Field(ge=0, le=1e12)] | None = None
+    metrics: dict[Name, Annotated[float, Field(ge=-1e15, le=1e15)]] = Field(default_factory=dict, max_length=32)
 
 
 class FeedbackEvent(_Event):
@@ -110,7 +158,7 @@ class LifecycleEvent(_Event):
 
     kind: Literal["lifecycle"] = "lifecycle"
     stage: LifecycleStage
-    detail: dict[Name, str] = Field(default_factory=dict, max_length=16)
+    detail: dict[Name, Text] = Field(default_factory=dict, max_length=16)
 
 
 Event = Annotated[
@@ -126,7 +174,7 @@ class TelemetryBatch(BaseModel):
 
     v: Literal[1] = CONTRACT_VERSION
     device_id: Name | None = None
-    sent_at: AwareDatetime | None = None
+    sent_at: Timestamp | None = None
     events: list[Event] = Field(min_length=1, max_length=1000)
 
     @model_validator(mode="after")

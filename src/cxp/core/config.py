@@ -56,6 +56,12 @@ class DbSettings(BaseModel):
         return " ".join(parts)
 
 
+# The contract's largest telemetry message (re-exported by cxp.contract); dead letters keep up to this much.
+MAX_PAYLOAD_BYTES = 256 * 1024
+# The largest MQTT packet the broker and the gateway take: a maximal payload plus its topic and headers.
+MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 4096
+
+
 class GatewaySettings(BaseModel):
     """Ingest gateway tuning."""
 
@@ -65,8 +71,9 @@ class GatewaySettings(BaseModel):
     receive_maximum: int = 4000
     batch_max_messages: int = 1000
     batch_max_wait_ms: int = 50
-    max_payload_bytes: int = 256 * 1024
-    dead_letter_payload_cap: int = 8 * 1024
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    # Whole payloads, so a message refused for one event can be replayed with its good ones after a fix.
+    dead_letter_payload_cap: int = MAX_PAYLOAD_BYTES
     max_future_skew_s: int = 300
     stats_interval_s: float = 10.0
     rollup_interval_s: float = 5.0

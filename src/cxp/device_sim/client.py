@@ -16,8 +16,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cxp.contract import MAX_PAYLOAD_BYTES
 from cxp.contract.models import CONTRACT_VERSION, TelemetryBatch, batch_adapter
 from cxp.device_sim.errors import ConfigError, PublisherError, PublishTimeout, SequenceError
+
+
+class OversizeMessage(PublisherError):
+    """A message above the contract's maximum payload: the broker would drop it, so it is refused here."""
 
 MAX_EVENTS_PER_MESSAGE = 1000  # the contract's limit on one batch
 
@@ -277,6 +282,7 @@ class MqttPublisher(AckedPublisher):
         connect_timeout_s: float = 10.0,
         publish_timeout_s: float | None = 60.0,
         session_expiry_s: int = 0,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         if max_inflight < 1:
             raise ConfigError("max_inflight must be at least 1")
@@ -290,6 +296,8 @@ class MqttPublisher(AckedPublisher):
         self.connect_timeout_s = connect_timeout_s
         self.publish_timeout_s = publish_timeout_s
         self.session_expiry_s = session_expiry_s
+        self.max_payload_bytes = max_payload_bytes
+        self.oversize = 0  # messages refused here because the broker would refuse them
         self.published = 0
         self.acked = 0
         self.rejected = 0
@@ -423,8 +431,10 @@ class MqttPublisher(AckedPublisher):
         """Publish one message; blocks while the window of unacknowledged messages is full.
 
         While disconnected paho keeps the message (within the window) and sends it after reconnecting.
-        Raises PublishTimeout when the window stays full for `publish_timeout_s` (broker gone for long).
+        Raises PublishTimeout when the window stays full for `publish_timeout_s` (broker gone for long),
+        OversizeMessage (counted in stats) for a payload above the contract's maximum.
         """
+        self._check_size(topic, payload)
         self._reserve(only_connected=False)
         self._send(topic, payload)
 
@@ -432,8 +442,9 @@ class MqttPublisher(AckedPublisher):
         """Publish one message if the connection is up, blocking while the window is full.
 
         Returns False, the message not taken, while disconnected or when the connection drops during the
-        wait, so that the caller keeps it in its own offline buffer. Raises PublishTimeout like `publish`.
+        wait, so that the caller keeps it in its own offline buffer. Raises like `publish`.
         """
+        self._check_size(topic, payload)
         if not self._reserve(only_connected=True):
             return False
         self._send(topic, payload)
@@ -449,6 +460,14 @@ class MqttPublisher(AckedPublisher):
                     return False
                 self._cond.wait(min(left, 1.0))
         return True
+
+    def _check_size(self, topic: str, payload: bytes) -> None:
+        # The broker answers a larger message with 0x95 and drops it: refuse it here, where it can be reported.
+        if len(payload) > self.max_payload_bytes:
+            with self._cond:
+                self.oversize += 1
+                self.last_error = f"{len(payload)}-byte message refused: above the {self.max_payload_bytes}-byte limit"
+            raise OversizeMessage(f"cannot publish on {topic!r}: {self.last_error}")
 
     def _reserve(self, *, only_connected: bool) -> bool:
         """Take a place in the window of unacknowledged messages, waiting while it is full."""
@@ -491,6 +510,7 @@ class MqttPublisher(AckedPublisher):
             "published": self.published,
             "acked": self.acked,
             "rejected": self.rejected,
+            "oversize": self.oversize,
             "unacked": self.unacked,
             "window": self._window,
             "connects": self.connects,

@@ -28,7 +28,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
-from cxp.device_sim.client import AckedPublisher
+from cxp.contract import MAX_PAYLOAD_BYTES
+from cxp.device_sim.client import AckedPublisher, OversizeMessage
 from cxp.device_sim.credentials import CredentialKind, DeviceCredential
 from cxp.device_sim.errors import ConfigError, ConnectRefused, PublisherError, PublishTimeout
 
@@ -112,7 +113,7 @@ class DeviceLink(AckedPublisher):
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
         self.state = LinkState.IDLE
         self.attempts = self.connects = self.disconnects = 0
-        self.published = self.acked = self.rejected = 0
+        self.published = self.acked = self.rejected = self.oversize = 0
         self.refusals: Counter[str] = Counter()
         self.last_refusal: Refusal | None = None
         self._failures = 0
@@ -336,7 +337,14 @@ class DeviceLink(AckedPublisher):
         return self
 
     def try_publish(self, topic: str, payload: bytes) -> bool:
-        """Publish QoS 1 if connected (blocking while the window is full); False, not taken, while disconnected."""
+        """Publish QoS 1 if connected (blocking while the window is full); False, not taken, while disconnected.
+
+        A payload above the contract's maximum raises OversizeMessage (counted): the broker would drop it."""
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            with self._cond:
+                self.oversize += 1
+            raise OversizeMessage(f"device {self.device_id}: {len(payload)}-byte message refused: above the "
+                                  f"{MAX_PAYLOAD_BYTES}-byte limit")
         deadline = None if self.publish_timeout_s is None else time.monotonic() + self.publish_timeout_s
         with self._cond:
             while True:
@@ -368,6 +376,7 @@ class DeviceLink(AckedPublisher):
         return {"device_id": self.device_id, "state": str(self.state), "attempts": self.attempts,
                 "connects": self.connects, "disconnects": self.disconnects, "refusals": dict(self.refusals),
                 "published": self.published, "acked": self.acked, "rejected": self.rejected,
+                "oversize": self.oversize,
                 "last_refusal": None if self.last_refusal is None else self.last_refusal.detail}
 
     def close(self) -> None:

@@ -20,9 +20,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cxp.contract import telemetry_subscription
-from cxp.core.config import Settings
+from cxp.core.config import MAX_PACKET_BYTES, Settings
 from cxp.gateway.broker_log import broker_log_path, follow
 from cxp.gateway.errors import BrokerUnavailable, GatewayError
 from cxp.gateway.stats import GatewayStats
@@ -58,8 +59,10 @@ class Gateway:
         self.client = self._make_client()
         self._ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
         self._writer_stopping = self._ctx.Event()
-        # Batches sent to the writer and not yet answered, oldest first: (batch id, [(mid, qos)]).
-        self._pending: deque[tuple[int, list[tuple[int, int]]]] = deque()
+        # Batches sent to the writer and not yet answered, oldest first: (batch id, [(mid, qos)], items); the
+        # items are kept so that a restarted writer can be given them again.
+        self._pending: deque[tuple[int, list[tuple[int, int]], list[Item]]] = deque()
+        self.writer_restarts = 0
         self._pending_lock = threading.Lock()
         self._writer_failed = False
         self._inline: Writer | None = None  # the writer when it runs in this process
@@ -96,7 +99,10 @@ class Gateway:
             log.error("broker refused the connection: %s", reason_code)
             return
         log.info("connected to broker (session present: %s)", flags.session_present)
-        client.subscribe(telemetry_subscription(self.settings.mqtt.topic_prefix), qos=1)
+        # Retain Handling 1: retained messages only when the subscription is new, not at each reconnect of the
+        # persistent session (a retained bad message was dead-lettered again at every restart).
+        client.subscribe(telemetry_subscription(self.settings.mqtt.topic_prefix),
+                         options=SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if not self.stopping.is_set():
@@ -113,6 +119,8 @@ class Gateway:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.cfg.session_expiry_s
         props.ReceiveMaximum = self.cfg.receive_maximum  # the bounded in-flight window
+        # The contract's maximum (as the broker's): a broker that would send more drops it rather than the gateway.
+        props.MaximumPacketSize = MAX_PACKET_BYTES
         try:
             self.client.connect(self.settings.mqtt.host, self.settings.mqtt.port,
                                 keepalive=self.settings.mqtt.keepalive_s, clean_start=False, properties=props)
@@ -146,7 +154,36 @@ class Gateway:
         status, detail = self._results.recv()
         if status != "ready":
             raise GatewayError(f"the writer process could not start: {detail}")
-        log.info("gateway running: %d devices registered", detail)
+        log.info("writer process pid %d", self._writer.pid)
+        if not self.writer_restarts:
+            log.info("gateway running: %d devices registered", detail)
+
+    def _restart_writer(self) -> bool:
+        """Start a new writer process and hand it every unanswered batch again, with backoff; False when stopping."""
+        backoff = 0.5
+        while not self.stopping.is_set():
+            with self._pending_lock:
+                try:
+                    self._writer.join(timeout=5)
+                    for old in (self._batches, self._results):
+                        old.close()
+                    self.writer_restarts += 1
+                    # A process killed inside Event.is_set()/wait() leaves the Event's lock held for ever: a new one.
+                    self._writer_stopping = self._ctx.Event()
+                    if self.stopping.is_set():
+                        self._writer_stopping.set()
+                    self._start_writer()
+                    # Already committed ones come back as duplicates: storage stays exactly once.
+                    for batch_id, _mids, items in self._pending:
+                        self._batches.send((batch_id, items))
+                    log.warning("writer process restarted (%d so far); %d batches handed over again",
+                                self.writer_restarts, len(self._pending))
+                    return True
+                except (GatewayError, OSError) as exc:
+                    log.error("restarting the writer process failed: %s; retrying in %.1f s", exc, backoff)
+            self.stopping.wait(backoff)
+            backoff = min(backoff * 2, self.cfg.retry_max_backoff_s)
+        return False
 
     def _settle(self, result: BatchResult, mids: list[tuple[int, int]]) -> None:
         """Ack a committed batch's messages and count it; an uncommitted batch stays unacked."""
@@ -163,17 +200,23 @@ class Gateway:
         s.states_stored += result.states_stored
         s.duplicates += result.duplicates
         s.dead_lettered += result.dead_lettered
-        s.add_batch(batch_ms=result.batch_ms, latencies_ms=result.latencies_ms)
+        s.add_batch(batch_ms=result.batch_ms, latencies_ms=result.latencies_ms,
+                    receive_latencies_ms=result.receive_latencies_ms, skewed=result.skewed)
 
     def _acker_loop(self) -> None:
-        """Ack each batch the writer process reports committed, in order; leave the others unacked."""
+        """Ack each batch the writer process reports committed, in order; restart a writer that dies."""
         while True:
             try:
                 result: BatchResult = self._results.recv()
             except (EOFError, OSError):
+                if self.stopping.is_set() or self._writer.exitcode == 0:
+                    break
+                log.error("the writer process died (exit %s); restarting it", self._writer.exitcode)
+                if self._restart_writer():
+                    continue
                 break
             with self._pending_lock:
-                batch_id, mids = self._pending.popleft()
+                batch_id, mids, _items = self._pending.popleft()
             if batch_id != result.batch_id:
                 log.error("writer answered batch %d while %d was expected; stopping", result.batch_id, batch_id)
                 self._writer_failed = True
@@ -211,8 +254,11 @@ class Gateway:
             self._settle(self._inline.write(batch_id, items), [(m.mid, m.qos) for m in batch])
             return
         with self._pending_lock:
-            self._pending.append((batch_id, [(m.mid, m.qos) for m in batch]))
-        self._batches.send((batch_id, items))
+            self._pending.append((batch_id, [(m.mid, m.qos) for m in batch], items))
+            try:
+                self._batches.send((batch_id, items))
+            except OSError:  # the writer died: the acker restarts it and hands this batch over again
+                log.warning("writer process gone; batch %d waits for its restart", batch_id)
 
     def _dispatch_loop(self) -> None:
         ids = itertools.count()
@@ -234,7 +280,8 @@ class Gateway:
                 break
             self._dispatch(rest, next(ids))
         if self._inline is None:
-            self._batches.send(None)
+            with self._pending_lock:
+                self._batches.send(None)
 
     def _start_follower(self) -> None:
         """Follow the local broker's log in a child process (connections and denied publishes per username)."""
@@ -256,6 +303,7 @@ class Gateway:
     def snapshot(self) -> dict:
         """The counters reported: the gateway's own, plus the broker's as its log shows them (when followed)."""
         snapshot = self.stats.snapshot()
+        snapshot["writer_restarts"] = self.writer_restarts
         if self._follower is not None:
             denied, connects, connected = self._broker_totals[:]
             snapshot.update(broker_denied_publishes=denied, broker_connects=connects,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+_SKEWED_KEPT = 10_000  # devices with skewed clocks remembered (bounded memory)
 _SAMPLES = 200_000  # the most recent latency samples kept (a fixed ring: bounded memory, cheap percentiles)
 
 
@@ -58,15 +59,23 @@ class GatewayStats:
     last_commit_at: float | None = None  # epoch s of the last batch committed
     _batch_ms: _Ring = field(default_factory=_Ring)
     _publish_to_commit_ms: _Ring = field(default_factory=_Ring)
+    _receive_to_commit_ms: _Ring = field(default_factory=_Ring)
+    # Devices whose sent_at is ahead of receipt or before their activation: latest offset (s), at most _SKEWED_KEPT.
+    skewed_clocks: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add_batch(self, *, batch_ms: float, latencies_ms: list[float]) -> None:
-        """Record one committed batch's timings."""
+    def add_batch(self, *, batch_ms: float, latencies_ms: list[float], receive_latencies_ms: list[float] = (),
+                  skewed: dict[str, float] | None = None) -> None:
+        """Record one committed batch's timings and the devices with implausible clocks."""
         with self._lock:
             self.batches += 1
             self.last_commit_at = time.time()
             self._batch_ms.extend([batch_ms])
             self._publish_to_commit_ms.extend(latencies_ms)
+            self._receive_to_commit_ms.extend(list(receive_latencies_ms))
+            for device_id, offset in (skewed or {}).items():
+                if device_id in self.skewed_clocks or len(self.skewed_clocks) < _SKEWED_KEPT:
+                    self.skewed_clocks[device_id] = offset
 
     def snapshot(self) -> dict[str, float | int | None]:
         """Counters, and latency percentiles over the most recent samples."""
@@ -76,6 +85,11 @@ class GatewayStats:
                 "batch_ms_p99": self._batch_ms.percentile(99),
                 "publish_to_commit_ms_p50": self._publish_to_commit_ms.percentile(50),
                 "publish_to_commit_ms_p99": self._publish_to_commit_ms.percentile(99),
+                # From the gateway's receipt (its own clock): unaffected by device clocks.
+                "receive_to_commit_ms_p50": self._receive_to_commit_ms.percentile(50),
+                "receive_to_commit_ms_p99": self._receive_to_commit_ms.percentile(99),
+                "skewed_clock_devices": len(self.skewed_clocks),
+                "skewed_clock_sample": dict(sorted(self.skewed_clocks.items())[:10]),
             }
         return {
             "received": self.received,

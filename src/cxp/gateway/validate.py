@@ -6,6 +6,7 @@ store in the same SQL statement that expands the events, where they cost nothing
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
@@ -26,6 +27,7 @@ class Reason(StrEnum):
     SCHEMA = "schema"
     DEVICE_MISMATCH = "device_mismatch"
     UNKNOWN_DEVICE = "unknown_device"
+    DUPLICATE_KEY = "duplicate_key"
 
 
 class Accepted(NamedTuple):
@@ -36,6 +38,7 @@ class Accepted(NamedTuple):
     activated_epoch: float
     events: int
     sent_at: datetime | None
+    canonical: bytes  # the validated batch re-serialised: what is written, so the database reads no raw input
 
 
 class Rejected(NamedTuple):
@@ -44,6 +47,28 @@ class Rejected(NamedTuple):
     reason: Reason
     detail: str
     device_id: str | None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return found
+
+
+def duplicate_key(payload: bytes) -> str | None:
+    """The first key repeated within one JSON object of a payload already known to be valid JSON, or None."""
+    # The contract's parser keeps the last of repeated keys; a second, stricter parse sees them all.
+    try:
+        json.loads(payload, object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as exc:
+        return str(exc)
+    return None
 
 
 def _schema_detail(exc: ValidationError) -> tuple[Reason, str]:
@@ -75,6 +100,9 @@ def validate_message(
     except ValidationError as exc:
         reason, detail = _schema_detail(exc)
         return Rejected(reason, detail, device_id)
+    repeated = duplicate_key(payload)
+    if repeated is not None:
+        return Rejected(Reason.DUPLICATE_KEY, f"key {repeated!r} repeats within one JSON object", device_id)
     if batch.device_id is not None and batch.device_id != device_id:
         return Rejected(Reason.DEVICE_MISMATCH, f"payload device_id {batch.device_id!r} != topic {device_id!r}",
                         device_id)
@@ -82,4 +110,5 @@ def validate_message(
     if found is None:
         return Rejected(Reason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered", device_id)
     identity, activated_epoch = found
-    return Accepted(device_id, identity.device_key, activated_epoch, len(batch.events), batch.sent_at)
+    return Accepted(device_id, identity.device_key, activated_epoch, len(batch.events), batch.sent_at,
+                    batch_adapter().dump_json(batch))

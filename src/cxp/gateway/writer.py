@@ -51,6 +51,8 @@ class BatchResult(NamedTuple):
     latencies_ms: list[float]
     batch_ms: float
     db_retries: int
+    receive_latencies_ms: list[float] = []  # noqa: RUF012 - a NamedTuple default, never mutated
+    skewed: dict[str, float] = {}  # noqa: RUF012 - device id -> sent_at minus receipt, s, for implausible clocks
 
 
 class DeviceCache:
@@ -132,9 +134,9 @@ class Writer:
             verdict = validate_message(topic=topic, payload=payload, lookup_device=lookup,
                                        max_payload_bytes=self.cfg.max_payload_bytes, topic_prefix=prefix)
             if type(verdict) is Accepted:
-                messages.append(IngestMessage(topic, verdict.device_id, verdict.device_key, payload, received_at,
-                                              verdict.activated_epoch))
-                sent.append(verdict.sent_at)
+                messages.append(IngestMessage(topic, verdict.device_id, verdict.device_key, verdict.canonical,
+                                              received_at, verdict.activated_epoch, payload))
+                sent.append((verdict.sent_at, received_at, verdict.activated_epoch, verdict.device_id))
             else:
                 letters.append(DeadLetter(datetime.fromtimestamp(received_at, UTC), topic, verdict.device_id,
                                           verdict.reason.value, verdict.detail, payload[:cap], len(payload)))
@@ -162,10 +164,22 @@ class Writer:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.cfg.retry_max_backoff_s)
         committed = time.time()
-        latencies = [(committed - t.timestamp()) * 1000 for t in sent if t is not None]
+        latencies: list[float] = []
+        skewed: dict[str, float] = {}
+        skew = self.cfg.max_future_skew_s
+        for sent_at, received_at, activated_at, device_id in sent:
+            if sent_at is None:
+                continue
+            at = sent_at.timestamp()
+            # A device clock ahead of receipt or behind its own activation (a 1970 clock) says nothing about latency.
+            if at > received_at + skew or at < activated_at:
+                skewed[device_id] = round(at - received_at, 1)
+            else:
+                latencies.append((committed - at) * 1000)
         return BatchResult(batch_id, True, len(messages) - len(result.rejected), result.events_stored,
                            result.states_stored, result.duplicates, result.dead_lettered, latencies,
-                           (time.perf_counter() - started) * 1000, retries)
+                           (time.perf_counter() - started) * 1000, retries,
+                           [(committed - r) * 1000 for _, r, _, _ in sent], skewed)
 
 
 def rollup_loop(settings: Settings, stopping: Event) -> None:

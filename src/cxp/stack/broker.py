@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from cxp.core.config import Settings
+from cxp.core.config import MAX_PACKET_BYTES, MAX_PAYLOAD_BYTES, Settings
 from cxp.identity.broker import (
     BrokerPaths,
     ensure_service_accounts,
@@ -144,8 +144,10 @@ autosave_interval 60
 max_queued_messages 2000000
 max_queued_bytes 0
 max_inflight_messages 0
-message_size_limit 0
-max_packet_size 1048576
+# The contract's maximum: a larger PUBLISH is refused with PUBACK 0x95 (Packet Too Large), the publisher stays
+# connected; max_packet_size (a maximal payload + topic and headers) disconnects only what no client may send.
+message_size_limit {MAX_PAYLOAD_BYTES}
+max_packet_size {MAX_PACKET_BYTES}
 persistent_client_expiration 14d
 log_dest file {broker_log(paths)}
 log_type error

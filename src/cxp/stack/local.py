@@ -194,8 +194,9 @@ def _wait_accepting(settings: Settings, bin_dir: Path, *, timeout_s: float) -> N
     """Wait until the server accepts connections (it listens, but refuses, during crash recovery)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        probe = subprocess.run([str(bin_dir / "pg_isready"), "-q", "-h", settings.db.host, "-p", str(settings.db.port)],
-                               check=False)
+        # As an existing role: pg_isready's default (the OS user, root) makes the server log a FATAL each time.
+        probe = subprocess.run([str(bin_dir / "pg_isready"), "-q", "-h", settings.db.host, "-p", str(settings.db.port),
+                                "-U", "postgres", "-d", "postgres"], check=False)
         if probe.returncode == 0:
             return
         if time.monotonic() > deadline:

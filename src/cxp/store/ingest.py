@@ -21,6 +21,7 @@ class IngestMessage(NamedTuple):
     payload: bytes
     received_at: float  # epoch seconds
     activated_at: float  # epoch seconds
+    raw: bytes | None = None  # the bytes as received, when `payload` is their validated re-serialisation
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +144,10 @@ def _copy_text(messages: Sequence[IngestMessage]) -> bytes:
 
 
 def dead_letter_for(message: IngestMessage, *, reason: str, detail: str, payload_cap: int) -> DeadLetter:
-    """The dead letter of a message the database refused."""
+    """The dead letter of a message the database refused: the bytes as received."""
+    raw = message.payload if message.raw is None else message.raw
     return DeadLetter(datetime.fromtimestamp(message.received_at, UTC), message.topic, message.device_id,
-                      reason, detail, message.payload[:payload_cap], len(message.payload))
+                      reason, detail, raw[:payload_cap], len(raw))
 
 
 def write_batch(
@@ -188,8 +190,8 @@ def write_batch_isolating(
     bounds: TimeBounds = TimeBounds(),
     payload_cap: int = 8192,
 ) -> WriteResult:
-    """Like write_batch, but when the database refuses the batch, write message by message and
-    dead-letter the ones it refuses ('store_rejected'), so one poison message cannot stall ingest."""
+    """Like write_batch, but when the database refuses the batch, bisect it and dead-letter each message
+    it refuses ('store_rejected'): k poison messages in n cost O(k log n) transactions, not n."""
     try:
         return write_batch(conn, messages=messages, dead_letters=dead_letters, bounds=bounds,
                            payload_cap=payload_cap)
@@ -199,19 +201,30 @@ def write_batch_isolating(
     totals = [0, 0, 0, 0]
     rejected: list[tuple[int, str, str]] = []
     refused: list[DeadLetter] = list(dead_letters)
-    for i, message in enumerate(messages):
-        try:
-            one = write_batch(conn, messages=[message], bounds=bounds, payload_cap=payload_cap)
-        except StoreError as exc:
-            if isinstance(exc, StoreUnavailable):
-                raise
-            refused.append(dead_letter_for(message, reason="store_rejected", detail=str(exc)[:500],
-                                           payload_cap=payload_cap))
-            rejected.append((i, "store_rejected", str(exc)[:500]))
-            continue
-        for k, value in enumerate((one.events_in, one.events_stored, one.states_stored, one.dead_lettered)):
-            totals[k] += value
-        rejected += [(i, reason, detail) for _, reason, detail in one.rejected]
+
+    def store(lo: int, hi: int, known_bad: bool) -> None:
+        if not known_bad:
+            try:
+                one = write_batch(conn, messages=messages[lo:hi], bounds=bounds, payload_cap=payload_cap)
+            except StoreError as exc:
+                if isinstance(exc, StoreUnavailable):
+                    raise
+                if hi - lo == 1:
+                    detail = str(exc)[:500]
+                    refused.append(dead_letter_for(messages[lo], reason="store_rejected", detail=detail,
+                                                   payload_cap=payload_cap))
+                    rejected.append((lo, "store_rejected", detail))
+                    return
+            else:
+                for k, value in enumerate((one.events_in, one.events_stored, one.states_stored, one.dead_lettered)):
+                    totals[k] += value
+                rejected.extend((lo + i, reason, detail) for i, reason, detail in one.rejected)
+                return
+        mid = (lo + hi) // 2
+        store(lo, mid, False)
+        store(mid, hi, False)
+
+    store(0, len(messages), True)  # the whole batch was just refused: split it straight away
     if refused:
         write_batch(conn, messages=(), dead_letters=refused)
-    return WriteResult(totals[0], totals[1], totals[2], totals[3] + len(refused), tuple(rejected))
+    return WriteResult(totals[0], totals[1], totals[2], totals[3] + len(refused), tuple(sorted(rejected)))

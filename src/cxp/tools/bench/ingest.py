@@ -5,6 +5,8 @@ publisher's speed does not limit the consumer being measured):
   1. ceiling: a no-op paho subscriber (manual acks, like the gateway) drains N messages;
   2. gateway: `cxp gateway` drains the same N messages into TimescaleDB; RSS sampled;
   3. latency: the gateway live, fed at half its measured rate; publish→commit p50/p99 from its stats;
+  2c. poison: the phase-2 drain with one message per 400 the contract refuses (a NUL in a detail, a float
+      that underflows `real`), beside the clean rate;
   4. backlog (optional): B messages queued, then the gateway drains them; peak RSS shows the window bound.
 """
 
@@ -216,6 +218,20 @@ def _logged_progress(log_path: Path) -> int:
     return stats["events_stored"] + stats["states_stored"] + stats["duplicates"]
 
 
+def with_poison(payloads: list[Payload], every: int) -> list[Payload]:
+    """The payloads with a message the contract refuses after every `every`-th, alternating two kinds."""
+    ts = (datetime.now(UTC) - timedelta(hours=1)).isoformat().encode()
+    kinds = (b'"kind":"lifecycle","stage":"setup","detail":{"note":"a\\u0000b"}',
+             b'"kind":"usage","touchpoint":"brew","duration_s":1e-50')
+    out: list[Payload] = []
+    for i, p in enumerate(payloads, 1):
+        out.append(p)
+        if i % every == 0:
+            body = b'{"v":1,"events":[{"seq":%d,"ts":"%s",%s}]}' % (2**61 + i, ts, kinds[(i // every) % 2])
+            out.append(Payload(p.device_id, body, 0))  # 0: none of its events is stored
+    return out
+
+
 def _drain(settings: Settings, conn, payloads: list[Payload], workdir: Path, name: str) -> dict:
     """Queue the payloads for the (stopped) gateway's session, then time the gateway draining them."""
     settings = settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"stats_interval_s": 0.5})})
@@ -295,7 +311,7 @@ def _log_bytes(settings: Settings) -> int:
 
 
 def run(*, devices: int, days: int, seed: int, messages: int, latency_s: float, backlog: int,
-        debug_cost: bool = False) -> dict:
+        debug_cost: bool = False, poison_every: int = 400) -> dict:
     """Run every phase and return the figures."""
     env = Settings()  # ports from the environment (CXP_DB__PORT…), only the database name is the bench's
     base = env.model_copy(update={"db": env.db.model_copy(update={"name": BENCH_DB})})
@@ -333,6 +349,15 @@ def run(*, devices: int, days: int, seed: int, messages: int, latency_s: float, 
             result[mode] = _drain(mode_settings, conn, drain_set, workdir, mode)
             result[mode]["ratio_events_vs_ceiling"] = round(result[mode]["events_per_s"] / ceiling_events, 3)
             _log(f"  {result[mode]}")
+        if poison_every:
+            _log(f"phase 2c: gateway drain with one poison message per {poison_every}")
+            mode_settings = gw_settings.model_copy(update={"gateway": gw_settings.gateway.model_copy(update={
+                "client_id": f"{gw_settings.gateway.client_id}-poison"})})
+            truncate_data(conn, registry=False)
+            poisoned = _drain(mode_settings, conn, with_poison(drain_set, poison_every), workdir, "poison")
+            poisoned["ratio_events_vs_clean"] = round(poisoned["events_per_s"] / result["gateway"]["events_per_s"], 3)
+            result[f"gateway_poison_1_per_{poison_every}"] = poisoned
+            _log(f"  {poisoned}")
         if debug_cost:
             _log("phase 2b: gateway drain with the broker's debug log off, then on")
             result["broker_debug_log"] = debug_log_cost(gw_settings, conn, drain_set, workdir)
@@ -359,11 +384,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--backlog", type=int, default=0, help="e.g. 1000000 for the memory-bound phase")
+    ap.add_argument("--poison-every", type=int, default=400, help="one poison message per N in phase 2c (0: skip)")
     ap.add_argument("--debug-log-cost", action="store_true",
                     help="also drain with the broker's debug log off and on (restarts the stack's broker twice)")
     args = ap.parse_args(argv)
     print(json.dumps(run(devices=args.devices, days=args.days, seed=args.seed, messages=args.messages,
-                         latency_s=args.latency_seconds, backlog=args.backlog, debug_cost=args.debug_log_cost),
+                         latency_s=args.latency_seconds, backlog=args.backlog, debug_cost=args.debug_log_cost,
+                         poison_every=args.poison_every),
                      indent=2))
 
 
