@@ -173,6 +173,18 @@ class CredentialSettings(BaseModel):
     sweep_interval_s: float = Field(default=60.0, ge=0)
 
 
+class AlertSettings(BaseModel):
+    """Alert evaluation and delivery."""
+
+    # Webhook signing secrets, one `<secret_ref>.secret` file each (0600); unset: <stack dir>/secrets/alerts.
+    secrets_dir: Path | None = None
+    # Evaluate at least this often even when no rollup changed (silence needs the clock, not new data).
+    eval_interval_s: float = Field(default=30.0, ge=0)
+    # One webhook POST's timeout and the attempts of one delivery pass (more passes follow, in order).
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_attempts: int = Field(default=3, ge=1)
+
+
 class Settings(BaseSettings):
     """All configuration of a process; nested fields via CXP_<SECTION>__<FIELD>."""
 
@@ -186,6 +198,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     pki: PkiSettings = Field(default_factory=PkiSettings)
     credentials: CredentialSettings = Field(default_factory=CredentialSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     retention_days: int | None = None
     log_level: str = "INFO"
 
@@ -195,6 +208,8 @@ class Settings(BaseSettings):
             self.pki.dir = self.stack.dir / "pki"
         if self.mqtt.secrets_dir is None:
             self.mqtt.secrets_dir = self.stack.dir / "secrets"
+        if self.alerts.secrets_dir is None:
+            self.alerts.secrets_dir = self.stack.dir / "secrets" / "alerts"
         return self
 
 

@@ -1,0 +1,1 @@
+"""Alerts: typed rules, stateful alerts evaluated after each rollup refresh, signed webhook delivery."""

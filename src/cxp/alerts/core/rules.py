@@ -1,0 +1,164 @@
+"""Typed, versioned alert rule definitions and their JSON import/export format."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from cxp.alerts.errors import RuleInvalid
+
+RULESET_FORMAT = "cxp.alerts.rules/v1"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Scope(_Strict):
+    """Which entities a rule watches; unset fields do not restrict."""
+
+    product_id: str | None = None
+    segment: str | None = None
+    account_id: str | None = None
+    device_id: str | None = None
+    touchpoint: str | None = None
+
+
+class SilenceParams(_Strict):
+    """A device not heard from for k × its product's heartbeat interval."""
+
+    kind: Literal["silence"] = "silence"
+    k: float = Field(default=3.0, gt=0)
+
+
+class TouchpointParams(_Strict):
+    """A touchpoint's success rate or latency worse than a threshold or than its own baseline.
+
+    The baseline test is a one-sided two-proportion z-test (pooled) of the window's success rate
+    against the preceding `baseline_h` hours', at level `alpha`, and only when the drop is at least
+    `min_drop` (a significant but tiny drop is not worth a page).
+    """
+
+    kind: Literal["touchpoint"] = "touchpoint"
+    window_h: int = Field(default=1, ge=1, le=168)
+    min_n: int = Field(default=20, ge=1)
+    max_failure_rate: float | None = Field(default=None, gt=0, lt=1)
+    max_mean_latency_ms: float | None = Field(default=None, gt=0)
+    baseline_h: int = Field(default=0, ge=0, le=24 * 28)
+    alpha: float = Field(default=0.001, gt=0, lt=0.5)
+    min_drop: float = Field(default=0.05, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _some_test(self) -> TouchpointParams:
+        if self.max_failure_rate is None and self.max_mean_latency_ms is None and self.baseline_h == 0:
+            raise ValueError("set max_failure_rate, max_mean_latency_ms or baseline_h")
+        return self
+
+
+class IncidentParams(_Strict):
+    """The disruption detector found an incident; its recovery clears the alert."""
+
+    kind: Literal["incident"] = "incident"
+    min_devices: int = Field(default=1, ge=1)
+
+
+class HealthParams(_Strict):
+    """A health score outside its band or falling by `max_weekly_drop` points week over week."""
+
+    kind: Literal["health"] = "health"
+    min_score: float | None = Field(default=None, ge=0, le=100)
+    max_weekly_drop: float | None = Field(default=None, gt=0, le=100)
+
+
+class PipelineParams(_Strict):
+    """A pipeline metric over its limit within the last `window_s` seconds."""
+
+    kind: Literal["pipeline"] = "pipeline"
+    metric: Literal["dead_letters", "rollup_backlog"] = "dead_letters"
+    window_s: int = Field(default=300, ge=10)
+    max_value: float = Field(default=0, ge=0)
+
+
+Params = Annotated[SilenceParams | TouchpointParams | IncidentParams | HealthParams | PipelineParams,
+                   Field(discriminator="kind")]
+
+
+class WebhookChannel(_Strict):
+    """Where notifications of a rule go; the signing secret is a named file, never part of the rule."""
+
+    url: str = Field(pattern=r"^https?://")
+    secret_ref: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    format: Literal["json", "slack"] = "json"
+
+
+class Rule(_Strict):
+    """One alert rule; `version` is assigned by the repository (a changed definition is a new version)."""
+
+    name: str
+    version: int | None = None
+    description: str = ""
+    severity: Literal["info", "warning", "critical"] = "warning"
+    enabled: bool = True
+    scope: Scope = Field(default_factory=Scope)
+    params: Params
+    hold_down_s: int = Field(default=300, ge=0, le=7 * 86400)
+    channels: tuple[WebhookChannel, ...] = ()
+
+    @model_validator(mode="after")
+    def _name_ok(self) -> Rule:
+        if not _NAME.match(self.name):
+            raise ValueError("name: lowercase letters, digits, '_', '.', '-' (≤ 64)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The rule's type."""
+        return self.params.kind
+
+    def definition(self) -> dict:
+        """The versioned content: everything but the version itself."""
+        return self.model_dump(mode="json", exclude={"version"})
+
+
+class RuleSet(_Strict):
+    """The import/export document."""
+
+    format: Literal["cxp.alerts.rules/v1"] = RULESET_FORMAT
+    rules: tuple[Rule, ...]
+
+
+_RULESET = TypeAdapter(RuleSet)
+
+
+def parse_ruleset(text: str | bytes) -> RuleSet:
+    """A rule set from JSON text, or RuleInvalid naming what is wrong."""
+    try:
+        ruleset = _RULESET.validate_json(text)
+    except ValidationError as exc:
+        raise RuleInvalid(_describe(exc)) from exc
+    names = [r.name for r in ruleset.rules]
+    if len(set(names)) != len(names):
+        raise RuleInvalid("rule names must be unique within a rule set")
+    return ruleset
+
+
+def parse_rule(data: dict) -> Rule:
+    """One rule from a decoded JSON object."""
+    try:
+        return Rule.model_validate(data)
+    except ValidationError as exc:
+        raise RuleInvalid(_describe(exc)) from exc
+
+
+def dump_ruleset(rules: list[Rule]) -> str:
+    """The export document, stable key order."""
+    doc = RuleSet(rules=tuple(rules)).model_dump(mode="json")
+    return json.dumps(doc, indent=2, sort_keys=True)
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
