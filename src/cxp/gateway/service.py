@@ -27,7 +27,7 @@ from cxp.core.config import MAX_PACKET_BYTES, Settings
 from cxp.gateway.broker_log import broker_log_path, follow
 from cxp.gateway.errors import BrokerUnavailable, GatewayError
 from cxp.gateway.stats import GatewayStats
-from cxp.gateway.writer import BatchResult, Item, Writer, rollup_loop, run_writer
+from cxp.gateway.writer import AfterRefresh, BatchResult, Item, Writer, rollup_loop, run_writer
 from cxp.identity.broker import GATEWAY_ACCOUNT, service_secret
 from cxp.identity.errors import IdentityError
 from cxp.store.db import connect
@@ -48,8 +48,10 @@ class _Inbound(NamedTuple):
 class Gateway:
     """Subscribes to every device's telemetry and stores it exactly once, acking only after commit."""
 
-    def __init__(self, settings: Settings, *, stats_file: Path | None = None, rollups: bool = True) -> None:
+    def __init__(self, settings: Settings, *, stats_file: Path | None = None, rollups: bool = True,
+                 after_refresh: AfterRefresh | None = None) -> None:
         self.settings = settings
+        self.after_refresh = after_refresh  # called after each rollup refresh (alert evaluation)
         self.cfg = settings.gateway
         self.stats = GatewayStats()
         self.stats_file = stats_file
@@ -135,8 +137,8 @@ class Gateway:
         self._inline = Writer(self.settings, self._writer_stopping)
         self._inline.db()
         if self.rollups:
-            threading.Thread(target=rollup_loop, args=(self.settings, self._writer_stopping), name="rollups",
-                             daemon=True).start()
+            threading.Thread(target=rollup_loop, args=(self.settings, self._writer_stopping, self.after_refresh),
+                             name="rollups", daemon=True).start()
         log.info("gateway running: %d devices registered (writer in-process)", self._inline.devices.size)
 
     def _start_writer(self) -> None:
@@ -144,7 +146,8 @@ class Gateway:
         self._results, results_w = self._ctx.Pipe(duplex=False)
         self._writer = self._ctx.Process(
             target=run_writer, name="cxp-gateway-writer", daemon=True,
-            args=(self.settings.model_dump_json(), batches_r, results_w, self._writer_stopping, self.rollups),
+            args=(self.settings.model_dump_json(), batches_r, results_w, self._writer_stopping, self.rollups,
+                  self.after_refresh),
         )
         self._writer.start()
         batches_r.close()

@@ -11,10 +11,13 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import NamedTuple
+
+import psycopg
 
 from cxp.core.config import Settings
 from cxp.core.logs import configure_logging
@@ -182,8 +185,15 @@ class Writer:
                            [(committed - r) * 1000 for _, r, _, _ in sent], skewed)
 
 
-def rollup_loop(settings: Settings, stopping: Event) -> None:
-    """Refresh dirty rollups every rollup_interval_s until `stopping` is set."""
+AfterRefresh = Callable[[psycopg.Connection, Settings, int], None]
+
+
+def rollup_loop(settings: Settings, stopping: Event, after_refresh: AfterRefresh | None = None) -> None:
+    """Refresh dirty rollups every rollup_interval_s until `stopping` is set; then call `after_refresh`.
+
+    `after_refresh(conn, settings, refreshed device-days)` is the hook alert evaluation runs in
+    (injected by the CLI: the gateway does not import what it calls).
+    """
     conn = None
     while not stopping.wait(settings.gateway.rollup_interval_s):
         try:
@@ -191,13 +201,15 @@ def rollup_loop(settings: Settings, stopping: Event) -> None:
             step = refresh_rollups(conn)
             if step.device_days:
                 log.debug("rollups refreshed: %s", step)
+            if after_refresh is not None:
+                after_refresh(conn, settings, step.device_days)
         except StoreError as exc:
             log.warning("rollup refresh failed: %s", exc)
             conn = None
 
 
 def run_writer(settings_json: str, batches: Connection, results: Connection, stopping: Event,
-               rollups: bool) -> None:
+               rollups: bool, after_refresh: AfterRefresh | None = None) -> None:
     """Process entry: read batches until None or EOF, answer each with a BatchResult."""
     # The receiver coordinates shutdown; a terminal's Ctrl-C must not kill this process mid-flush.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -212,7 +224,8 @@ def run_writer(settings_json: str, batches: Connection, results: Connection, sto
         return
     results.send(("ready", writer.devices.size))
     if rollups:
-        threading.Thread(target=rollup_loop, args=(settings, stopping), name="rollups", daemon=True).start()
+        threading.Thread(target=rollup_loop, args=(settings, stopping, after_refresh), name="rollups",
+                         daemon=True).start()
     while True:
         try:
             job = batches.recv()

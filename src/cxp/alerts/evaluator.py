@@ -1,0 +1,104 @@
+"""One evaluation pass of every enabled rule, by one leader, right after a rollup refresh."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+
+from cxp.alerts import repository
+from cxp.alerts.core.lifecycle import Event, step
+from cxp.alerts.errors import AlertError
+from cxp.alerts.queries import CONDITIONS, advance_device_seen
+from cxp.core.config import Settings
+from cxp.store.errors import StoreError, mapped_errors
+
+log = logging.getLogger("cxp.alerts")
+
+_LEADER_LOCK = 0x6378_7016  # one evaluator at a time across every gateway
+
+
+@dataclass
+class Evaluation:
+    """What one pass did."""
+
+    rules: int = 0
+    firing: int = 0
+    opened: int = 0
+    cleared: int = 0
+    not_evaluated: list[str] = field(default_factory=list)  # rules of a kind this version cannot evaluate
+    seconds: float = 0.0
+
+
+def evaluate(conn: psycopg.Connection, *, now: datetime | None = None) -> Evaluation | None:
+    """Evaluate every enabled rule once; None when another process holds the leader lock."""
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    result = Evaluation()
+    with mapped_errors(), conn.transaction():
+        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LEADER_LOCK,)).fetchone()[0]
+        if not got:
+            return None
+        advance_device_seen(conn, now=now)
+        for rule in repository.current_rules(conn, enabled_only=True):
+            condition = CONDITIONS.get(rule.kind)
+            if condition is None:
+                result.not_evaluated.append(rule.name)
+                continue
+            result.rules += 1
+            verdicts = condition(conn, rule, rule.params, now)
+            result.firing += len(verdicts)
+            live = repository.live_alerts(conn, rule_name=rule.name)
+            updates = []
+            for entity in sorted(verdicts.keys() | live.keys()):  # a stable notification order
+                alert_id, current = live.get(entity, (None, None))
+                verdict = verdicts.get(entity)
+                new, event = step(current, firing=verdict is not None, now=now, hold_down_s=rule.hold_down_s)
+                if event is Event.OPENED:
+                    repository.open_alert(conn, rule=rule, entity=entity, values=verdict.values, now=now)
+                    result.opened += 1
+                elif event is Event.CLEARED:
+                    repository.clear_alert(conn, rule=rule, alert_id=alert_id, now=now)
+                    result.cleared += 1
+                elif event is Event.UPDATED:
+                    updates.append((alert_id, new, verdict.values if verdict else {}))
+            repository.update_alerts(conn, rows=updates)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+class _HookState:
+    """Per-process state of the gateway hook: when it last evaluated, and the delivery thread."""
+
+    last = 0.0
+    deliverer: threading.Thread | None = None
+    wake = threading.Event()
+
+
+def after_rollup_refresh(conn: psycopg.Connection, settings: Settings, refreshed_device_days: int) -> None:
+    """The gateway's hook: evaluate after a refresh that changed data, or when eval_interval_s has passed.
+
+    Failures are logged, never raised: alerts must not stop the rollups.
+    """
+    state = _HookState
+    if not refreshed_device_days and time.monotonic() - state.last < settings.alerts.eval_interval_s:
+        return
+    state.last = time.monotonic()
+    try:
+        result = evaluate(conn)
+    except (AlertError, StoreError) as exc:
+        log.warning("alert evaluation failed: %s", exc)
+        return
+    if result is not None and (result.opened or result.cleared):
+        log.info("alerts: %d opened, %d cleared", result.opened, result.cleared)
+    if state.deliverer is None or not state.deliverer.is_alive():
+        from cxp.alerts.delivery import delivery_loop
+
+        state.deliverer = threading.Thread(target=delivery_loop, args=(settings, state.wake), name="alert-delivery",
+                                           daemon=True)
+        state.deliverer.start()
+    state.wake.set()

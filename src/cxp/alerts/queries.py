@@ -1,0 +1,106 @@
+"""The SQL behind each rule type: bounded by time windows and watermarks, never a rescan of history."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import psycopg
+
+from cxp.alerts.core.conditions import Verdict, touchpoint_verdict
+from cxp.alerts.core.rules import PipelineParams, Rule, Scope, SilenceParams, TouchpointParams
+
+# Late data: events up to this much older than the last evaluation still move a device's last-seen time.
+SEEN_MARGIN = timedelta(minutes=10)
+# First evaluation on a database: look this far back for each device's last-seen time.
+SEEN_FIRST_LOOKBACK = timedelta(days=7)
+
+
+def _scope_sql(scope: Scope, *, touchpoint_col: str | None = None) -> tuple[str, dict]:
+    """AND-ed conditions on `d` (devices) for a rule's scope, with their parameters."""
+    clauses, params = ["true"], {}
+    for field in ("product_id", "account_id", "device_id"):
+        value = getattr(scope, field)
+        if value is not None:
+            clauses.append(f"d.{field} = %(s_{field})s")
+            params[f"s_{field}"] = value
+    if scope.segment is not None:
+        clauses.append("d.account_id IN (SELECT account_id FROM accounts WHERE segment = %(s_segment)s)")
+        params["s_segment"] = scope.segment
+    if scope.touchpoint is not None and touchpoint_col:
+        clauses.append(f"{touchpoint_col} = %(s_touchpoint)s")
+        params["s_touchpoint"] = scope.touchpoint
+    return " AND ".join(clauses), params
+
+
+def advance_device_seen(conn: psycopg.Connection, *, now: datetime) -> int:
+    """Move each device's last-seen time forward from rows newer than the previous watermark; return rows."""
+    row = conn.execute("SELECT watermark FROM alert_eval_state WHERE key = 'device_seen'").fetchone()
+    since = (row[0] - SEEN_MARGIN) if row else now - SEEN_FIRST_LOOKBACK
+    since = min(since, now - SEEN_MARGIN)
+    n = conn.execute(
+        "INSERT INTO alert_device_seen (device_key, last_seen)"
+        " SELECT device_key, max(ts) FROM ("
+        "   SELECT device_key, ts FROM events WHERE ts > %(since)s"
+        "   UNION ALL SELECT device_key, ts FROM device_state WHERE ts > %(since)s) x GROUP BY 1"
+        " ON CONFLICT (device_key) DO UPDATE SET last_seen = greatest(alert_device_seen.last_seen, EXCLUDED.last_seen)",
+        {"since": since}).rowcount
+    conn.execute("INSERT INTO alert_eval_state (key, watermark) VALUES ('device_seen', %s)"
+                 " ON CONFLICT (key) DO UPDATE SET"
+                 " watermark = greatest(alert_eval_state.watermark, EXCLUDED.watermark)",
+                 (now,))
+    return n
+
+
+def silence(conn: psycopg.Connection, rule: Rule, p: SilenceParams, now: datetime) -> dict[str, Verdict]:
+    """Devices not heard from (never: since activation) for k × their product's heartbeat interval."""
+    where, params = _scope_sql(rule.scope)
+    rows = conn.execute(
+        "SELECT d.device_id, coalesce(s.last_seen, d.activated_at), p.heartbeat_interval_s"
+        " FROM devices d JOIN products p USING (product_id) LEFT JOIN alert_device_seen s USING (device_key)"
+        f" WHERE {where} AND d.activated_at <= %(now)s AND coalesce(s.last_seen, d.activated_at)"
+        "   < %(now)s - make_interval(secs => p.heartbeat_interval_s * %(k)s)",
+        params | {"now": now, "k": p.k}).fetchall()
+    return {device: Verdict(True, {"last_seen": seen.isoformat(), "silent_s": round((now - seen).total_seconds()),
+                                   "limit_s": interval * p.k}) for device, seen, interval in rows}
+
+
+def touchpoint(conn: psycopg.Connection, rule: Rule, p: TouchpointParams, now: datetime) -> dict[str, Verdict]:
+    """Per product × touchpoint: the last `window_h` hourly buckets against thresholds and the baseline before."""
+    where, params = _scope_sql(rule.scope, touchpoint_col="r.touchpoint")
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    window_start = hour - timedelta(hours=p.window_h - 1)
+    start = window_start - timedelta(hours=p.baseline_h)
+    rows = conn.execute(
+        "SELECT d.product_id, r.touchpoint,"
+        " coalesce(sum(r.usage_count) FILTER (WHERE r.bucket >= %(w)s), 0)::int,"
+        " coalesce(sum(r.success_count) FILTER (WHERE r.bucket >= %(w)s), 0)::int,"
+        " coalesce(sum(r.latency_count) FILTER (WHERE r.bucket >= %(w)s), 0)::int,"
+        " coalesce(sum(r.latency_sum) FILTER (WHERE r.bucket >= %(w)s), 0),"
+        " coalesce(sum(r.usage_count) FILTER (WHERE r.bucket < %(w)s), 0)::int,"
+        " coalesce(sum(r.success_count) FILTER (WHERE r.bucket < %(w)s), 0)::int"
+        " FROM rollup_hourly r JOIN devices d USING (device_key)"
+        f" WHERE {where} AND r.touchpoint <> '' AND r.bucket >= %(start)s AND r.bucket <= %(now)s"
+        " GROUP BY 1, 2",
+        params | {"w": window_start, "start": start, "now": now}).fetchall()
+    out = {}
+    for product, tp, n, ok, lat_n, lat_sum, base_n, base_ok in rows:
+        verdict = touchpoint_verdict(p, n=n, successes=ok, latency_n=lat_n, latency_sum=lat_sum,
+                                     base_n=base_n, base_successes=base_ok)
+        if verdict.firing:
+            out[f"{product}/{tp}"] = verdict
+    return out
+
+
+def pipeline(conn: psycopg.Connection, rule: Rule, p: PipelineParams, now: datetime) -> dict[str, Verdict]:
+    """Dead letters received in the window, or the rollup backlog (dirty device-days), over the limit."""
+    if p.metric == "dead_letters":
+        value = conn.execute("SELECT count(*) FROM dead_letters WHERE received_at > %s AND received_at <= %s",
+                             (now - timedelta(seconds=p.window_s), now)).fetchone()[0]
+    else:
+        value = conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0]
+    if value > p.max_value:
+        return {p.metric: Verdict(True, {"value": value, "max_value": p.max_value, "window_s": p.window_s})}
+    return {}
+
+
+CONDITIONS = {"silence": silence, "touchpoint": touchpoint, "pipeline": pipeline}
