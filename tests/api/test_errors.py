@@ -10,6 +10,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cxp.alerts.errors import AlertError, AlertNotFound, RuleInvalid
 from cxp.analytics.errors import AnalyticsError
 from cxp.api.errors import (
     ERROR_TABLE,
@@ -53,6 +54,9 @@ EXAMPLES: dict[type[Exception], list[Exception]] = {
                                                       "type": "greater_than_equal"}])],
     ValidationError: [_validation_error()],
     AnalyticsError: [AnalyticsError("too few answers")],
+    AlertNotFound: [AlertNotFound("no alert 7")],
+    RuleInvalid: [RuleInvalid("params.kind: input tag 'x' does not match")],
+    AlertError: [AlertError("bad alert input")],
     PricingError: [PricingError("tiers are not contiguous")],
     IdentityError: [BadCsr("the CSR's signature does not verify"), CnMismatch("the CSR is for 'a', not 'b'")],
     UnknownDevice: [UnknownDevice("device 'x' is not registered")],

@@ -14,6 +14,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cxp.alerts.errors import AlertError, AlertNotFound, RuleInvalid
 from cxp.analytics.errors import AnalyticsError
 from cxp.api.metrics import count_failure
 from cxp.identity.broker import BrokerUnreachable
@@ -173,6 +174,9 @@ ERROR_TABLE: dict[type[Exception], Callable[[Any], Failure]] = {
     RequestValidationError: _request_invalid,
     ValidationError: _model_invalid,
     AnalyticsError: lambda exc: Failure(422, "invalid", str(exc)),
+    AlertNotFound: lambda exc: Failure(404, "not_found", str(exc)),
+    RuleInvalid: lambda exc: Failure(422, "invalid", str(exc)),
+    AlertError: lambda exc: Failure(422, "invalid", str(exc)),
     PricingError: lambda exc: Failure(422, "invalid", str(exc)),
     IdentityError: lambda exc: Failure(422, "invalid", str(exc)),
     UnknownDevice: lambda exc: Failure(404, "not_found", str(exc)),

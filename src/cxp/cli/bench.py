@@ -38,6 +38,8 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
                    "Connect rate and QoS 1 throughput of N devices, plain vs token+TLS vs mTLS (throw-away broker)."),
     "import-memory": ("cxp.tools.bench.import_memory",
                       "API RSS while a 20 MiB devices CSV is imported."),
+    "alerts": ("cxp.tools.bench.alerts",
+               "Alert evaluation per pass at 10,000 devices × 100 rules; event → webhook p50/p99 (--help)."),
     "pages": ("cxp.tools.bench.pages",
               "A deep page of the device list by offset vs by keyset cursor."),
 }

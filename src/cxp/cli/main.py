@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cxp.cli.alerts import alerts_app
 from cxp.cli.bench import bench_app
 from cxp.cli.credentials import credentials_app, provisioning_app
 from cxp.cli.pki import pki_app
@@ -36,6 +37,7 @@ app.add_typer(credentials_app, name="credentials")
 app.add_typer(provisioning_app, name="provisioning")
 dead_letters_app = typer.Typer(help="Messages the gateway could not store.", no_args_is_help=True)
 app.add_typer(dead_letters_app, name="dead-letters")
+app.add_typer(alerts_app, name="alerts")
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
@@ -186,14 +188,17 @@ def dead_letters_replay(
 def gateway(
     stats_file: Annotated[Path | None, typer.Option(help="Write the final counters here as JSON on exit.")] = None,
     rollups: Annotated[bool, typer.Option(help="Refresh rollups periodically in the gateway process.")] = True,
+    alerts: Annotated[bool, typer.Option(help="Evaluate alert rules after each rollup refresh and deliver.")] = True,
 ) -> None:
     """Run the ingest gateway until SIGTERM."""
+    from cxp.alerts.evaluator import after_rollup_refresh
     from cxp.gateway.errors import GatewayError
     from cxp.gateway.service import Gateway
     from cxp.store.errors import StoreError
 
     try:
-        code = Gateway(_settings(), stats_file=stats_file, rollups=rollups).run()
+        code = Gateway(_settings(), stats_file=stats_file, rollups=rollups,
+                       after_refresh=after_rollup_refresh if alerts else None).run()
     except (GatewayError, StoreError) as exc:
         _fail(str(exc))
     raise typer.Exit(code)
