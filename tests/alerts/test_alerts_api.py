@@ -46,3 +46,14 @@ def test_rules_import_export_ack_and_roles(alert_db, test_db_api):  # noqa: F811
     assert api.get("/v1/alerts", role="pricing").status_code == 403
     assert api.get("/v1/alert-rules", role="product").status_code == 403
     assert api.get("/v1/alert-rules/offline/versions", role="admin").json()[0]["version"] == 1
+
+
+def test_metrics_count_alerts_and_notifications(alert_db, test_db_api):  # noqa: F811
+    now = datetime.now(UTC)
+    test_db_api.client.put("/v1/alert-rules", json=RULES, headers=test_db_api.headers("admin"))
+    alert_db.execute("INSERT INTO device_state (device_key, ts, seq) SELECT device_key, %s, 1 FROM devices",
+                     (now - timedelta(hours=5),))
+    evaluate(alert_db, now=now)
+    text = test_db_api.client.get("/metrics").text
+    assert 'cxp_alerts{severity="critical",state="open"} 5.0' in text
+    assert "cxp_alerts_opened_total 5.0" in text and "cxp_alerts_scrape_ok 1.0" in text

@@ -69,7 +69,9 @@ def _verified(receiver: Receiver) -> list[dict]:
     return out
 
 
-def test_failing_touchpoint_raises_one_alert_and_one_notification_then_clears(alert_db, receiver, alert_settings):
+@pytest.mark.parametrize("extra_scope", [{}, {"account_id": "acc-1"}], ids=["shared-scan", "scoped-query"])
+def test_failing_touchpoint_raises_one_alert_and_one_notification_then_clears(alert_db, receiver, alert_settings,
+                                                                             extra_scope):
     db = alert_db
     h = (datetime.now(UTC) - timedelta(hours=5)).replace(minute=0, second=0, microsecond=0)
     for back in range(1, 7):
@@ -77,7 +79,7 @@ def test_failing_touchpoint_raises_one_alert_and_one_notification_then_clears(al
     _usage(db, hour=h, n=40, failures=20)
     _usage(db, hour=h + timedelta(hours=1), n=40, failures=0)
     _rules(db, {"name": "brew-fails", "severity": "critical", "hold_down_s": 600,
-                "scope": {"product_id": "test-p1", "touchpoint": "brew"},
+                "scope": {"product_id": "test-p1", "touchpoint": "brew", **extra_scope},
                 "params": {"kind": "touchpoint", "window_h": 1, "min_n": 20, "max_failure_rate": 0.2,
                            "baseline_h": 6},
                 "channels": [{"url": receiver.url, "secret_ref": "ops"}]})

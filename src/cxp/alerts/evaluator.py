@@ -13,7 +13,7 @@ import psycopg
 from cxp.alerts import repository
 from cxp.alerts.core.lifecycle import Event, step
 from cxp.alerts.errors import AlertError
-from cxp.alerts.queries import CONDITIONS, advance_device_seen
+from cxp.alerts.queries import CONDITIONS, advance_device_seen, earliest_start
 from cxp.core.config import Settings
 from cxp.store.errors import StoreError, mapped_errors
 
@@ -44,13 +44,15 @@ def evaluate(conn: psycopg.Connection, *, now: datetime | None = None) -> Evalua
         if not got:
             return None
         advance_device_seen(conn, now=now)
-        for rule in repository.current_rules(conn, enabled_only=True):
+        rules = repository.current_rules(conn, enabled_only=True)
+        cache: dict = {"tp_since": earliest_start(rules, now)}  # shared reads of this pass
+        for rule in rules:
             condition = CONDITIONS.get(rule.kind)
             if condition is None:
                 result.not_evaluated.append(rule.name)
                 continue
             result.rules += 1
-            verdicts = condition(conn, rule, rule.params, now)
+            verdicts = condition(conn, rule, rule.params, now, cache)
             result.firing += len(verdicts)
             live = repository.live_alerts(conn, rule_name=rule.name)
             updates = []

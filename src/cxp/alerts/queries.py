@@ -51,7 +51,8 @@ def advance_device_seen(conn: psycopg.Connection, *, now: datetime) -> int:
     return n
 
 
-def silence(conn: psycopg.Connection, rule: Rule, p: SilenceParams, now: datetime) -> dict[str, Verdict]:
+def silence(conn: psycopg.Connection, rule: Rule, p: SilenceParams, now: datetime,
+            cache: dict | None = None) -> dict[str, Verdict]:
     """Devices not heard from (never: since activation) for k × their product's heartbeat interval."""
     where, params = _scope_sql(rule.scope)
     rows = conn.execute(
@@ -64,13 +65,58 @@ def silence(conn: psycopg.Connection, rule: Rule, p: SilenceParams, now: datetim
                                    "limit_s": interval * p.k}) for device, seen, interval in rows}
 
 
-def touchpoint(conn: psycopg.Connection, rule: Rule, p: TouchpointParams, now: datetime) -> dict[str, Verdict]:
-    """Per product × touchpoint: the last `window_h` hourly buckets against thresholds and the baseline before."""
-    where, params = _scope_sql(rule.scope, touchpoint_col="r.touchpoint")
+def touchpoint(conn: psycopg.Connection, rule: Rule, p: TouchpointParams, now: datetime,
+               cache: dict | None = None) -> dict[str, Verdict]:
+    """Per product × touchpoint: the last `window_h` hourly buckets against thresholds and the baseline before.
+
+    Rules scoped by product / touchpoint only (the usual case) share one scan per pass: the pass's hourly
+    sums per product × touchpoint (`cache`); account, segment and device scopes query for themselves.
+    """
     hour = now.replace(minute=0, second=0, microsecond=0)
     window_start = hour - timedelta(hours=p.window_h - 1)
     start = window_start - timedelta(hours=p.baseline_h)
-    rows = conn.execute(
+    s = rule.scope
+    if cache is not None and s.account_id is None and s.segment is None and s.device_id is None:
+        hours = _shared_hours(conn, cache, now=now, start=start)
+        rows = []
+        for (product, tp), buckets in hours.items():
+            if (s.product_id is None or s.product_id == product) and (s.touchpoint is None or s.touchpoint == tp):
+                win = [b for b in buckets if b[0] >= window_start]
+                base = [b for b in buckets if start <= b[0] < window_start]
+                rows.append((product, tp, sum(b[1] for b in win), sum(b[2] for b in win), sum(b[3] for b in win),
+                             sum(b[4] for b in win), sum(b[1] for b in base), sum(b[2] for b in base)))
+    else:
+        rows = _scoped_sums(conn, rule, now=now, window_start=window_start, start=start)
+    out = {}
+    for product, tp, n, ok, lat_n, lat_sum, base_n, base_ok in rows:
+        verdict = touchpoint_verdict(p, n=n, successes=ok, latency_n=lat_n, latency_sum=lat_sum,
+                                     base_n=base_n, base_successes=base_ok)
+        if verdict.firing:
+            out[f"{product}/{tp}"] = verdict
+    return out
+
+
+def _shared_hours(conn: psycopg.Connection, cache: dict, *, now: datetime, start: datetime) -> dict:
+    """Hourly sums per product × touchpoint since the pass's earliest start (read once per pass)."""
+    since = cache.get("tp_since", start)
+    if "tp_hours" not in cache or start < since:
+        rows = conn.execute(
+            "SELECT d.product_id, r.touchpoint, r.bucket, sum(r.usage_count)::int, sum(r.success_count)::int,"
+            " sum(r.latency_count)::int, sum(r.latency_sum)"
+            " FROM rollup_hourly r JOIN devices d USING (device_key)"
+            " WHERE r.touchpoint <> '' AND r.bucket >= %s AND r.bucket <= %s GROUP BY 1, 2, 3",
+            (min(start, since), now)).fetchall()
+        hours: dict = {}
+        for product, tp, bucket, n, ok, lat_n, lat_sum in rows:
+            hours.setdefault((product, tp), []).append((bucket, n, ok, lat_n, lat_sum))
+        cache["tp_hours"], cache["tp_since"] = hours, min(start, since)
+    return cache["tp_hours"]
+
+
+def _scoped_sums(conn: psycopg.Connection, rule: Rule, *, now: datetime, window_start: datetime,
+                 start: datetime) -> list[tuple]:
+    where, params = _scope_sql(rule.scope, touchpoint_col="r.touchpoint")
+    return conn.execute(
         "SELECT d.product_id, r.touchpoint,"
         " coalesce(sum(r.usage_count) FILTER (WHERE r.bucket >= %(w)s), 0)::int,"
         " coalesce(sum(r.success_count) FILTER (WHERE r.bucket >= %(w)s), 0)::int,"
@@ -82,16 +128,10 @@ def touchpoint(conn: psycopg.Connection, rule: Rule, p: TouchpointParams, now: d
         f" WHERE {where} AND r.touchpoint <> '' AND r.bucket >= %(start)s AND r.bucket <= %(now)s"
         " GROUP BY 1, 2",
         params | {"w": window_start, "start": start, "now": now}).fetchall()
-    out = {}
-    for product, tp, n, ok, lat_n, lat_sum, base_n, base_ok in rows:
-        verdict = touchpoint_verdict(p, n=n, successes=ok, latency_n=lat_n, latency_sum=lat_sum,
-                                     base_n=base_n, base_successes=base_ok)
-        if verdict.firing:
-            out[f"{product}/{tp}"] = verdict
-    return out
 
 
-def pipeline(conn: psycopg.Connection, rule: Rule, p: PipelineParams, now: datetime) -> dict[str, Verdict]:
+def pipeline(conn: psycopg.Connection, rule: Rule, p: PipelineParams, now: datetime,
+             cache: dict | None = None) -> dict[str, Verdict]:
     """Dead letters received in the window, or the rollup backlog (dirty device-days), over the limit."""
     if p.metric == "dead_letters":
         value = conn.execute("SELECT count(*) FROM dead_letters WHERE received_at > %s AND received_at <= %s",
@@ -101,6 +141,13 @@ def pipeline(conn: psycopg.Connection, rule: Rule, p: PipelineParams, now: datet
     if value > p.max_value:
         return {p.metric: Verdict(True, {"value": value, "max_value": p.max_value, "window_s": p.window_s})}
     return {}
+
+
+def earliest_start(rules: list[Rule], now: datetime) -> datetime:
+    """The oldest hourly bucket any touchpoint rule of the pass reads (window + baseline)."""
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    spans = [r.params.window_h - 1 + r.params.baseline_h for r in rules if isinstance(r.params, TouchpointParams)]
+    return hour - timedelta(hours=max(spans, default=0))
 
 
 CONDITIONS = {"silence": silence, "touchpoint": touchpoint, "pipeline": pipeline}

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
+from cxp.alerts.metrics import AlertCollector
 from cxp.api.cache import ResultCache
 from cxp.api.deps import KeyCache
 from cxp.api.docs import install_offline_docs
@@ -92,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                      fresh_s=settings.api.cache_fresh_s)
     app.state.heavy_slots = KeySlots(limit=settings.api.heavy_per_key, retry_after_s=settings.api.heavy_retry_after_s)
     app.state.metrics = metrics
+    # Alert figures are read from the database at scrape time, on the small pool (after startup creates it).
+    metrics.registry.register(AlertCollector(lambda: app.state.light_pool.connection()))
     # The dashboard's sign-in form is throttled like /v1 (same limits, its own count: the guard keeps its own).
     app.state.login_throttle = FailedAuthThrottle(limit=settings.api.auth_fail_limit,
                                                   window_s=settings.api.auth_fail_window_s,
