@@ -57,3 +57,19 @@ def test_metrics_count_alerts_and_notifications(alert_db, test_db_api):  # noqa:
     text = test_db_api.client.get("/metrics").text
     assert 'cxp_alerts{severity="critical",state="open"} 5.0' in text
     assert "cxp_alerts_opened_total 5.0" in text and "cxp_alerts_scrape_ok 1.0" in text
+
+
+def test_dashboard_page_lists_live_alerts_and_history(alert_db, test_db_api):  # noqa: F811
+    from fastapi.testclient import TestClient
+
+    now = datetime.now(UTC)
+    test_db_api.client.put("/v1/alert-rules", json=RULES, headers=test_db_api.headers("admin"))
+    alert_db.execute("INSERT INTO device_state (device_key, ts, seq) SELECT device_key, %s, 1 FROM devices",
+                     (now - timedelta(hours=5),))
+    evaluate(alert_db, now=now)
+    with TestClient(test_db_api.client.app, follow_redirects=False) as web:
+        r = web.post("/dashboard/login", data={"key": test_db_api.tokens["product"], "next": "/dashboard/alerts"})
+        assert r.status_code == 303
+        html = web.get("/dashboard/alerts").text
+    assert "Open and acknowledged (5)" in html and "dev-004" in html and 'href="/dashboard/alerts"' in html
+    assert "<script>" not in html.split("</nav>", 1)[1]  # values are escaped, not injected

@@ -132,6 +132,7 @@ NAV = (
     ("touchpoints", "/dashboard/touchpoints", "Touchpoints", "product"),
     ("journey", "/dashboard/journey", "Journey", "product"),
     ("disruptions", "/dashboard/disruptions", "Disruptions", "product"),
+    ("alerts", "/dashboard/alerts", "Alerts", "product"),
     ("pricing", "/dashboard/pricing", "Pricing", "pricing"),
     ("decisions", "/dashboard/pricing/decisions", "Pricing decisions", "pricing"),
 )

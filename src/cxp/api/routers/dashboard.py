@@ -14,10 +14,12 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 
+from cxp.alerts import repository as alert_store
 from cxp.analytics import service as analytics
 from cxp.analytics.core.health import HealthConfig
 from cxp.analytics.query import AnalyticsQuery
 from cxp.api.dashboard import assets, pages
+from cxp.api.dashboard.alerts import alerts_page
 from cxp.api.dashboard.comparison import comparison_plan_ids, model_comparison
 from cxp.api.dashboard.decisions import decisions_page, pricing_decisions
 from cxp.api.dashboard.render import HEADERS, Html, Viewer, el, filter_form, may_see, page, safe_next
@@ -304,6 +306,14 @@ def disruptions(key: DashboardProductKey, cached: DashboardCachedDep, product: P
     """Incidents, spikes, recovery times and their effect on later satisfaction."""
     return _days_page(key, cached, service=analytics.get_disruptions, render=pages.disruptions,
                       title="Disruptions", active="disruptions", product=product, days=days)
+
+
+@router.get("/alerts")
+def alerts(key: DashboardProductKey, conn: ConnDep) -> HTMLResponse:
+    """Live alerts and the latest history, read fresh (never from the result cache)."""
+    body = alerts_page(alert_store.list_alerts(conn, live_only=True, limit=1000),
+                       alert_store.list_alerts(conn, limit=100))
+    return _html(page(title="Alerts", active="alerts", viewer=_viewer(key), body=body))
 
 
 @router.get("/pricing")

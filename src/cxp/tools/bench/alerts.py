@@ -1,7 +1,7 @@
 """Alert evaluation at fleet scale and event → webhook latency, `cxp bench alerts`.
 
 Part 1 (database only): registers `--devices` devices (default 10,000) of one product with 4 touchpoints,
-writes 26 hours of hourly rollups for them (1% of the devices failing one touchpoint) and a heartbeat per
+writes 26 hours of hourly rollups for them (20% of the devices failing one touchpoint this hour) and a heartbeat per
 device (1% silent for 5 h), imports `--rules` rules (default 100: 40 silence, 50 touchpoint with threshold
 and baseline test, 10 pipeline) and times `evaluate()` — the pass the gateway runs after each rollup refresh:
 the first pass (opens the alerts), steady passes (nothing new), and a pass after a refresh's worth of new
@@ -56,9 +56,13 @@ def _setup(conn, devices: int, now: datetime) -> None:
         "INSERT INTO rollup_hourly (device_key, bucket, touchpoint, usage_count, success_count, error_count,"
         " duration_sum, quantity_sum, latency_count, latency_sum, latency_sumsq, latency_max)"
         " SELECT d.device_key, %(hour)s - make_interval(hours => h), t, 3,"
-        "   CASE WHEN t = 'brew' AND d.device_key %% 100 = 0 AND h = 0 THEN 0 ELSE 3 END, 0, 30, 3, 3, 300, 30000, 100"
+        "   CASE WHEN t = 'brew' AND d.device_key %% 5 = 0 AND h = 0 THEN 0 ELSE 3 END, 0, 30, 3, 3, 300, 30000, 100"
         " FROM devices d, generate_series(0, 25) h, unnest(%(tps)s::text[]) t WHERE d.product_id = %(p)s",
         {"hour": hour, "tps": list(TOUCHPOINTS), "p": PRODUCT})
+    conn.execute("DELETE FROM device_state s USING devices d WHERE d.device_key = s.device_key AND d.product_id = %s",
+                 (PRODUCT,))
+    conn.execute("DELETE FROM alert_device_seen s USING devices d WHERE d.device_key = s.device_key"
+                 " AND d.product_id = %s", (PRODUCT,))
     conn.execute(
         "INSERT INTO device_state (device_key, ts, seq) SELECT device_key,"
         " CASE WHEN device_key %% 100 = 1 THEN %(old)s ELSE %(recent)s END, 1 FROM devices WHERE product_id = %(p)s"
