@@ -76,13 +76,15 @@ def open_alert(conn: psycopg.Connection, *, rule: Rule, entity: str, values: dic
 
 
 def update_alerts(conn: psycopg.Connection, *, rows: list[tuple[int, Live, dict]]) -> None:
-    """Refresh live alerts' last-seen, hold-down start and latest values in one round trip."""
+    """Refresh live alerts' last-seen, hold-down start and latest values in one statement."""
     if rows:
-        with conn.cursor() as cur:
-            cur.executemany("UPDATE alerts SET last_seen = %s, false_since = %s,"
-                            " trigger_values = CASE WHEN %s THEN %s ELSE trigger_values END WHERE alert_id = %s",
-                            [(live.last_seen, live.false_since, bool(values), Jsonb(values), alert_id)
-                             for alert_id, live, values in rows])
+        conn.execute(
+            "UPDATE alerts a SET last_seen = u.last_seen, false_since = u.false_since,"
+            " trigger_values = CASE WHEN u.has THEN u.vals ELSE a.trigger_values END"
+            " FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::bool[], %s::jsonb[])"
+            "   AS u(id, last_seen, false_since, has, vals) WHERE a.alert_id = u.id",
+            ([r[0] for r in rows], [r[1].last_seen for r in rows], [r[1].false_since for r in rows],
+             [bool(r[2]) for r in rows], [Jsonb(r[2]) for r in rows]))
 
 
 def clear_alert(conn: psycopg.Connection, *, rule: Rule, alert_id: int, now: datetime) -> None:
