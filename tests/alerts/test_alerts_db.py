@@ -114,16 +114,21 @@ def test_silent_device_raises_a_silence_alert(alert_db):
     db.execute("INSERT INTO device_state (device_key, ts, seq)"
                " SELECT device_key, CASE WHEN device_id = 'dev-004' THEN %s ELSE %s END, 1 FROM devices",
                (now - timedelta(hours=5), now - timedelta(minutes=10)))
-    _rules(db, {"name": "offline", "params": {"kind": "silence", "k": 3}})
+    _rules(db, {"name": "offline", "params": {"kind": "silence", "k": 3}},
+           {"name": "offline-consumers", "scope": {"segment": "consumer"}, "params": {"kind": "silence", "k": 4}},
+           {"name": "offline-dev3", "scope": {"device_id": "dev-003"}, "params": {"kind": "silence", "k": 1}},
+           {"name": "offline-long", "params": {"kind": "silence", "k": 6}})
     result = evaluate(db, now=now)
-    assert result.opened == 1
-    [alert] = repository.list_alerts(db, live_only=True)
-    assert alert["entity"] == "dev-004" and alert["trigger_values"]["limit_s"] == 3 * 3600
+    assert result.opened == 2  # dev-004 (5 h) under k=3 and k=4 (segment); not k=6; dev-003 is heard from
+    alerts = repository.list_alerts(db, live_only=True)
+    assert {(a["rule_name"], a["entity"]) for a in alerts} == {("offline", "dev-004"), ("offline-consumers", "dev-004")}
+    alert = next(a for a in alerts if a["rule_name"] == "offline")
+    assert alert["trigger_values"]["limit_s"] == 3 * 3600
     # The device reports again: the alert clears after the hold-down (default 300 s).
     db.execute("INSERT INTO device_state (device_key, ts, seq) SELECT device_key, %s, 2 FROM devices"
                " WHERE device_id = 'dev-004'", (now + timedelta(seconds=1),))
     evaluate(db, now=now + timedelta(seconds=2))
-    assert evaluate(db, now=now + timedelta(seconds=303)).cleared == 1
+    assert evaluate(db, now=now + timedelta(seconds=303)).cleared == 2
 
 
 def test_receiver_down_gets_every_notification_once_in_order_signed(alert_db, receiver, alert_settings):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -146,8 +145,7 @@ def delivery_loop(settings: Settings, wake: threading.Event, stopping: threading
         except (AlertError, StoreError) as exc:
             log.warning("alert delivery failed: %s", exc)
             conn = None
+        except Exception:  # keep delivering: the outbox keeps what was not sent
+            log.exception("alert delivery failed")
+            conn = None
 
-
-def describe(body: dict) -> str:
-    """One line for logs and the CLI."""
-    return json.dumps({k: body.get(k) for k in ("type", "idempotency_key")})

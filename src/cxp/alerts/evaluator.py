@@ -13,7 +13,7 @@ import psycopg
 from cxp.alerts import repository
 from cxp.alerts.core.lifecycle import Event, step
 from cxp.alerts.errors import AlertError
-from cxp.alerts.queries import CONDITIONS, advance_device_seen, earliest_start
+from cxp.alerts.queries import CONDITIONS, advance_device_seen, earliest_start, smallest_k
 from cxp.core.config import Settings
 from cxp.store.errors import StoreError, mapped_errors
 
@@ -45,7 +45,7 @@ def evaluate(conn: psycopg.Connection, *, now: datetime | None = None) -> Evalua
             return None
         advance_device_seen(conn, now=now)
         rules = repository.current_rules(conn, enabled_only=True)
-        cache: dict = {"tp_since": earliest_start(rules, now)}  # shared reads of this pass
+        cache: dict = {"tp_since": earliest_start(rules, now), "silence_k": smallest_k(rules)}  # shared reads
         for rule in rules:
             condition = CONDITIONS.get(rule.kind)
             if condition is None:
@@ -94,6 +94,9 @@ def after_rollup_refresh(conn: psycopg.Connection, settings: Settings, refreshed
         result = evaluate(conn)
     except (AlertError, StoreError) as exc:
         log.warning("alert evaluation failed: %s", exc)
+        return
+    except Exception:  # a bug here must not end the gateway's rollup thread
+        log.exception("alert evaluation failed")
         return
     if result is not None and (result.opened or result.cleared):
         log.info("alerts: %d opened, %d cleared", result.opened, result.cleared)

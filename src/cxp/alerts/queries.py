@@ -53,16 +53,36 @@ def advance_device_seen(conn: psycopg.Connection, *, now: datetime) -> int:
 
 def silence(conn: psycopg.Connection, rule: Rule, p: SilenceParams, now: datetime,
             cache: dict | None = None) -> dict[str, Verdict]:
-    """Devices not heard from (never: since activation) for k × their product's heartbeat interval."""
-    where, params = _scope_sql(rule.scope)
-    rows = conn.execute(
-        "SELECT d.device_id, coalesce(s.last_seen, d.activated_at), p.heartbeat_interval_s"
-        " FROM devices d JOIN products p USING (product_id) LEFT JOIN alert_device_seen s USING (device_key)"
-        f" WHERE {where} AND d.activated_at <= %(now)s AND coalesce(s.last_seen, d.activated_at)"
-        "   < %(now)s - make_interval(secs => p.heartbeat_interval_s * %(k)s)",
-        params | {"now": now, "k": p.k}).fetchall()
-    return {device: Verdict(True, {"last_seen": seen.isoformat(), "silent_s": round((now - seen).total_seconds()),
-                                   "limit_s": interval * p.k}) for device, seen, interval in rows}
+    """Devices not heard from (never: since activation) for k × their product's heartbeat interval.
+
+    With `cache`, the pass reads once the devices silent for the smallest k of its silence rules
+    (`cache["silence_k"]`) and each rule filters them by its own k and scope.
+    """
+    k_min = cache.get("silence_k", p.k) if cache is not None else p.k
+    if cache is None or "silent" not in cache:
+        rows = conn.execute(
+            "SELECT d.device_id, d.product_id, d.account_id, a.segment, coalesce(s.last_seen, d.activated_at),"
+            " p.heartbeat_interval_s FROM devices d JOIN products p USING (product_id)"
+            " LEFT JOIN accounts a USING (account_id) LEFT JOIN alert_device_seen s USING (device_key)"
+            " WHERE d.activated_at <= %(now)s AND coalesce(s.last_seen, d.activated_at)"
+            "   < %(now)s - make_interval(secs => p.heartbeat_interval_s * %(k)s)",
+            {"now": now, "k": min(k_min, p.k)}).fetchall()
+        if cache is None:
+            return _silent(rows, rule, p, now)
+        cache["silent"] = rows
+    return _silent(cache["silent"], rule, p, now)
+
+
+def _silent(rows: list[tuple], rule: Rule, p: SilenceParams, now: datetime) -> dict[str, Verdict]:
+    s = rule.scope
+    out = {}
+    for device, product, account, segment, seen, interval in rows:
+        if ((s.product_id is None or s.product_id == product) and (s.account_id is None or s.account_id == account)
+                and (s.device_id is None or s.device_id == device) and (s.segment is None or s.segment == segment)
+                and (now - seen).total_seconds() > interval * p.k):
+            out[device] = Verdict(True, {"last_seen": seen.isoformat(), "silent_s": round((now - seen).total_seconds()),
+                                         "limit_s": interval * p.k})
+    return out
 
 
 def touchpoint(conn: psycopg.Connection, rule: Rule, p: TouchpointParams, now: datetime,
@@ -141,6 +161,11 @@ def pipeline(conn: psycopg.Connection, rule: Rule, p: PipelineParams, now: datet
     if value > p.max_value:
         return {p.metric: Verdict(True, {"value": value, "max_value": p.max_value, "window_s": p.window_s})}
     return {}
+
+
+def smallest_k(rules: list[Rule]) -> float:
+    """The smallest silence multiple of the pass: its shared read covers every silence rule."""
+    return min((r.params.k for r in rules if isinstance(r.params, SilenceParams)), default=1.0)
 
 
 def earliest_start(rules: list[Rule], now: datetime) -> datetime:
