@@ -19,7 +19,7 @@ RULES = {"format": "cxp.alerts.rules/v1", "rules": [
     {"name": "brew-fails", "severity": "critical", "scope": {"product_id": "p"},
      "params": {"kind": "touchpoint", "max_failure_rate": 0.2, "baseline_h": 24},
      "channels": [{"url": "http://127.0.0.1:9/h", "secret_ref": "ops", "format": "slack"}]},
-    {"name": "offline", "params": {"kind": "silence", "k": 2}},
+    {"name": "offline", "params": {"kind": "silence", "k": 2}, "channels": [{"email": "pm@example.org"}]},
     {"name": "dl", "params": {"kind": "pipeline", "metric": "dead_letters", "max_value": 10}},
     {"name": "inc", "params": {"kind": "incident"}},
     {"name": "health", "params": {"kind": "health", "min_score": 60}},
@@ -40,6 +40,7 @@ def test_ruleset_round_trips_through_json():
     ({"rules": [{"name": "a", "params": {"kind": "silence"}}, {"name": "a", "params": {"kind": "silence"}}]},
      "unique"),
     ({"rules": [{"name": "a", "params": {"kind": "silence"}, "secret": "x"}]}, "secret"),
+    ({"rules": [{"name": "a", "params": {"kind": "silence"}, "channels": [{"email": "not an address"}]}]}, "email"),
 ])
 def test_bad_rules_are_refused_with_a_reason(bad, words):
     with pytest.raises(RuleInvalid, match=words):

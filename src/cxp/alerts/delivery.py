@@ -1,9 +1,11 @@
-"""Webhook delivery from the outbox: signed, retried with backoff and jitter, in order, at least once."""
+"""Delivery from the outbox (signed webhooks, e-mail): retried with backoff and jitter, in order, at least once."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import smtplib
 import threading
 import time
 import urllib.error
@@ -11,6 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 
 import psycopg
@@ -40,6 +43,24 @@ def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float) ->
             return resp.status
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def send_email(to: str, raw: bytes, key: str, settings: AlertSettings) -> int:
+    """One notification as a plain-text e-mail; 250 when the server accepted it (SMTP's own success code)."""
+    if not settings.smtp_host:
+        raise DeliveryFailed("no SMTP server configured (CXP_ALERTS__SMTP_HOST)")
+    body = json.loads(raw)
+    alert = body["alert"]
+    msg = EmailMessage()
+    msg["From"], msg["To"] = settings.smtp_from, to
+    msg["Subject"] = f"[{alert['severity']}] {alert['rule']} {body['type'].removeprefix('alert.')}: {alert['entity']}"
+    msg["X-Cxp-Idempotency-Key"] = key
+    msg.set_content(body.get("text", "") + "\n\n" + json.dumps(body, indent=2, sort_keys=True))
+    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.webhook_timeout_s) as smtp:
+        if settings.smtp_starttls:
+            smtp.starttls()
+        smtp.send_message(msg)
+    return 250
 
 
 @dataclass
@@ -95,7 +116,7 @@ def _deliver_channel(conn: psycopg.Connection, *, url: str, settings: AlertSetti
             return False  # order: nothing later on this channel goes before this one
         attempt_no = attempts
         try:
-            secret = read_secret(settings.secrets_dir, secret_ref)
+            secret = b"" if url.startswith("mailto:") else read_secret(settings.secrets_dir, secret_ref)
             raw = encode(body)
             for attempt in Retrying(stop=stop_after_attempt(settings.webhook_attempts), reraise=True,
                                     wait=wait_random_exponential(multiplier=0.2, max=5),
@@ -119,16 +140,19 @@ def _deliver_channel(conn: psycopg.Connection, *, url: str, settings: AlertSetti
 
 def _post_once(conn: psycopg.Connection, *, outbox_id: int, url: str, raw: bytes, key: str, secret: bytes,
                attempt_no: int, settings: AlertSettings, post: Post) -> None:
-    headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: key,
-               SIGNATURE_HEADER: sign(secret=secret, body=raw, timestamp=int(time.time()))}
     status, error = None, None
     try:
-        status = post(url, raw, headers, settings.webhook_timeout_s)
-    except OSError as exc:
+        if url.startswith("mailto:"):
+            status = send_email(url.removeprefix("mailto:"), raw, key, settings)
+        else:
+            headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: key,
+                       SIGNATURE_HEADER: sign(secret=secret, body=raw, timestamp=int(time.time()))}
+            status = post(url, raw, headers, settings.webhook_timeout_s)
+    except (OSError, smtplib.SMTPException) as exc:
         error = str(exc)[:500]
     conn.execute("INSERT INTO alert_deliveries (outbox_id, attempt, status, error) VALUES (%s, %s, %s, %s)",
                  (outbox_id, attempt_no, status, error))
-    if status is None or not 200 <= status < 300:
+    if status is None or not (200 <= status < 300 or status == 250):
         raise DeliveryFailed(error or f"HTTP {status}")
 
 

@@ -10,7 +10,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from cxp.alerts.core.lifecycle import Event, Live, State, acknowledge
-from cxp.alerts.core.rules import Rule, parse_rule
+from cxp.alerts.core.rules import Rule, WebhookChannel, parse_rule
 from cxp.alerts.core.webhook import idempotency_key, payload
 from cxp.alerts.errors import AlertNotFound
 from cxp.store.errors import mapped_errors
@@ -159,8 +159,11 @@ def _enqueue(conn: psycopg.Connection, *, rule: Rule, alert_id: int, event: Even
         f"SELECT {_ALERT_COLS} FROM alerts WHERE alert_id = %s", (alert_id,)).fetchone()
     alert = alert_json(row)
     for ch in rule.channels:
-        key = idempotency_key(alert_id=alert_id, event=str(event), channel_url=ch.url)
-        body = payload(alert=alert, event=str(event), key=key, at=now, fmt=ch.format)
+        # An e-mail channel is the address as a mailto: URL; it needs no signing secret.
+        url, secret_ref, fmt = ((ch.url, ch.secret_ref, ch.format) if isinstance(ch, WebhookChannel)
+                                else (f"mailto:{ch.email}", "", "slack"))
+        key = idempotency_key(alert_id=alert_id, event=str(event), channel_url=url)
+        body = payload(alert=alert, event=str(event), key=key, at=now, fmt=fmt)
         conn.execute("INSERT INTO alert_outbox (alert_id, event, channel_url, secret_ref, idempotency_key, body)"
                      " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (idempotency_key) DO NOTHING",
-                     (alert_id, str(event), ch.url, ch.secret_ref, key, Jsonb(json.loads(json.dumps(body)))))
+                     (alert_id, str(event), url, secret_ref, key, Jsonb(json.loads(json.dumps(body)))))

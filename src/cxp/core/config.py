@@ -183,6 +183,11 @@ class AlertSettings(BaseModel):
     # One webhook POST's timeout and the attempts of one delivery pass (more passes follow, in order).
     webhook_timeout_s: float = Field(default=5.0, gt=0)
     webhook_attempts: int = Field(default=3, ge=1)
+    # E-mail channels go through this SMTP server (unset host: e-mail notifications stay queued).
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "cxp-alerts@localhost"
+    smtp_starttls: bool = False
 
 
 class Settings(BaseSettings):

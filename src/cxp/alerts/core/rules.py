@@ -95,6 +95,15 @@ class WebhookChannel(_Strict):
     format: Literal["json", "slack"] = "json"
 
 
+class EmailChannel(_Strict):
+    """E-mail notifications to one address through the configured SMTP server."""
+
+    email: str = Field(pattern=r"^[^@\s<>,;]+@[^@\s<>,;]+$", max_length=254)
+
+
+Channel = WebhookChannel | EmailChannel
+
+
 class Rule(_Strict):
     """One alert rule; `version` is assigned by the repository (a changed definition is a new version)."""
 
@@ -106,7 +115,7 @@ class Rule(_Strict):
     scope: Scope = Field(default_factory=Scope)
     params: Params
     hold_down_s: int = Field(default=300, ge=0, le=7 * 86400)
-    channels: tuple[WebhookChannel, ...] = ()
+    channels: tuple[Channel, ...] = ()
 
     @model_validator(mode="after")
     def _name_ok(self) -> Rule:
