@@ -201,3 +201,20 @@ def test_rule_versions_change_only_when_the_definition_does(alert_db):
     assert [v["version"] for v in repository.rule_versions(alert_db, name="offline")] == [2, 1]
     [current] = repository.current_rules(alert_db)
     assert current.version == 2 and current.params.k == 4
+
+
+def test_rate_limited_channel_delivers_the_rest_later_in_order(alert_db, receiver, alert_settings):
+    db = alert_db
+    now = datetime.now(UTC)
+    db.execute("INSERT INTO device_state (device_key, ts, seq) SELECT device_key, %s, 1 FROM devices",
+               (now - timedelta(hours=5),))
+    _rules(db, {"name": "offline", "params": {"kind": "silence", "k": 3},
+                "channels": [{"url": receiver.url, "secret_ref": "ops", "max_per_hour": 2}]})
+    assert evaluate(db, now=now).opened == 5
+    assert deliver_pending(db, settings=alert_settings).delivered == 2
+    assert deliver_pending(db, settings=alert_settings).delivered == 0  # held, not failed
+    in_61_min = lambda: datetime.now(UTC) + timedelta(minutes=61)  # noqa: E731
+    assert deliver_pending(db, settings=alert_settings, now=in_61_min).delivered == 2
+    in_2_h = lambda: datetime.now(UTC) + timedelta(minutes=122)  # noqa: E731
+    assert deliver_pending(db, settings=alert_settings, now=in_2_h).delivered == 1
+    assert [d["alert"]["entity"] for d in _verified(receiver)] == [f"dev-00{i}" for i in range(5)]

@@ -105,3 +105,27 @@ def test_signature_verifies_and_rejects_tampering_and_replays():
     assert not verify(secret=b"s3cret", body=body, header="garbage", now=1000)
     assert idempotency_key(alert_id=1, event="opened", channel_url="u") != idempotency_key(
         alert_id=1, event="cleared", channel_url="u")
+
+
+def test_quiet_hours_hold_non_critical_until_they_end():
+    from cxp.alerts.core.routing import hold_until, quiet_until
+
+    night = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
+    assert quiet_until("22:00-07:00", night) == datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
+    assert quiet_until("22:00-07:00", night.replace(hour=12)) is None
+    assert quiet_until("01:00-03:00", night.replace(hour=2)) == datetime(2026, 3, 1, 3, 0, tzinfo=UTC)
+    policy = {"quiet_hours": "22:00-07:00", "quiet_min_severity": "critical"}
+    assert hold_until(policy, severity="warning", now=night, sent_last_hour=[]) == datetime(2026, 3, 2, 7, 0,
+                                                                                             tzinfo=UTC)
+    assert hold_until(policy, severity="critical", now=night, sent_last_hour=[]) is None
+
+
+def test_rate_limit_delays_the_rest_of_a_burst():
+    from cxp.alerts.core.routing import hold_until
+
+    sent = [T0 - timedelta(minutes=50), T0 - timedelta(minutes=10), T0 - timedelta(hours=2)]
+    assert hold_until({"max_per_hour": 3}, severity="info", now=T0, sent_last_hour=sent) is None
+    assert hold_until({"max_per_hour": 2}, severity="info", now=T0, sent_last_hour=sent) == T0 + timedelta(minutes=10)
+    with pytest.raises(RuleInvalid, match="quiet_hours"):
+        parse_ruleset(json.dumps({"rules": [{"name": "a", "params": {"kind": "silence"},
+                                             "channels": [{"email": "a@b.c", "quiet_hours": "25:00-01:00"}]}]}))

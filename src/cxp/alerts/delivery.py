@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from cxp.alerts.core.routing import hold_until
 from cxp.alerts.core.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, encode, sign
 from cxp.alerts.errors import AlertError, DeliveryFailed
 from cxp.core.config import AlertSettings, Settings
@@ -109,11 +110,19 @@ def deliver_pending(conn: psycopg.Connection, *, settings: AlertSettings, post: 
 def _deliver_channel(conn: psycopg.Connection, *, url: str, settings: AlertSettings, post: Post,
                      now: Callable[[], datetime], result: DeliveryPass) -> bool:
     rows = conn.execute(
-        "SELECT id, secret_ref, idempotency_key, body, attempts, next_attempt_at FROM alert_outbox"
+        "SELECT id, secret_ref, idempotency_key, body, attempts, next_attempt_at, severity, policy FROM alert_outbox"
         " WHERE channel_url = %s AND delivered_at IS NULL ORDER BY id LIMIT %s", (url, _BATCH)).fetchall()
-    for outbox_id, secret_ref, key, body, attempts, next_at in rows:
+    for outbox_id, secret_ref, key, body, attempts, next_at, severity, policy in rows:
         if next_at > now():
             return False  # order: nothing later on this channel goes before this one
+        if policy:
+            sent = [r[0] for r in conn.execute(
+                "SELECT delivered_at FROM alert_outbox WHERE channel_url = %s AND delivered_at > %s",
+                (url, now() - timedelta(hours=1))).fetchall()] if policy.get("max_per_hour") else []
+            held = hold_until(policy, severity=severity, now=now(), sent_last_hour=sent)
+            if held is not None:  # quiet hours or rate limit: later, in order, not a failure
+                conn.execute("UPDATE alert_outbox SET next_attempt_at = %s WHERE id = %s", (held, outbox_id))
+                return True
         attempt_no = attempts
         try:
             secret = b"" if url.startswith("mailto:") else read_secret(settings.secrets_dir, secret_ref)
@@ -132,8 +141,8 @@ def _deliver_channel(conn: psycopg.Connection, *, url: str, settings: AlertSetti
                          (attempt_no, now() + timedelta(seconds=backoff), outbox_id))
             log.warning("webhook %s: %s (retry in %.0f s)", url, exc, backoff)
             return False
-        conn.execute("UPDATE alert_outbox SET attempts = %s, delivered_at = now() WHERE id = %s",
-                     (attempt_no, outbox_id))
+        conn.execute("UPDATE alert_outbox SET attempts = %s, delivered_at = %s WHERE id = %s",
+                     (attempt_no, now(), outbox_id))
         result.delivered += 1
     return True
 

@@ -164,6 +164,8 @@ def _enqueue(conn: psycopg.Connection, *, rule: Rule, alert_id: int, event: Even
                                 else (f"mailto:{ch.email}", "", "slack"))
         key = idempotency_key(alert_id=alert_id, event=str(event), channel_url=url)
         body = payload(alert=alert, event=str(event), key=key, at=now, fmt=fmt)
-        conn.execute("INSERT INTO alert_outbox (alert_id, event, channel_url, secret_ref, idempotency_key, body)"
-                     " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (idempotency_key) DO NOTHING",
-                     (alert_id, str(event), url, secret_ref, key, Jsonb(json.loads(json.dumps(body)))))
+        conn.execute("INSERT INTO alert_outbox (alert_id, event, channel_url, secret_ref, idempotency_key, body,"
+                     " severity, policy) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                     " ON CONFLICT (idempotency_key) DO NOTHING",
+                     (alert_id, str(event), url, secret_ref, key, Jsonb(json.loads(json.dumps(body))), rule.severity,
+                      Jsonb(ch.policy())))

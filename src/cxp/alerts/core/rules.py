@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from cxp.alerts.core.routing import parse_quiet_hours
 from cxp.alerts.errors import RuleInvalid
 
 RULESET_FORMAT = "cxp.alerts.rules/v1"
@@ -87,7 +88,29 @@ Params = Annotated[SilenceParams | TouchpointParams | IncidentParams | HealthPar
                    Field(discriminator="kind")]
 
 
-class WebhookChannel(_Strict):
+class _Policy(_Strict):
+    """Quiet hours (UTC, `HH:MM-HH:MM`) hold back notifications below `quiet_min_severity`; `max_per_hour` delays
+    the rest of a burst. Held notifications are delivered later, in order, never dropped."""
+
+    quiet_hours: str | None = None
+    quiet_min_severity: Literal["info", "warning", "critical"] = "critical"
+    max_per_hour: int | None = Field(default=None, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _quiet_ok(self) -> _Policy:
+        if self.quiet_hours is not None:
+            try:
+                parse_quiet_hours(self.quiet_hours)
+            except ValueError as exc:
+                raise ValueError(f"quiet_hours: HH:MM-HH:MM in UTC ({exc})") from exc
+        return self
+
+    def policy(self) -> dict:
+        """The delivery policy stored with each notification."""
+        return self.model_dump(include={"quiet_hours", "quiet_min_severity", "max_per_hour"})
+
+
+class WebhookChannel(_Policy):
     """Where notifications of a rule go; the signing secret is a named file, never part of the rule."""
 
     url: str = Field(pattern=r"^https?://")
@@ -95,7 +118,7 @@ class WebhookChannel(_Strict):
     format: Literal["json", "slack"] = "json"
 
 
-class EmailChannel(_Strict):
+class EmailChannel(_Policy):
     """E-mail notifications to one address through the configured SMTP server."""
 
     email: str = Field(pattern=r"^[^@\s<>,;]+@[^@\s<>,;]+$", max_length=254)

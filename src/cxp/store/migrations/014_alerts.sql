@@ -50,6 +50,8 @@ CREATE TABLE alert_outbox (
     secret_ref    text NOT NULL,
     idempotency_key text NOT NULL UNIQUE,
     body          jsonb NOT NULL,
+    severity      text NOT NULL,
+    policy        jsonb NOT NULL DEFAULT '{}',  -- the channel's quiet hours / rate limit when it was written
     created_at    timestamptz NOT NULL DEFAULT now(),
     attempts      integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
