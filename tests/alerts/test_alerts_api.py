@@ -67,9 +67,13 @@ def test_dashboard_page_lists_live_alerts_and_history(alert_db, test_db_api):  #
     alert_db.execute("INSERT INTO device_state (device_key, ts, seq) SELECT device_key, %s, 1 FROM devices",
                      (now - timedelta(hours=5),))
     evaluate(alert_db, now=now)
-    with TestClient(test_db_api.client.app, follow_redirects=False) as web:
+    # Not `with`: that would run the shared app's lifespan and close its pools at the end.
+    web = TestClient(test_db_api.client.app, follow_redirects=False)
+    try:
         r = web.post("/dashboard/login", data={"key": test_db_api.tokens["product"], "next": "/dashboard/alerts"})
         assert r.status_code == 303
         html = web.get("/dashboard/alerts").text
+    finally:
+        web.close()
     assert "Open and acknowledged (5)" in html and "dev-004" in html and 'href="/dashboard/alerts"' in html
     assert "<script>" not in html.split("</nav>", 1)[1]  # values are escaped, not injected
