@@ -7,7 +7,9 @@ import psycopg
 from cxp.store.errors import mapped_errors
 
 TELEMETRY_TABLES = ("events", "device_state", "dead_letters", "rollup_dirty", "rollup_hourly", "rollup_daily")
-REGISTRY_TABLES = ("sim_ground_truth", "sim_incidents", "devices", "touchpoints", "products", "accounts")
+REGISTRY_TABLES = (
+    "sim_ground_truth", "sim_incidents", "sim_touchpoint_truth", "devices", "touchpoints", "products", "accounts"
+)
 
 
 def truncate_data(conn: psycopg.Connection, *, registry: bool = True) -> None:
