@@ -109,3 +109,12 @@ def test_the_planted_truth_is_stored(db) -> None:
     for device_id, churns, churn_at, cause, drivers in stored:
         t = lived[device_id]
         assert (churns, churn_at, cause, drivers) == (t["churns"], t["churn_at"], t["churn_cause"], t["churn_drivers"])
+
+
+def test_the_hazard_can_be_turned_off_and_scales_churn() -> None:
+    def experience_churners(scale: float) -> int:
+        fleet = build_fleet(seed=4, devices=120, start=START, days=40, experience_churn=scale)
+        return sum(t["churn_cause"] == "experience" for t in lived_ground_truth(fleet))
+
+    assert experience_churners(0.0) == 0
+    assert experience_churners(3.0) > experience_churners(1.0) > 0

@@ -114,7 +114,7 @@ class DeviceDay:
             recent_err=st.recent_err,
             recent_incident=st.recent_incident,
             recent_support=st.recent_support,
-            sensitivity=ctx.persona.error_sensitivity,
+            sensitivity=ctx.persona.error_sensitivity * ctx.fleet.experience_churn,
         )
         if p <= 0.0 or self.day_start < ctx.t0:
             return
