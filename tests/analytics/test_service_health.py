@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 
@@ -123,3 +124,15 @@ def test_daily_grain_and_single_device_scope(fleet_conn, device_health: HealthRe
 def test_unknown_scope_is_a_clear_not_enough_data_state(fleet_conn) -> None:
     report = service.get_health(conn=fleet_conn, query=AnalyticsQuery(product="no-such-product"))
     assert report.scores == () and report.reason and report.reason.startswith("not enough data")
+
+
+def test_a_week_the_window_covers_only_in_part_is_flagged(fleet_conn, loaded_fleet: LoadedFleet) -> None:
+    # Data from a Wednesday to a Saturday: the first and the last week are partial, the ones between whole.
+    start = loaded_fleet.params["start"].date() + timedelta(days=2)
+    end = start + timedelta(days=24)
+    report = service.get_health(conn=fleet_conn, query=AnalyticsQuery(start=start, end=end), level="fleet")
+    flags = [(s.period_start, s.partial) for s in report.scores]
+    assert [p for _, p in flags] == [True, False, False, True], flags
+    assert flags[0][0] < start and report.scores[-1].period_end == end
+    daily = service.get_health(conn=fleet_conn, query=AnalyticsQuery(start=start, end=end), level="fleet", grain="day")
+    assert not any(s.partial for s in daily.scores)

@@ -47,7 +47,8 @@ def test_a_database_migrated_with_the_old_registry_migration_still_migrates(db):
     finally:
         db.execute("UPDATE schema_migrations SET checksum = %s WHERE version = 1", (current,))
     tables = {t for (t,) in db.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'sim_%'")}
-    assert tables == {"sim_ground_truth", "sim_incidents"}
+    # 013_sim_experience_truth adds the touchpoint truth beside them.
+    assert tables == {"sim_ground_truth", "sim_incidents", "sim_touchpoint_truth"}
 
 
 def test_a_migration_changed_after_it_was_applied_is_refused(db):

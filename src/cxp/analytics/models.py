@@ -56,6 +56,9 @@ class HealthScore:
     delta: float | None
     arrow: str | None
     reason: str | None = None
+    # A week that the window covers only in part (data began mid-week, or the window ends mid-week): its
+    # score is not comparable with whole weeks, so charts mark or leave it out.
+    partial: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Device simulator: a deterministic fleet of connected products publishing contract telemetry over MQTT."""
 
-from cxp.device_sim.behaviour import EVENT_KINDS, device_events
+from cxp.device_sim.behaviour import EVENT_KINDS, device_events, device_outcome
 from cxp.device_sim.catalogue import CATALOGUE, COFFEE, EBIKE, THERMOSTAT, catalogue_by_model
 from cxp.device_sim.client import (
     DeviceBatcher,
@@ -29,6 +29,7 @@ from cxp.device_sim.fleet import (
     build_fleet,
     experiment_arm,
 )
+from cxp.device_sim.kano import KANO_CLASSES, KanoClass, TouchpointTruth, touchpoint_truth
 from cxp.device_sim.links import ConnectionLoop, DeviceLink, LinkState, Refusal, RefusalKind
 from cxp.device_sim.personas import CASUAL, FADING, PERSONAS, POWER_USER, ROUTINE_USER, Persona, personas_by_name
 from cxp.device_sim.runner import (
@@ -41,6 +42,7 @@ from cxp.device_sim.runner import (
     simulate_live,
 )
 from cxp.device_sim.specs import BatterySpec, Gauge, Product, QuantitySpec, Touchpoint
+from cxp.device_sim.truth import lived_ground_truth, touchpoint_truth_rows
 from cxp.device_sim.uplink import Uplink
 
 __all__ = [
@@ -90,6 +92,13 @@ __all__ = [
     "build_fleet",
     "catalogue_by_model",
     "device_events",
+    "device_outcome",
+    "KANO_CLASSES",
+    "KanoClass",
+    "TouchpointTruth",
+    "touchpoint_truth",
+    "lived_ground_truth",
+    "touchpoint_truth_rows",
     "device_messages",
     "encode_batch",
     "experiment_arm",

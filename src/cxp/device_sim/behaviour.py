@@ -25,9 +25,18 @@ from cxp.contract.models import (
 from cxp.device_sim.device_day import DeviceDay
 from cxp.device_sim.device_state import Record, build_context, initial_state
 from cxp.device_sim.errors import ConfigError
-from cxp.device_sim.fleet import DAY_MS, Device, Fleet, to_ms
+from cxp.device_sim.fleet import DAY_MS, Device, Fleet, from_ms, to_ms
 
-__all__ = ["EVENT_KINDS", "EVENT_MODELS", "Record", "build_event", "device_events", "iter_records", "resolve_device"]
+__all__ = [
+    "EVENT_KINDS",
+    "EVENT_MODELS",
+    "Record",
+    "build_event",
+    "device_events",
+    "device_outcome",
+    "iter_records",
+    "resolve_device",
+]
 
 EVENT_MODELS: dict[str, type] = {
     "usage": UsageEvent,
@@ -54,6 +63,27 @@ def iter_records(*, fleet: Fleet, device: Device, end_ms: int) -> Iterator[Recor
             yield rec
         if st.stopped and not st.pending:
             return
+
+
+def device_outcome(*, fleet: Fleet, device: Device) -> dict[str, Any]:
+    """How the device's timeline ends in the fleet period: churn (up front or by the experience hazard) and why."""
+    ctx = build_context(fleet, device)
+    st = initial_state(ctx)
+    end_ms = to_ms(fleet.end)
+    for day in count(ctx.t0 // DAY_MS):
+        if day * DAY_MS >= end_ms or (st.stopped and not st.pending):
+            break
+        DeviceDay(ctx, st, day).run()
+    churn_at = from_ms(ctx.churn_ms) if ctx.churn_ms is not None and ctx.churn_ms < end_ms else None
+    return {
+        "device_id": device.device_id,
+        "churns": churn_at is not None,
+        "churn_at": churn_at,
+        "churn_kind": ctx.churn_kind if churn_at is not None else None,
+        "churn_cause": ctx.churn_cause if churn_at is not None else None,
+        "decided_at": from_ms(ctx.decay_start_ms) if churn_at is not None else None,
+        "churn_drivers": dict(st.churn_drivers),
+    }
 
 
 def build_event(record: Record) -> Any:

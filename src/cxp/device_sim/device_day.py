@@ -10,7 +10,16 @@ from typing import Any
 
 from cxp.contract.models import LifecycleStage, Severity
 from cxp.device_sim.device_state import ActiveIncident, DeviceContext, DeviceState, Record, usage_multiplier
-from cxp.device_sim.fleet import DAY_MS, HOUR_MS, PLANTED_ERROR_RATE, stable_seed
+from cxp.device_sim.fleet import DAY_MS, HOUR_MS, PLANTED_ERROR_RATE, stable_seed, to_ms, unit_hash
+from cxp.device_sim.kano import (
+    CES_PER_CSAT,
+    CHURN_LEAD_DAYS,
+    CSAT_NEUTRAL_SHIFT,
+    NPS_NEUTRAL_SHIFT,
+    NPS_PER_CSAT,
+    PROMPT_PROB,
+    churn_hazard,
+)
 from cxp.device_sim.specs import Touchpoint, poisson
 
 MINUTE_MS = 60_000
@@ -68,6 +77,12 @@ class DeviceDay:
         for k in st.recent_err:
             st.recent_err[k] *= 0.75
         st.recent_total *= 0.75
+        for k in st.recent_ok:
+            st.recent_ok[k] *= 0.75
+        st.recent_incident *= 0.75
+        st.recent_support *= 0.75
+        if self.ctx.churn_ms is None:
+            self._churn_hazard()
         while st.pending and st.pending[0][0] < self.day_end:
             heapq.heappush(self.heap, heapq.heappop(st.pending))
         hb_t, hb_step = self._schedule()
@@ -90,6 +105,34 @@ class DeviceDay:
         if st.stopped:
             st.pending.clear()
         return self.out
+
+    def _churn_hazard(self) -> None:
+        """Draw today's experience churn: a decision to leave, followed by fading use and the churn itself."""
+        ctx, st = self.ctx, self.st
+        p, terms = churn_hazard(
+            truth=ctx.truth,
+            recent_err=st.recent_err,
+            recent_incident=st.recent_incident,
+            recent_support=st.recent_support,
+            sensitivity=ctx.persona.error_sensitivity * ctx.fleet.experience_churn,
+        )
+        if p <= 0.0 or self.day_start < ctx.t0:
+            return
+        # Its own RNG, so that a device without failures lives exactly the day it would without the hazard.
+        rng = random.Random(stable_seed(ctx.fleet.seed, "hazard", ctx.device.index, self.day_start // DAY_MS))
+        if rng.random() >= p:
+            return
+        lo, hi = CHURN_LEAD_DAYS
+        churn_ms = self.day_start + int((lo + (hi - lo) * rng.random()) * DAY_MS)
+        # No new churn past the fleet period (timelines may run on past it).
+        if churn_ms >= to_ms(ctx.fleet.end):
+            return
+        ctx.churn_ms = churn_ms
+        ctx.decay_start_ms = self.day_start
+        ctx.churn_kind = "cancelled" if rng.random() < ctx.persona.cancel_share else "silent"
+        ctx.stops_at_churn = ctx.churn_kind == "cancelled"
+        ctx.churn_cause = "experience"
+        st.churn_drivers = {k: round(v, 5) for k, v in sorted(terms.items(), key=lambda kv: -kv[1])}
 
     def _schedule(self) -> tuple[int, int]:
         """Queue the day's actions; returns the first heartbeat time and the heartbeat interval."""
@@ -253,9 +296,16 @@ class DeviceDay:
         st.last_latency_ratio[tp.name] = latency / tp.target_latency_ms
         self.used.append((t, tp.name, fail))
         self._apply_effects(t, tp, q, fail)
+        # An in-app prompt after some uses asks about that touchpoint; decided by a hash, so the day's RNG
+        # stream (and everything else the device does) is the same with or without the prompt.
+        u, prob = unit_hash(ctx.fleet.seed, "prompt", ctx.device.index, t), PROMPT_PROB[fail]
+        if u < prob and tp.trigger != "support":
+            self.push(t + int((1 + 19 * u / prob) * MINUTE_MS), ("prompt", tp.name))
         if not fail:
+            st.recent_ok[tp.name] = st.recent_ok.get(tp.name, 0.0) + 1.0
             return True, None
         if incident is not None:
+            st.recent_incident += 1.0
             code, severity = incident.inc.code, incident.inc.severity
             if incident.inc.incident_id not in st.incident_hits:
                 st.incident_hits.add(incident.inc.incident_id)
@@ -363,6 +413,7 @@ class DeviceDay:
 
     def _do_support(self, t: int, about: str, code: str) -> None:
         tp = self.ctx.tps.get("support_chat")
+        self.st.recent_support += 1.0
         if tp is not None:
             self._use(t, tp)
         self.emit(
@@ -401,13 +452,17 @@ class DeviceDay:
 
     def _do_churn(self, t: int) -> None:
         ctx, st, rng = self.ctx, self.st, self.rng
-        stage = LifecycleStage.RETURNED if ctx.profile.churn_kind == "returned" else LifecycleStage.CANCELLED
+        stage = LifecycleStage.RETURNED if ctx.churn_kind == "returned" else LifecycleStage.CANCELLED
         reason = "reliability" if st.recent_total > 1.5 else _CHURN_REASONS[int(rng.random() * len(_CHURN_REASONS))]
         self.emit(t, "lifecycle", {"stage": stage, "detail": {"reason": reason}})
         st.stopped = True
 
-    def _do_survey(self, t: int, about: str | None) -> None:
-        ctx, st, rng = self.ctx, self.st, self.rng
+    def _do_prompt(self, t: int, about: str) -> None:
+        self._do_survey(t, about, random.Random(stable_seed(self.ctx.fleet.seed, "prompt", self.ctx.device.index, t)))
+
+    def _do_survey(self, t: int, about: str | None, rng: random.Random | None = None) -> None:
+        ctx, st = self.ctx, self.st
+        rng = rng or self.rng
         persona = ctx.persona
         if ctx.churn_ms is not None and t >= ctx.churn_ms:
             return
@@ -415,25 +470,51 @@ class DeviceDay:
         if about is None and self.used and rng.random() < 0.6:
             # Transactional survey about the latest thing the customer did.
             about = self.used[-1][1]
+        sens = persona.error_sensitivity
         if about is None:
-            penalty = persona.error_sensitivity * 0.5 * min(st.recent_total, 8.0)
-            nps = round(rng.gauss(persona.nps_mean - penalty - drift, persona.nps_sd))
+            nps = round(rng.gauss(persona.nps_mean + self._relationship_effect() - drift, persona.nps_sd))
             self.emit(t, "feedback", {"nps": min(10, max(0, nps))})
             return
-        failed_today = any(name == about and failed for _, name, failed in self.used)
-        slow = max(0.0, math.log2(max(st.last_latency_ratio.get(about, 1.0), 1e-9)))
-        penalty = persona.error_sensitivity * (0.5 * min(st.recent_err.get(about, 0.0), 4.0) + failed_today)
-        csat = round(rng.gauss(persona.csat_mean - 0.5 * penalty - 0.3 * slow - 0.3 * drift, persona.csat_sd))
+        effect, failed = self._touchpoint_effect(about)
+        # A slow success costs effort; a failure's latency is part of the failure's planted penalty.
+        slow = 0.0 if failed else max(0.0, math.log2(max(st.last_latency_ratio.get(about, 1.0), 1e-9)))
+        csat = round(rng.gauss(persona.csat_mean + effect - 0.3 * slow - 0.3 * drift, persona.csat_sd))
         tp = ctx.tps.get(about)
         ces = None
         if tp is not None and (tp.category in ("app", "service") or rng.random() < 0.4):
-            ces = round(rng.gauss(persona.ces_mean - 0.6 * penalty - 0.6 * slow - 0.3 * drift, persona.ces_sd))
+            ces_effect = CES_PER_CSAT * (effect + CSAT_NEUTRAL_SHIFT) - CSAT_NEUTRAL_SHIFT
+            ces = round(rng.gauss(persona.ces_mean + ces_effect - 0.6 * sens * slow - 0.3 * drift, persona.ces_sd))
         fields: dict[str, Any] = {}
         if rng.random() < 0.2:
-            penalty_nps = persona.error_sensitivity * 0.5 * min(st.recent_total, 8.0)
-            fields["nps"] = min(10, max(0, round(rng.gauss(persona.nps_mean - penalty_nps - drift, persona.nps_sd))))
+            nps_mean = persona.nps_mean + self._relationship_effect() - drift
+            fields["nps"] = min(10, max(0, round(rng.gauss(nps_mean, persona.nps_sd))))
         fields["csat"] = min(5, max(1, csat))
         if ces is not None:
             fields["ces"] = min(7, max(1, ces))
         fields["touchpoint"] = about
         self.emit(t, "feedback", fields)
+
+    def _touchpoint_effect(self, about: str) -> tuple[float, bool]:
+        """CSAT shift of a survey about a touchpoint (its planted reward or penalty); whether its last use failed."""
+        ctx, st = self.ctx, self.st
+        tt = ctx.truth.get(about)
+        last = next((failed for _, name, failed in reversed(self.used) if name == about), None)
+        if tt is None:
+            return -CSAT_NEUTRAL_SHIFT, last is True
+        sens = ctx.persona.error_sensitivity
+        # Earlier failures at this touchpoint (decaying 25 %/day) still weigh, less than today's.
+        earlier = 0.5 * min(st.recent_err.get(about, 0.0) - (1.0 if last else 0.0), 4.0)
+        effect = -sens * tt.fail_penalty * (float(last is True) + max(earlier, 0.0))
+        if last is False:
+            effect += tt.success_reward
+        return effect - CSAT_NEUTRAL_SHIFT, last is True
+
+    def _relationship_effect(self) -> float:
+        """NPS shift of a relationship question: the planted effects of what the customer lived recently."""
+        ctx, st = self.ctx, self.st
+        sens = ctx.persona.error_sensitivity
+        effect = 0.0
+        for name, tt in ctx.truth.items():
+            effect += tt.success_reward * min(st.recent_ok.get(name, 0.0), 1.0)
+            effect -= sens * tt.fail_penalty * 0.5 * min(st.recent_err.get(name, 0.0), 4.0)
+        return NPS_PER_CSAT * effect - NPS_NEUTRAL_SHIFT

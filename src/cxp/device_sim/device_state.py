@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cxp.device_sim.fleet import DAY_MS, Device, DeviceProfile, Fleet, Incident, to_ms
+from cxp.device_sim.kano import TouchpointTruth, touchpoint_truth
 from cxp.device_sim.personas import Persona
 from cxp.device_sim.specs import Product, Touchpoint
 
@@ -46,6 +47,11 @@ class DeviceContext:
     latency_factor: float
     p_active: float
     onboarding: bool
+    # The planted Kano class and effects of the product's touchpoints.
+    truth: dict[str, TouchpointTruth]
+    # Set up front from the profile, or on the day the experience churn hazard fires (`churn_cause`).
+    churn_kind: str | None
+    churn_cause: str | None
     gauge_cycle: dict[int, tuple[tuple[str, float, float, int], ...]] = field(default_factory=dict)
 
 
@@ -64,6 +70,11 @@ class DeviceState:
     next_due: dict[str, int]
     recent_err: dict[str, float] = field(default_factory=dict)
     recent_total: float = 0.0
+    recent_ok: dict[str, float] = field(default_factory=dict)
+    recent_incident: float = 0.0
+    recent_support: float = 0.0
+    # What drove the experience churn hazard on the day it fired (term name -> hazard).
+    churn_drivers: dict[str, float] = field(default_factory=dict)
     last_latency_ratio: dict[str, float] = field(default_factory=dict)
     pending: list[tuple[int, int, tuple[Any, ...]]] = field(default_factory=list)
     order: int = 0
@@ -123,6 +134,9 @@ def build_context(fleet: Fleet, device: Device) -> DeviceContext:
         latency_factor=latency_factor,
         p_active=p_active,
         onboarding=act >= start,
+        truth=touchpoint_truth(product),
+        churn_kind=profile.churn_kind,
+        churn_cause="persona" if churn_ms is not None else None,
     )
 
 

@@ -144,6 +144,8 @@ class Fleet:
     incidents: tuple[Incident, ...]
     error_prone: tuple[str, str] | None
     experiment_salt: str
+    # Scale of the experience churn hazard (device_sim/kano.py): 0 turns it off.
+    experience_churn: float = 1.0
     _by_id: dict[str, Device] = field(default_factory=dict, init=False, repr=False, compare=False)
     _accounts_by_id: dict[str, Account] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -188,6 +190,7 @@ class Fleet:
             "error_prone": self.error_prone,
             "incidents": len(self.incidents),
             "experiment_salt": self.experiment_salt,
+            "experience_churn": self.experience_churn,
             "products": list(self.products),
             "personas": list(self.personas),
         }
@@ -322,14 +325,18 @@ def build_fleet(
     error_prone: tuple[str, str] | None = None,
     incidents: int | None = None,
     experiment_salt: str = "exp-1",
+    experience_churn: float = 1.0,
 ) -> Fleet:
     """Build a deterministic fleet: same arguments, same fleet; device i does not depend on `devices`.
 
     `error_prone=(product_model, touchpoint)` plants a much higher error rate on that touchpoint for
     every device of that product. `incidents=None` picks about one incident per two weeks (1–6).
+    `experience_churn` scales the daily churn hazard that failures, incidents and effort add (0: off).
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError("seed must be an int")
+    if not 0.0 <= experience_churn <= 100.0:
+        raise ConfigError("experience_churn must be in [0, 100]")
     if not 0 <= devices <= MAX_DEVICES:
         raise ConfigError(f"devices must be within [0, {MAX_DEVICES}]")
     if days < 1:
@@ -392,6 +399,7 @@ def build_fleet(
         incidents=incident_list,
         error_prone=error_prone,
         experiment_salt=experiment_salt,
+        experience_churn=experience_churn,
     )
 
 

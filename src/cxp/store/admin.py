@@ -10,7 +10,9 @@ TELEMETRY_TABLES = ("events", "device_state", "dead_letters", "rollup_dirty", "r
 # Alert rules and state (migration 014) go with the data they were raised on.
 ALERT_TABLES = ("alert_deliveries", "alert_outbox", "alert_history", "alerts", "alert_rules", "alert_eval_state",
                 "alert_device_seen")
-REGISTRY_TABLES = ("sim_ground_truth", "sim_incidents", "devices", "touchpoints", "products", "accounts")
+REGISTRY_TABLES = (
+    "sim_ground_truth", "sim_incidents", "sim_touchpoint_truth", "devices", "touchpoints", "products", "accounts"
+)
 
 
 def truncate_data(conn: psycopg.Connection, *, registry: bool = True) -> None:

@@ -283,6 +283,9 @@ class GroundTruthRow:
     churn_at: datetime | None
     error_proneness: float
     extra: dict = field(default_factory=dict)
+    churn_cause: str | None = None
+    decided_at: datetime | None = None
+    churn_drivers: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,13 +305,19 @@ def upsert_ground_truth(
     conn: psycopg.Connection, *, truths: Iterable[GroundTruthRow], incidents: Iterable[IncidentRow] = ()
 ) -> int:
     """Record the simulator's ground truth (replacing earlier truth for the same devices)."""
-    rows = [(t.device_id, t.persona, t.churns, t.churn_at, t.error_proneness, Jsonb(t.extra)) for t in truths]
+    rows = [
+        (t.device_id, t.persona, t.churns, t.churn_at, t.error_proneness, Jsonb(t.extra), t.churn_cause, t.decided_at,
+         Jsonb(t.churn_drivers))
+        for t in truths
+    ]
     with mapped_errors(), conn.transaction(), conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO sim_ground_truth (device_id, persona, churns, churn_at, error_proneness, extra)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET persona = EXCLUDED.persona,"
+            "INSERT INTO sim_ground_truth (device_id, persona, churns, churn_at, error_proneness, extra, churn_cause,"
+            " decided_at, churn_drivers) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (device_id) DO UPDATE SET persona = EXCLUDED.persona,"
             " churns = EXCLUDED.churns, churn_at = EXCLUDED.churn_at,"
-            " error_proneness = EXCLUDED.error_proneness, extra = EXCLUDED.extra", rows,
+            " error_proneness = EXCLUDED.error_proneness, extra = EXCLUDED.extra, churn_cause = EXCLUDED.churn_cause,"
+            " decided_at = EXCLUDED.decided_at, churn_drivers = EXCLUDED.churn_drivers", rows,
         )
         cur.executemany(
             "INSERT INTO sim_incidents (incident_id, product_id, touchpoint, code, severity, start_at, end_at)"
@@ -319,3 +328,29 @@ def upsert_ground_truth(
              for i in incidents],
         )
     return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class TouchpointTruthRow:
+    """A touchpoint's planted Kano class and effect sizes."""
+
+    product_id: str
+    touchpoint: str
+    kano_class: str
+    fail_penalty: float
+    success_reward: float
+    churn_hazard: float
+
+
+def upsert_touchpoint_truth(conn: psycopg.Connection, *, rows: Iterable[TouchpointTruthRow]) -> int:
+    """Record the simulator's planted touchpoint classes and effects (replacing earlier ones)."""
+    values = [(r.product_id, r.touchpoint, r.kano_class, r.fail_penalty, r.success_reward, r.churn_hazard)
+              for r in rows]
+    with mapped_errors(), conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO sim_touchpoint_truth (product_id, touchpoint, kano_class, fail_penalty, success_reward,"
+            " churn_hazard) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (product_id, touchpoint) DO UPDATE SET"
+            " kano_class = EXCLUDED.kano_class, fail_penalty = EXCLUDED.fail_penalty,"
+            " success_reward = EXCLUDED.success_reward, churn_hazard = EXCLUDED.churn_hazard", values,
+        )
+    return len(values)

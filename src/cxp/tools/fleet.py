@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from cxp.device_sim import Fleet
+from cxp.device_sim import Fleet, lived_ground_truth, touchpoint_truth_rows
 from cxp.store.registry import (
     AccountRow,
     DeviceRow,
@@ -24,15 +24,21 @@ from cxp.store.registry import (
     IncidentRow,
     ProductRow,
     TouchpointRow,
+    TouchpointTruthRow,
     upsert_accounts,
     upsert_devices,
     upsert_ground_truth,
     upsert_products,
+    upsert_touchpoint_truth,
 )
 
 
-def register_fleet(conn: psycopg.Connection, *, fleet: Fleet) -> int:
-    """Store the fleet's products, accounts, devices, ground truth and incidents; return the device count."""
+def register_fleet(conn: psycopg.Connection, *, fleet: Fleet, lived_truth: bool = True) -> int:
+    """Store the fleet's products, accounts, devices, ground truth and incidents; return the device count.
+
+    `lived_truth` simulates every timeline to record churn as lived (the experience hazard's churners and
+    why); without it the truth holds only the churn drawn up front (for benchmarks that never read it).
+    """
     upsert_products(conn, products=[
         ProductRow(p.model, p.display_name, p.heartbeat_interval_s, p.expected_active_days_per_week, [
             TouchpointRow(t.name, t.journey_stage, t.owner, t.core, t.target_latency_ms, t.typical_duration_s,
@@ -45,12 +51,18 @@ def register_fleet(conn: psycopg.Connection, *, fleet: Fleet) -> int:
                                             d.experiment_arm) for d in fleet.devices])
     truths = [
         GroundTruthRow(t["device_id"], t["persona"], t["churns"], t["churn_at"], t["error_proneness"],
-                       {k: t[k] for k in ("churn_kind", "error_prone_touchpoint", "incidents")})
-        for t in fleet.ground_truth()
+                       {k: t[k] for k in ("churn_kind", "error_prone_touchpoint", "incidents")},
+                       t.get("churn_cause", "persona" if t["churns"] else None), t.get("decided_at"),
+                       t.get("churn_drivers", {}))
+        for t in (lived_ground_truth(fleet) if lived_truth else fleet.ground_truth())
     ]
     incidents = [IncidentRow(i["incident_id"], i["product"], i["touchpoint"], i["code"], i["severity"], i["start"],
                              i["end"]) for i in fleet.incident_truth()]
     upsert_ground_truth(conn, truths=truths, incidents=incidents)
+    upsert_touchpoint_truth(conn, rows=[
+        TouchpointTruthRow(t["product"], t["touchpoint"], t["kano"], t["fail_penalty"], t["success_reward"],
+                           t["churn_hazard"]) for t in touchpoint_truth_rows(fleet)
+    ])
     return len(fleet.devices)
 
 

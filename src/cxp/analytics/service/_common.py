@@ -81,6 +81,13 @@ def utc_days(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True).dt.tz_localize(None).dt.normalize()
 
 
+def partial_period(*, period_start: date, period_end: date, window_start: date, window_end: date) -> bool:
+    """Whether a week is only partly inside the window [window_start, window_end] (a day never is)."""
+    if period_start == period_end:
+        return False
+    return period_start < window_start or period_end > window_end or (period_end - period_start).days < 6
+
+
 def periods(start: date, end: date, grain: Grain) -> list[tuple[date, date]]:
     """(first day, last day) of each day/week period overlapping [start, end], the last one cut at `end`."""
     if grain == "day":

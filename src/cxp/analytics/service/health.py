@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 
 import numpy as np
@@ -37,6 +38,7 @@ from cxp.analytics.service._common import (
     as_day,
     count_or_zero,
     empty_window,
+    partial_period,
     periods,
     resolve_window,
     utc_days,
@@ -363,5 +365,13 @@ def get_health(
             scores=(),
             reason="not enough data: no devices in scope",
         )
-    scores = health_objects(level, frame, config or HealthConfig())
+    scores = tuple(
+        replace(s, partial=True)
+        if grain == "week"
+        and partial_period(
+            period_start=s.period_start, period_end=s.period_end, window_start=window.start, window_end=window.end
+        )
+        else s
+        for s in health_objects(level, frame, config or HealthConfig())
+    )
     return HealthReport(level=level, grain=grain, window=window, source=source, scores=scores)

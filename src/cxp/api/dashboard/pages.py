@@ -138,10 +138,13 @@ def _band_shapes(config: HealthConfig) -> list[dict]:
 
 
 def _score_trace(name: str, history: Sequence[HealthScore], **style: object) -> dict:
+    # A week the window covers only in part shows as an open marker, so its dip is not read as a decline.
     return {"type": "scatter", "mode": "lines+markers", "name": name, "x": [s.period_start for s in history],
-            "y": [s.score for s in history], "customdata": [[s.band or "no band", s.devices] for s in history],
+            "y": [s.score for s in history],
+            "marker": {"symbol": ["circle-open" if s.partial else "circle" for s in history], "size": 8},
+            "customdata": [[s.band or "no band", s.devices, " · partial week" if s.partial else ""] for s in history],
             "hovertemplate": "week of %{x|%d %b}: %{y:.1f} (%{customdata[0]}), %{customdata[1]} devices"
-                             "<extra>%{fullData.name}</extra>", **style}
+                             "%{customdata[2]}<extra>%{fullData.name}</extra>", **style}
 
 
 def health(products: HealthReport, scope: HealthReport, *, scope_name: str,

@@ -58,7 +58,8 @@ class HealthPage(Page[HealthScore]):
 
 
 _HEALTH_COLUMNS = ("level", "entity_id", "period_start", "period_end", "product_id", "segment", "devices", "score",
-                   "band", "capped", "components", "top_negative_drivers", "previous_score", "delta", "arrow", "reason")
+                   "band", "capped", "components", "top_negative_drivers", "previous_score", "delta", "arrow", "reason",
+                   "partial")
 
 
 @router.get("/health", response_model=HealthPage, responses=CSV_RESPONSES,

@@ -63,7 +63,7 @@ def _generate(settings: Settings, *, devices: int, days: int, seed: int, count: 
     fleet = build_fleet(seed=seed, devices=devices, start=start, days=days)
     with connect(settings.db) as conn:
         truncate_data(conn)
-        register_fleet(conn, fleet=fleet)
+        register_fleet(conn, fleet=fleet, lived_truth=False)
     out = [Payload(m.device_id, m.payload, m.events)
            for m in itertools.islice(plan_messages(fleet=fleet, max_events_per_message=50), count)]
     if len(out) < count:
