@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from cxp.core.config import get_settings
-from cxp.core.logs import configure_logging
+from cxp.cli.common import console, fail, load_settings
 
 alerts_app = typer.Typer(help="Alerts: rules (versioned, JSON import/export), live alerts, webhook delivery.",
                          no_args_is_help=True)
-console = Console(width=None if sys.stdout.isatty() else 150)
 
 
-def _settings():
-    settings = get_settings()
-    configure_logging(settings.log_level)
-    return settings
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
+_settings, _fail = load_settings, fail
 
 
 @alerts_app.command("import")

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from cxp.cli.alerts import alerts_app
 from cxp.cli.bench import bench_app
+from cxp.cli.common import console, fail, load_settings
 from cxp.cli.credentials import credentials_app, provisioning_app
 from cxp.cli.pki import pki_app
-from cxp.core.config import PROJECT_ROOT, Settings, get_settings
-from cxp.core.logs import configure_logging
+from cxp.core.config import PROJECT_ROOT, Settings
 
 app = typer.Typer(help="Connected-product experience platform.", no_args_is_help=True, add_completion=False)
 stack_app = typer.Typer(help="The local Mosquitto + PostgreSQL/TimescaleDB stack.", no_args_is_help=True)
@@ -38,18 +37,9 @@ app.add_typer(provisioning_app, name="provisioning")
 dead_letters_app = typer.Typer(help="Messages the gateway could not store.", no_args_is_help=True)
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(alerts_app, name="alerts")
-console = Console(width=None if sys.stdout.isatty() else 150)
 
 
-def _settings() -> Settings:
-    settings = get_settings()
-    configure_logging(settings.log_level)
-    return settings
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
+_settings, _fail = load_settings, fail
 
 
 # ---------------------------------------------------------------------------------------------- stack
