@@ -10,7 +10,8 @@ import pytest
 
 from cxp.core.config import MqttSettings, Settings
 from cxp.device_sim import ConfigError, build_fleet
-from cxp.tools.simulate import device_credential, simulate_fleet
+from cxp.tools.device_keys import device_credential
+from cxp.tools.simulate import simulate_fleet
 from tests.identity.broker import MOSQUITTO
 from tests.identity.device_broker import Collector, make_world
 

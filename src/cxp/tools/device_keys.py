@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 
 from cxp.core.config import Settings
-from cxp.device_sim import DeviceCredential
+from cxp.device_sim import ConfigError, DeviceCredential
 from cxp.identity.files import DIR_MODE, PRIVATE_MODE, load_certificate, write_atomic, write_private_key
 from cxp.identity.pki import device_key_and_csr, fingerprint
 from cxp.identity.service import issue_credential, sync_broker
@@ -43,19 +43,18 @@ def credential_kind(index: int, *, certificate_every: int) -> str:
     return "certificate" if certificate_every and index % certificate_every == 0 else "token"
 
 
-def _token_credential(settings: Settings, device_id: str, username: str, secret: str) -> DeviceCredential:
-    return DeviceCredential.token(device_id=device_id, secret=secret, username=username, ca_file=_ca_file(settings),
-                                  host=settings.mqtt.device_host, port=settings.mqtt.device_tls_port)
-
-
-def _certificate_credential(settings: Settings, device_id: str, store: Path) -> DeviceCredential:
-    return DeviceCredential.certificate(device_id=device_id, cert_file=store / f"{device_id}.crt",
-                                        key_file=store / f"{device_id}.key", ca_file=_ca_file(settings),
-                                        host=settings.mqtt.device_host, port=settings.mqtt.device_mtls_port)
-
-
-def _ca_file(settings: Settings) -> Path:
-    return Path(settings.mqtt.ca_file or Path(settings.pki.dir or settings.stack.dir / "pki") / "ca.crt")
+def device_credential(settings: Settings, *, device_id: str, secret: str | None = None, username: str | None = None,
+                      cert_file: Path | None = None, key_file: Path | None = None) -> DeviceCredential:
+    """A device's credential against the configured broker: a secret → the token listener, a certificate → mTLS."""
+    ca_file = settings.mqtt.ca_file or settings.pki.dir / "ca.crt"  # type: ignore[operator]
+    if secret is not None:
+        return DeviceCredential.token(device_id=device_id, secret=secret, username=username, ca_file=ca_file,
+                                      host=settings.mqtt.device_host, port=settings.mqtt.device_tls_port)
+    if cert_file is None or key_file is None:
+        raise ConfigError(f"device {device_id}: give a secret, or a certificate and its key")
+    return DeviceCredential.certificate(device_id=device_id, cert_file=cert_file, key_file=key_file,
+                                        ca_file=ca_file, host=settings.mqtt.device_host,
+                                        port=settings.mqtt.device_mtls_port)
 
 
 def _stored_token(store: Path, device_id: str, live: dict[str, str]) -> tuple[str, str] | None:
@@ -98,7 +97,9 @@ def equip_fleet(*, conn: psycopg.Connection, settings: Settings, device_ids: Seq
                     write_private_key(store / f"{device_id}.key", key)
                     write_atomic(store / f"{device_id}.crt", (issued.certificate_pem or "").encode(), PRIVATE_MODE)
                     new_certificates += 1
-                credentials[device_id] = _certificate_credential(settings, device_id, store)
+                credentials[device_id] = device_credential(settings, device_id=device_id,
+                                                           cert_file=store / f"{device_id}.crt",
+                                                           key_file=store / f"{device_id}.key")
                 continue
             stored = _stored_token(store, device_id, live)
             if stored is None:
@@ -109,7 +110,8 @@ def equip_fleet(*, conn: psycopg.Connection, settings: Settings, device_ids: Seq
                 new_tokens += 1
             else:
                 reused += 1
-            credentials[device_id] = _token_credential(settings, device_id, *stored)
+            credentials[device_id] = device_credential(settings, device_id=device_id, username=stored[0],
+                                                       secret=stored[1])
     if new_tokens:
         # A certificate needs nothing from the broker (the CA vouches for it); a new token needs its line.
         sync_broker(conn=conn, settings=settings)

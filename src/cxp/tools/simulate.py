@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from cxp.core.config import Settings
 from cxp.device_sim import (
@@ -31,20 +30,6 @@ def _fleet_window(days: int, start: datetime | None) -> datetime:
         return start.astimezone(UTC)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return today - timedelta(days=days)
-
-
-def device_credential(settings: Settings, *, device_id: str, secret: str | None = None,
-                      cert_file: Path | None = None, key_file: Path | None = None) -> DeviceCredential:
-    """A device's credential against the configured broker: a secret → the token listener, a certificate → mTLS."""
-    ca_file = settings.mqtt.ca_file or settings.pki.dir / "ca.crt"  # type: ignore[operator]
-    if secret is not None:
-        return DeviceCredential.token(device_id=device_id, secret=secret, ca_file=ca_file,
-                                      host=settings.mqtt.device_host, port=settings.mqtt.device_tls_port)
-    if cert_file is None or key_file is None:
-        raise ConfigError(f"device {device_id}: give a secret, or a certificate and its key")
-    return DeviceCredential.certificate(device_id=device_id, cert_file=cert_file, key_file=key_file,
-                                        ca_file=ca_file, host=settings.mqtt.device_host,
-                                        port=settings.mqtt.device_mtls_port)
 
 
 def simulate_fleet(*, settings: Settings, devices: int, days: int, seed: int, mode: str, start: datetime | None,
