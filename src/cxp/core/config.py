@@ -107,6 +107,10 @@ class ApiSettings(BaseModel):
     # ... and backtests above this size (accounts × months × plans: one bill row each) are refused with 422.
     max_backtest_size: int = 20_000_000
     job_workers: int = 2
+    # Dead-letter replays (POST /v1/dead-letters/replay) examining more letters or payload bytes than these run as
+    # background jobs.
+    sync_replay_letters: int = 100
+    sync_replay_bytes: int = 4 * 1024 * 1024
     max_page_size: int = 1000
     # Analytics results are reused while the data under them is unchanged, for at most this long (0: off).
     cache_ttl_s: float = 300.0
