@@ -18,7 +18,7 @@ from cxp.api.fairness import KeySlots
 from cxp.api.guard import FailedAuthThrottle, RequestGuard
 from cxp.api.housekeeping import housekeeping
 from cxp.api.jobs import JobRunner
-from cxp.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
+from cxp.api.metrics import CONTENT_TYPE, ApiMetrics, IngestCollector, MetricsMiddleware
 from cxp.api.routers import alerts, credentials, dashboard, dead_letters, experience, ingest, pricing, registry
 from cxp.core.config import Settings, get_settings
 from cxp.identity.service import Sweeper
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     # Alert figures are read from the database at scrape time, on the small pool (after startup creates it).
     metrics.registry.register(AlertCollector(lambda: app.state.light_pool.connection()))
+    metrics.registry.register(IngestCollector(lambda: app.state.light_pool.connection()))
     # The dashboard's sign-in form is throttled like /v1 (same limits, its own count: the guard keeps its own).
     app.state.login_throttle = FailedAuthThrottle(limit=settings.api.auth_fail_limit,
                                                   window_s=settings.api.auth_fail_window_s,

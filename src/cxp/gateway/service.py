@@ -65,7 +65,11 @@ class Gateway:
         # items are kept so that a restarted writer can be given them again.
         self._pending: deque[tuple[int, list[tuple[int, int]], list[Item]]] = deque()
         self.writer_restarts = 0
+        # Two locks: `_pending_lock` guards the deque only (the acker takes it for a pop), `_send_lock` orders writes
+        # to the writer's pipe (dispatcher, restart, stop). A send blocks while the writer is busy, so it must never
+        # hold the lock the acker needs: the writer waits for the acker to read its answers before it reads again.
         self._pending_lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._writer_failed = False
         self._inline: Writer | None = None  # the writer when it runs in this process
         # Fleet totals from the broker log follower (denied publishes, connects, connected now); shared memory.
@@ -165,28 +169,43 @@ class Gateway:
         """Start a new writer process and hand it every unanswered batch again, with backoff; False when stopping."""
         backoff = 0.5
         while not self.stopping.is_set():
-            with self._pending_lock:
-                try:
-                    self._writer.join(timeout=5)
-                    for old in (self._batches, self._results):
-                        old.close()
-                    self.writer_restarts += 1
-                    # A process killed inside Event.is_set()/wait() leaves the Event's lock held for ever: a new one.
-                    self._writer_stopping = self._ctx.Event()
-                    if self.stopping.is_set():
-                        self._writer_stopping.set()
-                    self._start_writer()
-                    # Already committed ones come back as duplicates: storage stays exactly once.
-                    for batch_id, _mids, items in self._pending:
-                        self._batches.send((batch_id, items))
-                    log.warning("writer process restarted (%d so far); %d batches handed over again",
-                                self.writer_restarts, len(self._pending))
-                    return True
-                except (GatewayError, OSError) as exc:
-                    log.error("restarting the writer process failed: %s; retrying in %.1f s", exc, backoff)
+            self._send_lock.acquire()
+            try:
+                self._writer.join(timeout=5)
+                for old in (self._batches, self._results):
+                    old.close()
+                self.writer_restarts += 1
+                # A process killed inside Event.is_set()/wait() leaves the Event's lock held for ever: a new one.
+                self._writer_stopping = self._ctx.Event()
+                if self.stopping.is_set():
+                    self._writer_stopping.set()
+                self._start_writer()
+                with self._pending_lock:
+                    again = [(batch_id, items) for batch_id, _mids, items in self._pending]
+            except (GatewayError, OSError) as exc:
+                self._send_lock.release()
+                log.error("restarting the writer process failed: %s; retrying in %.1f s", exc, backoff)
+            else:
+                # Already committed ones come back as duplicates: storage stays exactly once. The handover thread
+                # sends them and then releases the send lock (no new batch goes first); this thread, the acker, goes
+                # back to reading the answers meanwhile, so the new writer never blocks on a full pipe.
+                threading.Thread(target=self._hand_over, args=(again,), name="handover", daemon=True).start()
+                log.warning("writer process restarted (%d so far); %d batches handed over again",
+                            self.writer_restarts, len(again))
+                return True
             self.stopping.wait(backoff)
             backoff = min(backoff * 2, self.cfg.retry_max_backoff_s)
         return False
+
+    def _hand_over(self, batches: list[tuple[int, list[Item]]]) -> None:
+        """Send the unanswered batches to a restarted writer, then let the dispatcher send again."""
+        try:
+            for batch_id, items in batches:
+                self._batches.send((batch_id, items))
+        except OSError:  # the new writer died too: the acker sees its pipe close and restarts it again
+            log.warning("the restarted writer went away during the handover")
+        finally:
+            self._send_lock.release()
 
     def _settle(self, result: BatchResult, mids: list[tuple[int, int]]) -> None:
         """Ack a committed batch's messages and count it; an uncommitted batch stays unacked."""
@@ -256,8 +275,9 @@ class Gateway:
         if self._inline is not None:
             self._settle(self._inline.write(batch_id, items), [(m.mid, m.qos) for m in batch])
             return
-        with self._pending_lock:
-            self._pending.append((batch_id, [(m.mid, m.qos) for m in batch], items))
+        with self._send_lock:
+            with self._pending_lock:
+                self._pending.append((batch_id, [(m.mid, m.qos) for m in batch], items))
             try:
                 self._batches.send((batch_id, items))
             except OSError:  # the writer died: the acker restarts it and hands this batch over again
@@ -283,7 +303,7 @@ class Gateway:
                 break
             self._dispatch(rest, next(ids))
         if self._inline is None:
-            with self._pending_lock:
+            with self._send_lock:
                 self._batches.send(None)
 
     def _start_follower(self) -> None:
