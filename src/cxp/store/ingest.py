@@ -76,9 +76,10 @@ CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
 #
 # Seq identity (migration 015): `device_seq` holds one row per (device, seq) stored, with the stored event's
 # content hash. An event whose (device, seq) is there with the same hash is a duplicate; with another hash, a
-# conflict; within one batch, the first message holding a (device, seq) is the reference. Only events whose
-# (device, seq) this statement registered are stored. `raced` counts (device, seq) that were neither registered
-# here nor known before: another transaction stored them after this statement's snapshot (the caller retries).
+# conflict; within one batch, the first message holding a (device, seq) is the reference (identical repeats within
+# the batch meet the unique indexes' ON CONFLICT DO NOTHING). Events whose (device, seq) was not known are stored
+# and registered. `raced` counts (device, seq) that were neither registered here nor known before: another
+# transaction stored them after this statement's snapshot, so the caller rolls back and retries.
 _CHECK_EXPAND_INSERT = """
 WITH ev AS MATERIALIZED (
     SELECT s.msg_no, s.device_key, e.*,
@@ -122,15 +123,15 @@ clash AS MATERIALIZED (
 good AS MATERIALIZED (
     SELECT c.* FROM cand c WHERE NOT EXISTS (SELECT 1 FROM clash x WHERE x.msg_no = c.msg_no)
 ),
+fresh AS MATERIALIZED (
+    SELECT g.* FROM good g
+    WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.device_key = g.device_key AND k.seq = g.seq)
+),
 reg AS (
     INSERT INTO device_seq (device_key, seq, ts, kind, content_hash)
-    SELECT DISTINCT ON (device_key, seq) device_key, seq, ts, kind, h FROM good ORDER BY device_key, seq, msg_no
+    SELECT device_key, seq, ts, kind, h FROM fresh ORDER BY device_key, seq, msg_no
     ON CONFLICT DO NOTHING
     RETURNING device_key, seq
-),
-fresh AS MATERIALIZED (
-    SELECT DISTINCT ON (g.device_key, g.seq) g.*
-    FROM good g JOIN reg USING (device_key, seq) ORDER BY g.device_key, g.seq, g.msg_no
 ),
 new_events AS (
     INSERT INTO events (device_key, ts, seq, kind, touchpoint, success, duration_s, quantity, unit,
@@ -197,9 +198,8 @@ SELECT (SELECT count(*) FROM good), (SELECT count(*) FROM new_events), (SELECT c
             END)), '[]') FROM verdict WHERE reason IS NOT NULL),
        (SELECT coalesce(json_agg(json_build_array(msg_no, 'seq_conflict',
             json_build_object('conflicts', n, 'shown', shown)::text) ORDER BY msg_no), '[]') FROM conflicts),
-       (SELECT count(*) FROM (SELECT DISTINCT device_key, seq FROM good) g
-        WHERE NOT EXISTS (SELECT 1 FROM reg r WHERE r.device_key = g.device_key AND r.seq = g.seq)
-          AND NOT EXISTS (SELECT 1 FROM known k WHERE k.device_key = g.device_key AND k.seq = g.seq))
+       (SELECT count(*) FROM (SELECT DISTINCT device_key, seq FROM fresh) f
+        WHERE NOT EXISTS (SELECT 1 FROM reg r WHERE r.device_key = f.device_key AND r.seq = f.seq))
 """
 
 # Non-null defaults of the contract's event fields, as this SQL applies them: (kind, field) -> value.
