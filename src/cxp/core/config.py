@@ -38,7 +38,7 @@ class MqttSettings(BaseModel):
     # with broker_autosave_on_changes, after this many queued messages and subscription changes); a broker crash
     # loses what was acknowledged since the last save, a clean stop loses nothing. Chosen from the measurements of
     # `cxp bench broker-persistence` (README, "Broker persistence").
-    broker_autosave_interval: int = Field(default=60, ge=0)
+    broker_autosave_interval: int = Field(default=10, ge=0)
     broker_autosave_on_changes: bool = False
 
 
