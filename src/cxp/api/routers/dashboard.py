@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
 import psycopg
@@ -21,7 +21,7 @@ from cxp.analytics.query import AnalyticsQuery
 from cxp.api.dashboard import assets, pages
 from cxp.api.dashboard.alerts import alerts_page
 from cxp.api.dashboard.comparison import comparison_plan_ids, model_comparison
-from cxp.api.dashboard.decisions import decisions_page, pricing_decisions
+from cxp.api.dashboard.decisions import decisions_page
 from cxp.api.dashboard.render import HEADERS, Html, Viewer, el, filter_form, may_see, page, safe_next
 from cxp.api.deps import (
     LEGACY_KEY_COOKIE,
@@ -38,6 +38,8 @@ from cxp.api.deps import (
 from cxp.api.errors import NotAuthenticated, Unprocessable, describe_error
 from cxp.api.guard import FailedAuthThrottle
 from cxp.api.metrics import count_failure
+from cxp.pricing.decisions import get_decision_view
+from cxp.pricing.examples import solve_families
 from cxp.store.apikeys import verify_key
 from cxp.store.registry import list_products
 from cxp.store.sessions import create_session, revoke_session
@@ -347,17 +349,37 @@ def pricing_decisions_page(
     key: DashboardPricingKey,
     cached: DashboardCachedDep,
     product: Product = None,
+    family: Annotated[str, Query(max_length=40, description="Plan family: " + ", ".join(solve_families()))] =
+    "ppu-kwh",
+    goal: Annotated[Literal["neutral", "max"], Query(description="neutral: revenue-neutral price; max: most "
+                                                                 "revenue within the limits")] = "neutral",
+    max_losers: Annotated[float | None, Query(ge=0, le=1, description="max: share of customers paying more")] = None,
+    max_shock: Annotated[float | None, Query(ge=0, le=1, description="max: share of account-months shocked")] = None,
     theta: Annotated[Decimal, Query(ge=0, le=10, description="Bill shock: bill > (1 + theta) × baseline")] =
     Decimal("0.2"),
-    price: Annotated[Decimal | None, Query(ge=0, le=1, max_digits=8, decimal_places=4,
-                                           description="Price per kWh to show side by side")] = None,
+    price: Annotated[list[Decimal] | None, Query(max_length=3, description="The family's parameter values to show "
+                                                                            "side by side, one per parameter")] = None,
 ) -> HTMLResponse:
-    """A revenue-neutral price per kWh, the revenue × customers-paying-more trade-off, a chosen price side by side."""
+    """A plan family solved (revenue-neutral or the most revenue within limits), its trade-off curves, a point side by
+    side."""
     products = _product_ids(cached)
     chosen = product or ("thermo-x1" if "thermo-x1" in products or not products else products[0])
-    data = cached.service(pricing_decisions, product=chosen, theta=theta, price=price)
-    extra = (el("label", "Shock: bill > (1 + θ) × baseline, θ ", el("input", type="number", name="theta", value=theta,
-                                                                    min=0, max=10, step="0.05", class_="short")),)
+    data = cached.service(get_decision_view, product=chosen, family=family, goal=goal, theta=theta,
+                          chosen=tuple(price) if price else None, max_losers=max_losers, max_shock=max_shock)
+    families = solve_families()
+    extra = (
+        el("label", "Family ", el("select", *(el("option", f.title, value=k, selected=k == family)
+                                              for k, f in families.items()), name="family")),
+        el("label", "Goal ", el("select", el("option", "revenue-neutral", value="neutral", selected=goal == "neutral"),
+                                el("option", "most revenue within limits", value="max", selected=goal == "max"),
+                                name="goal")),
+        el("label", "≤ paying more ", el("input", type="number", name="max_losers", value=max_losers, min=0, max=1,
+                                         step="0.01", class_="short")),
+        el("label", "≤ shocks ", el("input", type="number", name="max_shock", value=max_shock, min=0, max=1,
+                                    step="0.01", class_="short")),
+        el("label", "Shock: bill > (1 + θ) × baseline, θ ", el("input", type="number", name="theta", value=theta,
+                                                               min=0, max=10, step="0.05", class_="short")),
+    )
     filters = filter_form(products=products, product=chosen, extra=extra, all_label=None)
     return _html(page(title="Pricing decisions", active="decisions", viewer=_viewer(key),
                       body=decisions_page(data, theta=theta), filters=filters))

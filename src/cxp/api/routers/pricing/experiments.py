@@ -110,7 +110,7 @@ def _experiment_record(stored: plan_store.StoredExperiment) -> ExperimentRecord:
                             created_by=stored.created_by, design=stored.design)
 
 
-def _stored_experiment(conn: psycopg.Connection, experiment_id: str) -> plan_store.StoredExperiment:
+def stored_experiment(conn: psycopg.Connection, experiment_id: str) -> plan_store.StoredExperiment:
     stored = plan_store.get_experiment(conn, experiment_id=experiment_id)
     if stored is None:
         raise NotFound(f"no experiment {experiment_id!r}")
@@ -152,7 +152,7 @@ def list_experiments(_: PricingKey, conn: ConnDep, page: PageDep) -> Page[Experi
             responses=ERR_404)
 def get_experiment(_: PricingKey, conn: ConnDep, experiment_id: ExperimentIdPath) -> ExperimentRecord:
     """The stored design."""
-    return _experiment_record(_stored_experiment(conn, experiment_id))
+    return _experiment_record(stored_experiment(conn, experiment_id))
 
 
 @router.get("/experiments/{experiment_id}/assignments", response_model=Page[AssignmentOut],
@@ -166,7 +166,7 @@ def list_assignments(
     segment: TextQuery = None,
 ) -> Page[AssignmentOut]:
     """Accounts with a device activated before the window ends, by account id (account-unit designs)."""
-    design = _stored_experiment(conn, experiment_id).design
+    design = stored_experiment(conn, experiment_id).design
     rows = service.list_experiment_assignments(conn=conn, design=design,
                                                cohort=Cohort(product=product, segment=segment))
     items = [AssignmentOut(experiment_id=experiment_id, unit_id=a.unit_id, arm=a.arm, plan_key=a.plan_key)
@@ -183,7 +183,7 @@ def get_assignment(
     unit_id: Annotated[str, Path(min_length=1, max_length=200, description="Account (or device) id")],
 ) -> AssignmentOut:
     """Deterministic: the same arm on every call (sha256 of salt and unit id against the arms' weights)."""
-    design = _stored_experiment(conn, experiment_id).design
+    design = stored_experiment(conn, experiment_id).design
     arm = design.arms[int(assign_arms(design=design, unit_ids=[unit_id])[0])]
     return AssignmentOut(experiment_id=experiment_id, unit_id=unit_id, arm=arm.name, plan_key=arm.plan_key)
 
@@ -218,7 +218,7 @@ def get_experiment_results(
     segment: TextQuery = None,
 ) -> ExperimentResultOut:
     """Analysed on recorded usage in the design's window (proxies: docs/pricing.md, Experiments)."""
-    design = _stored_experiment(conn, experiment_id).design
+    design = stored_experiment(conn, experiment_id).design
     plans = plan_store.get_plans_by_key(conn, keys=[a.plan_key for a in design.arms])
     cohort = Cohort(product=product, segment=segment)
     metrics = tuple(m for m in example_metrics() if m.name not in {x.name for p in plans.values() for x in p.metrics})
