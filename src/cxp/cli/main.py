@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -242,14 +242,18 @@ def simulate(
 @app.command()
 def demo(
     devices: Annotated[int, typer.Option(min=1, help="Fleet size.")] = 300,
-    days: Annotated[int, typer.Option(min=1, help="Days of history.")] = 30,
+    days: Annotated[int, typer.Option(min=1, help="Days published live over MQTT (the last ones).")] = 30,
     seed: Annotated[int, typer.Option(help="Fleet seed.")] = 42,
+    history_days: Annotated[int, typer.Option(min=0, help="Days before those, loaded in bulk like an imported "
+                                                          "history, so the pricing lab sees several months.")] = 90,
 ) -> None:
-    """The whole pipeline: stack up → migrate → simulate a fleet over MQTT → ingest → fleet summary."""
+    """The whole pipeline: stack up → migrate → load older history in bulk → simulate the last days over MQTT →
+    ingest → fleet summary."""
     from cxp.analytics.fleet import get_fleet_summary
     from cxp.store.admin import truncate_data
     from cxp.store.db import connect
     from cxp.store.rollups import refresh_all_pending
+    from cxp.tools.fleet import load_fleet
     from cxp.tools.simulate import simulate_fleet
 
     stack_up()
@@ -257,6 +261,18 @@ def demo(
     settings = _settings()
     with connect(settings.db) as conn:
         truncate_data(conn)  # the demo owns its database: each run starts from the same empty state
+    total = history_days + days
+    fleet_start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=total)
+    live_from = fleet_start + timedelta(days=history_days)
+    error_prone = ("brew-c3", "descale")
+    if history_days:
+        console.rule(f"history: {devices} devices × {history_days} days loaded in bulk (seed {seed})")
+        with connect(settings.db) as conn:
+            loaded = load_fleet(conn, fleet_params={"seed": seed, "devices": devices, "start": fleet_start,
+                                                    "days": total, "error_prone": error_prone},
+                                until=live_from, progress=console.print)
+        console.print(f"stored {loaded.events_stored + loaded.states_stored:,} rows of history before "
+                      f"{live_from:%Y-%m-%d} in {loaded.load_s:.1f}s (+ {loaded.rollup_s:.1f}s rollups)")
     console.rule("gateway")
     log_path = settings.stack.dir / "demo-gateway.log"
     with open(log_path, "wb") as log_file:
@@ -265,13 +281,14 @@ def demo(
         try:
             _wait_for_log(log_path, "connected to broker", gw)
             console.print(f"gateway pid {gw.pid} (log: {log_path})")
-            console.rule(f"simulating {devices} devices × {days} days (seed {seed})")
+            console.rule(f"simulating {devices} devices × {days} days live over TLS (seed {seed})")
             t0 = time.perf_counter()
-            fleet, report = simulate_fleet(settings=settings, devices=devices, days=days, seed=seed, mode="backfill",
-                                           start=None, duration_s=0, speed=1, error_prone=("brew-c3", "descale"),
-                                           progress=True, identities=True)
+            fleet, report = simulate_fleet(settings=settings, devices=devices, days=total, seed=seed, mode="backfill",
+                                           start=fleet_start, duration_s=0, speed=1, error_prone=error_prone,
+                                           progress=True, identities=True, publish_from=live_from)
             with connect(settings.db) as conn:
-                stored = _wait_for_events(conn, report.events, timeout_s=600)
+                before = loaded.events_stored + loaded.states_stored if history_days else 0
+                stored = _wait_for_events(conn, before + report.events, timeout_s=600) - before
             elapsed = time.perf_counter() - t0
         finally:
             gw.send_signal(signal.SIGTERM)
@@ -313,6 +330,7 @@ def _start_demo_api(settings: Settings) -> None:
 def _print_reports(conn) -> None:
     """The experience report (fleet health, top concerns) and the pricing side-by-side."""
     from cxp.analytics.service import get_fleet_report
+    from cxp.pricing.decisions import get_decision_view
     from cxp.pricing.service import get_model_comparison_text
 
     console.rule("experience health")
@@ -321,6 +339,13 @@ def _print_reports(conn) -> None:
     console.rule("pricing lab")
     for line in get_model_comparison_text(conn=conn):
         console.print(line, markup=False, highlight=False)
+    view = get_decision_view(conn=conn, product="thermo-x1")
+    if view.solved is not None:
+        n = view.solved
+        console.print(f"  Pay per kWh instead of the connectivity fee, revenue-neutral over the recorded months: "
+                      f"{view.family.label(n.parameters)} ({n.metrics.losers_share:.0%} of customers would pay more, "
+                      f"{n.metrics.shock_share:.0%} of account-months shocked; other families, limits and the "
+                      "trade-off curves: /dashboard/pricing/decisions)", markup=False, highlight=False)
 
 
 def _wait_for_log(path: Path, text: str, proc: subprocess.Popen, timeout_s: float = 30) -> None:

@@ -85,17 +85,19 @@ class LoadReport:
     rollup_s: float
 
 
-def _plan_chunk(args: tuple[dict[str, Any], int, int]) -> list[tuple[str, bytes, int]]:
-    """Worker: rebuild the fleet and plan the messages of devices [lo, hi) as (device_id, payload, due_ms)."""
+def _plan_chunk(args: tuple[dict[str, Any], int, int, datetime | None]) -> list[tuple[str, bytes, int]]:
+    """Worker: rebuild the fleet and plan the messages of devices [lo, hi) before `until` as (device_id, payload,
+    due_ms)."""
     from cxp.device_sim import build_fleet, plan_messages
 
-    params, lo, hi = args
+    params, lo, hi, until = args
     fleet = build_fleet(**params)
     return [
         (m.device_id, m.payload, m.due_ms)
         for m in plan_messages(
             fleet=fleet,
             devices=fleet.devices[lo:hi],
+            end=until,
             upload_interval_s=_BULK_UPLOAD_INTERVAL_S,
             max_events_per_message=_BULK_EVENTS_PER_MESSAGE,
         )
@@ -109,8 +111,10 @@ def load_fleet(
     workers: int = 2,
     batch_messages: int = 1000,
     progress: Callable[[str], None] | None = None,
+    until: datetime | None = None,
 ) -> LoadReport:
-    """Register `build_fleet(**fleet_params)`, write all its telemetry with write_batch, refresh the rollups."""
+    """Register `build_fleet(**fleet_params)`, write its telemetry (before `until`, if given) with write_batch,
+    refresh the rollups."""
     from cxp.device_sim import build_fleet
     from cxp.store.ingest import IngestMessage, write_batch
     from cxp.store.rollups import refresh_all_pending
@@ -125,7 +129,7 @@ def load_fleet(
         ).fetchall()
     }
     n = len(fleet.devices)
-    tasks = [(fleet_params, lo, min(lo + _DEVICES_PER_TASK, n)) for lo in range(0, n, _DEVICES_PER_TASK)]
+    tasks = [(fleet_params, lo, min(lo + _DEVICES_PER_TASK, n), until) for lo in range(0, n, _DEVICES_PER_TASK)]
     t0 = time.perf_counter()
     totals = [0, 0, 0, 0]
     batch: list[IngestMessage] = []
