@@ -30,6 +30,7 @@ from cxp.core.stats import Difference
 from cxp.pricing import repository as plan_store
 from cxp.pricing import service
 from cxp.pricing.core.experiments import ExperimentDesign, assign_arms
+from cxp.pricing.core.plans import BillableMetric, Plan
 from cxp.pricing.examples import example_metrics
 from cxp.pricing.metrics import BillingPeriod, Cohort
 
@@ -115,6 +116,16 @@ def stored_experiment(conn: psycopg.Connection, experiment_id: str) -> plan_stor
     if stored is None:
         raise NotFound(f"no experiment {experiment_id!r}")
     return stored
+
+
+def experiment_inputs(
+    conn: psycopg.Connection, experiment_id: str
+) -> tuple[ExperimentDesign, dict[str, Plan], tuple[BillableMetric, ...]]:
+    """A stored design, its arms' plans by key, and the example metrics the plans do not define themselves."""
+    design = stored_experiment(conn, experiment_id).design
+    plans = plan_store.get_plans_by_key(conn, keys=[a.plan_key for a in design.arms])
+    metrics = tuple(m for m in example_metrics() if m.name not in {x.name for p in plans.values() for x in p.metrics})
+    return design, plans, metrics
 
 
 @router.post("/experiments", response_model=ExperimentRecord, status_code=201, summary="Store an experiment design",
@@ -218,10 +229,8 @@ def get_experiment_results(
     segment: TextQuery = None,
 ) -> ExperimentResultOut:
     """Analysed on recorded usage in the design's window (proxies: docs/pricing.md, Experiments)."""
-    design = stored_experiment(conn, experiment_id).design
-    plans = plan_store.get_plans_by_key(conn, keys=[a.plan_key for a in design.arms])
+    design, plans, metrics = experiment_inputs(conn, experiment_id)
     cohort = Cohort(product=product, segment=segment)
-    metrics = tuple(m for m in example_metrics() if m.name not in {x.name for p in plans.values() for x in p.metrics})
     result = cached.service(service.get_experiment_results, design=design, plans=tuple(plans.values()),
                             cohort=cohort, metrics=metrics)
     quantum = plans[design.arms[0].plan_key].rounding.quantum

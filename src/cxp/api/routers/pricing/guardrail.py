@@ -10,9 +10,7 @@ from pydantic import Field
 
 from cxp.api.deps import ConnDep, PricingKey
 from cxp.api.routers.pricing.common import ERR_404, ExperimentIdPath, InputModel, OutputModel, Stat, TextQuery
-from cxp.api.routers.pricing.experiments import stored_experiment
-from cxp.pricing import repository as plan_store
-from cxp.pricing.examples import example_metrics
+from cxp.api.routers.pricing.experiments import experiment_inputs, stored_experiment
 from cxp.pricing.guardrail import GuardrailReport, check_guardrail, list_guardrail_looks
 from cxp.pricing.metrics import Cohort
 
@@ -96,9 +94,7 @@ def create_guardrail_check(
     segment: TextQuery = None,
 ) -> GuardrailLookOut:
     """Recorded, so the next boundary accounts for it; a look within 1 % of information of the last returns it."""
-    design = stored_experiment(conn, experiment_id).design
-    plans = plan_store.get_plans_by_key(conn, keys=[a.plan_key for a in design.arms])
-    metrics = tuple(m for m in example_metrics() if m.name not in {x.name for p in plans.values() for x in p.metrics})
+    _, plans, metrics = experiment_inputs(conn, experiment_id)
     report = check_guardrail(
         conn=conn,
         experiment_id=experiment_id,
