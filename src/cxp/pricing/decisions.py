@@ -22,6 +22,7 @@ from cxp.pricing.core.solve import (
     RevenueTarget,
     SolveResult,
     apply_parameters,
+    parameter_values,
     solve,
 )
 from cxp.pricing.core.tradeoff import TradeoffCurve, tradeoff_curve
@@ -182,18 +183,6 @@ class DecisionView:
     held: dict[str, Decimal] = field(default_factory=dict)  # parameters held fixed while solving a neutral price
     constraints: MaximiseRevenue | None = None
     reason: str | None = None
-
-
-def parameter_values(*, plan: Plan, parameters: Sequence[FreeParameter]) -> list[Decimal]:
-    """The values `plan` has today at each parameter's path."""
-    comps = {c["id"]: c for c in plan.model_dump()["components"]}
-    out = []
-    for p in parameters:
-        node = comps[p.component]
-        for part in p.field.split("."):
-            node = node[int(part)] if isinstance(node, list | tuple) else node[part]
-        out.append(Decimal(str(node)))
-    return out
 
 
 def _check_chosen(family: SolveFamily, chosen: Sequence[Decimal]) -> None:
