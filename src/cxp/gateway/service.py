@@ -22,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from cxp.contract import telemetry_subscription
+from cxp.contract import shared_telemetry_subscription, telemetry_subscription
 from cxp.core.config import MAX_PACKET_BYTES, Settings
 from cxp.gateway.broker_log import broker_log_path, follow
 from cxp.gateway.errors import BrokerUnavailable, GatewayError
@@ -72,6 +72,13 @@ class Gateway:
         self._broker_totals = self._ctx.Array("q", 3, lock=False)
         self._follower_stopping = self._ctx.Event()
         self._follower = None
+        # 1 while this instance's writer process holds the group's leader lock (rollups, alerts, retention).
+        self._leader = self._ctx.Value("b", 0, lock=False)
+        prefix = settings.mqtt.topic_prefix
+        self.subscription = shared_telemetry_subscription(self.cfg.share_group, prefix)
+        # The other form: a session that switched between group and plain mode must not keep both (double delivery).
+        self._stale_subscription = (telemetry_subscription(prefix) if self.cfg.share_group
+                                    else shared_telemetry_subscription("cxp-gateways", prefix))
 
     # ------------------------------------------------------------------ MQTT side
 
@@ -100,11 +107,14 @@ class Gateway:
         if reason_code.is_failure:
             log.error("broker refused the connection: %s", reason_code)
             return
-        log.info("connected to broker (session present: %s)", flags.session_present)
+        log.info("connected to broker as %s (session present: %s); subscribing to %s", self.cfg.client_id,
+                 flags.session_present, self.subscription)
         # Retain Handling 1: retained messages only when the subscription is new, not at each reconnect of the
         # persistent session (a retained bad message was dead-lettered again at every restart).
-        client.subscribe(telemetry_subscription(self.settings.mqtt.topic_prefix),
+        client.subscribe(self.subscription,
                          options=SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
+        if flags.session_present:
+            client.unsubscribe(self._stale_subscription)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if not self.stopping.is_set():
@@ -137,8 +147,8 @@ class Gateway:
         self._inline = Writer(self.settings, self._writer_stopping)
         self._inline.db()
         if self.rollups:
-            threading.Thread(target=rollup_loop, args=(self.settings, self._writer_stopping, self.after_refresh),
-                             name="rollups", daemon=True).start()
+            threading.Thread(target=rollup_loop, name="rollups", daemon=True,
+                             args=(self.settings, self._writer_stopping, self.after_refresh, self._leader)).start()
         log.info("gateway running: %d devices registered (writer in-process)", self._inline.devices.size)
 
     def _start_writer(self) -> None:
@@ -147,7 +157,7 @@ class Gateway:
         self._writer = self._ctx.Process(
             target=run_writer, name="cxp-gateway-writer", daemon=True,
             args=(self.settings.model_dump_json(), batches_r, results_w, self._writer_stopping, self.rollups,
-                  self.after_refresh),
+                  self.after_refresh, self._leader),
         )
         self._writer.start()
         batches_r.close()
@@ -307,6 +317,8 @@ class Gateway:
         """The counters reported: the gateway's own, plus the broker's as its log shows them (when followed)."""
         snapshot = self.stats.snapshot()
         snapshot["writer_restarts"] = self.writer_restarts
+        snapshot.update(client_id=self.cfg.client_id, share_group=self.cfg.share_group or None,
+                        leader=bool(self._leader.value), pid=os.getpid())
         if self._follower is not None:
             denied, connects, connected = self._broker_totals[:]
             snapshot.update(broker_denied_publishes=denied, broker_connects=connects,
@@ -319,18 +331,23 @@ class Gateway:
             snapshot = self.snapshot()
             log.info("stats %s", json.dumps(snapshot))
             # Operators read these through the API; losing one report is harmless, so errors only log.
-            try:
-                if conn is None or conn.closed:
-                    conn = connect(self.settings.db)
-                record_gateway_stats(conn, gateway_id=self.cfg.client_id,
-                                     snapshot={**snapshot, "stats_interval_s": self.cfg.stats_interval_s})
-            except StoreError as exc:
-                log.warning("could not record stats: %s", exc)
-                if conn is not None:
-                    conn.close()
-                conn = None
+            conn = self._record(conn, snapshot)
         if conn is not None:
             conn.close()
+
+    def _record(self, conn, snapshot: dict):
+        """Store one snapshot (the API's per-instance status); returns the connection to reuse, None after a failure."""
+        try:
+            if conn is None or conn.closed:
+                conn = connect(self.settings.db)
+            record_gateway_stats(conn, gateway_id=self.cfg.client_id,
+                                 snapshot={**snapshot, "stats_interval_s": self.cfg.stats_interval_s})
+            return conn
+        except StoreError as exc:
+            log.warning("could not record stats: %s", exc)
+            if conn is not None:
+                conn.close()
+            return None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -368,8 +385,12 @@ class Gateway:
             log.warning("disconnect returned %s", rc)
         self.client.loop_stop()
         self._stop_follower()
-        snapshot = self.snapshot()
+        snapshot = {**self.snapshot(), "leader": False, "stopped": True}
         log.info("stopped; final stats %s", json.dumps(snapshot))
+        # A clean stop is reported, so the status tells a stopped instance from a dead one (no report, no stop).
+        final = self._record(None, snapshot)
+        if final is not None:
+            final.close()
         if self.stats_file is not None:
             self.stats_file.write_text(json.dumps(snapshot))
         return 1 if self._writer_failed else 0
