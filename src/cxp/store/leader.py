@@ -95,7 +95,8 @@ def get_leader(conn: psycopg.Connection, *, key: int = GATEWAY_LEADER_LOCK) -> L
             " JOIN pg_stat_activity a ON a.pid = l.pid"
             " WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database"
             "   WHERE datname = current_database())"
-            " AND l.classid = (%(key)s >> 32)::oid AND l.objid = (%(key)s & 4294967295)::oid AND l.objsubid = 1",
+            " AND l.classid = (%(key)s::bigint >> 32)::oid AND l.objid = (%(key)s::bigint & 4294967295)::oid"
+            " AND l.objsubid = 1",
             {"key": key},
         ).fetchone()
     if row is None:
