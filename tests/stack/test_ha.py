@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from cxp.api.app import create_app
 from cxp.core.config import Settings
 from cxp.stack import StackError
-from cxp.stack.ha import kill_member, member_status, primary_port, start_ha, start_member
+from cxp.stack.ha import ha_running, kill_member, member_status, primary_port, start_ha, start_member, stop_ha
 from cxp.store.admin import truncate_data
 from cxp.store.apikeys import create_key
 from cxp.store.db import ReadPool, connect, create_pool, create_read_pool, get_replica_lag_s
@@ -41,6 +41,7 @@ DEVICES = [f"dev-{i:03d}" for i in range(5)]
 @pytest.fixture(scope="module")
 def ha(stack: Settings) -> Iterator[Settings]:
     """The HA cluster of this stack dir, started (and provisioned) by the project's code; the test database on it."""
+    was_running = ha_running(stack)
     try:
         start_ha(stack)
     except StackError as exc:
@@ -54,6 +55,8 @@ def ha(stack: Settings) -> Iterator[Settings]:
         apply_migrations(conn)
     yield settings
     _all_members_back(settings)
+    if not was_running:  # started for the tests: stopped after them
+        stop_ha(stack)
 
 
 def _all_members_back(settings: Settings) -> None:
@@ -155,12 +158,13 @@ def test_primary_killed_mid_stream_fails_over_and_every_event_is_stored_once(ha,
         assert wait_for(lambda: (_events(ha) or (0,))[0] > expected // 5, timeout=60), "ingest did not start"
         assert api.get(path, headers=headers).status_code == 200
         old = next(m for m in member_status(ha) if m.role in ("primary", "master"))
-        answers: list[int] = []
+        answers: list[tuple[float, int]] = []  # (when the answer came, status)
         stop = threading.Event()
 
         def read_loop() -> None:
             while not stop.is_set():
-                answers.append(api.get(path, headers=headers).status_code)
+                code = api.get(path, headers=headers).status_code
+                answers.append((time.monotonic(), code))
                 time.sleep(0.2)
 
         reader = threading.Thread(target=read_loop)
@@ -168,7 +172,7 @@ def test_primary_killed_mid_stream_fails_over_and_every_event_is_stored_once(ha,
         kill_member(ha, old.name)  # mid-stream: batches in flight, the primary gone without a word
         killed_at = time.monotonic()
         assert wait_for(lambda: primary_port(ha) not in (None, old.pg_port), timeout=60), member_status(ha)
-        failover_s = time.monotonic() - killed_at
+        promoted_at = time.monotonic()
         sender.join(120)
         assert wait_for(lambda: (_events(ha) or (0,))[0] >= expected, timeout=120), _events(ha)
         stop.set()
@@ -178,9 +182,10 @@ def test_primary_killed_mid_stream_fails_over_and_every_event_is_stored_once(ha,
     assert _events(ha) == (expected, expected)
     stats = gw.final_stats()
     assert stats["db_retries"] > 0, "the gateway noticed the failover"
-    # The API answered reads from a standby while there was no primary.
-    assert len(answers) >= failover_s / 0.5, (answers, failover_s)
-    assert all(code == 200 for code in answers), answers
+    # The API answered every read, including while there was no primary (served by a standby).
+    assert all(code == 200 for _, code in answers), answers
+    during = [code for at, code in answers if killed_at < at < promoted_at]
+    assert len(during) >= 3, (len(during), promoted_at - killed_at)
     start_member(ha, old.name)  # rejoins as a standby
     _all_members_back(ha)
 

@@ -42,6 +42,9 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
                "Alert evaluation per pass at 10,000 devices × 100 rules; event → webhook p50/p99 (--help)."),
     "pages": ("cxp.tools.bench.pages",
               "A deep page of the device list by offset vs by keyset cursor."),
+    "failover": ("cxp.tools.bench.failover",
+                 "HA TimescaleDB: the Patroni primary SIGKILLed under live ingest; time without a writable primary,"
+                 " time until ingest is back to rate, events lost (--help)."),
 }
 
 
