@@ -147,13 +147,13 @@ def test_primary_killed_mid_stream_fails_over_and_every_event_is_stored_once(ha,
         _register(conn)
         token = create_key(conn, name="ha reader", role="admin").token
     headers = {"Authorization": f"Bearer {token}"}
-    items = _stream(publisher.prefix, 3000)
-    expected = 3000 * 5
+    items = _stream(publisher.prefix, 6000)
+    expected = 6000 * 5
     gw = start_gateway("gw-ha", gw_settings)
     with TestClient(create_app(gw_settings)) as api:
         # Analytics and key checks use the read pool (a standby), so they answer without a primary.
         path = "/v1/experience/touchpoints?days=7"
-        sender = threading.Thread(target=publisher.publish, args=(items,))
+        sender = threading.Thread(target=_paced, args=(publisher, items))
         sender.start()
         assert wait_for(lambda: (_events(ha) or (0,))[0] > expected // 5, timeout=60), "ingest did not start"
         assert api.get(path, headers=headers).status_code == 200
@@ -171,6 +171,7 @@ def test_primary_killed_mid_stream_fails_over_and_every_event_is_stored_once(ha,
         reader.start()
         kill_member(ha, old.name)  # mid-stream: batches in flight, the primary gone without a word
         killed_at = time.monotonic()
+        assert sender.is_alive(), "the stream should still be running when the primary dies"
         assert wait_for(lambda: primary_port(ha) not in (None, old.pg_port), timeout=60), member_status(ha)
         promoted_at = time.monotonic()
         sender.join(120)
@@ -188,6 +189,15 @@ def test_primary_killed_mid_stream_fails_over_and_every_event_is_stored_once(ha,
     assert len(during) >= 3, (len(during), promoted_at - killed_at)
     start_member(ha, old.name)  # rejoins as a standby
     _all_members_back(ha)
+
+
+def _paced(publisher, items: list[tuple[str, bytes]], per_second: int = 400) -> None:
+    """Publish in steps of a tenth of a second, so the stream outlasts the failover."""
+    step = per_second // 10
+    for i in range(0, len(items), step):
+        started = time.monotonic()
+        publisher.publish(items[i : i + step])
+        time.sleep(max(0.0, 0.1 - (time.monotonic() - started)))
 
 
 def publisher_settings(ha: Settings, publisher):
