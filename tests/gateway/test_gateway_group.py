@@ -178,3 +178,33 @@ def test_cxp_gateway_instances_supervises_and_restarts_a_killed_instance(db, reg
     assert code == 0, log_path.read_text()[-3000:]
     text = log_path.read_text()
     assert text.count("stopped; final stats") >= 2  # both running instances flushed and stopped cleanly
+
+
+def test_forget_session_discards_a_retired_members_queue(db, registered, publisher, start_gateway, settings):
+    from cxp.gateway.service import forget_session
+
+    member = _member(settings, 1)
+    start_gateway("prime", member).stop()  # its session stays subscribed to the group while it is away
+    assert publisher.publish(_stream(publisher.prefix, 20)) == 20  # queued for that session
+    forget_session(member)
+    again = start_gateway("again", member)  # a fresh session: the old queue is gone with the old session
+    assert publisher.publish(_stream(publisher.prefix, 10, seq_base=5000)) == 10
+    assert wait_for(lambda: _events(db)[0] >= 50, timeout=30)
+    assert _stable(db) == 50  # only what was published after it came back
+    assert again.stop() == 0
+
+
+def test_a_members_queued_backlog_flooded_past_receive_maximum_is_drained(
+    db, registered, publisher, start_gateway, settings
+):
+    # Mosquitto 2.0.11 sends a shared-subscription session's whole queue at once on reconnect, past the Receive
+    # Maximum the gateway announced (seen in its log; docs/scaling.md): a member coming back to a 20,000-message
+    # queue still stores every event once.
+    member = _member(settings, 1)
+    start_gateway("prime", member).stop()
+    items = _stream(publisher.prefix, 20_000, events_per_message=1)
+    assert publisher.publish(items) == 20_000  # queued for the member's session while it is away
+    gw = start_gateway("drain", member)
+    assert wait_for(lambda: _events(db)[0] >= 20_000, timeout=180), (_events(db), gw.log()[-1500:])
+    assert gw.stop() == 0
+    assert _events(db) == (20_000, 20_000)

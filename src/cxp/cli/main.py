@@ -214,12 +214,15 @@ def gateway(
                                                        "…N) on the shared subscription, supervised.")] = 1,
     instance: Annotated[int | None, typer.Option(min=1, help="Run as instance N of a group: client id"
                                                              " <client_id>-N (what --instances starts).")] = None,
+    forget_session: Annotated[bool, typer.Option(help="Discard this gateway's (or instance's) persistent session at"
+                                                      " the broker, subscriptions and queue, and exit.")] = False,
 ) -> None:
     """Run the ingest gateway (or a supervised group of them) until SIGTERM."""
     from cxp.alerts.evaluator import after_rollup_refresh
     from cxp.gateway.errors import GatewayError
     from cxp.gateway.group import GatewayGroup, instance_client_id
     from cxp.gateway.service import Gateway
+    from cxp.gateway.service import forget_session as forget
     from cxp.store.errors import StoreError
 
     settings = _settings()
@@ -239,6 +242,13 @@ def gateway(
         cfg = settings.gateway.model_copy(update={"client_id": instance_client_id(settings.gateway.client_id,
                                                                                  instance)})
         settings = settings.model_copy(update={"gateway": cfg})
+    if forget_session:
+        try:
+            forget(settings)
+        except GatewayError as exc:
+            _fail(str(exc))
+        console.print(f"discarded the broker session of {settings.gateway.client_id}")
+        return
     try:
         code = Gateway(settings, stats_file=stats_file, rollups=rollups,
                        after_refresh=after_rollup_refresh if alerts else None).run()

@@ -22,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from cxp.contract import shared_telemetry_subscription, telemetry_subscription
+from cxp.contract import shared_telemetry_subscription
 from cxp.core.config import MAX_PACKET_BYTES, Settings
 from cxp.gateway.broker_log import broker_log_path, follow
 from cxp.gateway.errors import BrokerUnavailable, GatewayError
@@ -74,11 +74,7 @@ class Gateway:
         self._follower = None
         # 1 while this instance's writer process holds the group's leader lock (rollups, alerts, retention).
         self._leader = self._ctx.Value("b", 0, lock=False)
-        prefix = settings.mqtt.topic_prefix
-        self.subscription = shared_telemetry_subscription(self.cfg.share_group, prefix)
-        # The other form: a session that switched between group and plain mode must not keep both (double delivery).
-        self._stale_subscription = (telemetry_subscription(prefix) if self.cfg.share_group
-                                    else shared_telemetry_subscription("cxp-gateways", prefix))
+        self.subscription = shared_telemetry_subscription(self.cfg.share_group, settings.mqtt.topic_prefix)
 
     # ------------------------------------------------------------------ MQTT side
 
@@ -110,11 +106,10 @@ class Gateway:
         log.info("connected to broker as %s (session present: %s); subscribing to %s", self.cfg.client_id,
                  flags.session_present, self.subscription)
         # Retain Handling 1: retained messages only when the subscription is new, not at each reconnect of the
-        # persistent session (a retained bad message was dead-lettered again at every restart).
+        # persistent session (a retained bad message was dead-lettered again at every restart). No UNSUBSCRIBE of the
+        # other form (plain vs group) here: a session that changes mode is discarded once (`--forget-session`).
         client.subscribe(self.subscription,
                          options=SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
-        if flags.session_present:
-            client.unsubscribe(self._stale_subscription)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if not self.stopping.is_set():
@@ -394,3 +389,30 @@ class Gateway:
         if self.stats_file is not None:
             self.stats_file.write_text(json.dumps(snapshot))
         return 1 if self._writer_failed else 0
+
+
+def forget_session(settings: Settings) -> None:
+    """Discard the broker's persistent session of `settings.gateway.client_id` (its subscriptions and queue): clean
+    start with session expiry 0, then disconnect. For a gateway moving between plain and group subscription, or an
+    instance retired for good (its queued share would otherwise wait until the session expires)."""
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=settings.gateway.client_id,
+                         protocol=MQTTProtocolVersion.MQTTv5)
+    try:
+        client.username_pw_set(GATEWAY_ACCOUNT, service_secret(settings, GATEWAY_ACCOUNT))
+    except IdentityError as exc:
+        raise BrokerUnavailable(str(exc)) from exc
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    done = threading.Event()
+    client.on_connect = lambda *_args: done.set()
+    try:
+        client.connect(settings.mqtt.host, settings.mqtt.port, clean_start=True, properties=props)
+    except OSError as exc:
+        raise BrokerUnavailable(f"cannot reach broker at {settings.mqtt.host}:{settings.mqtt.port}: {exc}") from exc
+    client.loop_start()
+    try:
+        if not done.wait(10):
+            raise BrokerUnavailable("the broker did not answer the clean start within 10 s")
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -74,9 +74,9 @@ def _generate(settings: Settings, *, devices: int, days: int, seed: int, count: 
 def _publish(settings: Settings, prefix: str, payloads: list[Payload], *, rate: float | None = None,
              fresh_sent_at: bool = False, max_inflight: int = 1000) -> float:
     """Publish every payload (QoS 1) and wait for the broker's acks; returns msgs/s achieved."""
-    pub = MqttPublisher(host=settings.mqtt.host, port=settings.mqtt.port, client_id=f"bench-pub-{os.getpid()}",
-                        username=LOADER_ACCOUNT, password=service_secret(settings, LOADER_ACCOUNT),
-                        max_inflight=max_inflight).connect()
+    pub = MqttPublisher(host=settings.mqtt.host, port=settings.mqtt.port,
+                        client_id=f"bench-pub-{os.getpid()}-{threading.get_ident()}", username=LOADER_ACCOUNT,
+                        password=service_secret(settings, LOADER_ACCOUNT), max_inflight=max_inflight).connect()
     t0 = time.perf_counter()
     try:
         for i, p in enumerate(payloads):

@@ -1,15 +1,15 @@
 """Gateway group scaling: the same backlog drained by 1, 2, 3… gateway instances on one shared subscription.
 
 For each instance count N (one run, same messages, empty telemetry tables each time): N gateways with client ids of
-their own join a fresh shared-subscription group and stop (their persistent sessions stay subscribed); the backlog is
-published while they are away (Mosquitto deals it round-robin to the N sessions); the N gateways start at once and
-drain it. Throughput = events / (last commit of any instance − first receipt of any instance). The ratio is against
-N = 1. Every run checks that each event was stored exactly once.
+their own join a fresh shared-subscription group; the messages are published at full speed by two publishers
+(Mosquitto deals them round-robin to the N members). Throughput = events / (last commit of any instance − first
+receipt of any instance). The ratio is against N = 1. Every run checks that each event was stored exactly once.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from cxp.tools.bench.ingest import GatewayRun, Payload, _forget_session, _log, _
 
 
 def drain_with_instances(settings: Settings, conn, payloads: list[Payload], workdir: Path, instances: int) -> dict:
-    """Queue `payloads` for an N-member group (stopped), then time the N members draining it together."""
+    """N members of a fresh group, connected; the messages published at full speed; the time the members take."""
     tag = f"n{instances}-{os.getpid()}"
     members = [
         settings.model_copy(
@@ -31,24 +31,31 @@ def drain_with_instances(settings: Settings, conn, payloads: list[Payload], work
         )
         for k in range(1, instances + 1)
     ]
-    primes = [GatewayRun(m, workdir, f"grp-{tag}-{k}-prime", wait=False) for k, m in enumerate(members, 1)]
-    for run in primes:
-        run.wait_connected()
-    time.sleep(0.5)  # every SUBSCRIBE answered
-    for run in primes:
-        run.stop()
     truncate_data(conn, registry=False)
-    _publish(settings, settings.mqtt.topic_prefix, payloads)
-    events = sum(p.events for p in payloads)
+    # Live, not a queue drained on reconnect: Mosquitto 2.0.11 sends a shared-subscription session's queue at once,
+    # past Receive Maximum, and the measured member then stalled (docs/scaling.md, known issues).
     runs = [GatewayRun(m, workdir, f"grp-{tag}-{k}", wait=False) for k, m in enumerate(members, 1)]
+    for run in runs:
+        run.wait_connected()
+    time.sleep(1.0)  # every SUBSCRIBE answered and every writer process up
+    events = sum(p.events for p in payloads)
+    half = len(payloads) // 2
+    pubs = [
+        threading.Thread(target=_publish, args=(settings, settings.mqtt.topic_prefix, part))
+        for part in (payloads[:half], payloads[half:])
+    ]
+    for t in pubs:
+        t.start()
     deadline = time.monotonic() + 1800
     while sum(_logged_progress(r.log_path) for r in runs) < events:
         for r in runs:
             if r.proc.poll() is not None:
                 raise SystemExit(f"gateway died:\n{r.log_path.read_text(errors='replace')[-3000:]}")
         if time.monotonic() > deadline:
-            raise SystemExit("the group did not drain the backlog within 30 min")
+            raise SystemExit("the group did not store the stream within 30 min")
         time.sleep(0.25)
+    for t in pubs:
+        t.join()
     stats = [r.stop() for r in runs]
     for m in members:
         _forget_session(m, m.gateway.client_id)
