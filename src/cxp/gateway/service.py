@@ -65,7 +65,12 @@ class Gateway:
         # items are kept so that a restarted writer can be given them again.
         self._pending: deque[tuple[int, list[tuple[int, int]], list[Item]]] = deque()
         self.writer_restarts = 0
-        self._pending_lock = threading.Lock()
+        self._pending_lock = threading.Lock()  # guards `_pending` only: held briefly, never across a pipe write
+        # Serialises writes to the writer's pipe (the dispatcher's batches, a restart's hand-over). A write blocks while
+        # the writer is busy; holding `_pending_lock` through it starved the acker, whose unread results then blocked
+        # the writer: a deadlock once more than a pipe's worth of results was due (a broker flooding past Receive
+        # Maximum, as Mosquitto 2.0.11 does with shared subscriptions; docs/scaling.md).
+        self._send_lock = threading.Lock()
         self._writer_failed = False
         self._inline: Writer | None = None  # the writer when it runs in this process
         # Fleet totals from the broker log follower (denied publishes, connects, connected now); shared memory.
@@ -170,8 +175,9 @@ class Gateway:
         """Start a new writer process and hand it every unanswered batch again, with backoff; False when stopping."""
         backoff = 0.5
         while not self.stopping.is_set():
-            with self._pending_lock:
-                try:
+            self._send_lock.acquire()  # no new batch reaches the pipe before the unanswered ones are handed over
+            try:
+                with self._pending_lock:
                     self._writer.join(timeout=5)
                     for old in (self._batches, self._results):
                         old.close()
@@ -181,17 +187,30 @@ class Gateway:
                     if self.stopping.is_set():
                         self._writer_stopping.set()
                     self._start_writer()
-                    # Already committed ones come back as duplicates: storage stays exactly once.
-                    for batch_id, _mids, items in self._pending:
-                        self._batches.send((batch_id, items))
-                    log.warning("writer process restarted (%d so far); %d batches handed over again",
-                                self.writer_restarts, len(self._pending))
-                    return True
-                except (GatewayError, OSError) as exc:
-                    log.error("restarting the writer process failed: %s; retrying in %.1f s", exc, backoff)
-            self.stopping.wait(backoff)
-            backoff = min(backoff * 2, self.cfg.retry_max_backoff_s)
+                    again = [(batch_id, items) for batch_id, _mids, items in self._pending]
+            except (GatewayError, OSError) as exc:
+                self._send_lock.release()
+                log.error("restarting the writer process failed: %s; retrying in %.1f s", exc, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, self.cfg.retry_max_backoff_s)
+                continue
+            # Handed over by a thread (which then releases the send lock) while this one goes back to reading results:
+            # the writer answers as it goes, and a pipe full of unread answers would block it. Already committed batches
+            # come back as duplicates: storage stays exactly once.
+            threading.Thread(target=self._hand_over, args=(again,), name="hand-over", daemon=True).start()
+            log.warning("writer process restarted (%d so far); %d batches handed over again", self.writer_restarts,
+                        len(again))
+            return True
         return False
+
+    def _hand_over(self, batches: list[tuple[int, list[Item]]]) -> None:
+        try:
+            for batch_id, items in batches:
+                self._batches.send((batch_id, items))
+        except OSError as exc:  # the new writer died too: the acker notices and restarts it again
+            log.warning("handing batches over to the restarted writer failed: %s", exc)
+        finally:
+            self._send_lock.release()
 
     def _settle(self, result: BatchResult, mids: list[tuple[int, int]]) -> None:
         """Ack a committed batch's messages and count it; an uncommitted batch stays unacked."""
@@ -261,8 +280,9 @@ class Gateway:
         if self._inline is not None:
             self._settle(self._inline.write(batch_id, items), [(m.mid, m.qos) for m in batch])
             return
-        with self._pending_lock:
-            self._pending.append((batch_id, [(m.mid, m.qos) for m in batch], items))
+        with self._send_lock:
+            with self._pending_lock:
+                self._pending.append((batch_id, [(m.mid, m.qos) for m in batch], items))
             try:
                 self._batches.send((batch_id, items))
             except OSError:  # the writer died: the acker restarts it and hands this batch over again
@@ -288,7 +308,7 @@ class Gateway:
                 break
             self._dispatch(rest, next(ids))
         if self._inline is None:
-            with self._pending_lock:
+            with self._send_lock:
                 self._batches.send(None)
 
     def _start_follower(self) -> None:
