@@ -56,7 +56,7 @@ class Gateway:
         self.stats = GatewayStats()
         self.stats_file = stats_file
         self.rollups = rollups
-        self.inbox: queue.SimpleQueue[_Inbound] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[_Inbound | None] = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.client = self._make_client()
         self._ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
@@ -260,6 +260,8 @@ class Gateway:
             first = self.inbox.get(timeout=0.2)
         except queue.Empty:
             return []
+        if first is None:  # the stop signal's wake-up
+            return []
         batch = [first]
         deadline = time.monotonic() + self.cfg.batch_max_wait_ms / 1000
         while len(batch) < self.cfg.batch_max_messages:
@@ -273,7 +275,7 @@ class Gateway:
                     batch.append(self.inbox.get(timeout=min(remaining, 0.02)))
                 except queue.Empty:
                     continue
-        return batch
+        return [m for m in batch if m is not None]
 
     def _dispatch(self, batch: list[_Inbound], batch_id: int) -> None:
         items = [Item(m.topic, m.payload, m.received_at) for m in batch]
@@ -306,7 +308,9 @@ class Gateway:
                     break
             if not rest:
                 break
-            self._dispatch(rest, next(ids))
+            rest = [m for m in rest if m is not None]
+            if rest:
+                self._dispatch(rest, next(ids))
         if self._inline is None:
             with self._send_lock:
                 self._batches.send(None)
@@ -368,6 +372,9 @@ class Gateway:
 
     def _on_signal(self, *_args) -> None:
         self.stopping.set()
+        # Wakes the dispatcher: once (after a database failover, SIGTERM, measured) its SimpleQueue.get(timeout=0.2)
+        # on the empty inbox never returned, and the gateway never stopped. SimpleQueue.put is safe in a handler.
+        self.inbox.put(None)
         # While stopping, the writer gives up on a database that is down instead of retrying forever.
         self._writer_stopping.set()
 

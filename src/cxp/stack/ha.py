@@ -213,7 +213,8 @@ def member_status(settings: Settings) -> list[Member]:
                 body = json.loads(resp.read())
             role, state = body.get("role"), body.get("state")
             xlog = body.get("xlog") or {}
-            lag = xlog.get("received_location", 0) - xlog.get("replayed_location", 0) if role == "replica" else 0
+            behind = xlog.get("received_location", 0) - xlog.get("replayed_location", 0)
+            lag = max(0, behind) if role == "replica" else 0
         except (OSError, urllib.error.URLError, ValueError):
             pass
         out.append(Member(name, pg, rest, role, state, lag))
