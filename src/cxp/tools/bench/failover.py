@@ -25,7 +25,7 @@ from cxp.stack import start_stack
 from cxp.stack.ha import kill_member, member_status, primary_port, start_ha, start_member
 from cxp.store.db import connect
 from cxp.store.migrate import apply_migrations
-from cxp.tools.bench.ingest import GatewayRun, _generate, _log, _publish
+from cxp.tools.bench.ingest import GatewayRun, _forget_session, _generate, _log, _publish
 
 BENCH_DB = "cxp_bench_ha"
 
@@ -83,6 +83,8 @@ def run(*, devices: int, days: int, seed: int, rate: float, seconds: float, kill
                 **{
                     **base.gateway.model_dump(),
                     "client_id": f"bench-ha-{os.getpid()}",
+                    # A group of its own: an earlier run's session in the same group would be dealt half the stream.
+                    "share_group": f"bench-ha-{os.getpid()}",
                     "stats_interval_s": 0.25,
                     "retry_max_backoff_s": 1.0,
                 }
@@ -128,6 +130,7 @@ def run(*, devices: int, days: int, seed: int, rate: float, seconds: float, kill
         time.sleep(0.25)
     time.sleep(1.0)
     stats = gw.stop()
+    _forget_session(ha, ha.gateway.client_id)
     sampling.set()
     probe.stopping.set()
     probe.join(5)
