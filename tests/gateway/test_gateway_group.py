@@ -42,7 +42,8 @@ def _events(db) -> tuple[int, int]:
 
 def _member(settings: Settings, n: int) -> Settings:
     cfg = settings.gateway.model_copy(
-        update={"client_id": instance_client_id(settings.gateway.client_id, n), "stats_interval_s": 1.0}
+        update={"client_id": instance_client_id(settings.gateway.client_id, n), "stats_interval_s": 1.0,
+                "share_group": "cxp-gateways"}
     )
     return settings.model_copy(update={"gateway": cfg})
 

@@ -220,7 +220,7 @@ def gateway(
     """Run the ingest gateway (or a supervised group of them) until SIGTERM."""
     from cxp.alerts.evaluator import after_rollup_refresh
     from cxp.gateway.errors import GatewayError
-    from cxp.gateway.group import GatewayGroup, instance_client_id
+    from cxp.gateway.group import DEFAULT_GROUP, GatewayGroup, instance_client_id
     from cxp.gateway.service import Gateway
     from cxp.gateway.service import forget_session as forget
     from cxp.store.errors import StoreError
@@ -235,12 +235,13 @@ def gateway(
                     "--rollups" if rollups else "--no-rollups", "--alerts" if alerts else "--no-alerts"]
 
         console.print(f"gateway group: {instances} instances of {settings.gateway.client_id} on"
-                      f" $share/{settings.gateway.share_group or '(none: plain subscription)'}")
+                      f" $share/{settings.gateway.share_group or DEFAULT_GROUP}")
         raise typer.Exit(GatewayGroup(command, instances=instances,
                                       max_backoff_s=settings.gateway.retry_max_backoff_s).run())
     if instance is not None:
-        cfg = settings.gateway.model_copy(update={"client_id": instance_client_id(settings.gateway.client_id,
-                                                                                 instance)})
+        cfg = settings.gateway.model_copy(update={
+            "client_id": instance_client_id(settings.gateway.client_id, instance),
+            "share_group": settings.gateway.share_group or DEFAULT_GROUP})
         settings = settings.model_copy(update={"gateway": cfg})
     if forget_session:
         try:

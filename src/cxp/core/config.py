@@ -89,8 +89,10 @@ class GatewaySettings(BaseModel):
     # `<client_id>-<n>`. Each id is one persistent session at the broker.
     client_id: str = "cxp-gateway"
     # MQTT v5 shared subscription group (`$share/<group>/<prefix>/+/telemetry`): every gateway of the group gets a
-    # share of the stream, each message goes to one of them. Empty: a plain subscription (each gateway gets all).
-    share_group: str = Field(default="cxp-gateways", pattern=r"^[^/+#]*$")
+    # share of the stream, each message goes to one of them. Empty: a plain subscription (each gateway gets all) —
+    # the default for a single `cxp gateway`, because Mosquitto 2.0.11 honours Receive Maximum only there (memory
+    # bounded by the window, docs/scaling.md); `--instances`/`--instance` use `cxp-gateways` when this is empty.
+    share_group: str = Field(default="", pattern=r"^[^/+#]*$")
     session_expiry_s: int = 7 * 24 * 3600
     # MQTT v5 Receive Maximum: the bounded in-flight window of unacked messages.
     receive_maximum: int = 4000

@@ -22,6 +22,9 @@ log = logging.getLogger("cxp.gateway.group")
 _STABLE_S = 30.0  # an instance that ran this long before exiting is restarted without backoff
 
 
+DEFAULT_GROUP = "cxp-gateways"  # the shared-subscription group of `--instances`/`--instance` when none is configured
+
+
 def instance_client_id(base: str, instance: int) -> str:
     """The MQTT client id (and persistent session, and stats key) of instance `instance` of a group."""
     return f"{base}-{instance}"
