@@ -42,6 +42,9 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
                "Alert evaluation per pass at 10,000 devices × 100 rules; event → webhook p50/p99 (--help)."),
     "pages": ("cxp.tools.bench.pages",
               "A deep page of the device list by offset vs by keyset cursor."),
+    "failover": ("cxp.tools.bench.failover",
+                 "HA TimescaleDB: the Patroni primary SIGKILLed under live ingest; time without a writable primary,"
+                 " time until ingest is back to rate, events lost (--help)."),
 }
 
 
@@ -68,13 +71,15 @@ def bench_ingest(
     poison_every: Annotated[int, typer.Option(help="Also drain with one poison message per N (0: skip).")] = 400,
     debug_log_cost: Annotated[bool, typer.Option(help="Also drain with the broker's debug log off and on "
                                                       "(restarts the stack's broker).")] = False,
+    instances: Annotated[str, typer.Option(help="Instance counts, e.g. 1,2,3: only the gateway group's scaling "
+                                                "(events/s per count on the same backlog of --messages).")] = "",
 ) -> None:
     """Ingest throughput vs the paho ceiling, latency at half rate, memory under a backlog (prints JSON)."""
     from cxp.tools.bench.ingest import main as bench_main
 
     bench_main(["--devices", str(devices), "--days", str(days), "--messages", str(messages),
                 "--latency-seconds", str(latency_seconds), "--backlog", str(backlog),
-                "--poison-every", str(poison_every),
+                "--poison-every", str(poison_every), "--instances", instances,
                 *(["--debug-log-cost"] if debug_log_cost else [])])
 
 

@@ -45,7 +45,10 @@ _settings, _fail = load_settings, fail
 # ---------------------------------------------------------------------------------------------- stack
 
 @stack_app.command("up")
-def stack_up() -> None:
+def stack_up(
+    ha: Annotated[bool, typer.Option("--ha", help="Also start the highly available TimescaleDB: etcd + three"
+                                                  " Patroni-managed members (ports: CXP_STACK__HA__…).")] = False,
+) -> None:
     """Provision (first time) and start the broker and the database; idempotent."""
     from cxp.stack import StackError, start_stack
 
@@ -54,7 +57,24 @@ def stack_up() -> None:
     except StackError as exc:
         _fail(str(exc))
     console.print(f"broker {status.broker_address} up={status.broker_up}  db {status.db_address} up={status.db_up}")
+    if ha:
+        _start_ha()
     _sync_broker_files()
+
+
+def _start_ha() -> None:
+    from cxp.stack import StackError
+    from cxp.stack.ha import start_ha
+
+    settings = _settings()
+    try:
+        members = start_ha(settings)
+    except StackError as exc:
+        _fail(str(exc))
+    for m in members:
+        console.print(f"ha member {m.name}: postgresql 127.0.0.1:{m.pg_port} ({m.role}, {m.state}), patroni REST"
+                      f" :{m.rest_port}")
+    console.print(f"use it: export CXP_DB__MEMBERS={settings.stack.ha.members}  (then `cxp db migrate`)")
 
 
 def _sync_broker_files() -> None:
@@ -78,8 +98,12 @@ def stack_down() -> None:
     """Stop the broker and the database."""
     from cxp.stack import stop_stack
     from cxp.stack.api_process import stop_api
+    from cxp.stack.ha import ha_running, stop_ha
 
     stop_api(_settings())  # it needs the database
+    if ha_running(_settings()):
+        stop_ha(_settings())
+        console.print("ha cluster stopped")
     status = stop_stack(_settings())
     console.print(f"broker up={status.broker_up}  db up={status.db_up}")
 
@@ -92,6 +116,12 @@ def stack_status() -> None:
     status = get_status(_settings())
     console.print(f"broker {status.broker_address}: {'up' if status.broker_up else 'down'}")
     console.print(f"db     {status.db_address}: {'up' if status.db_up else 'down'}")
+    from cxp.stack.ha import ha_running, member_status
+
+    if ha_running(_settings()):
+        for m in member_status(_settings()):
+            console.print(f"ha     {m.name} 127.0.0.1:{m.pg_port}: {m.role or 'down'} {m.state or ''}"
+                          f"{f' (replay lag {m.lag_bytes} B)' if m.lag_bytes else ''}")
     if not (status.broker_up and status.db_up):
         raise typer.Exit(1)
 
@@ -177,17 +207,51 @@ def dead_letters_replay(
 @app.command()
 def gateway(
     stats_file: Annotated[Path | None, typer.Option(help="Write the final counters here as JSON on exit.")] = None,
-    rollups: Annotated[bool, typer.Option(help="Refresh rollups periodically in the gateway process.")] = True,
+    rollups: Annotated[bool, typer.Option(help="Take part in the leader election for the single-run work (rollup"
+                                              " refresh, alerts, retention).")] = True,
     alerts: Annotated[bool, typer.Option(help="Evaluate alert rules after each rollup refresh and deliver.")] = True,
+    instances: Annotated[int, typer.Option(min=1, help="Start this many gateway processes (client ids <client_id>-1"
+                                                       "…N) on the shared subscription, supervised.")] = 1,
+    instance: Annotated[int | None, typer.Option(min=1, help="Run as instance N of a group: client id"
+                                                             " <client_id>-N (what --instances starts).")] = None,
+    forget_session: Annotated[bool, typer.Option(help="Discard this gateway's (or instance's) persistent session at"
+                                                      " the broker, subscriptions and queue, and exit.")] = False,
 ) -> None:
-    """Run the ingest gateway until SIGTERM."""
+    """Run the ingest gateway (or a supervised group of them) until SIGTERM."""
     from cxp.alerts.evaluator import after_rollup_refresh
     from cxp.gateway.errors import GatewayError
+    from cxp.gateway.group import DEFAULT_GROUP, GatewayGroup, instance_client_id
     from cxp.gateway.service import Gateway
+    from cxp.gateway.service import forget_session as forget
     from cxp.store.errors import StoreError
 
+    settings = _settings()
+    if instances > 1:
+        if instance is not None or stats_file is not None:
+            _fail("--instances starts instances 1…N itself; --instance and --stats-file are for one process")
+
+        def command(n: int) -> list[str]:
+            return [sys.executable, "-m", "cxp.cli.main", "gateway", "--instance", str(n),
+                    "--rollups" if rollups else "--no-rollups", "--alerts" if alerts else "--no-alerts"]
+
+        console.print(f"gateway group: {instances} instances of {settings.gateway.client_id} on"
+                      f" $share/{settings.gateway.share_group or DEFAULT_GROUP}")
+        raise typer.Exit(GatewayGroup(command, instances=instances,
+                                      max_backoff_s=settings.gateway.retry_max_backoff_s).run())
+    if instance is not None:
+        cfg = settings.gateway.model_copy(update={
+            "client_id": instance_client_id(settings.gateway.client_id, instance),
+            "share_group": settings.gateway.share_group or DEFAULT_GROUP})
+        settings = settings.model_copy(update={"gateway": cfg})
+    if forget_session:
+        try:
+            forget(settings)
+        except GatewayError as exc:
+            _fail(str(exc))
+        console.print(f"discarded the broker session of {settings.gateway.client_id}")
+        return
     try:
-        code = Gateway(_settings(), stats_file=stats_file, rollups=rollups,
+        code = Gateway(settings, stats_file=stats_file, rollups=rollups,
                        after_refresh=after_rollup_refresh if alerts else None).run()
     except (GatewayError, StoreError) as exc:
         _fail(str(exc))
