@@ -10,10 +10,13 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from cxp.alerts import repository
+from cxp.alerts import analytic, repository
+from cxp.alerts.core.conditions import Verdict, due
 from cxp.alerts.core.lifecycle import Event, step
+from cxp.alerts.core.rules import Rule
 from cxp.alerts.errors import AlertError
 from cxp.alerts.queries import CONDITIONS, advance_device_seen, earliest_start, smallest_k
+from cxp.analytics.errors import AnalyticsError
 from cxp.core.config import Settings
 from cxp.store.errors import StoreError, mapped_errors
 
@@ -31,11 +34,13 @@ class Evaluation:
     opened: int = 0
     cleared: int = 0
     not_evaluated: list[str] = field(default_factory=list)  # rules of a kind this version cannot evaluate
+    deferred: int = 0  # cadence rules (incident, health, churn, voice) not due in this pass
+    failed: list[str] = field(default_factory=list)  # cadence rules whose analytics failed (their alerts untouched)
     seconds: float = 0.0
 
 
 def evaluate(conn: psycopg.Connection, *, now: datetime | None = None) -> Evaluation | None:
-    """Evaluate every enabled rule once; None when another process holds the leader lock."""
+    """Evaluate every enabled rule once (cadence rules when due); None when another process holds the leader lock."""
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     result = Evaluation()
@@ -46,31 +51,65 @@ def evaluate(conn: psycopg.Connection, *, now: datetime | None = None) -> Evalua
         advance_device_seen(conn, now=now)
         rules = repository.current_rules(conn, enabled_only=True)
         cache: dict = {"tp_since": earliest_start(rules, now), "silence_k": smallest_k(rules)}  # shared reads
+        last_runs = repository.cadence_state(conn)
         for rule in rules:
-            condition = CONDITIONS.get(rule.kind)
-            if condition is None:
+            if rule.kind in analytic.CONDITIONS:
+                last = last_runs.get(rule.name)
+                if not due(
+                    rule.kind,
+                    last=last[1] if last and last[0] == rule.version else None,
+                    now=now,
+                    every_s=rule.params.every_s,
+                ):
+                    result.deferred += 1
+                    continue
+                try:
+                    with conn.transaction():  # a savepoint: one rule's failure leaves the pass and its alerts alone
+                        verdicts = analytic.CONDITIONS[rule.kind](conn, rule, rule.params, now, cache)
+                except (AnalyticsError, StoreError, psycopg.Error) as exc:
+                    log.warning("alert rule %s: %s", rule.name, exc)
+                    result.failed.append(rule.name)
+                    continue
+                repository.record_cadence(conn, rule=rule, now=now)
+            elif rule.kind in CONDITIONS:
+                verdicts = CONDITIONS[rule.kind](conn, rule, rule.params, now, cache)
+            else:
                 result.not_evaluated.append(rule.name)
                 continue
             result.rules += 1
-            verdicts = condition(conn, rule, rule.params, now, cache)
-            result.firing += len(verdicts)
-            live = repository.live_alerts(conn, rule_name=rule.name)
-            updates = []
-            for entity in sorted(verdicts.keys() | live.keys()):  # a stable notification order
-                alert_id, current = live.get(entity, (None, None))
-                verdict = verdicts.get(entity)
-                new, event = step(current, firing=verdict is not None, now=now, hold_down_s=rule.hold_down_s)
-                if event is Event.OPENED:
-                    repository.open_alert(conn, rule=rule, entity=entity, values=verdict.values, now=now)
-                    result.opened += 1
-                elif event is Event.CLEARED:
-                    repository.clear_alert(conn, rule=rule, alert_id=alert_id, now=now)
-                    result.cleared += 1
-                elif event is Event.UPDATED:
-                    updates.append((alert_id, new, verdict.values if verdict else {}))
-            repository.update_alerts(conn, rows=updates)
+            _apply(conn, rule, verdicts, now, result)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _apply(
+    conn: psycopg.Connection, rule: Rule, verdicts: dict[str, Verdict], now: datetime, result: Evaluation
+) -> None:
+    """Step every entity of one rule through the lifecycle: open, refresh, hold down, clear."""
+    result.firing += len(verdicts)
+    live = repository.live_alerts(conn, rule_name=rule.name)
+    updates = []
+    for entity in sorted(verdicts.keys() | live.keys()):  # a stable notification order
+        alert_id, current = live.get(entity, (None, None))
+        verdict = verdicts.get(entity)
+        new, event = step(current, firing=verdict is not None, now=now, hold_down_s=rule.hold_down_s)
+        if event is Event.OPENED:
+            repository.open_alert(
+                conn,
+                rule=rule,
+                entity=entity,
+                values=verdict.values,
+                now=now,
+                product_id=verdict.product_id,
+                touchpoint=verdict.touchpoint,
+            )
+            result.opened += 1
+        elif event is Event.CLEARED:
+            repository.clear_alert(conn, rule=rule, alert_id=alert_id, now=now)
+            result.cleared += 1
+        elif event is Event.UPDATED:
+            updates.append((alert_id, new, verdict.values if verdict else {}))
+    repository.update_alerts(conn, rows=updates)
 
 
 class _HookState:
@@ -103,7 +142,8 @@ def after_rollup_refresh(conn: psycopg.Connection, settings: Settings, refreshed
     if state.deliverer is None or not state.deliverer.is_alive():
         from cxp.alerts.delivery import delivery_loop
 
-        state.deliverer = threading.Thread(target=delivery_loop, args=(settings, state.wake), name="alert-delivery",
-                                           daemon=True)
+        state.deliverer = threading.Thread(
+            target=delivery_loop, args=(settings, state.wake), name="alert-delivery", daemon=True
+        )
         state.deliverer.start()
     state.wake.set()
