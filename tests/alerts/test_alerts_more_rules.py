@@ -175,3 +175,39 @@ def test_ingest_lag_and_silent_gateway_per_instance(alert_db):
     record_gateway_stats(db, gateway_id="gw-slow", snapshot={"receive_to_commit_ms_p99": 300.0})
     later = db.execute("SELECT now()").fetchone()[0] + timedelta(seconds=1)
     assert evaluate(db, now=later).cleared == 2
+
+
+# ---------------------------------------------------------------- churn risk: a device enters the top-N list
+
+
+def test_devices_entering_the_churn_risk_top_list_raise_alerts(fleet_settings, loaded_fleet):
+    """On the analytics proofs' fleet (planted churners), inside a transaction that is rolled back: the fleet
+    database stays as the other tests expect it."""
+    from cxp.store.db import connect
+
+    top = 15
+
+    def ranked(day: datetime) -> set[str]:
+        end = day.date() - timedelta(days=1)
+        entries = service.list_churn_risk(conn=conn, query=AnalyticsQuery(end=end), level="device", limit=top).entries
+        return {e.entity_id for e in entries}
+
+    churners = set(loaded_fleet.truth.index[loaded_fleet.truth["churns"].astype(bool)])
+    with connect(fleet_settings.db) as conn, conn.transaction(force_rollback=True):
+        conn.execute("DELETE FROM alerts; DELETE FROM alert_rules; DELETE FROM alert_eval_state")
+        _rules(conn, {"name": "churn-top", "hold_down_s": 0, "params": {"kind": "churn", "top_n": top}})
+        week6 = datetime(2025, 4, 14, 6, tzinfo=UTC)  # Monday of the seventh week (the fleet starts 2025-03-03)
+        first = evaluate(conn, now=week6)
+        assert (first.rules, first.opened, first.failed) == (1, top, [])
+        before = {a["entity"] for a in repository.list_alerts(conn, live_only=True)}
+        assert before == ranked(week6)
+        week7 = week6 + timedelta(days=7)
+        second = evaluate(conn, now=week7)
+        after = {a["entity"] for a in repository.list_alerts(conn, live_only=True)}
+        assert after == ranked(week7) and after != before
+        assert (second.opened, second.cleared) == (len(after - before), len(before - after))
+        # The list is the churn model's, and the model finds the planted churners: most alerts are about them
+        # (47 of the 500 devices churn).
+        assert len(after & churners) >= top // 2 and len(before & churners) >= top // 2
+        values = next(a for a in repository.list_alerts(conn, live_only=True))["trigger_values"]
+        assert 1 <= values["rank"] <= top and values["risk_score"] > 0

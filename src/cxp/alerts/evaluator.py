@@ -52,6 +52,7 @@ def evaluate(conn: psycopg.Connection, *, now: datetime | None = None) -> Evalua
         rules = repository.current_rules(conn, enabled_only=True)
         cache: dict = {"tp_since": earliest_start(rules, now), "silence_k": smallest_k(rules)}  # shared reads
         last_runs = repository.cadence_state(conn)
+        updates: list[tuple] = []
         for rule in rules:
             if rule.kind in analytic.CONDITIONS:
                 last = last_runs.get(rule.name)
@@ -77,15 +78,16 @@ def evaluate(conn: psycopg.Connection, *, now: datetime | None = None) -> Evalua
                 result.not_evaluated.append(rule.name)
                 continue
             result.rules += 1
-            _apply(conn, rule, verdicts, now, result)
+            updates += _apply(conn, rule, verdicts, now, result)
+        repository.update_alerts(conn, rows=updates)  # every rule's refreshed live alerts in one statement
     result.seconds = time.perf_counter() - started
     return result
 
 
 def _apply(
     conn: psycopg.Connection, rule: Rule, verdicts: dict[str, Verdict], now: datetime, result: Evaluation
-) -> None:
-    """Step every entity of one rule through the lifecycle: open, refresh, hold down, clear."""
+) -> list[tuple]:
+    """Step every entity of one rule through the lifecycle: open and clear now; return the live alerts to refresh."""
     result.firing += len(verdicts)
     live = repository.live_alerts(conn, rule_name=rule.name)
     updates = []
@@ -109,7 +111,7 @@ def _apply(
             result.cleared += 1
         elif event is Event.UPDATED:
             updates.append((alert_id, new, verdict.values if verdict else {}))
-    repository.update_alerts(conn, rows=updates)
+    return updates
 
 
 class _HookState:
