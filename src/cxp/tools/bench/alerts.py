@@ -147,6 +147,7 @@ def _rules(count: int, channel: dict | None = None) -> list:
 def _cleanup(conn) -> None:
     conn.execute("DELETE FROM alerts WHERE rule_name LIKE 'bench-%%'")
     conn.execute("DELETE FROM alert_rules WHERE name LIKE 'bench-%%'")
+    conn.execute("DELETE FROM alert_eval_state WHERE key LIKE 'rule:bench-%%'")  # the cadence rules' last runs
 
 
 def _ms(seconds: list[float]) -> str:
