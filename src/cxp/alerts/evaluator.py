@@ -64,6 +64,7 @@ def evaluate(conn: psycopg.Connection, *, now: datetime | None = None) -> Evalua
                 ):
                     result.deferred += 1
                     continue
+                repository.record_cadence(conn, rule=rule, now=now)  # a failure, too, waits for the next due time
                 try:
                     with conn.transaction():  # a savepoint: one rule's failure leaves the pass and its alerts alone
                         verdicts = analytic.CONDITIONS[rule.kind](conn, rule, rule.params, now, cache)
@@ -71,7 +72,6 @@ def evaluate(conn: psycopg.Connection, *, now: datetime | None = None) -> Evalua
                     log.warning("alert rule %s: %s", rule.name, exc)
                     result.failed.append(rule.name)
                     continue
-                repository.record_cadence(conn, rule=rule, now=now)
             elif rule.kind in CONDITIONS:
                 verdicts = CONDITIONS[rule.kind](conn, rule, rule.params, now, cache)
             else:
