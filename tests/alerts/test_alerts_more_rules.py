@@ -211,3 +211,24 @@ def test_devices_entering_the_churn_risk_top_list_raise_alerts(fleet_settings, l
         assert len(after & churners) >= top // 2 and len(before & churners) >= top // 2
         values = next(a for a in repository.list_alerts(conn, live_only=True))["trigger_values"]
         assert 1 <= values["rank"] <= top and values["risk_score"] > 0
+
+
+# ---------------------------------------------------------------- the cadence rules' own pass and leader
+
+
+def test_cadence_rules_have_their_own_pass_and_leader(alert_db, settings):
+    from cxp.store.db import connect
+
+    db = alert_db
+    _rules(db, {"name": "offline", "params": {"kind": "silence"}}, {"name": "nps", "params": {"kind": "voice"}})
+    now = datetime.now(UTC)
+    fast = evaluate(db, now=now, kinds="fast")
+    assert (fast.rules, fast.deferred) == (1, 0)  # silence only: the gateway's pass after a refresh
+    cadence = evaluate(db, now=now, kinds="cadence")
+    assert (cadence.rules, cadence.deferred, cadence.failed) == (1, 0, [])  # voice, due the first time
+    assert evaluate(db, now=now + timedelta(minutes=1), kinds="cadence").deferred == 1  # not due again yet
+    with connect(settings.db) as other, other.transaction():
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (0x6378_7018,))  # another process evaluates cadence rules
+        assert evaluate(db, now=now, kinds="cadence") is None
+        assert evaluate(db, now=now, kinds="all") is None
+        assert evaluate(db, now=now, kinds="fast") is not None  # the fast pass is not held up

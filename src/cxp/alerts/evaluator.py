@@ -7,6 +7,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 import psycopg
 
@@ -18,11 +19,13 @@ from cxp.alerts.errors import AlertError
 from cxp.alerts.queries import CONDITIONS, advance_device_seen, earliest_start, smallest_k
 from cxp.analytics.errors import AnalyticsError
 from cxp.core.config import Settings
+from cxp.store.db import connect
 from cxp.store.errors import StoreError, mapped_errors
 
 log = logging.getLogger("cxp.alerts")
 
 _LEADER_LOCK = 0x6378_7016  # one evaluator at a time across every gateway
+_CADENCE_LOCK = 0x6378_7018  # and one evaluator of the cadence rules
 
 
 @dataclass
@@ -39,19 +42,33 @@ class Evaluation:
     seconds: float = 0.0
 
 
-def evaluate(conn: psycopg.Connection, *, now: datetime | None = None) -> Evaluation | None:
-    """Evaluate every enabled rule once (cadence rules when due); None when another process holds the leader lock."""
+Kinds = Literal["all", "fast", "cadence"]
+
+
+def evaluate(conn: psycopg.Connection, *, now: datetime | None = None, kinds: Kinds = "all") -> Evaluation | None:
+    """Evaluate every enabled rule once (cadence rules when due); None when another process holds the leader lock.
+
+    `kinds`: "fast" (silence, touchpoint, pipeline: the gateway's pass after each rollup refresh), "cadence"
+    (incident, health, churn, voice: a thread of their own, so their seconds of analytics never delay a refresh),
+    or both. Each part has its own leader lock; "all" needs both.
+    """
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     result = Evaluation()
+    locks = {"fast": (_LEADER_LOCK,), "cadence": (_CADENCE_LOCK,), "all": (_LEADER_LOCK, _CADENCE_LOCK)}[kinds]
     with mapped_errors(), conn.transaction():
-        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LEADER_LOCK,)).fetchone()[0]
-        if not got:
-            return None
-        advance_device_seen(conn, now=now)
-        rules = repository.current_rules(conn, enabled_only=True)
+        for lock in locks:
+            if not conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (lock,)).fetchone()[0]:
+                return None
+        if kinds != "cadence":
+            advance_device_seen(conn, now=now)
+        rules = [
+            r
+            for r in repository.current_rules(conn, enabled_only=True)
+            if kinds == "all" or (r.kind in analytic.CONDITIONS) == (kinds == "cadence")
+        ]
         cache: dict = {"tp_since": earliest_start(rules, now), "silence_k": smallest_k(rules)}  # shared reads
-        last_runs = repository.cadence_state(conn)
+        last_runs = repository.cadence_state(conn) if kinds != "fast" else {}
         updates: list[tuple] = []
         for rule in rules:
             if rule.kind in analytic.CONDITIONS:
@@ -115,15 +132,44 @@ def _apply(
 
 
 class _HookState:
-    """Per-process state of the gateway hook: when it last evaluated, and the delivery thread."""
+    """Per-process state of the gateway hook: when it last evaluated, the delivery and cadence threads."""
 
     last = 0.0
     deliverer: threading.Thread | None = None
+    cadence: threading.Thread | None = None
     wake = threading.Event()
 
 
+def _log_result(result: Evaluation | None) -> None:
+    if result is not None and (result.opened or result.cleared or result.failed):
+        log.info("alerts: %d opened, %d cleared, failed %s", result.opened, result.cleared, result.failed)
+
+
+def cadence_loop(settings: Settings, wake: threading.Event, stopping: threading.Event | None = None) -> None:
+    """Evaluate the cadence rules every eval_interval_s (a pass does work only when one is due); wake delivery."""
+    conn = None
+    while stopping is None or not stopping.is_set():
+        try:
+            conn = conn if conn is not None and not conn.closed else connect(settings.db)
+            result = evaluate(conn, kinds="cadence")
+            _log_result(result)
+            if result is not None and (result.opened or result.cleared):
+                wake.set()
+        except (AlertError, StoreError) as exc:
+            log.warning("alert evaluation (cadence rules) failed: %s", exc)
+            conn = None
+        except Exception:  # keep evaluating: a bug must not end the thread for good
+            log.exception("alert evaluation (cadence rules) failed")
+            conn = None
+        if stopping is not None:
+            stopping.wait(max(settings.alerts.eval_interval_s, 1.0))
+        else:
+            time.sleep(max(settings.alerts.eval_interval_s, 1.0))
+
+
 def after_rollup_refresh(conn: psycopg.Connection, settings: Settings, refreshed_device_days: int) -> None:
-    """The gateway's hook: evaluate after a refresh that changed data, or when eval_interval_s has passed.
+    """The gateway's hook: evaluate the fast rules after a refresh that changed data, or when eval_interval_s has
+    passed; keep the delivery and cadence threads running.
 
     Failures are logged, never raised: alerts must not stop the rollups.
     """
@@ -132,15 +178,13 @@ def after_rollup_refresh(conn: psycopg.Connection, settings: Settings, refreshed
         return
     state.last = time.monotonic()
     try:
-        result = evaluate(conn)
+        _log_result(evaluate(conn, kinds="fast"))
     except (AlertError, StoreError) as exc:
         log.warning("alert evaluation failed: %s", exc)
         return
     except Exception:  # a bug here must not end the gateway's rollup thread
         log.exception("alert evaluation failed")
         return
-    if result is not None and (result.opened or result.cleared):
-        log.info("alerts: %d opened, %d cleared", result.opened, result.cleared)
     if state.deliverer is None or not state.deliverer.is_alive():
         from cxp.alerts.delivery import delivery_loop
 
@@ -148,4 +192,9 @@ def after_rollup_refresh(conn: psycopg.Connection, settings: Settings, refreshed
             target=delivery_loop, args=(settings, state.wake), name="alert-delivery", daemon=True
         )
         state.deliverer.start()
+    if state.cadence is None or not state.cadence.is_alive():
+        state.cadence = threading.Thread(
+            target=cadence_loop, args=(settings, state.wake), name="alert-cadence", daemon=True
+        )
+        state.cadence.start()
     state.wake.set()

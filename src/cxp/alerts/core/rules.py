@@ -146,7 +146,6 @@ class PipelineParams(_Strict):
         return self
 
 
-SLOW_KINDS = ("incident", "health", "churn", "voice")
 Params = Annotated[
     SilenceParams | TouchpointParams | IncidentParams | HealthParams | ChurnParams | VoiceParams | PipelineParams,
     Field(discriminator="kind"),
