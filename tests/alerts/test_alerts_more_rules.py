@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -142,14 +143,31 @@ def test_silence_as_a_share_of_a_products_devices(alert_db):
 # ---------------------------------------------------------------- pipeline: ingest lag and a silent gateway
 
 
-def test_ingest_lag_and_silent_gateway_per_instance(alert_db):
-    db = alert_db
-    db.execute("DELETE FROM gateway_stats")  # earlier tests' gateways (truncate_data keeps operations data)
-    record_gateway_stats(db, gateway_id="gw-slow", snapshot={"receive_to_commit_ms_p99": 5000.0})
-    record_gateway_stats(db, gateway_id="gw-fast", snapshot={"receive_to_commit_ms_p99": 80.0})
+def _snapshot(p99_ms: float) -> dict:
+    """A gateway's stats report as the gateway writes it (its counters, and the p99 receive → commit latency)."""
+    counters = ("received", "messages_stored", "events_stored", "states_stored", "duplicates", "dead_lettered")
+    return {**dict.fromkeys(counters, 0), "receive_to_commit_ms_p99": p99_ms, "stats_interval_s": 10.0}
+
+
+@pytest.fixture
+def gateway_stats(alert_db: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """No gateway reports but this test's (earlier tests' gateways are gone), and none of its own left afterwards:
+    `gateway_stats` is operations data that truncate_data keeps, and /v1/ingest/status reads it."""
+    alert_db.execute("DELETE FROM gateway_stats")
+    try:
+        yield alert_db
+    finally:
+        alert_db.execute("DELETE FROM gateway_stats WHERE gateway_id LIKE 'alerts-test-%%'")
+
+
+def test_ingest_lag_and_silent_gateway_per_instance(gateway_stats):
+    db = gateway_stats
+    record_gateway_stats(db, gateway_id="alerts-test-slow", snapshot=_snapshot(5000.0))
+    record_gateway_stats(db, gateway_id="alerts-test-fast", snapshot=_snapshot(80.0))
     db.execute(
-        "INSERT INTO gateway_stats (gateway_id, at, snapshot) VALUES ('gw-gone', now() - interval '10 minutes', %s)",
-        (Jsonb({"receive_to_commit_ms_p99": 9000.0}),),
+        "INSERT INTO gateway_stats (gateway_id, at, snapshot)"
+        " VALUES ('alerts-test-gone', now() - interval '10 minutes', %s)",
+        (Jsonb(_snapshot(9000.0)),),
     )
     _rules(
         db,
@@ -167,12 +185,12 @@ def test_ingest_lag_and_silent_gateway_per_instance(alert_db):
     now = db.execute("SELECT now()").fetchone()[0]
     assert evaluate(db, now=now + timedelta(seconds=1)).opened == 2
     live = _live(db)
-    # gw-gone's old lag is not the current lag of a running gateway: only its silence alerts.
-    assert set(live) == {("lag", "gw-slow"), ("gateway-silent", "gw-gone")}
-    assert live[("lag", "gw-slow")]["trigger_values"]["value"] == 5000.0
-    assert live[("gateway-silent", "gw-gone")]["trigger_values"]["value"] >= 600
-    record_gateway_stats(db, gateway_id="gw-gone", snapshot={"receive_to_commit_ms_p99": 50.0})
-    record_gateway_stats(db, gateway_id="gw-slow", snapshot={"receive_to_commit_ms_p99": 300.0})
+    # The silent gateway's old lag is not the current lag of a running gateway: only its silence alerts.
+    assert set(live) == {("lag", "alerts-test-slow"), ("gateway-silent", "alerts-test-gone")}
+    assert live[("lag", "alerts-test-slow")]["trigger_values"]["value"] == 5000.0
+    assert live[("gateway-silent", "alerts-test-gone")]["trigger_values"]["value"] >= 600
+    record_gateway_stats(db, gateway_id="alerts-test-gone", snapshot=_snapshot(50.0))
+    record_gateway_stats(db, gateway_id="alerts-test-slow", snapshot=_snapshot(300.0))
     later = db.execute("SELECT now()").fetchone()[0] + timedelta(seconds=1)
     assert evaluate(db, now=later).cleared == 2
 
