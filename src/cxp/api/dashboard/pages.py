@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime, time
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from cxp.analytics.models import (
     TouchpointInsight,
     TouchpointReport,
 )
+from cxp.api.dashboard.alerts import alert_marker_trace, touchpoint_marker_trace
 from cxp.api.dashboard.comparison import Comparison
 from cxp.api.dashboard.render import Charts, Html, el, join, num, pct, table, traces_have_points
 
@@ -147,9 +148,10 @@ def _score_trace(name: str, history: Sequence[HealthScore], **style: object) -> 
                              "%{customdata[2]}<extra>%{fullData.name}</extra>", **style}
 
 
-def health(products: HealthReport, scope: HealthReport, *, scope_name: str,
-           config: HealthConfig) -> tuple[Html, Charts]:
-    """Score per product over time (with the fleet), the scope's components over time, and each product's drivers."""
+def health(products: HealthReport, scope: HealthReport, *, scope_name: str, config: HealthConfig,
+           markers: Sequence[dict] = ()) -> tuple[Html, Charts]:
+    """Score per product over time (with the fleet), the scope's components over time, and each product's drivers;
+    `markers`: the product alerts of the window (repository.list_markers), marked on the score chart."""
     charts = Charts()
     ids = sorted({s.entity_id for s in products.scores})
     score_traces = [_score_trace(p, products.history(p)) for p in ids]
@@ -176,17 +178,23 @@ def health(products: HealthReport, scope: HealthReport, *, scope_name: str,
     # Start the score axis near the data (whole tens, showing at least the green band's edge): weekly moves
     # of a few points vanish on 0–100, and the coloured bands still say where the score stands.
     low = max(0.0, min(10 * math.floor((min(scores, default=0) - 5) / 10), config.green_from - 10))
+    # Alert markers along the foot of the score axis (clear of the scores and of plotly's mode bar at the top).
+    since = datetime.combine(products.window.start, time(0), tzinfo=UTC)
+    marks = alert_marker_trace(list(markers), y=low + 1, since=since) if score_traces else None
     latest_all = products.latest()
     last_week = f"{_window_text(latest_all[0].period_start, latest_all[0].period_end)}" if latest_all else "none"
     rows = [(s.entity_id, num(s.devices), _band_value(s.score, s.band), _band(s.band), _trend(s.arrow, s.delta),
              *(num(s.components.get(k)) for k in components), ", ".join(s.top_negative_drivers) or "–")
             for s in latest_all]
     body = join([
-        charts.chart("health-score", _spec(score_traces, yaxis={**axis, "range": [low, 100]},
+        charts.chart("health-score", _spec(score_traces + ([marks] if marks else []),
+                                           yaxis={**axis, "range": [low, 100]},
                                            shapes=_band_shapes(config),
                                            xaxis={"title": {"text": "Week starting"}}),
                      title="Experience Health Score per week", empty=reason,
-                     note=f"Bands: red below {config.red_below:.0f}, green from {config.green_from:.0f}."),
+                     note=f"Bands: red below {config.red_below:.0f}, green from {config.green_from:.0f}."
+                          + (f" ▲ {len(markers)} alert(s) of the window at their opening time (red open, amber"
+                             " acknowledged, grey cleared)." if marks else "")),
         _grid(charts.chart("health-components", _spec(comp_traces, yaxis=axis), title=f"Components: {scope_name}",
                            empty=reason, note="Reliability, efficiency, engagement, trajectory and voice, 0–100."),
               charts.chart("health-drivers", _spec(driver_traces, barmode="group", yaxis={"automargin": True},
@@ -244,14 +252,24 @@ def _ipa_spec(points: Sequence[TouchpointInsight], crosshair: tuple[float | None
                  yaxis={"title": {"text": "Performance (success and latency, 0–100)"}})
 
 
-def touchpoints(report: TouchpointReport) -> tuple[Html, Charts]:
-    """One importance–performance chart per product, the touchpoint table and the outcome models behind importance."""
+def touchpoints(report: TouchpointReport, markers: Sequence[dict] = ()) -> tuple[Html, Charts]:
+    """One importance–performance chart per product, the touchpoint table and the outcome models behind importance;
+    `markers`: the touchpoint alerts of the window, ringed on their product's chart."""
     charts = Charts()
     products = sorted({t.product_id for t in report.touchpoints})
-    cards = [charts.chart(f"ipa-{p}", _ipa_spec(report.for_product(p), report.crosshairs.get(p, (None, None))),
-                          title=f"Importance vs performance: {p}", height=440,
-                          empty="no touchpoint has both an importance and a performance",
-                          note="Dotted lines: the product's means. Marker size: uses.") for p in products]
+    cards = []
+    for p in products:
+        spec = _ipa_spec(report.for_product(p), report.crosshairs.get(p, (None, None)))
+        positions = {t.touchpoint: (t.importance, t.performance) for t in report.for_product(p)
+                     if t.importance is not None and t.performance is not None}
+        ring = touchpoint_marker_trace([m for m in markers if m["product_id"] == p], positions)
+        if spec is not None and ring is not None:
+            spec["data"].append(ring)
+        cards.append(charts.chart(f"ipa-{p}", spec, title=f"Importance vs performance: {p}", height=440,
+                                  empty="no touchpoint has both an importance and a performance",
+                                  note="Dotted lines: the product's means. Marker size: uses."
+                                  + (" Rings: touchpoints with alerts in the window (red: one still live)."
+                                     if ring is not None else "")))
     if not cards:
         cards = [charts.chart("ipa", None, title="Importance vs performance", empty="no touchpoint use in the window")]
     rows = [(f"{t.product_id} / {t.touchpoint}", t.journey_stage, "yes" if t.is_core else "", pct(t.reach), num(t.uses),

@@ -4,7 +4,7 @@ and pricing models. Server-rendered HTML with the data embedded as JSON; plotly 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 from cxp.alerts import repository as alert_store
 from cxp.analytics import service as analytics
 from cxp.analytics.core.health import HealthConfig
+from cxp.analytics.models import Window
 from cxp.analytics.query import AnalyticsQuery
 from cxp.api.dashboard import assets, pages
 from cxp.api.dashboard.alerts import alerts_page
@@ -33,6 +34,7 @@ from cxp.api.deps import (
     DashboardPricingKey,
     DashboardProductKey,
     DashboardUser,
+    LightConnDep,
     SettingsDep,
 )
 from cxp.api.errors import NotAuthenticated, Unprocessable, describe_error
@@ -263,14 +265,22 @@ def overview(key: DashboardKey, cached: DashboardCachedDep,
                       subtitle=sub))
 
 
+def _markers(conn: psycopg.Connection, window: Window, *, product: str | None, touchpoint: bool = False) -> list[dict]:
+    """The product alerts live at some time in the window's days, read fresh (never from the result cache)."""
+    start = datetime.combine(window.start, time(0), tzinfo=UTC)
+    end = datetime.combine(window.end + timedelta(days=1), time(0), tzinfo=UTC)
+    return alert_store.list_markers(conn, start=start, end=end, product_id=product, touchpoint=touchpoint)
+
+
 @router.get("/health")
-def health(key: DashboardProductKey, cached: DashboardCachedDep, product: Product = None,
+def health(key: DashboardProductKey, cached: DashboardCachedDep, conn: LightConnDep, product: Product = None,
            weeks: Annotated[int, Query(ge=1, le=104)] = 12) -> HTMLResponse:
-    """Health over time per product and for the fleet, with components and drivers."""
+    """Health over time per product and for the fleet, with components and drivers, and the alerts of the window."""
     by_product = cached.service(analytics.get_health, query=AnalyticsQuery(product=product), level="product",
                                 weeks=weeks)
     scope = by_product if product else cached.service(analytics.get_health, level="fleet", weeks=weeks)
-    body, charts = pages.health(by_product, scope, scope_name=product or "fleet", config=HealthConfig())
+    body, charts = pages.health(by_product, scope, scope_name=product or "fleet", config=HealthConfig(),
+                                markers=_markers(conn, by_product.window, product=product))
     filters = filter_form(products=_product_ids(cached), product=product, span_name="weeks", span_value=weeks,
                           span_label="Weeks")
     return _html(page(title="Fleet health", active="health", viewer=_viewer(key), body=body, charts=charts,
@@ -287,10 +297,14 @@ def _days_page(key: DashboardUser, cached: Cached, *, service: Callable[..., Any
 
 
 @router.get("/touchpoints")
-def touchpoints(key: DashboardProductKey, cached: DashboardCachedDep, product: Product = None,
+def touchpoints(key: DashboardProductKey, cached: DashboardCachedDep, conn: LightConnDep, product: Product = None,
                 days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
-    """Importance–performance chart per product, with the touchpoint table."""
-    return _days_page(key, cached, service=analytics.get_touchpoints, render=pages.touchpoints, title="Touchpoints",
+    """Importance–performance chart per product, with the touchpoint table and the touchpoint alerts of the window."""
+
+    def render(report: Any) -> Any:
+        return pages.touchpoints(report, _markers(conn, report.window, product=product, touchpoint=True))
+
+    return _days_page(key, cached, service=analytics.get_touchpoints, render=render, title="Touchpoints",
                       active="touchpoints", product=product, days=days)
 
 
