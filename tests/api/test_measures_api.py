@@ -54,3 +54,11 @@ def test_capability_ladder_json_and_csv(fleet_api, fleet_conn) -> None:
     rows = list(csv.DictReader(io.StringIO(text.text)))
     assert len(rows) == len(expected.levels)
     assert {"product_id", "segment", "level", "devices", "reached", "share", "median_days_to_reach"} <= set(rows[0])
+
+
+def test_journey_map_json_and_csv(fleet_api) -> None:
+    body = fleet_api.get("/v1/experience/journey-map?product=thermo-x1&days=3650", role="product").json()
+    assert body["stages"][0]["stage"] == "pre_purchase" and body["cells"]
+    text = fleet_api.get("/v1/experience/journey-map?product=thermo-x1&days=3650&format=csv", role="product")
+    rows = list(csv.DictReader(io.StringIO(text.text)))
+    assert len(rows) == len(body["cells"]) and {"stage", "touchpoint", "reach", "performance", "csat"} <= set(rows[0])

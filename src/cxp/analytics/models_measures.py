@@ -90,3 +90,47 @@ class LadderReport:
     contrasts: tuple[LadderContrast, ...]
     definitions: dict[str, str] = field(default_factory=dict)
     reason: str | None = None
+
+
+# ---------------------------------------------------------------- journey map
+
+
+@dataclass(frozen=True)
+class JourneyMapCell:
+    """One touchpoint row in one journey-stage column: reach, performance, satisfaction, pain."""
+
+    product_id: str
+    stage: str
+    touchpoint: str
+    owner: str
+    devices: int
+    reach: float | None  # 0–1
+    success_rate: float | None  # 0–1
+    performance: float | None  # 0–100, as in the touchpoint report
+    csat: float | None  # % top-2-box, None without answers
+    csat_n: int
+    quadrant: str | None
+    pain: bool
+
+
+@dataclass(frozen=True)
+class JourneyMapStage:
+    """A column of the map: journey stage (post-purchase split into lifecycle stages), devices, drop-off onward."""
+
+    stage: str
+    lifecycle_stage: str | None
+    devices: int | None
+    drop_off_to_next: float | None  # 0–1
+    pain_points: tuple[str, ...]
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class JourneyMap:
+    """The journey map of one scope (product, segment): stage columns, touchpoint cells, pain points, drop-off."""
+
+    window: Window
+    stages: tuple[JourneyMapStage, ...]
+    cells: tuple[JourneyMapCell, ...]
+    definitions: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from cxp.analytics import service
 from cxp.analytics.core.engagement import EngagementRule
-from cxp.analytics.models_measures import EngagementReport, LadderReport
+from cxp.analytics.models_measures import EngagementReport, JourneyMap, LadderReport
 from cxp.api.deps import CachedDep, ProductKey
 from cxp.api.routers.experience import QueryDep
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, csv_response
@@ -72,4 +72,24 @@ def get_capability_ladder(
     report = cached.service(service.get_capability_ladder, query=query, weeks=weeks, min_n=min_n)
     if format == "csv":
         return csv_response(report.levels, filename="capability-ladder")
+    return report
+
+
+@router.get(
+    "/journey-map",
+    response_model=JourneyMap,
+    responses=CSV_RESPONSES,
+    summary="Journey map: stages × touchpoints with reach, performance, satisfaction, pain points, drop-off",
+)
+def get_journey_map(
+    _: ProductKey,
+    cached: CachedDep,
+    query: QueryDep,
+    days: Annotated[int, Query(ge=1, le=3660, description="Window length in days when start is not given")] = 56,
+    format: FormatQuery = "json",
+) -> JourneyMap | Response:
+    """For a product or a segment (scope filters). CSV: one row per stage × touchpoint cell."""
+    report = cached.service(service.get_journey_map, query=query, days=days)
+    if format == "csv":
+        return csv_response(report.cells, filename="journey-map")
     return report
