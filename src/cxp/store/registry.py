@@ -24,6 +24,7 @@ class TouchpointRow:
     target_latency_ms: float | None = None
     target_duration_s: float | None = None
     unit: str | None = None
+    capability: str | None = None  # monitoring / control / optimisation / autonomy (migration 020)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +82,10 @@ def upsert_products(conn: psycopg.Connection, *, products: Iterable[ProductRow])
             cur.execute("DELETE FROM touchpoints WHERE product_id = %s", (p.product_id,))
             cur.executemany(
                 "INSERT INTO touchpoints (product_id, touchpoint, journey_stage, owner, is_core,"
-                " target_latency_ms, target_duration_s, unit) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                " target_latency_ms, target_duration_s, unit, capability)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [(p.product_id, t.touchpoint, t.journey_stage, t.owner, t.is_core, t.target_latency_ms,
-                  t.target_duration_s, t.unit) for t in p.touchpoints],
+                  t.target_duration_s, t.unit, t.capability) for t in p.touchpoints],
             )
             n += 1
     return n

@@ -42,7 +42,8 @@ def register_fleet(conn: psycopg.Connection, *, fleet: Fleet, lived_truth: bool 
     upsert_products(conn, products=[
         ProductRow(p.model, p.display_name, p.heartbeat_interval_s, p.expected_active_days_per_week, [
             TouchpointRow(t.name, t.journey_stage, t.owner, t.core, t.target_latency_ms, t.typical_duration_s,
-                          t.quantity.unit if t.quantity else None)
+                          t.quantity.unit if t.quantity else None,
+                          t.capability if t.trigger == "session" else None)
             for t in p.touchpoints
         ]) for p in fleet.products.values()
     ])
