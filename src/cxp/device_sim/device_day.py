@@ -15,6 +15,7 @@ from cxp.device_sim.kano import (
     CES_PER_CSAT,
     CHURN_LEAD_DAYS,
     CSAT_NEUTRAL_SHIFT,
+    HABIT_DECAY,
     NPS_NEUTRAL_SHIFT,
     NPS_PER_CSAT,
     PROMPT_PROB,
@@ -79,6 +80,8 @@ class DeviceDay:
         st.recent_total *= 0.75
         for k in st.recent_ok:
             st.recent_ok[k] *= 0.75
+        for k in st.habit:
+            st.habit[k] *= HABIT_DECAY
         st.recent_incident *= 0.75
         st.recent_support *= 0.75
         if self.ctx.churn_ms is None:
@@ -112,6 +115,7 @@ class DeviceDay:
         p, terms = churn_hazard(
             truth=ctx.truth,
             recent_err=st.recent_err,
+            habit=st.habit,
             recent_incident=st.recent_incident,
             recent_support=st.recent_support,
             sensitivity=ctx.persona.error_sensitivity * ctx.fleet.experience_churn,
@@ -317,6 +321,7 @@ class DeviceDay:
                 self.push(t + 1000 + int(rng.expovariate(1 / 600) * 1000), ("recovered", code, tp.name))
         self.emit(t, "error", {"code": code, "severity": severity, "touchpoint": tp.name})
         st.recent_err[tp.name] = st.recent_err.get(tp.name, 0.0) + 1.0
+        st.habit[tp.name] = st.habit.get(tp.name, 0.0) + 1.0
         st.recent_total += 1.0
         if (
             tp.trigger != "support"

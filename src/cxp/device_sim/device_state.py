@@ -71,6 +71,8 @@ class DeviceState:
     recent_err: dict[str, float] = field(default_factory=dict)
     recent_total: float = 0.0
     recent_ok: dict[str, float] = field(default_factory=dict)
+    # Failures per touchpoint decaying slowly (kano.HABIT_DECAY): how used to them the customer is.
+    habit: dict[str, float] = field(default_factory=dict)
     recent_incident: float = 0.0
     recent_support: float = 0.0
     # What drove the experience churn hazard on the day it fired (term name -> hazard).
