@@ -278,6 +278,12 @@ class Disruption:
     recovered_episodes: int
     median_recovery_s: float | None
     p90_recovery_s: float | None
+    # when the last affected device recovered, minus `start` (None while a device has not)
+    time_to_recovery_s: float | None = None
+    never_recovered_episodes: int = 0
+    users: int = 0  # device-hours of use of the touchpoint in the anomalous hours
+    error_rate: float | None = None  # share of those device-hours with the incident's error
+    baseline_rate: float | None = None  # the key's pooled rate (core incidents)
 
 
 @dataclass(frozen=True)
@@ -291,6 +297,8 @@ class RecoveryTimes:
     median_s: float | None
     p90_s: float | None
     mean_s: float | None
+    never_recovered: int = 0  # no recovery and no later successful use, last error > 24 h before the window end
+    unconfirmed: int = 0  # device-level faults (no touchpoint) that no recovery report closed
 
 
 @dataclass(frozen=True)
