@@ -118,3 +118,55 @@ def test_the_hazard_can_be_turned_off_and_scales_churn() -> None:
 
     assert experience_churners(0.0) == 0
     assert experience_churners(3.0) > experience_churners(1.0) > 0
+
+
+def test_feature_surveys_give_answers_without_a_recent_use() -> None:
+    fleet = build_fleet(seed=5, devices=120, start=START, days=21)
+    neutral, after_use = [], []
+    for d in fleet.devices:
+        used_today: dict[str, int] = {}
+        for ts, ev in iter_records(fleet=fleet, device=d, end_ms=to_ms(fleet.end)):
+            if ev["kind"] == "usage":
+                used_today[ev["touchpoint"]] = ts // 86_400_000
+            elif ev["kind"] == "feedback" and "csat" in ev and ev.get("touchpoint"):
+                (after_use if used_today.get(ev["touchpoint"]) == ts // 86_400_000 else neutral).append(
+                    ev["touchpoint"]
+                )
+    # about 6 % of device-days ask about any catalogue touchpoint, mostly one not used that day
+    assert len(neutral) > 0.05 * 120 * 21 * 0.5 and len(set(neutral)) >= 10
+    assert len(after_use) > len(neutral)
+
+
+def _answers_after_recovery(fleet) -> list[float]:
+    """CSAT answers in the 28 days after each mildly hit device's recovery from an excellent incident."""
+    excellent = {i.incident_id: i for i in fleet.incidents if i.recovery_quality == "excellent"}
+    scores = []
+    for d in fleet.devices:
+        failures: dict[str, int] = defaultdict(int)
+        since = None
+        for ts, ev in iter_records(fleet=fleet, device=d, end_ms=to_ms(fleet.end)):
+            if ev["kind"] == "error":
+                for inc in excellent.values():
+                    if inc.product == d.product and to_ms(inc.start) <= ts < to_ms(inc.end) and ev["code"] == inc.code:
+                        failures[inc.incident_id] += 1
+            elif ev["kind"] == "recovery":
+                for inc in excellent.values():
+                    recovered = ev.get("code") == inc.code and to_ms(inc.end) <= ts <= to_ms(inc.end) + 600_000
+                    if recovered and failures[inc.incident_id] <= 2:
+                        since = ts
+            elif ev["kind"] == "feedback" and "csat" in ev and since is not None and ts < since + 28 * 86_400_000:
+                scores.append(ev["csat"])
+    return scores
+
+
+def test_the_recovery_paradox_lifts_satisfaction_only_where_planted_and_never_churn() -> None:
+    kw = {"seed": 6, "devices": 250, "start": START, "days": 35, "incidents": 5}
+    on, off = build_fleet(**kw, recovery_paradox=True), build_fleet(**kw)
+    assert any(i.recovery_quality == "excellent" for i in on.incidents)
+    assert all(r["paradox"] == (r["recovery_quality"] == "excellent") for r in on.incident_truth())
+    assert not any(r["paradox"] for r in off.incident_truth())
+    lifted, plain = _answers_after_recovery(on), _answers_after_recovery(off)
+    assert len(lifted) == len(plain) >= 20
+    assert statistics.fmean(lifted) - statistics.fmean(plain) > 0.4
+    # satisfaction only: who churns, when and why is the same with and without the paradox
+    assert lived_ground_truth(on) == lived_ground_truth(off)

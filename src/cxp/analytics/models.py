@@ -168,6 +168,12 @@ class TouchpointInsight:
     n_low: int | None
     n_high: int | None
     reason: str | None = None
+    # answers without a recent use of the touchpoint in the product (the neutral level penalty and reward are from)
+    n_middle: int | None = None
+    # derived importance: satisfaction spread between a failed and a successful use (CSAT points) with its 95 % CI
+    spread: float | None = None
+    spread_ci_low: float | None = None
+    spread_ci_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -411,6 +417,10 @@ class ChurnRiskEntry:
     days_since_last_core_use: float | None
     recent_disruptions: float | None
     reasons: str
+    drop_risk: float | None = None  # recent use against the entity's own rate (core early_warning)
+    experience_risk: float | None = None  # failures weighted by their satisfaction cost, incidents, support
+    drivers: str | None = None  # what it lived lately, largest first ("descale ×2, incident ×3")
+    top_driver: str | None = None  # the touchpoint name, "incident" or "support contact" weighing most
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,10 @@ class DeviceState:
     pending: list[tuple[int, int, tuple[Any, ...]]] = field(default_factory=list)
     order: int = 0
     incident_hits: set[str] = field(default_factory=set)
+    # Failed uses per incident this device lived through, and until when the planted recovery paradox lifts its
+    # satisfaction (epoch ms).
+    incident_failures: dict[str, int] = field(default_factory=dict)
+    paradox_until: int = 0
     stopped: bool = False
     recharge_pending: bool = False
     battery_warned: bool = False

@@ -56,7 +56,17 @@ HAZARD_PER_INCIDENT_ERROR = 0.03
 HAZARD_PER_SUPPORT_CONTACT = 0.03
 # Share of uses followed by an in-app prompt (a transactional CSAT survey about that touchpoint), after a
 # success and after a failure: apps ask more after something went wrong, so compare answers per outcome.
-PROMPT_PROB = (0.03, 0.3)
+PROMPT_PROB = (0.04, 0.5)
+# Share of device-days with an in-app feature survey: CSAT about a touchpoint drawn from the product's catalogue,
+# whether or not it was used that day (so answers without a recent use give the neutral level).
+FEATURE_SURVEY_PROB = 0.06
+# The service recovery paradox (fleet.recovery_paradox): a device whose incident failure was mild (at most
+# PARADOX_MILD_FAILURES failed uses) and whose recovery was excellent answers PARADOX_LIFT CSAT points (NPS: ×
+# NPS_PER_CSAT, CES: × CES_PER_CSAT) higher for PARADOX_DAYS days after the recovery. Satisfaction only: the churn
+# hazard does not change (the evidence does not carry over to repurchase).
+PARADOX_MILD_FAILURES = 2
+PARADOX_LIFT = 0.8
+PARADOX_DAYS = 28
 # Daily decay of a customer's habituation to a touchpoint's failures (the recent failure counts decay by 0.75).
 HABIT_DECAY = 0.97
 # After the decision to leave, usage fades for 4–14 days before the device churns.

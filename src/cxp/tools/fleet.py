@@ -57,7 +57,7 @@ def register_fleet(conn: psycopg.Connection, *, fleet: Fleet, lived_truth: bool 
         for t in (lived_ground_truth(fleet) if lived_truth else fleet.ground_truth())
     ]
     incidents = [IncidentRow(i["incident_id"], i["product"], i["touchpoint"], i["code"], i["severity"], i["start"],
-                             i["end"]) for i in fleet.incident_truth()]
+                             i["end"], i["recovery_quality"], i["paradox"]) for i in fleet.incident_truth()]
     upsert_ground_truth(conn, truths=truths, incidents=incidents)
     upsert_touchpoint_truth(conn, rows=[
         TouchpointTruthRow(t["product"], t["touchpoint"], t["kano"], t["fail_penalty"], t["success_reward"],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -207,6 +207,26 @@ def _incident_runs(conn: psycopg.Connection, *, scope: AnalyticsQuery, window: W
     exposure = hourly_users(conn, scope=scope, start=first, end=window.end)
     runs = core_incidents.incident_runs(errors=errors, exposure=exposure, alpha=alpha)
     return runs[pd.to_datetime(runs["end"], utc=True) > pd.Timestamp(day_start(window.start))]
+
+
+def incident_errors(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date, alpha: float = 1e-5
+) -> pd.DataFrame:
+    """Errors devices saw in detected incident runs between `start` and `end` (days): device_key, day, count."""
+    window = Window(start=start, end=end, as_of=end)
+    runs = _incident_runs(conn, scope=scope, window=window, alpha=alpha)
+    columns = ["device_key", "day", "count"]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    stream = error_stream(conn, scope=scope, start=start, end=end)
+    stream = stream[stream["kind"] == "error"].assign(ts=lambda f: pd.to_datetime(f["ts"], utc=True))
+    keys = ["product_id", "touchpoint", "code"]
+    hit = stream.merge(runs[[*keys, "start", "end"]], on=keys)
+    hit = hit[(hit["ts"] >= hit["start"]) & (hit["ts"] < hit["end"])]
+    if hit.empty:
+        return pd.DataFrame(columns=columns)
+    hit = hit.assign(day=hit["ts"].dt.tz_localize(None).dt.normalize())
+    return hit.groupby(["device_key", "day"], as_index=False).size().rename(columns={"size": "count"})[columns]
 
 
 def _incident(run: object, members: pd.DataFrame, share: float) -> Disruption:
