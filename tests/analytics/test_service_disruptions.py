@@ -54,13 +54,14 @@ def test_recovery_times_and_spikes(disruptions: DisruptionReport, loaded_fleet) 
 
 
 def test_recovery_paradox_is_measured_not_assumed(disruptions: DisruptionReport) -> None:
-    assert disruptions.recovery_paradox in ("supported", "contradicted", "not shown", "not enough data")
+    # the seed-7 proof fleet plants no paradox: the analysis must not find one
+    assert disruptions.recovery_paradox == "absent"
+    estimates = {p.metric: p for p in disruptions.paradox}
+    assert set(estimates) == {"csat", "nps"}
+    csat = estimates["csat"]
+    assert csat.ci_low <= csat.difference <= csat.ci_high < 0.25 and csat.n_excellent >= 20 and csat.n_none >= 50
     groups = {g.group: g for g in disruptions.effect_groups}
     assert set(groups) == {"none", "fast", "slow"}
-    assert groups["fast"].devices + groups["slow"].devices > 20 and groups["none"].devices > 20
-    assert disruptions.fast_recovery_s is not None
-    metrics = {(c.metric, c.a, c.b) for c in disruptions.effect_comparisons}
-    assert ("nps", "fast", "none") in metrics and ("csat", "fast", "none") in metrics
     for c in disruptions.effect_comparisons:
         if c.difference is not None:
             assert c.ci_low <= c.difference <= c.ci_high

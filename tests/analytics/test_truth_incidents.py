@@ -121,3 +121,23 @@ def test_never_recovered_only_where_the_simulator_never_recovered(truth_conns, t
         for ep in recovered.iloc[::20].itertuples(index=False):
             assert pd.Timestamp(ep.end) > pd.Timestamp(ep.start)
             assert ep.recovered_by in ("recovery", "use")
+
+
+def test_the_recovery_paradox_is_reported_where_planted_and_absent_where_not(reports, truth_conns) -> None:
+    verdicts = {}
+    for seed, conn in truth_conns.items():
+        lifted = conn.execute(
+            "SELECT count(*) FROM sim_ground_truth WHERE coalesce((extra->>'paradox_lifts')::int, 0) > 0"
+        ).fetchone()[0]
+        csat = next(p for p in reports[seed].paradox if p.metric == "csat")
+        verdicts[seed] = (lifted, reports[seed].recovery_paradox, csat)
+        print(
+            f"seed {seed}: {lifted} devices lifted by an excellent recovery → {reports[seed].recovery_paradox}, CSAT"
+            f" change excellent − undisrupted {csat.difference:+.2f} [{csat.ci_low:+.2f}, {csat.ci_high:+.2f}]"
+            f" (n {csat.n_excellent} / {csat.n_none})"
+        )
+    # seed 1: planted, 38 devices lifted; seed 2: not planted; seed 3: planted, 13 devices lifted, diluted among the
+    # 25 devices the analytics call excellent: its interval touches 0 (docs/analytics.md)
+    assert verdicts[1][1] == "present" and verdicts[1][2].ci_low > 0
+    assert verdicts[2][0] == 0 and verdicts[2][1] == "absent" and verdicts[2][2].ci_high < 0.25
+    assert verdicts[3][1] != "absent" and verdicts[3][2].difference > 0

@@ -191,14 +191,32 @@ class OutcomeModel:
 
 
 @dataclass(frozen=True)
+class SurveyPoint:
+    """A touchpoint's stated importance and quality from a questionnaire, with its IPA quadrant on the survey scale."""
+
+    product_id: str
+    touchpoint: str
+    importance: float
+    quality: float
+    respondents: int
+    scale_min: float
+    scale_max: float
+    quadrant: str | None
+
+
+@dataclass(frozen=True)
 class TouchpointReport:
-    """Every touchpoint with its figures, the outcome models behind derived importance, and the IPA crosshairs."""
+    """Every touchpoint with its figures, the outcome models behind derived importance, and the IPA crosshairs;
+    beside them the stated importance × quality survey, placed with its own crosshairs (`survey_crosshair_basis`)."""
 
     window: Window
     touchpoints: tuple[TouchpointInsight, ...]
     models: tuple[OutcomeModel, ...]
     crosshairs: dict[str, tuple[float | None, float | None]]
     definitions: dict[str, str] = field(default_factory=dict)
+    survey: tuple[SurveyPoint, ...] = ()
+    survey_crosshairs: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    survey_crosshair_basis: str | None = None
 
     def for_product(self, product_id: str) -> tuple[TouchpointInsight, ...]:
         """The touchpoints of one product."""
@@ -351,6 +369,20 @@ class EffectComparison:
 
 
 @dataclass(frozen=True)
+class ParadoxEstimate:
+    """The recovery paradox on one metric: excellent-recovery − undisrupted difference of satisfaction changes."""
+
+    metric: str  # "csat" (1–5 answers) or "nps" (0–10 answers)
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n_excellent: int
+    n_none: int
+    products: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class DisruptionReport:
     """Incidents, recovery times, error spikes and the effect of disruption and recovery on later behaviour."""
 
@@ -364,6 +396,7 @@ class DisruptionReport:
     recovery_paradox: str
     definitions: dict[str, str]
     reason: str | None = None
+    paradox: tuple[ParadoxEstimate, ...] = ()
 
 
 # ---------------------------------------------------------------- segments and churn

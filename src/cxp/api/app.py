@@ -19,7 +19,16 @@ from cxp.api.guard import FailedAuthThrottle, RequestGuard
 from cxp.api.housekeeping import housekeeping
 from cxp.api.jobs import JobRunner
 from cxp.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
-from cxp.api.routers import alerts, credentials, dashboard, experience, ingest, pricing, registry
+from cxp.api.routers import (
+    alerts,
+    credentials,
+    dashboard,
+    experience,
+    ingest,
+    pricing,
+    registry,
+    touchpoint_survey,
+)
 from cxp.core.config import Settings, get_settings
 from cxp.identity.service import Sweeper
 from cxp.store.db import create_pool
@@ -129,7 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    for module in (experience, pricing, registry, ingest, credentials, alerts):
+    for module in (experience, touchpoint_survey, pricing, registry, ingest, credentials, alerts):
         # Routers carry their full "/v1/..." prefix, so route templates (metrics labels) are the real paths.
         app.include_router(module.router, responses=_ERRORS)
     app.include_router(dashboard.router)

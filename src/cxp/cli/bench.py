@@ -42,6 +42,8 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
                "Alert evaluation per pass at 10,000 devices × 100 rules; event → webhook p50/p99 (--help)."),
     "pages": ("cxp.tools.bench.pages",
               "A deep page of the device list by offset vs by keyset cursor."),
+    "truth": ("cxp.tools.bench.truth",
+              "Recovery of the planted experience truth per seed: incidents, classes, churn AUC, paradox (--help)."),
 }
 
 

@@ -10,7 +10,15 @@ from typing import Any
 
 from cxp.contract.models import LifecycleStage, Severity
 from cxp.device_sim.device_state import ActiveIncident, DeviceContext, DeviceState, Record, usage_multiplier
-from cxp.device_sim.fleet import DAY_MS, HOUR_MS, PLANTED_ERROR_RATE, stable_seed, to_ms, unit_hash
+from cxp.device_sim.fleet import (
+    DAY_MS,
+    EXCELLENT_RECOVERY_H,
+    HOUR_MS,
+    PLANTED_ERROR_RATE,
+    stable_seed,
+    to_ms,
+    unit_hash,
+)
 from cxp.device_sim.kano import (
     CES_PER_CSAT,
     CHURN_LEAD_DAYS,
@@ -323,6 +331,7 @@ class DeviceDay:
         if incident is not None:
             st.recent_incident += 1.0
             st.incident_failures[incident.inc.incident_id] = st.incident_failures.get(incident.inc.incident_id, 0) + 1
+            st.incident_first_failure.setdefault(incident.inc.incident_id, t)
             code, severity = incident.inc.code, incident.inc.severity
             if incident.inc.incident_id not in st.incident_hits:
                 st.incident_hits.add(incident.inc.incident_id)
@@ -464,8 +473,11 @@ class DeviceDay:
         st, inc = self.st, incident.inc
         st.incident_hits.discard(inc.incident_id)
         mild = st.incident_failures.get(inc.incident_id, 0) <= PARADOX_MILD_FAILURES
-        if self.ctx.fleet.recovery_paradox and inc.recovery_quality == "excellent" and mild:
+        # the customer's own outage: from its first failure in the incident to its recovery
+        excellent = t - st.incident_first_failure.get(inc.incident_id, t) <= EXCELLENT_RECOVERY_H * HOUR_MS
+        if self.ctx.fleet.recovery_paradox and excellent and mild:
             st.paradox_until = max(st.paradox_until, t + PARADOX_DAYS * DAY_MS)
+            st.paradox_lifts += 1
         self.emit(t, "recovery", {"code": incident.inc.code, "touchpoint": incident.inc.touchpoint})
 
     def _do_outage_end(self, t: int) -> None:

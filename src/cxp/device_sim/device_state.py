@@ -84,7 +84,9 @@ class DeviceState:
     # Failed uses per incident this device lived through, and until when the planted recovery paradox lifts its
     # satisfaction (epoch ms).
     incident_failures: dict[str, int] = field(default_factory=dict)
+    incident_first_failure: dict[str, int] = field(default_factory=dict)
     paradox_until: int = 0
+    paradox_lifts: int = 0  # recoveries that lifted its satisfaction (the planted recovery paradox)
     stopped: bool = False
     recharge_pending: bool = False
     battery_warned: bool = False

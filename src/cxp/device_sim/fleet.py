@@ -241,12 +241,9 @@ class Fleet:
         return rows
 
     def incident_truth(self) -> list[dict[str, Any]]:
-        """The planted incidents as plain dicts, with `paradox`: whether its recovery lifts satisfaction (the fleet
-        plants the recovery paradox and the recovery is excellent)."""
-        return [
-            {**i.as_dict(), "paradox": self.recovery_paradox and i.recovery_quality == "excellent"}
-            for i in self.incidents
-        ]
+        """The planted incidents as plain dicts, with `paradox`: whether the fleet plants the recovery paradox (then
+        its mildly hit devices whose own outage ended within EXCELLENT_RECOVERY_H hours answer higher afterwards)."""
+        return [{**i.as_dict(), "paradox": self.recovery_paradox} for i in self.incidents]
 
 
 _FIRST = (

@@ -61,7 +61,8 @@ PROMPT_PROB = (0.04, 0.5)
 # whether or not it was used that day (so answers without a recent use give the neutral level).
 FEATURE_SURVEY_PROB = 0.06
 # The service recovery paradox (fleet.recovery_paradox): a device whose incident failure was mild (at most
-# PARADOX_MILD_FAILURES failed uses) and whose recovery was excellent answers PARADOX_LIFT CSAT points (NPS: ×
+# PARADOX_MILD_FAILURES failed uses) and whose recovery was excellent (its own outage, from its first failure in
+# the incident to its recovery, within fleet.EXCELLENT_RECOVERY_H hours) answers PARADOX_LIFT CSAT points (NPS: ×
 # NPS_PER_CSAT, CES: × CES_PER_CSAT) higher for PARADOX_DAYS days after the recovery. Satisfaction only: the churn
 # hazard does not change (the evidence does not carry over to repurchase).
 PARADOX_MILD_FAILURES = 2

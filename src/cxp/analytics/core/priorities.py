@@ -14,6 +14,7 @@ from scipy import stats as sps
 from cxp.analytics.core._frames import finite_or_none, require_columns
 from cxp.analytics.core.health import latency_score
 from cxp.analytics.core.touchpoints import derived_importance, ipa_quadrants
+from cxp.analytics.errors import InvalidParameter
 
 KANO_COLUMNS = ("n_low", "n_high", "n_middle", "penalty", "reward", "spread", "spread_ci_low", "spread_ci_high")
 
@@ -184,6 +185,10 @@ def _derived(k: Mapping[str, object]) -> tuple[float | None, str]:
     n = f"n = {_count(k.get('n_low'))} after a failure, {_count(k.get('n_high'))} after a success"
     middle = f"{_count(k.get('n_middle'))} without recent use"
     spread, penalty, reward = (finite_or_none(k.get(c)) for c in ("spread", "penalty", "reward"))
+    if spread is not None and penalty is not None and penalty > spread:
+        # a touchpoint that keeps failing: answers after a success still carry the earlier failures (reward < 0),
+        # so the spread understates what a failure costs; the penalty alone does not
+        return penalty, f"derived: satisfaction lost by a failure, above the spread ({n}, {middle})"
     if spread is not None:
         return spread, f"derived: satisfaction spread between a failed and a successful use ({n})"
     if penalty is not None:
@@ -202,3 +207,33 @@ def _count(value: object) -> int:
 
 def _text(value: object) -> str | None:
     return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+CROSSHAIRS = {
+    "data": "crosshairs at the means of the product's surveyed touchpoints",
+    "midpoint": "crosshairs at the midpoint of the survey's scale",
+}
+
+
+def survey_quadrants(*, survey: pd.DataFrame, crosshairs: str = "data") -> tuple[pd.DataFrame, dict[str, tuple]]:
+    """IPA quadrants of a stated importance × quality table (a classic questionnaire), per product, on its own scale.
+
+    `survey`: product_id, touchpoint, importance, quality, scale_min, scale_max [, respondents]. `crosshairs`:
+    "data" (the means of the product's rows) or "midpoint" (of the scale). Returns the rows with `quadrant` and
+    {product_id: (importance crosshair, quality crosshair)}.
+    """
+    require_columns(
+        survey, ["product_id", "touchpoint", "importance", "quality", "scale_min", "scale_max"], what="survey"
+    )
+    if crosshairs not in CROSSHAIRS:
+        raise InvalidParameter(f"crosshairs must be one of {sorted(CROSSHAIRS)}")
+    parts, lines = [], {}
+    for product_id, rows in survey.groupby("product_id", sort=True):
+        middle = (float(rows["scale_min"].min()) + float(rows["scale_max"].max())) / 2
+        frame = rows[["touchpoint", "importance", "quality"]].rename(columns={"quality": "performance"})
+        fixed = {"importance_crosshair": middle, "performance_crosshair": middle} if crosshairs == "midpoint" else {}
+        ipa = ipa_quadrants(frame=frame, **fixed)
+        lines[str(product_id)] = (finite_or_none(ipa.importance_crosshair), finite_or_none(ipa.performance_crosshair))
+        parts.append(rows.assign(quadrant=ipa.table["quadrant"].to_numpy()))
+    out = pd.concat(parts, ignore_index=True) if parts else survey.assign(quadrant=pd.Series(dtype=object))
+    return out, lines

@@ -11,6 +11,7 @@ import psycopg
 
 from cxp.analytics.core import disruptions as core_disruptions
 from cxp.analytics.core import incidents as core_incidents
+from cxp.analytics.core import paradox as core_paradox
 from cxp.analytics.core._frames import finite_or_none
 from cxp.analytics.core.stats import distribution
 from cxp.analytics.errors import maps_numeric_errors
@@ -19,6 +20,7 @@ from cxp.analytics.models import (
     DisruptionReport,
     EffectComparison,
     EffectGroup,
+    ParadoxEstimate,
     RecoveryTimes,
     Spike,
     Window,
@@ -32,7 +34,7 @@ from cxp.analytics.queries.disruptions import (
     next_success_hours,
     successes_in_hours,
 )
-from cxp.analytics.queries.feedback import feedback_after
+from cxp.analytics.queries.feedback import feedback_after, feedback_around
 from cxp.analytics.queries.registry import devices, get_first_day
 from cxp.analytics.queries.usage import usage_around
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
@@ -91,6 +93,8 @@ def get_disruptions(
     alpha: float = 1e-5,
     effect_days: int = 14,
     feedback_horizon_days: int = 28,
+    excellent_recovery_s: float = 4 * 3600.0,
+    mild_failures: int = 2,
 ) -> DisruptionReport:
     """Error episodes merged into incidents, time to recovery, daily error spikes against each product's baseline,
     and the effect of a disruption and of fast vs slow recovery on later usage and feedback (recovery paradox).
@@ -168,6 +172,17 @@ def get_disruptions(
         effect_days=effect_days,
         horizon_days=feedback_horizon_days,
     )
+    paradox = _paradox(
+        conn,
+        scope=query,
+        window=window,
+        scoped=scoped,
+        members=incident_episodes,
+        horizon_days=feedback_horizon_days,
+        min_after_days=effect_days,
+        excellent_s=excellent_recovery_s,
+        mild=mild_failures,
+    )
     definitions = {
         "episode": "per device, touchpoint and error code: from an error to the next recovery report of the code or"
         " the next successful use of the touchpoint; never recovered when neither came and the last error is more"
@@ -181,6 +196,11 @@ def get_disruptions(
         f" before the end), split at the median recovery time into fast and slow; 'none' = devices"
         f" of the same product not hit, referenced to that product's first such incident",
         "usage change": f"mean uses per day in the {effect_days} days after minus before the reference day",
+        "recovery paradox": f"per device, mean CSAT and NPS answers in the {feedback_horizon_days} days after its"
+        f" recovery minus the {feedback_horizon_days} days before; excellent = own outage ≤"
+        f" {excellent_recovery_s / 3600:g} h after ≤ {mild_failures} failed uses; difference excellent − undisrupted"
+        " devices of the same product (referred to the incident's recovery), pooled over products, 95 % CI; on CSAT:"
+        " present when the CI lies above 0, absent when it lies below a material lift of 0.25 points (NPS beside)",
         "feedback after": f"the device's first NPS and CSAT answers within {feedback_horizon_days} days after",
     }
     return DisruptionReport(
@@ -191,9 +211,10 @@ def get_disruptions(
         fast_recovery_s=effects.fast_recovery_s,
         effect_groups=effects.groups,
         effect_comparisons=effects.comparisons,
-        recovery_paradox=effects.paradox,
+        recovery_paradox=paradox[0],
         definitions=definitions,
         reason=None if len(episodes) else "not enough data: no errors in window",
+        paradox=paradox[1],
     )
 
 
@@ -261,6 +282,73 @@ def _incident(run: object, members: pd.DataFrame, share: float) -> Disruption:
         error_rate=finite_or_none(run.k / users) if users else None,  # type: ignore[attr-defined]
         baseline_rate=finite_or_none(run.p0),  # type: ignore[attr-defined]
     )
+
+
+def _paradox(
+    conn: psycopg.Connection,
+    *,
+    scope: AnalyticsQuery,
+    window: Window,
+    scoped: pd.DataFrame,
+    members: list[pd.DataFrame],
+    horizon_days: int,
+    min_after_days: int,
+    excellent_s: float,
+    mild: int,
+) -> tuple[str, tuple[ParadoxEstimate, ...]]:
+    """The recovery paradox verdict and estimates (core paradox) from the devices the window's incidents hit."""
+    if not members:
+        return "not enough data", ()
+    hit = pd.concat(members).sort_values("start")
+    hit = hit[hit["recovered"].astype(bool)].drop_duplicates("device_id")
+    latest = pd.Timestamp(day_start(window.end - timedelta(days=min_after_days)))
+    hit = hit[pd.to_datetime(hit["end"], utc=True) <= latest]
+    if hit.empty:
+        return "not enough data", ()
+    excellent = (hit["duration_s"].astype(float) <= excellent_s) & (hit["errors"].astype(float) <= mild)
+    recovered_at = hit.groupby("product_id")["end"].median()
+    device_keys = scoped.set_index("device_id")["device_key"]
+    others = scoped[
+        scoped["product_id"].isin(recovered_at.index) & ~scoped["device_id"].isin(pd.concat(members)["device_id"])
+    ]
+    rows = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "device_id": hit["device_id"].to_numpy(),
+                    "product_id": hit["product_id"].to_numpy(),
+                    "group": np.where(excellent, "excellent", "other"),
+                    "ref_ts": pd.to_datetime(hit["end"], utc=True).to_numpy(),
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "device_id": others["device_id"].to_numpy(),
+                    "product_id": others["product_id"].to_numpy(),
+                    "group": "none",
+                    "ref_ts": pd.to_datetime(others["product_id"].map(recovered_at), utc=True).to_numpy(),
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    rows["device_key"] = rows["device_id"].map(device_keys)
+    answers = feedback_around(conn, scope=scope, refs=rows[["device_key", "ref_ts"]], days=horizon_days, end=window.end)
+    result = core_paradox.recovery_paradox(devices=rows.merge(answers, on="device_key", how="left"))
+    estimates = tuple(
+        ParadoxEstimate(
+            metric=str(r.metric),
+            difference=finite_or_none(r.difference),
+            ci_low=finite_or_none(r.ci_low),
+            ci_high=finite_or_none(r.ci_high),
+            n_excellent=count_or_zero(r.n_excellent),
+            n_none=count_or_zero(r.n_none),
+            products=str(r.products),
+            reason=r.reason,
+        )
+        for r in result.table.itertuples(index=False)
+    )
+    return result.verdict, estimates
 
 
 @dataclass(frozen=True)

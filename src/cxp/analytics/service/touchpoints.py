@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 import pandas as pd
 import psycopg
@@ -10,10 +11,10 @@ import psycopg
 from cxp.analytics.core import kano as core_kano
 from cxp.analytics.core import touchpoints as core_touchpoints
 from cxp.analytics.core._frames import finite_or_none
-from cxp.analytics.core.priorities import device_performance, touchpoint_priorities
+from cxp.analytics.core.priorities import CROSSHAIRS, device_performance, survey_quadrants, touchpoint_priorities
 from cxp.analytics.core.stats import proportion_ci
 from cxp.analytics.errors import maps_numeric_errors
-from cxp.analytics.models import OutcomeModel, TouchpointInsight, TouchpointReport, Window
+from cxp.analytics.models import OutcomeModel, SurveyPoint, TouchpointInsight, TouchpointReport, Window
 from cxp.analytics.queries.registry import devices, touchpoint_catalogue
 from cxp.analytics.queries.touchpoints import (
     device_touchpoints,
@@ -25,6 +26,7 @@ from cxp.analytics.queries.touchpoints import (
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import count_or_zero, empty_window, resolve_window
 from cxp.analytics.service.outcomes import device_retention, device_satisfaction
+from cxp.store.survey import list_survey
 
 DEFINITIONS = {
     "performance": "mean of success rate ×100 and latency_score(mean latency / target) (core touchpoint_summary)",
@@ -64,6 +66,7 @@ def get_touchpoints(
     days: int = 56,
     min_device_uses: int = 3,
     alpha: float = 0.05,
+    survey_crosshairs: Literal["data", "midpoint"] = "data",
 ) -> TouchpointReport:
     """Per touchpoint: reach, usage share, success rate (Wilson CI), latency vs target, journey stage and owner,
     derived importance from satisfaction answers, IPA quadrant and Kano class with the n behind them, and the
@@ -72,6 +75,8 @@ def get_touchpoints(
     IPA importance = the satisfaction spread between a failed and a successful use (core kano via
     `touchpoint_classes`; `importance_basis` says what it rests on); touchpoints without enough answers are not
     placed rather than ranked by usage share. IPA crosshairs: means within each product (docs/analytics.md).
+    The stored stated importance × quality survey (store.survey) comes beside, with its quadrants on its own scale
+    and `survey_crosshairs` at the survey's means ("data") or the scale midpoint ("midpoint").
     """
     window = resolve_window(conn, query=query, default_days=days)
     if window is None:
@@ -173,10 +178,38 @@ def get_touchpoints(
                 spread_ci_high=row.spread_ci_high,
             )
         )
+    survey, survey_lines = _survey(conn, product=query.product, crosshairs=survey_crosshairs)
     return TouchpointReport(
         window=window,
         touchpoints=tuple(items),
         models=models,
         crosshairs=priorities.crosshairs,
         definitions=DEFINITIONS,
+        survey=survey,
+        survey_crosshairs=survey_lines,
+        survey_crosshair_basis=CROSSHAIRS[survey_crosshairs] if survey else None,
     )
+
+
+def _survey(
+    conn: psycopg.Connection, *, product: str | None, crosshairs: str
+) -> tuple[tuple[SurveyPoint, ...], dict[str, tuple[float | None, float | None]]]:
+    """The stored survey rows with their quadrants (core survey_quadrants) and crosshairs per product."""
+    rows = list_survey(conn, product=product)
+    if not rows:
+        return (), {}
+    placed, lines = survey_quadrants(survey=pd.DataFrame([r.__dict__ for r in rows]), crosshairs=crosshairs)
+    points = tuple(
+        SurveyPoint(
+            product_id=str(r.product_id),
+            touchpoint=str(r.touchpoint),
+            importance=float(r.importance),
+            quality=float(r.quality),
+            respondents=int(r.respondents),
+            scale_min=float(r.scale_min),
+            scale_max=float(r.scale_max),
+            quadrant=r.quadrant,
+        )
+        for r in placed.itertuples(index=False)
+    )
+    return points, lines

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
 import psycopg
@@ -286,10 +286,16 @@ def _days_page(key: DashboardUser, cached: Cached, *, service: Callable[..., Any
 
 @router.get("/touchpoints")
 def touchpoints(key: DashboardProductKey, cached: DashboardCachedDep, product: Product = None,
-                days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
-    """Importance–performance chart per product, with the touchpoint table."""
-    return _days_page(key, cached, service=analytics.get_touchpoints, render=pages.touchpoints, title="Touchpoints",
-                      active="touchpoints", product=product, days=days)
+                days: Annotated[int, Query(ge=7, le=3660)] = 56,
+                survey_crosshairs: Annotated[Literal["data", "midpoint"], Query()] = "data") -> HTMLResponse:
+    """Importance–performance chart per product (with the stated survey, crosshairs as chosen), and the table."""
+    report = cached.service(analytics.get_touchpoints, query=AnalyticsQuery(product=product), days=days,
+                            survey_crosshairs=survey_crosshairs)
+    body, charts = pages.touchpoints(report)
+    filters = filter_form(products=_product_ids(cached), product=product, span_name="days", span_value=days,
+                          span_label="Days")
+    return _html(page(title="Touchpoints", active="touchpoints", viewer=_viewer(key), body=body, charts=charts,
+                      filters=filters))
 
 
 @router.get("/journey")
