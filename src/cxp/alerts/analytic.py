@@ -43,7 +43,7 @@ def incident(
 ) -> dict[str, Verdict]:
     """Open incidents of the detector per product × touchpoint × error code (entity `product/touchpoint/code`).
 
-    Rules scoped by product / touchpoint share one detector run over every device (per `spike_k`): detection is
+    Rules scoped by product / touchpoint share one detector run over every device (per `alpha`): detection is
     per product, so the product's incidents are the same; each rule applies its own min_devices / min_share.
     """
     cache = {} if cache is None else cache
@@ -53,9 +53,9 @@ def incident(
     query = _query(s, start=end - timedelta(days=INCIDENT_DAYS - 1), end=end, product=not shared)
     report = _memo(
         cache,
-        ("incident", query, p.spike_k),
+        ("incident", query, p.alpha),
         lambda: analytics.get_disruptions(
-            conn=conn, query=query, days=INCIDENT_DAYS, min_devices=1, min_share=0.0, spike_k=p.spike_k
+            conn=conn, query=query, days=INCIDENT_DAYS, min_devices=1, min_share=0.0, alpha=p.alpha
         ),
     )
     out: dict[str, Verdict] = {}

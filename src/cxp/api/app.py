@@ -20,7 +20,17 @@ from cxp.api.housekeeping import housekeeping
 from cxp.api.ingest_metrics import GatewayCollector
 from cxp.api.jobs import JobRunner
 from cxp.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
-from cxp.api.routers import alerts, credentials, dashboard, experience, ingest, measures, pricing, registry
+from cxp.api.routers import (
+    alerts,
+    credentials,
+    dashboard,
+    experience,
+    ingest,
+    measures,
+    pricing,
+    registry,
+    touchpoint_survey,
+)
 from cxp.core.config import Settings, get_settings
 from cxp.identity.service import Sweeper
 from cxp.store.db import create_pool, create_read_pool
@@ -137,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    for module in (experience, measures, pricing, registry, ingest, credentials, alerts):
+    for module in (experience, measures, touchpoint_survey, pricing, registry, ingest, credentials, alerts):
         # Routers carry their full "/v1/..." prefix, so route templates (metrics labels) are the real paths.
         app.include_router(module.router, responses=_ERRORS)
     app.include_router(dashboard.router)

@@ -45,6 +45,8 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
     "failover": ("cxp.tools.bench.failover",
                  "HA TimescaleDB: the Patroni primary SIGKILLed under live ingest; time without a writable primary,"
                  " time until ingest is back to rate, events lost (--help)."),
+    "truth": ("cxp.tools.bench.truth",
+              "Recovery of the planted experience truth per seed: incidents, classes, churn AUC, paradox (--help)."),
 }
 
 

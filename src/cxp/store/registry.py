@@ -301,6 +301,8 @@ class IncidentRow:
     severity: str
     start_at: datetime
     end_at: datetime
+    recovery_quality: str | None = None
+    paradox: bool = False
 
 
 def upsert_ground_truth(
@@ -322,12 +324,13 @@ def upsert_ground_truth(
             " decided_at = EXCLUDED.decided_at, churn_drivers = EXCLUDED.churn_drivers", rows,
         )
         cur.executemany(
-            "INSERT INTO sim_incidents (incident_id, product_id, touchpoint, code, severity, start_at, end_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (incident_id) DO UPDATE SET"
-            " product_id = EXCLUDED.product_id, touchpoint = EXCLUDED.touchpoint, code = EXCLUDED.code,"
-            " severity = EXCLUDED.severity, start_at = EXCLUDED.start_at, end_at = EXCLUDED.end_at",
-            [(i.incident_id, i.product_id, i.touchpoint, i.code, i.severity, i.start_at, i.end_at)
-             for i in incidents],
+            "INSERT INTO sim_incidents (incident_id, product_id, touchpoint, code, severity, start_at, end_at,"
+            " recovery_quality, paradox) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (incident_id)"
+            " DO UPDATE SET product_id = EXCLUDED.product_id, touchpoint = EXCLUDED.touchpoint, code = EXCLUDED.code,"
+            " severity = EXCLUDED.severity, start_at = EXCLUDED.start_at, end_at = EXCLUDED.end_at,"
+            " recovery_quality = EXCLUDED.recovery_quality, paradox = EXCLUDED.paradox",
+            [(i.incident_id, i.product_id, i.touchpoint, i.code, i.severity, i.start_at, i.end_at,
+              i.recovery_quality, i.paradox) for i in incidents],
         )
     return len(rows)
 

@@ -52,13 +52,14 @@ def register_fleet(conn: psycopg.Connection, *, fleet: Fleet, lived_truth: bool 
                                             d.experiment_arm) for d in fleet.devices])
     truths = [
         GroundTruthRow(t["device_id"], t["persona"], t["churns"], t["churn_at"], t["error_proneness"],
-                       {k: t[k] for k in ("churn_kind", "error_prone_touchpoint", "incidents")},
+                       {k: t[k] for k in ("churn_kind", "error_prone_touchpoint", "incidents", "paradox_lifts")
+                        if k in t},
                        t.get("churn_cause", "persona" if t["churns"] else None), t.get("decided_at"),
                        t.get("churn_drivers", {}))
         for t in (lived_ground_truth(fleet) if lived_truth else fleet.ground_truth())
     ]
     incidents = [IncidentRow(i["incident_id"], i["product"], i["touchpoint"], i["code"], i["severity"], i["start"],
-                             i["end"]) for i in fleet.incident_truth()]
+                             i["end"], i["recovery_quality"], i["paradox"]) for i in fleet.incident_truth()]
     upsert_ground_truth(conn, truths=truths, incidents=incidents)
     upsert_touchpoint_truth(conn, rows=[
         TouchpointTruthRow(t["product"], t["touchpoint"], t["kano"], t["fail_penalty"], t["success_reward"],

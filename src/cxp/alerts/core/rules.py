@@ -72,13 +72,13 @@ class TouchpointParams(_Strict):
 
 class IncidentParams(_Strict):
     """The disruption detector (analytics disruptions) found an incident that is still open; its recovery clears
-    the alert. One alert per product × touchpoint × error code; `spike_k`, `min_devices`, `min_share` are the
-    detector's."""
+    the alert. One alert per product × touchpoint × error code; `alpha` (the binomial test's level against the
+    pooled rate), `min_devices`, `min_share` are the detector's."""
 
     kind: Literal["incident"] = "incident"
     min_devices: int = Field(default=5, ge=1)
     min_share: float = Field(default=0.02, ge=0, le=1)
-    spike_k: float = Field(default=5.0, gt=0)
+    alpha: float = Field(default=1e-5, gt=0, lt=1)
     every_s: int = Field(default=3600, ge=60, le=7 * 86400)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from cxp.analytics.models import (
     HealthReport,
     HealthScore,
     JourneyReport,
+    SurveyPoint,
     TouchpointInsight,
     TouchpointReport,
 )
@@ -216,7 +218,32 @@ def _notable(t: TouchpointInsight, crosshair: tuple[float | None, float | None])
     return (ix is not None and (t.importance or 0) >= ix) or (py is not None and (t.performance or 100) < py)
 
 
-def _ipa_spec(points: Sequence[TouchpointInsight], crosshair: tuple[float | None, float | None]) -> dict | None:
+def _survey_traces(survey: Sequence[SurveyPoint], crosshair: tuple[float | None, float | None]) -> tuple[list, list]:
+    """The stated survey as diamonds on the top and right axes (its own scale), with its crosshairs dashed."""
+    if not survey:
+        return [], []
+    traces = [{
+        "type": "scatter", "mode": "markers+text", "name": "stated (survey)", "xaxis": "x2", "yaxis": "y2",
+        "x": [p.importance for p in survey], "y": [p.quality for p in survey], "text": [p.touchpoint for p in survey],
+        "textposition": "bottom center", "cliponaxis": False,
+        "marker": {"symbol": "diamond-open", "size": 11, "color": "#7a4cc2"},
+        "customdata": [[p.quadrant or "–", p.respondents] for p in survey],
+        "hovertemplate": "<b>%{text}</b> (survey)<br>stated importance %{x:.2f}, quality %{y:.2f}<br>"
+                         "%{customdata[0]}, %{customdata[1]:,} respondents<extra></extra>"}]
+    ix, py = crosshair
+    shapes = []
+    if ix is not None:
+        shapes.append({"type": "line", "xref": "x2", "x0": ix, "x1": ix, "yref": "paper", "y0": 0, "y1": 1,
+                       "line": {"dash": "dash", "color": "#7a4cc2", "width": 1}})
+    if py is not None:
+        shapes.append({"type": "line", "yref": "y2", "y0": py, "y1": py, "xref": "paper", "x0": 0, "x1": 1,
+                       "line": {"dash": "dash", "color": "#7a4cc2", "width": 1}})
+    return traces, shapes
+
+
+def _ipa_spec(points: Sequence[TouchpointInsight], crosshair: tuple[float | None, float | None],
+              survey: Sequence[SurveyPoint] = (), survey_crosshair: tuple[float | None, float | None] = (None, None),
+              survey_basis: str | None = None) -> dict | None:
     ok = [t for t in points if t.importance is not None and t.performance is not None]
     top = max((t.uses for t in ok), default=0) or 1
     traces = []
@@ -248,8 +275,20 @@ def _ipa_spec(points: Sequence[TouchpointInsight], crosshair: tuple[float | None
                ("low priority", 0, 0, "left", "bottom"), ("concentrate here", 1, 0, "right", "bottom"))
     notes = [{"text": q, "xref": "paper", "yref": "paper", "x": x, "y": y, "xanchor": xa, "yanchor": ya,
               "showarrow": False, "font": {"color": QUADRANT_COLORS[q], "size": 11}} for q, x, y, xa, ya in corners]
-    return _spec(traces, shapes=shapes, annotations=notes, xaxis={"title": {"text": "Importance"}, "zeroline": False},
-                 yaxis={"title": {"text": "Performance (success and latency, 0–100)"}})
+    extra_traces, extra_shapes = _survey_traces(survey, survey_crosshair)
+    axes: dict[str, Any] = {}
+    if extra_traces:
+        scale = (min(p.scale_min for p in survey), max(p.scale_max for p in survey))
+        axes = {"xaxis2": {"overlaying": "x", "side": "top", "range": list(scale), "showgrid": False,
+                           "title": {"text": f"Stated importance (survey; {survey_basis})"}},
+                "yaxis2": {"overlaying": "y", "side": "right", "range": list(scale), "showgrid": False,
+                           "title": {"text": "Stated quality (survey)"}}}
+    if not traces and not extra_traces:
+        return None
+    return _spec([*traces, *extra_traces], shapes=[*shapes, *extra_shapes], annotations=notes,
+                 xaxis={"title": {"text": "Derived importance: CSAT spread between a failed and a successful use"},
+                        "zeroline": False},
+                 yaxis={"title": {"text": "Performance (success and latency, 0–100)"}}, **axes)
 
 
 def touchpoints(report: TouchpointReport, markers: Sequence[dict] = ()) -> tuple[Html, Charts]:
@@ -257,9 +296,13 @@ def touchpoints(report: TouchpointReport, markers: Sequence[dict] = ()) -> tuple
     `markers`: the touchpoint alerts of the window, ringed on their product's chart."""
     charts = Charts()
     products = sorted({t.product_id for t in report.touchpoints})
+    survey_note = (f" Diamonds, top and right axes: the stated importance × quality survey, dashed"
+                   f" {report.survey_crosshair_basis}." if report.survey else "")
     cards = []
     for p in products:
-        spec = _ipa_spec(report.for_product(p), report.crosshairs.get(p, (None, None)))
+        spec = _ipa_spec(report.for_product(p), report.crosshairs.get(p, (None, None)),
+                         [s for s in report.survey if s.product_id == p], report.survey_crosshairs.get(p, (None, None)),
+                         report.survey_crosshair_basis)
         positions = {t.touchpoint: (t.importance, t.performance) for t in report.for_product(p)
                      if t.importance is not None and t.performance is not None}
         ring = touchpoint_marker_trace([m for m in markers if m["product_id"] == p], positions)
@@ -267,7 +310,9 @@ def touchpoints(report: TouchpointReport, markers: Sequence[dict] = ()) -> tuple
             spec["data"].append(ring)
         cards.append(charts.chart(f"ipa-{p}", spec, title=f"Importance vs performance: {p}", height=440,
                                   empty="no touchpoint has both an importance and a performance",
-                                  note="Dotted lines: the product's means. Marker size: uses."
+                                  note="Dotted lines: the means of the placed touchpoints. Marker size: uses."
+                                  " Touchpoints with too few answers for a derived importance are not placed (table)."
+                                  + survey_note
                                   + (" Rings: touchpoints with alerts in the window (red: one still live)."
                                      if ring is not None else "")))
     if not cards:

@@ -298,14 +298,17 @@ def _days_page(key: DashboardUser, cached: Cached, *, service: Callable[..., Any
 
 @router.get("/touchpoints")
 def touchpoints(key: DashboardProductKey, cached: DashboardCachedDep, conn: LightConnDep, product: Product = None,
-                days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
-    """Importance–performance chart per product, with the touchpoint table and the touchpoint alerts of the window."""
-
-    def render(report: Any) -> Any:
-        return pages.touchpoints(report, _markers(conn, report.window, product=product, touchpoint=True))
-
-    return _days_page(key, cached, service=analytics.get_touchpoints, render=render, title="Touchpoints",
-                      active="touchpoints", product=product, days=days)
+                days: Annotated[int, Query(ge=7, le=3660)] = 56,
+                survey_crosshairs: Annotated[Literal["data", "midpoint"], Query()] = "data") -> HTMLResponse:
+    """Importance–performance chart per product (with the stated survey, crosshairs as chosen), the table and the
+    touchpoint alerts of the window."""
+    report = cached.service(analytics.get_touchpoints, query=AnalyticsQuery(product=product), days=days,
+                            survey_crosshairs=survey_crosshairs)
+    body, charts = pages.touchpoints(report, _markers(conn, report.window, product=product, touchpoint=True))
+    filters = filter_form(products=_product_ids(cached), product=product, span_name="days", span_value=days,
+                          span_label="Days")
+    return _html(page(title="Touchpoints", active="touchpoints", viewer=_viewer(key), body=body, charts=charts,
+                      filters=filters))
 
 
 @router.get("/journey")
