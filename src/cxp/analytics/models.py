@@ -168,6 +168,12 @@ class TouchpointInsight:
     n_low: int | None
     n_high: int | None
     reason: str | None = None
+    # answers without a recent use of the touchpoint in the product (the neutral level penalty and reward are from)
+    n_middle: int | None = None
+    # derived importance: satisfaction spread between a failed and a successful use (CSAT points) with its 95 % CI
+    spread: float | None = None
+    spread_ci_low: float | None = None
+    spread_ci_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -185,14 +191,32 @@ class OutcomeModel:
 
 
 @dataclass(frozen=True)
+class SurveyPoint:
+    """A touchpoint's stated importance and quality from a questionnaire, with its IPA quadrant on the survey scale."""
+
+    product_id: str
+    touchpoint: str
+    importance: float
+    quality: float
+    respondents: int
+    scale_min: float
+    scale_max: float
+    quadrant: str | None
+
+
+@dataclass(frozen=True)
 class TouchpointReport:
-    """Every touchpoint with its figures, the outcome models behind derived importance, and the IPA crosshairs."""
+    """Every touchpoint with its figures, the outcome models behind derived importance, and the IPA crosshairs;
+    beside them the stated importance × quality survey, placed with its own crosshairs (`survey_crosshair_basis`)."""
 
     window: Window
     touchpoints: tuple[TouchpointInsight, ...]
     models: tuple[OutcomeModel, ...]
     crosshairs: dict[str, tuple[float | None, float | None]]
     definitions: dict[str, str] = field(default_factory=dict)
+    survey: tuple[SurveyPoint, ...] = ()
+    survey_crosshairs: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    survey_crosshair_basis: str | None = None
 
     def for_product(self, product_id: str) -> tuple[TouchpointInsight, ...]:
         """The touchpoints of one product."""
@@ -278,6 +302,12 @@ class Disruption:
     recovered_episodes: int
     median_recovery_s: float | None
     p90_recovery_s: float | None
+    # when the last affected device recovered, minus `start` (None while a device has not)
+    time_to_recovery_s: float | None = None
+    never_recovered_episodes: int = 0
+    users: int = 0  # device-hours of use of the touchpoint in the anomalous hours
+    error_rate: float | None = None  # share of those device-hours with the incident's error
+    baseline_rate: float | None = None  # the key's pooled rate (core incidents)
 
 
 @dataclass(frozen=True)
@@ -291,6 +321,8 @@ class RecoveryTimes:
     median_s: float | None
     p90_s: float | None
     mean_s: float | None
+    never_recovered: int = 0  # no recovery and no later successful use, last error > 24 h before the window end
+    unconfirmed: int = 0  # device-level faults (no touchpoint) that no recovery report closed
 
 
 @dataclass(frozen=True)
@@ -337,6 +369,20 @@ class EffectComparison:
 
 
 @dataclass(frozen=True)
+class ParadoxEstimate:
+    """The recovery paradox on one metric: excellent-recovery − undisrupted difference of satisfaction changes."""
+
+    metric: str  # "csat" (1–5 answers) or "nps" (0–10 answers)
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n_excellent: int
+    n_none: int
+    products: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class DisruptionReport:
     """Incidents, recovery times, error spikes and the effect of disruption and recovery on later behaviour."""
 
@@ -350,6 +396,7 @@ class DisruptionReport:
     recovery_paradox: str
     definitions: dict[str, str]
     reason: str | None = None
+    paradox: tuple[ParadoxEstimate, ...] = ()
 
 
 # ---------------------------------------------------------------- segments and churn
@@ -403,6 +450,10 @@ class ChurnRiskEntry:
     days_since_last_core_use: float | None
     recent_disruptions: float | None
     reasons: str
+    drop_risk: float | None = None  # recent use against the entity's own rate (core early_warning)
+    experience_risk: float | None = None  # failures weighted by their satisfaction cost, incidents, support
+    drivers: str | None = None  # what it lived lately, largest first ("descale ×2, incident ×3")
+    top_driver: str | None = None  # the touchpoint name, "incident" or "support contact" weighing most
 
 
 @dataclass(frozen=True)

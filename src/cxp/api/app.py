@@ -17,12 +17,24 @@ from cxp.api.errors import ErrorBody, install_error_handlers
 from cxp.api.fairness import KeySlots
 from cxp.api.guard import FailedAuthThrottle, RequestGuard
 from cxp.api.housekeeping import housekeeping
+from cxp.api.ingest_metrics import GatewayCollector
 from cxp.api.jobs import JobRunner
 from cxp.api.metrics import CONTENT_TYPE, ApiMetrics, IngestCollector, MetricsMiddleware
-from cxp.api.routers import alerts, credentials, dashboard, dead_letters, experience, ingest, pricing, registry
+from cxp.api.routers import (
+    alerts,
+    credentials,
+    dashboard,
+    dead_letters,
+    experience,
+    ingest,
+    measures,
+    pricing,
+    registry,
+    touchpoint_survey,
+)
 from cxp.core.config import Settings, get_settings
 from cxp.identity.service import Sweeper
-from cxp.store.db import create_pool
+from cxp.store.db import create_pool, create_read_pool
 from cxp.store.errors import StoreError
 from cxp.store.migrate import list_migrations
 
@@ -51,6 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.light_pool = app.state.pool if light <= 0 else create_pool(
             settings.db.model_copy(update={"pool_min": 1, "pool_max": light}), name="cxp-api-light", wait=False,
             timeout=settings.api.pool_timeout_s)
+        # Analytics reads and key checks: a standby within the lag bound when the database is replicated
+        # (CXP_DB__MEMBERS), else the main pool; so they keep answering while the primary fails over.
+        app.state.read_pool = create_read_pool(settings.db, primary=app.state.pool, name="cxp-api-read",
+                                               timeout=settings.api.pool_timeout_s)
         # Jobs have a pool of their own (a connection per worker, one for progress), so a long job never holds
         # a connection a request is waiting for; their status is read through the small pool of cheap requests.
         workers = settings.api.job_workers
@@ -70,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeper.stop()
             app.state.jobs.shutdown()
             app.state.job_pool.close()
+            if app.state.read_pool is not app.state.pool:
+                app.state.read_pool.close()
             app.state.pool.close()
             if app.state.light_pool is not app.state.pool:
                 app.state.light_pool.close()
@@ -96,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Alert figures are read from the database at scrape time, on the small pool (after startup creates it).
     metrics.registry.register(AlertCollector(lambda: app.state.light_pool.connection()))
     metrics.registry.register(IngestCollector(lambda: app.state.light_pool.connection()))
+    metrics.registry.register(GatewayCollector(lambda: app.state.light_pool.connection()))
     # The dashboard's sign-in form is throttled like /v1 (same limits, its own count: the guard keeps its own).
     app.state.login_throttle = FailedAuthThrottle(limit=settings.api.auth_fail_limit,
                                                   window_s=settings.api.auth_fail_window_s,
@@ -130,7 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    for module in (experience, pricing, registry, ingest, dead_letters, credentials, alerts):
+    for module in (experience, measures, touchpoint_survey, pricing, registry, ingest, dead_letters, credentials,
+                   alerts):
         # Routers carry their full "/v1/..." prefix, so route templates (metrics labels) are the real paths.
         app.include_router(module.router, responses=_ERRORS)
     app.include_router(dashboard.router)

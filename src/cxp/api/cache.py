@@ -20,7 +20,7 @@ import psycopg
 T = TypeVar("T")
 
 VERSION_TABLES = ("rollup_daily", "rollup_hourly", "devices", "accounts", "products", "touchpoints", "plan_versions",
-                  "experiments")
+                  "experiments", "touchpoint_survey")
 
 
 def data_version(conn: psycopg.Connection) -> int:

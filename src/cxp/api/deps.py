@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -11,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 import psycopg
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
 from cxp.api.cache import ResultCache
@@ -20,9 +21,11 @@ from cxp.api.jobs import JobRunner
 from cxp.core.config import Settings
 from cxp.identity.provisioning import authenticate_provisioning
 from cxp.store.apikeys import ApiKey, split_token, touch_key, verify_key
+from cxp.store.errors import StoreError
 from cxp.store.sessions import csrf_matches, csrf_token, get_session
 
 T = TypeVar("T")
+log = logging.getLogger("cxp.api.deps")
 # The dashboard's session cookie: an opaque token of a server-side session (store/sessions.py), never a key, and
 # not accepted by /v1 (which takes only the Authorization and X-API-Key headers: a browser never adds those itself).
 SESSION_COOKIE = "cxp_session"
@@ -134,11 +137,18 @@ def verify_token(state: Any, token: str) -> ApiKey | None:
     if key is None:
         if split_token(token) is None:
             return None  # malformed: no database round trip
-        with state.light_pool.connection() as conn:  # a key check must not queue behind analytics
+        # A key check must not queue behind analytics: the read pool (a standby of a replicated database, so keys
+        # are checked during a failover) when there is one, else the small pool.
+        reads = state.light_pool if state.read_pool is state.pool else state.read_pool
+        with reads.connection() as conn:
             key = verify_key(conn, token=token)
-            if key is None:
-                return None
-            touch_key(conn, key_id=key.key_id)
+        if key is None:
+            return None
+        try:
+            with state.light_pool.connection() as conn:
+                touch_key(conn, key_id=key.key_id)
+        except (StoreError, PoolTimeout) as exc:  # last use is a hint: the read must not fail for it
+            log.warning("could not record the use of key %s: %s", key.key_id, exc)
         cache.put(token, key)
     return key
 
@@ -167,7 +177,7 @@ CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
 def _cached(request: Request, key_id: str) -> Iterator[Cached]:
     """The app's result cache and main pool, holding one of the key's heavy-request slots (429 when none is free)."""
     with request.app.state.heavy_slots.hold(key_id):
-        yield Cached(request.app.state.results, request.app.state.pool)
+        yield Cached(request.app.state.results, request.app.state.read_pool)
 
 
 def get_cached(request: Request, key: CurrentKey) -> Iterator[Cached]:

@@ -46,6 +46,11 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
                  "What the seq registry costs the store: write_batch as it is vs the pre-015 statement (--help)."),
     "broker-persistence": ("cxp.tools.bench.broker_persistence",
                            "Mosquitto autosave settings: publish throughput and what a broker SIGKILL loses (--help)."),
+    "failover": ("cxp.tools.bench.failover",
+                 "HA TimescaleDB: the Patroni primary SIGKILLed under live ingest; time without a writable primary,"
+                 " time until ingest is back to rate, events lost (--help)."),
+    "truth": ("cxp.tools.bench.truth",
+              "Recovery of the planted experience truth per seed: incidents, classes, churn AUC, paradox (--help)."),
 }
 
 
@@ -72,13 +77,15 @@ def bench_ingest(
     poison_every: Annotated[int, typer.Option(help="Also drain with one poison message per N (0: skip).")] = 400,
     debug_log_cost: Annotated[bool, typer.Option(help="Also drain with the broker's debug log off and on "
                                                       "(restarts the stack's broker).")] = False,
+    instances: Annotated[str, typer.Option(help="Instance counts, e.g. 1,2,3: only the gateway group's scaling "
+                                                "(events/s per count on the same backlog of --messages).")] = "",
 ) -> None:
     """Ingest throughput vs the paho ceiling, latency at half rate, memory under a backlog (prints JSON)."""
     from cxp.tools.bench.ingest import main as bench_main
 
     bench_main(["--devices", str(devices), "--days", str(days), "--messages", str(messages),
                 "--latency-seconds", str(latency_seconds), "--backlog", str(backlog),
-                "--poison-every", str(poison_every),
+                "--poison-every", str(poison_every), "--instances", instances,
                 *(["--debug-log-cost"] if debug_log_cost else [])])
 
 

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -45,7 +45,10 @@ _settings, _fail = load_settings, fail
 # ---------------------------------------------------------------------------------------------- stack
 
 @stack_app.command("up")
-def stack_up() -> None:
+def stack_up(
+    ha: Annotated[bool, typer.Option("--ha", help="Also start the highly available TimescaleDB: etcd + three"
+                                                  " Patroni-managed members (ports: CXP_STACK__HA__…).")] = False,
+) -> None:
     """Provision (first time) and start the broker and the database; idempotent."""
     from cxp.stack import StackError, start_stack
 
@@ -54,7 +57,24 @@ def stack_up() -> None:
     except StackError as exc:
         _fail(str(exc))
     console.print(f"broker {status.broker_address} up={status.broker_up}  db {status.db_address} up={status.db_up}")
+    if ha:
+        _start_ha()
     _sync_broker_files()
+
+
+def _start_ha() -> None:
+    from cxp.stack import StackError
+    from cxp.stack.ha import start_ha
+
+    settings = _settings()
+    try:
+        members = start_ha(settings)
+    except StackError as exc:
+        _fail(str(exc))
+    for m in members:
+        console.print(f"ha member {m.name}: postgresql 127.0.0.1:{m.pg_port} ({m.role}, {m.state}), patroni REST"
+                      f" :{m.rest_port}")
+    console.print(f"use it: export CXP_DB__MEMBERS={settings.stack.ha.members}  (then `cxp db migrate`)")
 
 
 def _sync_broker_files() -> None:
@@ -78,8 +98,12 @@ def stack_down() -> None:
     """Stop the broker and the database."""
     from cxp.stack import stop_stack
     from cxp.stack.api_process import stop_api
+    from cxp.stack.ha import ha_running, stop_ha
 
     stop_api(_settings())  # it needs the database
+    if ha_running(_settings()):
+        stop_ha(_settings())
+        console.print("ha cluster stopped")
     status = stop_stack(_settings())
     console.print(f"broker up={status.broker_up}  db up={status.db_up}")
 
@@ -92,6 +116,12 @@ def stack_status() -> None:
     status = get_status(_settings())
     console.print(f"broker {status.broker_address}: {'up' if status.broker_up else 'down'}")
     console.print(f"db     {status.db_address}: {'up' if status.db_up else 'down'}")
+    from cxp.stack.ha import ha_running, member_status
+
+    if ha_running(_settings()):
+        for m in member_status(_settings()):
+            console.print(f"ha     {m.name} 127.0.0.1:{m.pg_port}: {m.role or 'down'} {m.state or ''}"
+                          f"{f' (replay lag {m.lag_bytes} B)' if m.lag_bytes else ''}")
     if not (status.broker_up and status.db_up):
         raise typer.Exit(1)
 
@@ -177,17 +207,51 @@ def dead_letters_replay(
 @app.command()
 def gateway(
     stats_file: Annotated[Path | None, typer.Option(help="Write the final counters here as JSON on exit.")] = None,
-    rollups: Annotated[bool, typer.Option(help="Refresh rollups periodically in the gateway process.")] = True,
+    rollups: Annotated[bool, typer.Option(help="Take part in the leader election for the single-run work (rollup"
+                                              " refresh, alerts, retention).")] = True,
     alerts: Annotated[bool, typer.Option(help="Evaluate alert rules after each rollup refresh and deliver.")] = True,
+    instances: Annotated[int, typer.Option(min=1, help="Start this many gateway processes (client ids <client_id>-1"
+                                                       "…N) on the shared subscription, supervised.")] = 1,
+    instance: Annotated[int | None, typer.Option(min=1, help="Run as instance N of a group: client id"
+                                                             " <client_id>-N (what --instances starts).")] = None,
+    forget_session: Annotated[bool, typer.Option(help="Discard this gateway's (or instance's) persistent session at"
+                                                      " the broker, subscriptions and queue, and exit.")] = False,
 ) -> None:
-    """Run the ingest gateway until SIGTERM."""
+    """Run the ingest gateway (or a supervised group of them) until SIGTERM."""
     from cxp.alerts.evaluator import after_rollup_refresh
     from cxp.gateway.errors import GatewayError
+    from cxp.gateway.group import DEFAULT_GROUP, GatewayGroup, instance_client_id
     from cxp.gateway.service import Gateway
+    from cxp.gateway.service import forget_session as forget
     from cxp.store.errors import StoreError
 
+    settings = _settings()
+    if instances > 1:
+        if instance is not None or stats_file is not None:
+            _fail("--instances starts instances 1…N itself; --instance and --stats-file are for one process")
+
+        def command(n: int) -> list[str]:
+            return [sys.executable, "-m", "cxp.cli.main", "gateway", "--instance", str(n),
+                    "--rollups" if rollups else "--no-rollups", "--alerts" if alerts else "--no-alerts"]
+
+        console.print(f"gateway group: {instances} instances of {settings.gateway.client_id} on"
+                      f" $share/{settings.gateway.share_group or DEFAULT_GROUP}")
+        raise typer.Exit(GatewayGroup(command, instances=instances,
+                                      max_backoff_s=settings.gateway.retry_max_backoff_s).run())
+    if instance is not None:
+        cfg = settings.gateway.model_copy(update={
+            "client_id": instance_client_id(settings.gateway.client_id, instance),
+            "share_group": settings.gateway.share_group or DEFAULT_GROUP})
+        settings = settings.model_copy(update={"gateway": cfg})
+    if forget_session:
+        try:
+            forget(settings)
+        except GatewayError as exc:
+            _fail(str(exc))
+        console.print(f"discarded the broker session of {settings.gateway.client_id}")
+        return
     try:
-        code = Gateway(_settings(), stats_file=stats_file, rollups=rollups,
+        code = Gateway(settings, stats_file=stats_file, rollups=rollups,
                        after_refresh=after_rollup_refresh if alerts else None).run()
     except (GatewayError, StoreError) as exc:
         _fail(str(exc))
@@ -242,14 +306,18 @@ def simulate(
 @app.command()
 def demo(
     devices: Annotated[int, typer.Option(min=1, help="Fleet size.")] = 300,
-    days: Annotated[int, typer.Option(min=1, help="Days of history.")] = 30,
+    days: Annotated[int, typer.Option(min=1, help="Days published live over MQTT (the last ones).")] = 30,
     seed: Annotated[int, typer.Option(help="Fleet seed.")] = 42,
+    history_days: Annotated[int, typer.Option(min=0, help="Days before those, loaded in bulk like an imported "
+                                                          "history, so the pricing lab sees several months.")] = 90,
 ) -> None:
-    """The whole pipeline: stack up → migrate → simulate a fleet over MQTT → ingest → fleet summary."""
+    """The whole pipeline: stack up → migrate → load older history in bulk → simulate the last days over MQTT →
+    ingest → fleet summary."""
     from cxp.analytics.fleet import get_fleet_summary
     from cxp.store.admin import truncate_data
     from cxp.store.db import connect
     from cxp.store.rollups import refresh_all_pending
+    from cxp.tools.fleet import load_fleet
     from cxp.tools.simulate import simulate_fleet
 
     stack_up()
@@ -257,6 +325,18 @@ def demo(
     settings = _settings()
     with connect(settings.db) as conn:
         truncate_data(conn)  # the demo owns its database: each run starts from the same empty state
+    total = history_days + days
+    fleet_start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=total)
+    live_from = fleet_start + timedelta(days=history_days)
+    error_prone = ("brew-c3", "descale")
+    if history_days:
+        console.rule(f"history: {devices} devices × {history_days} days loaded in bulk (seed {seed})")
+        with connect(settings.db) as conn:
+            loaded = load_fleet(conn, fleet_params={"seed": seed, "devices": devices, "start": fleet_start,
+                                                    "days": total, "error_prone": error_prone},
+                                until=live_from, progress=console.print)
+        console.print(f"stored {loaded.events_stored + loaded.states_stored:,} rows of history before "
+                      f"{live_from:%Y-%m-%d} in {loaded.load_s:.1f}s (+ {loaded.rollup_s:.1f}s rollups)")
     console.rule("gateway")
     log_path = settings.stack.dir / "demo-gateway.log"
     with open(log_path, "wb") as log_file:
@@ -265,13 +345,14 @@ def demo(
         try:
             _wait_for_log(log_path, "connected to broker", gw)
             console.print(f"gateway pid {gw.pid} (log: {log_path})")
-            console.rule(f"simulating {devices} devices × {days} days (seed {seed})")
+            console.rule(f"simulating {devices} devices × {days} days live over TLS (seed {seed})")
             t0 = time.perf_counter()
-            fleet, report = simulate_fleet(settings=settings, devices=devices, days=days, seed=seed, mode="backfill",
-                                           start=None, duration_s=0, speed=1, error_prone=("brew-c3", "descale"),
-                                           progress=True, identities=True)
+            fleet, report = simulate_fleet(settings=settings, devices=devices, days=total, seed=seed, mode="backfill",
+                                           start=fleet_start, duration_s=0, speed=1, error_prone=error_prone,
+                                           progress=True, identities=True, publish_from=live_from)
             with connect(settings.db) as conn:
-                stored = _wait_for_events(conn, report.events, timeout_s=600)
+                before = loaded.events_stored + loaded.states_stored if history_days else 0
+                stored = _wait_for_events(conn, before + report.events, timeout_s=600) - before
             elapsed = time.perf_counter() - t0
         finally:
             gw.send_signal(signal.SIGTERM)
@@ -313,6 +394,7 @@ def _start_demo_api(settings: Settings) -> None:
 def _print_reports(conn) -> None:
     """The experience report (fleet health, top concerns) and the pricing side-by-side."""
     from cxp.analytics.service import get_fleet_report
+    from cxp.pricing.decisions import get_decision_view
     from cxp.pricing.service import get_model_comparison_text
 
     console.rule("experience health")
@@ -321,6 +403,13 @@ def _print_reports(conn) -> None:
     console.rule("pricing lab")
     for line in get_model_comparison_text(conn=conn):
         console.print(line, markup=False, highlight=False)
+    view = get_decision_view(conn=conn, product="thermo-x1")
+    if view.solved is not None:
+        n = view.solved
+        console.print(f"  Pay per kWh instead of the connectivity fee, revenue-neutral over the recorded months: "
+                      f"{view.family.label(n.parameters)} ({n.metrics.losers_share:.0%} of customers would pay more, "
+                      f"{n.metrics.shock_share:.0%} of account-months shocked; other families, limits and the "
+                      "trade-off curves: /dashboard/pricing/decisions)", markup=False, highlight=False)
 
 
 def _wait_for_log(path: Path, text: str, proc: subprocess.Popen, timeout_s: float = 30) -> None:

@@ -15,7 +15,12 @@ from cxp.contract.models import (
     batch_adapter,
     json_schema,
 )
-from cxp.contract.topics import device_id_from_topic, telemetry_subscription, telemetry_topic
+from cxp.contract.topics import (
+    device_id_from_topic,
+    shared_telemetry_subscription,
+    telemetry_subscription,
+    telemetry_topic,
+)
 from cxp.core.config import MAX_PAYLOAD_BYTES
 
 __all__ = [
@@ -34,6 +39,7 @@ __all__ = [
     "batch_adapter",
     "device_id_from_topic",
     "json_schema",
+    "shared_telemetry_subscription",
     "telemetry_subscription",
     "telemetry_topic",
 ]

@@ -17,6 +17,13 @@ def telemetry_subscription(prefix: str = "devices") -> str:
     return f"{prefix}/+/telemetry"
 
 
+def shared_telemetry_subscription(group: str, prefix: str = "devices") -> str:
+    """The MQTT v5 shared subscription of a gateway group: each message goes to one member of `group`
+    (a plain subscription when `group` is empty)."""
+    plain = telemetry_subscription(prefix)
+    return f"$share/{group}/{plain}" if group else plain
+
+
 def device_id_from_topic(topic: str, prefix: str = "devices") -> str | None:
     """The device id a telemetry topic names, or None when the topic is not a telemetry topic."""
     parts = topic.split("/")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,14 +53,33 @@ class DbSettings(BaseModel):
     password: str | None = None
     pool_min: int = 1
     pool_max: int = 4
+    # A replicated database (`cxp stack up --ha`): its members as "host:port,host:port,…". Set, writers connect with
+    # libpq's multi-host list and target_session_attrs=read-write (whichever member is the primary now), and the API's
+    # analytics reads prefer a standby (`read_dsn`) whose replay is at most `read_max_lag_s` behind, else the primary.
+    members: str | None = Field(default=None, pattern=r"^[^\s,:]+:\d+(,[^\s,:]+:\d+)*$")
+    read_max_lag_s: float = Field(default=10.0, ge=0)
 
-    @property
-    def dsn(self) -> str:
-        """libpq connection string."""
-        parts = [f"host={self.host}", f"port={self.port}", f"dbname={self.name}", f"user={self.user}"]
+    def _conninfo(self, session_attrs: str | None) -> str:
+        if self.members:
+            pairs = [m.rsplit(":", 1) for m in self.members.split(",")]
+            parts = [f"host={','.join(h for h, _ in pairs)}", f"port={','.join(p for _, p in pairs)}",
+                     f"target_session_attrs={session_attrs}"]
+        else:
+            parts = [f"host={self.host}", f"port={self.port}"]
+        parts += [f"dbname={self.name}", f"user={self.user}"]
         if self.password:
             parts.append(f"password={self.password}")
         return " ".join(parts)
+
+    @property
+    def dsn(self) -> str:
+        """libpq connection string of writers: the primary (of `members` when set)."""
+        return self._conninfo("read-write")
+
+    @property
+    def read_dsn(self) -> str:
+        """libpq connection string of readers: a standby when there is one (the primary otherwise)."""
+        return self._conninfo("prefer-standby")
 
 
 # The contract's largest telemetry message (re-exported by cxp.contract); dead letters keep up to this much.
@@ -71,7 +91,14 @@ MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 4096
 class GatewaySettings(BaseModel):
     """Ingest gateway tuning."""
 
+    # The fixed MQTT client id of a single gateway; instance n of a group (`cxp gateway --instances N`) uses
+    # `<client_id>-<n>`. Each id is one persistent session at the broker.
     client_id: str = "cxp-gateway"
+    # MQTT v5 shared subscription group (`$share/<group>/<prefix>/+/telemetry`): every gateway of the group gets a
+    # share of the stream, each message goes to one of them. Empty: a plain subscription (each gateway gets all) —
+    # the default for a single `cxp gateway`, because Mosquitto 2.0.11 honours Receive Maximum only there (memory
+    # bounded by the window, docs/scaling.md); `--instances`/`--instance` use `cxp-gateways` when this is empty.
+    share_group: str = Field(default="", pattern=r"^[^/+#]*$")
     session_expiry_s: int = 7 * 24 * 3600
     # MQTT v5 Receive Maximum: the bounded in-flight window of unacked messages.
     receive_maximum: int = 4000
@@ -83,6 +110,8 @@ class GatewaySettings(BaseModel):
     max_future_skew_s: int = 300
     stats_interval_s: float = 10.0
     rollup_interval_s: float = 5.0
+    # The group's leader (one gateway, elected by an advisory lock) drops raw chunks past `retention_days` this often.
+    retention_interval_s: float = Field(default=3600.0, gt=0)
     retry_max_backoff_s: float = 10.0
     # Validation and COPY in a separate process (True) or in a thread of the receiving process.
     writer_process: bool = True
@@ -156,10 +185,32 @@ class ApiSettings(BaseModel):
     pool_timeout_s: float = 2.0
 
 
+class HaSettings(BaseModel):
+    """The local highly available TimescaleDB of `cxp stack up --ha`: etcd + three Patroni-managed members."""
+
+    # PostgreSQL ports of the members (loopback), their Patroni REST ports, and etcd's client and peer ports.
+    pg_ports: list[int] = Field(default=[15433, 15434, 15435], min_length=2)
+    rest_ports: list[int] = Field(default=[18008, 18009, 18010], min_length=2)
+    etcd_client_port: int = 12369
+    etcd_peer_port: int = 12370
+    # Patroni's leader key TTL and loop: a dead primary is replaced within about ttl_s (+ loop_s).
+    ttl_s: int = Field(default=10, ge=6)
+    loop_s: int = Field(default=2, ge=1)
+    # Synchronous replication (Patroni synchronous_mode): a commit returns once a standby has it, so a failover never
+    # loses what the gateway acked. Off: asynchronous, the last commits before a crash may be lost.
+    synchronous: bool = True
+
+    @property
+    def members(self) -> str:
+        """The members as `DbSettings.members` takes them."""
+        return ",".join(f"127.0.0.1:{p}" for p in self.pg_ports)
+
+
 class StackSettings(BaseModel):
     """Where the local stack keeps its data and logs."""
 
     dir: Path = PROJECT_ROOT / ".stack"
+    ha: HaSettings = Field(default_factory=HaSettings)
 
 
 class PkiSettings(BaseModel):
@@ -231,13 +282,18 @@ class Settings(BaseSettings):
 def settings_env(settings: Settings, base: dict[str, str]) -> dict[str, str]:
     """An environment (from `base` without CXP_ variables) that makes a child process's settings equal these."""
     env = {k: v for k, v in base.items() if not k.startswith("CXP_")}
-    for name, value in settings.model_dump(mode="json").items():
+
+    def put(name: str, value: object) -> None:
         if isinstance(value, dict):
             for key, inner in value.items():
-                if inner is not None:
-                    env[f"CXP_{name.upper()}__{key.upper()}"] = str(inner)
+                put(f"{name}__{key.upper()}", inner)
+        elif isinstance(value, list):
+            env[name] = json.dumps(value)
         elif value is not None:
-            env[f"CXP_{name.upper()}"] = str(value)
+            env[name] = str(value)
+
+    for name, value in settings.model_dump(mode="json").items():
+        put(f"CXP_{name.upper()}", value)
     return env
 
 

@@ -83,6 +83,7 @@ def device_outcome(*, fleet: Fleet, device: Device) -> dict[str, Any]:
         "churn_cause": ctx.churn_cause if churn_at is not None else None,
         "decided_at": from_ms(ctx.decay_start_ms) if churn_at is not None else None,
         "churn_drivers": dict(st.churn_drivers),
+        "paradox_lifts": st.paradox_lifts,
     }
 
 

@@ -10,13 +10,26 @@ from typing import Any
 
 from cxp.contract.models import LifecycleStage, Severity
 from cxp.device_sim.device_state import ActiveIncident, DeviceContext, DeviceState, Record, usage_multiplier
-from cxp.device_sim.fleet import DAY_MS, HOUR_MS, PLANTED_ERROR_RATE, stable_seed, to_ms, unit_hash
+from cxp.device_sim.fleet import (
+    DAY_MS,
+    EXCELLENT_RECOVERY_H,
+    HOUR_MS,
+    PLANTED_ERROR_RATE,
+    stable_seed,
+    to_ms,
+    unit_hash,
+)
 from cxp.device_sim.kano import (
     CES_PER_CSAT,
     CHURN_LEAD_DAYS,
     CSAT_NEUTRAL_SHIFT,
+    FEATURE_SURVEY_PROB,
+    HABIT_DECAY,
     NPS_NEUTRAL_SHIFT,
     NPS_PER_CSAT,
+    PARADOX_DAYS,
+    PARADOX_LIFT,
+    PARADOX_MILD_FAILURES,
     PROMPT_PROB,
     churn_hazard,
 )
@@ -79,6 +92,8 @@ class DeviceDay:
         st.recent_total *= 0.75
         for k in st.recent_ok:
             st.recent_ok[k] *= 0.75
+        for k in st.habit:
+            st.habit[k] *= HABIT_DECAY
         st.recent_incident *= 0.75
         st.recent_support *= 0.75
         if self.ctx.churn_ms is None:
@@ -112,6 +127,7 @@ class DeviceDay:
         p, terms = churn_hazard(
             truth=ctx.truth,
             recent_err=st.recent_err,
+            habit=st.habit,
             recent_incident=st.recent_incident,
             recent_support=st.recent_support,
             sensitivity=ctx.persona.error_sensitivity * ctx.fleet.experience_churn,
@@ -189,6 +205,14 @@ class DeviceDay:
             # Only today: a run spilling past midnight would be scheduled again by tomorrow's plan.
             if lo <= ts < self.day_end and ts >= st.next_due[tp.name]:
                 self.push(ts, ("periodic", tp))
+
+        # An in-app feature survey, decided by a hash and drawn from its own RNG like the prompts: the rest of the
+        # day is the same with or without it.
+        day = day_start // DAY_MS
+        if unit_hash(ctx.fleet.seed, "feature", ctx.device.index, day) < FEATURE_SURVEY_PROB and lo < self.day_end:
+            frng = random.Random(stable_seed(ctx.fleet.seed, "feature", ctx.device.index, day))
+            about = ctx.product.touchpoints[int(frng.random() * len(ctx.product.touchpoints))].name
+            self.push(lo + int(frng.random() * (self.day_end - lo)), ("feature_survey", about))
 
         if times:
             some = times[int(rng.random() * len(times))]
@@ -306,6 +330,8 @@ class DeviceDay:
             return True, None
         if incident is not None:
             st.recent_incident += 1.0
+            st.incident_failures[incident.inc.incident_id] = st.incident_failures.get(incident.inc.incident_id, 0) + 1
+            st.incident_first_failure.setdefault(incident.inc.incident_id, t)
             code, severity = incident.inc.code, incident.inc.severity
             if incident.inc.incident_id not in st.incident_hits:
                 st.incident_hits.add(incident.inc.incident_id)
@@ -317,6 +343,7 @@ class DeviceDay:
                 self.push(t + 1000 + int(rng.expovariate(1 / 600) * 1000), ("recovered", code, tp.name))
         self.emit(t, "error", {"code": code, "severity": severity, "touchpoint": tp.name})
         st.recent_err[tp.name] = st.recent_err.get(tp.name, 0.0) + 1.0
+        st.habit[tp.name] = st.habit.get(tp.name, 0.0) + 1.0
         st.recent_total += 1.0
         if (
             tp.trigger != "support"
@@ -443,7 +470,14 @@ class DeviceDay:
         self.emit(t, "recovery", {"code": code, "touchpoint": touchpoint})
 
     def _do_incident_recovered(self, t: int, incident: ActiveIncident) -> None:
-        self.st.incident_hits.discard(incident.inc.incident_id)
+        st, inc = self.st, incident.inc
+        st.incident_hits.discard(inc.incident_id)
+        mild = st.incident_failures.get(inc.incident_id, 0) <= PARADOX_MILD_FAILURES
+        # the customer's own outage: from its first failure in the incident to its recovery
+        excellent = t - st.incident_first_failure.get(inc.incident_id, t) <= EXCELLENT_RECOVERY_H * HOUR_MS
+        if self.ctx.fleet.recovery_paradox and excellent and mild:
+            st.paradox_until = max(st.paradox_until, t + PARADOX_DAYS * DAY_MS)
+            st.paradox_lifts += 1
         self.emit(t, "recovery", {"code": incident.inc.code, "touchpoint": incident.inc.touchpoint})
 
     def _do_outage_end(self, t: int) -> None:
@@ -457,6 +491,9 @@ class DeviceDay:
         self.emit(t, "lifecycle", {"stage": stage, "detail": {"reason": reason}})
         st.stopped = True
 
+    def _do_feature_survey(self, t: int, about: str) -> None:
+        self._do_survey(t, about, random.Random(stable_seed(self.ctx.fleet.seed, "feature", self.ctx.device.index, t)))
+
     def _do_prompt(self, t: int, about: str) -> None:
         self._do_survey(t, about, random.Random(stable_seed(self.ctx.fleet.seed, "prompt", self.ctx.device.index, t)))
 
@@ -467,26 +504,29 @@ class DeviceDay:
         if ctx.churn_ms is not None and t >= ctx.churn_ms:
             return
         drift = 3.0 * (1.0 - usage_multiplier(ctx, t))
+        # the planted recovery paradox lifts satisfaction for a while after an excellent recovery
+        lift = PARADOX_LIFT if t < st.paradox_until else 0.0
         if about is None and self.used and rng.random() < 0.6:
             # Transactional survey about the latest thing the customer did.
             about = self.used[-1][1]
         sens = persona.error_sensitivity
         if about is None:
-            nps = round(rng.gauss(persona.nps_mean + self._relationship_effect() - drift, persona.nps_sd))
+            nps_mean = persona.nps_mean + self._relationship_effect() + NPS_PER_CSAT * lift - drift
+            nps = round(rng.gauss(nps_mean, persona.nps_sd))
             self.emit(t, "feedback", {"nps": min(10, max(0, nps))})
             return
         effect, failed = self._touchpoint_effect(about)
         # A slow success costs effort; a failure's latency is part of the failure's planted penalty.
         slow = 0.0 if failed else max(0.0, math.log2(max(st.last_latency_ratio.get(about, 1.0), 1e-9)))
-        csat = round(rng.gauss(persona.csat_mean + effect - 0.3 * slow - 0.3 * drift, persona.csat_sd))
+        csat = round(rng.gauss(persona.csat_mean + effect + lift - 0.3 * slow - 0.3 * drift, persona.csat_sd))
         tp = ctx.tps.get(about)
         ces = None
         if tp is not None and (tp.category in ("app", "service") or rng.random() < 0.4):
-            ces_effect = CES_PER_CSAT * (effect + CSAT_NEUTRAL_SHIFT) - CSAT_NEUTRAL_SHIFT
+            ces_effect = CES_PER_CSAT * (effect + lift + CSAT_NEUTRAL_SHIFT) - CSAT_NEUTRAL_SHIFT
             ces = round(rng.gauss(persona.ces_mean + ces_effect - 0.6 * sens * slow - 0.3 * drift, persona.ces_sd))
         fields: dict[str, Any] = {}
         if rng.random() < 0.2:
-            nps_mean = persona.nps_mean + self._relationship_effect() - drift
+            nps_mean = persona.nps_mean + self._relationship_effect() + NPS_PER_CSAT * lift - drift
             fields["nps"] = min(10, max(0, round(rng.gauss(nps_mean, persona.nps_sd))))
         fields["csat"] = min(5, max(1, csat))
         if ces is not None:

@@ -71,6 +71,8 @@ class DeviceState:
     recent_err: dict[str, float] = field(default_factory=dict)
     recent_total: float = 0.0
     recent_ok: dict[str, float] = field(default_factory=dict)
+    # Failures per touchpoint decaying slowly (kano.HABIT_DECAY): how used to them the customer is.
+    habit: dict[str, float] = field(default_factory=dict)
     recent_incident: float = 0.0
     recent_support: float = 0.0
     # What drove the experience churn hazard on the day it fired (term name -> hazard).
@@ -79,6 +81,12 @@ class DeviceState:
     pending: list[tuple[int, int, tuple[Any, ...]]] = field(default_factory=list)
     order: int = 0
     incident_hits: set[str] = field(default_factory=set)
+    # Failed uses per incident this device lived through, and until when the planted recovery paradox lifts its
+    # satisfaction (epoch ms).
+    incident_failures: dict[str, int] = field(default_factory=dict)
+    incident_first_failure: dict[str, int] = field(default_factory=dict)
+    paradox_until: int = 0
+    paradox_lifts: int = 0  # recoveries that lifted its satisfaction (the planted recovery paradox)
     stopped: bool = False
     recharge_pending: bool = False
     battery_warned: bool = False

@@ -24,6 +24,8 @@ DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 # Rate a planted fault adds on its touchpoint: large enough to stand out next to 1–12 % base rates.
 PLANTED_ERROR_RATE = 0.25
+# An incident fixed within this many hours is an excellent recovery (the planted recovery quality).
+EXCELLENT_RECOVERY_H = 4.0
 MAX_DEVICES = 1_000_000
 
 
@@ -110,6 +112,11 @@ class Incident:
     error_rate: float
     affected_share: float
 
+    @property
+    def recovery_quality(self) -> str:
+        """The planted quality of the incident's recovery: 'excellent' when fixed within EXCELLENT_RECOVERY_H hours."""
+        return "excellent" if self.end - self.start <= timedelta(hours=EXCELLENT_RECOVERY_H) else "slow"
+
     def affects(self, *, seed: int, device_id: str) -> bool:
         """Whether the device is hit (hash-based, so it does not depend on fleet size)."""
         return unit_hash(seed, self.incident_id, device_id) < self.affected_share
@@ -126,6 +133,7 @@ class Incident:
             "end": self.end,
             "error_rate": self.error_rate,
             "affected_share": self.affected_share,
+            "recovery_quality": self.recovery_quality,
         }
 
 
@@ -146,6 +154,8 @@ class Fleet:
     experiment_salt: str
     # Scale of the experience churn hazard (device_sim/kano.py): 0 turns it off.
     experience_churn: float = 1.0
+    # Whether an excellent recovery after a mild incident failure lifts later satisfaction (device_sim/kano.py).
+    recovery_paradox: bool = False
     _by_id: dict[str, Device] = field(default_factory=dict, init=False, repr=False, compare=False)
     _accounts_by_id: dict[str, Account] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -191,6 +201,7 @@ class Fleet:
             "incidents": len(self.incidents),
             "experiment_salt": self.experiment_salt,
             "experience_churn": self.experience_churn,
+            "recovery_paradox": self.recovery_paradox,
             "products": list(self.products),
             "personas": list(self.personas),
         }
@@ -230,8 +241,9 @@ class Fleet:
         return rows
 
     def incident_truth(self) -> list[dict[str, Any]]:
-        """The planted incidents as plain dicts."""
-        return [i.as_dict() for i in self.incidents]
+        """The planted incidents as plain dicts, with `paradox`: whether the fleet plants the recovery paradox (then
+        its mildly hit devices whose own outage ended within EXCELLENT_RECOVERY_H hours answer higher afterwards)."""
+        return [{**i.as_dict(), "paradox": self.recovery_paradox} for i in self.incidents]
 
 
 _FIRST = (
@@ -326,12 +338,15 @@ def build_fleet(
     incidents: int | None = None,
     experiment_salt: str = "exp-1",
     experience_churn: float = 1.0,
+    recovery_paradox: bool = False,
 ) -> Fleet:
     """Build a deterministic fleet: same arguments, same fleet; device i does not depend on `devices`.
 
     `error_prone=(product_model, touchpoint)` plants a much higher error rate on that touchpoint for
     every device of that product. `incidents=None` picks about one incident per two weeks (1–6).
     `experience_churn` scales the daily churn hazard that failures, incidents and effort add (0: off).
+    `recovery_paradox` plants the service recovery paradox: an excellent incident recovery after a mild failure
+    lifts the device's later satisfaction above its no-failure level (kano.PARADOX_*).
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError("seed must be an int")
@@ -400,6 +415,7 @@ def build_fleet(
         error_prone=error_prone,
         experiment_salt=experiment_salt,
         experience_churn=experience_churn,
+        recovery_paradox=bool(recovery_paradox),
     )
 
 

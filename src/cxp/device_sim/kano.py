@@ -37,11 +37,12 @@ KANO_BY_TOUCHPOINT: dict[str, KanoClass] = {
     "bean_reorder": "attractive",
 }
 
-# Per class: CSAT points lost by a failure, CSAT points gained by a success, daily churn hazard per recent failure.
+# Per class: CSAT points lost by a failure, CSAT points gained by a success, daily churn hazard of a recent failure
+# (see `churn_hazard`: the hazard saturates in repeated failures).
 _CLASS_EFFECTS: dict[KanoClass, tuple[float, float, float]] = {
-    "basic": (1.6, 0.05, 0.06),
-    "performance": (0.8, 0.4, 0.02),
-    "attractive": (0.15, 0.8, 0.004),
+    "basic": (1.6, 0.05, 0.03),
+    "performance": (0.8, 0.4, 0.01),
+    "attractive": (0.15, 0.8, 0.002),
     "indifferent": (0.0, 0.0, 0.0),
 }
 # The no-effect CSAT level sits this far below the persona mean, so a delighter's reward is not clipped at 5.
@@ -55,7 +56,20 @@ HAZARD_PER_INCIDENT_ERROR = 0.03
 HAZARD_PER_SUPPORT_CONTACT = 0.03
 # Share of uses followed by an in-app prompt (a transactional CSAT survey about that touchpoint), after a
 # success and after a failure: apps ask more after something went wrong, so compare answers per outcome.
-PROMPT_PROB = (0.03, 0.3)
+PROMPT_PROB = (0.04, 0.5)
+# Share of device-days with an in-app feature survey: CSAT about a touchpoint drawn from the product's catalogue,
+# whether or not it was used that day (so answers without a recent use give the neutral level).
+FEATURE_SURVEY_PROB = 0.06
+# The service recovery paradox (fleet.recovery_paradox): a device whose incident failure was mild (at most
+# PARADOX_MILD_FAILURES failed uses) and whose recovery was excellent (its own outage, from its first failure in
+# the incident to its recovery, within fleet.EXCELLENT_RECOVERY_H hours) answers PARADOX_LIFT CSAT points (NPS: ×
+# NPS_PER_CSAT, CES: × CES_PER_CSAT) higher for PARADOX_DAYS days after the recovery. Satisfaction only: the churn
+# hazard does not change (the evidence does not carry over to repurchase).
+PARADOX_MILD_FAILURES = 2
+PARADOX_LIFT = 0.8
+PARADOX_DAYS = 28
+# Daily decay of a customer's habituation to a touchpoint's failures (the recent failure counts decay by 0.75).
+HABIT_DECAY = 0.97
 # After the decision to leave, usage fades for 4–14 days before the device churns.
 CHURN_LEAD_DAYS = (4.0, 14.0)
 
@@ -106,19 +120,27 @@ def churn_hazard(
     *,
     truth: dict[str, TouchpointTruth],
     recent_err: dict[str, float],
+    habit: dict[str, float],
     recent_incident: float,
     recent_support: float,
     sensitivity: float,
 ) -> tuple[float, dict[str, float]]:
-    """The day's churn probability and the terms that drove it (touchpoint names, `incidents`, `support`)."""
+    """The day's churn probability and the terms that drove it (touchpoint names, `incidents`, `support`).
+
+    A touchpoint's term saturates in repeated failures: h_k · min(e_k, 1) / max(1, a_k), with e_k its recent
+    failures (decaying 25 %/day) capped at one, and a_k the customer's habituation, the same count decaying
+    only 3 %/day: a first failure weighs fully, a touchpoint that keeps failing becomes what the customer
+    expects and weighs less and less (those who could not stand it have left). Incidents and support contacts
+    are capped at one likewise.
+    """
     terms: dict[str, float] = {}
     for name, n in recent_err.items():
         tt = truth.get(name)
         if tt is not None and tt.churn_hazard > 0 and n > 0.01:
-            terms[name] = sensitivity * tt.churn_hazard * n
+            terms[name] = sensitivity * tt.churn_hazard * min(n, 1.0) / max(1.0, habit.get(name, 0.0))
     if recent_incident > 0.01:
-        terms["incidents"] = sensitivity * HAZARD_PER_INCIDENT_ERROR * recent_incident
+        terms["incidents"] = sensitivity * HAZARD_PER_INCIDENT_ERROR * min(recent_incident, 1.0)
     if recent_support > 0.01:
-        terms["support"] = sensitivity * HAZARD_PER_SUPPORT_CONTACT * recent_support
+        terms["support"] = sensitivity * HAZARD_PER_SUPPORT_CONTACT * min(recent_support, 1.0)
     h = sum(terms.values())
     return 1.0 - math.exp(-h), terms

@@ -26,6 +26,7 @@ def lived_ground_truth(fleet: Fleet) -> list[dict[str, Any]]:
                 "churn_cause": out["churn_cause"],
                 "decided_at": out["decided_at"],
                 "churn_drivers": out["churn_drivers"],
+                "paradox_lifts": out["paradox_lifts"],
             }
         )
     return rows

@@ -22,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from cxp.contract import telemetry_subscription
+from cxp.contract import shared_telemetry_subscription
 from cxp.core.config import MAX_PACKET_BYTES, Settings
 from cxp.gateway.broker_log import broker_log_path, follow
 from cxp.gateway.errors import BrokerUnavailable, GatewayError
@@ -56,7 +56,7 @@ class Gateway:
         self.stats = GatewayStats()
         self.stats_file = stats_file
         self.rollups = rollups
-        self.inbox: queue.SimpleQueue[_Inbound] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[_Inbound | None] = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.client = self._make_client()
         self._ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
@@ -65,10 +65,11 @@ class Gateway:
         # items are kept so that a restarted writer can be given them again.
         self._pending: deque[tuple[int, list[tuple[int, int]], list[Item]]] = deque()
         self.writer_restarts = 0
-        # Two locks: `_pending_lock` guards the deque only (the acker takes it for a pop), `_send_lock` orders writes
-        # to the writer's pipe (dispatcher, restart, stop). A send blocks while the writer is busy, so it must never
-        # hold the lock the acker needs: the writer waits for the acker to read its answers before it reads again.
-        self._pending_lock = threading.Lock()
+        self._pending_lock = threading.Lock()  # guards `_pending` only: held briefly, never across a pipe write
+        # Serialises writes to the writer's pipe (the dispatcher's batches, a restart's hand-over). A write blocks while
+        # the writer is busy; holding `_pending_lock` through it starved the acker, whose unread results then blocked
+        # the writer: a deadlock once more than a pipe's worth of results was due (a broker flooding past Receive
+        # Maximum, as Mosquitto 2.0.11 does with shared subscriptions; docs/scaling.md).
         self._send_lock = threading.Lock()
         self._writer_failed = False
         self._inline: Writer | None = None  # the writer when it runs in this process
@@ -76,6 +77,9 @@ class Gateway:
         self._broker_totals = self._ctx.Array("q", 3, lock=False)
         self._follower_stopping = self._ctx.Event()
         self._follower = None
+        # 1 while this instance's writer process holds the group's leader lock (rollups, alerts, retention).
+        self._leader = self._ctx.Value("b", 0, lock=False)
+        self.subscription = shared_telemetry_subscription(self.cfg.share_group, settings.mqtt.topic_prefix)
 
     # ------------------------------------------------------------------ MQTT side
 
@@ -104,10 +108,12 @@ class Gateway:
         if reason_code.is_failure:
             log.error("broker refused the connection: %s", reason_code)
             return
-        log.info("connected to broker (session present: %s)", flags.session_present)
+        log.info("connected to broker as %s (session present: %s); subscribing to %s", self.cfg.client_id,
+                 flags.session_present, self.subscription)
         # Retain Handling 1: retained messages only when the subscription is new, not at each reconnect of the
-        # persistent session (a retained bad message was dead-lettered again at every restart).
-        client.subscribe(telemetry_subscription(self.settings.mqtt.topic_prefix),
+        # persistent session (a retained bad message was dead-lettered again at every restart). No UNSUBSCRIBE of the
+        # other form (plain vs group) here: a session that changes mode is discarded once (`--forget-session`).
+        client.subscribe(self.subscription,
                          options=SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -141,8 +147,8 @@ class Gateway:
         self._inline = Writer(self.settings, self._writer_stopping)
         self._inline.db()
         if self.rollups:
-            threading.Thread(target=rollup_loop, args=(self.settings, self._writer_stopping, self.after_refresh),
-                             name="rollups", daemon=True).start()
+            threading.Thread(target=rollup_loop, name="rollups", daemon=True,
+                             args=(self.settings, self._writer_stopping, self.after_refresh, self._leader)).start()
         log.info("gateway running: %d devices registered (writer in-process)", self._inline.devices.size)
 
     def _start_writer(self) -> None:
@@ -151,7 +157,7 @@ class Gateway:
         self._writer = self._ctx.Process(
             target=run_writer, name="cxp-gateway-writer", daemon=True,
             args=(self.settings.model_dump_json(), batches_r, results_w, self._writer_stopping, self.rollups,
-                  self.after_refresh),
+                  self.after_refresh, self._leader),
         )
         self._writer.start()
         batches_r.close()
@@ -169,41 +175,40 @@ class Gateway:
         """Start a new writer process and hand it every unanswered batch again, with backoff; False when stopping."""
         backoff = 0.5
         while not self.stopping.is_set():
-            self._send_lock.acquire()
+            self._send_lock.acquire()  # no new batch reaches the pipe before the unanswered ones are handed over
             try:
-                self._writer.join(timeout=5)
-                for old in (self._batches, self._results):
-                    old.close()
-                self.writer_restarts += 1
-                # A process killed inside Event.is_set()/wait() leaves the Event's lock held for ever: a new one.
-                self._writer_stopping = self._ctx.Event()
-                if self.stopping.is_set():
-                    self._writer_stopping.set()
-                self._start_writer()
                 with self._pending_lock:
+                    self._writer.join(timeout=5)
+                    for old in (self._batches, self._results):
+                        old.close()
+                    self.writer_restarts += 1
+                    # A process killed inside Event.is_set()/wait() leaves the Event's lock held for ever: a new one.
+                    self._writer_stopping = self._ctx.Event()
+                    if self.stopping.is_set():
+                        self._writer_stopping.set()
+                    self._start_writer()
                     again = [(batch_id, items) for batch_id, _mids, items in self._pending]
             except (GatewayError, OSError) as exc:
                 self._send_lock.release()
                 log.error("restarting the writer process failed: %s; retrying in %.1f s", exc, backoff)
-            else:
-                # Already committed ones come back as duplicates: storage stays exactly once. The handover thread
-                # sends them and then releases the send lock (no new batch goes first); this thread, the acker, goes
-                # back to reading the answers meanwhile, so the new writer never blocks on a full pipe.
-                threading.Thread(target=self._hand_over, args=(again,), name="handover", daemon=True).start()
-                log.warning("writer process restarted (%d so far); %d batches handed over again",
-                            self.writer_restarts, len(again))
-                return True
-            self.stopping.wait(backoff)
-            backoff = min(backoff * 2, self.cfg.retry_max_backoff_s)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, self.cfg.retry_max_backoff_s)
+                continue
+            # Handed over by a thread (which then releases the send lock) while this one goes back to reading results:
+            # the writer answers as it goes, and a pipe full of unread answers would block it. Already committed batches
+            # come back as duplicates: storage stays exactly once.
+            threading.Thread(target=self._hand_over, args=(again,), name="hand-over", daemon=True).start()
+            log.warning("writer process restarted (%d so far); %d batches handed over again", self.writer_restarts,
+                        len(again))
+            return True
         return False
 
     def _hand_over(self, batches: list[tuple[int, list[Item]]]) -> None:
-        """Send the unanswered batches to a restarted writer, then let the dispatcher send again."""
         try:
             for batch_id, items in batches:
                 self._batches.send((batch_id, items))
-        except OSError:  # the new writer died too: the acker sees its pipe close and restarts it again
-            log.warning("the restarted writer went away during the handover")
+        except OSError as exc:  # the new writer died too: the acker notices and restarts it again
+            log.warning("handing batches over to the restarted writer failed: %s", exc)
         finally:
             self._send_lock.release()
 
@@ -255,6 +260,8 @@ class Gateway:
             first = self.inbox.get(timeout=0.2)
         except queue.Empty:
             return []
+        if first is None:  # the stop signal's wake-up
+            return []
         batch = [first]
         deadline = time.monotonic() + self.cfg.batch_max_wait_ms / 1000
         while len(batch) < self.cfg.batch_max_messages:
@@ -268,7 +275,7 @@ class Gateway:
                     batch.append(self.inbox.get(timeout=min(remaining, 0.02)))
                 except queue.Empty:
                     continue
-        return batch
+        return [m for m in batch if m is not None]
 
     def _dispatch(self, batch: list[_Inbound], batch_id: int) -> None:
         items = [Item(m.topic, m.payload, m.received_at) for m in batch]
@@ -301,7 +308,9 @@ class Gateway:
                     break
             if not rest:
                 break
-            self._dispatch(rest, next(ids))
+            rest = [m for m in rest if m is not None]
+            if rest:
+                self._dispatch(rest, next(ids))
         if self._inline is None:
             with self._send_lock:
                 self._batches.send(None)
@@ -327,6 +336,8 @@ class Gateway:
         """The counters reported: the gateway's own, plus the broker's as its log shows them (when followed)."""
         snapshot = self.stats.snapshot()
         snapshot["writer_restarts"] = self.writer_restarts
+        snapshot.update(client_id=self.cfg.client_id, share_group=self.cfg.share_group or None,
+                        leader=bool(self._leader.value), pid=os.getpid())
         if self._follower is not None:
             denied, connects, connected = self._broker_totals[:]
             snapshot.update(broker_denied_publishes=denied, broker_connects=connects,
@@ -339,23 +350,31 @@ class Gateway:
             snapshot = self.snapshot()
             log.info("stats %s", json.dumps(snapshot))
             # Operators read these through the API; losing one report is harmless, so errors only log.
-            try:
-                if conn is None or conn.closed:
-                    conn = connect(self.settings.db)
-                record_gateway_stats(conn, gateway_id=self.cfg.client_id,
-                                     snapshot={**snapshot, "stats_interval_s": self.cfg.stats_interval_s})
-            except StoreError as exc:
-                log.warning("could not record stats: %s", exc)
-                if conn is not None:
-                    conn.close()
-                conn = None
+            conn = self._record(conn, snapshot)
         if conn is not None:
             conn.close()
+
+    def _record(self, conn, snapshot: dict):
+        """Store one snapshot (the API's per-instance status); returns the connection to reuse, None after a failure."""
+        try:
+            if conn is None or conn.closed:
+                conn = connect(self.settings.db)
+            record_gateway_stats(conn, gateway_id=self.cfg.client_id,
+                                 snapshot={**snapshot, "stats_interval_s": self.cfg.stats_interval_s})
+            return conn
+        except StoreError as exc:
+            log.warning("could not record stats: %s", exc)
+            if conn is not None:
+                conn.close()
+            return None
 
     # ------------------------------------------------------------------ lifecycle
 
     def _on_signal(self, *_args) -> None:
         self.stopping.set()
+        # Wakes the dispatcher: once (after a database failover, SIGTERM, measured) its SimpleQueue.get(timeout=0.2)
+        # on the empty inbox never returned, and the gateway never stopped. SimpleQueue.put is safe in a handler.
+        self.inbox.put(None)
         # While stopping, the writer gives up on a database that is down instead of retrying forever.
         self._writer_stopping.set()
 
@@ -388,8 +407,39 @@ class Gateway:
             log.warning("disconnect returned %s", rc)
         self.client.loop_stop()
         self._stop_follower()
-        snapshot = self.snapshot()
+        snapshot = {**self.snapshot(), "leader": False, "stopped": True}
         log.info("stopped; final stats %s", json.dumps(snapshot))
+        # A clean stop is reported, so the status tells a stopped instance from a dead one (no report, no stop).
+        final = self._record(None, snapshot)
+        if final is not None:
+            final.close()
         if self.stats_file is not None:
             self.stats_file.write_text(json.dumps(snapshot))
         return 1 if self._writer_failed else 0
+
+
+def forget_session(settings: Settings) -> None:
+    """Discard the broker's persistent session of `settings.gateway.client_id` (its subscriptions and queue): clean
+    start with session expiry 0, then disconnect. For a gateway moving between plain and group subscription, or an
+    instance retired for good (its queued share would otherwise wait until the session expires)."""
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=settings.gateway.client_id,
+                         protocol=MQTTProtocolVersion.MQTTv5)
+    try:
+        client.username_pw_set(GATEWAY_ACCOUNT, service_secret(settings, GATEWAY_ACCOUNT))
+    except IdentityError as exc:
+        raise BrokerUnavailable(str(exc)) from exc
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    done = threading.Event()
+    client.on_connect = lambda *_args: done.set()
+    try:
+        client.connect(settings.mqtt.host, settings.mqtt.port, clean_start=True, properties=props)
+    except OSError as exc:
+        raise BrokerUnavailable(f"cannot reach broker at {settings.mqtt.host}:{settings.mqtt.port}: {exc}") from exc
+    client.loop_start()
+    try:
+        if not done.wait(10):
+            raise BrokerUnavailable("the broker did not answer the clean start within 10 s")
+    finally:
+        client.disconnect()
+        client.loop_stop()

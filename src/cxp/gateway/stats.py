@@ -104,5 +104,7 @@ class GatewayStats:
             # first message in → last commit: the span that throughput is measured over
             "active_s": (round(self.last_commit_at - self.first_received_at, 3)
                          if self.first_received_at and self.last_commit_at else None),
+            "first_received_at": self.first_received_at,
+            "last_commit_at": self.last_commit_at,
             **percentiles,
         }

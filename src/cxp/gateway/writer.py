@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
 from typing import NamedTuple
 
@@ -25,7 +26,9 @@ from cxp.core.logs import configure_logging
 from cxp.store.db import connect
 from cxp.store.errors import StoreError, StoreUnavailable
 from cxp.store.ingest import DeadLetter, IngestMessage, TimeBounds, write_batch_isolating
+from cxp.store.leader import LeaderLock
 from cxp.store.registry import DeviceCache
+from cxp.store.retention import drop_old_chunks
 from cxp.store.rollups import refresh_rollups
 
 log = logging.getLogger("cxp.gateway.writer")
@@ -150,28 +153,52 @@ class Writer:
 AfterRefresh = Callable[[psycopg.Connection, Settings, int], None]
 
 
-def rollup_loop(settings: Settings, stopping: Event, after_refresh: AfterRefresh | None = None) -> None:
-    """Refresh dirty rollups every rollup_interval_s until `stopping` is set; then call `after_refresh`.
+def rollup_loop(settings: Settings, stopping: Event, after_refresh: AfterRefresh | None = None,
+                leader_flag: Synchronized | None = None) -> None:
+    """While this gateway leads its group: refresh dirty rollups every rollup_interval_s, then call `after_refresh`,
+    and drop raw chunks past `retention_days` every retention_interval_s; until `stopping` is set.
 
-    `after_refresh(conn, settings, refreshed device-days)` is the hook alert evaluation runs in
-    (injected by the CLI: the gateway does not import what it calls).
+    Leadership is a PostgreSQL advisory lock on a connection of its own (`store.leader`): one gateway of the group
+    does this work, and another takes over within one interval when it dies. `leader_flag` (shared memory) tells the
+    receiving process, which reports it. `after_refresh(conn, settings, refreshed device-days)` is the hook alert
+    evaluation runs in (injected by the CLI: the gateway does not import what it calls).
     """
+    leader = LeaderLock(settings.db, name=settings.gateway.client_id)
     conn = None
-    while not stopping.wait(settings.gateway.rollup_interval_s):
-        try:
-            conn = conn if conn is not None and not conn.closed else connect(settings.db)
-            step = refresh_rollups(conn)
-            if step.device_days:
-                log.debug("rollups refreshed: %s", step)
-            if after_refresh is not None:
-                after_refresh(conn, settings, step.device_days)
-        except StoreError as exc:
-            log.warning("rollup refresh failed: %s", exc)
-            conn = None
+    last_retention = 0.0
+    try:
+        while not stopping.wait(settings.gateway.rollup_interval_s):
+            leading = leader.hold()
+            if leader_flag is not None:
+                leader_flag.value = int(leading)
+            if not leading:
+                continue
+            try:
+                conn = conn if conn is not None and not conn.closed else connect(settings.db)
+                step = refresh_rollups(conn)
+                if step.device_days:
+                    log.debug("rollups refreshed: %s", step)
+                if after_refresh is not None:
+                    after_refresh(conn, settings, step.device_days)
+                due = time.monotonic() - last_retention >= settings.gateway.retention_interval_s
+                if settings.retention_days and due:
+                    dropped = drop_old_chunks(conn, keep_days=settings.retention_days)
+                    last_retention = time.monotonic()
+                    if any(dropped.values()):
+                        log.info("retention: dropped raw chunks older than %d days: %s", settings.retention_days,
+                                 dropped)
+            except StoreError as exc:
+                log.warning("rollup refresh failed: %s", exc)
+                conn = None
+    finally:
+        leader.release()
+        if leader_flag is not None:
+            leader_flag.value = 0
 
 
 def run_writer(settings_json: str, batches: Connection, results: Connection, stopping: Event,
-               rollups: bool, after_refresh: AfterRefresh | None = None) -> None:
+               rollups: bool, after_refresh: AfterRefresh | None = None, leader_flag: Synchronized | None = None,
+               ) -> None:
     """Process entry: read batches until None or EOF, answer each with a BatchResult."""
     # The receiver coordinates shutdown; a terminal's Ctrl-C must not kill this process mid-flush.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -186,7 +213,7 @@ def run_writer(settings_json: str, batches: Connection, results: Connection, sto
         return
     results.send(("ready", writer.devices.size))
     if rollups:
-        threading.Thread(target=rollup_loop, args=(settings, stopping, after_refresh), name="rollups",
+        threading.Thread(target=rollup_loop, args=(settings, stopping, after_refresh, leader_flag), name="rollups",
                          daemon=True).start()
     while True:
         try:

@@ -8,6 +8,7 @@ Used by the benchmark and tests, and as a starting catalogue for the pricing lab
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 
 from cxp.pricing.core.plans import BillableMetric, Plan
@@ -181,3 +182,94 @@ def solve_family() -> tuple[Plan, FreeParameter]:
         ],
     )
     return plan, FreeParameter("energy", "charge.unit_price", Decimal("0.0010"), Decimal("0.0500"), Decimal("0.0005"))
+
+
+@dataclass(frozen=True)
+class SolveFamily:
+    """A plan with free parameters the decisions page solves and draws, with how to label each parameter."""
+
+    key: str
+    title: str
+    plan: Plan
+    parameters: tuple[FreeParameter, ...]
+    units: tuple[str, ...]  # what each parameter's value is in, e.g. "EUR/kWh", "kWh"
+
+    def label(self, values: dict[str, Decimal]) -> str:
+        """The parameter values in words, e.g. "0.0125 EUR/kWh, 150 kWh free"."""
+        return ", ".join(
+            f"{values[p.name].normalize():f} {u}" for p, u in zip(self.parameters, self.units, strict=True)
+        )
+
+
+def solve_families() -> dict[str, SolveFamily]:
+    """The decisions page's plan families, each keeping the device sale and replacing the connectivity fee.
+
+    ppu-kwh: one price per kWh; hybrid-kwh: a base fee with 100 kWh included, then a price per kWh
+    (two parameters); allowance-kwh: the first kWh free up to an allowance, then a price per kWh (two).
+    """
+    plan, price = solve_family()
+    device = {"kind": "one_time_sale", "id": "device", "price": "149.00"}
+    hybrid = Plan(
+        plan_id="hw-hybrid-kwh",
+        version=1,
+        name="Device sale + base fee with 100 kWh, then per kWh",
+        currency="EUR",
+        components=[
+            device,
+            {
+                "kind": "hybrid",
+                "id": "energy",
+                "metric": "heating_kwh",
+                "base_fee": "1.00",
+                "included": 100,
+                "overage": {"model": "unit", "unit_price": "0.01"},
+            },
+        ],
+    )
+    allowance = Plan(
+        plan_id="hw-allowance-kwh",
+        version=1,
+        name="Device sale + free kWh allowance, then per kWh",
+        currency="EUR",
+        components=[
+            device,
+            {
+                "kind": "usage",
+                "id": "energy",
+                "metric": "heating_kwh",
+                "charge": {
+                    "model": "graduated",
+                    "tiers": [
+                        {"lower": 0, "upper": 100, "unit_price": "0"},
+                        {"lower": 100, "upper": None, "unit_price": "0.01"},
+                    ],
+                },
+            },
+        ],
+    )
+    kwh = ("EUR/kWh",)
+    return {
+        "ppu-kwh": SolveFamily("ppu-kwh", "Pay per kWh managed", plan, (price,), kwh),
+        "hybrid-kwh": SolveFamily(
+            "hybrid-kwh",
+            "Base fee + 100 kWh included + per kWh",
+            hybrid,
+            (
+                FreeParameter("energy", "base_fee", Decimal("0"), Decimal("5.00"), Decimal("0.25")),
+                FreeParameter("energy", "overage.unit_price", Decimal("0.0010"), Decimal("0.0500"), Decimal("0.0005")),
+            ),
+            ("EUR/month", "EUR/kWh"),
+        ),
+        "allowance-kwh": SolveFamily(
+            "allowance-kwh",
+            "Free kWh allowance, then per kWh",
+            allowance,
+            (
+                FreeParameter("energy", "charge.tiers.0.upper", Decimal("25"), Decimal("500"), Decimal("25")),
+                FreeParameter(
+                    "energy", "charge.tiers.1.unit_price", Decimal("0.0010"), Decimal("0.0500"), Decimal("0.0005")
+                ),
+            ),
+            ("kWh free", "EUR/kWh"),
+        ),
+    }

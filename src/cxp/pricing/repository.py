@@ -210,3 +210,40 @@ def list_experiments(
         ).fetchall()
         total = conn.execute("SELECT count(*) FROM experiments").fetchone()[0]
     return [_experiment(r) for r in rows], total
+
+
+_GUARDRAIL_COLUMNS = (
+    "look, arm, checked_at, as_of, information_fraction, spending, alpha, alpha_spent, boundary_z, z, estimate, "
+    "tolerated_drop, stop"
+)
+
+
+@maps_numeric_errors
+def lock_experiment(conn: psycopg.Connection, *, experiment_id: str) -> None:
+    """Serialise guardrail looks at one experiment until the transaction ends."""
+    with mapped_errors():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('cxp.guardrail'), hashtext(%s))", (experiment_id,))
+
+
+@maps_numeric_errors
+def insert_guardrail_checks(conn: psycopg.Connection, *, experiment_id: str, rows: list[dict[str, Any]]) -> None:
+    """Record one look (one row per treatment arm)."""
+    with mapped_errors(), conn.cursor() as cur:
+        cur.executemany(
+            f"INSERT INTO experiment_guardrail_checks (experiment_id, {_GUARDRAIL_COLUMNS}) VALUES "
+            "(%(experiment_id)s, %(look)s, %(arm)s, now(), %(as_of)s, %(information_fraction)s, %(spending)s, "
+            "%(alpha)s, %(alpha_spent)s, %(boundary_z)s, %(z)s, %(estimate)s, %(tolerated_drop)s, %(stop)s)",
+            [{**r, "experiment_id": experiment_id} for r in rows],
+        )
+
+
+@maps_numeric_errors
+def list_guardrail_checks(conn: psycopg.Connection, *, experiment_id: str) -> list[dict[str, Any]]:
+    """Every recorded look at the experiment, oldest first (one dict per look × arm)."""
+    names = [c.strip() for c in _GUARDRAIL_COLUMNS.split(",")]
+    with mapped_errors():
+        rows = conn.execute(
+            f"SELECT {_GUARDRAIL_COLUMNS} FROM experiment_guardrail_checks WHERE experiment_id = %s ORDER BY look, arm",
+            (experiment_id,),
+        ).fetchall()
+    return [dict(zip(names, r, strict=True)) for r in rows]

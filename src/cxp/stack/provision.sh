@@ -12,6 +12,15 @@ apt_updated=0
 apt_update() { [ "$apt_updated" = 1 ] || { log "apt-get update"; $SUDO apt-get update -qq; apt_updated=1; }; }
 apt_install() { apt_update; log "apt-get install $*"; $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
 
+# `provision.sh ha`: only what `cxp stack up --ha` adds — Patroni and etcd, both Debian packages.
+if [ "${1:-}" = "ha" ]; then
+  need=()
+  command -v patroni >/dev/null 2>&1 || need+=(patroni)
+  command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+  [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+  exit 0
+fi
+
 pg_major() { ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1; }
 
 # 1. Mosquitto and PostgreSQL server binaries.

@@ -12,7 +12,8 @@ TELEMETRY_TABLES = ("events", "device_state", "dead_letters", "rollup_dirty", "r
 ALERT_TABLES = ("alert_deliveries", "alert_outbox", "alert_history", "alerts", "alert_rules", "alert_eval_state",
                 "alert_device_seen")
 REGISTRY_TABLES = (
-    "sim_ground_truth", "sim_incidents", "sim_touchpoint_truth", "devices", "touchpoints", "products", "accounts"
+    "sim_ground_truth", "sim_incidents", "sim_touchpoint_truth", "touchpoint_survey", "devices", "touchpoints",
+    "products", "accounts"
 )
 
 

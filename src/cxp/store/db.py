@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -59,3 +60,74 @@ def create_pool(db: DbSettings, *, name: str = "cxp", wait: bool = True, timeout
         with contextlib.suppress(StoreUnavailable):  # marks the pool down: its callers fail fast until it is up
             pool.probe()
     return pool
+
+
+# How far a standby's data is behind the primary, in seconds (0 on the primary; NULL: unknown, never replayed).
+_LAG_SQL = """
+SELECT CASE
+    WHEN NOT pg_is_in_recovery() THEN 0.0
+    WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
+         AND (SELECT status FROM pg_stat_wal_receiver) = 'streaming' THEN 0.0
+    ELSE extract(epoch FROM now() - greatest(pg_last_xact_replay_timestamp(),
+                                             (SELECT last_msg_receipt_time FROM pg_stat_wal_receiver
+                                              WHERE pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn())))
+END
+"""
+
+
+def get_replica_lag_s(conn: psycopg.Connection) -> float | None:
+    """Seconds the server's data is behind its primary: 0 on the primary and on a streaming standby that replayed
+    all it received; else the age of the last replayed transaction (or of the last word from the primary when all
+    was replayed); None when unknown."""
+    with mapped_errors():
+        lag = conn.execute(_LAG_SQL).fetchone()[0]
+    return None if lag is None else max(0.0, float(lag))
+
+
+class ReadPool:
+    """Connections for reads: a standby's (`read_dsn`, prefer-standby) while its data is at most `max_lag_s` behind,
+    else the primary's pool. On a single database both are the same server."""
+
+    def __init__(self, standby: Pool, primary: Pool, *, max_lag_s: float) -> None:
+        self.standby = standby
+        self.primary = primary
+        self.max_lag_s = max_lag_s
+        self.fallbacks = 0  # reads sent to the primary because no standby was fresh enough (or reachable)
+
+    @contextlib.contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection]:
+        """A standby connection within the lag bound, else a primary one."""
+        with contextlib.ExitStack() as stack:
+            conn = None
+            try:
+                candidate = stack.enter_context(self.standby.connection(timeout))
+                lag = get_replica_lag_s(candidate)
+                if lag is not None and lag <= self.max_lag_s:
+                    conn = candidate
+            except (StoreUnavailable, PoolTimeout, psycopg.Error):
+                pass
+            if conn is None:
+                stack.close()  # the stale or broken standby connection goes back first
+                self.fallbacks += 1
+                conn = stack.enter_context(self.primary.connection(timeout))
+            yield conn
+
+    def close(self) -> None:
+        """Close the standby pool (the primary pool belongs to its creator)."""
+        self.standby.close()
+
+
+def create_read_pool(db: DbSettings, *, primary: Pool, name: str = "cxp-read", timeout: float = 30.0,
+                     ) -> ReadPool | Pool:
+    """The readers' pool: with `db.members`, a ReadPool over standbys (lag bound `db.read_max_lag_s`) falling back
+    to `primary`; on a single database, `primary` itself."""
+    if not db.members:
+        return primary
+    standby = Pool(
+        db.read_dsn, min_size=1, max_size=db.pool_max, name=name, open=False, timeout=timeout,
+        kwargs={"application_name": name, "connect_timeout": 5, "autocommit": True},
+        check=ConnectionPool.check_connection,
+    )
+    with mapped_errors():
+        standby.open(wait=False)
+    return ReadPool(standby, primary, max_lag_s=db.read_max_lag_s)

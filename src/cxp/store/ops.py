@@ -34,6 +34,17 @@ class GatewayThroughput:
     events_per_s: float | None
     dead_letters_per_s: float | None
 
+    @property
+    def reporting(self) -> bool:
+        """Reported within three stats intervals (and at most 5 s late)."""
+        interval = float(self.snapshot.get("stats_interval_s") or 10.0)
+        return self.seconds_since_report < max(3 * interval, interval + 5.0)
+
+    @property
+    def state(self) -> str:
+        """`stopped` (its last report said so), `running` (reporting) or `dead` (silent without a clean stop)."""
+        return "stopped" if self.snapshot.get("stopped") else "running" if self.reporting else "dead"
+
 
 def list_gateway_throughput(conn: psycopg.Connection, *, window_s: int = 60) -> list[GatewayThroughput]:
     """Each gateway that reported in the last day: its latest snapshot and rates against the one `window_s` earlier."""

@@ -25,6 +25,7 @@ class TouchpointRow:
     target_latency_ms: float | None = None
     target_duration_s: float | None = None
     unit: str | None = None
+    capability: str | None = None  # monitoring / control / optimisation / autonomy (migration 020)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +83,10 @@ def upsert_products(conn: psycopg.Connection, *, products: Iterable[ProductRow])
             cur.execute("DELETE FROM touchpoints WHERE product_id = %s", (p.product_id,))
             cur.executemany(
                 "INSERT INTO touchpoints (product_id, touchpoint, journey_stage, owner, is_core,"
-                " target_latency_ms, target_duration_s, unit) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                " target_latency_ms, target_duration_s, unit, capability)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [(p.product_id, t.touchpoint, t.journey_stage, t.owner, t.is_core, t.target_latency_ms,
-                  t.target_duration_s, t.unit) for t in p.touchpoints],
+                  t.target_duration_s, t.unit, t.capability) for t in p.touchpoints],
             )
             n += 1
     return n
@@ -339,6 +341,8 @@ class IncidentRow:
     severity: str
     start_at: datetime
     end_at: datetime
+    recovery_quality: str | None = None
+    paradox: bool = False
 
 
 def upsert_ground_truth(
@@ -360,12 +364,13 @@ def upsert_ground_truth(
             " decided_at = EXCLUDED.decided_at, churn_drivers = EXCLUDED.churn_drivers", rows,
         )
         cur.executemany(
-            "INSERT INTO sim_incidents (incident_id, product_id, touchpoint, code, severity, start_at, end_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (incident_id) DO UPDATE SET"
-            " product_id = EXCLUDED.product_id, touchpoint = EXCLUDED.touchpoint, code = EXCLUDED.code,"
-            " severity = EXCLUDED.severity, start_at = EXCLUDED.start_at, end_at = EXCLUDED.end_at",
-            [(i.incident_id, i.product_id, i.touchpoint, i.code, i.severity, i.start_at, i.end_at)
-             for i in incidents],
+            "INSERT INTO sim_incidents (incident_id, product_id, touchpoint, code, severity, start_at, end_at,"
+            " recovery_quality, paradox) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (incident_id)"
+            " DO UPDATE SET product_id = EXCLUDED.product_id, touchpoint = EXCLUDED.touchpoint, code = EXCLUDED.code,"
+            " severity = EXCLUDED.severity, start_at = EXCLUDED.start_at, end_at = EXCLUDED.end_at,"
+            " recovery_quality = EXCLUDED.recovery_quality, paradox = EXCLUDED.paradox",
+            [(i.incident_id, i.product_id, i.touchpoint, i.code, i.severity, i.start_at, i.end_at,
+              i.recovery_quality, i.paradox) for i in incidents],
         )
     return len(rows)
 

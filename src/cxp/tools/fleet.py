@@ -42,7 +42,8 @@ def register_fleet(conn: psycopg.Connection, *, fleet: Fleet, lived_truth: bool 
     upsert_products(conn, products=[
         ProductRow(p.model, p.display_name, p.heartbeat_interval_s, p.expected_active_days_per_week, [
             TouchpointRow(t.name, t.journey_stage, t.owner, t.core, t.target_latency_ms, t.typical_duration_s,
-                          t.quantity.unit if t.quantity else None)
+                          t.quantity.unit if t.quantity else None,
+                          t.capability if t.trigger == "session" else None)
             for t in p.touchpoints
         ]) for p in fleet.products.values()
     ])
@@ -51,13 +52,14 @@ def register_fleet(conn: psycopg.Connection, *, fleet: Fleet, lived_truth: bool 
                                             d.experiment_arm) for d in fleet.devices])
     truths = [
         GroundTruthRow(t["device_id"], t["persona"], t["churns"], t["churn_at"], t["error_proneness"],
-                       {k: t[k] for k in ("churn_kind", "error_prone_touchpoint", "incidents")},
+                       {k: t[k] for k in ("churn_kind", "error_prone_touchpoint", "incidents", "paradox_lifts")
+                        if k in t},
                        t.get("churn_cause", "persona" if t["churns"] else None), t.get("decided_at"),
                        t.get("churn_drivers", {}))
         for t in (lived_ground_truth(fleet) if lived_truth else fleet.ground_truth())
     ]
     incidents = [IncidentRow(i["incident_id"], i["product"], i["touchpoint"], i["code"], i["severity"], i["start"],
-                             i["end"]) for i in fleet.incident_truth()]
+                             i["end"], i["recovery_quality"], i["paradox"]) for i in fleet.incident_truth()]
     upsert_ground_truth(conn, truths=truths, incidents=incidents)
     upsert_touchpoint_truth(conn, rows=[
         TouchpointTruthRow(t["product"], t["touchpoint"], t["kano"], t["fail_penalty"], t["success_reward"],
@@ -85,17 +87,19 @@ class LoadReport:
     rollup_s: float
 
 
-def _plan_chunk(args: tuple[dict[str, Any], int, int]) -> list[tuple[str, bytes, int]]:
-    """Worker: rebuild the fleet and plan the messages of devices [lo, hi) as (device_id, payload, due_ms)."""
+def _plan_chunk(args: tuple[dict[str, Any], int, int, datetime | None]) -> list[tuple[str, bytes, int]]:
+    """Worker: rebuild the fleet and plan the messages of devices [lo, hi) before `until` as (device_id, payload,
+    due_ms)."""
     from cxp.device_sim import build_fleet, plan_messages
 
-    params, lo, hi = args
+    params, lo, hi, until = args
     fleet = build_fleet(**params)
     return [
         (m.device_id, m.payload, m.due_ms)
         for m in plan_messages(
             fleet=fleet,
             devices=fleet.devices[lo:hi],
+            end=until,
             upload_interval_s=_BULK_UPLOAD_INTERVAL_S,
             max_events_per_message=_BULK_EVENTS_PER_MESSAGE,
         )
@@ -109,8 +113,10 @@ def load_fleet(
     workers: int = 2,
     batch_messages: int = 1000,
     progress: Callable[[str], None] | None = None,
+    until: datetime | None = None,
 ) -> LoadReport:
-    """Register `build_fleet(**fleet_params)`, write all its telemetry with write_batch, refresh the rollups."""
+    """Register `build_fleet(**fleet_params)`, write its telemetry (before `until`, if given) with write_batch,
+    refresh the rollups."""
     from cxp.device_sim import build_fleet
     from cxp.store.ingest import IngestMessage, write_batch
     from cxp.store.rollups import refresh_all_pending
@@ -125,7 +131,7 @@ def load_fleet(
         ).fetchall()
     }
     n = len(fleet.devices)
-    tasks = [(fleet_params, lo, min(lo + _DEVICES_PER_TASK, n)) for lo in range(0, n, _DEVICES_PER_TASK)]
+    tasks = [(fleet_params, lo, min(lo + _DEVICES_PER_TASK, n), until) for lo in range(0, n, _DEVICES_PER_TASK)]
     t0 = time.perf_counter()
     totals = [0, 0, 0, 0]
     batch: list[IngestMessage] = []

@@ -35,16 +35,18 @@ def _fleet_window(days: int, start: datetime | None) -> datetime:
 def simulate_fleet(*, settings: Settings, devices: int, days: int, seed: int, mode: str, start: datetime | None,
                    duration_s: float, speed: float, error_prone: tuple[str, str] | None, progress: bool,
                    credentials: Mapping[str, DeviceCredential] | None = None, identities: bool = False,
-                   certificate_every: int = 5):
+                   certificate_every: int = 5, publish_from: datetime | None = None):
     """Build and register the fleet, then publish its telemetry; returns the publish report.
 
     With `identities` every device is given (or keeps, from the simulated devices' key store) a credential of
     its own — a client certificate for every `certificate_every`-th device, an access token for the others —
     and, like with explicit `credentials` (device id → credential), each device connects over TLS with it and
     publishes through its own connection. Otherwise the whole fleet shares one connection of the `cxp-loader`
-    service account on the loopback listener (bulk loads, benchmarks).
+    service account on the loopback listener (bulk loads, benchmarks). `publish_from` (back-fill only): publish
+    the events from then on, the earlier ones having been loaded otherwise (`tools.fleet.load_fleet(until=…)`).
     """
     fleet_start = _fleet_window(days, start)
+    first = publish_from if publish_from is not None else fleet_start
     fleet = build_fleet(seed=seed, devices=devices, start=fleet_start, days=days, error_prone=error_prone)
     with connect(settings.db) as conn:
         register_fleet(conn, fleet=fleet)
@@ -57,8 +59,7 @@ def simulate_fleet(*, settings: Settings, devices: int, days: int, seed: int, mo
                                   username=LOADER_ACCOUNT, password=service_secret(settings, LOADER_ACCOUNT),
                                   max_inflight=settings.sim.max_inflight).connect()
         try:
-            return fleet, _publish(settings, fleet, mode, fleet_start, duration_s, speed, progress,
-                                   publisher=publisher)
+            return fleet, _publish(settings, fleet, mode, first, duration_s, speed, progress, publisher=publisher)
         finally:
             publisher.close(timeout_s=10)
     missing = [d.device_id for d in fleet.devices if d.device_id not in credentials]
@@ -66,7 +67,7 @@ def simulate_fleet(*, settings: Settings, devices: int, days: int, seed: int, mo
         raise ConfigError(f"{len(missing)} devices of the fleet have no credential (e.g. {missing[0]})")
     with ConnectionLoop(keepalive_s=settings.mqtt.keepalive_s) as loop:
         links: dict[str, Publisher] = dict(loop.open_all(credentials[d.device_id] for d in fleet.devices))
-        return fleet, _publish(settings, fleet, mode, fleet_start, duration_s, speed, progress, publishers=links)
+        return fleet, _publish(settings, fleet, mode, first, duration_s, speed, progress, publishers=links)
 
 
 def _publish(settings: Settings, fleet, mode: str, fleet_start: datetime, duration_s: float, speed: float,

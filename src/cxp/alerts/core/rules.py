@@ -30,10 +30,16 @@ class Scope(_Strict):
 
 
 class SilenceParams(_Strict):
-    """A device not heard from for k × its product's heartbeat interval."""
+    """A device not heard from for k × its product's heartbeat interval.
+
+    With `min_share`, the rule watches products instead of devices: it fires for a product when at least that
+    share of its activated devices in scope (and at least `min_devices` of them) are silent.
+    """
 
     kind: Literal["silence"] = "silence"
     k: float = Field(default=3.0, gt=0)
+    min_share: float | None = Field(default=None, gt=0, le=1)
+    min_devices: int = Field(default=1, ge=1)
 
 
 class TouchpointParams(_Strict):
@@ -60,32 +66,90 @@ class TouchpointParams(_Strict):
         return self
 
 
+# Rules computed by the analytics services are evaluated on a cadence, not on every pass: when the period they
+# look at changed (a new hour for incidents, a new day for the others) or `every_s` has passed since the last time.
+
+
 class IncidentParams(_Strict):
-    """The disruption detector found an incident; its recovery clears the alert."""
+    """The disruption detector (analytics disruptions) found an incident that is still open; its recovery clears
+    the alert. One alert per product × touchpoint × error code; `alpha` (the binomial test's level against the
+    pooled rate), `min_devices`, `min_share` are the detector's."""
 
     kind: Literal["incident"] = "incident"
-    min_devices: int = Field(default=1, ge=1)
+    min_devices: int = Field(default=5, ge=1)
+    min_share: float = Field(default=0.02, ge=0, le=1)
+    alpha: float = Field(default=1e-5, gt=0, lt=1)
+    every_s: int = Field(default=3600, ge=60, le=7 * 86400)
 
 
 class HealthParams(_Strict):
-    """A health score outside its band or falling by `max_weekly_drop` points week over week."""
+    """A product's, segment's or account's health score (the last whole ISO week) outside its band
+    [`min_score`, `max_score`], down `max_weekly_drop` points or more against the week before, or (`band_drop`)
+    in a worse health band (green → amber → red) than the week before."""
 
     kind: Literal["health"] = "health"
+    level: Literal["product", "segment", "account", "fleet"] = "product"
     min_score: float | None = Field(default=None, ge=0, le=100)
+    max_score: float | None = Field(default=None, ge=0, le=100)
     max_weekly_drop: float | None = Field(default=None, gt=0, le=100)
+    band_drop: bool = False
+    every_s: int = Field(default=21600, ge=60, le=7 * 86400)
+
+    @model_validator(mode="after")
+    def _some_test(self) -> HealthParams:
+        if self.min_score is None and self.max_score is None and self.max_weekly_drop is None and not self.band_drop:
+            raise ValueError("set min_score, max_score, max_weekly_drop or band_drop")
+        if self.min_score is not None and self.max_score is not None and self.min_score > self.max_score:
+            raise ValueError("min_score must be ≤ max_score")
+        return self
+
+
+class ChurnParams(_Strict):
+    """A device enters the top `top_n` of the churn-risk ranking (analytics churn risk), with a risk of at least
+    `min_risk`; it clears when the device leaves it."""
+
+    kind: Literal["churn"] = "churn"
+    top_n: int = Field(default=20, ge=1, le=10_000)
+    min_risk: float = Field(default=0, ge=0, le=100)
+    every_s: int = Field(default=21600, ge=60, le=7 * 86400)
+
+
+class VoiceParams(_Strict):
+    """NPS (or CSAT) of the last `period_days` full days fell against the `period_days` before by more than the
+    95 % margin of error of the difference, √(margin₁² + margin₂²); both periods need `min_n` answers."""
+
+    kind: Literal["voice"] = "voice"
+    measure: Literal["nps", "csat"] = "nps"
+    by: Literal["product", "segment", "fleet"] = "product"
+    period_days: int = Field(default=28, ge=1, le=366)
+    min_n: int = Field(default=30, ge=2)
+    every_s: int = Field(default=21600, ge=60, le=7 * 86400)
 
 
 class PipelineParams(_Strict):
-    """A pipeline metric over its limit within the last `window_s` seconds."""
+    """A pipeline metric over its limit.
+
+    `dead_letters`: messages dead-lettered in the last `window_s` s; `rollup_backlog`: dirty device-days waiting
+    for a refresh; `ingest_lag_ms`: per gateway that reported within `window_s`, its p99 receive → commit latency;
+    `gateway_silent_s`: per gateway seen in the last day, seconds since its last stats report.
+    """
 
     kind: Literal["pipeline"] = "pipeline"
-    metric: Literal["dead_letters", "rollup_backlog"] = "dead_letters"
+    metric: Literal["dead_letters", "rollup_backlog", "ingest_lag_ms", "gateway_silent_s"] = "dead_letters"
     window_s: int = Field(default=300, ge=10)
     max_value: float = Field(default=0, ge=0)
 
+    @model_validator(mode="after")
+    def _silence_limit(self) -> PipelineParams:
+        if self.metric == "gateway_silent_s" and self.max_value <= 0:
+            raise ValueError("gateway_silent_s needs max_value > 0 (seconds without a stats report)")
+        return self
 
-Params = Annotated[SilenceParams | TouchpointParams | IncidentParams | HealthParams | PipelineParams,
-                   Field(discriminator="kind")]
+
+Params = Annotated[
+    SilenceParams | TouchpointParams | IncidentParams | HealthParams | ChurnParams | VoiceParams | PipelineParams,
+    Field(discriminator="kind"),
+]
 
 
 class _Policy(_Strict):

@@ -76,10 +76,8 @@ def to_nullable(frame: pd.DataFrame) -> pd.DataFrame:
 
 def to_utc(values: pd.Series | Iterable[object]) -> pd.Series:
     """Timestamps as tz-aware UTC (naive values are taken to be UTC)."""
-    s = pd.to_datetime(pd.Series(values), errors="coerce")
-    if s.dt.tz is None:
-        return s.dt.tz_localize("UTC")
-    return s.dt.tz_convert("UTC")
+    # utc=True: naive values are taken as UTC, aware ones converted, also when a column mixes timezone objects
+    return pd.to_datetime(pd.Series(values), errors="coerce", utc=True)
 
 
 def to_utc_scalar(value: datetime | date | str | pd.Timestamp) -> pd.Timestamp:

@@ -35,24 +35,38 @@ EPISODE_KEYS: tuple[str, ...] = ("device_id", "touchpoint", "code")
 
 
 def error_episodes(
-    *, events: pd.DataFrame, as_of: datetime | date | str | None = None, stale_after_s: float | None = 86400.0
+    *,
+    events: pd.DataFrame,
+    as_of: datetime | date | str | None = None,
+    stale_after_s: float | None = 86400.0,
+    unrecovered_after_s: float | None = None,
+    confirm_by_use: bool = False,
 ) -> pd.DataFrame:
     """Per-device error episodes from an error/recovery stream: open at an error, close at the next recovery.
 
-    `events`: device_id, ts, kind ('error'|'recovery'; other kinds ignored), code [, touchpoint, product_id].
-    Episodes are keyed by (device_id, touchpoint, code); repeated errors while open join the episode; a
-    recovery with nothing open is ignored. An episode with no event for more than `stale_after_s` (None =
-    never) is closed as "unrecovered": a later error starts a new episode and a later recovery is ignored.
+    `events`: device_id, ts, kind ('error'|'recovery'|'success'; other kinds ignored), code [, touchpoint,
+    product_id]. A 'success' is a later successful use of the episode's touchpoint (the failure ended without a
+    recovery report) and closes an episode like a recovery. Episodes are keyed by (device_id, touchpoint, code);
+    repeated errors while open join the episode; a recovery with nothing open is ignored. An episode with no
+    event for more than `stale_after_s` (None = never) is closed as "unrecovered": a later error starts a new
+    episode and a later recovery is ignored. An episode still without a closing event at `as_of` is
+    "unrecovered" when its last error is more than
+    `unrecovered_after_s` (default: `stale_after_s`) before `as_of`, else "open". With `confirm_by_use` (the
+    stream holds 'success' events) an episode without a touchpoint that no recovery closed is "unconfirmed":
+    no later use can show that a device-level fault (a power loss) persisted or ended.
     Returns device_id, product_id, touchpoint, code, start, end (<NA> unless recovered), last_error, errors,
-    status ('recovered' | 'open' | 'unrecovered'), recovered, duration_s (recovered only), open_duration_s
-    (open only, censored at `as_of`).
+    status ('recovered' | 'open' | 'unrecovered'), recovered, recovered_by ('recovery' | 'use' | None),
+    duration_s (recovered only), open_duration_s (open only, censored at `as_of`).
     """
     require_columns(events, ["device_id", "ts", "kind", "code"], what="error_episodes")
     if stale_after_s is not None and stale_after_s <= 0:
         raise InvalidParameter("stale_after_s must be > 0 or None")
     stale = np.inf if stale_after_s is None else float(stale_after_s)
+    if unrecovered_after_s is not None and unrecovered_after_s <= 0:
+        raise InvalidParameter("unrecovered_after_s must be > 0 or None")
+    give_up = stale if unrecovered_after_s is None else float(unrecovered_after_s)
     kind = events["kind"].astype(str).str.lower().to_numpy()
-    keep = np.isin(kind, ["error", "recovery"])
+    keep = np.isin(kind, ["error", "recovery", "success"])
     tp = (
         events["touchpoint"].astype(object).where(events["touchpoint"].notna(), "")
         if "touchpoint" in events.columns
@@ -70,6 +84,7 @@ def error_episodes(
             ),
             "t": epoch_seconds(events["ts"])[keep],
             "is_err": kind[keep] == "error",
+            "by_use": kind[keep] == "success",
         }
     )
     ev = ev[np.isfinite(ev["t"].to_numpy())]
@@ -99,14 +114,17 @@ def error_episodes(
             errors=("t", "size"),
         )
     )
-    recs = ev[first_rec].groupby("ep")["t"].min().rename("end_t")
+    closing = ev[first_rec].sort_values(["ep", "t", "by_use"], kind="stable").drop_duplicates("ep")
+    recs = closing.set_index("ep")[["t", "by_use"]].rename(columns={"t": "end_t"})
     ep = errs.join(recs, how="left").reset_index(drop=True)
     start_t, last_t = ep["start_t"].to_numpy(dtype=float), ep["last_t"].to_numpy(dtype=float)
     end_t = ep["end_t"].to_numpy(dtype=float, na_value=np.nan)
     recovered = np.isfinite(end_t)
     now = epoch_seconds_scalar(as_of) if as_of is not None else np.nan
-    gone_stale = np.isfinite(now) & (now - last_t > stale)
-    status = np.where(recovered, "recovered", np.where(gone_stale, "unrecovered", "open"))
+    gone_stale = np.isfinite(now) & (now - last_t > give_up)
+    status = np.where(recovered, "recovered", np.where(gone_stale, "unrecovered", "open")).astype(object)
+    if confirm_by_use:
+        status = np.where(~recovered & (ep["touchpoint"].astype(str).to_numpy() == ""), "unconfirmed", status)
     out = ep[["device_id", "product_id", "touchpoint", "code"]].copy()
     out["start"] = pd.to_datetime(start_t, unit="s", utc=True)
     out["end"] = pd.to_datetime(end_t, unit="s", utc=True)
@@ -114,6 +132,8 @@ def error_episodes(
     out["errors"] = ep["errors"].astype(int)
     out["status"] = status.astype(object)
     out["recovered"] = recovered
+    by_use = ep["by_use"].to_numpy(dtype=object)
+    out["recovered_by"] = np.where(recovered, np.where(by_use == True, "use", "recovery"), None)  # noqa: E712
     out["duration_s"] = np.where(recovered, end_t - start_t, np.nan)
     out["open_duration_s"] = np.where(status == "open", np.clip(now - start_t, 0, None), np.nan)
     return to_nullable(out.sort_values(["start", "device_id"], kind="stable").reset_index(drop=True))
@@ -177,20 +197,36 @@ def incidents(
 
 @dataclass(frozen=True)
 class RecoveryStats:
-    """Time to recovery over recovered episodes (seconds); open and unrecovered episodes are counted, not timed."""
+    """Time to recovery over recovered episodes (seconds); the others are counted, not timed: `n_not_recovered`
+    = open + never recovered (`n_never_recovered`), `n_unconfirmed` = device-level faults nothing closed."""
 
     n_episodes: int
     n_recovered: int
     n_not_recovered: int
     seconds: Distribution
+    n_never_recovered: int = 0
+    n_unconfirmed: int = 0
 
 
 def time_to_recovery(*, episodes: pd.DataFrame) -> RecoveryStats:
-    """Median, p90 and n of episode duration (recovered episodes), with the count still open."""
+    """Median, p90 and n of episode duration (recovered episodes), with the counts not recovered by status."""
     require_columns(episodes, ["duration_s"], what="time_to_recovery")
     dur = float_column(episodes, "duration_s")
     ok = np.isfinite(dur)
-    return RecoveryStats(len(episodes), int(ok.sum()), int((~ok).sum()), distribution(values=dur[ok]))
+    status = (
+        episodes["status"].astype(object).to_numpy()
+        if "status" in episodes.columns
+        else np.full(len(episodes), None, dtype=object)
+    )
+    unconfirmed = status == "unconfirmed"
+    return RecoveryStats(
+        len(episodes),
+        int(ok.sum()),
+        int((~ok & ~unconfirmed).sum()),
+        distribution(values=dur[ok]),
+        int((status == "unrecovered").sum()),
+        int(unconfirmed.sum()),
+    )
 
 
 # ---------------------------------------------------------------- spikes
@@ -221,42 +257,14 @@ def detect_spikes(
     require_columns(series, [*group_cols, "day", "value"], what="detect_spikes")
     if window < 2 or min_history < 2 or k <= 0 or mad_floor < 0:
         raise InvalidParameter("need window ≥ 2, min_history ≥ 2, k > 0, mad_floor ≥ 0")
+    cols = [*group_cols, "day", "value", "baseline", "mad", "history"]
     s = series[list(group_cols)].copy()
     s["day"], s["value"] = to_day(series["day"]).to_numpy(), float_column(series, "value")
     s = s.dropna(subset=["day"]).groupby([*group_cols, "day"], sort=True, dropna=False)["value"].sum(min_count=1)
-    parts = []
-    for key, grp in s.groupby(level=list(range(len(group_cols))), sort=True) if group_cols else [((), s)]:
-        vals = (
-            grp.droplevel(list(range(len(group_cols))))
-            if group_cols
-            else grp.droplevel(0)
-            if grp.index.nlevels > 1
-            else grp
-        )
-        idx = pd.date_range(vals.index.min(), vals.index.max(), freq=freq)
-        v = vals.reindex(idx)
-        if fill_value is not None:
-            v = v.fillna(fill_value)
-        x = v.to_numpy(dtype=float)
-        n = x.size
-        base = np.full(n, np.nan)
-        mad = np.full(n, np.nan)
-        hist = np.zeros(n, dtype=int)
-        if n > 1:
-            padded = np.concatenate([np.full(window, np.nan), x[:-1]])
-            win = sliding_window_view(padded, window)[:n]  # row i = the `window` values before i
-            hist = np.isfinite(win).sum(axis=1)
-            okr = hist >= 1
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # rows without history are excluded by okr
-                base[okr] = np.nanmedian(win[okr], axis=1)
-                mad[okr] = np.nanmedian(np.abs(win[okr] - base[okr, None]), axis=1)
-        part = pd.DataFrame({"day": idx, "value": x, "baseline": base, "mad": mad, "history": hist})
-        for i, c in enumerate(group_cols):
-            part.insert(i, c, key[i] if isinstance(key, tuple) else key)
-        parts.append(part)
-    cols = [*group_cols, "day", "value", "baseline", "mad", "history"]
-    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+    if s.empty:
+        out = pd.DataFrame(columns=cols)
+    else:
+        out = _trailing_stats(s.reset_index(), group_cols=list(group_cols), window=window, freq=freq, fill=fill_value)
     spread = np.maximum(MAD_SCALE * out["mad"].to_numpy(dtype=float), mad_floor)
     if poisson_floor:
         spread = np.fmax(spread, np.sqrt(np.clip(out["baseline"].to_numpy(dtype=float), 0, None)))
@@ -268,6 +276,61 @@ def detect_spikes(
     out["reason"] = np.where(enough, None, f"not enough data: fewer than {min_history} periods of history or no value")
     out["history"] = out["history"].astype(int)
     return to_nullable(out)
+
+
+def _trailing_stats(
+    frame: pd.DataFrame, *, group_cols: list[str], window: int, freq: str, fill: float | None
+) -> pd.DataFrame:
+    """Every group on one regular calendar at once (a groups × periods matrix, each group's own first..last period
+    kept): trailing median, MAD and history count over the previous `window` periods, as whole-array statistics."""
+    if group_cols:
+        gid, keys = pd.factorize(pd.MultiIndex.from_frame(frame[group_cols]), sort=True)
+    else:
+        gid, keys = np.zeros(len(frame), dtype=int), pd.Index([0])
+    days = pd.DatetimeIndex(frame["day"])
+    origin = days.min()
+    step = pd.tseries.frequencies.to_offset(freq)
+    calendar = pd.date_range(origin, days.max(), freq=step)
+    col = calendar.get_indexer(days)
+    if (col < 0).any():
+        raise InvalidParameter(f"days do not fall on the {freq!r} calendar")
+    groups, periods = len(keys), len(calendar)
+    first = np.full(groups, periods)
+    last = np.full(groups, -1)
+    np.minimum.at(first, gid, col)
+    np.maximum.at(last, gid, col)
+    inside = (np.arange(periods)[None, :] >= first[:, None]) & (np.arange(periods)[None, :] <= last[:, None])
+    x = np.full((groups, periods), np.nan)
+    x[gid, col] = frame["value"].to_numpy(dtype=float)
+    if fill is not None:
+        x[inside & np.isnan(x)] = fill
+    # the `window` values before each period: pad with NaN on the left, drop the period itself
+    padded = np.concatenate([np.full((groups, window), np.nan), x[:, :-1]], axis=1)
+    win = sliding_window_view(padded, window, axis=1)[:, :periods]  # groups × periods × window
+    hist = np.isfinite(win).sum(axis=2)
+    base = np.full((groups, periods), np.nan)
+    mad = np.full((groups, periods), np.nan)
+    okr = hist >= 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows are excluded by okr
+        rows = win[okr]
+        base[okr] = np.nanmedian(rows, axis=1)
+        mad[okr] = np.nanmedian(np.abs(rows - base[okr][:, None]), axis=1)
+    g_idx, p_idx = np.nonzero(inside)
+    out = pd.DataFrame(
+        {
+            "day": calendar[p_idx],
+            "value": x[g_idx, p_idx],
+            "baseline": base[g_idx, p_idx],
+            "mad": mad[g_idx, p_idx],
+            "history": hist[g_idx, p_idx],
+        }
+    )
+    if group_cols:
+        key_frame = keys.to_frame(index=False).iloc[g_idx].reset_index(drop=True)
+        key_frame.columns = group_cols
+        out = pd.concat([key_frame, out], axis=1)
+    return out
 
 
 # ---------------------------------------------------------------- effect of disruption and recovery

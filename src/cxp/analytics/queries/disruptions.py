@@ -6,6 +6,7 @@ from datetime import date, timedelta
 
 import pandas as pd
 import psycopg
+from psycopg import sql
 
 from cxp.analytics.queries._base import day_start, fetch_frame, with_scoped_devices
 from cxp.analytics.query import AnalyticsQuery
@@ -55,3 +56,65 @@ def hourly_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: dat
         hi=day_start(end + timedelta(days=1)),
     )
     return fetch_frame(conn, statement, params)
+
+
+def hourly_users(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
+    """Per product × touchpoint × hour from `rollup_hourly`: users = devices that used the touchpoint (the exposure
+    an hour's error count is compared with)."""
+    statement, params = with_scoped_devices(
+        scope,
+        "SELECT sel.product_id, h.touchpoint, h.bucket, count(*)::int AS users"
+        " FROM rollup_hourly h JOIN sel USING (device_key)"
+        " WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s AND h.touchpoint <> '' AND h.usage_count > 0"
+        " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        lo=day_start(start),
+        hi=day_start(end + timedelta(days=1)),
+    )
+    return fetch_frame(conn, statement, params)
+
+
+def next_success_hours(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
+    """Per touchpoint error in the window: device_key, ts, touchpoint, code, same_hour (the error's hour also has a
+    successful use of the touchpoint) and next_hour (the first later hour that has one, before the window end),
+    from `rollup_hourly`; the exact times come from `successes_in_hours`."""
+    statement, params = with_scoped_devices(
+        scope,
+        "SELECT e.device_key, e.ts, e.touchpoint, e.code,"
+        " EXISTS (SELECT 1 FROM rollup_hourly h WHERE h.device_key = e.device_key AND h.touchpoint = e.touchpoint"
+        "   AND h.bucket = date_trunc('hour', e.ts) AND h.success_count > 0) AS same_hour,"
+        " (SELECT min(h.bucket) FROM rollup_hourly h WHERE h.device_key = e.device_key AND h.touchpoint = e.touchpoint"
+        "   AND h.bucket > date_trunc('hour', e.ts) AND h.bucket < %(hi)s AND h.success_count > 0) AS next_hour"
+        " FROM events e JOIN sel USING (device_key)"
+        " WHERE e.kind = 'error' AND e.touchpoint IS NOT NULL AND e.ts >= %(lo)s AND e.ts < %(hi)s",
+        lo=day_start(start),
+        hi=day_start(end + timedelta(days=1)),
+    )
+    return fetch_frame(conn, statement, params)
+
+
+def successes_in_hours(conn: psycopg.Connection, *, hours: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
+    """Successful uses in the given device × touchpoint × hour cells (raw events, few): device_key, touchpoint, ts.
+
+    `hours`: device_key, touchpoint, hour (hour start); the window bounds let TimescaleDB skip other chunks.
+    """
+    if hours.empty:
+        return pd.DataFrame(columns=["device_key", "touchpoint", "ts"])
+    cells = hours.drop_duplicates()
+    return fetch_frame(
+        conn,
+        sql.SQL(
+            "SELECT u.device_key, u.touchpoint, u.ts FROM events u"
+            " JOIN unnest(%(keys)s::int[], %(tps)s::text[], %(hours)s::timestamptz[])"
+            " AS c(device_key, touchpoint, hour)"
+            " ON u.device_key = c.device_key AND u.touchpoint = c.touchpoint AND u.ts >= c.hour"
+            " AND u.ts < c.hour + INTERVAL '1 hour'"
+            " WHERE u.kind = 'usage' AND u.success AND u.ts >= %(lo)s AND u.ts < %(hi)s"
+        ),
+        {
+            "keys": [int(k) for k in cells["device_key"]],
+            "tps": [str(t) for t in cells["touchpoint"]],
+            "hours": list(pd.to_datetime(cells["hour"], utc=True).dt.to_pydatetime()),
+            "lo": day_start(start),
+            "hi": day_start(end + timedelta(days=1)),
+        },
+    )

@@ -86,3 +86,34 @@ def feedback_after(
         hi=day_start(end + timedelta(days=1)),
     )
     return fetch_frame(conn, statement, params)
+
+
+def feedback_around(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, refs: pd.DataFrame, days: int, end: date
+) -> pd.DataFrame:
+    """Each device's mean CSAT and NPS answers in the `days` before and after its reference time (aggregated in SQL):
+    device_key, csat_before, csat_after, nps_before, nps_after (NULL without an answer).
+
+    refs: device_key, ref_ts (one per device).
+    """
+    columns = ["device_key", "csat_before", "csat_after", "nps_before", "nps_after"]
+    if refs.empty:
+        return pd.DataFrame(columns=columns)
+    statement, params = with_scoped_devices(
+        scope,
+        ", r AS (SELECT unnest(%(keys)s::int[]) AS device_key, unnest(%(ts)s::timestamptz[]) AS ref_ts)"
+        " SELECT r.device_key,"
+        " avg(e.csat) FILTER (WHERE e.ts < r.ref_ts)::float8 AS csat_before,"
+        " avg(e.csat) FILTER (WHERE e.ts > r.ref_ts)::float8 AS csat_after,"
+        " avg(e.nps) FILTER (WHERE e.ts < r.ref_ts)::float8 AS nps_before,"
+        " avg(e.nps) FILTER (WHERE e.ts > r.ref_ts)::float8 AS nps_after"
+        " FROM r JOIN sel USING (device_key) JOIN events e ON e.device_key = r.device_key AND e.kind = 'feedback'"
+        " AND e.ts >= r.ref_ts - %(h)s AND e.ts <= least(r.ref_ts + %(h)s, %(hi)s)"
+        " AND e.ts >= %(lo)s AND e.ts < %(hi)s GROUP BY r.device_key",
+        keys=[int(k) for k in refs["device_key"]],
+        ts=[pd.Timestamp(t).floor("us").to_pydatetime() for t in refs["ref_ts"]],
+        h=timedelta(days=days),
+        lo=min(pd.Timestamp(t) for t in refs["ref_ts"]).floor("us").to_pydatetime() - timedelta(days=days),
+        hi=day_start(end + timedelta(days=1)),
+    )
+    return fetch_frame(conn, statement, params)

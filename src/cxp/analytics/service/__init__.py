@@ -8,18 +8,24 @@ module per capability; this package re-exports the public functions so callers h
 
 from cxp.analytics.service.churn import list_churn_risk
 from cxp.analytics.service.disruptions import get_disruptions
+from cxp.analytics.service.engagement import get_engagement_rate
 from cxp.analytics.service.health import get_health, health_frames
 from cxp.analytics.service.journey import get_journey
+from cxp.analytics.service.journey_map import get_journey_map
+from cxp.analytics.service.ladder import get_capability_ladder
 from cxp.analytics.service.report import get_fleet_report
 from cxp.analytics.service.segments import get_segments
 from cxp.analytics.service.touchpoints import get_touchpoints
 from cxp.analytics.service.voice import get_voice
 
 __all__ = [
+    "get_capability_ladder",
     "get_disruptions",
+    "get_engagement_rate",
     "get_fleet_report",
     "get_health",
     "get_journey",
+    "get_journey_map",
     "get_segments",
     "get_touchpoints",
     "get_voice",

@@ -10,19 +10,25 @@ import pandas as pd
 import psycopg
 
 from cxp.analytics.core import disruptions as core_disruptions
+from cxp.analytics.core import early_warning as core_warning
 from cxp.analytics.core import segments as core_segments
 from cxp.analytics.core._frames import finite_or_none
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import ChurnRiskEntry, ChurnRiskList, Window
 from cxp.analytics.queries._base import CHURN_STAGES, day_start
 from cxp.analytics.queries.disruptions import error_stream
-from cxp.analytics.queries.registry import devices
+from cxp.analytics.queries.registry import devices, lifecycle
+from cxp.analytics.queries.touchpoints import failure_counts
 from cxp.analytics.queries.usage import daily_usage, last_use_before
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import empty_window, resolve_window, utc_days
-from cxp.analytics.service.outcomes import device_retention
+from cxp.analytics.service.disruptions import incident_errors
+from cxp.analytics.service.outcomes import device_retention, device_satisfaction
+from cxp.analytics.service.touchpoints import touchpoint_classes
 
 DISRUPTION_LOOKBACK_DAYS = 14
+EXPERIENCE_WINDOW_DAYS = 14  # failures, incidents and support contacts of the last two weeks
+CLASS_WINDOW_DAYS = 56  # the answers a touchpoint's failure cost (its penalty) is estimated from
 MIN_OWN_RHYTHM_DAYS = 14  # shorter history: the product's expected rhythm instead of the entity's own
 
 
@@ -68,6 +74,7 @@ def list_churn_risk(
     disruptions: Literal["unrecovered", "error_days", "none"] = "unrecovered",
     limit: int | None = None,
     include_churned: bool = False,
+    weights: dict[str, float] | None = None,
 ) -> ChurnRiskList:
     """Devices or accounts ranked by churn risk with reasons (core churn_risk): Theil–Sen slope of core uses in
     `bucket_days` buckets over the last `window_days` up to `query.end` (`query.start` is not used), days since
@@ -78,6 +85,12 @@ def list_churn_risk(
     (the product's when that history is shorter than 14 days). Weekly buckets by default: daily series of
     occasional users are mostly zeros and hide a decline. Cancelled/returned devices are left out unless
     `include_churned` (then they rank first, status says why).
+
+    Early warning (core early_warning), what a ranking made before the churners left needs: a drop of the last
+    week's use against the entity's own rate, and the experience of the last 14 days — failures weighted by what a
+    failure of that touchpoint costs in satisfaction (its penalty, `touchpoint_classes` over the 56 days up to
+    `query.end`), errors in detected incidents and support contacts — each named in the reasons. risk_score = the
+    weighted mean of the parts (`weights`, default core early_warning.DEFAULT_WEIGHTS).
     """
     resolved = resolve_window(conn, query=query.ending(query.end), default_days=window_days)
     if resolved is None:
@@ -169,8 +182,73 @@ def list_churn_risk(
     risk = core_segments.churn_risk(
         usage=entity_usage, entities=entities, as_of=as_of, window_days=window_days, bucket_days=bucket_days
     )
-    entries = _ranked_entries(risk.table, info=ranked.set_index("entity_id"), limit=limit)
-    return ChurnRiskList(level=level, window=window, weights=dict(risk.weights), entries=entries, reason=risk.reason)
+    all_use = daily_usage(conn, scope=query, start=baseline_start - timedelta(days=7), end=as_of)
+    all_use = all_use.merge(per_device[["device_key", "device_id", "account_id"]], on="device_key")
+    key = "account_id" if level == "account" else "device_id"
+    by_entity = all_use.rename(columns={key: "entity_id"})
+    by_entity = by_entity.groupby(["entity_id", "day"], as_index=False)[["uses", "errors"]].sum()
+    drop = core_warning.usage_drop(usage=by_entity, entities=entities["entity_id"], as_of=as_of)
+    recent = by_entity[pd.to_datetime(by_entity["day"]) > pd.Timestamp(as_of - timedelta(days=28))]
+    group = ranked.set_index("entity_id")["product_id"].astype(object).fillna("(mixed)")
+    failures = core_warning.failure_rate_risk(
+        failures=recent.groupby("entity_id")["errors"].sum(),
+        uses=recent.groupby("entity_id")["uses"].sum(),
+        group=group,
+        entities=entities["entity_id"],
+    )
+    window_8w = Window(start=as_of - timedelta(days=CLASS_WINDOW_DAYS - 1), end=as_of, as_of=as_of)
+    answers = device_satisfaction(conn, scope=query, window=window_8w).merge(
+        per_device[["device_key", "device_id", "account_id"]], on="device_key"
+    )
+    answers = answers.rename(columns={key: "entity_id"}).assign(weighted=lambda f: f["satisfaction"] * f["answers"])
+    answers = answers.groupby("entity_id", as_index=False)[["weighted", "answers"]].sum()
+    answers["satisfaction"] = answers["weighted"] / answers["answers"].where(answers["answers"] > 0)
+    satisfaction = core_warning.satisfaction_risk(satisfaction=answers, entities=entities["entity_id"])
+    lived = _experience_events(conn, scope=query, as_of=as_of, scoped=scoped)
+    lived = lived.merge(per_device[["device_key", key]], on="device_key").rename(columns={key: "entity_id"})
+    experience = core_warning.experience_load(
+        events=lived[["entity_id", "day", "driver", "count", "weight"]],
+        weights={},
+        entities=entities["entity_id"],
+        as_of=as_of,
+        window_days=EXPERIENCE_WINDOW_DAYS,
+    )
+    table, used = core_warning.combine_risk(
+        risk=risk.table, parts=[drop, failures, satisfaction, experience], weights=weights
+    )
+    entries = _ranked_entries(table, info=ranked.set_index("entity_id"), limit=limit)
+    return ChurnRiskList(level=level, window=window, weights=used, entries=entries, reason=risk.reason)
+
+
+def _experience_events(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, as_of: date, scoped: pd.DataFrame
+) -> pd.DataFrame:
+    """What each device lived in the last 14 days up to `as_of`: device_key, day, driver (touchpoint name,
+    "incident", "support contact"), count and weight (satisfaction points one occurrence costs: a touchpoint's
+    penalty from its answers, else its product's median penalty, else 1)."""
+    since = as_of - timedelta(days=EXPERIENCE_WINDOW_DAYS - 1)
+    classes = touchpoint_classes(
+        conn, scope=scope, window=Window(start=as_of - timedelta(days=CLASS_WINDOW_DAYS - 1), end=as_of, as_of=as_of)
+    ).table
+    penalty = classes.assign(cost=pd.to_numeric(classes["penalty"], errors="coerce"))
+    penalty = penalty[["product_id", "touchpoint", "cost"]]
+    product_cost = penalty.groupby("product_id")["cost"].median()
+    failures = failure_counts(conn, scope=scope, start=since, end=as_of).merge(
+        scoped[["device_key", "product_id"]], on="device_key"
+    )
+    failures = failures.merge(penalty, on=["product_id", "touchpoint"], how="left")
+    failures["cost"] = failures["cost"].fillna(failures["product_id"].map(product_cost)).fillna(1.0).clip(lower=0.0)
+    parts = [failures.rename(columns={"touchpoint": "driver", "failures": "count", "cost": "weight"})]
+    hits = incident_errors(conn, scope=scope, start=since, end=as_of)
+    if len(hits):
+        parts.append(hits.assign(driver=core_warning.INCIDENT, weight=1.0))
+    support = lifecycle(conn, scope=scope, start=since, end=as_of, stages=["support_contacted"])
+    if len(support):
+        day = pd.to_datetime(support["ts"], utc=True).dt.tz_localize(None).dt.normalize()
+        contacts = support.assign(day=day).groupby(["device_key", "day"], as_index=False).size()
+        parts.append(contacts.rename(columns={"size": "count"}).assign(driver=core_warning.SUPPORT, weight=1.0))
+    columns = ["device_key", "day", "driver", "count", "weight"]
+    return pd.concat([p[columns] for p in parts], ignore_index=True)
 
 
 def _ranked_entries(table: pd.DataFrame, *, info: pd.DataFrame, limit: int | None) -> tuple[ChurnRiskEntry, ...]:
@@ -204,6 +282,10 @@ def _ranked_entries(table: pd.DataFrame, *, info: pd.DataFrame, limit: int | Non
                 days_since_last_core_use=finite_or_none(row["days_since_last_core_use"]),
                 recent_disruptions=finite_or_none(row["recent_disruptions"]),
                 reasons=reasons,
+                drop_risk=finite_or_none(row.get("drop_risk")),
+                experience_risk=finite_or_none(row.get("experience_risk")),
+                drivers=row.get("drivers") if isinstance(row.get("drivers"), str) else None,
+                top_driver=row.get("top_driver") if isinstance(row.get("top_driver"), str) else None,
             )
         )
         if limit is not None and rank >= limit:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 import psycopg
 
 from cxp.analytics.core import disruptions as core_disruptions
+from cxp.analytics.core import incidents as core_incidents
+from cxp.analytics.core import paradox as core_paradox
 from cxp.analytics.core._frames import finite_or_none
 from cxp.analytics.core.stats import distribution
 from cxp.analytics.errors import maps_numeric_errors
@@ -18,19 +20,28 @@ from cxp.analytics.models import (
     DisruptionReport,
     EffectComparison,
     EffectGroup,
+    ParadoxEstimate,
     RecoveryTimes,
     Spike,
     Window,
 )
 from cxp.analytics.queries._base import day_start
-from cxp.analytics.queries.disruptions import daily_errors_by_product, error_stream, hourly_errors
-from cxp.analytics.queries.feedback import feedback_after
+from cxp.analytics.queries.disruptions import (
+    daily_errors_by_product,
+    error_stream,
+    hourly_errors,
+    hourly_users,
+    next_success_hours,
+    successes_in_hours,
+)
+from cxp.analytics.queries.feedback import feedback_after, feedback_around
 from cxp.analytics.queries.registry import devices, get_first_day
 from cxp.analytics.queries.usage import usage_around
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import as_day, as_utc_datetime, count_or_zero, empty_window, resolve_window
 
-BASELINE_DAYS = 28  # an hour of day is compared with the same hour on the previous 28 days
+BASELINE_DAYS = 28  # the history before the window that the incident baseline rate is pooled over too
+UNRECOVERED_AFTER_S = 86400.0  # an episode nothing closed is "never recovered" once its last error is a day old
 
 
 def _recovery_times(name: str, episodes: pd.DataFrame) -> RecoveryTimes:
@@ -43,6 +54,31 @@ def _recovery_times(name: str, episodes: pd.DataFrame) -> RecoveryTimes:
         median_s=recovery.seconds.median,
         p90_s=recovery.seconds.p90,
         mean_s=recovery.seconds.mean,
+        never_recovered=recovery.n_never_recovered,
+        unconfirmed=recovery.n_unconfirmed,
+    )
+
+
+def episodes_in_window(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, window: Window, scoped: pd.DataFrame
+) -> pd.DataFrame:
+    """Error episodes of the window (core error_episodes): closed by the next recovery of their code or the next
+    successful use of their touchpoint, whichever comes first; "never recovered" only when neither came."""
+    stream = error_stream(conn, scope=scope, start=window.start, end=window.end)
+    errors = next_success_hours(conn, scope=scope, start=window.start, end=window.end)
+    cells = core_incidents.success_cells(errors=errors) if len(errors) else errors
+    successes = successes_in_hours(conn, hours=cells, start=window.start, end=window.end) if len(errors) else errors
+    closing = core_incidents.closing_successes(errors=errors, successes=successes)
+    stream["ts"] = pd.to_datetime(stream["ts"], utc=True)
+    if len(closing):
+        closing = closing.merge(scoped[["device_key", "device_id", "product_id"]], on="device_key")
+        stream = pd.concat([stream, closing.assign(kind="success")[list(stream.columns)]], ignore_index=True)
+    return core_disruptions.error_episodes(
+        events=stream,
+        as_of=day_start(window.end + timedelta(days=1)),
+        stale_after_s=None,
+        unrecovered_after_s=UNRECOVERED_AFTER_S,
+        confirm_by_use=True,
     )
 
 
@@ -52,20 +88,22 @@ def get_disruptions(
     conn: psycopg.Connection,
     query: AnalyticsQuery = ALL_DEVICES,
     days: int = 56,
-    min_devices: int = 5,
+    min_devices: int = 3,
     min_share: float = 0.02,
-    spike_k: float = 5.0,
+    alpha: float = 1e-5,
     effect_days: int = 14,
     feedback_horizon_days: int = 28,
+    excellent_recovery_s: float = 4 * 3600.0,
+    mild_failures: int = 2,
 ) -> DisruptionReport:
     """Error episodes merged into incidents, time to recovery, daily error spikes against each product's baseline,
     and the effect of a disruption and of fast vs slow recovery on later usage and feedback (recovery paradox).
 
-    An incident = a run of hours in which the number of devices with one error code on one product's touchpoint
-    exceeds that hour of day's trailing 28-day baseline by `spike_k` spreads (core detect_spikes; stricter than the
-    daily rule's 3.5 because every product × touchpoint × code × hour is tested each day), hitting at least
-    `min_devices` devices and `min_share` of the product; the episodes starting in it give devices, codes and
-    recovery times. Everyday errors, even many of them, are not incidents.
+    An incident = a run of hours in which far more of a product touchpoint's users hit one error code than the
+    key's baseline rate (core incidents: binomial test at `alpha` against the rate pooled over the window and the
+    28 days before it, so an incident on the first day is found too), whose episodes hit at least `min_devices`
+    devices and `min_share` of the product. Everyday errors, even many of them, are not incidents. Episodes end at
+    the next recovery of their code or the next successful use of their touchpoint.
     """
     window = resolve_window(conn, query=query, default_days=days)
     if window is None:
@@ -83,46 +121,27 @@ def get_disruptions(
         )
     scoped = devices(conn, scope=query)
     devices_per_product = scoped.groupby("product_id").size()
-    stream = error_stream(conn, scope=query, start=window.start, end=window.end)
-    episodes = core_disruptions.error_episodes(events=stream, as_of=day_start(window.end + timedelta(days=1)))
+    episodes = episodes_in_window(conn, scope=query, window=window, scoped=scoped)
     recovery = [_recovery_times("all episodes", episodes)]
     for product_id, product_episodes in episodes.groupby("product_id"):
         recovery.append(_recovery_times(str(product_id), product_episodes))
 
     incidents: list[Disruption] = []
     incident_episodes: list[pd.DataFrame] = []
-    for run in _incident_runs(conn, scope=query, window=window, k=spike_k):
+    for run in _incident_runs(conn, scope=query, window=window, alpha=alpha).itertuples(index=False):
         members = episodes[
-            (episodes["product_id"] == run["product_id"])
-            & (episodes["touchpoint"] == run["touchpoint"])
-            & (episodes["code"] == run["code"])
-            & (episodes["start"] >= run["start"])
-            & (episodes["start"] < run["end"])
+            (episodes["product_id"] == run.product_id)
+            & (episodes["touchpoint"] == run.touchpoint)
+            & (episodes["code"] == run.code)
+            & (episodes["start"] >= run.start)
+            & (episodes["start"] < run.end)
         ]
         devices_hit = int(members["device_id"].nunique())
-        share = devices_hit / float(devices_per_product.get(run["product_id"], 0) or 1)
+        share = devices_hit / float(devices_per_product.get(run.product_id, 0) or 1)
         if devices_hit < min_devices or share < min_share:
             continue
         incident_episodes.append(members)
-        durations = distribution(values=members["duration_s"])
-        ends = pd.to_datetime(members["end"], utc=True)
-        incidents.append(
-            Disruption(
-                product_id=str(run["product_id"]),
-                touchpoint=str(run["touchpoint"]),
-                code=str(run["code"]),
-                start=as_utc_datetime(members["start"].min()),
-                end=as_utc_datetime(max(run["end"], ends.max()) if ends.notna().any() else run["end"]),
-                open=bool((members["status"] == "open").any()),
-                devices_affected=devices_hit,
-                share_of_product=share,
-                episodes=len(members),
-                errors=count_or_zero(members["errors"].sum()),
-                recovered_episodes=int(members["recovered"].sum()),
-                median_recovery_s=durations.median,
-                p90_recovery_s=durations.p90,
-            )
-        )
+        incidents.append(_incident(run, members, share))
     if incident_episodes:
         recovery.append(_recovery_times("incident episodes", pd.concat(incident_episodes)))
 
@@ -153,16 +172,35 @@ def get_disruptions(
         effect_days=effect_days,
         horizon_days=feedback_horizon_days,
     )
+    paradox = _paradox(
+        conn,
+        scope=query,
+        window=window,
+        scoped=scoped,
+        members=incident_episodes,
+        horizon_days=feedback_horizon_days,
+        min_after_days=effect_days,
+        excellent_s=excellent_recovery_s,
+        mild=mild_failures,
+    )
     definitions = {
-        "episode": "per device, touchpoint and error code: from an error to the next recovery (unrecovered after 24 h)",
-        "incident": "consecutive hours whose count of devices with one error code on a product's touchpoint exceeds the"
-        f" same hour of day's trailing 28-day median + {spike_k} · max(1.4826·MAD, 1, √median), hitting ≥"
-        f" {min_devices} devices and ≥ {min_share:.0%} of the product",
+        "episode": "per device, touchpoint and error code: from an error to the next recovery report of the code or"
+        " the next successful use of the touchpoint; never recovered when neither came and the last error is more"
+        " than 24 h old; device-level faults (no touchpoint) that no recovery closed are unconfirmed",
+        "incident": "a run of windows of 1–12 hours in which the devices with one error code on a product's"
+        " touchpoint, out of the devices using it, exceed the code's pooled rate (window and 28 days before) with"
+        f" binomial p < {alpha:g} and ≥ 3× the rate, hitting ≥ {min_devices} devices and ≥ {min_share:.0%} of"
+        " the product; recovered when its affected devices recovered",
         "spike": "a day's error count above the trailing 28-day median + 3.5 · max(1.4826·MAD, 1, √median)",
         "effect groups": f"devices hit by an incident (its first incident in the window, starting ≥ {effect_days} days"
         f" before the end), split at the median recovery time into fast and slow; 'none' = devices"
         f" of the same product not hit, referenced to that product's first such incident",
         "usage change": f"mean uses per day in the {effect_days} days after minus before the reference day",
+        "recovery paradox": f"per device, mean CSAT and NPS answers in the {feedback_horizon_days} days after its"
+        f" recovery minus the {feedback_horizon_days} days before; excellent = own outage ≤"
+        f" {excellent_recovery_s / 3600:g} h after ≤ {mild_failures} failed uses; difference excellent − undisrupted"
+        " devices of the same product (referred to the incident's recovery), pooled over products, 95 % CI; on CSAT:"
+        " present when the CI lies above 0, absent when it lies below a material lift of 0.25 points (NPS beside)",
         "feedback after": f"the device's first NPS and CSAT answers within {feedback_horizon_days} days after",
     }
     return DisruptionReport(
@@ -173,72 +211,144 @@ def get_disruptions(
         fast_recovery_s=effects.fast_recovery_s,
         effect_groups=effects.groups,
         effect_comparisons=effects.comparisons,
-        recovery_paradox=effects.paradox,
+        recovery_paradox=paradox[0],
         definitions=definitions,
-        reason=None if len(stream) else "not enough data: no errors in window",
+        reason=None if len(episodes) else "not enough data: no errors in window",
+        paradox=paradox[1],
     )
 
 
-def _incident_runs(
-    conn: psycopg.Connection, *, scope: AnalyticsQuery, window: Window, k: float
-) -> list[dict[str, object]]:
-    """Runs of spike hours per product × touchpoint × error code; each hour of day is compared with the same hour
-    on the previous 28 days (core detect_spikes on distinct devices with that error)."""
+def _incident_runs(conn: psycopg.Connection, *, scope: AnalyticsQuery, window: Window, alpha: float) -> pd.DataFrame:
+    """Runs of anomalous hours per product × touchpoint × error code reaching into the window (core incidents), the
+    baseline rate pooled over the window and up to 28 days before it."""
     first = max(window.start - timedelta(days=BASELINE_DAYS), get_first_day(conn) or window.start)
-    hourly = hourly_errors(conn, scope=scope, start=first, end=window.end)
-    if hourly.empty:
-        return []
+    errors = hourly_errors(conn, scope=scope, start=first, end=window.end)
+    if errors.empty:
+        return pd.DataFrame(columns=core_incidents.RUN_COLUMNS)
+    exposure = hourly_users(conn, scope=scope, start=first, end=window.end)
+    runs = core_incidents.incident_runs(errors=errors, exposure=exposure, alpha=alpha)
+    return runs[pd.to_datetime(runs["end"], utc=True) > pd.Timestamp(day_start(window.start))]
+
+
+def incident_errors(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date, alpha: float = 1e-5
+) -> pd.DataFrame:
+    """Errors devices saw in detected incident runs between `start` and `end` (days): device_key, day, count."""
+    window = Window(start=start, end=end, as_of=end)
+    runs = _incident_runs(conn, scope=scope, window=window, alpha=alpha)
+    columns = ["device_key", "day", "count"]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    stream = error_stream(conn, scope=scope, start=start, end=end)
+    stream = stream[stream["kind"] == "error"].assign(ts=lambda f: pd.to_datetime(f["ts"], utc=True))
     keys = ["product_id", "touchpoint", "code"]
-    bucket = pd.to_datetime(hourly["bucket"], utc=True).dt.tz_localize(None)
-    series = hourly[keys].assign(hour=bucket.dt.hour, day=bucket.dt.normalize(), value=hourly["devices"].astype(float))
-    # every hour of day gets a calendar from the first day with data, so quiet days count as zeros
-    calendar = series[keys].drop_duplicates().merge(pd.DataFrame({"hour": range(24)}), how="cross")
-    series = pd.concat(
+    hit = stream.merge(runs[[*keys, "start", "end"]], on=keys)
+    hit = hit[(hit["ts"] >= hit["start"]) & (hit["ts"] < hit["end"])]
+    if hit.empty:
+        return pd.DataFrame(columns=columns)
+    hit = hit.assign(day=hit["ts"].dt.tz_localize(None).dt.normalize())
+    return hit.groupby(["device_key", "day"], as_index=False).size().rename(columns={"size": "count"})[columns]
+
+
+def _incident(run: object, members: pd.DataFrame, share: float) -> Disruption:
+    """One incident from its run of anomalous hours and the episodes that started in it."""
+    durations = distribution(values=members["duration_s"])
+    ends = pd.to_datetime(members["end"], utc=True)
+    start = members["start"].min()
+    still_open = bool((members["status"] == "open").any())
+    all_recovered = bool(members["recovered"].all())
+    # most affected devices recover together when the incident ends; ordinary errors of the same code that
+    # started in the run end earlier or later, so the median end is the incident's recovery
+    recovered_at = ends.median() if all_recovered and len(members) else None
+    end = recovered_at if recovered_at is not None else run.end  # type: ignore[attr-defined]
+    users = count_or_zero(run.n)  # type: ignore[attr-defined]
+    return Disruption(
+        product_id=str(run.product_id),  # type: ignore[attr-defined]
+        touchpoint=str(run.touchpoint),  # type: ignore[attr-defined]
+        code=str(run.code),  # type: ignore[attr-defined]
+        start=as_utc_datetime(start),
+        end=as_utc_datetime(end),
+        open=still_open,
+        devices_affected=int(members["device_id"].nunique()),
+        share_of_product=share,
+        episodes=len(members),
+        errors=count_or_zero(members["errors"].sum()),
+        recovered_episodes=int(members["recovered"].sum()),
+        median_recovery_s=durations.median,
+        p90_recovery_s=durations.p90,
+        time_to_recovery_s=None if recovered_at is None else (recovered_at - start).total_seconds(),
+        never_recovered_episodes=int((members["status"] == "unrecovered").sum()),
+        users=users,
+        error_rate=finite_or_none(run.k / users) if users else None,  # type: ignore[attr-defined]
+        baseline_rate=finite_or_none(run.p0),  # type: ignore[attr-defined]
+    )
+
+
+def _paradox(
+    conn: psycopg.Connection,
+    *,
+    scope: AnalyticsQuery,
+    window: Window,
+    scoped: pd.DataFrame,
+    members: list[pd.DataFrame],
+    horizon_days: int,
+    min_after_days: int,
+    excellent_s: float,
+    mild: int,
+) -> tuple[str, tuple[ParadoxEstimate, ...]]:
+    """The recovery paradox verdict and estimates (core paradox) from the devices the window's incidents hit."""
+    if not members:
+        return "not enough data", ()
+    hit = pd.concat(members).sort_values("start")
+    hit = hit[hit["recovered"].astype(bool)].drop_duplicates("device_id")
+    latest = pd.Timestamp(day_start(window.end - timedelta(days=min_after_days)))
+    hit = hit[pd.to_datetime(hit["end"], utc=True) <= latest]
+    if hit.empty:
+        return "not enough data", ()
+    excellent = (hit["duration_s"].astype(float) <= excellent_s) & (hit["errors"].astype(float) <= mild)
+    recovered_at = hit.groupby("product_id")["end"].median()
+    device_keys = scoped.set_index("device_id")["device_key"]
+    others = scoped[
+        scoped["product_id"].isin(recovered_at.index) & ~scoped["device_id"].isin(pd.concat(members)["device_id"])
+    ]
+    rows = pd.concat(
         [
-            calendar.assign(day=pd.Timestamp(first), value=0.0),
-            series,
-            calendar.assign(day=pd.Timestamp(window.end), value=0.0),
+            pd.DataFrame(
+                {
+                    "device_id": hit["device_id"].to_numpy(),
+                    "product_id": hit["product_id"].to_numpy(),
+                    "group": np.where(excellent, "excellent", "other"),
+                    "ref_ts": pd.to_datetime(hit["end"], utc=True).to_numpy(),
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "device_id": others["device_id"].to_numpy(),
+                    "product_id": others["product_id"].to_numpy(),
+                    "group": "none",
+                    "ref_ts": pd.to_datetime(others["product_id"].map(recovered_at), utc=True).to_numpy(),
+                }
+            ),
         ],
         ignore_index=True,
     )
-    series = series.groupby([*keys, "hour", "day"], as_index=False)["value"].sum()
-    tested = core_disruptions.detect_spikes(
-        series=series, group_cols=(*keys, "hour"), window=BASELINE_DAYS, k=k, min_history=7
-    )
-    hit = tested[tested["spike"].fillna(False).astype(bool)]
-    hit = hit[hit["day"] >= pd.Timestamp(window.start)]
-    if hit.empty:
-        return []
-    hour_start = (hit["day"] + pd.to_timedelta(hit["hour"].astype(int), unit="h")).dt.tz_localize("UTC")
-    hit = hit.assign(t=hour_start).sort_values([*keys, "t"])
-    runs: list[dict[str, object]] = []
-    for (product_id, touchpoint, code), group in hit.groupby(keys, sort=True):
-        run_start = previous = None
-        for hour in group["t"]:
-            if previous is not None and hour - previous <= pd.Timedelta(hours=1):
-                previous = hour
-                continue
-            if run_start is not None:
-                runs.append(
-                    {
-                        "product_id": product_id,
-                        "touchpoint": touchpoint,
-                        "code": code,
-                        "start": run_start,
-                        "end": previous + pd.Timedelta(hours=1),
-                    }
-                )
-            run_start = previous = hour
-        runs.append(
-            {
-                "product_id": product_id,
-                "touchpoint": touchpoint,
-                "code": code,
-                "start": run_start,
-                "end": previous + pd.Timedelta(hours=1),
-            }
+    rows["device_key"] = rows["device_id"].map(device_keys)
+    answers = feedback_around(conn, scope=scope, refs=rows[["device_key", "ref_ts"]], days=horizon_days, end=window.end)
+    result = core_paradox.recovery_paradox(devices=rows.merge(answers, on="device_key", how="left"))
+    estimates = tuple(
+        ParadoxEstimate(
+            metric=str(r.metric),
+            difference=finite_or_none(r.difference),
+            ci_low=finite_or_none(r.ci_low),
+            ci_high=finite_or_none(r.ci_high),
+            n_excellent=count_or_zero(r.n_excellent),
+            n_none=count_or_zero(r.n_none),
+            products=str(r.products),
+            reason=r.reason,
         )
-    return runs
+        for r in result.table.itertuples(index=False)
+    )
+    return result.verdict, estimates
 
 
 @dataclass(frozen=True)

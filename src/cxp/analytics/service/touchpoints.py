@@ -2,29 +2,60 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Literal
+
+import pandas as pd
 import psycopg
 
+from cxp.analytics.core import kano as core_kano
 from cxp.analytics.core import touchpoints as core_touchpoints
 from cxp.analytics.core._frames import finite_or_none
-from cxp.analytics.core.priorities import device_performance, touchpoint_priorities
+from cxp.analytics.core.priorities import CROSSHAIRS, device_performance, survey_quadrants, touchpoint_priorities
 from cxp.analytics.core.stats import proportion_ci
 from cxp.analytics.errors import maps_numeric_errors
-from cxp.analytics.models import OutcomeModel, TouchpointInsight, TouchpointReport
+from cxp.analytics.models import OutcomeModel, SurveyPoint, TouchpointInsight, TouchpointReport, Window
 from cxp.analytics.queries.registry import devices, touchpoint_catalogue
-from cxp.analytics.queries.touchpoints import device_touchpoints, touchpoint_totals
+from cxp.analytics.queries.touchpoints import (
+    device_touchpoints,
+    failure_days,
+    touchpoint_answers,
+    touchpoint_totals,
+    uses_on_days,
+)
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import count_or_zero, empty_window, resolve_window
 from cxp.analytics.service.outcomes import device_retention, device_satisfaction
+from cxp.store.survey import list_survey
 
 DEFINITIONS = {
     "performance": "mean of success rate ×100 and latency_score(mean latency / target) (core touchpoint_summary)",
+    "importance": "derived importance (IPA x-axis): the satisfaction spread between a failed and a successful use of"
+    " the touchpoint, CSAT points, from a regression of CSAT answers on low/high dummies with a device intercept"
+    " (core kano); a lower bound (penalty or reward alone) when one side has too few answers; not placed without"
+    " either. Crosshairs at the product's means",
+    "classification": "Kano class from the penalty share π = penalty / (penalty + reward): basic ≥ 0.8, attractive"
+    " ≤ 0.35, else performance; indifferent when the spread's 95 % interval lies within ±0.5; n per group",
     "importance_usage": "share of the product's uses going through the touchpoint, %",
     "importance_retention": "Shapley share of R² of retained (0/1: not cancelled/returned, used in the last"
     " 28 days) on per-device touchpoint performance; None unless the model's F test has p < alpha",
     "importance_feedback": "same for the device's satisfaction index (mean z-score of its NPS, CSAT and CES answers)",
-    "importance": "mean of the available importance measures (IPA x-axis); crosshairs at the product's means",
-    "classification": "penalty–reward contrast on the satisfaction index (core penalty_reward), n per group",
 }
+
+
+def touchpoint_classes(conn: psycopg.Connection, *, scope: AnalyticsQuery, window: Window) -> core_kano.KanoFit:
+    """Penalty, reward, derived importance and Kano class per product × touchpoint from the window's CSAT answers
+    (core kano): each answer grouped by the day's last use of its touchpoint before it."""
+    answers = touchpoint_answers(conn, scope=scope, start=window.start, end=window.end)
+    if answers.empty:
+        return core_kano.kano_classes(answers=answers.assign(group=pd.Series(dtype=object)))
+    day = pd.to_datetime(answers["ts"], utc=True).dt.floor("D")
+    uses = uses_on_days(
+        conn, cells=answers[["device_key", "touchpoint"]].assign(day=day), start=window.start, end=window.end
+    )
+    failures = failure_days(conn, scope=scope, start=window.start - timedelta(days=7), end=window.end)
+    answers["group"] = core_kano.answer_groups(answers=answers, uses=uses, failure_days=failures)
+    return core_kano.kano_classes(answers=answers)
 
 
 @maps_numeric_errors
@@ -35,13 +66,17 @@ def get_touchpoints(
     days: int = 56,
     min_device_uses: int = 3,
     alpha: float = 0.05,
+    survey_crosshairs: Literal["data", "midpoint"] = "data",
 ) -> TouchpointReport:
     """Per touchpoint: reach, usage share, success rate (Wilson CI), latency vs target, journey stage and owner,
-    derived importance vs retention and feedback, IPA quadrant and satisfier/dissatisfier class with the n behind it.
+    derived importance from satisfaction answers, IPA quadrant and Kano class with the n behind them, and the
+    Shapley importances vs retention and feedback (significant at `alpha`) beside them.
 
-    IPA importance = mean of the usage share (% of the product's uses) and the derived importances (% of the
-    explained R², core Shapley) of the outcomes whose model is significant at `alpha`: derived importance counts
-    only where the data supports it (see docs/analytics.md). IPA crosshairs: means within each product.
+    IPA importance = the satisfaction spread between a failed and a successful use (core kano via
+    `touchpoint_classes`; `importance_basis` says what it rests on); touchpoints without enough answers are not
+    placed rather than ranked by usage share. IPA crosshairs: means within each product (docs/analytics.md).
+    The stored stated importance × quality survey (store.survey) comes beside, with its quadrants on its own scale
+    and `survey_crosshairs` at the survey's means ("data") or the scale midpoint ("midpoint").
     """
     window = resolve_window(conn, query=query, default_days=days)
     if window is None:
@@ -82,6 +117,7 @@ def get_touchpoints(
         performance=per_device[["device_id", "product_id", "touchpoint", "performance"]],
         outcomes=outcomes,
         devices=scoped[["device_id", "product_id"]],
+        kano=touchpoint_classes(conn, scope=query, window=window).table,
         alpha=alpha,
     )
     models = tuple(
@@ -136,12 +172,44 @@ def get_touchpoints(
                 n_low=row.n_low,
                 n_high=row.n_high,
                 reason=row.classification_reason or row.reason,
+                n_middle=row.n_middle,
+                spread=row.spread,
+                spread_ci_low=row.spread_ci_low,
+                spread_ci_high=row.spread_ci_high,
             )
         )
+    survey, survey_lines = _survey(conn, product=query.product, crosshairs=survey_crosshairs)
     return TouchpointReport(
         window=window,
         touchpoints=tuple(items),
         models=models,
         crosshairs=priorities.crosshairs,
         definitions=DEFINITIONS,
+        survey=survey,
+        survey_crosshairs=survey_lines,
+        survey_crosshair_basis=CROSSHAIRS[survey_crosshairs] if survey else None,
     )
+
+
+def _survey(
+    conn: psycopg.Connection, *, product: str | None, crosshairs: str
+) -> tuple[tuple[SurveyPoint, ...], dict[str, tuple[float | None, float | None]]]:
+    """The stored survey rows with their quadrants (core survey_quadrants) and crosshairs per product."""
+    rows = list_survey(conn, product=product)
+    if not rows:
+        return (), {}
+    placed, lines = survey_quadrants(survey=pd.DataFrame([r.__dict__ for r in rows]), crosshairs=crosshairs)
+    points = tuple(
+        SurveyPoint(
+            product_id=str(r.product_id),
+            touchpoint=str(r.touchpoint),
+            importance=float(r.importance),
+            quality=float(r.quality),
+            respondents=int(r.respondents),
+            scale_min=float(r.scale_min),
+            scale_max=float(r.scale_max),
+            quadrant=r.quadrant,
+        )
+        for r in placed.itertuples(index=False)
+    )
+    return points, lines

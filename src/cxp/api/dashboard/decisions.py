@@ -1,87 +1,49 @@
-"""The pricing-decisions page: a revenue-neutral price, the trade-off curve as server-drawn SVG, a point side by side.
+"""The pricing-decisions page: a family of plans solved for a goal, its trade-off curves as server-drawn SVG, a point
+side by side.
 
-The family is `pricing.examples.solve_family()` (the device sale kept, a price per kWh instead of the
-connectivity fee) against the example `hw-connect` plan, on a product's whole recorded span. Every point
-of the curve links to its side-by-side with the baseline; the chart needs no script.
+The families are `pricing.examples.solve_families()` (the device sale kept, the connectivity fee replaced by
+a price per kWh, a base fee with an allowance, or a free allowance) against the example `hw-connect` plan,
+on a product's whole recorded span (`pricing.decisions.get_decision_view`). Every point of a curve links to
+its side-by-side with the baseline; the chart needs no script.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from collections.abc import Mapping
 from decimal import Decimal
 from urllib.parse import urlencode
 
-import psycopg
-
 from cxp.api.dashboard.render import Html, el, join, num, pct, table
-from cxp.pricing.core.backtest import BacktestResult, backtest
-from cxp.pricing.core.solve import RevenueTarget, SolveResult, apply_parameters, solve
-from cxp.pricing.core.tradeoff import TradeoffCurve, tradeoff_curve
-from cxp.pricing.examples import example_metrics, example_plans, solve_family
-from cxp.pricing.metrics import BillingPeriod, Cohort
-from cxp.pricing.service import get_data_span, get_usage_cube
+from cxp.pricing.core.tradeoff import TradeoffCurve
+from cxp.pricing.decisions import DecisionView
 
-BASELINE_ID = "hw-connect"
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 640, 360, 78, 16, 16, 48
 
 
-@dataclass(frozen=True)
-class Decisions:
-    """The page's data (None fields, with a reason, when the product has no usage)."""
-
-    product: str
-    period: BillingPeriod | None
-    neutral: SolveResult | None
-    curve: TradeoffCurve | None
-    chosen: Decimal | None
-    side: BacktestResult | None
-    reason: str | None = None
-
-
-def pricing_decisions(*, conn: psycopg.Connection, product: str, theta: Decimal, price: Decimal | None) -> Decisions:
-    """Solve the neutral price, bill the family's curve and, for `price`, the side-by-side, on one usage cube."""
-    span = get_data_span(conn=conn, product=product)
-    if span.first_day is None or span.last_day is None:
-        return Decisions(product, None, None, None, None, None, f"no recorded usage for {product} yet")
-    until = datetime.combine(span.last_day + timedelta(days=1), time(0), UTC)
-    period = BillingPeriod.covering(start=datetime.combine(span.first_day, time(0), UTC), end=until)
-    baseline = next(p for p in example_plans() if p.plan_id == BASELINE_ID)
-    plan, param = solve_family()
-    cube = get_usage_cube(
-        conn=conn,
-        plans=[baseline, plan],
-        period=period,
-        cohort=Cohort(product=product),
-        metrics=example_metrics(),
-        until=until,
-        with_health=False,
-        with_coverage=False,
-    )
-    if not cube.active_mask().any():
-        return Decisions(product, period, None, None, None, None, f"no active {product} accounts in the span")
-    neutral = solve(cube=cube, baseline=baseline, plan=plan, parameters=[param], goal=RevenueTarget(), theta=theta)
-    curve = tradeoff_curve(cube=cube, baseline=baseline, plan=plan, parameters=[param], theta=theta)
-    chosen = price if price is not None else neutral.parameters[param.name]
-    side = backtest(
-        cube=cube,
-        plans=[baseline, apply_parameters(plan=plan, parameters=[param], values=[chosen])],
-        baseline=baseline.key,
-        theta=theta,
-    )
-    return Decisions(product, period, neutral, curve, chosen, side)
-
-
-def _href(product: str, theta: Decimal, price: Decimal) -> str:
-    return "/dashboard/pricing/decisions?" + urlencode({"product": product, "theta": str(theta), "price": str(price)})
+def decisions_href(view: DecisionView, *, theta: Decimal, values: Mapping[str, Decimal]) -> str:
+    """The page's address showing `values` side by side, with the same family, goal and limits."""
+    query: list[tuple[str, str]] = [
+        ("product", view.product),
+        ("family", view.family.key),
+        ("goal", view.goal),
+        ("theta", str(theta)),
+    ]
+    c = view.constraints
+    if c is not None and c.max_losers_share is not None:
+        query.append(("max_losers", str(c.max_losers_share)))
+    if c is not None and c.max_shock_share is not None:
+        query.append(("max_shock", str(c.max_shock_share)))
+    query += [("price", str(values[p.name])) for p in view.family.parameters]
+    return "/dashboard/pricing/decisions?" + urlencode(query)
 
 
 def frontier_svg(
     curve: TradeoffCurve,
     *,
     currency: str,
-    link: callable,
-    volatility: bool = False,  # type: ignore[valid-type]
+    link: callable,  # type: ignore[valid-type]
+    labeller: callable = lambda values: ", ".join(f"{v}" for v in values.values()),  # type: ignore[valid-type]
+    volatility: bool = False,
 ) -> Html:
     """Revenue (y) against the share of customers paying more (or bill volatility) (x): linked dots, the front a line.
 
@@ -119,7 +81,7 @@ def frontier_svg(
     dots = []
     on_front = {pos[i] for i in front_ix}
     for i, p in enumerate(pts):
-        label = "baseline" if p.baseline else ", ".join(f"{v}" for v in p.parameters.values())
+        label = "baseline" if p.baseline else labeller(p.parameters)
         tip = (
             f"{label}: revenue {p.metrics.revenue:,} {currency} ({p.metrics.revenue_delta:+,}), "
             f"{p.metrics.losers_share:.0%} pay more, shock {p.metrics.shock_share:.0%}"
@@ -178,28 +140,52 @@ def frontier_svg(
     )
 
 
-def decisions_page(d: Decisions, *, theta: Decimal) -> Html:
-    """The page body: the neutral price in one line, the curve, the front as a table, the chosen point side by side."""
-    if d.neutral is None or d.curve is None or d.side is None or d.period is None:
-        return el("p", f"Not enough data: {d.reason or 'no recorded usage'}", class_="empty")
-    n, res = d.neutral, d.side
-    cur = res.currency
-    name = next(iter(n.parameters))
-    months = f"{d.period.month_starts[0]:%b %Y} – {d.period.month_starts[-1]:%b %Y}"
-    verdict = (
-        f"Revenue-neutral price: {n.parameters[name]} {cur}/kWh (revenue {n.metrics.revenue:,} vs "
-        f"{n.baseline_revenue:,} {cur}; {pct(n.metrics.losers_share)} of customers pay more, "
-        f"{pct(n.metrics.shock_share)} of account-months are shocks). {n.evaluations} plans billed; "
-        f"{n.stop_reason}."
+def _verdict(d: DecisionView) -> str:
+    """The answer in one line: the neutral price, the best plan within the limits, or why none meets them."""
+    n, fam, cur = d.solved, d.family, d.family.plan.currency
+    assert n is not None
+    figures = (
+        f"revenue {n.metrics.revenue:,} vs {n.baseline_revenue:,} {cur}; {pct(n.metrics.losers_share)} of "
+        f"customers pay more, {pct(n.metrics.shock_share)} of account-months are shocks"
     )
+    how = f"{n.evaluations} plans billed; {n.stop_reason}."
+    if d.constraints is None:
+        named = {**d.held, **n.parameters}
+        parts = fam.label(named).split(", ")
+        held = f" (with {', '.join(parts[:-1])} held)" if d.held else ""
+        return f"Revenue-neutral price: {parts[-1]}{held} ({figures}). {how}"
+    limits = [
+        f"≤ {lim:.0%} {what}"
+        for lim, what in (
+            (d.constraints.max_losers_share, "of customers paying more"),
+            (d.constraints.max_shock_share, "bill shocks"),
+        )
+        if lim is not None
+    ]
+    within = f"within {' and '.join(limits)}" if limits else "with no limit"
+    if not n.feasible:
+        return (
+            f"No plan of the family earns revenue {within}: the nearest is {fam.label(n.parameters)} "
+            f"({'; '.join(n.violations)}). {how}"
+        )
+    return f"Most revenue {within}: {fam.label(n.parameters)} ({figures}). {how}"
+
+
+def decisions_page(d: DecisionView, *, theta: Decimal) -> Html:
+    """The page body: the answer in one line, the curves, the front as a table, the chosen point side by side."""
+    if d.solved is None or d.curve is None or d.side is None or d.period is None or d.chosen is None:
+        return el("p", f"Not enough data: {d.reason or 'no recorded usage'}", class_="empty")
+    res, fam = d.side, d.family
+    cur = res.currency
+    months = f"{d.period.month_starts[0]:%b %Y} – {d.period.month_starts[-1]:%b %Y}"
 
     def link(p) -> str:
-        return _href(d.product, theta, p.parameters[name])
+        return decisions_href(d, theta=theta, values=p.parameters)
 
     money = "{:,.2f}"
     front_rows = [
         (
-            el("a", "baseline" if p.baseline else f"{p.parameters[name]}/kWh", href=None if p.baseline else link(p)),
+            el("a", "baseline" if p.baseline else fam.label(p.parameters), href=None if p.baseline else link(p)),
             num(p.metrics.revenue, money),
             num(p.metrics.revenue_delta, "{:+,.2f}"),
             pct(p.metrics.losers_share, 1),
@@ -209,9 +195,10 @@ def decisions_page(d: Decisions, *, theta: Decimal) -> Html:
         for p in (d.curve.points[i] for i in d.curve.losers_front)
     ]
     s = res.summaries
+    chosen = fam.label(d.chosen)
     side_rows = [
         (
-            k + (" (baseline)" if k == res.baseline else f" at {d.chosen}/kWh"),
+            k + (" (baseline)" if k == res.baseline else f" at {chosen}"),
             num(s[k].revenue, money),
             num(s[k].revenue_delta, "{:+,.2f}"),
             num(s[k].arpu_month, money),
@@ -228,18 +215,18 @@ def decisions_page(d: Decisions, *, theta: Decimal) -> Html:
             el(
                 "p",
                 f"{s[res.baseline].accounts} {d.product} accounts, {months}; baseline {res.baseline} (device sale + "
-                f"connectivity) against a family keeping the device sale and charging per kWh managed.",
+                f"connectivity) against the family “{fam.title}” ({fam.plan.key}), which keeps the device sale.",
                 class_="muted",
             ),
-            el("p", verdict, class_="verdict"),
+            el("p", _verdict(d), class_="verdict"),
             el(
                 "section",
                 el("h3", "Trade-off: revenue against customers paying more"),
-                frontier_svg(d.curve, currency=cur, link=link),
+                frontier_svg(d.curve, currency=cur, link=link, labeller=fam.label),
                 el(
                     "p",
-                    "Red: the baseline. Blue, joined: the Pareto front (no other price earns more with fewer customers "
-                    "paying more). Grey: dominated prices. Click a dot for its side-by-side.",
+                    "Red: the baseline. Blue, joined: the Pareto front (no other plan of the family earns more with "
+                    "fewer customers paying more). Grey: dominated plans. Click a dot for its side-by-side.",
                     class_="note",
                 ),
                 class_="card",
@@ -247,17 +234,17 @@ def decisions_page(d: Decisions, *, theta: Decimal) -> Html:
             el(
                 "section",
                 el("h3", "Trade-off: revenue against bill volatility"),
-                frontier_svg(d.curve, currency=cur, link=link, volatility=True),
+                frontier_svg(d.curve, currency=cur, link=link, labeller=fam.label, volatility=True),
                 el(
                     "p",
-                    "The same prices against how much customers' monthly bills swing (0 = the same bill every "
-                    "month, as with a flat fee). Blue, joined: no other price earns more with steadier bills.",
+                    "The same plans against how much customers' monthly bills swing (0 = the same bill every "
+                    "month, as with a flat fee). Blue, joined: no other plan earns more with steadier bills.",
                     class_="note",
                 ),
                 class_="card",
             ),
             table(
-                ("Price", "Revenue", "Δ revenue", "Pay more", "Shock", "Volatility (CV)"),
+                ("Plan", "Revenue", "Δ revenue", "Pay more", "Shock", "Volatility (CV)"),
                 front_rows,
                 caption=f"The front, by rising revenue ({cur})",
             ),
@@ -274,7 +261,7 @@ def decisions_page(d: Decisions, *, theta: Decimal) -> Html:
                     "Volatility (CV)",
                 ),
                 side_rows,
-                caption=f"Side by side at {d.chosen} {cur}/kWh",
+                caption=f"Side by side at {chosen}",
             ),
         ]
     )

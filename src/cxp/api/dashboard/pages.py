@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime, time
+from typing import Any
 
 import numpy as np
 
@@ -15,9 +16,11 @@ from cxp.analytics.models import (
     HealthReport,
     HealthScore,
     JourneyReport,
+    SurveyPoint,
     TouchpointInsight,
     TouchpointReport,
 )
+from cxp.api.dashboard.alerts import alert_marker_trace, touchpoint_marker_trace
 from cxp.api.dashboard.comparison import Comparison
 from cxp.api.dashboard.render import Charts, Html, el, join, num, pct, table, traces_have_points
 
@@ -147,9 +150,10 @@ def _score_trace(name: str, history: Sequence[HealthScore], **style: object) -> 
                              "%{customdata[2]}<extra>%{fullData.name}</extra>", **style}
 
 
-def health(products: HealthReport, scope: HealthReport, *, scope_name: str,
-           config: HealthConfig) -> tuple[Html, Charts]:
-    """Score per product over time (with the fleet), the scope's components over time, and each product's drivers."""
+def health(products: HealthReport, scope: HealthReport, *, scope_name: str, config: HealthConfig,
+           markers: Sequence[dict] = ()) -> tuple[Html, Charts]:
+    """Score per product over time (with the fleet), the scope's components over time, and each product's drivers;
+    `markers`: the product alerts of the window (repository.list_markers), marked on the score chart."""
     charts = Charts()
     ids = sorted({s.entity_id for s in products.scores})
     score_traces = [_score_trace(p, products.history(p)) for p in ids]
@@ -176,17 +180,23 @@ def health(products: HealthReport, scope: HealthReport, *, scope_name: str,
     # Start the score axis near the data (whole tens, showing at least the green band's edge): weekly moves
     # of a few points vanish on 0–100, and the coloured bands still say where the score stands.
     low = max(0.0, min(10 * math.floor((min(scores, default=0) - 5) / 10), config.green_from - 10))
+    # Alert markers along the foot of the score axis (clear of the scores and of plotly's mode bar at the top).
+    since = datetime.combine(products.window.start, time(0), tzinfo=UTC)
+    marks = alert_marker_trace(list(markers), y=low + 1, since=since) if score_traces else None
     latest_all = products.latest()
     last_week = f"{_window_text(latest_all[0].period_start, latest_all[0].period_end)}" if latest_all else "none"
     rows = [(s.entity_id, num(s.devices), _band_value(s.score, s.band), _band(s.band), _trend(s.arrow, s.delta),
              *(num(s.components.get(k)) for k in components), ", ".join(s.top_negative_drivers) or "–")
             for s in latest_all]
     body = join([
-        charts.chart("health-score", _spec(score_traces, yaxis={**axis, "range": [low, 100]},
+        charts.chart("health-score", _spec(score_traces + ([marks] if marks else []),
+                                           yaxis={**axis, "range": [low, 100]},
                                            shapes=_band_shapes(config),
                                            xaxis={"title": {"text": "Week starting"}}),
                      title="Experience Health Score per week", empty=reason,
-                     note=f"Bands: red below {config.red_below:.0f}, green from {config.green_from:.0f}."),
+                     note=f"Bands: red below {config.red_below:.0f}, green from {config.green_from:.0f}."
+                          + (f" ▲ {len(markers)} alert(s) of the window at their opening time (red open, amber"
+                             " acknowledged, grey cleared)." if marks else "")),
         _grid(charts.chart("health-components", _spec(comp_traces, yaxis=axis), title=f"Components: {scope_name}",
                            empty=reason, note="Reliability, efficiency, engagement, trajectory and voice, 0–100."),
               charts.chart("health-drivers", _spec(driver_traces, barmode="group", yaxis={"automargin": True},
@@ -208,7 +218,32 @@ def _notable(t: TouchpointInsight, crosshair: tuple[float | None, float | None])
     return (ix is not None and (t.importance or 0) >= ix) or (py is not None and (t.performance or 100) < py)
 
 
-def _ipa_spec(points: Sequence[TouchpointInsight], crosshair: tuple[float | None, float | None]) -> dict | None:
+def _survey_traces(survey: Sequence[SurveyPoint], crosshair: tuple[float | None, float | None]) -> tuple[list, list]:
+    """The stated survey as diamonds on the top and right axes (its own scale), with its crosshairs dashed."""
+    if not survey:
+        return [], []
+    traces = [{
+        "type": "scatter", "mode": "markers+text", "name": "stated (survey)", "xaxis": "x2", "yaxis": "y2",
+        "x": [p.importance for p in survey], "y": [p.quality for p in survey], "text": [p.touchpoint for p in survey],
+        "textposition": "bottom center", "cliponaxis": False,
+        "marker": {"symbol": "diamond-open", "size": 11, "color": "#7a4cc2"},
+        "customdata": [[p.quadrant or "–", p.respondents] for p in survey],
+        "hovertemplate": "<b>%{text}</b> (survey)<br>stated importance %{x:.2f}, quality %{y:.2f}<br>"
+                         "%{customdata[0]}, %{customdata[1]:,} respondents<extra></extra>"}]
+    ix, py = crosshair
+    shapes = []
+    if ix is not None:
+        shapes.append({"type": "line", "xref": "x2", "x0": ix, "x1": ix, "yref": "paper", "y0": 0, "y1": 1,
+                       "line": {"dash": "dash", "color": "#7a4cc2", "width": 1}})
+    if py is not None:
+        shapes.append({"type": "line", "yref": "y2", "y0": py, "y1": py, "xref": "paper", "x0": 0, "x1": 1,
+                       "line": {"dash": "dash", "color": "#7a4cc2", "width": 1}})
+    return traces, shapes
+
+
+def _ipa_spec(points: Sequence[TouchpointInsight], crosshair: tuple[float | None, float | None],
+              survey: Sequence[SurveyPoint] = (), survey_crosshair: tuple[float | None, float | None] = (None, None),
+              survey_basis: str | None = None) -> dict | None:
     ok = [t for t in points if t.importance is not None and t.performance is not None]
     top = max((t.uses for t in ok), default=0) or 1
     traces = []
@@ -240,18 +275,46 @@ def _ipa_spec(points: Sequence[TouchpointInsight], crosshair: tuple[float | None
                ("low priority", 0, 0, "left", "bottom"), ("concentrate here", 1, 0, "right", "bottom"))
     notes = [{"text": q, "xref": "paper", "yref": "paper", "x": x, "y": y, "xanchor": xa, "yanchor": ya,
               "showarrow": False, "font": {"color": QUADRANT_COLORS[q], "size": 11}} for q, x, y, xa, ya in corners]
-    return _spec(traces, shapes=shapes, annotations=notes, xaxis={"title": {"text": "Importance"}, "zeroline": False},
-                 yaxis={"title": {"text": "Performance (success and latency, 0–100)"}})
+    extra_traces, extra_shapes = _survey_traces(survey, survey_crosshair)
+    axes: dict[str, Any] = {}
+    if extra_traces:
+        scale = (min(p.scale_min for p in survey), max(p.scale_max for p in survey))
+        axes = {"xaxis2": {"overlaying": "x", "side": "top", "range": list(scale), "showgrid": False,
+                           "title": {"text": f"Stated importance (survey; {survey_basis})"}},
+                "yaxis2": {"overlaying": "y", "side": "right", "range": list(scale), "showgrid": False,
+                           "title": {"text": "Stated quality (survey)"}}}
+    if not traces and not extra_traces:
+        return None
+    return _spec([*traces, *extra_traces], shapes=[*shapes, *extra_shapes], annotations=notes,
+                 xaxis={"title": {"text": "Derived importance: CSAT spread between a failed and a successful use"},
+                        "zeroline": False},
+                 yaxis={"title": {"text": "Performance (success and latency, 0–100)"}}, **axes)
 
 
-def touchpoints(report: TouchpointReport) -> tuple[Html, Charts]:
-    """One importance–performance chart per product, the touchpoint table and the outcome models behind importance."""
+def touchpoints(report: TouchpointReport, markers: Sequence[dict] = ()) -> tuple[Html, Charts]:
+    """One importance–performance chart per product, the touchpoint table and the outcome models behind importance;
+    `markers`: the touchpoint alerts of the window, ringed on their product's chart."""
     charts = Charts()
     products = sorted({t.product_id for t in report.touchpoints})
-    cards = [charts.chart(f"ipa-{p}", _ipa_spec(report.for_product(p), report.crosshairs.get(p, (None, None))),
-                          title=f"Importance vs performance: {p}", height=440,
-                          empty="no touchpoint has both an importance and a performance",
-                          note="Dotted lines: the product's means. Marker size: uses.") for p in products]
+    survey_note = (f" Diamonds, top and right axes: the stated importance × quality survey, dashed"
+                   f" {report.survey_crosshair_basis}." if report.survey else "")
+    cards = []
+    for p in products:
+        spec = _ipa_spec(report.for_product(p), report.crosshairs.get(p, (None, None)),
+                         [s for s in report.survey if s.product_id == p], report.survey_crosshairs.get(p, (None, None)),
+                         report.survey_crosshair_basis)
+        positions = {t.touchpoint: (t.importance, t.performance) for t in report.for_product(p)
+                     if t.importance is not None and t.performance is not None}
+        ring = touchpoint_marker_trace([m for m in markers if m["product_id"] == p], positions)
+        if spec is not None and ring is not None:
+            spec["data"].append(ring)
+        cards.append(charts.chart(f"ipa-{p}", spec, title=f"Importance vs performance: {p}", height=440,
+                                  empty="no touchpoint has both an importance and a performance",
+                                  note="Dotted lines: the means of the placed touchpoints. Marker size: uses."
+                                  " Touchpoints with too few answers for a derived importance are not placed (table)."
+                                  + survey_note
+                                  + (" Rings: touchpoints with alerts in the window (red: one still live)."
+                                     if ring is not None else "")))
     if not cards:
         cards = [charts.chart("ipa", None, title="Importance vs performance", empty="no touchpoint use in the window")]
     rows = [(f"{t.product_id} / {t.touchpoint}", t.journey_stage, "yes" if t.is_core else "", pct(t.reach), num(t.uses),

@@ -4,9 +4,9 @@ and pricing models. Server-rendered HTML with the data embedded as JSON; plotly 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
 import psycopg
@@ -17,11 +17,12 @@ from fastapi.routing import APIRoute
 from cxp.alerts import repository as alert_store
 from cxp.analytics import service as analytics
 from cxp.analytics.core.health import HealthConfig
+from cxp.analytics.models import Window
 from cxp.analytics.query import AnalyticsQuery
 from cxp.api.dashboard import assets, pages
 from cxp.api.dashboard.alerts import alerts_page
 from cxp.api.dashboard.comparison import comparison_plan_ids, model_comparison
-from cxp.api.dashboard.decisions import decisions_page, pricing_decisions
+from cxp.api.dashboard.decisions import decisions_page
 from cxp.api.dashboard.render import HEADERS, Html, Viewer, el, filter_form, may_see, page, safe_next
 from cxp.api.deps import (
     LEGACY_KEY_COOKIE,
@@ -33,11 +34,14 @@ from cxp.api.deps import (
     DashboardPricingKey,
     DashboardProductKey,
     DashboardUser,
+    LightConnDep,
     SettingsDep,
 )
 from cxp.api.errors import NotAuthenticated, Unprocessable, describe_error
 from cxp.api.guard import FailedAuthThrottle
 from cxp.api.metrics import count_failure
+from cxp.pricing.decisions import get_decision_view
+from cxp.pricing.examples import solve_families
 from cxp.store.apikeys import verify_key
 from cxp.store.registry import list_products
 from cxp.store.sessions import create_session, revoke_session
@@ -261,14 +265,22 @@ def overview(key: DashboardKey, cached: DashboardCachedDep,
                       subtitle=sub))
 
 
+def _markers(conn: psycopg.Connection, window: Window, *, product: str | None, touchpoint: bool = False) -> list[dict]:
+    """The product alerts live at some time in the window's days, read fresh (never from the result cache)."""
+    start = datetime.combine(window.start, time(0), tzinfo=UTC)
+    end = datetime.combine(window.end + timedelta(days=1), time(0), tzinfo=UTC)
+    return alert_store.list_markers(conn, start=start, end=end, product_id=product, touchpoint=touchpoint)
+
+
 @router.get("/health")
-def health(key: DashboardProductKey, cached: DashboardCachedDep, product: Product = None,
+def health(key: DashboardProductKey, cached: DashboardCachedDep, conn: LightConnDep, product: Product = None,
            weeks: Annotated[int, Query(ge=1, le=104)] = 12) -> HTMLResponse:
-    """Health over time per product and for the fleet, with components and drivers."""
+    """Health over time per product and for the fleet, with components and drivers, and the alerts of the window."""
     by_product = cached.service(analytics.get_health, query=AnalyticsQuery(product=product), level="product",
                                 weeks=weeks)
     scope = by_product if product else cached.service(analytics.get_health, level="fleet", weeks=weeks)
-    body, charts = pages.health(by_product, scope, scope_name=product or "fleet", config=HealthConfig())
+    body, charts = pages.health(by_product, scope, scope_name=product or "fleet", config=HealthConfig(),
+                                markers=_markers(conn, by_product.window, product=product))
     filters = filter_form(products=_product_ids(cached), product=product, span_name="weeks", span_value=weeks,
                           span_label="Weeks")
     return _html(page(title="Fleet health", active="health", viewer=_viewer(key), body=body, charts=charts,
@@ -285,11 +297,18 @@ def _days_page(key: DashboardUser, cached: Cached, *, service: Callable[..., Any
 
 
 @router.get("/touchpoints")
-def touchpoints(key: DashboardProductKey, cached: DashboardCachedDep, product: Product = None,
-                days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
-    """Importance–performance chart per product, with the touchpoint table."""
-    return _days_page(key, cached, service=analytics.get_touchpoints, render=pages.touchpoints, title="Touchpoints",
-                      active="touchpoints", product=product, days=days)
+def touchpoints(key: DashboardProductKey, cached: DashboardCachedDep, conn: LightConnDep, product: Product = None,
+                days: Annotated[int, Query(ge=7, le=3660)] = 56,
+                survey_crosshairs: Annotated[Literal["data", "midpoint"], Query()] = "data") -> HTMLResponse:
+    """Importance–performance chart per product (with the stated survey, crosshairs as chosen), the table and the
+    touchpoint alerts of the window."""
+    report = cached.service(analytics.get_touchpoints, query=AnalyticsQuery(product=product), days=days,
+                            survey_crosshairs=survey_crosshairs)
+    body, charts = pages.touchpoints(report, _markers(conn, report.window, product=product, touchpoint=True))
+    filters = filter_form(products=_product_ids(cached), product=product, span_name="days", span_value=days,
+                          span_label="Days")
+    return _html(page(title="Touchpoints", active="touchpoints", viewer=_viewer(key), body=body, charts=charts,
+                      filters=filters))
 
 
 @router.get("/journey")
@@ -347,17 +366,37 @@ def pricing_decisions_page(
     key: DashboardPricingKey,
     cached: DashboardCachedDep,
     product: Product = None,
+    family: Annotated[str, Query(max_length=40, description="Plan family: " + ", ".join(solve_families()))] =
+    "ppu-kwh",
+    goal: Annotated[Literal["neutral", "max"], Query(description="neutral: revenue-neutral price; max: most "
+                                                                 "revenue within the limits")] = "neutral",
+    max_losers: Annotated[float | None, Query(ge=0, le=1, description="max: share of customers paying more")] = None,
+    max_shock: Annotated[float | None, Query(ge=0, le=1, description="max: share of account-months shocked")] = None,
     theta: Annotated[Decimal, Query(ge=0, le=10, description="Bill shock: bill > (1 + theta) × baseline")] =
     Decimal("0.2"),
-    price: Annotated[Decimal | None, Query(ge=0, le=1, max_digits=8, decimal_places=4,
-                                           description="Price per kWh to show side by side")] = None,
+    price: Annotated[list[Decimal] | None, Query(max_length=3, description="The family's parameter values to show "
+                                                                            "side by side, one per parameter")] = None,
 ) -> HTMLResponse:
-    """A revenue-neutral price per kWh, the revenue × customers-paying-more trade-off, a chosen price side by side."""
+    """A plan family solved (revenue-neutral or the most revenue within limits), its trade-off curves, a point side by
+    side."""
     products = _product_ids(cached)
     chosen = product or ("thermo-x1" if "thermo-x1" in products or not products else products[0])
-    data = cached.service(pricing_decisions, product=chosen, theta=theta, price=price)
-    extra = (el("label", "Shock: bill > (1 + θ) × baseline, θ ", el("input", type="number", name="theta", value=theta,
-                                                                    min=0, max=10, step="0.05", class_="short")),)
+    data = cached.service(get_decision_view, product=chosen, family=family, goal=goal, theta=theta,
+                          chosen=tuple(price) if price else None, max_losers=max_losers, max_shock=max_shock)
+    families = solve_families()
+    extra = (
+        el("label", "Family ", el("select", *(el("option", f.title, value=k, selected=k == family)
+                                              for k, f in families.items()), name="family")),
+        el("label", "Goal ", el("select", el("option", "revenue-neutral", value="neutral", selected=goal == "neutral"),
+                                el("option", "most revenue within limits", value="max", selected=goal == "max"),
+                                name="goal")),
+        el("label", "≤ paying more ", el("input", type="number", name="max_losers", value=max_losers, min=0, max=1,
+                                         step="0.01", class_="short")),
+        el("label", "≤ shocks ", el("input", type="number", name="max_shock", value=max_shock, min=0, max=1,
+                                    step="0.01", class_="short")),
+        el("label", "Shock: bill > (1 + θ) × baseline, θ ", el("input", type="number", name="theta", value=theta,
+                                                               min=0, max=10, step="0.05", class_="short")),
+    )
     filters = filter_form(products=products, product=chosen, extra=extra, all_label=None)
     return _html(page(title="Pricing decisions", active="decisions", viewer=_viewer(key),
                       body=decisions_page(data, theta=theta), filters=filters))

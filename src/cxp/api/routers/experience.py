@@ -125,10 +125,19 @@ def get_voice(
 @router.get("/touchpoints", response_model=TouchpointReport, responses=CSV_RESPONSES,
             summary="Touchpoints: reach, success, latency, importance–performance quadrant, satisfier class")
 def get_touchpoints(
-    _: ProductKey, cached: CachedDep, query: QueryDep, days: Days = 56, format: FormatQuery = "json"
+    _: ProductKey,
+    cached: CachedDep,
+    query: QueryDep,
+    days: Days = 56,
+    format: FormatQuery = "json",
+    survey_crosshairs: Annotated[
+        Literal["data", "midpoint"],
+        Query(description="Crosshairs of the stated survey: its means (data) or the scale midpoint"),
+    ] = "data",
 ) -> TouchpointReport | Response:
-    """Per product × touchpoint, with the outcome models behind derived importance."""
-    report = cached.service(service.get_touchpoints, query=query, days=days)
+    """Per product × touchpoint, with the outcome models behind derived importance and the stored stated
+    importance × quality survey placed with the chosen crosshairs."""
+    report = cached.service(service.get_touchpoints, query=query, days=days, survey_crosshairs=survey_crosshairs)
     if format == "csv":
         return csv_response(report.touchpoints, filename="touchpoints")
     return report

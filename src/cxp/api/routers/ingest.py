@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime, BaseModel, Field
 
 from cxp.api.cursors import cursor_time, decode_cursor, page_of
 from cxp.api.deps import AdminKey, KeysetPageDep, LightConnDep
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
+from cxp.store.leader import get_leader
 from cxp.store.ops import (
     DeadLetter,
     SeqGaps,
@@ -33,6 +34,8 @@ class Gateway(BaseModel):
     last_report_at: datetime
     seconds_since_report: float
     reporting: bool
+    state: Literal["running", "stopped", "dead"]
+    leader: bool
     messages_per_s: float | None
     events_per_s: float | None
     dead_letters_per_s: float | None
@@ -46,6 +49,11 @@ class IngestStatus(BaseModel):
     """Throughput and lag of ingestion, and what was refused."""
 
     gateways: list[Gateway]
+    leader: str | None = Field(description="The gateway holding the group's leader lock (rollups, alerts, retention)"
+                                           " now, from the database's locks; None: no leader at this moment")
+    gateways_running: int
+    gateways_dead: int = Field(description="Instances whose last report is older than three stats intervals and that"
+                                           " did not report a clean stop (killed, hung, or cut off from the database)")
     storage: StorageLag
     dead_letters_by_reason: dict[str, int]
     sequence_gaps: SeqGaps
@@ -64,15 +72,17 @@ def get_ingest_status(
     or on the device; a late message fills its gap)."""
     gateways = []
     for g in list_gateway_throughput(conn, window_s=window_s):
-        interval = float(g.snapshot.get("stats_interval_s") or 10.0)
+        state = g.state
         gateways.append(Gateway(
             gateway_id=g.gateway_id, last_report_at=g.last_report_at, seconds_since_report=g.seconds_since_report,
-            # Missing three reports in a row means it stopped (or cannot reach the database).
-            reporting=g.seconds_since_report < 3 * max(interval, 10.0),
+            reporting=g.reporting, state=state, leader=state == "running" and bool(g.snapshot.get("leader")),
             messages_per_s=g.messages_per_s, events_per_s=g.events_per_s, dead_letters_per_s=g.dead_letters_per_s,
             rate_window_s=g.window_s, publish_to_commit_ms_p50=g.snapshot.get("publish_to_commit_ms_p50"),
             publish_to_commit_ms_p99=g.snapshot.get("publish_to_commit_ms_p99"), counters=g.snapshot))
-    return IngestStatus(gateways=gateways, storage=get_storage_lag(conn),
+    leader = get_leader(conn)
+    return IngestStatus(gateways=gateways, leader=leader.name if leader else None,
+                        gateways_running=sum(g.state == "running" for g in gateways),
+                        gateways_dead=sum(g.state == "dead" for g in gateways), storage=get_storage_lag(conn),
                         dead_letters_by_reason=count_dead_letters_by_reason(conn, since=since),
                         sequence_gaps=get_seq_gaps(conn, top=gap_devices))
 

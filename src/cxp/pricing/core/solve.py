@@ -155,6 +155,16 @@ def apply_parameters(*, plan: Plan, parameters: Sequence[FreeParameter], values:
     return Plan.model_validate(data)
 
 
+def parameter_values(*, plan: Plan, parameters: Sequence[FreeParameter]) -> list[Decimal]:
+    """The values `plan` has today at each parameter's path (the inverse of `apply_parameters`)."""
+    comps = {c["id"]: c for c in _listify(plan.model_dump())["components"]}
+    out = []
+    for p in parameters:
+        node, key = _walk(comps[p.component], p.field.split("."))
+        out.append(Decimal(str(node[key])))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluating candidates
 

@@ -74,9 +74,9 @@ def _generate(settings: Settings, *, devices: int, days: int, seed: int, count: 
 def _publish(settings: Settings, prefix: str, payloads: list[Payload], *, rate: float | None = None,
              fresh_sent_at: bool = False, max_inflight: int = 1000) -> float:
     """Publish every payload (QoS 1) and wait for the broker's acks; returns msgs/s achieved."""
-    pub = MqttPublisher(host=settings.mqtt.host, port=settings.mqtt.port, client_id=f"bench-pub-{os.getpid()}",
-                        username=LOADER_ACCOUNT, password=service_secret(settings, LOADER_ACCOUNT),
-                        max_inflight=max_inflight).connect()
+    pub = MqttPublisher(host=settings.mqtt.host, port=settings.mqtt.port,
+                        client_id=f"bench-pub-{os.getpid()}-{threading.get_ident()}", username=LOADER_ACCOUNT,
+                        password=service_secret(settings, LOADER_ACCOUNT), max_inflight=max_inflight).connect()
     t0 = time.perf_counter()
     try:
         for i, p in enumerate(payloads):
@@ -157,7 +157,7 @@ def measure_ceiling(settings: Settings, payloads: list[Payload], prefix: str) ->
 class GatewayRun:
     """`cxp gateway` as a child process with RSS sampling."""
 
-    def __init__(self, settings: Settings, workdir: Path, name: str) -> None:
+    def __init__(self, settings: Settings, workdir: Path, name: str, *, wait: bool = True) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CXP_")}
         for section in ("mqtt", "db", "gateway"):
             for key, value in getattr(settings, section).model_dump().items():
@@ -176,6 +176,11 @@ class GatewayRun:
         self._stop_sampling = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
+        if wait:
+            self.wait_connected()
+
+    def wait_connected(self) -> None:
+        """Until the gateway says it is connected to the broker (exit when it fails)."""
         deadline = time.monotonic() + 60
         while "connected to broker" not in self.log_path.read_text(errors="replace"):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -311,8 +316,8 @@ def _log_bytes(settings: Settings) -> int:
 
 
 def run(*, devices: int, days: int, seed: int, messages: int, latency_s: float, backlog: int,
-        debug_cost: bool = False, poison_every: int = 400) -> dict:
-    """Run every phase and return the figures."""
+        debug_cost: bool = False, poison_every: int = 400, instances: list[int] | None = None) -> dict:
+    """Run every phase and return the figures (with `instances`: only the gateway group's scaling)."""
     env = Settings()  # ports from the environment (CXP_DB__PORT…), only the database name is the bench's
     base = env.model_copy(update={"db": env.db.model_copy(update={"name": BENCH_DB})})
     start_stack(base)
@@ -324,6 +329,14 @@ def run(*, devices: int, days: int, seed: int, messages: int, latency_s: float, 
     })
     workdir = base.stack.dir / "bench"
     workdir.mkdir(parents=True, exist_ok=True)
+    if instances:
+        from cxp.tools.bench.ingest_group import run_scaling
+
+        payloads = _generate(base, devices=devices, days=days, seed=seed, count=messages)
+        with connect(base.db) as conn:
+            scaling = run_scaling(gw_settings, conn, payloads, workdir, instances)
+        return {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+                "fleet": {"devices": devices, "days": days, "seed": seed}, "gateway_group": scaling}
     _log(f"generating {messages + backlog:,} messages from a {devices:,}-device × {days}-day fleet")
     t0 = time.perf_counter()
     # Latency messages come after the drained ones in the fleet timeline, so none is a duplicate.
@@ -385,12 +398,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--backlog", type=int, default=0, help="e.g. 1000000 for the memory-bound phase")
     ap.add_argument("--poison-every", type=int, default=400, help="one poison message per N in phase 2c (0: skip)")
+    ap.add_argument("--instances", default="", help="e.g. 1,2,3: only the gateway group's scaling on one backlog")
     ap.add_argument("--debug-log-cost", action="store_true",
                     help="also drain with the broker's debug log off and on (restarts the stack's broker twice)")
     args = ap.parse_args(argv)
     print(json.dumps(run(devices=args.devices, days=args.days, seed=args.seed, messages=args.messages,
                          latency_s=args.latency_seconds, backlog=args.backlog, debug_cost=args.debug_log_cost,
-                         poison_every=args.poison_every),
+                         poison_every=args.poison_every,
+                         instances=[int(n) for n in args.instances.split(",") if n.strip()]),
                      indent=2))
 
 

@@ -15,6 +15,8 @@ Choices callers can rely on:
 * `POST /solve` and `POST /tradeoff` bill many candidate plans: their work (accounts × months × plans a
   search bills) is held to the same limits; larger runs are jobs at `/v1/pricing/decisions/jobs/{id}`.
   `POST /horizon` and `POST /experiment-design` run in the request.
+* `POST /experiments/{id}/guardrail-checks` takes a recorded look at a running experiment: the health
+  guardrail against a group-sequential boundary (Lan–DeMets α spending over every look taken).
 """
 
 from __future__ import annotations
@@ -22,11 +24,21 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from cxp.api.errors import ErrorBody
-from cxp.api.routers.pricing import backtests, comparison, decisions, examples, experiments, jobs, plans, wtp
+from cxp.api.routers.pricing import (
+    backtests,
+    comparison,
+    decisions,
+    examples,
+    experiments,
+    guardrail,
+    jobs,
+    plans,
+    wtp,
+)
 from cxp.api.routers.pricing.common import PREFIX
 
 # 400: a body that is not parseable JSON (FastAPI's own check, before any validation).
 router = APIRouter(prefix=PREFIX, tags=["pricing"],
                    responses={400: {"model": ErrorBody, "description": "The body could not be parsed"}})
-for resource in (plans, examples, backtests, jobs, comparison, experiments, wtp, decisions):
+for resource in (plans, examples, backtests, jobs, comparison, experiments, guardrail, wtp, decisions):
     router.include_router(resource.router)

@@ -30,6 +30,7 @@ from cxp.core.stats import Difference
 from cxp.pricing import repository as plan_store
 from cxp.pricing import service
 from cxp.pricing.core.experiments import ExperimentDesign, assign_arms
+from cxp.pricing.core.plans import BillableMetric, Plan
 from cxp.pricing.examples import example_metrics
 from cxp.pricing.metrics import BillingPeriod, Cohort
 
@@ -110,11 +111,21 @@ def _experiment_record(stored: plan_store.StoredExperiment) -> ExperimentRecord:
                             created_by=stored.created_by, design=stored.design)
 
 
-def _stored_experiment(conn: psycopg.Connection, experiment_id: str) -> plan_store.StoredExperiment:
+def stored_experiment(conn: psycopg.Connection, experiment_id: str) -> plan_store.StoredExperiment:
     stored = plan_store.get_experiment(conn, experiment_id=experiment_id)
     if stored is None:
         raise NotFound(f"no experiment {experiment_id!r}")
     return stored
+
+
+def experiment_inputs(
+    conn: psycopg.Connection, experiment_id: str
+) -> tuple[ExperimentDesign, dict[str, Plan], tuple[BillableMetric, ...]]:
+    """A stored design, its arms' plans by key, and the example metrics the plans do not define themselves."""
+    design = stored_experiment(conn, experiment_id).design
+    plans = plan_store.get_plans_by_key(conn, keys=[a.plan_key for a in design.arms])
+    metrics = tuple(m for m in example_metrics() if m.name not in {x.name for p in plans.values() for x in p.metrics})
+    return design, plans, metrics
 
 
 @router.post("/experiments", response_model=ExperimentRecord, status_code=201, summary="Store an experiment design",
@@ -152,7 +163,7 @@ def list_experiments(_: PricingKey, conn: ConnDep, page: PageDep) -> Page[Experi
             responses=ERR_404)
 def get_experiment(_: PricingKey, conn: ConnDep, experiment_id: ExperimentIdPath) -> ExperimentRecord:
     """The stored design."""
-    return _experiment_record(_stored_experiment(conn, experiment_id))
+    return _experiment_record(stored_experiment(conn, experiment_id))
 
 
 @router.get("/experiments/{experiment_id}/assignments", response_model=Page[AssignmentOut],
@@ -166,7 +177,7 @@ def list_assignments(
     segment: TextQuery = None,
 ) -> Page[AssignmentOut]:
     """Accounts with a device activated before the window ends, by account id (account-unit designs)."""
-    design = _stored_experiment(conn, experiment_id).design
+    design = stored_experiment(conn, experiment_id).design
     rows = service.list_experiment_assignments(conn=conn, design=design,
                                                cohort=Cohort(product=product, segment=segment))
     items = [AssignmentOut(experiment_id=experiment_id, unit_id=a.unit_id, arm=a.arm, plan_key=a.plan_key)
@@ -183,7 +194,7 @@ def get_assignment(
     unit_id: Annotated[str, Path(min_length=1, max_length=200, description="Account (or device) id")],
 ) -> AssignmentOut:
     """Deterministic: the same arm on every call (sha256 of salt and unit id against the arms' weights)."""
-    design = _stored_experiment(conn, experiment_id).design
+    design = stored_experiment(conn, experiment_id).design
     arm = design.arms[int(assign_arms(design=design, unit_ids=[unit_id])[0])]
     return AssignmentOut(experiment_id=experiment_id, unit_id=unit_id, arm=arm.name, plan_key=arm.plan_key)
 
@@ -218,10 +229,8 @@ def get_experiment_results(
     segment: TextQuery = None,
 ) -> ExperimentResultOut:
     """Analysed on recorded usage in the design's window (proxies: docs/pricing.md, Experiments)."""
-    design = _stored_experiment(conn, experiment_id).design
-    plans = plan_store.get_plans_by_key(conn, keys=[a.plan_key for a in design.arms])
+    design, plans, metrics = experiment_inputs(conn, experiment_id)
     cohort = Cohort(product=product, segment=segment)
-    metrics = tuple(m for m in example_metrics() if m.name not in {x.name for p in plans.values() for x in p.metrics})
     result = cached.service(service.get_experiment_results, design=design, plans=tuple(plans.values()),
                             cohort=cohort, metrics=metrics)
     quantum = plans[design.arms[0].plan_key].rounding.quantum

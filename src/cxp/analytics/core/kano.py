@@ -1,0 +1,251 @@
+"""Touchpoint classes from satisfaction answers: the penalty–reward contrast as a dummy regression per answer.
+
+Each CSAT answer about a touchpoint k falls in one group by what the customer lived with k before answering:
+*low* (the day's last use of k before the answer failed), *high* (it succeeded) or *middle* (no use of k that day
+and no failure of k in the 7 days before: nothing to react to — the neutral level). Answers with a failure of k
+in the previous 7 days but no use today are left out (neither clean). Per product, one least-squares fit
+
+    score_i = a_device(i) + Σ_k (β_low,k · low_ik + β_high,k · high_ik) + ε_i
+
+with a device intercept (each customer's own level, so heavy users answering after many uses do not bias the
+contrasts) and the middle as the baseline. Penalty_k = −β_low,k (satisfaction lost by a failure), reward_k =
+β_high,k (gained by a success), both with 95 % intervals; their sum is k's *derived importance* — the spread in
+satisfaction between a failed and a successful use (no baseline needed). Kano class from the penalty share
+π = penalty⁺ / (penalty⁺ + reward⁺): *basic* (must-be) when π ≥ `basic_share`, *attractive* (delighter) when
+π ≤ `attractive_share`, else *performance*; *indifferent* when the spread's interval lies within
+±`indifferent_spread`. Below `min_n` answers in a group, or `min_middle` middle answers in the product, the
+class is "not enough data" with the n needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from cxp.analytics.core._frames import float_column, require_columns, to_nullable
+from cxp.analytics.errors import InvalidParameter
+
+GROUPS = ("low", "middle", "high")
+KANO_CLASSES = ("basic", "performance", "attractive", "indifferent")
+CLASS_COLUMNS = [
+    "product_id",
+    "touchpoint",
+    "n_low",
+    "n_high",
+    "n_middle",
+    "penalty",
+    "penalty_ci_low",
+    "penalty_ci_high",
+    "reward",
+    "reward_ci_low",
+    "reward_ci_high",
+    "spread",
+    "spread_ci_low",
+    "spread_ci_high",
+    "penalty_share",
+    "kano_class",
+    "importance_basis",
+    "reason",
+]
+
+
+def answer_groups(*, answers: pd.DataFrame, uses: pd.DataFrame, failure_days: pd.DataFrame) -> pd.Series:
+    """The group of each answer: 'low', 'high', 'middle' or None (left out).
+
+    `answers`: device_key, touchpoint, ts. `uses`: device_key, touchpoint, ts, success — at least every use of an
+    answered touchpoint by its device on an answer's day. `failure_days`: device_key, touchpoint, day (UTC days
+    with a failed use). Index of the result = answers' index.
+    """
+    require_columns(answers, ["device_key", "touchpoint", "ts"], what="answer_groups answers")
+    require_columns(uses, ["device_key", "touchpoint", "ts", "success"], what="answer_groups uses")
+    require_columns(failure_days, ["device_key", "touchpoint", "day"], what="answer_groups failure_days")
+    out = pd.Series(None, index=answers.index, dtype=object)
+    if answers.empty:
+        return out
+    left = pd.DataFrame(
+        {
+            "row": np.arange(len(answers)),
+            "device_key": answers["device_key"].astype("int64").to_numpy(),
+            "touchpoint": answers["touchpoint"].astype(str).to_numpy(),
+            "t": pd.to_datetime(answers["ts"], utc=True).to_numpy(),
+        }
+    )
+    left["day"] = pd.to_datetime(left["t"], utc=True).dt.floor("D")
+    right = pd.DataFrame(
+        {
+            "device_key": uses["device_key"].astype("int64").to_numpy(),
+            "touchpoint": uses["touchpoint"].astype(str).to_numpy(),
+            "t": pd.to_datetime(uses["ts"], utc=True).to_numpy(),
+            "failed": ~uses["success"].astype(bool).to_numpy(),
+        }
+    )
+    right["use_day"] = pd.to_datetime(right["t"], utc=True).dt.floor("D")
+    last = pd.merge_asof(
+        left.sort_values("t"),
+        right.sort_values("t"),
+        on="t",
+        by=["device_key", "touchpoint"],
+        direction="backward",
+        allow_exact_matches=True,
+    ).set_index("row")
+    last = last.reindex(np.arange(len(answers)))
+    used_today = (last["use_day"] == last["day"]).to_numpy()
+    failed = last["failed"].astype(object).eq(True).to_numpy()
+    fails = failure_days.assign(
+        device_key=failure_days["device_key"].astype("int64"),
+        touchpoint=failure_days["touchpoint"].astype(str),
+        day=pd.to_datetime(failure_days["day"]).dt.tz_localize(None).dt.normalize()
+        if pd.to_datetime(failure_days["day"]).dt.tz is None
+        else pd.to_datetime(failure_days["day"]).dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize(),
+    )
+    answer_day = left["day"].dt.tz_localize(None)
+    recent = np.zeros(len(answers), dtype=bool)
+    if len(fails):
+        joined = left.assign(answer_day=answer_day).merge(fails, on=["device_key", "touchpoint"], how="inner")
+        lag = (joined["answer_day"] - joined["day_y"]).dt.days
+        hit = joined.loc[(lag >= 1) & (lag <= 7), "row"].unique()
+        recent[hit] = True
+    groups = np.where(used_today, np.where(failed, "low", "high"), np.where(recent, None, "middle"))
+    return pd.Series(groups, index=answers.index, dtype=object)
+
+
+@dataclass(frozen=True)
+class KanoFit:
+    """Per product × touchpoint penalty, reward, spread and class (CLASS_COLUMNS); one row per answered touchpoint."""
+
+    table: pd.DataFrame
+    models: dict[str, dict[str, float | int | None]]
+
+
+def _fit_product(frame: pd.DataFrame) -> tuple[dict[tuple[str, str], tuple[float, float]], int, float]:
+    """Least squares with device intercepts and low/high dummies per touchpoint: {(touchpoint, group): (β, se)}, the
+    residual degrees of freedom and σ."""
+    devices, dev_idx = np.unique(frame["device_id"].astype(str).to_numpy(), return_inverse=True)
+    tps = frame["touchpoint"].astype(str).to_numpy()
+    group = frame["group"].astype(str).to_numpy()
+    names = sorted({(t, g) for t, g in zip(tps, group, strict=True) if g != "middle"})
+    col = {name: len(devices) + j for j, name in enumerate(names)}
+    x = np.zeros((len(frame), len(devices) + len(names)))
+    x[np.arange(len(frame)), dev_idx] = 1.0
+    for i, (t, g) in enumerate(zip(tps, group, strict=True)):
+        if g != "middle":
+            x[i, col[(t, g)]] = 1.0
+    y = float_column(frame, "score")
+    coef, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
+    dof = len(y) - int(rank)
+    if dof < 1:
+        return {}, dof, float("nan")
+    resid = y - x @ coef
+    sigma2 = float(resid @ resid) / dof
+    cov = sigma2 * np.linalg.pinv(x.T @ x)
+    est = {name: (float(coef[c]), float(np.sqrt(max(cov[c, c], 0.0)))) for name, c in col.items()}
+    # the spread needs the covariance of the two dummies of a touchpoint
+    for t in {t for t, _ in names}:
+        if (t, "low") in col and (t, "high") in col:
+            a, b = col[(t, "high")], col[(t, "low")]
+            var = cov[a, a] + cov[b, b] - 2 * cov[a, b]
+            est[(t, "spread")] = (float(coef[a] - coef[b]), float(np.sqrt(max(var, 0.0))))
+    return est, dof, float(np.sqrt(sigma2))
+
+
+def kano_classes(
+    *,
+    answers: pd.DataFrame,
+    min_n: int = 10,
+    min_middle: int = 30,
+    basic_share: float = 0.8,
+    attractive_share: float = 0.35,
+    indifferent_spread: float = 0.5,
+) -> KanoFit:
+    """Penalty, reward, derived importance (spread) and Kano class per product × touchpoint (module docstring).
+
+    `answers`: product_id, device_id, touchpoint, score (e.g. CSAT 1–5, one scale only), group ('low' | 'middle'
+    | 'high'; other values are left out).
+    """
+    require_columns(answers, ["product_id", "device_id", "touchpoint", "score", "group"], what="kano_classes")
+    if min_n < 2 or min_middle < 2 or not 0 < attractive_share < basic_share < 1 or indifferent_spread <= 0:
+        raise InvalidParameter("need min_n ≥ 2, min_middle ≥ 2, 0 < attractive_share < basic_share < 1, spread > 0")
+    frame = answers[answers["group"].isin(GROUPS).to_numpy() & np.isfinite(float_column(answers, "score"))]
+    rows: list[dict[str, object]] = []
+    models: dict[str, dict[str, float | int | None]] = {}
+    for product_id, part in frame.groupby("product_id", sort=True):
+        n_middle = int((part["group"] == "middle").sum())
+        est, dof, sigma = _fit_product(part) if len(part) else ({}, 0, float("nan"))
+        models[str(product_id)] = {"answers": len(part), "middle": n_middle, "dof": dof, "sigma": sigma}
+        tq = float(sps.t.ppf(0.975, dof)) if dof >= 1 else float("nan")
+        counts = part.groupby(["touchpoint", "group"]).size()
+        for tp in sorted(part["touchpoint"].astype(str).unique()):
+            n_low, n_high = int(counts.get((tp, "low"), 0)), int(counts.get((tp, "high"), 0))
+            row: dict[str, object] = {
+                "product_id": str(product_id),
+                "touchpoint": tp,
+                "n_low": n_low,
+                "n_high": n_high,
+                "n_middle": n_middle,
+            }
+            rows.append(
+                _classify(row, est, tp, tq, min_n, min_middle, basic_share, attractive_share, indifferent_spread)
+            )
+    table = pd.DataFrame(rows, columns=CLASS_COLUMNS)
+    for c in CLASS_COLUMNS[5:15]:
+        table[c] = table[c].astype(float)
+    return KanoFit(to_nullable(table), models)
+
+
+def _classify(
+    row: dict[str, object],
+    est: dict[tuple[str, str], tuple[float, float]],
+    tp: str,
+    tq: float,
+    min_n: int,
+    min_middle: int,
+    basic_share: float,
+    attractive_share: float,
+    indifferent_spread: float,
+) -> dict[str, object]:
+    n_low, n_high, n_middle = int(row["n_low"]), int(row["n_high"]), int(row["n_middle"])  # type: ignore[call-overload]
+    enough_low, enough_high, enough_middle = n_low >= min_n, n_high >= min_n, n_middle >= min_middle
+    if enough_low and enough_middle and (tp, "low") in est:
+        b, se = est[(tp, "low")]
+        row.update(penalty=-b, penalty_ci_low=-b - tq * se, penalty_ci_high=-b + tq * se)
+    if enough_high and enough_middle and (tp, "high") in est:
+        b, se = est[(tp, "high")]
+        row.update(reward=b, reward_ci_low=b - tq * se, reward_ci_high=b + tq * se)
+    if enough_low and enough_high and (tp, "spread") in est:
+        b, se = est[(tp, "spread")]
+        row.update(spread=b, spread_ci_low=b - tq * se, spread_ci_high=b + tq * se)
+    needs = []
+    if not enough_low:
+        needs.append(f"{min_n} answers after a failed use (have {n_low})")
+    if not enough_high:
+        needs.append(f"{min_n} answers after a successful use (have {n_high})")
+    if not enough_middle:
+        needs.append(f"{min_middle} answers without recent use in the product (have {n_middle})")
+    row["importance_basis"] = (
+        "spread" if "spread" in row else "penalty" if "penalty" in row else "reward" if "reward" in row else None
+    )
+    if needs:
+        row["kano_class"] = None
+        row["reason"] = "not enough data: need " + "; ".join(needs)
+        return row
+    penalty, reward = float(row.get("penalty", np.nan)), float(row.get("reward", np.nan))  # type: ignore[arg-type]
+    lo, hi = float(row["spread_ci_low"]), float(row["spread_ci_high"])  # type: ignore[arg-type]
+    if -indifferent_spread < lo and hi < indifferent_spread:
+        row["kano_class"] = "indifferent"
+        return row
+    if lo <= 0 <= hi:
+        row["kano_class"] = None
+        row["reason"] = (
+            f"not enough data: the spread's interval [{lo:.2f}, {hi:.2f}] includes 0 but not only small values"
+        )
+        return row
+    p, r = max(penalty, 0.0), max(reward, 0.0)
+    share = p / (p + r) if p + r > 0 else np.nan
+    row["penalty_share"] = share
+    row["kano_class"] = (
+        "basic" if share >= basic_share else "attractive" if share <= attractive_share else "performance"
+    )
+    return row

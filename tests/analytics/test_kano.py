@@ -1,0 +1,97 @@
+"""Penalty–reward on answers (pure core): groups by the last use before the answer, classes from a dummy regression."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxp.analytics.core.kano import answer_groups, kano_classes
+from cxp.analytics.errors import InvalidParameter
+
+EFFECTS = {
+    "pair": (1.5, 0.05, "basic"),
+    "tune": (0.8, 0.4, "performance"),
+    "wow": (0.15, 0.8, "attractive"),
+    "logo": (0.0, 0.0, "indifferent"),
+}
+
+
+def _answers(seed: int, *, per_group: int = 60, devices: int = 150) -> pd.DataFrame:
+    """Answers of devices with their own level; after a failure −P, after a success +R, otherwise neutral."""
+    rng = np.random.default_rng(seed)
+    level = rng.normal(3.6, 0.4, size=devices)
+    heavy = rng.random(devices) < 0.3  # heavy users answer after uses more often and are happier: a bias to remove
+    level[heavy] += 0.4
+    rows = []
+    for tp, (penalty, reward, _) in EFFECTS.items():
+        for group, shift, n in (("low", -penalty, per_group), ("high", reward, 3 * per_group), ("middle", 0.0, 20)):
+            weights = np.where(heavy, 3.0, 1.0) if group != "middle" else np.ones(devices)
+            who = rng.choice(devices, size=n, p=weights / weights.sum())
+            for d in who:
+                rows.append(
+                    {
+                        "product_id": "p",
+                        "device_id": f"d{d}",
+                        "touchpoint": tp,
+                        "group": group,
+                        "score": level[d] + shift + rng.normal(0, 0.6),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_classes_and_spread_are_recovered(seed: int) -> None:
+    fit = kano_classes(answers=_answers(seed)).table.set_index("touchpoint")
+    for tp, (penalty, reward, kano) in EFFECTS.items():
+        row = fit.loc[tp]
+        assert row["kano_class"] == kano, (tp, row.to_dict())
+        assert row["spread_ci_low"] <= penalty + reward <= row["spread_ci_high"]
+        if kano != "indifferent":
+            assert row["penalty_ci_low"] <= penalty <= row["penalty_ci_high"]
+
+
+def test_too_few_answers_give_the_n_needed_not_a_class() -> None:
+    answers = _answers(4, per_group=3)
+    fit = kano_classes(answers=answers).table.set_index("touchpoint")
+    assert fit["kano_class"].isna().all()
+    assert fit.loc["pair", "reason"].startswith("not enough data: need 10 answers after a failed use (have 3)")
+    # a failed side alone still gives the penalty, as a lower bound of the importance
+    more = pd.concat([answers, _answers(5)[lambda f: (f["group"] == "low") & (f["touchpoint"] == "pair")]])
+    row = kano_classes(answers=more).table.set_index("touchpoint").loc["pair"]
+    assert row["importance_basis"] == "penalty" and row["penalty"] > 0.8
+
+
+def test_kano_classes_refuses_bad_cuts() -> None:
+    with pytest.raises(InvalidParameter):
+        kano_classes(answers=_answers(1), basic_share=0.3, attractive_share=0.5)
+
+
+def test_answers_are_grouped_by_the_days_last_use_before_them() -> None:
+    t = pd.Timestamp("2025-03-10 12:00", tz="UTC")
+    answers = pd.DataFrame(
+        {
+            "device_key": [1, 1, 2, 3, 4],
+            "touchpoint": ["brew", "brew", "brew", "lock", "lock"],
+            "ts": [t, t + pd.Timedelta(hours=3), t, t, t],
+        }
+    )
+    uses = pd.DataFrame(
+        {
+            "device_key": [1, 1, 2, 3],
+            "touchpoint": ["brew", "brew", "brew", "lock"],
+            # device 1 failed at 11:00 and brewed fine at 14:00; device 2 brewed yesterday; device 3 after answering
+            "ts": [
+                t - pd.Timedelta(hours=1),
+                t + pd.Timedelta(hours=2),
+                t - pd.Timedelta(days=1),
+                t + pd.Timedelta(1, "h"),
+            ],
+            "success": [False, True, True, True],
+        }
+    )
+    failures = pd.DataFrame({"device_key": [4], "touchpoint": ["lock"], "day": [pd.Timestamp("2025-03-07")]})
+    groups = answer_groups(answers=answers, uses=uses, failure_days=failures).tolist()
+    # device 4 failed its lock 3 days ago and did not use it today: neither a clean middle nor a reaction
+    assert groups == ["low", "high", "middle", "middle", None]
