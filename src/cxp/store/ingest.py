@@ -22,6 +22,7 @@ class IngestMessage(NamedTuple):
     received_at: float  # epoch seconds
     activated_at: float  # epoch seconds
     raw: bytes | None = None  # the bytes as received, when `payload` is their validated re-serialisation
+    source: str | None = None  # where an imported message came from ("file.csv line 7"): prefixes dead letters
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +221,8 @@ def _copy_text(messages: Sequence[IngestMessage]) -> bytes:
 def dead_letter_for(message: IngestMessage, *, reason: str, detail: str, payload_cap: int) -> DeadLetter:
     """The dead letter of a message the database refused: the bytes as received."""
     raw = message.payload if message.raw is None else message.raw
+    if message.source is not None:
+        detail = f"{message.source}: {detail}"
     return DeadLetter(datetime.fromtimestamp(message.received_at, UTC), message.topic, message.device_id,
                       reason, detail, raw[:payload_cap], len(raw))
 

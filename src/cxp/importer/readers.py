@@ -1,0 +1,321 @@
+"""Readers of history files: JSON lines (one contract message per line) and the flat per-event layout of CSV and
+Parquet (one event per row), each yielding pieces of a file with where they came from and where the file may be
+resumed after them.
+
+A piece is one message to validate: a JSON line as it is, or consecutive rows of one device packed into one
+message (at most the contract's 1,000 events). Rows that cannot even be turned into an event (a cell that is not a
+number, unparsable JSON in `detail`) come out as `BadRow`s, dead-lettered with their line. Positions are byte
+offsets after a whole line (JSON lines, CSV) or row counts (Parquet).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from cxp.importer.errors import ImportFileError
+
+FORMATS = ("jsonl", "csv", "parquet")
+MAX_EVENTS_PER_MESSAGE = 1000  # the contract's limit
+
+# The flat per-event layout of CSV and Parquet: the contract's event fields, one column each, and the device.
+INT_COLUMNS = ("seq", "nps", "csat", "ces")
+FLOAT_COLUMNS = ("duration_s", "quantity", "latency_ms", "battery_pct", "signal_dbm", "uptime_s", "energy_wh")
+BOOL_COLUMNS = ("success",)
+JSON_COLUMNS = ("detail", "metrics")
+TEXT_COLUMNS = ("device_id", "ts", "kind", "touchpoint", "unit", "code", "severity", "stage")
+REQUIRED_COLUMNS = ("device_id", "seq", "ts", "kind")
+COLUMNS = (
+    *REQUIRED_COLUMNS,
+    "touchpoint",
+    "success",
+    "duration_s",
+    "quantity",
+    "unit",
+    "latency_ms",
+    "code",
+    "severity",
+    "nps",
+    "csat",
+    "ces",
+    "stage",
+    "detail",
+    "battery_pct",
+    "signal_dbm",
+    "uptime_s",
+    "energy_wh",
+    "metrics",
+)
+
+_TRUE, _FALSE = frozenset({"true", "t", "1", "yes"}), frozenset({"false", "f", "0", "no"})
+_DEVICE_ID = re.compile(rb'"device_id"\s*:\s*"([^"\\]{1,64})"')
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One message to validate: its device (None when the line names none), bytes and first..last line."""
+
+    device_id: str | None
+    payload: bytes
+    first_line: int
+    last_line: int
+    rows: tuple[bytes, ...] = ()  # for packed rows: each row's own one-event message, to retry them one by one
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A line or row that is not an event at all."""
+
+    line: int
+    device_id: str | None
+    reason: str
+    detail: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Everything before this point has been yielded: resume at `position`, counting lines from `line`."""
+
+    position: int
+    line: int
+
+
+Item = Piece | BadRow | Mark
+
+
+def detect_format(path: Path, declared: str | None = None) -> str:
+    """The file's format: declared, or from its suffix (.jsonl/.ndjson/.json, .csv, .parquet/.pq)."""
+    if declared:
+        if declared not in FORMATS:
+            raise ImportFileError(f"unknown format {declared!r}; one of {', '.join(FORMATS)}")
+        return declared
+    suffix = path.suffix.lower()
+    for fmt, suffixes in (
+        ("jsonl", (".jsonl", ".ndjson", ".json")),
+        ("csv", (".csv",)),
+        ("parquet", (".parquet", ".pq")),
+    ):
+        if suffix in suffixes:
+            return fmt
+    raise ImportFileError(f"{path.name}: cannot tell the format from {suffix or 'no suffix'!r}; pass --format")
+
+
+def read_items(path: Path, fmt: str, *, position: int = 0, line: int = 0, mark_every: int = 5000) -> Iterator[Item]:
+    """The file's pieces from `position` (the `line`-th line or row ended there), with a Mark every ~`mark_every`
+    events, at piece boundaries."""
+    if fmt == "jsonl":
+        return _jsonl(path, position, line, mark_every)
+    if fmt == "csv":
+        return _csv(path, position, line, mark_every)
+    return _parquet(path, position, mark_every)
+
+
+# ------------------------------------------------------------------------------------------------- JSON lines
+
+
+def _jsonl(path: Path, position: int, line: int, mark_every: int) -> Iterator[Item]:
+    with path.open("rb") as f:
+        f.seek(position)
+        since = 0
+        for raw in f:
+            line += 1
+            position += len(raw)
+            body = raw.strip()
+            if body:
+                found = _DEVICE_ID.search(body)
+                yield Piece(found.group(1).decode() if found else None, body, line, line)
+                since += body.count(b'"seq"') or 1
+            if since >= mark_every:
+                yield Mark(position, line)
+                since = 0
+        yield Mark(position, line)
+
+
+# ------------------------------------------------------------------------------------------------ flat layout
+
+
+def _cell(column: str, value: Any) -> Any:
+    """A typed value from a CSV cell (text) or a Parquet value; ValueError names what is wrong."""
+    if isinstance(value, str) and column not in TEXT_COLUMNS:
+        text = value.strip()
+        if column in INT_COLUMNS:
+            if not re.fullmatch(r"[+-]?\d+", text):
+                raise ValueError(f"{column}: {text!r} is not an integer")
+            return int(text)
+        if column in FLOAT_COLUMNS:
+            try:
+                return float(text)
+            except ValueError:
+                raise ValueError(f"{column}: {text!r} is not a number") from None
+        if column in BOOL_COLUMNS:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError(f"{column}: {text!r} is not true or false")
+        if column in JSON_COLUMNS:
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{column}: not JSON ({exc.msg})") from None
+    if hasattr(value, "isoformat"):  # a Parquet timestamp: RFC 3339 as the contract wants it
+        if value.tzinfo is None:
+            raise ValueError(f"{column}: timestamp without a time zone")
+        return value.isoformat()
+    return value
+
+
+def _event(row: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(device_id, event) of one row; ValueError when a cell cannot be typed."""
+    event: dict[str, Any] = {}
+    device_id = row.get("device_id")
+    for column, value in row.items():
+        if column == "device_id" or value is None or value == "":
+            continue
+        event[column] = _cell(column, value)
+    return (str(device_id) if device_id is not None else None), event
+
+
+def _message(device_id: str | None, events: list[dict[str, Any]]) -> bytes:
+    body: dict[str, Any] = {"device_id": device_id, "events": events} if device_id else {"events": events}
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+
+
+class _Packer:
+    """Consecutive rows of one device packed into one message."""
+
+    def __init__(self) -> None:
+        self.device: str | None = None
+        self.events: list[dict[str, Any]] = []
+        self.rows: list[bytes] = []
+        self.first = self.last = 0
+
+    def add(self, line: int, row: dict[str, Any]) -> Iterator[Item]:
+        try:
+            device_id, event = _event(row)
+            single = _message(device_id, [event])
+        except ValueError as exc:
+            yield from self.flush()
+            payload = json.dumps({k: v for k, v in row.items() if v not in (None, "")}, default=str).encode()
+            yield BadRow(line, row.get("device_id") or None, "schema", str(exc), payload)
+            return
+        if device_id != self.device or len(self.events) >= MAX_EVENTS_PER_MESSAGE or not device_id:
+            yield from self.flush()
+            self.device, self.first = device_id, line
+        self.events.append(event)
+        self.rows.append(single)
+        self.last = line
+
+    def flush(self) -> Iterator[Item]:
+        if self.events:
+            payload = self.rows[0] if len(self.rows) == 1 else _message(self.device, self.events)
+            yield Piece(self.device, payload, self.first, self.last, tuple(self.rows) if len(self.rows) > 1 else ())
+        self.events, self.rows, self.device = [], [], None
+
+
+def _header(names: list[str], source: str) -> list[str]:
+    names = [n.strip() for n in names]
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    unknown = [c for c in names if c not in COLUMNS]
+    if missing or unknown:
+        raise ImportFileError(
+            f"{source}: the flat layout needs columns {', '.join(REQUIRED_COLUMNS)}"
+            + (f"; missing {', '.join(missing)}" if missing else "")
+            + (f"; unknown {', '.join(unknown)} (known: {', '.join(COLUMNS)})" if unknown else "")
+        )
+    if len(set(names)) != len(names):
+        raise ImportFileError(f"{source}: a column repeats in the header")
+    return names
+
+
+def _csv(path: Path, position: int, line: int, mark_every: int) -> Iterator[Item]:
+    with path.open("rb") as f:
+        head = f.readline()
+        try:
+            names = _header(next(csv.reader([head.decode("utf-8-sig")])), f"{path.name} line 1")
+        except (UnicodeDecodeError, StopIteration):
+            raise ImportFileError(f"{path.name} line 1: no CSV header") from None
+        if position == 0:
+            position, line = len(head), 1
+        f.seek(position)
+        packer, since = _Packer(), 0
+        for raw in f:
+            line += 1
+            position += len(raw)
+            if raw.strip():
+                yield from _csv_row(packer, raw, line, names)
+                since += 1
+            if since >= mark_every:
+                yield from packer.flush()
+                yield Mark(position, line)
+                since = 0
+        yield from packer.flush()
+        yield Mark(position, line)
+
+
+def _csv_row(packer: _Packer, raw: bytes, line: int, names: list[str]) -> Iterator[Item]:
+    try:
+        text = raw.decode("utf-8")
+        cells = next(csv.reader([text], strict=True))
+    except (UnicodeDecodeError, csv.Error, StopIteration) as exc:
+        yield from packer.flush()
+        yield BadRow(line, None, "schema", f"not a CSV row: {exc}", raw.rstrip(b"\r\n"))
+        return
+    if len(cells) != len(names):
+        yield from packer.flush()
+        yield BadRow(line, None, "schema", f"{len(cells)} cells for {len(names)} columns", raw.rstrip(b"\r\n"))
+        return
+    yield from packer.add(line, dict(zip(names, cells, strict=True)))
+
+
+def _parquet(path: Path, position: int, mark_every: int) -> Iterator[Item]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ImportFileError(f"{path.name}: not a Parquet file ({exc})") from None
+    names = _header(pf.schema_arrow.names, path.name)
+    row = 0
+    packer, since = _Packer(), 0
+    for group in range(pf.num_row_groups):
+        size = pf.metadata.row_group(group).num_rows
+        if row + size <= position:
+            row += size
+            continue
+        table = pf.read_row_group(group, columns=names)
+        for batch in table.to_batches(max_chunksize=mark_every):
+            for record in batch.to_pylist():
+                row += 1
+                if row <= position:
+                    continue
+                yield from packer.add(row, record)
+                since += 1
+                if since >= mark_every:
+                    yield from packer.flush()
+                    yield Mark(row, row)
+                    since = 0
+    yield from packer.flush()
+    yield Mark(row, row)
+
+
+def open_check(stream: BinaryIO, fmt: str) -> None:
+    """Refuse at once a file that cannot be of its format (for uploads): Parquet's magic, UTF-8 text otherwise."""
+    head = stream.read(4096)
+    stream.seek(0)
+    if fmt == "parquet":
+        if head[:4] != b"PAR1":
+            raise ImportFileError("not a Parquet file (no PAR1 magic)")
+        return
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # a character cut by the 4 KiB boundary is fine
+            raise ImportFileError(f"not UTF-8 text (byte {exc.start})") from None
