@@ -18,6 +18,7 @@ from cxp.cli.alerts import alerts_app
 from cxp.cli.bench import bench_app
 from cxp.cli.common import console, fail, load_settings
 from cxp.cli.credentials import credentials_app, provisioning_app
+from cxp.cli.importer import import_history
 from cxp.cli.pki import pki_app
 from cxp.core.config import PROJECT_ROOT, Settings
 
@@ -37,6 +38,7 @@ app.add_typer(provisioning_app, name="provisioning")
 dead_letters_app = typer.Typer(help="Messages the gateway could not store.", no_args_is_help=True)
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(alerts_app, name="alerts")
+app.command("import")(import_history)
 
 
 _settings, _fail = load_settings, fail

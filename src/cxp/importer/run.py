@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from cxp.contract.validate import Accepted, Reason, validate_message
 from cxp.core.config import Settings
 from cxp.importer.errors import ImportBusy, ImportFileError
 from cxp.importer.readers import BadRow, Mark, Piece, detect_format, read_items
+from cxp.store.db import connect
 from cxp.store.errors import mapped_errors
 from cxp.store.ingest import DeadLetter, IngestMessage, TimeBounds, write_batch_isolating
 from cxp.store.registry import DeviceCache
@@ -278,25 +280,37 @@ def _run(
         position = line = 0
     result.resumed_at_line = line
     total = total_units(path, fmt)
-    devices = DeviceCache()
-    devices.load(conn)
     bounds = TimeBounds(
         max_future_skew_s=float(settings.gateway.max_future_skew_s),
         max_age_s=float(settings.retention_days * 86400) if settings.retention_days else None,
     )
-    chunk = _Chunk(settings=settings, devices=devices, name=result.name, fmt=fmt)
-    for item in read_items(path, fmt, position=position, line=line, mark_every=chunk_events):
-        if type(item) is Piece:
-            chunk.add(item)
-        elif type(item) is BadRow:
-            chunk.bad(item)
-        else:
-            _commit(conn, chunk=chunk, mark=item, expected=position, bounds=bounds, settings=settings, result=result)
-            position = item.position
-            result.last_line = item.line
+    items = read_items(path, fmt, position=position, line=line, mark_every=chunk_events)
+    # The device cache has a connection of its own: chunk k+1 is read and validated in a thread while chunk k is
+    # written (psycopg releases the GIL while it waits for the database).
+    with connect(settings.db) as lookups, ThreadPoolExecutor(1, thread_name_prefix="cxp-import") as reader:
+        devices = DeviceCache()
+        devices.load(lookups)
+
+        def prepare() -> tuple[_Chunk, Mark] | None:
+            chunk = _Chunk(settings=settings, devices=devices, name=result.name, fmt=fmt)
+            for item in items:
+                if type(item) is Piece:
+                    chunk.add(item)
+                elif type(item) is BadRow:
+                    chunk.bad(item)
+                else:
+                    return chunk, item
+            return None
+
+        ahead = reader.submit(prepare)
+        while (ready := ahead.result()) is not None:
+            ahead = reader.submit(prepare)
+            chunk, mark = ready
+            _commit(conn, chunk=chunk, mark=mark, expected=position, bounds=bounds, settings=settings, result=result)
+            position = mark.position
+            result.last_line = mark.line
             if progress is not None:
                 progress(position, total)
-            chunk = _Chunk(settings=settings, devices=devices, name=result.name, fmt=fmt)
     conn.execute(
         "UPDATE import_files SET status = 'done', finished_at = now(), updated_at = now() WHERE file_sha256 = %s",
         (result.sha256,),
