@@ -26,6 +26,7 @@ from cxp.api.routers import (
     dashboard,
     dead_letters,
     experience,
+    imports,
     ingest,
     measures,
     pricing,
@@ -149,8 +150,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    for module in (experience, measures, touchpoint_survey, pricing, registry, ingest, dead_letters, credentials,
-                   alerts):
+    for module in (experience, measures, touchpoint_survey, pricing, registry, ingest, dead_letters, imports,
+                   credentials, alerts):
         # Routers carry their full "/v1/..." prefix, so route templates (metrics labels) are the real paths.
         app.include_router(module.router, responses=_ERRORS)
     app.include_router(dashboard.router)

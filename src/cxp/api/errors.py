@@ -21,6 +21,7 @@ from cxp.identity.broker import BrokerUnreachable
 from cxp.identity.errors import IdentityError, PkiMissing
 from cxp.identity.provisioning import ProvisioningRefused, UnknownProduct, UnknownProvisioningKey
 from cxp.identity.service import CredentialConflict, UnknownCredential, UnknownDevice
+from cxp.importer.errors import HistoryImportError, ImportBusy
 from cxp.pricing.errors import PricingError
 from cxp.store.errors import InvalidValue, ReferenceConflict, StoreError, StoreUnavailable
 
@@ -178,6 +179,8 @@ ERROR_TABLE: dict[type[Exception], Callable[[Any], Failure]] = {
     RuleInvalid: lambda exc: Failure(422, "invalid", str(exc)),
     AlertError: lambda exc: Failure(422, "invalid", str(exc)),
     PricingError: lambda exc: Failure(422, "invalid", str(exc)),
+    ImportBusy: lambda exc: Failure(409, "conflict", str(exc)),
+    HistoryImportError: lambda exc: Failure(422, "invalid", str(exc)),
     IdentityError: lambda exc: Failure(422, "invalid", str(exc)),
     UnknownDevice: lambda exc: Failure(404, "not_found", str(exc)),
     UnknownCredential: lambda exc: Failure(404, "not_found", str(exc)),

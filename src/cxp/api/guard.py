@@ -51,6 +51,7 @@ UPLOAD_ROUTES = {
     "POST /v1/pricing/wtp/van-westendorp": "max_survey_bytes",
     "POST /v1/pricing/wtp/gabor-granger": "max_survey_bytes",
     "POST /v1/provisioning/import": "max_import_bytes",
+    "POST /v1/imports": "max_history_import_bytes",
 }
 
 

@@ -156,6 +156,8 @@ class ApiSettings(BaseModel):
     # routes get their CSV cap plus 1 MiB for multipart framing, so the route's own cap (422) stays the one met.
     max_body_bytes: int = 1 * 1024 * 1024
     max_import_bytes: int = 21 * 1024 * 1024
+    # History files uploaded to POST /v1/imports (JSON lines, CSV, Parquet; the request body): 413 above this.
+    max_history_import_bytes: int = 2 * 1024**3
     max_survey_bytes: int = 11 * 1024 * 1024
     # A request body must arrive within this long after its headers (408), so a trickled body cannot hold a worker.
     body_timeout_s: float = 60.0

@@ -2,7 +2,7 @@
 contract validation, (device, seq) dedupe and dead letters, resumable from a per-file checkpoint."""
 
 from cxp.importer.errors import HistoryImportError, ImportBusy, ImportFileError
-from cxp.importer.readers import COLUMNS, FORMATS, detect_format, open_check
+from cxp.importer.readers import COLUMNS, FORMATS, check_file, detect_format
 from cxp.importer.run import ImportResult, import_file
 
 __all__ = [
@@ -14,5 +14,5 @@ __all__ = [
     "ImportResult",
     "detect_format",
     "import_file",
-    "open_check",
+    "check_file",
 ]

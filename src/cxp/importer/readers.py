@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from cxp.importer.errors import ImportFileError
 
@@ -306,16 +306,31 @@ def _parquet(path: Path, position: int, mark_every: int) -> Iterator[Item]:
     yield Mark(row, row)
 
 
-def open_check(stream: BinaryIO, fmt: str) -> None:
-    """Refuse at once a file that cannot be of its format (for uploads): Parquet's magic, UTF-8 text otherwise."""
-    head = stream.read(4096)
-    stream.seek(0)
+def check_file(path: Path, fmt: str, *, name: str | None = None) -> None:
+    """Refuse at once a file that cannot be imported whole (for uploads, before a job is started): Parquet that does
+    not open or lacks the layout's columns, CSV without the header, text that is not UTF-8."""
+    name = name or path.name
+    with path.open("rb") as f:
+        head = f.read(4096)
+        if fmt == "parquet":
+            if head[:4] != b"PAR1":
+                raise ImportFileError(f"{name}: not a Parquet file (no PAR1 magic)")
+        else:
+            try:
+                head.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if exc.start < len(head) - 4:  # a character cut by the 4 KiB boundary is fine
+                    raise ImportFileError(f"{name}: not UTF-8 text (byte {exc.start + 1})") from None
     if fmt == "parquet":
-        if head[:4] != b"PAR1":
-            raise ImportFileError("not a Parquet file (no PAR1 magic)")
-        return
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # a character cut by the 4 KiB boundary is fine
-            raise ImportFileError(f"not UTF-8 text (byte {exc.start})") from None
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.ParquetFile(path).schema_arrow.names
+        except (pa.ArrowException, OSError) as exc:
+            raise ImportFileError(f"{name}: not a Parquet file ({exc})") from None
+        _header(names, name)
+    elif fmt == "csv":
+        with path.open("rb") as f:
+            head_line = f.readline().decode("utf-8-sig", errors="replace")
+        _header(next(csv.reader([head_line]), []), f"{name} line 1")
