@@ -36,6 +36,8 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
               "API RSS and /healthz while 8 parallel 50 MB bodies arrive, without and with a key (--help)."),
     "device-tls": ("cxp.tools.bench.device_tls",
                    "Connect rate and QoS 1 throughput of N devices, plain vs token+TLS vs mTLS (throw-away broker)."),
+    "import": ("cxp.tools.bench.history_import",
+               "History import (cxp import) events/s per format (JSON lines, CSV, Parquet) vs the gateway path."),
     "import-memory": ("cxp.tools.bench.import_memory",
                       "API RSS while a 20 MiB devices CSV is imported."),
     "alerts": ("cxp.tools.bench.alerts",

@@ -131,3 +131,8 @@ def write_history(path: Path, fmt: str, messages: Iterable[bytes]) -> int:
     if fmt == "csv":
         return write_csv(path, flat_rows(messages))
     return write_parquet(path, flat_rows(messages))
+
+
+def device_of(payload: bytes) -> str:
+    """The device_id a history message names."""
+    return json.loads(payload)["device_id"]
