@@ -212,10 +212,27 @@ def test_bad_jsonl_lines_are_dead_lettered_with_their_line(db, settings, registe
         7, json.dumps({"events": [{"seq": 5, "ts": "2026-02-01T00:00:00Z", "kind": "usage", "touchpoint": "brew"}]})
     )  # names no device
     lines.insert(11, "")  # blank lines are skipped, and counted
+    # A lifecycle detail naming another "device_id" before the message's own: still the message's device.
+    nested = {
+        "events": [
+            {
+                "seq": 10_000,
+                "ts": "2026-02-01T00:00:00Z",
+                "kind": "lifecycle",
+                "stage": "referred",
+                "detail": {"device_id": "dev-004"},
+            }
+        ],
+        "device_id": "dev-001",
+    }
+    lines.insert(13, json.dumps(nested))
     path = tmp_path / "h.jsonl"
     path.write_text("\n".join(lines) + "\n")
     result = import_file(db, settings=settings, path=path, chunk_events=50)
-    assert result.events_stored == 200
+    assert result.events_stored == 201
+    assert db.execute(
+        "SELECT d.device_id FROM events e JOIN devices d USING (device_key) WHERE e.seq = 10000"
+    ).fetchall() == [("dev-001",)]
     letters = dict(db.execute("SELECT split_part(detail, ':', 1), reason FROM dead_letters").fetchall())
     assert letters == {"h.jsonl line 4": "invalid_json", "h.jsonl line 8": "schema"}
 
