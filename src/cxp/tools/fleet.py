@@ -196,7 +196,8 @@ def bench_fleet_params(*, devices: int, days: int, seed: int) -> dict[str, Any]:
 
 
 def ensure_fleet(
-    conn: psycopg.Connection, *, params: dict[str, Any], workers: int, reload: bool, out: Callable[[str], None]
+    conn: psycopg.Connection, *, params: dict[str, Any], workers: int, reload: bool, out: Callable[[str], None],
+    settings: Any = None,
 ) -> None:
     """Load the fleet into this (benchmark) database unless it already holds it fully rolled up."""
     from cxp.store.admin import truncate_data
@@ -205,8 +206,17 @@ def ensure_fleet(
         out(f"the database already holds the fleet ({params['devices']:,} devices × {params['days']} days);"
             " --reload to rebuild")
         return
-    out(f"loading {params['devices']:,} devices × {params['days']} days (write_batch, no MQTT)…")
     truncate_data(conn)
+    if settings is not None:  # through `cxp import`: the contract validation and checkpoint of a real history import
+        from cxp.tools.history import import_fleet
+
+        out(f"loading {params['devices']:,} devices × {params['days']} days (cxp import, JSON lines)…")
+        result = import_fleet(conn, fleet_params=params, settings=settings, out=out)
+        out(f"imported {result.events_stored:,} events and heartbeats in {result.seconds:.0f} s"
+            f" ({result.events_per_s:,.0f} events/s, rollups included)")
+        conn.execute("ANALYZE")
+        return
+    out(f"loading {params['devices']:,} devices × {params['days']} days (write_batch, no MQTT)…")
     report = load_fleet(conn, fleet_params=params, workers=workers, progress=out)
     out(f"loaded {report.events_stored:,} events + {report.states_stored:,} heartbeats in {report.load_s:.0f} s,"
         f" rollups in {report.rollup_s:.0f} s")

@@ -136,3 +136,21 @@ def write_history(path: Path, fmt: str, messages: Iterable[bytes]) -> int:
 def device_of(payload: bytes) -> str:
     """The device_id a history message names."""
     return json.loads(payload)["device_id"]
+
+
+def import_fleet(conn: Any, *, fleet_params: dict[str, Any], settings: Any, out: Any) -> Any:
+    """Register the fleet and load its whole history through `cxp import` (a JSON-lines file in a temporary
+    directory): contract validation and the checkpoint included, rollups refreshed. The import's result."""
+    import tempfile
+
+    from cxp.device_sim import build_fleet
+    from cxp.importer import import_file
+    from cxp.tools.fleet import register_fleet
+
+    fleet = build_fleet(**fleet_params)
+    register_fleet(conn, fleet=fleet)
+    with tempfile.TemporaryDirectory(prefix="cxp-fleet-") as tmp:
+        path = Path(tmp) / "fleet.jsonl"
+        lines = write_jsonl(path, fleet_messages(fleet))
+        out(f"wrote {lines:,} messages ({path.stat().st_size / 2**20:.0f} MiB); importing…")
+        return import_file(conn, settings=settings, path=path, fmt="jsonl")

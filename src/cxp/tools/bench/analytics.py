@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workers", type=int, default=2, help="simulator processes feeding the writer")
     parser.add_argument("--reload", action="store_true", help="reload even if the fleet is already stored")
+    parser.add_argument("--via-import", action="store_true", help="load the fleet through `cxp import` (JSON lines)")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs per source (the best is reported)")
     args = parser.parse_args(argv)
 
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     weeks = args.days // 7
     with connect(settings.db) as conn:
         apply_migrations(conn)
-        ensure_fleet(conn, params=params, workers=args.workers, reload=args.reload, out=out)
+        ensure_fleet(conn, params=params, workers=args.workers, reload=args.reload, out=out,
+                     settings=settings if args.via_import else None)
         sizes = conn.execute(
             "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM device_state),"
             " (SELECT count(*) FROM rollup_hourly), (SELECT count(*) FROM rollup_daily)"
