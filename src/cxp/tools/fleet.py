@@ -213,7 +213,7 @@ def ensure_fleet(
         out(f"loading {params['devices']:,} devices × {params['days']} days (cxp import, JSON lines)…")
         result = import_fleet(conn, fleet_params=params, settings=settings, out=out)
         out(f"imported {result.events_stored:,} events and heartbeats in {result.seconds:.0f} s"
-            f" ({result.events_per_s:,.0f} events/s, rollups included)")
+            f" ({result.events_per_s:,.0f} events/s), rollups in {result.rollup_seconds:.0f} s")
         conn.execute("ANALYZE")
         return
     out(f"loading {params['devices']:,} devices × {params['days']} days (write_batch, no MQTT)…")

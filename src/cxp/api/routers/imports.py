@@ -46,6 +46,7 @@ class ImportOut(BaseModel):
     seconds: float
     events_per_s: float
     rollup_device_days: int
+    rollup_seconds: float
 
 
 class ImportProgress(BaseModel):
