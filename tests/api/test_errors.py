@@ -34,6 +34,7 @@ from cxp.identity.provisioning import (
     UnknownProvisioningKey,
 )
 from cxp.identity.service import CredentialConflict, UnknownCredential, UnknownDevice
+from cxp.importer.errors import HistoryImportError, ImportBusy, ImportFileError
 from cxp.pricing.errors import PricingError
 from cxp.store.errors import InvalidValue, ReferenceConflict, StoreError, StoreUnavailable
 
@@ -58,6 +59,8 @@ EXAMPLES: dict[type[Exception], list[Exception]] = {
     RuleInvalid: [RuleInvalid("params.kind: input tag 'x' does not match")],
     AlertError: [AlertError("bad alert input")],
     PricingError: [PricingError("tiers are not contiguous")],
+    HistoryImportError: [ImportFileError("history.csv line 1: missing seq")],
+    ImportBusy: [ImportBusy("history.csv is being imported by another process")],
     IdentityError: [BadCsr("the CSR's signature does not verify"), CnMismatch("the CSR is for 'a', not 'b'")],
     UnknownDevice: [UnknownDevice("device 'x' is not registered")],
     UnknownCredential: [UnknownCredential("no credential 7")],

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from cxp.api.deps import AdminKey, JobsDep, SettingsDep
-from cxp.api.errors import NotFound, Unprocessable
+from cxp.api.errors import ErrorBody, NotFound, Unprocessable
 from cxp.api.jobs import Job, Progress
 from cxp.core.config import Settings
 from cxp.importer import check_file, detect_format, import_file
@@ -133,6 +133,7 @@ def _keep(upload: UploadFile, *, suffix: str, max_bytes: int) -> tuple[Path, int
     summary="Import a telemetry history file (JSON lines, CSV or Parquet) as a job, exactly once",
     responses={
         202: {"headers": {"Location": {"schema": {"type": "string"}, "description": "The job"}}},
+        400: {"model": ErrorBody, "description": "The multipart body could not be parsed"},
         422: {"description": "Not a file of its format, or without the columns of the flat layout"},
     },
 )
