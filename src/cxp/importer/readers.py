@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,7 @@ class Piece:
     payload: bytes
     first_line: int
     last_line: int
-    rows: tuple[bytes, ...] = ()  # for packed rows: each row's own one-event message, to retry them one by one
+    rows: tuple[dict[str, Any], ...] = ()  # packed rows: each row's event, to retry them one by one
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,35 +142,68 @@ def _jsonl(path: Path, position: int, line: int, mark_every: int) -> Iterator[It
 # ------------------------------------------------------------------------------------------------ flat layout
 
 
+def _to_int(column: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{column}: {text.strip()!r} is not an integer") from None
+
+
+def _to_float(column: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{column}: {text.strip()!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{column}: {text.strip()!r} is not a finite number")
+    return value
+
+
+def _to_bool(column: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{column}: {text.strip()!r} is not true or false")
+
+
+def _to_json(column: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{column}: not JSON ({exc.msg})") from None
+
+
+# Text cells (CSV, or text columns of Parquet) of the typed columns, by column.
+_FROM_TEXT = {
+    **dict.fromkeys(INT_COLUMNS, _to_int),
+    **dict.fromkeys(FLOAT_COLUMNS, _to_float),
+    **dict.fromkeys(BOOL_COLUMNS, _to_bool),
+    **dict.fromkeys(JSON_COLUMNS, _to_json),
+}
+
+
 def _cell(column: str, value: Any) -> Any:
-    """A typed value from a CSV cell (text) or a Parquet value; ValueError names what is wrong."""
-    if isinstance(value, str) and column not in TEXT_COLUMNS:
-        text = value.strip()
-        if column in INT_COLUMNS:
-            if not re.fullmatch(r"[+-]?\d+", text):
-                raise ValueError(f"{column}: {text!r} is not an integer")
-            return int(text)
-        if column in FLOAT_COLUMNS:
-            try:
-                return float(text)
-            except ValueError:
-                raise ValueError(f"{column}: {text!r} is not a number") from None
-        if column in BOOL_COLUMNS:
-            if text.lower() in _TRUE:
-                return True
-            if text.lower() in _FALSE:
-                return False
-            raise ValueError(f"{column}: {text!r} is not true or false")
-        if column in JSON_COLUMNS:
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{column}: not JSON ({exc.msg})") from None
-    if hasattr(value, "isoformat"):  # a Parquet timestamp: RFC 3339 as the contract wants it
+    """A typed value from a CSV cell (text) or a Parquet value; ValueError names what is wrong. What comes out is
+    always JSON-serialisable (the contract judges the types)."""
+    kind = type(value)
+    if kind is str:
+        convert = _FROM_TEXT.get(column)
+        return value if convert is None else convert(column, value)
+    if kind is int or kind is bool:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueError(f"{column}: {value!r} is not a finite number")
+        return value
+    if isinstance(value, datetime):  # a Parquet timestamp: RFC 3339 as the contract wants it
         if value.tzinfo is None:
             raise ValueError(f"{column}: timestamp without a time zone")
         return value.isoformat()
-    return value
+    if isinstance(value, dict | list):
+        return json.loads(json.dumps(value, default=str, allow_nan=False))
+    return str(value)  # dates, decimals, bytes…: as text, which the contract refuses where it wants a number
 
 
 def _event(row: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
@@ -176,13 +211,14 @@ def _event(row: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     event: dict[str, Any] = {}
     device_id = row.get("device_id")
     for column, value in row.items():
-        if column == "device_id" or value is None or value == "":
+        if value is None or value == "" or column == "device_id":
             continue
         event[column] = _cell(column, value)
     return (str(device_id) if device_id is not None else None), event
 
 
-def _message(device_id: str | None, events: list[dict[str, Any]]) -> bytes:
+def one_message(device_id: str | None, events: list[dict[str, Any]]) -> bytes:
+    """The contract message of these (typed) events of one device."""
     body: dict[str, Any] = {"device_id": device_id, "events": events} if device_id else {"events": events}
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
@@ -193,13 +229,11 @@ class _Packer:
     def __init__(self) -> None:
         self.device: str | None = None
         self.events: list[dict[str, Any]] = []
-        self.rows: list[bytes] = []
         self.first = self.last = 0
 
     def add(self, line: int, row: dict[str, Any]) -> Iterator[Item]:
         try:
             device_id, event = _event(row)
-            single = _message(device_id, [event])
         except ValueError as exc:
             yield from self.flush()
             payload = json.dumps({k: v for k, v in row.items() if v not in (None, "")}, default=str).encode()
@@ -209,14 +243,13 @@ class _Packer:
             yield from self.flush()
             self.device, self.first = device_id, line
         self.events.append(event)
-        self.rows.append(single)
         self.last = line
 
     def flush(self) -> Iterator[Item]:
         if self.events:
-            payload = self.rows[0] if len(self.rows) == 1 else _message(self.device, self.events)
-            yield Piece(self.device, payload, self.first, self.last, tuple(self.rows) if len(self.rows) > 1 else ())
-        self.events, self.rows, self.device = [], [], None
+            rows = tuple(self.events) if len(self.events) > 1 else ()
+            yield Piece(self.device, one_message(self.device, self.events), self.first, self.last, rows)
+        self.events, self.device = [], None
 
 
 def _header(names: list[str], source: str) -> list[str]:

@@ -23,7 +23,7 @@ import psycopg
 from cxp.contract.validate import Accepted, Reason, validate_message
 from cxp.core.config import Settings
 from cxp.importer.errors import ImportBusy, ImportFileError
-from cxp.importer.readers import BadRow, Mark, Piece, detect_format, read_items
+from cxp.importer.readers import BadRow, Mark, Piece, detect_format, one_message, read_items
 from cxp.store.db import connect
 from cxp.store.errors import mapped_errors
 from cxp.store.ingest import DeadLetter, IngestMessage, TimeBounds, write_batch_isolating
@@ -126,8 +126,9 @@ class _Chunk:
     def add(self, piece: Piece, *, split: bool = False) -> None:
         """Validate a piece; a packed piece that fails (or `split`) is validated row by row."""
         if piece.rows and split:
-            for k, row in enumerate(piece.rows):
-                self.add(Piece(piece.device_id, row, piece.first_line + k, piece.first_line + k))
+            for k, event in enumerate(piece.rows):
+                line = piece.first_line + k
+                self.add(Piece(piece.device_id, one_message(piece.device_id, [event]), line, line))
             return
         device_id = piece.device_id
         if device_id is None:
