@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from cxp.deadletters import replay_dead_letters
 from cxp.importer import import_file
+from cxp.store.registry import DeviceRow, upsert_devices
 from cxp.tools.history import write_csv, write_history
+from tests.fixtures.stack import ACTIVATED
 
 pytestmark = pytest.mark.integration
 
@@ -203,6 +206,12 @@ def test_bad_rows_are_dead_lettered_with_their_line_and_the_rest_is_kept(db, set
         assert payload  # the row, kept for a replay after a fix
     assert found == expected
 
+    # A row refused for a fixable reason replays like a gateway dead letter once fixed (its payload is the row's
+    # one-event message on the device's topic).
+    upsert_devices(db, devices=[DeviceRow("dev-999", "test-p1", "acc-1", ACTIVATED, "basic", "A")])
+    replayed = replay_dead_letters(db, settings=settings, reason="unknown_device")
+    assert (len(replayed.stored), replayed.events_stored) == (1, 1)
+
 
 def test_bad_jsonl_lines_are_dead_lettered_with_their_line(db, settings, registered, tmp_path):
     messages = planted_history(registered, events=200, seed=9)
@@ -286,3 +295,28 @@ def test_an_import_killed_mid_file_resumes_and_stores_every_event_exactly_once(d
     assert counts["events"] + counts["states"] == len(messages) == counts["seqs"] == counts["distinct"]
     assert counts["dead"] == 0
     assert db.execute("SELECT status FROM import_files").fetchone()[0] == "done"
+
+
+def test_the_cli_prints_a_json_line_per_file_and_fails_on_a_file_it_cannot_import(db, settings, registered, tmp_path):
+    good = tmp_path / "h.jsonl"
+    write_history(good, "jsonl", planted_history(registered, events=50, seed=4))
+    bad = tmp_path / "h.csv"
+    bad.write_text("device,when\n")
+    env = {
+        **os.environ,
+        "CXP_DB__NAME": settings.db.name,
+        "CXP_DB__PORT": str(settings.db.port),
+        "CXP_MQTT__TOPIC_PREFIX": settings.mqtt.topic_prefix,
+        "PYTHONPATH": str(ROOT / "src"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "cxp.cli.main", "import", str(good), str(bad), "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    first = json.loads(done.stdout.splitlines()[0])
+    assert (first["name"], first["events_stored"], first["dead_lettered"]) == ("h.jsonl", 50, 0)
+    assert "h.csv line 1: the flat layout needs columns" in done.stdout

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cxp.cli.common import console, fail, load_settings
@@ -70,7 +71,7 @@ def import_history(
                             ),
                         )
                 except HistoryImportError as exc:
-                    console.print(f"[red]error:[/red] {exc}")
+                    console.print(f"[red]error:[/red] {escape(str(exc))}")
                     failed = True
                     continue
                 print(json.dumps({**asdict(result), "events_per_s": round(result.events_per_s)}), flush=True)
