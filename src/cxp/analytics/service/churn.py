@@ -95,7 +95,8 @@ def list_churn_risk(
     `query.end`), errors in detected incidents and support contacts — each named in the reasons. risk_score = the
     weighted mean of the parts (`weights`, default core early_warning.DEFAULT_WEIGHTS) with score="weighted";
     with score="fitted" (default) risk_score = 100 × the fitted model's probability of churn within its lead time
-    (core churn_model, `model`: DEFAULT_MODEL, 14 days) and `weights` are the model's coefficients.
+    (core churn_model, `model`: DEFAULT_MODEL, 14 days); `weights` apply to score="weighted" only, and the
+    answer's weights are then the model's coefficients per standard deviation of each input.
     """
     built = _risk_table(
         conn,
