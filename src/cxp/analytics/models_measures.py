@@ -134,3 +134,4 @@ class JourneyMap:
     cells: tuple[JourneyMapCell, ...]
     definitions: dict[str, str] = field(default_factory=dict)
     reason: str | None = None
+    persona: str | None = None  # the persona the map was narrowed to, if any

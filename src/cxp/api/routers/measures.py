@@ -86,10 +86,14 @@ def get_journey_map(
     cached: CachedDep,
     query: QueryDep,
     days: Annotated[int, Query(ge=1, le=3660, description="Window length in days when start is not given")] = 56,
+    persona: Annotated[
+        str | None, Query(max_length=200, description="Persona name (from /v1/experience/segments) to narrow to")
+    ] = None,
     format: FormatQuery = "json",
 ) -> JourneyMap | Response:
-    """For a product or a segment (scope filters). CSV: one row per stage × touchpoint cell."""
-    report = cached.service(service.get_journey_map, query=query, days=days)
+    """For a product, a segment (scope filters) or a persona. CSV: one row per stage × touchpoint cell. The map as
+    a standalone SVG for a wall: /dashboard/journey-map/svg with the same filters."""
+    report = cached.service(service.get_journey_map, query=query, days=days, persona=persona)
     if format == "csv":
         return csv_response(report.cells, filename="journey-map")
     return report
