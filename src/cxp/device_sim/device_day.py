@@ -34,6 +34,7 @@ from cxp.device_sim.kano import (
     churn_hazard,
 )
 from cxp.device_sim.ladder import CLIMBER_CHURN_FACTOR
+from cxp.device_sim.referrals import referral_factor
 from cxp.device_sim.specs import Touchpoint, poisson
 
 MINUTE_MS = 60_000
@@ -223,7 +224,10 @@ class DeviceDay:
             some = times[int(rng.random() * len(times))]
             if rng.random() < persona.plan_change_prob_week / 7 / ctx.p_active:
                 self.push(some + int(rng.random() * 10 * MINUTE_MS), ("plan",))
-            if rng.random() < persona.referral_prob_week / 7 / ctx.p_active:
+            refer = persona.referral_prob_week / 7 / ctx.p_active
+            if ctx.fleet.referral_experience:
+                refer *= referral_factor(recent_err=st.recent_err, recent_incident=st.recent_incident)
+            if rng.random() < refer:
                 self.push(some + int(rng.random() * 20 * MINUTE_MS), ("refer",))
             if rng.random() < persona.survey_prob_week / 7 / ctx.p_active:
                 self.push(max(times) + int((2 + 28 * rng.random()) * MINUTE_MS), ("survey", None))

@@ -159,6 +159,8 @@ class Fleet:
     recovery_paradox: bool = False
     # Whether the smart-capability ladder is planted (device_sim/ladder.py).
     ladder: bool = False
+    # Whether referrals depend on the customer's recent failures (device_sim/referrals.py).
+    referral_experience: bool = False
     _by_id: dict[str, Device] = field(default_factory=dict, init=False, repr=False, compare=False)
     _accounts_by_id: dict[str, Account] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -206,6 +208,7 @@ class Fleet:
             "experience_churn": self.experience_churn,
             "recovery_paradox": self.recovery_paradox,
             "ladder": self.ladder,
+            "referral_experience": self.referral_experience,
             "products": list(self.products),
             "personas": list(self.personas),
         }
@@ -344,6 +347,7 @@ def build_fleet(
     experience_churn: float = 1.0,
     recovery_paradox: bool = False,
     ladder: bool = False,
+    referral_experience: bool = False,
 ) -> Fleet:
     """Build a deterministic fleet: same arguments, same fleet; device i does not depend on `devices`.
 
@@ -353,6 +357,7 @@ def build_fleet(
     `recovery_paradox` plants the service recovery paradox: an excellent incident recovery after a mild failure
     lifts the device's later satisfaction above its no-failure level (kano.PARADOX_*).
     `ladder` plants the smart-capability ladder: levels unlock over time, climbers churn less (device_sim/ladder.py).
+    `referral_experience` makes referrals rarer after failures (device_sim/referrals.py).
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError("seed must be an int")
@@ -424,6 +429,7 @@ def build_fleet(
         experience_churn=experience_churn,
         recovery_paradox=bool(recovery_paradox),
         ladder=bool(ladder),
+        referral_experience=bool(referral_experience),
     )
 
 
