@@ -342,8 +342,8 @@ def journey_map(request: Request, key: DashboardProductKey, cached: DashboardCac
     """Stages × touchpoints with reach, performance, satisfaction, pain points and drop-off, for a product, a segment
     or a persona; the same map as a standalone SVG at /dashboard/journey-map/svg."""
     m = _journey_map(cached, product=product, segment=segment, persona=persona, days=days)
-    personas = cached.service(analytics.get_segments, query=AnalyticsQuery(product=product or None,
-                                                                           segment=segment or None), days=days)
+    scope = AnalyticsQuery(product=product or None, segment=segment or None)
+    personas = cached.service(analytics.get_segments, query=scope, days=days, with_health=False)  # names only
     names = sorted({s.name for s in personas.segments} | ({persona} if persona else set()))
     extra = (el("label", "Segment ", el("input", type="text", name="segment", value=segment or "", size=10)),
              el("label", "Persona ", el("select", el("option", "All personas", value="", selected=not persona),
