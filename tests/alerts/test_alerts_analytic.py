@@ -98,7 +98,8 @@ def test_planted_incident_raises_one_alert_and_one_notification_then_clears(sim_
     assert alert["entity"] == f"{inc.product}/{inc.touchpoint}/{inc.code}"
     assert (alert["product_id"], alert["touchpoint"]) == (inc.product, inc.touchpoint)
     values = alert["trigger_values"]
-    assert values["devices_affected"] >= 5 and values["recovered_episodes"] == 0
+    # Episodes end at the device's next successful use: a few hit devices already had one, most have not.
+    assert values["devices_affected"] >= 5 and values["recovered_episodes"] < values["episodes"] / 2
     assert inc.start <= datetime_of(values["start"]) < sim_fleet.CUTOFF
     # Within the hour: not due again (cadence); at the next hour: still the same one alert.
     assert evaluate(conn, now=sim_fleet.CUTOFF + timedelta(minutes=5)).deferred == 1

@@ -14,7 +14,8 @@ from cxp.store.db import connect
 pytestmark = pytest.mark.integration
 
 GROUP_ROLE = {"experience": "product", "pricing": "pricing", "registry": "admin", "ingest": "admin",
-              "credentials": "admin", "provisioning": "admin", "alerts": "product", "alert-rules": "admin"}
+              "credentials": "admin", "provisioning": "admin", "alerts": "product", "alert-rules": "admin",
+              "dead-letters": "admin"}
 # Authenticated by a device's provisioning key, not an API key (tests/api/test_credentials_api.py).
 DEVICE_ROUTES = {"/v1/provision"}
 

@@ -140,3 +140,29 @@ def test_a_device_with_a_1970_clock_is_reported_not_averaged(db, registered, pub
     # Latency comes from the honest device only (a 1970 clock made the p50 1.8 × 10¹² ms), and from receipt.
     assert stats["publish_to_commit_ms_p99"] < 3_600_000
     assert stats["receive_to_commit_ms_p50"] is not None
+
+
+def test_a_forged_future_seq_makes_the_genuine_event_a_visible_conflict(db, registered, publisher, start_gateway):
+    """A forger who sends a device's future seq first still wins that seq (device identity, issue 10, is what keeps
+    forgers off a device's topic), but the genuine event is no longer dropped as a duplicate: it is dead-lettered
+    as seq_conflict with both contents, and the forged seq opens a gap in the device's sequence."""
+    gw = start_gateway()
+    ts = recent(10)
+    topic = publisher.topic("dev-002")
+    forged = batch_payload([usage(12, ts, touchpoint="app_pairing", success=False)], device_id="dev-002")
+    assert publisher.publish([(topic, forged)]) == 1
+    assert wait_for(lambda: count(db, "SELECT count(*) FROM events") == 1, timeout=20)
+    genuine = [batch_payload([usage(s, ts + timedelta(seconds=s))], device_id="dev-002") for s in range(10, 13)]
+    assert publisher.publish([(topic, p) for p in genuine]) == 3
+    assert wait_for(lambda: count(db, "SELECT count(*) FROM dead_letters") == 1, timeout=20)
+    assert wait_for(lambda: count(db, "SELECT count(*) FROM events") == 3, timeout=10)
+    assert gw.stop() == 0
+    reason, detail, payload = db.execute("SELECT reason, detail, payload FROM dead_letters").fetchone()
+    assert reason == "seq_conflict"
+    shown = json.loads(detail)["shown"][0]
+    assert (shown["seq"], shown["stored"]["touchpoint"], shown["stored"]["success"]) == (12, "app_pairing", False)
+    assert (shown["new"]["touchpoint"], shown["new"]["success"]) == ("brew", True)
+    assert bytes(payload) == genuine[2]
+    assert db.execute("SELECT seq, touchpoint FROM events ORDER BY seq").fetchall() == \
+        [(10, "brew"), (11, "brew"), (12, "app_pairing")]
+    assert gw.final_stats()["dead_lettered"] == 1

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cxp.core.config import PROJECT_ROOT
-from cxp.gateway.replay import replay_dead_letters
+from cxp.deadletters import replay_dead_letters
 from cxp.store.registry import DeviceRow, upsert_devices
 from tests.fixtures.gateway import gateway_env, wait_for
 from tests.fixtures.mqtt import batch_payload, usage

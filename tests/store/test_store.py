@@ -120,3 +120,4 @@ def test_retention_drops_only_old_raw_chunks(db, registered):
     dropped = drop_old_chunks(db, keep_days=30)
     assert dropped["events"] >= 1
     assert [s for (s,) in db.execute("SELECT seq FROM events")] == [2]
+    assert [s for (s,) in db.execute("SELECT seq FROM device_seq")] == [2]

@@ -19,11 +19,12 @@ from cxp.api.guard import FailedAuthThrottle, RequestGuard
 from cxp.api.housekeeping import housekeeping
 from cxp.api.ingest_metrics import GatewayCollector
 from cxp.api.jobs import JobRunner
-from cxp.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
+from cxp.api.metrics import CONTENT_TYPE, ApiMetrics, IngestCollector, MetricsMiddleware
 from cxp.api.routers import (
     alerts,
     credentials,
     dashboard,
+    dead_letters,
     experience,
     ingest,
     measures,
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     # Alert figures are read from the database at scrape time, on the small pool (after startup creates it).
     metrics.registry.register(AlertCollector(lambda: app.state.light_pool.connection()))
+    metrics.registry.register(IngestCollector(lambda: app.state.light_pool.connection()))
     metrics.registry.register(GatewayCollector(lambda: app.state.light_pool.connection()))
     # The dashboard's sign-in form is throttled like /v1 (same limits, its own count: the guard keeps its own).
     app.state.login_throttle = FailedAuthThrottle(limit=settings.api.auth_fail_limit,
@@ -147,7 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    for module in (experience, measures, touchpoint_survey, pricing, registry, ingest, credentials, alerts):
+    for module in (experience, measures, touchpoint_survey, pricing, registry, ingest, dead_letters, credentials,
+                   alerts):
         # Routers carry their full "/v1/..." prefix, so route templates (metrics labels) are the real paths.
         app.include_router(module.router, responses=_ERRORS)
     app.include_router(dashboard.router)

@@ -99,15 +99,17 @@ class JobRunner:
                                " WHERE status IN ('queued', 'running')")
             return cur.rowcount
 
-    def submit(self, *, kind: str, request: dict[str, Any], fn: JobFn, created_by: str | None) -> Job:
+    def submit(self, *, kind: str, request: dict[str, Any], fn: JobFn, created_by: str | None,
+               transaction: bool = True) -> Job:
         """Record a queued job and start it; `fn(conn, job_id, progress)` stores its output and returns a
-        JSON-ready summary."""
+        JSON-ready summary. With `transaction` False, `fn` gets an autocommit connection and commits its own work
+        as it goes (a job of many independent transactions, like a dead-letter replay)."""
         job_id = uuid.uuid4()
         with self.requests_pool.connection() as conn:
             row = conn.execute(
                 f"INSERT INTO jobs (job_id, kind, status, request, created_by) VALUES (%s, %s, 'queued', %s, %s)"
                 f" RETURNING {_COLUMNS}", (job_id, kind, Jsonb(request), created_by)).fetchone()
-        self.executor.submit(self._run, job_id, fn)
+        self.executor.submit(self._run, job_id, fn, transaction)
         return Job(*row)
 
     def _progress(self, job_id: uuid.UUID) -> Progress:
@@ -119,12 +121,15 @@ class JobRunner:
 
         return report
 
-    def _run(self, job_id: uuid.UUID, fn: JobFn) -> None:
+    def _run(self, job_id: uuid.UUID, fn: JobFn, transaction: bool = True) -> None:
         try:
             with self.pool.connection() as conn:
                 conn.execute("UPDATE jobs SET status = 'running', started_at = now() WHERE job_id = %s", (job_id,))
-                with conn.transaction():
+                if not transaction:
                     summary = fn(conn, job_id, self._progress(job_id))
+                with conn.transaction():
+                    if transaction:
+                        summary = fn(conn, job_id, self._progress(job_id))
                     conn.execute("UPDATE jobs SET status = 'done', finished_at = now(), summary = %s"
                                  " WHERE job_id = %s", (Jsonb(summary), job_id))
         except Exception as exc:  # noqa: BLE001 - a job's failure is recorded, never raised into the pool

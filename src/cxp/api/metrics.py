@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
+import psycopg
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import Response
+
+from cxp.store.ops import get_seq_gaps
+
+log = logging.getLogger("cxp.api.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Error codes (errors.ERROR_TABLE) that mean "overloaded", by the reason label they are counted under.
@@ -64,3 +74,38 @@ class MetricsMiddleware(BaseHTTPMiddleware):
             template = getattr(route, "path", "(unmatched)")
             self.metrics.requests.labels(request.method, template, str(status)).inc()
             self.metrics.latency.labels(request.method, template).observe(time.perf_counter() - t0)
+
+
+class IngestCollector(Collector):
+    """Sequence gaps read at scrape time: missing seqs in total, devices with gaps, the worst devices by name."""
+
+    TOP = 10  # devices labelled by id (a bounded label set)
+
+    def __init__(self, connection: Callable[[], AbstractContextManager[psycopg.Connection]]) -> None:
+        self.connection = connection
+
+    def collect(self) -> Iterator:
+        """Two small queries per scrape; a database that does not answer yields only cxp_ingest_scrape_ok 0."""
+        ok = GaugeMetricFamily("cxp_ingest_scrape_ok", "1 when the ingest figures could be read")
+        try:
+            with self.connection() as conn:
+                gaps = get_seq_gaps(conn, top=self.TOP)
+        except Exception as exc:  # noqa: BLE001 - /metrics must answer whatever the database does
+            log.debug("ingest metrics unavailable: %s", exc)
+            ok.add_metric([], 0)
+            yield ok
+            return
+        ok.add_metric([], 1)
+        yield ok
+        yield GaugeMetricFamily("cxp_ingest_seq_missing", "Seqs never stored between each device's lowest and highest"
+                                " stored seq, summed over devices (loss, or messages not arrived yet)",
+                                value=gaps.missing_total)
+        yield GaugeMetricFamily("cxp_ingest_devices_with_seq_gaps", "Devices with at least one missing seq",
+                                value=gaps.devices_with_gaps)
+        yield GaugeMetricFamily("cxp_ingest_devices_seq_tracked", "Devices with stored seqs",
+                                value=gaps.devices_tracked)
+        worst = GaugeMetricFamily("cxp_ingest_device_seq_missing", f"Missing seqs of the {self.TOP} devices with the"
+                                  " most", labels=["device_id"])
+        for device in gaps.top:
+            worst.add_metric([device.device_id], device.missing)
+        yield worst

@@ -42,6 +42,10 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
                "Alert evaluation per pass at 10,000 devices × 100 rules; event → webhook p50/p99 (--help)."),
     "pages": ("cxp.tools.bench.pages",
               "A deep page of the device list by offset vs by keyset cursor."),
+    "seq-cost": ("cxp.tools.bench.seq_cost",
+                 "What the seq registry costs the store: write_batch as it is vs the pre-015 statement (--help)."),
+    "broker-persistence": ("cxp.tools.bench.broker_persistence",
+                           "Mosquitto autosave settings: publish throughput and what a broker SIGKILL loses (--help)."),
     "failover": ("cxp.tools.bench.failover",
                  "HA TimescaleDB: the Patroni primary SIGKILLed under live ingest; time without a writable primary,"
                  " time until ingest is back to rate, events lost (--help)."),

@@ -188,7 +188,7 @@ def dead_letters_replay(
     """Re-ingest dead letters that pass validation now (after a fix), each exactly once (prints JSON)."""
     from dataclasses import asdict
 
-    from cxp.gateway.replay import replay_dead_letters
+    from cxp.deadletters import replay_dead_letters
     from cxp.store.db import connect
     from cxp.store.errors import StoreError
 

@@ -20,21 +20,18 @@ from typing import NamedTuple
 
 import psycopg
 
+from cxp.contract.validate import Accepted, validate_message
 from cxp.core.config import Settings
 from cxp.core.logs import configure_logging
-from cxp.gateway.validate import Accepted, validate_message
 from cxp.store.db import connect
 from cxp.store.errors import StoreError, StoreUnavailable
 from cxp.store.ingest import DeadLetter, IngestMessage, TimeBounds, write_batch_isolating
 from cxp.store.leader import LeaderLock
-from cxp.store.registry import DeviceIdentity, get_device_identity, list_device_identities
+from cxp.store.registry import DeviceCache
 from cxp.store.retention import drop_old_chunks
 from cxp.store.rollups import refresh_rollups
 
 log = logging.getLogger("cxp.gateway.writer")
-
-_UNKNOWN_TTL_S = 30.0  # how long an unknown device id is remembered before the registry is asked again
-
 
 class Item(NamedTuple):
     """One received message as the receiver hands it over."""
@@ -59,41 +56,6 @@ class BatchResult(NamedTuple):
     db_retries: int
     receive_latencies_ms: list[float] = []  # noqa: RUF012 - a NamedTuple default, never mutated
     skewed: dict[str, float] = {}  # noqa: RUF012 - device id -> sent_at minus receipt, s, for implausible clocks
-
-
-class DeviceCache:
-    """Registered devices by id; misses go to the database, unknown ids are remembered briefly."""
-
-    def __init__(self) -> None:
-        self._known: dict[str, tuple[DeviceIdentity, float]] = {}
-        self._unknown: dict[str, float] = {}
-        self.conn = None
-
-    def load(self, conn) -> None:
-        """Replace the cache with the registry's contents."""
-        self.conn = conn
-        self._known = {k: (v, v.activated_at.timestamp()) for k, v in list_device_identities(conn).items()}
-        self._unknown.clear()
-
-    @property
-    def size(self) -> int:
-        """How many registered devices are cached."""
-        return len(self._known)
-
-    def lookup(self, device_id: str) -> tuple[DeviceIdentity, float] | None:
-        """The device's identity and activation epoch, or None when it is not registered."""
-        found = self._known.get(device_id)
-        if found is not None:
-            return found
-        now = time.monotonic()
-        if self._unknown.get(device_id, 0.0) > now:
-            return None
-        identity = get_device_identity(self.conn, device_id=device_id)
-        if identity is None:
-            self._unknown[device_id] = now + _UNKNOWN_TTL_S
-            return None
-        self._known[device_id] = found = (identity, identity.activated_at.timestamp())
-        return found
 
 
 class Writer:

@@ -159,7 +159,10 @@ def _alive(pid_file: Path) -> int | None:
     try:
         pid = int(pid_file.read_text().strip())
         os.kill(pid, 0)
-    except (OSError, ValueError):
+        # A killed child of this process stays a zombie until reaped: it answers kill(0) but is gone.
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return None
+    except (OSError, ValueError, IndexError):
         return None
     return pid
 
@@ -278,6 +281,8 @@ def kill_member(settings: Settings, name: str) -> None:
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):  # reap it when it is ours (tests), so it is not a zombie
+                os.waitpid(pid, 0)
 
 
 def start_member(settings: Settings, name: str) -> None:

@@ -71,10 +71,21 @@ CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
 # Payloads passed strict contract validation, so every field parses here; expanding them in SQL
 # keeps the per-event work off the gateway's Python thread. The contract's defaults are applied here
 # (SQL_DEFAULTS below; tests/contract pins them to the models). A message whose events break a time
-# bound is rejected whole and reported back for dead-lettering in the same transaction.
+# bound, or reuse a device's seq with other content (`seq_conflict`), is rejected whole and reported back
+# for dead-lettering in the same transaction.
+#
+# Seq identity (migration 015): `device_seq` holds one row per (device, seq) stored, with the stored event's
+# content hash. An event whose (device, seq) is there with the same hash is a duplicate; with another hash, a
+# conflict; within one batch, the first message holding a (device, seq) is the reference (identical repeats within
+# the batch meet the unique indexes' ON CONFLICT DO NOTHING). Events whose (device, seq) was not known are stored
+# and registered. `raced` counts (device, seq) that were neither registered here nor known before: another
+# transaction stored them after this statement's snapshot, so the caller rolls back and retries.
 _CHECK_EXPAND_INSERT = """
 WITH ev AS MATERIALIZED (
-    SELECT s.msg_no, s.device_key, e.*
+    SELECT s.msg_no, s.device_key, e.*,
+           event_content_hash(e.kind, e.ts, e.touchpoint, e.success, e.duration_s, e.quantity, e.unit, e.latency_ms,
+                              e.code, e.severity, e.nps, e.csat, e.ces, e.stage, e.detail, e.battery_pct,
+                              e.signal_dbm, e.uptime_s, e.energy_wh, e.metrics) AS h
     FROM ingest_staging s
     CROSS JOIN LATERAL json_to_recordset(s.payload -> 'events') AS e(
         seq bigint, ts timestamptz, kind text, touchpoint text, success boolean, duration_s real,
@@ -93,8 +104,34 @@ verdict AS MATERIALIZED (
     FROM ingest_staging s
     JOIN (SELECT msg_no, min(ts) AS first_ts, max(ts) AS last_ts FROM ev GROUP BY msg_no) b USING (msg_no)
 ),
-good AS (
+cand AS MATERIALIZED (
     SELECT ev.* FROM ev JOIN verdict v USING (msg_no) WHERE v.reason IS NULL
+),
+first_of AS MATERIALIZED (
+    SELECT DISTINCT ON (device_key, seq) device_key, seq, msg_no, h FROM cand ORDER BY device_key, seq, msg_no
+),
+known AS MATERIALIZED (
+    SELECT d.device_key, d.seq, d.ts, d.kind, d.content_hash
+    FROM device_seq d JOIN first_of f USING (device_key, seq)
+),
+clash AS MATERIALIZED (
+    SELECT c.msg_no, c.device_key, c.seq, k.ts AS stored_ts, k.kind AS stored_kind,
+           CASE WHEN k.seq IS NULL THEN f.msg_no END AS first_msg
+    FROM cand c JOIN first_of f USING (device_key, seq) LEFT JOIN known k USING (device_key, seq)
+    WHERE c.h <> coalesce(k.content_hash, f.h)
+),
+good AS MATERIALIZED (
+    SELECT c.* FROM cand c WHERE NOT EXISTS (SELECT 1 FROM clash x WHERE x.msg_no = c.msg_no)
+),
+fresh AS MATERIALIZED (
+    SELECT g.* FROM good g
+    WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.device_key = g.device_key AND k.seq = g.seq)
+),
+reg AS (
+    INSERT INTO device_seq (device_key, seq, ts, kind, content_hash)
+    SELECT device_key, seq, ts, kind, h FROM fresh ORDER BY device_key, seq, msg_no
+    ON CONFLICT DO NOTHING
+    RETURNING device_key, seq
 ),
 new_events AS (
     INSERT INTO events (device_key, ts, seq, kind, touchpoint, success, duration_s, quantity, unit,
@@ -103,14 +140,14 @@ new_events AS (
            CASE WHEN kind = 'usage' THEN coalesce(success, true) END, duration_s, quantity, unit, latency_ms,
            code, CASE WHEN kind = 'error' THEN coalesce(severity, 'error') END, nps, csat, ces, stage,
            NULLIF(detail, '{}'::jsonb)
-    FROM good WHERE kind <> 'state'
+    FROM fresh WHERE kind <> 'state'
     ON CONFLICT DO NOTHING
     RETURNING device_key, ts
 ),
 new_states AS (
     INSERT INTO device_state (device_key, ts, seq, battery_pct, signal_dbm, uptime_s, energy_wh, metrics)
     SELECT device_key, ts, seq, battery_pct, signal_dbm, uptime_s, energy_wh, NULLIF(metrics, '{}'::jsonb)
-    FROM good WHERE kind = 'state'
+    FROM fresh WHERE kind = 'state'
     ON CONFLICT DO NOTHING
     RETURNING device_key, ts
 ),
@@ -118,6 +155,39 @@ dirty AS (
     INSERT INTO rollup_dirty (device_key, day)
     SELECT DISTINCT device_key, (ts AT TIME ZONE 'UTC')::date
     FROM (SELECT * FROM new_events UNION ALL SELECT * FROM new_states) AS n
+),
+seq_stats AS (
+    INSERT INTO device_seq_stats AS t (device_key, min_seq, max_seq, seqs)
+    SELECT device_key, min(seq), max(seq), count(*) FROM reg GROUP BY device_key ORDER BY device_key
+    ON CONFLICT (device_key) DO UPDATE SET min_seq = least(t.min_seq, excluded.min_seq),
+        max_seq = greatest(t.max_seq, excluded.max_seq), seqs = t.seqs + excluded.seqs, updated_at = now()
+),
+conflicts AS (
+    SELECT msg_no, count(*) AS n,
+           json_agg(json_build_object('seq', seq, 'stored', stored, 'new', new) ORDER BY seq)
+               FILTER (WHERE rank <= 5) AS shown
+    FROM (
+        SELECT x.msg_no, x.seq, row_number() OVER (PARTITION BY x.msg_no ORDER BY x.seq) AS rank,
+               (SELECT j FROM ingest_staging s, json_array_elements(s.payload -> 'events') j
+                WHERE s.msg_no = x.msg_no AND (j ->> 'seq')::bigint = x.seq) AS new,
+               CASE WHEN x.first_msg IS NOT NULL THEN
+                        (SELECT json_build_object('in_this_batch', true, 'event', j)
+                         FROM ingest_staging s, json_array_elements(s.payload -> 'events') j
+                         WHERE s.msg_no = x.first_msg AND (j ->> 'seq')::bigint = x.seq)
+                    ELSE coalesce(
+                        CASE WHEN x.stored_kind = 'state' THEN
+                                 (SELECT (jsonb_strip_nulls(to_jsonb(d) - 'device_key')
+                                          || '{"kind": "state"}')::json
+                                  FROM device_state d
+                                  WHERE d.device_key = x.device_key AND d.ts = x.stored_ts AND d.seq = x.seq)
+                             ELSE (SELECT (jsonb_strip_nulls(to_jsonb(e) - 'device_key'))::json FROM events e
+                                   WHERE e.device_key = x.device_key AND e.ts = x.stored_ts AND e.seq = x.seq)
+                        END,
+                        json_build_object('seq', x.seq, 'ts', x.stored_ts, 'kind', x.stored_kind))
+               END AS stored
+        FROM clash x
+    ) c
+    GROUP BY msg_no
 )
 SELECT (SELECT count(*) FROM good), (SELECT count(*) FROM new_events), (SELECT count(*) FROM new_states),
        (SELECT coalesce(json_agg(json_build_array(msg_no, reason, CASE reason
@@ -125,7 +195,11 @@ SELECT (SELECT count(*) FROM good), (SELECT count(*) FROM new_events), (SELECT c
                                                  last_ts, received, %(skew)s)
             WHEN 'before_activation' THEN format('event at %%s precedes activation %%s', first_ts, activated)
             ELSE format('event at %%s is older than the retention horizon (%%s s)', first_ts, %(max_age)s)
-            END)), '[]') FROM verdict WHERE reason IS NOT NULL)
+            END)), '[]') FROM verdict WHERE reason IS NOT NULL),
+       (SELECT coalesce(json_agg(json_build_array(msg_no, 'seq_conflict',
+            json_build_object('conflicts', n, 'shown', shown)::text) ORDER BY msg_no), '[]') FROM conflicts),
+       (SELECT count(*) FROM (SELECT DISTINCT device_key, seq FROM fresh) f
+        WHERE NOT EXISTS (SELECT 1 FROM reg r WHERE r.device_key = f.device_key AND r.seq = f.seq))
 """
 
 # Non-null defaults of the contract's event fields, as this SQL applies them: (kind, field) -> value.
@@ -150,6 +224,13 @@ def dead_letter_for(message: IngestMessage, *, reason: str, detail: str, payload
                       reason, detail, raw[:payload_cap], len(raw))
 
 
+class _SeqRace(Exception):
+    """Another transaction stored a (device, seq) of this batch after the batch's statement began."""
+
+
+_RACE_RETRIES = 5
+
+
 def write_batch(
     conn: psycopg.Connection,
     *,
@@ -158,7 +239,31 @@ def write_batch(
     bounds: TimeBounds = TimeBounds(),
     payload_cap: int = 8192,
 ) -> WriteResult:
-    """Store messages and dead letters in one transaction; messages breaking a time bound are dead-lettered."""
+    """Store messages and dead letters in one transaction; messages breaking a time bound or reusing a device's seq
+    with other content are dead-lettered."""
+    for attempt in range(_RACE_RETRIES + 1):
+        try:
+            return _write_batch_once(conn, messages=messages, dead_letters=dead_letters, bounds=bounds,
+                                     payload_cap=payload_cap)
+        except _SeqRace:
+            # Rolled back: the next attempt sees what the other transaction committed (a duplicate or a conflict).
+            if attempt == _RACE_RETRIES:
+                raise StoreError(f"seq registry still contended after {_RACE_RETRIES} retries") from None
+        except StoreError as exc:
+            # Two writers registering overlapping seqs can deadlock; one is cancelled and simply tries again.
+            if not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected) or attempt == _RACE_RETRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _write_batch_once(
+    conn: psycopg.Connection,
+    *,
+    messages: Sequence[IngestMessage],
+    dead_letters: Sequence[DeadLetter],
+    bounds: TimeBounds,
+    payload_cap: int,
+) -> WriteResult:
     events_in = events_stored = states_stored = 0
     rejected: list[tuple[int, str, str]] = []
     letters = list(dead_letters)
@@ -170,8 +275,11 @@ def write_batch(
                               " FROM STDIN") as copy:
                     copy.write(_copy_text(messages))
                 cur.execute(_CHECK_EXPAND_INSERT, {"skew": bounds.max_future_skew_s, "max_age": bounds.max_age_s})
-                events_in, events_stored, states_stored, rejected_json = cur.fetchone()
-            rejected = [tuple(r) for r in rejected_json]  # psycopg has parsed the json already
+                events_in, events_stored, states_stored, out_of_bounds, conflicts, raced = cur.fetchone()
+            if raced:
+                raise _SeqRace()
+            # psycopg has parsed the json already
+            rejected = sorted(tuple(r) for r in [*out_of_bounds, *conflicts])
             letters += [dead_letter_for(messages[i], reason=reason, detail=detail, payload_cap=payload_cap)
                         for i, reason, detail in rejected]
         if letters:

@@ -143,3 +143,38 @@ def get_storage_lag(conn: psycopg.Connection) -> StorageLag:
             " (SELECT count(*) FROM (SELECT DISTINCT device_key, day FROM rollup_dirty) d),"
             " (SELECT min(day) FROM rollup_dirty)").fetchone()
     return StorageLag(row[0], row[1], int(row[2]), row[3])
+
+
+@dataclass(frozen=True)
+class SeqGapDevice:
+    """A device whose stored seqs have holes: `missing` seqs between its lowest and highest were never stored."""
+
+    device_id: str
+    missing: int
+    min_seq: int
+    max_seq: int
+    seqs_stored: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SeqGaps:
+    """Sequence gaps across the fleet (loss at the broker or on the device, or messages not arrived yet)."""
+
+    devices_tracked: int
+    devices_with_gaps: int
+    missing_total: int
+    top: list[SeqGapDevice]
+
+
+def get_seq_gaps(conn: psycopg.Connection, *, top: int = 10) -> SeqGaps:
+    """Totals of missing seqs and the `top` devices with the most (from `device_seq_stats`, kept at commit)."""
+    with mapped_errors():
+        tracked, with_gaps, missing = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE missing > 0), coalesce(sum(missing), 0) FROM device_seq_stats"
+        ).fetchone()
+        rows = conn.execute(
+            "SELECT d.device_id, s.missing, s.min_seq, s.max_seq, s.seqs, s.updated_at FROM device_seq_stats s"
+            " JOIN devices d USING (device_key) WHERE s.missing > 0 ORDER BY s.missing DESC, d.device_id LIMIT %s",
+            (top,)).fetchall()
+    return SeqGaps(int(tracked), int(with_gaps), int(missing), [SeqGapDevice(*r) for r in rows])

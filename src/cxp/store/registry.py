@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -134,6 +135,45 @@ def list_device_identities(conn: psycopg.Connection) -> dict[str, DeviceIdentity
     with mapped_errors():
         rows = conn.execute("SELECT device_id, device_key, activated_at FROM devices").fetchall()
     return {device_id: DeviceIdentity(key, activated) for device_id, key, activated in rows}
+
+
+_UNKNOWN_TTL_S = 30.0  # how long an unknown device id is remembered before the registry is asked again
+
+
+class DeviceCache:
+    """Registered devices by id, as (device_key, activation epoch); misses go to the database, unknown ids are
+    remembered briefly. Its `lookup` is what contract validation asks."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[int, float]] = {}
+        self._unknown: dict[str, float] = {}
+        self.conn: psycopg.Connection | None = None
+
+    def load(self, conn: psycopg.Connection) -> None:
+        """Replace the cache with the registry's contents."""
+        self.conn = conn
+        self._known = {k: (v.device_key, v.activated_at.timestamp()) for k, v in list_device_identities(conn).items()}
+        self._unknown.clear()
+
+    @property
+    def size(self) -> int:
+        """How many registered devices are cached."""
+        return len(self._known)
+
+    def lookup(self, device_id: str) -> tuple[int, float] | None:
+        """The device's key and activation epoch, or None when it is not registered."""
+        found = self._known.get(device_id)
+        if found is not None:
+            return found
+        now = time.monotonic()
+        if self._unknown.get(device_id, 0.0) > now:
+            return None
+        identity = get_device_identity(self.conn, device_id=device_id)
+        if identity is None:
+            self._unknown[device_id] = now + _UNKNOWN_TTL_S
+            return None
+        self._known[device_id] = found = (identity.device_key, identity.activated_at.timestamp())
+        return found
 
 
 # ---------------------------------------------------------------------------------------------- reads and deletes

@@ -6,7 +6,7 @@ returns a typed result from analytics.models. No printing, no NaN: missing value
 module per capability; this package re-exports the public functions so callers have one import place.
 """
 
-from cxp.analytics.service.churn import list_churn_risk
+from cxp.analytics.service.churn import get_churn_model_inputs, list_churn_risk
 from cxp.analytics.service.disruptions import get_disruptions
 from cxp.analytics.service.engagement import get_engagement_rate
 from cxp.analytics.service.health import get_health, health_frames
@@ -32,5 +32,6 @@ __all__ = [
     "get_touchpoints",
     "get_voice",
     "health_frames",
+    "get_churn_model_inputs",
     "list_churn_risk",
 ]

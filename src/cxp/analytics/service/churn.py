@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
+from cxp.analytics.core import churn_model as core_model
 from cxp.analytics.core import disruptions as core_disruptions
 from cxp.analytics.core import early_warning as core_warning
 from cxp.analytics.core import segments as core_segments
@@ -75,6 +76,8 @@ def list_churn_risk(
     limit: int | None = None,
     include_churned: bool = False,
     weights: dict[str, float] | None = None,
+    score: Literal["fitted", "weighted"] = "fitted",
+    model: core_model.ChurnModel = core_model.DEFAULT_MODEL,
 ) -> ChurnRiskList:
     """Devices or accounts ranked by churn risk with reasons (core churn_risk): Theil–Sen slope of core uses in
     `bucket_days` buckets over the last `window_days` up to `query.end` (`query.start` is not used), days since
@@ -90,8 +93,68 @@ def list_churn_risk(
     week's use against the entity's own rate, and the experience of the last 14 days — failures weighted by what a
     failure of that touchpoint costs in satisfaction (its penalty, `touchpoint_classes` over the 56 days up to
     `query.end`), errors in detected incidents and support contacts — each named in the reasons. risk_score = the
-    weighted mean of the parts (`weights`, default core early_warning.DEFAULT_WEIGHTS).
+    weighted mean of the parts (`weights`, default core early_warning.DEFAULT_WEIGHTS) with score="weighted";
+    with score="fitted" (default) risk_score = 100 × the fitted model's probability of churn within its lead time
+    (core churn_model, `model`: DEFAULT_MODEL, 14 days); `weights` apply to score="weighted" only, and the
+    answer's weights are then the model's coefficients per standard deviation of each input.
     """
+    built = _risk_table(
+        conn,
+        query=query,
+        level=level,
+        window_days=window_days,
+        bucket_days=bucket_days,
+        rhythm=rhythm,
+        disruptions=disruptions,
+        include_churned=include_churned,
+        weights=weights,
+    )
+    if isinstance(built, ChurnRiskList):
+        return built
+    table, used, ranked, window, reason = built
+    if score == "fitted":
+        table["risk_score"] = 100.0 * core_model.churn_probability(inputs=core_model.model_inputs(table), model=model)
+        used = model.as_dict()
+    entries = _ranked_entries(table, info=ranked.set_index("entity_id"), limit=limit)
+    return ChurnRiskList(level=level, window=window, weights=used, entries=entries, reason=reason)
+
+
+@maps_numeric_errors
+def get_churn_model_inputs(
+    *, conn: psycopg.Connection, query: AnalyticsQuery = ALL_DEVICES, level: Literal["device", "account"] = "device"
+) -> pd.DataFrame:
+    """The fitted churn model's inputs (core churn_model.model_inputs) per device or account as of `query.end`,
+    churned ones left out: what `list_churn_risk` scores, for fitting a model on a fleet's own history."""
+    built = _risk_table(
+        conn,
+        query=query,
+        level=level,
+        window_days=28,
+        bucket_days=7,
+        rhythm="own",
+        disruptions="unrecovered",
+        include_churned=False,
+        weights=None,
+    )
+    if isinstance(built, ChurnRiskList):
+        return pd.DataFrame(columns=["entity_id", *core_model.MODEL_FEATURES])
+    return core_model.model_inputs(built[0])
+
+
+def _risk_table(
+    conn: psycopg.Connection,
+    *,
+    query: AnalyticsQuery,
+    level: Literal["device", "account"],
+    window_days: int,
+    bucket_days: int,
+    rhythm: Literal["own", "product"],
+    disruptions: Literal["unrecovered", "error_days", "none"],
+    include_churned: bool,
+    weights: dict[str, float] | None,
+) -> ChurnRiskList | tuple[pd.DataFrame, dict[str, float], pd.DataFrame, Window, str | None]:
+    """The risk table with every part (weighted score), the weights used, the ranked entities' info, the window
+    and the reason; or the empty answer when there is nothing to rank."""
     resolved = resolve_window(conn, query=query.ending(query.end), default_days=window_days)
     if resolved is None:
         return ChurnRiskList(
@@ -216,8 +279,7 @@ def list_churn_risk(
     table, used = core_warning.combine_risk(
         risk=risk.table, parts=[drop, failures, satisfaction, experience], weights=weights
     )
-    entries = _ranked_entries(table, info=ranked.set_index("entity_id"), limit=limit)
-    return ChurnRiskList(level=level, window=window, weights=used, entries=entries, reason=risk.reason)
+    return table, used, ranked, window, risk.reason
 
 
 def _experience_events(

@@ -15,8 +15,10 @@ from cxp.api.schemas import CSV_RESPONSES, FormatQuery, Page, csv_response
 from cxp.store.leader import get_leader
 from cxp.store.ops import (
     DeadLetter,
+    SeqGaps,
     StorageLag,
     count_dead_letters_by_reason,
+    get_seq_gaps,
     get_storage_lag,
     list_dead_letters,
     list_gateway_throughput,
@@ -54,6 +56,7 @@ class IngestStatus(BaseModel):
                                            " did not report a clean stop (killed, hung, or cut off from the database)")
     storage: StorageLag
     dead_letters_by_reason: dict[str, int]
+    sequence_gaps: SeqGaps
 
 
 @router.get("/status", response_model=IngestStatus, summary="Throughput, lag and dead letters by reason")
@@ -62,8 +65,11 @@ def get_ingest_status(
     conn: LightConnDep,
     window_s: Annotated[int, Query(ge=10, le=3600, description="Seconds the rates are measured over")] = 60,
     since: Annotated[AwareDatetime | None, Query(description="Count dead letters received since")] = None,
+    gap_devices: Annotated[int, Query(ge=0, le=1000, description="Devices with the most missing seqs shown")] = 10,
 ) -> IngestStatus:
-    """Each gateway's rates over the last `window_s`, publish→commit latency, rollup backlog, dead letters."""
+    """Each gateway's rates over the last `window_s`, publish→commit latency, rollup backlog, dead letters, and
+    sequence gaps: per device, the seqs between its lowest and highest stored that never arrived (lost at the broker
+    or on the device; a late message fills its gap)."""
     gateways = []
     for g in list_gateway_throughput(conn, window_s=window_s):
         state = g.state
@@ -77,7 +83,8 @@ def get_ingest_status(
     return IngestStatus(gateways=gateways, leader=leader.name if leader else None,
                         gateways_running=sum(g.state == "running" for g in gateways),
                         gateways_dead=sum(g.state == "dead" for g in gateways), storage=get_storage_lag(conn),
-                        dead_letters_by_reason=count_dead_letters_by_reason(conn, since=since))
+                        dead_letters_by_reason=count_dead_letters_by_reason(conn, since=since),
+                        sequence_gaps=get_seq_gaps(conn, top=gap_devices))
 
 
 @router.get("/dead-letters", response_model=Page[DeadLetter], responses=CSV_RESPONSES,

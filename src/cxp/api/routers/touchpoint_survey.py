@@ -110,7 +110,10 @@ def _store(conn: Any, body: JsonOrCsv) -> SurveyOut:
     openapi_extra=json_or_csv_openapi(
         SurveyIn, "product_id,touchpoint,importance,quality,respondents,scale_min,scale_max"
     ),
-    responses={415: {"model": ErrorBody, "description": "Unsupported content type"}},
+    responses={
+        400: {"model": ErrorBody, "description": "The multipart body could not be parsed"},
+        415: {"model": ErrorBody, "description": "Unsupported content type"},
+    },
 )
 async def put_touchpoint_survey(_: ProductKey, conn: ConnDep, body: JsonOrCsvDep) -> SurveyOut:
     """JSON `{"rows": [...]}` or a CSV upload; every product present replaces its earlier table; all rows or none."""

@@ -69,12 +69,18 @@ def _ensure(conn: Any, params: dict[str, Any], out: Any) -> None:
 def seed_figures(conn: Any, params: dict[str, Any]) -> dict[str, str]:
     """The recovery figures of one loaded truth fleet, as printable lines."""
     from scipy import stats as sps
-    from sklearn.metrics import roc_auc_score
 
     from cxp.analytics import service
     from cxp.analytics.query import AnalyticsQuery
     from cxp.device_sim import build_fleet
-    from cxp.tools.truth import match_incidents, planted_incidents
+    from cxp.tools.truth import (
+        auc_with_ci,
+        churn_truth,
+        churned_within,
+        match_incidents,
+        planted_incidents,
+        still_active,
+    )
 
     fleet = build_fleet(**params)
     lines: dict[str, str] = {}
@@ -111,32 +117,27 @@ def seed_figures(conn: Any, params: dict[str, Any]) -> dict[str, str]:
         f" Spearman {rho:.2f} over {len(derived)}; brew-c3/descale {descale['quadrant']}"
         f" (importance {descale['importance']:.2f})"
     )
-    ground = pd.DataFrame(
-        conn.execute(
-            "SELECT g.device_id, g.churn_at, d.activated_at FROM sim_ground_truth g JOIN devices d USING (device_id)"
-        ).fetchall(),
-        columns=["device_id", "churn_at", "activated_at"],
-    ).set_index("device_id")
-    aucs = []
+    truth = churn_truth(conn)
+    aucs: dict[str, list[list[tuple[float, float, float]]]] = {"fitted": [], "weighted": []}
     for days in (14, 21, 28):
         as_of = (params["start"] + timedelta(days=days)).date()
         cut = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
-        scores = pd.Series(
-            {
-                e.entity_id: e.risk_score
-                for e in service.list_churn_risk(conn=conn, query=AnalyticsQuery(end=as_of)).entries
-            }
+        ids = list(still_active(truth, cut).index)
+        for score in aucs:
+            ranking = service.list_churn_risk(conn=conn, query=AnalyticsQuery(end=as_of), score=score)
+            scores = pd.Series({e.entity_id: e.risk_score for e in ranking.entries})
+            aucs[score].append(
+                [auc_with_ci(churned_within(truth, ids, cut, lead), scores[ids].to_numpy()) for lead in (7, 14, 28)]
+            )
+    for score, table in aucs.items():
+        lines[f"churn AUC 7/14/28 d ({score})"] = (
+            "; ".join(
+                f"as of day {d}: " + " / ".join(f"{a:.2f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in row)
+                for d, row in zip((14, 21, 28), table, strict=True)
+            )
+            + "; mean "
+            + " / ".join(f"{m:.2f}" for m in np.mean([[a for a, _, _ in row] for row in table], axis=0))
         )
-        churn_at = pd.to_datetime(ground["churn_at"], utc=True)
-        active = ground[(pd.to_datetime(ground["activated_at"], utc=True) < cut) & ~(churn_at < cut)].index
-        ids = [i for i in active if i in scores.index]
-        aucs.append([roc_auc_score(churn_at[ids] < cut + pd.Timedelta(days=lead), scores[ids]) for lead in (7, 14, 28)])
-    lines["churn AUC 7/14/28 d"] = (
-        "; ".join(
-            f"as of day {d}: " + " / ".join(f"{a:.2f}" for a in row) for d, row in zip((14, 21, 28), aucs, strict=True)
-        )
-        + f"; mean {' / '.join(f'{m:.2f}' for m in np.mean(aucs, axis=0))}"
-    )
     csat = next((p for p in report.paradox if p.metric == "csat"), None)
     lines["paradox"] = f"planted {params['recovery_paradox']}: {report.recovery_paradox}" + (
         f", CSAT {csat.difference:+.2f} [{csat.ci_low:+.2f}, {csat.ci_high:+.2f}]"
@@ -144,6 +145,34 @@ def seed_figures(conn: Any, params: dict[str, Any]) -> dict[str, str]:
         else ""
     )
     return lines
+
+
+FIT_DAYS = range(10, 33)  # as-of days of the training fleet: 14-day outcomes all inside its 42 days
+
+
+def fit_model(conn: Any, params: dict[str, Any], *, lead_days: int = 14) -> Any:
+    """Fit the churn model (core churn_model) on one truth fleet: the inputs of the devices still active as of
+    each day in FIT_DAYS, labelled churned within `lead_days` (as lived)."""
+    from cxp.analytics import service
+    from cxp.analytics.core.churn_model import fit_churn_model
+    from cxp.analytics.query import AnalyticsQuery
+    from cxp.tools.truth import churn_truth, churned_within, still_active
+
+    truth = churn_truth(conn)
+    frames, labels = [], []
+    for days in FIT_DAYS:
+        as_of = (params["start"] + timedelta(days=days)).date()
+        cut = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
+        inputs = service.get_churn_model_inputs(conn=conn, query=AnalyticsQuery(end=as_of)).set_index("entity_id")
+        ids = [i for i in still_active(truth, cut).index if i in inputs.index]
+        frames.append(inputs.loc[ids].reset_index())
+        labels.append(churned_within(truth, ids, cut, lead_days))
+    return fit_churn_model(
+        inputs=pd.concat(frames, ignore_index=True),
+        churned=np.concatenate(labels),
+        lead_days=lead_days,
+        trained_on=f"truth fleet seed {params['seed']}, as-of days {FIT_DAYS.start}-{FIT_DAYS.stop - 1}",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,15 +190,24 @@ def main(argv: list[str] | None = None) -> None:
         default="cxp_bench_truth",
         help="database name prefix (+ seed); cxp_test_truth reuses the test suite's truth fleets",
     )
+    parser.add_argument(
+        "--fit-seed",
+        type=int,
+        default=None,
+        help="fit the churn model on this seed's fleet (use a seed outside --seeds) and print it for DEFAULT_MODEL",
+    )
     args = parser.parse_args(argv)
     env = Settings()
-    for seed in args.seeds:
+    for seed in args.seeds if args.fit_seed is None else [args.fit_seed]:
         settings = env.model_copy(update={"db": env.db.model_copy(update={"name": f"{args.db_prefix}{seed}"})})
         start_stack(settings)
         params = fleet_params(seed, paradox=seed in args.paradox_seeds)
         with connect(settings.db, autocommit=True) as conn:
             apply_migrations(conn)
             _ensure(conn, params, lambda line: print(line, flush=True))
+            if args.fit_seed is not None:
+                print(repr(fit_model(conn, params)), flush=True)
+                continue
             print(f"seed {seed}: 300 devices × 42 days, brew-c3/descale failing, paradox {params['recovery_paradox']}")
             for key, value in seed_figures(conn, params).items():
                 print(f"  {key}: {value}", flush=True)

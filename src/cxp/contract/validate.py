@@ -1,7 +1,8 @@
-"""Pure validation of one telemetry message against the contract and the registry.
+"""Pure validation of one telemetry message against the contract, given a lookup of registered devices.
 
-Time bounds (future timestamps, events before activation or past retention) are checked by the
-store in the same SQL statement that expands the events, where they cost nothing per event.
+The gateway's writer and the dead-letter replay both use it. Time bounds (future timestamps, events before
+activation or past retention) and seq identity are checked by the store in the same SQL statement that expands
+the events, where they cost nothing per event.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from typing import NamedTuple
 
 from pydantic import ValidationError
 
-from cxp.contract import batch_adapter, device_id_from_topic
-from cxp.store.registry import DeviceIdentity
+from cxp.contract.models import batch_adapter
+from cxp.contract.topics import device_id_from_topic
+
+# device id -> (device_key, activation epoch seconds), or None when the device is not registered
+DeviceLookup = Callable[[str], tuple[int, float] | None]
 
 
 class Reason(StrEnum):
@@ -84,7 +88,7 @@ def validate_message(
     *,
     topic: str,
     payload: bytes,
-    lookup_device: Callable[[str], tuple[DeviceIdentity, float] | None],
+    lookup_device: DeviceLookup,
     max_payload_bytes: int,
     topic_prefix: str = "devices",
 ) -> Accepted | Rejected:
@@ -109,6 +113,6 @@ def validate_message(
     found = lookup_device(device_id)
     if found is None:
         return Rejected(Reason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered", device_id)
-    identity, activated_epoch = found
-    return Accepted(device_id, identity.device_key, activated_epoch, len(batch.events), batch.sent_at,
+    device_key, activated_epoch = found
+    return Accepted(device_id, device_key, activated_epoch, len(batch.events), batch.sent_at,
                     batch_adapter().dump_json(batch))
