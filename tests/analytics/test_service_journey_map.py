@@ -31,3 +31,26 @@ def test_journey_map_of_the_error_prone_product(fleet_conn, loaded_fleet: Loaded
     assert any(c.csat is not None and c.csat_n > 0 for c in m.cells)
     for c in m.cells:
         assert c.reach is None or 0 <= c.reach <= 1
+
+
+def test_journey_map_of_one_persona_covers_its_devices_only(fleet_conn, loaded_fleet: LoadedFleet) -> None:
+    query = AnalyticsQuery(product="thermo-x1")
+    personas = service.get_segments(conn=fleet_conn, query=query, days=56, with_health=False)
+    persona = personas.segments[0]
+    members = {d for d, name in personas.assignments.items() if name == persona.name}
+    whole = service.get_journey_map(conn=fleet_conn, query=query, days=56)
+    narrowed = service.get_journey_map(conn=fleet_conn, query=query, days=56, persona=persona.name)
+    assert_no_nan(narrowed)
+    assert narrowed.reason is None and narrowed.persona == persona.name and narrowed.cells
+    by_touchpoint = {c.touchpoint: c for c in whole.cells}
+    for c in narrowed.cells:
+        assert c.devices <= min(len(members), by_touchpoint[c.touchpoint].devices)
+    # every persona member is a thermo-x1 device; the funnel counts only them
+    funnel = [s for s in narrowed.stages if s.lifecycle_stage is not None]
+    assert funnel and all(s.devices <= len(members) for s in funnel)
+    assert sum(c.devices for c in narrowed.cells) < sum(c.devices for c in whole.cells)
+
+
+def test_unknown_persona_says_not_enough_data(fleet_conn) -> None:
+    m = service.get_journey_map(conn=fleet_conn, query=AnalyticsQuery(product="thermo-x1"), persona="Nobody at all")
+    assert m.cells == () and "not enough data" in m.reason and "Nobody at all" in m.reason

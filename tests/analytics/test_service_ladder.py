@@ -40,8 +40,9 @@ def test_levels_follow_the_catalogue_and_shares_are_consistent(ladder: LadderRep
 
 
 def test_climbers_are_healthier(ladder: LadderReport, loaded_fleet: LoadedFleet) -> None:
-    # The ladder is not planted in the simulator yet (see docs/analytics.md): climbing follows the personas'
-    # feature mix, so climbers are healthier; the churn contrast is reported but has no planted direction.
+    # The seed-7 proof fleet is built without the ladder plant: climbing follows the personas' feature mix, so
+    # climbers are healthier; its churn contrast has no planted direction (test_service_ladder_planted.py proves
+    # the planted ladder, churn included, on fleets built with `ladder=True`).
     compared = [c for c in ladder.contrasts if c.health.difference is not None]
     for c in ladder.contrasts:
         print(c.product_id, c.climbers, c.others, c.health, c.churn)

@@ -62,3 +62,19 @@ def test_journey_map_json_and_csv(fleet_api) -> None:
     text = fleet_api.get("/v1/experience/journey-map?product=thermo-x1&days=3650&format=csv", role="product")
     rows = list(csv.DictReader(io.StringIO(text.text)))
     assert len(rows) == len(body["cells"]) and {"stage", "touchpoint", "reach", "performance", "csat"} <= set(rows[0])
+
+
+def test_referrals_json_csv_and_role(fleet_api, fleet_conn) -> None:
+    body = fleet_api.get("/v1/experience/referrals?by=product&by=segment&weeks=8", role="product").json()
+    expected = service.get_referrals(conn=fleet_conn, by=("product", "segment"), weeks=8)
+    assert body["by"] == ["product", "segment"] and len(body["groups"]) == len(expected.groups) > 0
+    got = {(g["key"]["product"], g["key"]["segment"]): g for g in body["groups"]}
+    for e in expected.groups:
+        row = got[(e.key["product"], e.key["segment"])]
+        assert (row["referrals"], row["devices"], row["nps_n"]) == (e.referrals, e.devices, e.nps_n)
+    text = fleet_api.get("/v1/experience/referrals?by=cohort&weeks=8&format=csv", role="product")
+    rows = list(csv.DictReader(io.StringIO(text.text)))
+    assert rows and {"cohort", "referrals", "rate_per_100_weeks", "earned_new_devices", "nps", "nps_n"} <= set(rows[0])
+    assert fleet_api.get("/v1/experience/referrals", role="pricing").status_code == 403
+    bad = fleet_api.get("/v1/experience/referrals?by=touchpoint", role="product")
+    assert bad.status_code == 422 and bad.json()["error"]["details"][0]["loc"][:2] == ["query", "by"]

@@ -134,3 +134,38 @@ class JourneyMap:
     cells: tuple[JourneyMapCell, ...]
     definitions: dict[str, str] = field(default_factory=dict)
     reason: str | None = None
+    persona: str | None = None  # the persona the map was narrowed to, if any
+
+
+# ---------------------------------------------------------------- referrals (earned growth, analytics half)
+
+
+@dataclass(frozen=True)
+class ReferralGroup:
+    """Referrals, earned (referred) new customers and NPS of one group (product, segment, activation cohort)."""
+
+    key: dict[str, str]
+    devices: int
+    customer_weeks: float
+    referrals: int
+    rate_per_100_weeks: float | None
+    ci_low: float | None
+    ci_high: float | None
+    new_devices: int  # activated in the window
+    earned_new_devices: int  # of which came by referral
+    nps: float | None
+    nps_n: int
+
+
+@dataclass(frozen=True)
+class ReferralReport:
+    """Referral behaviour per group next to the group's NPS, and whether the NPS predicts it across groups."""
+
+    window: Window
+    by: tuple[str, ...]
+    groups: tuple[ReferralGroup, ...]
+    # Spearman rank correlation of NPS and referral rate across the groups with enough answers and devices
+    nps_rate_correlation: float | None
+    correlation_groups: int
+    definitions: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None

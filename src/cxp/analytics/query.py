@@ -19,6 +19,8 @@ class AnalyticsQuery:
     segment: str | None = None
     account: str | None = None
     device: str | None = None
+    # A set of device ids (e.g. the members of one persona); None = no such restriction.
+    devices: frozenset[str] | None = None
     start: date | None = None
     end: date | None = None
 
@@ -29,7 +31,13 @@ class AnalyticsQuery:
     @property
     def is_all_devices(self) -> bool:
         """No device filter: every registered device."""
-        return self.product is None and self.segment is None and self.account is None and self.device is None
+        return (
+            self.product is None
+            and self.segment is None
+            and self.account is None
+            and self.device is None
+            and self.devices is None
+        )
 
     def ending(self, end: date | None) -> AnalyticsQuery:
         """The same scope over the default period ending `end` (no explicit start)."""

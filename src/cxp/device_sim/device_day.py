@@ -33,6 +33,8 @@ from cxp.device_sim.kano import (
     PROMPT_PROB,
     churn_hazard,
 )
+from cxp.device_sim.ladder import CLIMBER_CHURN_FACTOR
+from cxp.device_sim.referrals import referral_factor
 from cxp.device_sim.specs import Touchpoint, poisson
 
 MINUTE_MS = 60_000
@@ -132,6 +134,8 @@ class DeviceDay:
             recent_support=st.recent_support,
             sensitivity=ctx.persona.error_sensitivity * ctx.fleet.experience_churn,
         )
+        if ctx.ladder is not None and ctx.ladder.climber:
+            p *= CLIMBER_CHURN_FACTOR
         if p <= 0.0 or self.day_start < ctx.t0:
             return
         # Its own RNG, so that a device without failures lives exactly the day it would without the hazard.
@@ -189,6 +193,8 @@ class DeviceDay:
                 hour = rng.choices(range(24), cum_weights=ctx.hour_cum)[0]
                 ts = day_start + hour * HOUR_MS + int(rng.random() * HOUR_MS)
                 tp = rng.choices(ctx.session_tps, cum_weights=ctx.session_cum)[0]
+                if ctx.ladder is not None:
+                    tp = ctx.ladder.resolve(tp, ts)
                 if ts >= lo and (ctx.churn_ms is None or ts < ctx.churn_ms):
                     times.append(ts)
                     self.push(ts, ("use", tp))
@@ -218,7 +224,10 @@ class DeviceDay:
             some = times[int(rng.random() * len(times))]
             if rng.random() < persona.plan_change_prob_week / 7 / ctx.p_active:
                 self.push(some + int(rng.random() * 10 * MINUTE_MS), ("plan",))
-            if rng.random() < persona.referral_prob_week / 7 / ctx.p_active:
+            refer = persona.referral_prob_week / 7 / ctx.p_active
+            if ctx.fleet.referral_experience:
+                refer *= referral_factor(recent_err=st.recent_err, recent_incident=st.recent_incident)
+            if rng.random() < refer:
                 self.push(some + int(rng.random() * 20 * MINUTE_MS), ("refer",))
             if rng.random() < persona.survey_prob_week / 7 / ctx.p_active:
                 self.push(max(times) + int((2 + 28 * rng.random()) * MINUTE_MS), ("survey", None))

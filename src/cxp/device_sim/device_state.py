@@ -7,6 +7,7 @@ from typing import Any
 
 from cxp.device_sim.fleet import DAY_MS, Device, DeviceProfile, Fleet, Incident, to_ms
 from cxp.device_sim.kano import TouchpointTruth, touchpoint_truth
+from cxp.device_sim.ladder import DeviceLadder, device_ladder
 from cxp.device_sim.personas import Persona
 from cxp.device_sim.specs import Product, Touchpoint
 
@@ -53,6 +54,8 @@ class DeviceContext:
     churn_kind: str | None
     churn_cause: str | None
     gauge_cycle: dict[int, tuple[tuple[str, float, float, int], ...]] = field(default_factory=dict)
+    # The planted capability ladder (fleets built with `ladder=True`): which levels are unlocked when.
+    ladder: DeviceLadder | None = None
 
 
 @dataclass(slots=True)
@@ -145,6 +148,16 @@ def build_context(fleet: Fleet, device: Device) -> DeviceContext:
         truth=touchpoint_truth(product),
         churn_kind=profile.churn_kind,
         churn_cause="persona" if churn_ms is not None else None,
+        ladder=device_ladder(
+            seed=fleet.seed,
+            device_id=device.device_id,
+            product=product,
+            t0_ms=t0,
+            end_ms=to_ms(fleet.end),
+            session=session,
+        )
+        if fleet.ladder
+        else None,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from cxp.contract.models import Severity
 from cxp.device_sim.catalogue import CATALOGUE, catalogue_by_model
 from cxp.device_sim.errors import ConfigError
+from cxp.device_sim.ladder import CLIMBER_CHURN_FACTOR, planted_climber, unlock_days
 from cxp.device_sim.personas import PERSONAS, Persona, personas_by_name
 from cxp.device_sim.specs import Product
 
@@ -156,6 +157,10 @@ class Fleet:
     experience_churn: float = 1.0
     # Whether an excellent recovery after a mild incident failure lifts later satisfaction (device_sim/kano.py).
     recovery_paradox: bool = False
+    # Whether the smart-capability ladder is planted (device_sim/ladder.py).
+    ladder: bool = False
+    # Whether referrals depend on the customer's recent failures (device_sim/referrals.py).
+    referral_experience: bool = False
     _by_id: dict[str, Device] = field(default_factory=dict, init=False, repr=False, compare=False)
     _accounts_by_id: dict[str, Account] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -202,6 +207,8 @@ class Fleet:
             "experiment_salt": self.experiment_salt,
             "experience_churn": self.experience_churn,
             "recovery_paradox": self.recovery_paradox,
+            "ladder": self.ladder,
+            "referral_experience": self.referral_experience,
             "products": list(self.products),
             "personas": list(self.personas),
         }
@@ -339,6 +346,8 @@ def build_fleet(
     experiment_salt: str = "exp-1",
     experience_churn: float = 1.0,
     recovery_paradox: bool = False,
+    ladder: bool = False,
+    referral_experience: bool = False,
 ) -> Fleet:
     """Build a deterministic fleet: same arguments, same fleet; device i does not depend on `devices`.
 
@@ -347,6 +356,8 @@ def build_fleet(
     `experience_churn` scales the daily churn hazard that failures, incidents and effort add (0: off).
     `recovery_paradox` plants the service recovery paradox: an excellent incident recovery after a mild failure
     lifts the device's later satisfaction above its no-failure level (kano.PARADOX_*).
+    `ladder` plants the smart-capability ladder: levels unlock over time, climbers churn less (device_sim/ladder.py).
+    `referral_experience` makes referrals rarer after failures (device_sim/referrals.py).
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError("seed must be an int")
@@ -396,6 +407,7 @@ def build_fleet(
                 persona_names,
                 persona_shares,
                 experiment_salt,
+                ladder,
             )
             devs.append(dev)
             profiles.append(prof)
@@ -416,6 +428,8 @@ def build_fleet(
         experiment_salt=experiment_salt,
         experience_churn=experience_churn,
         recovery_paradox=bool(recovery_paradox),
+        ladder=bool(ladder),
+        referral_experience=bool(referral_experience),
     )
 
 
@@ -439,6 +453,7 @@ def _device(
     persona_names: list[str],
     persona_shares: list[float],
     salt: str,
+    ladder: bool = False,
 ) -> tuple[Device, DeviceProfile]:
     rng = random.Random(stable_seed(seed, "device", i))
     weights = [by_model[m].smb_weight if acc.segment == "smb" else by_model[m].consumer_weight for m in models]
@@ -465,6 +480,9 @@ def _device(
     p_churn = min(0.95, persona.churn_prob * device_factor**0.7)
     timeline_start = max(start, activated)
     remaining = end - timeline_start
+    unlocks = unlock_days(seed=seed, device_id=device_id, timeline_days=remaining / timedelta(days=1)) if ladder else {}
+    if unlocks and planted_climber(product=product, unlocks=unlocks):
+        p_churn *= CLIMBER_CHURN_FACTOR
     churns = rng.random() < p_churn and remaining >= timedelta(days=6)
     churn_frac = 0.45 + 0.45 * rng.random()
     kind_draw = rng.random()

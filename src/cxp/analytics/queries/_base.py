@@ -50,6 +50,9 @@ def _scoped_devices_sql(scope: AnalyticsQuery) -> tuple[sql.Composable, dict[str
         if value is not None:
             where.append(sql.SQL("{} = {}").format(sql.Identifier(*column), sql.Placeholder(f"scope_{name}")))
             params[f"scope_{name}"] = value
+    if scope.devices is not None:
+        where.append(sql.SQL("d.device_id = ANY({})").format(sql.Placeholder("scope_devices")))
+        params["scope_devices"] = sorted(scope.devices)
     body = sql.SQL(
         "SELECT d.device_key, d.device_id, d.product_id, d.account_id, a.segment, d.activated_at,"
         " p.expected_active_days_per_week::float8 AS expected_active_days_per_week, p.heartbeat_interval_s"

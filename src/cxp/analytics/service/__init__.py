@@ -13,6 +13,7 @@ from cxp.analytics.service.health import get_health, health_frames
 from cxp.analytics.service.journey import get_journey
 from cxp.analytics.service.journey_map import get_journey_map
 from cxp.analytics.service.ladder import get_capability_ladder
+from cxp.analytics.service.referrals import get_referrals
 from cxp.analytics.service.report import get_fleet_report
 from cxp.analytics.service.segments import get_segments
 from cxp.analytics.service.touchpoints import get_touchpoints
@@ -26,6 +27,7 @@ __all__ = [
     "get_health",
     "get_journey",
     "get_journey_map",
+    "get_referrals",
     "get_segments",
     "get_touchpoints",
     "get_voice",

@@ -7,6 +7,8 @@ voice by touchpoint (CSAT), the lifecycle funnel (drop-off between post-purchase
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import psycopg
 
 from cxp.analytics.errors import maps_numeric_errors
@@ -15,6 +17,7 @@ from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import empty_window
 from cxp.analytics.service.disruptions import get_disruptions
 from cxp.analytics.service.journey import get_journey
+from cxp.analytics.service.segments import get_segments
 from cxp.analytics.service.touchpoints import get_touchpoints
 from cxp.analytics.service.voice import get_voice
 
@@ -31,14 +34,37 @@ DEFINITIONS = {
 }
 
 
+def _persona_scope(
+    conn: psycopg.Connection, *, query: AnalyticsQuery, days: int, persona: str
+) -> tuple[AnalyticsQuery | None, str | None]:
+    """The scope narrowed to the devices of one persona (the personas of the same scope and window), or None and
+    why when the persona is unknown or empty."""
+    segments = get_segments(conn=conn, query=query, days=days, with_health=False)
+    members = frozenset(d for d, name in segments.assignments.items() if name == persona)
+    if not members:
+        known = ", ".join(sorted({s.name for s in segments.segments})) or "none"
+        return None, f"not enough data: no device of persona {persona!r} in this scope (personas: {known})"
+    return replace(query, devices=members), None
+
+
 @maps_numeric_errors
-def get_journey_map(*, conn: psycopg.Connection, query: AnalyticsQuery = ALL_DEVICES, days: int = 56) -> JourneyMap:
+def get_journey_map(
+    *, conn: psycopg.Connection, query: AnalyticsQuery = ALL_DEVICES, days: int = 56, persona: str | None = None
+) -> JourneyMap:
     """The journey map of the scope: one column per journey stage (post-purchase per lifecycle stage), one row
     per touchpoint met there, each with reach, performance and satisfaction, the stage's pain points and the
-    drop-off to the next stage."""
+    drop-off to the next stage. `persona` (a name from the personas service over the same scope and window)
+    narrows the scope to that persona's devices."""
+    if persona is not None:
+        narrowed, reason = _persona_scope(conn, query=query, days=days, persona=persona)
+        if narrowed is None:
+            return JourneyMap(empty_window(), (), (), DEFINITIONS, reason, persona=persona)
+        query = narrowed
     touchpoints = get_touchpoints(conn=conn, query=query, days=days)
     if not touchpoints.touchpoints:
-        return JourneyMap(touchpoints.window or empty_window(), (), (), DEFINITIONS, "not enough data: no touchpoints")
+        return JourneyMap(
+            touchpoints.window or empty_window(), (), (), DEFINITIONS, "not enough data: no touchpoints", persona
+        )
     voice = get_voice(conn=conn, query=query, by=("product", "touchpoint"), days=days)
     csat = {(g.key.get("product"), g.key.get("touchpoint")): g.csat for g in voice.groups}
     incidents = get_disruptions(conn=conn, query=query, days=days).incidents
@@ -100,4 +126,4 @@ def get_journey_map(*, conn: psycopg.Connection, query: AnalyticsQuery = ALL_DEV
             )
         if not counts:
             stages.append(JourneyMapStage(stage, None, None, None, tuple(pains), note=funnel.reason))
-    return JourneyMap(touchpoints.window, tuple(stages), tuple(cells), DEFINITIONS)
+    return JourneyMap(touchpoints.window, tuple(stages), tuple(cells), DEFINITIONS, persona=persona)

@@ -70,6 +70,8 @@ LINKS = (
     ("/dashboard/touchpoints", "Touchpoints", "Importance–performance chart: where to concentrate.", "product"),
     ("/dashboard/journey", "Journey", "Funnel from registration to habitual use, by cohort; time to value.",
      "product"),
+    ("/dashboard/journey-map", "Journey map", "Stages × touchpoints: reach, performance, satisfaction, pain, drop-off;"
+     " SVG for the wall.", "product"),
     ("/dashboard/disruptions", "Disruptions", "Incidents, error spikes, recovery times and their effect.",
      "product"),
     ("/dashboard/pricing", "Pricing models", "Revenue models side by side: revenue, bills, shock, winners/losers.",

@@ -131,6 +131,7 @@ NAV = (
     ("health", "/dashboard/health", "Health", "product"),
     ("touchpoints", "/dashboard/touchpoints", "Touchpoints", "product"),
     ("journey", "/dashboard/journey", "Journey", "product"),
+    ("journey-map", "/dashboard/journey-map", "Journey map", "product"),
     ("disruptions", "/dashboard/disruptions", "Disruptions", "product"),
     ("alerts", "/dashboard/alerts", "Alerts", "product"),
     ("pricing", "/dashboard/pricing", "Pricing", "pricing"),

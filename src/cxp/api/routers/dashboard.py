@@ -23,6 +23,7 @@ from cxp.api.dashboard import assets, pages
 from cxp.api.dashboard.alerts import alerts_page
 from cxp.api.dashboard.comparison import comparison_plan_ids, model_comparison
 from cxp.api.dashboard.decisions import decisions_page
+from cxp.api.dashboard.journey_map import journey_map_page, journey_map_svg
 from cxp.api.dashboard.render import HEADERS, Html, Viewer, el, filter_form, may_see, page, safe_next
 from cxp.api.deps import (
     LEGACY_KEY_COOKIE,
@@ -317,6 +318,57 @@ def journey(key: DashboardProductKey, cached: DashboardCachedDep, product: Produ
     """Lifecycle funnel, cohorts and time to first value."""
     return _days_page(key, cached, service=analytics.get_journey, render=pages.journey, title="Journey",
                       active="journey", product=product, days=days)
+
+
+Text = Annotated[str | None, Query(max_length=200)]
+
+
+def _journey_map(cached: Cached, *, product: str | None, segment: str | None, persona: str | None, days: int):
+    query = AnalyticsQuery(product=product or None, segment=segment or None)
+    return cached.service(analytics.get_journey_map, query=query, days=days, persona=persona or None)
+
+
+def _map_title(product: str | None, segment: str | None, persona: str | None) -> str:
+    scope = [f"product {product}" if product else "all products"]
+    scope += [f"segment {segment}"] if segment else []
+    scope += [f"persona {persona}"] if persona else []
+    return "Journey map · " + ", ".join(scope)
+
+
+@router.get("/journey-map")
+def journey_map(request: Request, key: DashboardProductKey, cached: DashboardCachedDep, product: Product = None,
+                segment: Text = None, persona: Text = None,
+                days: Annotated[int, Query(ge=7, le=3660)] = 56) -> HTMLResponse:
+    """Stages × touchpoints with reach, performance, satisfaction, pain points and drop-off, for a product, a segment
+    or a persona; the same map as a standalone SVG at /dashboard/journey-map/svg."""
+    m = _journey_map(cached, product=product, segment=segment, persona=persona, days=days)
+    scope = AnalyticsQuery(product=product or None, segment=segment or None)
+    personas = cached.service(analytics.get_segments, query=scope, days=days, with_health=False)  # names only
+    names = sorted({s.name for s in personas.segments} | ({persona} if persona else set()))
+    extra = (el("label", "Segment ", el("input", type="text", name="segment", value=segment or "", size=10)),
+             el("label", "Persona ", el("select", el("option", "All personas", value="", selected=not persona),
+                                        *(el("option", n, value=n, selected=n == persona) for n in names),
+                                        name="persona")))
+    filters = filter_form(products=_product_ids(cached), product=product, span_name="days", span_value=days,
+                          span_label="Days", extra=extra)
+    svg_href = "/dashboard/journey-map/svg" + (f"?{request.url.query}" if request.url.query else "")
+    title = _map_title(product, segment, persona)
+    body = journey_map_page(m, svg=journey_map_svg(m, title=title), svg_href=svg_href)
+    return _html(page(title="Journey map", active="journey-map", viewer=_viewer(key), body=body, filters=filters,
+                      subtitle=title.removeprefix("Journey map · ")))
+
+
+@router.get("/journey-map/svg")
+def journey_map_image(key: DashboardProductKey, cached: DashboardCachedDep, product: Product = None,
+                      segment: Text = None, persona: Text = None,
+                      days: Annotated[int, Query(ge=7, le=3660)] = 56) -> Response:
+    """The journey map as a standalone SVG file (to print or put on a wall)."""
+    title = _map_title(product, segment, persona)
+    m = _journey_map(cached, product=product, segment=segment, persona=persona, days=days)
+    return Response(journey_map_svg(m, title=title), media_type="image/svg+xml",
+                    headers={"Content-Disposition": 'inline; filename="journey-map.svg"', "Cache-Control": "no-store",
+                             "X-Content-Type-Options": "nosniff",
+                             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
 
 
 @router.get("/disruptions")
