@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 GROUP_ROLE = {"experience": "product", "pricing": "pricing", "registry": "admin", "ingest": "admin",
               "credentials": "admin", "provisioning": "admin", "alerts": "product", "alert-rules": "admin",
-              "dead-letters": "admin"}
+              "dead-letters": "admin", "imports": "admin"}
 # Authenticated by a device's provisioning key, not an API key (tests/api/test_credentials_api.py).
 DEVICE_ROUTES = {"/v1/provision"}
 
