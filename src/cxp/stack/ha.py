@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -33,6 +34,7 @@ from cxp.stack.local import (
 )
 
 SCOPE = "cxp-ha"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -297,21 +299,32 @@ def start_member(settings: Settings, name: str) -> None:
 
 
 def stop_ha(settings: Settings, *, timeout_s: float = 60.0) -> None:
-    """Stop every member (Patroni stops its PostgreSQL on SIGTERM), then etcd."""
+    """Stop the standbys, then the primary (a synchronous standby waits for its primary to release it), then etcd;
+    what has not stopped after `timeout_s` is killed."""
     base = _base(settings)
     if not base.exists():
         return
-    pids = []
-    for name in _member_names(settings.stack.ha):
-        pid = _alive(base / name / "patroni.pid")
-        if pid is not None:
-            os.kill(pid, signal.SIGTERM)
-            pids.append(pid)
-    _wait_gone(pids, timeout_s)
+    roles = {m.name: m.role for m in member_status(settings)}
+    names = _member_names(settings.stack.ha)
+    primaries = [n for n in names if roles.get(n) in ("primary", "master")]
+    standbys = [n for n in names if n not in primaries]
+    deadline = time.monotonic() + timeout_s
+    for group in (standbys, primaries):
+        pids = {}
+        for name in group:
+            pid = _alive(base / name / "patroni.pid")
+            if pid is not None:
+                os.kill(pid, signal.SIGTERM)
+                pids[name] = pid
+        left = _still_running(list(pids.values()), max(5.0, deadline - time.monotonic()))
+        for name in [n for n, pid in pids.items() if pid in left]:
+            logger.warning("the HA member %s did not stop within %.0f s: killed", name, timeout_s)
+            kill_member(settings, name)
     etcd = _alive(base / "etcd.pid")
     if etcd is not None:
         os.kill(etcd, signal.SIGTERM)
-        _wait_gone([etcd], 20)
+        if _still_running([etcd], 20):
+            os.kill(etcd, signal.SIGKILL)
 
 
 def ha_running(settings: Settings) -> bool:
@@ -323,14 +336,22 @@ def ha_running(settings: Settings) -> bool:
     )
 
 
-def _wait_gone(pids: list[int], timeout_s: float) -> None:
+def _still_running(pids: list[int], timeout_s: float) -> list[int]:
+    """Wait up to `timeout_s` for the processes to exit; those still running."""
     deadline = time.monotonic() + timeout_s
-    for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            raise StackError(f"process {pid} did not stop within {timeout_s:.0f} s")
+    left = list(pids)
+    while True:
+        left = [pid for pid in left if _pid_alive(pid)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.2)
+
+
+def _pid_alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):  # reap it when it is ours, so it is not a zombie
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

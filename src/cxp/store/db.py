@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -49,7 +50,12 @@ def create_pool(db: DbSettings, *, name: str = "cxp", wait: bool = True, timeout
     (it connects in the background, and callers get StoreUnavailable until it can); a caller waits at most `timeout`
     seconds for a connection (PoolTimeout)."""
     pool = Pool(
-        db.dsn, min_size=db.pool_min, max_size=db.pool_max, name=name, open=False, timeout=timeout,
+        db.dsn,
+        min_size=db.pool_min,
+        max_size=db.pool_max,
+        name=name,
+        open=False,
+        timeout=timeout,
         kwargs={"application_name": name, "connect_timeout": 5, "autocommit": True},
         # A connection the server dropped (restart, failover) is replaced before a caller gets it.
         check=ConnectionPool.check_connection,
@@ -64,7 +70,7 @@ def create_pool(db: DbSettings, *, name: str = "cxp", wait: bool = True, timeout
 
 # How far a standby's data is behind the primary, in seconds (0 on the primary; NULL: unknown, never replayed).
 _LAG_SQL = """
-SELECT CASE
+SELECT pg_is_in_recovery(), CASE
     WHEN NOT pg_is_in_recovery() THEN 0.0
     WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
          AND (SELECT status FROM pg_stat_wal_receiver) = 'streaming' THEN 0.0
@@ -79,20 +85,30 @@ def get_replica_lag_s(conn: psycopg.Connection) -> float | None:
     """Seconds the server's data is behind its primary: 0 on the primary and on a streaming standby that replayed
     all it received; else the age of the last replayed transaction (or of the last word from the primary when all
     was replayed); None when unknown."""
+    return _standing(conn)[1]
+
+
+def _standing(conn: psycopg.Connection) -> tuple[bool, float | None]:
+    """Whether the server is a standby, and its lag as `get_replica_lag_s` reports it."""
     with mapped_errors():
-        lag = conn.execute(_LAG_SQL).fetchone()[0]
-    return None if lag is None else max(0.0, float(lag))
+        in_recovery, lag = conn.execute(_LAG_SQL).fetchone()
+    return bool(in_recovery), None if lag is None else max(0.0, float(lag))
 
 
 class ReadPool:
     """Connections for reads: a standby's (`read_dsn`, prefer-standby) while its data is at most `max_lag_s` behind,
     else the primary's pool. On a single database both are the same server."""
 
+    # prefer-standby lands on the primary when no standby answers at connect time (starting, failing over); such
+    # connections are replaced, at most this often, so reads move to a standby once one is back.
+    recycle_s = 5.0
+
     def __init__(self, standby: Pool, primary: Pool, *, max_lag_s: float) -> None:
         self.standby = standby
         self.primary = primary
         self.max_lag_s = max_lag_s
         self.fallbacks = 0  # reads sent to the primary because no standby was fresh enough (or reachable)
+        self._recycled_at = float("-inf")
 
     @contextlib.contextmanager
     def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection]:
@@ -101,9 +117,12 @@ class ReadPool:
             conn = None
             try:
                 candidate = stack.enter_context(self.standby.connection(timeout))
-                lag = get_replica_lag_s(candidate)
+                in_recovery, lag = _standing(candidate)
                 if lag is not None and lag <= self.max_lag_s:
                     conn = candidate
+                if not in_recovery and time.monotonic() - self._recycled_at >= self.recycle_s:
+                    self._recycled_at = time.monotonic()
+                    self.standby.drain()  # this one is closed when it comes back; new ones try the standbys first
             except (StoreUnavailable, PoolTimeout, psycopg.Error):
                 pass
             if conn is None:
@@ -117,14 +136,24 @@ class ReadPool:
         self.standby.close()
 
 
-def create_read_pool(db: DbSettings, *, primary: Pool, name: str = "cxp-read", timeout: float = 30.0,
-                     ) -> ReadPool | Pool:
+def create_read_pool(
+    db: DbSettings,
+    *,
+    primary: Pool,
+    name: str = "cxp-read",
+    timeout: float = 30.0,
+) -> ReadPool | Pool:
     """The readers' pool: with `db.members`, a ReadPool over standbys (lag bound `db.read_max_lag_s`) falling back
     to `primary`; on a single database, `primary` itself."""
     if not db.members:
         return primary
     standby = Pool(
-        db.read_dsn, min_size=1, max_size=db.pool_max, name=name, open=False, timeout=timeout,
+        db.read_dsn,
+        min_size=1,
+        max_size=db.pool_max,
+        name=name,
+        open=False,
+        timeout=timeout,
         kwargs={"application_name": name, "connect_timeout": 5, "autocommit": True},
         check=ConnectionPool.check_connection,
     )
