@@ -12,7 +12,7 @@ from cxp.analytics.errors import InvalidParameter
 from cxp.analytics.query import AnalyticsQuery
 from cxp.device_sim import build_fleet, device_events
 from cxp.store.db import connect
-from tests.fixtures.fleet import REFERRAL_SEEDS, TruthFleet, referral_fleet_params
+from tests.fixtures.fleet import REFERRAL_SEEDS, REFERRAL_WEEKS, TruthFleet, referral_fleet_params
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def test_referrals_are_counted_and_fewer_where_the_experience_is_worse(referral_
     assert sorted(referral_fleets) == list(REFERRAL_SEEDS)
     for seed, rf in referral_fleets.items():
         with connect(rf.settings.db, autocommit=True) as conn:
-            report = service.get_referrals(conn=conn, by=("product",), weeks=6)
+            report = service.get_referrals(conn=conn, by=("product",), weeks=REFERRAL_WEEKS)
         groups = {g.key["product"]: g for g in report.groups}
         for p, g in sorted(groups.items()):
             print(
@@ -57,7 +57,7 @@ def test_referrals_are_counted_and_fewer_where_the_experience_is_worse(referral_
 def test_nps_predicts_referrals_across_groups(referral_fleets: dict[int, TruthFleet]):
     for seed, rf in referral_fleets.items():
         with connect(rf.settings.db, autocommit=True) as conn:
-            report = service.get_referrals(conn=conn, by=("product", "segment"), weeks=6, min_n=10)
+            report = service.get_referrals(conn=conn, by=("product", "segment"), weeks=REFERRAL_WEEKS, min_n=10)
         print(
             f"seed {seed}: Spearman(NPS, referral rate) {report.nps_rate_correlation} over"
             f" {report.correlation_groups} groups"

@@ -28,9 +28,14 @@ def _referrals(fleet) -> int:
     )
 
 
-def test_the_plant_is_opt_in_and_leaves_the_registry_alone() -> None:
+def test_the_plant_is_opt_in_and_changes_only_referred_customers() -> None:
     plain = build_fleet(seed=6, devices=120, start=START, days=21)
     planted = build_fleet(seed=6, devices=120, start=START, days=21, referral_experience=True)
     assert plain.params()["referral_experience"] is False and planted.params()["referral_experience"] is True
-    assert plain.device_rows() == planted.device_rows() and plain.profiles == planted.profiles
+    # only referred customers' devices take another product (their referrer's); every other device is as it was
+    referred = {a.account_id for a in planted.accounts if a.referred_by is not None}
+    rows = [(a, b) for a, b in zip(plain.device_rows(), planted.device_rows(), strict=True)]
+    assert all(a == b for a, b in rows if b["account_id"] not in referred)
+    assert any(a != b for a, b in rows if b["account_id"] in referred)
+    assert [p.persona for p in plain.profiles] == [p.persona for p in planted.profiles]
     assert _referrals(planted) > _referrals(plain)  # REFERRAL_SCALE > 1 outweighs the failures' damping

@@ -15,6 +15,7 @@ from cxp.device_sim.catalogue import CATALOGUE, catalogue_by_model
 from cxp.device_sim.errors import ConfigError
 from cxp.device_sim.ladder import CLIMBER_CHURN_FACTOR, planted_climber, unlock_days
 from cxp.device_sim.personas import PERSONAS, Persona, personas_by_name
+from cxp.device_sim.referrals import REFERRAL_ACQUISITION_SHARE, referred_acquisition
 from cxp.device_sim.specs import Product
 
 Segment = Literal["consumer", "smb"]
@@ -302,7 +303,9 @@ _BIZ_B = ("Bean", "Studio", "Works", "Labs", "Dental", "Bakery", "Office", "Fitn
 _BIZ_C = ("GmbH", "Ltd", "& Co", "Collective", "Partners", "Cafe", "Group", "Hub")
 
 
-def _account(seed: int, j: int, start: datetime, days: int) -> tuple[Account, int, datetime, bool]:
+def _account(
+    seed: int, j: int, start: datetime, days: int, referral_share: float = 0.25
+) -> tuple[Account, int, datetime, bool]:
     """Account j, its device count and its first activation time (draws depend on j only, not fleet size)."""
     rng = random.Random(stable_seed(seed, "account", j))
     segment: Segment = "smb" if rng.random() < 0.15 else "consumer"
@@ -323,7 +326,7 @@ def _account(seed: int, j: int, start: datetime, days: int) -> tuple[Account, in
     else:
         first = start - timedelta(days=rng.random() * 540, seconds=rng.random() * 86_400)
     first = from_ms(to_ms(first))
-    referral = j > 0 and rng.random() < (0.25 if during else 0.15)
+    referral = j > 0 and rng.random() < (referral_share if during else 0.15)
     referred_by = f"acct-{rng.randrange(j):06d}" if referral else None
     acc = Account(f"acct-{j:06d}", name, segment, "referral" if referral else "organic", referred_by)
     return acc, size, first, during
@@ -357,7 +360,8 @@ def build_fleet(
     `recovery_paradox` plants the service recovery paradox: an excellent incident recovery after a mild failure
     lifts the device's later satisfaction above its no-failure level (kano.PARADOX_*).
     `ladder` plants the smart-capability ladder: levels unlock over time, climbers churn less (device_sim/ladder.py).
-    `referral_experience` makes referrals rarer after failures (device_sim/referrals.py).
+    `referral_experience` makes referrals rarer after failures, and referral wins rarer for the failing product
+    (device_sim/referrals.py).
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError("seed must be an int")
@@ -386,9 +390,19 @@ def build_fleet(
     accounts: list[Account] = []
     devs: list[Device] = []
     profiles: list[DeviceProfile] = []
+    first_product: dict[str, str] = {}  # account → its first device's product (whom a referral talks about)
+    share = REFERRAL_ACQUISITION_SHARE if referral_experience else 0.25
     j = 0
     while len(devs) < devices:
-        acc, size, first, during = _account(seed, j, start, days)
+        acc, size, first, during = _account(seed, j, start, days, share)
+        model = None
+        if referral_experience:
+            acc, model = referred_acquisition(
+                account=acc,
+                draw=unit_hash("referral-acquisition", seed, j),
+                first_product=first_product,
+                failing_product=error_prone[0] if error_prone else None,
+            )
         accounts.append(acc)
         for k in range(min(size, devices - len(devs))):
             i = len(devs)
@@ -408,7 +422,9 @@ def build_fleet(
                 persona_shares,
                 experiment_salt,
                 ladder,
+                model,
             )
+            first_product.setdefault(acc.account_id, dev.product)
             devs.append(dev)
             profiles.append(prof)
         j += 1
@@ -454,12 +470,14 @@ def _device(
     persona_shares: list[float],
     salt: str,
     ladder: bool = False,
+    model: str | None = None,
 ) -> tuple[Device, DeviceProfile]:
     rng = random.Random(stable_seed(seed, "device", i))
     weights = [by_model[m].smb_weight if acc.segment == "smb" else by_model[m].consumer_weight for m in models]
     if sum(weights) <= 0:
         weights = [1.0] * len(models)
     product = by_model[_weighted(rng, models, weights)]
+    product = by_model[model] if model is not None else product  # drawn anyway: the later draws stay the same
     persona = by_persona[_weighted(rng, persona_names, persona_shares)]
     plan = _weighted(rng, product.plans, product.plan_weights)
     device_id = f"{product.model}-{i:06d}"

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from scipy import stats
+
 from cxp.pricing.errors import UncomputableError
 
 HUNDRED = Decimal(100)
@@ -71,3 +73,53 @@ def earned_growth(
         revenue_growth_pct=reported,
         earned_growth_ratio=None if reported == 0 else growth / reported,
     )
+
+
+@dataclass(frozen=True)
+class CustomerRevenue:
+    """One customer's revenue (minor units) in the base and the current period, and how a new one was won."""
+
+    base_minor: int
+    current_minor: int
+    referred: bool
+
+
+def split_revenue(customers: list[CustomerRevenue]) -> dict[str, int]:
+    """Base, retained, earned-new and other-new revenue and customer counts: a customer billed in the base period
+    is an existing one (its current revenue is retained, 0 when it left); one billed only now is new, earned when
+    it came by referral."""
+    out = dict.fromkeys(
+        (
+            "base",
+            "retained",
+            "earned_new",
+            "other_new",
+            "base_customers",
+            "kept_customers",
+            "earned_new_customers",
+            "other_new_customers",
+        ),
+        0,
+    )
+    for c in customers:
+        if c.base_minor > 0:
+            out["base"] += c.base_minor
+            out["retained"] += c.current_minor
+            out["base_customers"] += 1
+            out["kept_customers"] += c.current_minor > 0
+        elif c.current_minor > 0:
+            kind = "earned_new" if c.referred else "other_new"
+            out[kind] += c.current_minor
+            out[f"{kind}_customers"] += 1
+    return out
+
+
+def rank_correlation(pairs: list[tuple[float, float]]) -> float | None:
+    """Spearman's rank correlation of the pairs (e.g. NPS and earned growth across groups); None with fewer than
+    three pairs or when either side is constant."""
+    if len(pairs) < 3:
+        return None
+    x, y = zip(*pairs, strict=True)
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    return float(stats.spearmanr(x, y).statistic)
