@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from cxp.pricing.core.growth import earned_growth
+from cxp.pricing.core.growth import CustomerRevenue, earned_growth, rank_correlation, split_revenue
 from cxp.pricing.errors import UncomputableError
 
 
@@ -45,3 +45,39 @@ def test_churn_can_make_earned_growth_negative_and_flat_revenue_has_no_ratio() -
 def test_bad_inputs_are_pricing_errors(kwargs: dict) -> None:
     with pytest.raises(UncomputableError):
         earned_growth(**kwargs)
+
+
+def test_split_revenue_classifies_existing_new_and_earned_customers():
+    customers = [
+        CustomerRevenue(1000, 1200, False),  # expanded
+        CustomerRevenue(1000, 0, True),  # left (referred long ago: still an existing customer)
+        CustomerRevenue(500, 500, False),
+        CustomerRevenue(0, 300, True),  # new, by referral
+        CustomerRevenue(0, 200, False),  # new, organic
+        CustomerRevenue(0, 0, True),  # neither period billed
+    ]
+    s = split_revenue(customers)
+    assert s == {
+        "base": 2500,
+        "retained": 1700,
+        "earned_new": 300,
+        "other_new": 200,
+        "base_customers": 3,
+        "kept_customers": 2,
+        "earned_new_customers": 1,
+        "other_new_customers": 1,
+    }
+    eg = earned_growth(
+        base_revenue_minor=s["base"],
+        retained_revenue_minor=s["retained"],
+        earned_new_revenue_minor=s["earned_new"],
+        other_new_revenue_minor=s["other_new"],
+    )
+    assert (eg.nrr_pct, eg.earned_new_pct, eg.earned_growth_pct) == (Decimal(68), Decimal(12), Decimal(-20))
+
+
+def test_rank_correlation_needs_three_varying_pairs():
+    assert rank_correlation([(1.0, 2.0), (2.0, 3.0)]) is None
+    assert rank_correlation([(1.0, 5.0), (2.0, 5.0), (3.0, 5.0)]) is None
+    assert rank_correlation([(-20.0, -4.0), (10.0, 1.5), (40.0, 9.0)]) == pytest.approx(1.0)
+    assert rank_correlation([(-20.0, 9.0), (10.0, 1.5), (40.0, -4.0)]) == pytest.approx(-1.0)

@@ -25,6 +25,7 @@ from cxp.api.routers import (
     credentials,
     dashboard,
     dead_letters,
+    earned_growth,
     experience,
     imports,
     ingest,
@@ -150,8 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    for module in (experience, measures, touchpoint_survey, pricing, registry, ingest, dead_letters, imports,
-                   credentials, alerts):
+    for module in (experience, measures, earned_growth, touchpoint_survey, pricing, registry, ingest, dead_letters,
+                   imports, credentials, alerts):
         # Routers carry their full "/v1/..." prefix, so route templates (metrics labels) are the real paths.
         app.include_router(module.router, responses=_ERRORS)
     app.include_router(dashboard.router)
