@@ -336,6 +336,8 @@ PAGES = {
     "disruptions": ("/dashboard/disruptions",
                     ["disruptions-incidents", "disruptions-spikes", "disruptions-recovery", "disruptions-effects"]),
     "pricing": ("/dashboard/pricing", ["pricing-revenue", "pricing-bills", "pricing-shock", "pricing-winners"]),
+    # April against March (the fleet starts on 3 March): every product has base customers and NPS answers
+    "measures": ("/dashboard/measures?month=2025-04-01", ["earned-growth-nps"]),
 }
 
 

@@ -74,6 +74,8 @@ LINKS = (
      " SVG for the wall.", "product"),
     ("/dashboard/disruptions", "Disruptions", "Incidents, error spikes, recovery times and their effect.",
      "product"),
+    ("/dashboard/measures", "CX measures", "Earned growth beside NPS, engagement rate, smart-capability ladder.",
+     "product"),
     ("/dashboard/pricing", "Pricing models", "Revenue models side by side: revenue, bills, shock, winners/losers.",
      "pricing"),
 )

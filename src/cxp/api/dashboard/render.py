@@ -133,6 +133,7 @@ NAV = (
     ("journey", "/dashboard/journey", "Journey", "product"),
     ("journey-map", "/dashboard/journey-map", "Journey map", "product"),
     ("disruptions", "/dashboard/disruptions", "Disruptions", "product"),
+    ("measures", "/dashboard/measures", "CX measures", "product"),
     ("alerts", "/dashboard/alerts", "Alerts", "product"),
     ("pricing", "/dashboard/pricing", "Pricing", "pricing"),
     ("decisions", "/dashboard/pricing/decisions", "Pricing decisions", "pricing"),

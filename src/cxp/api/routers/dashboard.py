@@ -4,7 +4,7 @@ and pricing models. Server-rendered HTML with the data embedded as JSON; plotly 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
@@ -24,6 +24,7 @@ from cxp.api.dashboard.alerts import alerts_page
 from cxp.api.dashboard.comparison import comparison_plan_ids, model_comparison
 from cxp.api.dashboard.decisions import decisions_page
 from cxp.api.dashboard.journey_map import journey_map_page, journey_map_svg
+from cxp.api.dashboard.measures import measures_page
 from cxp.api.dashboard.render import HEADERS, Html, Viewer, el, filter_form, may_see, page, safe_next
 from cxp.api.deps import (
     LEGACY_KEY_COOKIE,
@@ -38,10 +39,12 @@ from cxp.api.deps import (
     LightConnDep,
     SettingsDep,
 )
-from cxp.api.errors import NotAuthenticated, Unprocessable, describe_error
+from cxp.api.errors import NotAuthenticated, NotFound, Unprocessable, describe_error
 from cxp.api.guard import FailedAuthThrottle
 from cxp.api.metrics import count_failure
+from cxp.api.routers.earned_growth import compose_earned_growth, resolve_plan
 from cxp.pricing.decisions import get_decision_view
+from cxp.pricing.errors import PricingError
 from cxp.pricing.examples import solve_families
 from cxp.store.apikeys import verify_key
 from cxp.store.registry import list_products
@@ -369,6 +372,35 @@ def journey_map_image(key: DashboardProductKey, cached: DashboardCachedDep, prod
                     headers={"Content-Disposition": 'inline; filename="journey-map.svg"', "Cache-Control": "no-store",
                              "X-Content-Type-Options": "nosniff",
                              "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
+
+
+@router.get("/measures")
+def measures(key: DashboardProductKey, cached: DashboardCachedDep, product: Product = None,
+             plan: Annotated[str, Query(max_length=80, description="Plan whose bills are the revenue")] = "hw-connect",
+             weeks: Annotated[int, Query(ge=1, le=104)] = 8,
+             month: Annotated[date | None, Query(description="1st of the month compared (default: last whole)")] = None,
+             ) -> HTMLResponse:
+    """Earned growth beside NPS under a plan, the engagement rate and the smart-capability ladder."""
+    growth, error = None, None
+    try:
+        chosen = resolve_plan(cached, plan)
+        growth = compose_earned_growth(cached, plan=chosen, by=("product",), month=month, product=product, min_n=10)
+    except NotFound as exc:
+        error = str(exc)
+    except PricingError as exc:
+        error = f"earned growth cannot be computed: {exc}"
+    query = AnalyticsQuery(product=product)
+    body, charts = measures_page(
+        growth=growth, growth_error=error,
+        engagement=cached.service(analytics.get_engagement_rate, query=query, weeks=weeks),
+        ladder=cached.service(analytics.get_capability_ladder, query=query, weeks=weeks),
+    )
+    extra = [el("label", "Plan ", el("input", type="text", name="plan", value=plan, maxlength=80)),
+             el("label", "Month ", el("input", type="date", name="month", value=month.isoformat() if month else None))]
+    filters = filter_form(products=_product_ids(cached), product=product, span_name="weeks", span_value=weeks,
+                          span_label="Weeks", extra=extra)
+    return _html(page(title="CX measures", active="measures", viewer=_viewer(key), body=body, charts=charts,
+                      filters=filters))
 
 
 @router.get("/disruptions")

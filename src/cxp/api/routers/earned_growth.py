@@ -5,6 +5,7 @@ so the composition lives here)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -14,7 +15,7 @@ from fastapi.responses import Response
 
 from cxp.analytics import service as analytics
 from cxp.analytics.query import AnalyticsQuery
-from cxp.api.deps import CachedDep, ProductKey
+from cxp.api.deps import Cached, CachedDep, ProductKey
 from cxp.api.errors import NotFound
 from cxp.api.routers.pricing.common import OutputModel
 from cxp.api.schemas import CSV_RESPONSES, FormatQuery, csv_response
@@ -72,7 +73,8 @@ class EarnedGrowthOut(OutputModel):
 _COLUMNS = [c for c in GrowthGroupOut.model_fields if c not in ("key", "reason")] + ["reason"]
 
 
-def _plan(cached: CachedDep, ref: str) -> Plan:
+def resolve_plan(cached: Cached, ref: str) -> Plan:
+    """A stored plan (`id` = latest version, `id@vN`) or an example plan by id; NotFound otherwise."""
     plan_id, _, version = ref.partition("@v")
     with cached.pool.connection() as conn:  # never cached: a new version of the plan is in force at once
         stored = plan_store.get_plan(conn, plan_id=plan_id, version=int(version) if version else None)
@@ -111,6 +113,51 @@ def _out(group, nps=None) -> GrowthGroupOut:
     )
 
 
+def compose_earned_growth(
+    cached: Cached, *, plan: Plan, by: Sequence[str], month: date | None, product: str | None, min_n: int
+) -> EarnedGrowthOut:
+    """Earned growth per group from pricing, the same group's NPS from analytics over the compared month, and the
+    rank correlation of the two across groups with enough customers and answers."""
+    by = list(dict.fromkeys(by))
+    report = cached.service(get_earned_growth, plan=plan, by=tuple(by), month=month, product=product, min_n=min_n)
+    voice = {}
+    if report.month is not None:
+        last = (report.month.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        referrals = cached.service(
+            analytics.get_referrals,
+            query=AnalyticsQuery(product=product, start=report.month, end=last),
+            by=tuple(by),
+            min_n=min_n,
+        )
+        voice = {tuple(g.key[k] for k in by): g for g in referrals.groups}
+    groups = [_out(g, voice.get(tuple(g.key[k] for k in by))) for g in report.groups]
+    usable = [
+        (float(g.nps), float(g.earned_growth_pct))
+        for g in groups
+        if g.reason is None and g.earned_growth_pct is not None and g.nps is not None and g.nps_n >= min_n
+    ]
+    return EarnedGrowthOut(
+        plan_key=report.plan_key,
+        currency=report.currency,
+        base_month=report.base_month,
+        month=report.month,
+        partial=report.partial,
+        by=by,
+        groups=groups,
+        total=None if report.total is None else _out(report.total),
+        nps_growth_correlation=rank_correlation(usable),
+        correlation_groups=len(usable),
+        definitions={
+            **report.definitions,
+            "nps": "NPS of the group's devices' answers in the compared month (n beside it; cohort = device"
+            " activation month there)",
+            "nps_growth_correlation": "Spearman rank correlation of NPS and earned growth across groups with"
+            " ≥ min_n base customers and ≥ min_n answers (None below three groups)",
+        },
+        reason=report.reason,
+    )
+
+
 @router.get(
     "/earned-growth",
     response_model=EarnedGrowthOut,
@@ -140,46 +187,10 @@ def get_earned_growth_report(
 ) -> EarnedGrowthOut | Response:
     """Revenue is each account's bill under `plan` for the month; an account silent all month pays nothing. NPS is
     the group's over the compared month. CSV: one row per group."""
-    by = list(dict.fromkeys(by))
-    chosen = _plan(cached, plan)
-    report = cached.service(get_earned_growth, plan=chosen, by=tuple(by), month=month, product=product, min_n=min_n)
-    voice = {}
-    if report.month is not None:
-        last = (report.month.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
-        referrals = cached.service(
-            analytics.get_referrals,
-            query=AnalyticsQuery(product=product, start=report.month, end=last),
-            by=tuple(by),
-            min_n=min_n,
-        )
-        voice = {tuple(g.key[k] for k in by): g for g in referrals.groups}
-    groups = [_out(g, voice.get(tuple(g.key[k] for k in by))) for g in report.groups]
-    usable = [
-        (float(g.nps), float(g.earned_growth_pct))
-        for g in groups
-        if g.reason is None and g.earned_growth_pct is not None and g.nps is not None and g.nps_n >= min_n
-    ]
-    out = EarnedGrowthOut(
-        plan_key=report.plan_key,
-        currency=report.currency,
-        base_month=report.base_month,
-        month=report.month,
-        partial=report.partial,
-        by=by,
-        groups=groups,
-        total=None if report.total is None else _out(report.total),
-        nps_growth_correlation=rank_correlation(usable),
-        correlation_groups=len(usable),
-        definitions={
-            **report.definitions,
-            "nps": "NPS of the group's devices' answers in the compared month (n beside it; cohort = device"
-            " activation month there)",
-            "nps_growth_correlation": "Spearman rank correlation of NPS and earned growth across groups with"
-            " ≥ min_n base customers and ≥ min_n answers (None below three groups)",
-        },
-        reason=report.reason,
+    out = compose_earned_growth(
+        cached, plan=resolve_plan(cached, plan), by=by, month=month, product=product, min_n=min_n
     )
     if format == "csv":
         rows = [{**g.key, **g.model_dump(include=set(_COLUMNS))} for g in out.groups]
-        return csv_response(rows, filename="earned-growth", columns=[*by, *_COLUMNS])
+        return csv_response(rows, filename="earned-growth", columns=[*out.by, *_COLUMNS])
     return out
