@@ -89,3 +89,22 @@ def test_groups_bad_input_and_empty_scope(referral_fleets: dict[int, TruthFleet]
             get_earned_growth(conn=conn, plan=PLAN, month=date(2025, 4, 2))
         none = get_earned_growth(conn=conn, plan=PLAN, product="no-such-product")
         assert none.groups == () and "not enough data" in none.reason
+
+
+def test_one_time_sales_are_not_recurring_revenue(referral_fleets: dict[int, TruthFleet]):
+    rf = referral_fleets[REFERRAL_SEEDS[0]]
+    with_sale = Plan(
+        plan_id="eg-sale",
+        name="Device sale + subscription",
+        version=1,
+        currency="EUR",
+        components=[
+            {"kind": "one_time_sale", "id": "device", "price": "149.00"},
+            {"kind": "flat_fee", "id": "subscription", "fee": "9.99"},
+        ],
+    )
+    with connect(rf.settings.db, autocommit=True) as conn:
+        sale = get_earned_growth(conn=conn, plan=with_sale, by=("product",))
+        flat = get_earned_growth(conn=conn, plan=PLAN, by=("product",))
+    # new customers buy the device in their first month: left out, the figures are the subscription's alone
+    assert [g.growth for g in sale.groups] == [g.growth for g in flat.groups]

@@ -1,11 +1,12 @@
 """Earned growth per group from the bills of a plan on the recorded fleet (issue 18): the revenue half.
 
-A month is compared with the month before. Each account's revenue in both is its bill under `plan` (the pricing
-lab's exact billing of the recorded usage), counted only while the account was a customer: an account whose
-devices reported nothing in a month (churned, silent) pays nothing that month. An account billed in the base month
-is an existing customer (NRR); one billed only in the current month is new, and *earned* when its activation names
-a referrer (the `referred_by` of the `activated` lifecycle event). NPS beside each group comes from analytics and
-is joined by the API (analytics ⟂ pricing).
+A month is compared with the month before. Each account's revenue in both is its recurring bill under `plan` (the
+pricing lab's exact billing of the recorded usage; one-time sales such as a device's price are not recurring revenue
+and are left out), counted only while the account was a customer: an account whose devices reported nothing in a
+month (churned, silent) pays nothing that month. An account billed in the base month is an existing customer (NRR);
+one billed only in the current month is new, and *earned* when its activation names a referrer (the `referred_by`
+of the `activated` lifecycle event). NPS beside each group comes from analytics and is joined by the API
+(analytics ⟂ pricing).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from cxp.pricing.service import get_data_span, get_usage_cube
 
 GROUPS = ("product", "segment", "cohort")
 DEFINITIONS = {
-    "revenue": "the account's bill under the plan for the month (recorded usage), 0 in a month its devices did not"
-    " report at all (churned or silent)",
+    "revenue": "the account's recurring bill under the plan for the month (recorded usage; one-time sales such as"
+    " the device price left out), 0 in a month its devices did not report at all (churned or silent)",
     "base_revenue": "revenue in the base month (the month before) of the accounts billed then",
     "nrr_pct": "those accounts' revenue this month ÷ base revenue (expansion, contraction and churn included)",
     "earned_new_pct": "revenue this month of accounts new this month whose activation names a referrer ÷ base revenue",
@@ -151,7 +152,7 @@ def get_earned_growth(
         accounts = list_cohort_accounts(conn, cohort=cohort, period=period)
         if accounts.account_ids != cube.account_ids:  # both read the same scope; a write in between moves it
             raise PricingError("the accounts changed while earned growth was computed; try again")
-        bills = bill_cube(plan=plan, cube=cube)
+        bills = bill_cube(plan=plan, cube=cube, recurring_only=True)
         reported = np.nan_to_num(np.asarray(cube.coverage, dtype=float), nan=0.0) > 0
         bills = np.where(reported, bills, 0)
         first = [datetime.combine(f.astimezone(UTC).date(), time(0), UTC) for f in accounts.first_activation]

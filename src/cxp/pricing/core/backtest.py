@@ -286,9 +286,15 @@ def _respond(cube: UsageCube, factor: np.ndarray, keys: set[str]) -> tuple[dict,
 
 
 def bill_cube(
-    *, plan: Plan, cube: UsageCube, usage: Mapping[str, FixedArray] | None = None, outcomes: Mapping | None = None
+    *,
+    plan: Plan,
+    cube: UsageCube,
+    usage: Mapping[str, FixedArray] | None = None,
+    outcomes: Mapping | None = None,
+    recurring_only: bool = False,
 ) -> np.ndarray:
-    """`plan`'s bills per account × month of `cube` (int64 quanta, 0 where inactive); usage/outcomes override."""
+    """`plan`'s bills per account × month of `cube` (int64 quanta, 0 where inactive); usage/outcomes override;
+    `recurring_only` leaves one-time sales out (revenue retention counts recurring revenue)."""
     res = bill_arrays(
         plan=plan,
         usage=cube.usage if usage is None else usage,
@@ -298,6 +304,10 @@ def bill_cube(
         account_ids=list(cube.account_ids),
     )
     total = res.total
+    if recurring_only:
+        for key, line in res.lines.items():
+            if key.endswith(":sale"):
+                total = total - line
     if total.dtype == object:
         raise PricingError(f"plan {plan.key}: bills beyond int64 quanta")
     return np.where(cube.active_mask(), total, 0).astype(np.int64)
