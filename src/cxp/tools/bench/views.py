@@ -1,0 +1,128 @@
+"""Benchmark: every product-manager view and the pricing comparison, cold, at several fleet sizes, with the slope
+(`cxp bench views`, issue 15).
+
+Each size gets a database of its own (`cxp_bench_views_<devices>x<days>`, loaded once by the simulator's loader or
+`--via-import`). A view is its service function called as the API calls it on a cache miss (the API's result
+cache is not involved): best of `--repeat` runs. The slope is the exponent b of time ≈ a · devices^b fitted over
+the sizes (1: linear; the issue's target is ≤ 1), printed with each view's time at the largest size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+
+from cxp.tools.fleet import bench_fleet_params, ensure_fleet
+
+PRODUCT = "thermo-x1"
+
+
+def views() -> dict[str, Callable[[Any, Any], Any]]:
+    """(view name → call(conn, end)) of every `/v1/experience/*` view the dashboard opens, and the comparison."""
+    from cxp.analytics import service as a
+    from cxp.analytics.query import AnalyticsQuery as Q
+    from cxp.pricing import service as p
+
+    return {
+        "report": lambda c, end: a.get_fleet_report(conn=c, query=Q(end=end), weeks=4),
+        "health product": lambda c, end: a.get_health(conn=c, query=Q(end=end), level="product", weeks=12),
+        "health device": lambda c, end: a.get_health(conn=c, query=Q(product=PRODUCT, end=end), level="device",
+                                                     weeks=12),
+        "touchpoints": lambda c, end: a.get_touchpoints(conn=c, query=Q(end=end)),
+        "voice": lambda c, end: a.get_voice(conn=c, query=Q(end=end)),
+        "churn risk": lambda c, end: a.list_churn_risk(conn=c, query=Q(product=PRODUCT, end=end), limit=50),
+        "journey": lambda c, end: a.get_journey(conn=c, query=Q(end=end)),
+        "disruptions": lambda c, end: a.get_disruptions(conn=c, query=Q(end=end)),
+        "personas": lambda c, end: a.get_segments(conn=c, query=Q(product=PRODUCT, end=end)),
+        "engagement rate": lambda c, end: a.get_engagement_rate(conn=c, query=Q(end=end)),
+        "capability ladder": lambda c, end: a.get_capability_ladder(conn=c, query=Q(end=end)),
+        "journey map": lambda c, end: a.get_journey_map(conn=c, query=Q(end=end)),
+        "referrals": lambda c, end: a.get_referrals(conn=c, query=Q(end=end)),
+        "pricing comparison": lambda c, end: p.get_model_comparison(conn=c, product=PRODUCT),
+    }
+
+
+def slope(sizes: list[int], seconds: list[float]) -> float | None:
+    """The exponent b of seconds ≈ a · sizes^b (least squares on logs); None with fewer than two sizes."""
+    pairs = [(s, t) for s, t in zip(sizes, seconds, strict=True) if t > 0]
+    if len(pairs) < 2:
+        return None
+    x, y = np.log([s for s, _ in pairs]), np.log([t for _, t in pairs])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Load (once) a fleet per size; time every view cold at each size; print the table and the slopes."""
+    from cxp.core.config import Settings
+    from cxp.stack import start_stack
+    from cxp.store.db import connect
+    from cxp.store.migrate import apply_migrations
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="2500,5000,10000", help="fleet sizes in devices, comma-separated")
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--workers", type=int, default=2, help="simulator processes feeding the loader")
+    parser.add_argument("--via-import", action="store_true", help="load the fleets through `cxp import`")
+    parser.add_argument("--reload", action="store_true", help="reload even if a fleet is already stored")
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs per view and size (the best is kept)")
+    parser.add_argument("--only", default="", help="comma-separated view names (default: all)")
+    args = parser.parse_args(argv)
+    sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    chosen = views()
+    if args.only:
+        wanted = [v.strip() for v in args.only.split(",")]
+        unknown = [v for v in wanted if v not in chosen]
+        if unknown:
+            raise SystemExit(f"unknown views {unknown}; known: {list(chosen)}")
+        chosen = {k: v for k, v in chosen.items() if k in wanted}
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    env = Settings()
+    times: dict[str, list[float]] = {name: [] for name in chosen}
+    for devices in sizes:
+        settings = env.model_copy(update={"db": env.db.model_copy(update={"name": f"cxp_bench_views_{devices}x"
+                                                                                   f"{args.days}"})})
+        status = start_stack(settings)
+        if not status.db_up:
+            raise SystemExit(f"database not reachable: {status}")
+        params = bench_fleet_params(devices=devices, days=args.days, seed=args.seed)
+        end = (params["start"] + timedelta(days=args.days - 1)).date()
+        with connect(settings.db) as conn:
+            apply_migrations(conn)
+            ensure_fleet(conn, params=params, workers=args.workers, reload=args.reload, out=out,
+                         settings=settings if args.via_import else None)
+            events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+            out(f"{devices:,} devices × {args.days} days ({events:,} events), cold views (best of {args.repeat}):")
+            for name, call in chosen.items():
+                runs = []
+                for _ in range(args.repeat):
+                    t0 = time.perf_counter()
+                    call(conn, end)
+                    runs.append(time.perf_counter() - t0)
+                times[name].append(min(runs))
+                out(f"  {name:20s} {min(runs):8.2f} s")
+    head = "".join(f"{s:>10,}" for s in sizes)
+    out(f"\n{'view':20s}{head}   slope (time ∝ devices^b)")
+    for name, ts in times.items():
+        b = slope(sizes, ts)
+        row = "".join(f"{t:10.2f}" for t in ts)
+        out(f"{name:20s}{row}   {'–' if b is None or math.isnan(b) else f'{b:.2f}'}")
+    total = [sum(ts[i] for ts in times.values()) for i in range(len(sizes))]
+    b = slope(sizes, total)
+    out(f"{'all views':20s}{''.join(f'{t:10.2f}' for t in total)}   {'–' if b is None else f'{b:.2f}'}")
+    worst = max(times, key=lambda k: times[k][-1])
+    out(f"RESULT slowest view at {sizes[-1]:,} devices: {worst} {times[worst][-1]:.2f} s;"
+        f" all {len(times)} views {total[-1]:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
