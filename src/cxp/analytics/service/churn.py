@@ -319,37 +319,49 @@ def _ranked_entries(table: pd.DataFrame, *, info: pd.DataFrame, limit: int | Non
     score = table["risk_score"].to_numpy(dtype=float, na_value=np.nan)
     # a known cancellation/return is certain churn: it outranks every estimate
     order = np.lexsort((table["entity_id"].astype(str).to_numpy(), -np.nan_to_num(score, nan=-1.0), ~churned))
+    if limit is not None:
+        order = order[:limit]
+    picked = table.iloc[order].reset_index(drop=True)
+    ids = picked["entity_id"].astype(str).tolist()
+    about = info.reindex(ids)
+    # Whole columns as lists: per-row frame lookups cost more than building the entries.
+    col = {c: picked[c].tolist() if c in picked.columns else [None] * len(picked) for c in _ENTRY_COLUMNS}
+    statuses = about["status"].astype(str).tolist()
+    products = about["product_id"].tolist()
+    accounts = about["account_id"].tolist() if "account_id" in about.columns else [None] * len(ids)
     entries = []
-    for rank, position in enumerate(order, start=1):
-        row = table.iloc[position]
-        entity_id = str(row["entity_id"])
-        status = str(info.at[entity_id, "status"])
-        reasons = str(row["reasons"])
+    for i, entity_id in enumerate(ids):
+        status = statuses[i]
+        reasons = str(col["reasons"][i])
         if status in CHURN_STAGES:
             reasons = f"{status}; " + reasons
-        product_id = info.at[entity_id, "product_id"]
-        account_id = info.at[entity_id, "account_id"] if "account_id" in info.columns else None
+        product_id, account_id = products[i], accounts[i]
+        drivers, top_driver = col["drivers"][i], col["top_driver"][i]
         entries.append(
             ChurnRiskEntry(
-                rank=rank,
+                rank=i + 1,
                 entity_id=entity_id,
                 product_id=None if pd.isna(product_id) else str(product_id),
                 account_id=None if account_id is None or pd.isna(account_id) else str(account_id),
                 status=status,
-                risk_score=100.0 if status in CHURN_STAGES else finite_or_none(row["risk_score"]),
-                slope_risk=finite_or_none(row["slope_risk"]),
-                recency_risk=finite_or_none(row["recency_risk"]),
-                disruption_risk=finite_or_none(row["disruption_risk"]),
-                weekly_change=finite_or_none(row["weekly_change"]),
-                days_since_last_core_use=finite_or_none(row["days_since_last_core_use"]),
-                recent_disruptions=finite_or_none(row["recent_disruptions"]),
+                risk_score=100.0 if status in CHURN_STAGES else finite_or_none(col["risk_score"][i]),
+                slope_risk=finite_or_none(col["slope_risk"][i]),
+                recency_risk=finite_or_none(col["recency_risk"][i]),
+                disruption_risk=finite_or_none(col["disruption_risk"][i]),
+                weekly_change=finite_or_none(col["weekly_change"][i]),
+                days_since_last_core_use=finite_or_none(col["days_since_last_core_use"][i]),
+                recent_disruptions=finite_or_none(col["recent_disruptions"][i]),
                 reasons=reasons,
-                drop_risk=finite_or_none(row.get("drop_risk")),
-                experience_risk=finite_or_none(row.get("experience_risk")),
-                drivers=row.get("drivers") if isinstance(row.get("drivers"), str) else None,
-                top_driver=row.get("top_driver") if isinstance(row.get("top_driver"), str) else None,
+                drop_risk=finite_or_none(col["drop_risk"][i]),
+                experience_risk=finite_or_none(col["experience_risk"][i]),
+                drivers=drivers if isinstance(drivers, str) else None,
+                top_driver=top_driver if isinstance(top_driver, str) else None,
             )
         )
-        if limit is not None and rank >= limit:
-            break
     return tuple(entries)
+
+
+_ENTRY_COLUMNS = (
+    "reasons", "risk_score", "slope_risk", "recency_risk", "disruption_risk", "weekly_change",
+    "days_since_last_core_use", "recent_disruptions", "drop_risk", "experience_risk", "drivers", "top_driver",
+)

@@ -274,6 +274,10 @@ def health_objects(level: Level, frame: pd.DataFrame, config: HealthConfig) -> t
             )
     out = []
     sub_scores_present = [c for c in SUB_SCORES if c in extra.columns]
+    # Whole columns as lists: a scalar lookup per row and column (`.at`) costs more than the score itself.
+    period_ends = extra["period_end"].tolist()
+    device_counts = extra["devices"].tolist() if "devices" in extra.columns else [1] * len(extra)
+    sub_columns = {c: extra[c].tolist() for c in sub_scores_present}
     for i, row in enumerate(scores.itertuples(index=False)):
         top_drivers = tuple(
             str(getattr(row, f"driver_{k}"))
@@ -285,17 +289,17 @@ def health_objects(level: Level, frame: pd.DataFrame, config: HealthConfig) -> t
                 level=level,
                 entity_id=str(row.entity_id),
                 period_start=as_day(row.period),  # type: ignore[arg-type]
-                period_end=as_day(extra.at[i, "period_end"]),  # type: ignore[arg-type]
+                period_end=as_day(period_ends[i]),  # type: ignore[arg-type]
                 product_id=None if row.product_id is None else str(row.product_id),
                 segment=None if row.segment is None else str(row.segment),
-                devices=count_or_zero(extra.at[i, "devices"]) if "devices" in extra.columns else 1,
+                devices=count_or_zero(device_counts[i]),
                 score=finite_or_none(row.score),
                 band=row.band,
                 capped=bool(row.capped),
                 score_uncapped=finite_or_none(row.score_uncapped),
                 components={c: finite_or_none(getattr(row, c)) for c in COMPONENTS},
                 weights={c: finite_or_none(getattr(row, f"weight_{c}")) for c in COMPONENTS},
-                sub_scores={c: finite_or_none(extra.at[i, c]) for c in sub_scores_present},
+                sub_scores={c: finite_or_none(values[i]) for c, values in sub_columns.items()},
                 drivers=tuple(drivers.get((row.entity_id, row.period), ())),
                 top_negative_drivers=top_drivers,
                 previous_score=finite_or_none(row.previous_score),
