@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cxp.analytics.core import kano
 from cxp.analytics.core.kano import answer_groups, kano_classes
 from cxp.analytics.errors import InvalidParameter
 
@@ -95,3 +96,33 @@ def test_answers_are_grouped_by_the_days_last_use_before_them() -> None:
     groups = answer_groups(answers=answers, uses=uses, failure_days=failures).tolist()
     # device 4 failed its lock 3 days ago and did not use it today: neither a clean middle nor a reaction
     assert groups == ["low", "high", "middle", "middle", None]
+
+
+def test_the_within_device_fit_equals_the_full_dummy_regression():
+    """Absorbing the device intercepts (demeaning) gives the full model's estimates, errors, dof and σ."""
+    rng = np.random.default_rng(3)
+    n = 1500
+    frame = pd.DataFrame(
+        {
+            "device_id": rng.integers(0, 200, n).astype(str),
+            "touchpoint": rng.choice(["a", "b", "c"], n),
+            "group": rng.choice(["low", "high", "middle"], n, p=[0.2, 0.3, 0.5]),
+            "score": rng.normal(70, 10, n),
+        }
+    )
+    devices, dev_idx = np.unique(frame["device_id"].to_numpy(), return_inverse=True)
+    names = sorted({(t, g) for t, g in zip(frame["touchpoint"], frame["group"], strict=True) if g != "middle"})
+    x = np.zeros((n, len(devices) + len(names)))
+    x[np.arange(n), dev_idx] = 1.0
+    for i, (t, g) in enumerate(zip(frame["touchpoint"], frame["group"], strict=True)):
+        if g != "middle":
+            x[i, len(devices) + names.index((t, g))] = 1.0
+    y = frame["score"].to_numpy()
+    coef, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
+    dof = n - rank
+    sigma2 = float((y - x @ coef) @ (y - x @ coef)) / dof
+    se = np.sqrt(np.diag(sigma2 * np.linalg.pinv(x.T @ x)))
+    est, got_dof, sigma = kano._fit_product(frame)
+    assert got_dof == dof and sigma == pytest.approx(np.sqrt(sigma2))
+    for j, name in enumerate(names):
+        assert est[name] == pytest.approx((coef[len(devices) + j], se[len(devices) + j]), rel=1e-9, abs=1e-9)

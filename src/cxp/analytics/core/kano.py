@@ -122,25 +122,36 @@ class KanoFit:
 
 def _fit_product(frame: pd.DataFrame) -> tuple[dict[tuple[str, str], tuple[float, float]], int, float]:
     """Least squares with device intercepts and low/high dummies per touchpoint: {(touchpoint, group): (β, se)}, the
-    residual degrees of freedom and σ."""
+    residual degrees of freedom and σ.
+
+    The device intercepts are absorbed by demeaning within device (Frisch–Waugh–Lovell): the dummies' estimates,
+    residuals and covariance are those of the full model, without a matrix as wide as the fleet (its pseudo-inverse
+    grew with the cube of the devices)."""
     devices, dev_idx = np.unique(frame["device_id"].astype(str).to_numpy(), return_inverse=True)
     tps = frame["touchpoint"].astype(str).to_numpy()
     group = frame["group"].astype(str).to_numpy()
     names = sorted({(t, g) for t, g in zip(tps, group, strict=True) if g != "middle"})
-    col = {name: len(devices) + j for j, name in enumerate(names)}
-    x = np.zeros((len(frame), len(devices) + len(names)))
-    x[np.arange(len(frame)), dev_idx] = 1.0
+    col = {name: j for j, name in enumerate(names)}
+    x = np.zeros((len(frame), len(names)))
     for i, (t, g) in enumerate(zip(tps, group, strict=True)):
         if g != "middle":
             x[i, col[(t, g)]] = 1.0
     y = float_column(frame, "score")
-    coef, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
-    dof = len(y) - int(rank)
+    counts = np.bincount(dev_idx, minlength=len(devices)).astype(float)
+    x_mean = np.zeros((len(devices), len(names)))
+    np.add.at(x_mean, dev_idx, x)
+    x_within = x - (x_mean / counts[:, None])[dev_idx]
+    y_within = y - (np.bincount(dev_idx, weights=y, minlength=len(devices)) / counts)[dev_idx]
+    if names:
+        coef, _, rank, _ = np.linalg.lstsq(x_within, y_within, rcond=None)
+    else:
+        coef, rank = np.zeros(0), 0
+    dof = len(y) - len(devices) - int(rank)
     if dof < 1:
         return {}, dof, float("nan")
-    resid = y - x @ coef
+    resid = y_within - x_within @ coef
     sigma2 = float(resid @ resid) / dof
-    cov = sigma2 * np.linalg.pinv(x.T @ x)
+    cov = sigma2 * np.linalg.pinv(x_within.T @ x_within)
     est = {name: (float(coef[c]), float(np.sqrt(max(cov[c, c], 0.0)))) for name, c in col.items()}
     # the spread needs the covariance of the two dummies of a touchpoint
     for t in {t for t, _ in names}:
