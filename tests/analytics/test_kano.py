@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxp.analytics.core import kano
+from cxp.analytics.core import kano as kano_core
 from cxp.analytics.core.kano import answer_groups, kano_classes
 from cxp.analytics.errors import InvalidParameter
 
@@ -122,7 +122,7 @@ def test_the_within_device_fit_equals_the_full_dummy_regression():
     dof = n - rank
     sigma2 = float((y - x @ coef) @ (y - x @ coef)) / dof
     se = np.sqrt(np.diag(sigma2 * np.linalg.pinv(x.T @ x)))
-    est, got_dof, sigma = kano._fit_product(frame)
+    est, got_dof, sigma = kano_core._fit_product(frame)
     assert got_dof == dof and sigma == pytest.approx(np.sqrt(sigma2))
     for j, name in enumerate(names):
         assert est[name] == pytest.approx((coef[len(devices) + j], se[len(devices) + j]), rel=1e-9, abs=1e-9)
