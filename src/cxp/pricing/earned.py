@@ -23,7 +23,7 @@ from cxp.pricing.core.backtest import bill_cube
 from cxp.pricing.core.growth import CustomerRevenue, EarnedGrowth, earned_growth, split_revenue
 from cxp.pricing.core.plans import BillableMetric, Plan
 from cxp.pricing.errors import PricingError, maps_numeric_errors
-from cxp.pricing.metrics import BillingPeriod, Cohort, fetch_rows, list_cohort_accounts
+from cxp.pricing.metrics import BillingPeriod, Cohort, add_months, fetch_rows, list_cohort_accounts
 from cxp.pricing.service import get_data_span, get_usage_cube
 
 GROUPS = ("product", "segment", "cohort")
@@ -80,11 +80,6 @@ class EarnedGrowthReport:
     reason: str | None = None
 
 
-def _add_month(d: date, n: int) -> date:
-    k = d.year * 12 + d.month - 1 + n
-    return date(k // 12, k % 12 + 1, 1)
-
-
 def _group(key: dict[str, str], customers: list[CustomerRevenue], min_n: int) -> GrowthGroup:
     s = split_revenue(customers)
     counts = (s["base_customers"], s["kept_customers"], s["earned_new_customers"], s["other_new_customers"])
@@ -127,8 +122,8 @@ def get_earned_growth(
         return EarnedGrowthReport(**{**empty.__dict__, "reason": "not enough data: nothing recorded yet"})
     if month is None:
         after = span.last_day + timedelta(days=1)
-        month = _add_month(date(after.year, after.month, 1), -1)
-    base_month = _add_month(month, -1)
+        month = add_months(date(after.year, after.month, 1), -1)
+    base_month = add_months(month, -1)
     period = BillingPeriod(base_month, 2)
     partial = span.first_day > period.start or span.last_day < period.end - timedelta(days=1)
     until = min(period.end_at(), datetime.combine(span.last_day + timedelta(days=1), time(0), UTC))

@@ -25,7 +25,8 @@ from cxp.pricing.queries import COHORT_ACCOUNTS, Level, activity_query, metric_q
 from cxp.store.errors import mapped_errors
 
 
-def _add_months(d: date, n: int) -> date:
+def add_months(d: date, n: int) -> date:
+    """The 1st of the month `n` months after `d`'s month (before it when n < 0)."""
     k = d.year * 12 + d.month - 1 + n
     return date(k // 12, k % 12 + 1, 1)
 
@@ -53,7 +54,7 @@ class BillingPeriod:
         last = (
             date(e.year, e.month, 1)
             if e > datetime.combine(date(e.year, e.month, 1), time(0), UTC)
-            else (_add_months(date(e.year, e.month, 1), -1))
+            else (add_months(date(e.year, e.month, 1), -1))
         )
         return cls(first, (last.year - first.year) * 12 + last.month - first.month + 1)
 
@@ -65,12 +66,12 @@ class BillingPeriod:
     @property
     def end(self) -> date:
         """The day after the last month (exclusive)."""
-        return _add_months(self.first_month, self.months)
+        return add_months(self.first_month, self.months)
 
     @property
     def month_starts(self) -> tuple[date, ...]:
         """The first day of every month in the period."""
-        return tuple(_add_months(self.first_month, i) for i in range(self.months))
+        return tuple(add_months(self.first_month, i) for i in range(self.months))
 
     def start_at(self) -> datetime:
         """The start as a UTC instant."""
