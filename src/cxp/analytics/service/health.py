@@ -14,6 +14,7 @@ from cxp.analytics.core.health import (
     COMPONENTS,
     SUB_SCORES,
     HealthConfig,
+    HealthScores,
     aggregate_devices,
     efficiency_component,
     engagement_component,
@@ -240,14 +241,19 @@ def _trajectory(
     return pd.concat(parts, ignore_index=True)
 
 
+def score_frame(frame: pd.DataFrame, config: HealthConfig) -> HealthScores:
+    """The pure score (core health) on entity × period component rows, components clipped to 0–100."""
+    inputs = frame[["entity_id", "period", "product_id", "segment", *COMPONENTS]].copy()
+    for component in COMPONENTS:
+        inputs[component] = pd.to_numeric(inputs[component], errors="coerce").astype(float).clip(0, 100)
+    return health_scores(frame=inputs, config=config)
+
+
 def health_objects(level: Level, frame: pd.DataFrame, config: HealthConfig) -> tuple[HealthScore, ...]:
     """Run the pure score on entity × period rows and turn its frames into HealthScore objects."""
     if frame.empty:
         return ()
-    inputs = frame[["entity_id", "period", "product_id", "segment", *COMPONENTS]].copy()
-    for component in COMPONENTS:
-        inputs[component] = pd.to_numeric(inputs[component], errors="coerce").astype(float).clip(0, 100)
-    scored = health_scores(frame=inputs, config=config)
+    scored = score_frame(frame, config)
     scores = scored.scores.reset_index(drop=True)
     extra = frame.reset_index(drop=True)
     drivers: dict[tuple[str, object], list[Driver]] = {}

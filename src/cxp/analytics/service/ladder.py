@@ -6,6 +6,7 @@ import pandas as pd
 import psycopg
 
 from cxp.analytics.core._frames import finite_or_none
+from cxp.analytics.core.health import HealthConfig
 from cxp.analytics.core.ladder import LEVELS, climber_contrast, device_ladder, level_shares
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import EffectComparison
@@ -15,7 +16,7 @@ from cxp.analytics.queries.registry import churn_exits, devices
 from cxp.analytics.queries.usage import last_use_before
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import CHURN_INACTIVE_DAYS, empty_window, resolve_window
-from cxp.analytics.service.health import get_health
+from cxp.analytics.service.health import health_frames, score_frame
 from cxp.core.stats import Difference
 
 DEFINITIONS = {
@@ -67,10 +68,17 @@ def get_capability_ladder(
     idle_days = (pd.Timestamp(window.end) - pd.to_datetime(ladder["last_use_on"])).dt.days
     ladder["churned"] = ladder["exit_at"].notna() | ~(idle_days < CHURN_INACTIVE_DAYS)
 
-    health = get_health(conn=conn, query=query, level="device", weeks=weeks)
-    scores = pd.DataFrame(
-        [(s.entity_id, s.score) for s in health.scores if s.score is not None], columns=["device_id", "health"]
+    # Only each device's mean score is needed: the scored frame, without a HealthScore object per device-week.
+    frame, _ = health_frames(conn=conn, query=query, level="device", weeks=weeks)
+    scored = (
+        score_frame(frame, HealthConfig()).scores if not frame.empty else pd.DataFrame(columns=["entity_id", "score"])
     )
+    scores = pd.DataFrame(
+        {
+            "device_id": scored["entity_id"].astype(str),
+            "health": pd.to_numeric(scored["score"], errors="coerce").astype(float),
+        }
+    ).dropna()
     mean_health = scores.groupby("device_id")["health"].mean()
     ladder["health"] = ladder["device_id"].map(mean_health).astype(float)
 
