@@ -12,7 +12,8 @@ With `build_fleet(referral_experience=True)`:
   else it is organic; a referred customer buys the referrer's product (word of mouth is about a product).
 
 The earned-growth measures must find fewer referrals and less earned-new revenue where the experience is worse
-(tests/analytics/test_service_referrals.py, tests/pricing/test_earned_growth.py)."""
+(tests/analytics/test_service_referrals.py, tests/pricing/test_earned_growth_db.py,
+tests/device_sim/test_referral_acquisition.py)."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ of the `activated` lifecycle event). NPS beside each group comes from analytics 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -23,7 +24,7 @@ from cxp.pricing.core.backtest import bill_cube
 from cxp.pricing.core.growth import CustomerRevenue, EarnedGrowth, earned_growth, split_revenue
 from cxp.pricing.core.plans import BillableMetric, Plan
 from cxp.pricing.errors import PricingError, maps_numeric_errors
-from cxp.pricing.metrics import BillingPeriod, Cohort, add_months, fetch_rows, list_cohort_accounts
+from cxp.pricing.metrics import BillingPeriod, Cohort, add_months, fetch_rows
 from cxp.pricing.service import get_data_span, get_usage_cube
 
 GROUPS = ("product", "segment", "cohort")
@@ -119,7 +120,7 @@ def get_earned_growth(
     span = get_data_span(conn=conn, product=product)
     empty = EarnedGrowthReport(plan.key, plan.currency, None, None, False, by, (), None, DEFINITIONS)
     if span.first_day is None or span.last_day is None:
-        return EarnedGrowthReport(**{**empty.__dict__, "reason": "not enough data: nothing recorded yet"})
+        return dataclasses.replace(empty, reason="not enough data: nothing recorded yet")
     if month is None:
         after = span.last_day + timedelta(days=1)
         month = add_months(date(after.year, after.month, 1), -1)
@@ -131,12 +132,11 @@ def get_earned_growth(
     products = [r[0] for r in fetch_rows(conn, _PRODUCTS, {"product": product})] if "product" in by else [product]
     rows: list[tuple[dict[str, str], CustomerRevenue]] = []
     for p in products:
-        cohort = Cohort(product=p)
         cube = get_usage_cube(
             conn=conn,
             plans=[plan],
             period=period,
-            cohort=cohort,
+            cohort=Cohort(product=p),
             metrics=metrics,
             until=until,
             with_health=False,
@@ -144,27 +144,18 @@ def get_earned_growth(
         )
         if not cube.account_ids:
             continue
-        accounts = list_cohort_accounts(conn, cohort=cohort, period=period)
-        if accounts.account_ids != cube.account_ids:  # both read the same scope; a write in between moves it
-            raise PricingError("the accounts changed while earned growth was computed; try again")
         bills = bill_cube(plan=plan, cube=cube, recurring_only=True)
         reported = np.nan_to_num(np.asarray(cube.coverage, dtype=float), nan=0.0) > 0
         bills = np.where(reported, bills, 0)
-        first = [datetime.combine(f.astimezone(UTC).date(), time(0), UTC) for f in accounts.first_activation]
+        # period_index: months from the account's first activation month to each month of the period
+        cohorts = [f"{add_months(base_month, -int(k)):%Y-%m}" for k in cube.period_index[:, 0]]
         for i, account in enumerate(cube.account_ids):
-            key = {"product": str(p), "segment": cube.segments[i] or "(none)", "cohort": first[i].strftime("%Y-%m")}
+            key = {"product": str(p), "segment": cube.segments[i] or "(none)", "cohort": cohorts[i]}
             customer = CustomerRevenue(int(bills[i, 0]), int(bills[i, 1]), account in referred)
             rows.append(({g: key[g] for g in by}, customer))
     if not rows:
-        return EarnedGrowthReport(
-            **{
-                **empty.__dict__,
-                "base_month": base_month,
-                "month": month,
-                "partial": partial,
-                "reason": "not enough data: no accounts in scope",
-            }
-        )
+        reason = "not enough data: no accounts in scope"
+        return dataclasses.replace(empty, base_month=base_month, month=month, partial=partial, reason=reason)
     grouped: dict[tuple[str, ...], list[CustomerRevenue]] = {}
     for key, customer in rows:
         grouped.setdefault(tuple(key[g] for g in by), []).append(customer)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from cxp.analytics import service as analytics
+from cxp.analytics.models_measures import ReferralGroup
 from cxp.analytics.query import AnalyticsQuery
 from cxp.api.deps import Cached, CachedDep, ProductKey
 from cxp.api.errors import NotFound
@@ -22,8 +23,9 @@ from cxp.api.schemas import CSV_RESPONSES, FormatQuery, csv_response
 from cxp.pricing import repository as plan_store
 from cxp.pricing.core.growth import rank_correlation
 from cxp.pricing.core.plans import Plan
-from cxp.pricing.earned import get_earned_growth
+from cxp.pricing.earned import GrowthGroup, get_earned_growth
 from cxp.pricing.examples import example_plans
+from cxp.pricing.metrics import add_months
 
 router = APIRouter(prefix="/v1/experience", tags=["experience"])
 
@@ -86,7 +88,7 @@ def resolve_plan(cached: Cached, ref: str) -> Plan:
     return example
 
 
-def _out(group, nps=None) -> GrowthGroupOut:
+def _out(group: GrowthGroup, nps: ReferralGroup | None = None) -> GrowthGroupOut:
     g = group.growth
     figures = {}
     if g is not None:
@@ -122,7 +124,7 @@ def compose_earned_growth(
     report = cached.service(get_earned_growth, plan=plan, by=tuple(by), month=month, product=product, min_n=min_n)
     voice = {}
     if report.month is not None:
-        last = (report.month.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        last = add_months(report.month, 1) - timedelta(days=1)
         referrals = cached.service(
             analytics.get_referrals,
             query=AnalyticsQuery(product=product, start=report.month, end=last),
