@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from pydantic import ValidationError
 
-from cxp.contract.models import batch_adapter
+from cxp.contract.models import TelemetryBatch, batch_adapter
 from cxp.contract.topics import device_id_from_topic
 
 # device id -> (device_key, activation epoch seconds), or None when the device is not registered
@@ -43,6 +43,7 @@ class Accepted(NamedTuple):
     events: int
     sent_at: datetime | None
     canonical: bytes  # the validated batch re-serialised: what is written, so the database reads no raw input
+    batch: TelemetryBatch | None = None  # the validated batch itself, when asked for instead of `canonical`
 
 
 class Rejected(NamedTuple):
@@ -91,8 +92,10 @@ def validate_message(
     lookup_device: DeviceLookup,
     max_payload_bytes: int,
     topic_prefix: str = "devices",
+    canonical: bool = True,
 ) -> Accepted | Rejected:
-    """Check one message's topic, size, schema (strict JSON) and device."""
+    """Check one message's topic, size, schema (strict JSON) and device; an accepted message carries its validated
+    batch re-serialised (`canonical`) or, for callers that write typed rows, the batch itself."""
     device_id = device_id_from_topic(topic, topic_prefix)
     if device_id is None:
         return Rejected(Reason.BAD_TOPIC, f"expected {topic_prefix}/<device_id>/telemetry, got {topic!r}", None)
@@ -114,5 +117,7 @@ def validate_message(
     if found is None:
         return Rejected(Reason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered", device_id)
     device_key, activated_epoch = found
+    if not canonical:
+        return Accepted(device_id, device_key, activated_epoch, len(batch.events), batch.sent_at, b"", batch)
     return Accepted(device_id, device_key, activated_epoch, len(batch.events), batch.sent_at,
                     batch_adapter().dump_json(batch))

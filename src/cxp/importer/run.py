@@ -10,23 +10,20 @@ what is not stored yet. Afterwards the dirty rollup buckets the import marked ar
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
-from cxp.contract.validate import Accepted, Reason, validate_message
 from cxp.core.config import Settings
+from cxp.importer.chunks import Chunk, prepared_chunks
 from cxp.importer.errors import ImportBusy, ImportFileError
-from cxp.importer.readers import BadRow, Mark, Piece, detect_format, one_message, read_items
+from cxp.importer.readers import Mark, detect_format
 from cxp.store.db import connect
 from cxp.store.errors import mapped_errors
-from cxp.store.ingest import DeadLetter, IngestMessage, TimeBounds, write_batch_isolating
+from cxp.store.ingest import TimeBounds, write_batch_isolating
 from cxp.store.registry import DeviceCache
 from cxp.store.rollups import refresh_all_pending
 
@@ -86,119 +83,6 @@ class _Split(Exception):
         self.indexes = indexes
 
 
-class _Chunk:
-    """Validates the pieces of one chunk into messages and dead letters, keeping each message's lines."""
-
-    def __init__(self, *, settings: Settings, devices: DeviceCache, name: str, fmt: str) -> None:
-        self.settings, self.devices, self.name = settings, devices, name
-        self.unit = "row" if fmt == "parquet" else "line"
-        self.received = time.time()
-        self.messages: list[IngestMessage] = []
-        self.packed: list[Piece | None] = []  # per message: the packed piece it came from, for a split
-        self.letters: list[DeadLetter] = []
-
-    def _where(self, first: int, last: int) -> str:
-        unit = self.unit
-        return f"{self.name} {unit} {first}" if first == last else f"{self.name} {unit}s {first}-{last}"
-
-    def _letter(self, *, line: int, device_id: str | None, reason: str, detail: str, payload: bytes) -> None:
-        cap = self.settings.gateway.dead_letter_payload_cap
-        topic = self._topic(device_id) if device_id else f"import:{self.name}"
-        self.letters.append(
-            DeadLetter(
-                datetime.fromtimestamp(self.received, UTC),
-                topic,
-                device_id,
-                reason,
-                f"{self._where(line, line)}: {detail}",
-                payload[:cap],
-                len(payload),
-            )
-        )
-
-    def _topic(self, device_id: str) -> str:
-        return f"{self.settings.mqtt.topic_prefix}/{device_id}/telemetry"
-
-    def bad(self, row: BadRow) -> None:
-        """A row that is not an event."""
-        self._letter(line=row.line, device_id=row.device_id, reason=row.reason, detail=row.detail, payload=row.payload)
-
-    def add(self, piece: Piece, *, split: bool = False) -> None:
-        """Validate a piece; a packed piece that fails (or `split`) is validated row by row."""
-        if piece.rows and split:
-            for k, event in enumerate(piece.rows):
-                line = piece.first_line + k
-                self.add(Piece(piece.device_id, one_message(piece.device_id, [event]), line, line))
-            return
-        device_id = piece.device_id
-        if device_id is None:
-            self._letter(
-                line=piece.first_line,
-                device_id=None,
-                reason=Reason.SCHEMA.value,
-                detail="device_id: an imported message must name its device",
-                payload=piece.payload,
-            )
-            return
-        verdict = self._validate(device_id, piece.payload)
-        if type(verdict) is not Accepted and verdict.reason == Reason.DEVICE_MISMATCH and not piece.rows:
-            named = _named_device(piece.payload)  # the quick scan found a nested "device_id": parse properly
-            if named and named != device_id:
-                device_id, verdict = named, self._validate(named, piece.payload)
-        if type(verdict) is Accepted:
-            self.messages.append(
-                IngestMessage(
-                    self._topic(device_id),
-                    verdict.device_id,
-                    verdict.device_key,
-                    verdict.canonical,
-                    self.received,
-                    verdict.activated_epoch,
-                    piece.payload,
-                    self._where(piece.first_line, piece.last_line),
-                )
-            )
-            self.packed.append(piece if piece.rows else None)
-        elif piece.rows:
-            self.add(piece, split=True)
-        else:
-            self._letter(
-                line=piece.first_line,
-                device_id=verdict.device_id,
-                reason=verdict.reason.value,
-                detail=verdict.detail,
-                payload=piece.payload,
-            )
-
-    def _validate(self, device_id: str, payload: bytes):
-        return validate_message(
-            topic=self._topic(device_id),
-            payload=payload,
-            lookup_device=self.devices.lookup,
-            max_payload_bytes=self.settings.gateway.max_payload_bytes,
-            topic_prefix=self.settings.mqtt.topic_prefix,
-        )
-
-    def split(self, indexes: list[int]) -> None:
-        """Replace the packed messages at `indexes` by one message per row."""
-        pieces = [self.packed[i] for i in indexes]
-        keep = set(range(len(self.messages))) - set(indexes)
-        self.messages = [m for i, m in enumerate(self.messages) if i in keep]
-        self.packed = [p for i, p in enumerate(self.packed) if i in keep]
-        for piece in pieces:
-            if piece is not None:
-                self.add(piece, split=True)
-
-
-def _named_device(payload: bytes) -> str | None:
-    try:
-        found = json.loads(payload)
-    except ValueError:
-        return None
-    named = found.get("device_id") if isinstance(found, dict) else None
-    return named if isinstance(named, str) else None
-
-
 _CLAIM = """
 INSERT INTO import_files AS f (file_sha256, name, format, size_bytes) VALUES (%(sha)s, %(name)s, %(fmt)s, %(size)s)
 ON CONFLICT (file_sha256) DO UPDATE SET name = excluded.name, updated_at = now()
@@ -224,6 +108,7 @@ def import_file(
     chunk_events: int = 5000,
     refresh: bool = True,
     progress: Progress | None = None,
+    in_process: bool | None = None,
 ) -> ImportResult:
     """Import one file (resuming its checkpoint); `conn` must be in autocommit mode (each chunk commits)."""
     name = name or path.name
@@ -247,6 +132,7 @@ def import_file(
                 chunk_events=chunk_events,
                 progress=progress,
                 result=result,
+                in_process=in_process,
             )
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 22))", (sha,))
@@ -267,6 +153,7 @@ def _run(
     chunk_events: int,
     progress: Progress | None,
     result: ImportResult,
+    in_process: bool | None,
 ) -> None:
     status, position, line = conn.execute(
         _CLAIM, {"sha": result.sha256, "name": result.name, "fmt": fmt, "size": result.size_bytes}
@@ -287,28 +174,12 @@ def _run(
         max_future_skew_s=float(settings.gateway.max_future_skew_s),
         max_age_s=float(settings.retention_days * 86400) if settings.retention_days else None,
     )
-    items = read_items(path, fmt, position=position, line=line, mark_every=chunk_events)
-    # The device cache has a connection of its own: chunk k+1 is read and validated in a thread while chunk k is
-    # written (psycopg releases the GIL while it waits for the database).
-    with connect(settings.db) as lookups, ThreadPoolExecutor(1, thread_name_prefix="cxp-import") as reader:
-        devices = DeviceCache()
+    with connect(settings.db) as lookups:
+        devices = DeviceCache()  # for re-validating the rows of a packed message the database refused
         devices.load(lookups)
-
-        def prepare() -> tuple[_Chunk, Mark] | None:
-            chunk = _Chunk(settings=settings, devices=devices, name=result.name, fmt=fmt)
-            for item in items:
-                if type(item) is Piece:
-                    chunk.add(item)
-                elif type(item) is BadRow:
-                    chunk.bad(item)
-                else:
-                    return chunk, item
-            return None
-
-        ahead = reader.submit(prepare)
-        while (ready := ahead.result()) is not None:
-            ahead = reader.submit(prepare)
-            chunk, mark = ready
+        for chunk, mark in prepared_chunks(settings=settings, devices=devices.lookup, path=path, fmt=fmt,
+                                           name=result.name, position=position, line=line,
+                                           chunk_events=chunk_events, in_process=in_process):
             _commit(conn, chunk=chunk, mark=mark, expected=position, bounds=bounds, settings=settings, result=result)
             position = mark.position
             result.last_line = mark.line
@@ -323,7 +194,7 @@ def _run(
 def _commit(
     conn: psycopg.Connection,
     *,
-    chunk: _Chunk,
+    chunk: Chunk,
     mark: Mark,
     expected: int,
     bounds: TimeBounds,

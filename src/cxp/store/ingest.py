@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +24,9 @@ class IngestMessage(NamedTuple):
     activated_at: float  # epoch seconds
     raw: bytes | None = None  # the bytes as received, when `payload` is their validated re-serialisation
     source: str | None = None  # where an imported message came from ("file.csv line 7"): prefixes dead letters
+    # The validated events as COPY text lines (`event_copy_line`, bulk imports): staged by COPY instead of expanding
+    # the JSON `payload` in SQL; `payload` is then the bytes as received, for dead letters only.
+    rows: Sequence[bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +207,49 @@ SELECT (SELECT count(*) FROM good), (SELECT count(*) FROM new_events), (SELECT c
         WHERE NOT EXISTS (SELECT 1 FROM reg r WHERE r.device_key = f.device_key AND r.seq = f.seq))
 """
 
+# The typed twin of the statement above for messages whose events arrive as rows (bulk imports): the same checks,
+# registry and inserts, reading `ingest_rows` instead of expanding JSON, and showing a conflicting event from its row.
+EVENT_COLUMNS = (
+    "seq", "ts", "kind", "touchpoint", "success", "duration_s", "quantity", "unit", "latency_ms", "code", "severity",
+    "nps", "csat", "ces", "stage", "detail", "battery_pct", "signal_dbm", "uptime_s", "energy_wh", "metrics",
+)
+
+_TYPED_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS ingest_messages (
+    msg_no integer NOT NULL, device_key integer NOT NULL, received_at float8 NOT NULL, activated_at float8 NOT NULL
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS ingest_rows (
+    msg_no integer NOT NULL, device_key integer NOT NULL, seq bigint, ts timestamptz, kind text, touchpoint text,
+    success boolean, duration_s real, quantity double precision, unit text, latency_ms real, code text,
+    severity text, nps smallint, csat smallint, ces smallint, stage text, detail jsonb, battery_pct real,
+    signal_dbm real, uptime_s double precision, energy_wh double precision, metrics jsonb
+) ON COMMIT DELETE ROWS
+"""
+
+_JSON_EV = _CHECK_EXPAND_INSERT[
+    _CHECK_EXPAND_INSERT.index("    SELECT s.msg_no") : _CHECK_EXPAND_INSERT.index("),\nverdict")
+]
+_TYPED_EV = """    SELECT r.*,
+           event_content_hash(r.kind, r.ts, r.touchpoint, r.success, r.duration_s, r.quantity, r.unit, r.latency_ms,
+                              r.code, r.severity, r.nps, r.csat, r.ces, r.stage, r.detail, r.battery_pct,
+                              r.signal_dbm, r.uptime_s, r.energy_wh, r.metrics) AS h
+    FROM ingest_rows r
+"""
+_JSON_NEW = """(SELECT j FROM ingest_staging s, json_array_elements(s.payload -> 'events') j
+                WHERE s.msg_no = x.msg_no AND (j ->> 'seq')::bigint = x.seq)"""
+_JSON_FIRST = """(SELECT json_build_object('in_this_batch', true, 'event', j)
+                         FROM ingest_staging s, json_array_elements(s.payload -> 'events') j
+                         WHERE s.msg_no = x.first_msg AND (j ->> 'seq')::bigint = x.seq)"""
+_ROW_JSON = "jsonb_strip_nulls(to_jsonb(r) - 'msg_no' - 'device_key')::json"
+_TYPED_CHECK_INSERT = (
+    _CHECK_EXPAND_INSERT.replace(_JSON_EV, _TYPED_EV)
+    .replace(_JSON_NEW, f"(SELECT {_ROW_JSON} FROM ingest_rows r WHERE r.msg_no = x.msg_no AND r.seq = x.seq LIMIT 1)")
+    .replace(_JSON_FIRST, f"(SELECT json_build_object('in_this_batch', true, 'event', {_ROW_JSON}) FROM ingest_rows r"
+                          " WHERE r.msg_no = x.first_msg AND r.seq = x.seq LIMIT 1)")
+    .replace("FROM ingest_staging s\n    JOIN (SELECT msg_no", "FROM ingest_messages s\n    JOIN (SELECT msg_no")
+)
+assert "ingest_staging" not in _TYPED_CHECK_INSERT and "json_to_recordset" not in _TYPED_CHECK_INSERT
+
 # Non-null defaults of the contract's event fields, as this SQL applies them: (kind, field) -> value.
 SQL_DEFAULTS = {("usage", "success"): True, ("error", "severity"): "error"}
 
@@ -216,6 +263,45 @@ def _copy_text(messages: Sequence[IngestMessage]) -> bytes:
         b"%d\t%d\t%r\t%r\t%s\n" % (i, m.device_key, m.received_at, m.activated_at, m.payload.replace(b"\\", b"\\\\"))
         for i, m in enumerate(messages)
     )
+
+
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+
+
+def _copy_text_value(value: object) -> str:
+    if value is None:
+        return "\\N"
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    if type(value) is str:
+        return _COPY_SPECIAL.sub(lambda m: _COPY_ESCAPES[m.group()], value) if _COPY_SPECIAL.search(value) else value
+    if type(value) is float:
+        return repr(value)  # the shortest text that reads back as the same double, as the gateway's JSON writes it
+    if type(value) is datetime:
+        return value.isoformat()
+    return str(value)
+
+
+_COPY_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def event_copy_line(device_key: int, values: Sequence[object]) -> bytes:
+    """One event as a COPY text line of `ingest_rows` after its msg_no: the device, then EVENT_COLUMNS values
+    (str, int, float, bool, aware datetime, JSON text for jsonb, or None)."""
+    return f"{device_key}\t{chr(9).join(map(_copy_text_value, values))}\n".encode()
+
+
+def _stage_rows(cur: psycopg.Cursor, messages: Sequence[IngestMessage]) -> None:
+    """COPY typed messages into `ingest_messages` and their events into `ingest_rows` (text format: PostgreSQL parses
+    each value as it parses the JSON path's, so both paths store and hash the same values)."""
+    cur.execute(_TYPED_STAGING)
+    with cur.copy("COPY ingest_messages (msg_no, device_key, received_at, activated_at) FROM STDIN") as copy:
+        copy.write(b"".join(b"%d\t%d\t%r\t%r\n" % (i, m.device_key, m.received_at, m.activated_at)
+                            for i, m in enumerate(messages)))
+    with cur.copy(f"COPY ingest_rows (msg_no, device_key, {', '.join(EVENT_COLUMNS)}) FROM STDIN") as copy:
+        copy.write(b"".join(b"%d\t%s" % (i, line) for i, m in enumerate(messages) for line in m.rows))
 
 
 def dead_letter_for(message: IngestMessage, *, reason: str, detail: str, payload_cap: int) -> DeadLetter:
@@ -272,12 +358,17 @@ def _write_batch_once(
     letters = list(dead_letters)
     with mapped_errors(), conn.transaction():
         if messages:
-            conn.execute(_STAGING)
+            typed = all(m.rows is not None for m in messages)
             with conn.cursor() as cur:
-                with cur.copy("COPY ingest_staging (msg_no, device_key, received_at, activated_at, payload)"
-                              " FROM STDIN") as copy:
-                    copy.write(_copy_text(messages))
-                cur.execute(_CHECK_EXPAND_INSERT, {"skew": bounds.max_future_skew_s, "max_age": bounds.max_age_s})
+                if typed:
+                    _stage_rows(cur, messages)
+                else:
+                    cur.execute(_STAGING)
+                    with cur.copy("COPY ingest_staging (msg_no, device_key, received_at, activated_at, payload)"
+                                  " FROM STDIN") as copy:
+                        copy.write(_copy_text(messages))
+                cur.execute(_TYPED_CHECK_INSERT if typed else _CHECK_EXPAND_INSERT,
+                            {"skew": bounds.max_future_skew_s, "max_age": bounds.max_age_s})
                 events_in, events_stored, states_stored, out_of_bounds, conflicts, raced = cur.fetchone()
             if raced:
                 raise _SeqRace()
