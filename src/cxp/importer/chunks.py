@@ -8,15 +8,15 @@ import contextlib
 import ctypes
 import json
 import multiprocessing
+import operator
 import os
 import pickle
 import queue
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from enum import Enum
 from functools import cache
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from cxp.core.config import Settings
 from cxp.importer.errors import HistoryImportError
 from cxp.importer.readers import BadRow, Mark, Piece, one_message, read_items
 from cxp.store.db import connect
-from cxp.store.ingest import EVENT_COLUMNS, DeadLetter, IngestMessage, event_copy_line
+from cxp.store.ingest import EVENT_COLUMNS, NULL, DeadLetter, IngestMessage, copy_text_value
 from cxp.store.registry import DeviceCache
 
 # Files at least this big are validated in a child process (starting one costs ~0.5 s).
@@ -36,32 +36,47 @@ PROCESS_MIN_BYTES = 4 * 2**20
 _AHEAD = 2  # chunks the child may be ahead of the writer
 
 
-def _value(value: object) -> object:
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        # serialised as the gateway's canonical JSON serialises it, so both paths hash the same jsonb
-        return to_json(value).decode() if value else None
-    return value
+def _json_text(value: dict) -> str:
+    # serialised as the gateway's canonical JSON serialises it, so both paths hash the same jsonb
+    return copy_text_value(to_json(value).decode()) if value else NULL
+
+
+def _float_text(value: float) -> str:
+    return repr(value)  # the shortest text that reads back as the same double, as the gateway's JSON writes it
+
+
+# How each column's validated value becomes COPY text: names (a restricted alphabet) and the kind need no escaping.
+_ENCODERS: dict[str, Callable[[object], str]] = {
+    "seq": str, "nps": str, "csat": str, "ces": str,
+    "ts": datetime.isoformat,
+    "kind": str, "touchpoint": str, "unit": str, "code": str,
+    "severity": operator.attrgetter("value"), "stage": operator.attrgetter("value"),
+    "success": lambda v: "t" if v else "f",
+    "detail": _json_text, "metrics": _json_text,
+    **dict.fromkeys(("duration_s", "quantity", "latency_ms", "battery_pct", "signal_dbm", "uptime_s", "energy_wh"),
+                    _float_text),
+}
 
 
 @cache
-def _columns_of(kind: type) -> tuple[tuple[int, str], ...]:
-    """(position in EVENT_COLUMNS, field) of the event class's fields: absent fields stay None without a lookup."""
-    return tuple((i, c) for i, c in enumerate(EVENT_COLUMNS) if c in kind.model_fields)
+def _encoders_of(kind: type) -> tuple[tuple[int, str, Callable[[object], str]], ...]:
+    """(position in EVENT_COLUMNS, field, encoder) of an event class's fields; the other columns stay NULL."""
+    return tuple((i, c, _ENCODERS[c]) for i, c in enumerate(EVENT_COLUMNS) if c in kind.model_fields)
 
 
-def event_rows(batch: TelemetryBatch) -> tuple[tuple, ...]:
-    """The batch's events as typed rows in the store's EVENT_COLUMNS order (absent fields None)."""
-    rows = []
-    width = len(EVENT_COLUMNS)
+def event_lines(device_key: int, batch: TelemetryBatch) -> tuple[bytes, ...]:
+    """The batch's events as COPY text lines of the store's `ingest_rows` after msg_no ."""
+    lines = []
+    prefix = f"{device_key}\t"
     for event in batch.events:
-        row = [None] * width
+        parts = [NULL] * len(EVENT_COLUMNS)
         values = event.__dict__
-        for i, c in _columns_of(type(event)):
-            row[i] = _value(values[c])
-        rows.append(tuple(row))
-    return tuple(rows)
+        for i, c, encode in _encoders_of(type(event)):
+            value = values[c]
+            if value is not None:
+                parts[i] = encode(value)
+        lines.append(f"{prefix}{chr(9).join(parts)}\n".encode())
+    return tuple(lines)
 
 
 class Chunk:
@@ -134,7 +149,7 @@ class Chunk:
                     verdict.activated_epoch,
                     None,
                     self._where(piece.first_line, piece.last_line),
-                    tuple(event_copy_line(verdict.device_key, row) for row in event_rows(verdict.batch)),
+                    event_lines(verdict.device_key, verdict.batch),
                 )
             )
             self.packed.append(piece if piece.rows else None)
