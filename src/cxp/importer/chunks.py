@@ -31,8 +31,9 @@ from cxp.store.db import connect
 from cxp.store.ingest import EVENT_COLUMNS, NULL, DeadLetter, IngestMessage, copy_text_value
 from cxp.store.registry import DeviceCache
 
-# Files at least this big are validated in a child process (starting one costs ~0.5 s).
+# Files at least this big (bytes; rows for Parquet) are validated in a child process (starting one costs ~0.5 s).
 PROCESS_MIN_BYTES = 4 * 2**20
+PROCESS_MIN_ROWS = 20_000
 _AHEAD = 2  # chunks the child may be ahead of the writer
 
 
@@ -214,12 +215,12 @@ def prepared_chunks(
     chunk_events: int = 5000, in_process: bool | None = None,
 ) -> Iterator[tuple[Chunk, Mark]]:
     """The file's chunks from `position`, each with the Mark after it, validated ahead of the caller: in a child
-    process when `in_process` (default: files of PROCESS_MIN_BYTES or more), else in a thread. Chunks carry
-    `devices` for re-validating split rows."""
+    process when `in_process` (default: PROCESS_MIN_BYTES, or PROCESS_MIN_ROWS of Parquet, or more), else in a
+    thread. Chunks carry `devices` for re-validating split rows."""
     args = {"settings": settings, "path": path, "fmt": fmt, "name": name, "position": position, "line": line,
             "chunk_events": chunk_events}
     if in_process is None:
-        in_process = path.stat().st_size >= PROCESS_MIN_BYTES
+        in_process = _big(path, fmt)
     if not in_process:
         yield from _ahead_in_thread(_chunks(devices=devices, **args))
         return
@@ -249,6 +250,14 @@ def prepared_chunks(
             child.terminate()
         child.join(timeout=5)
         out.close()
+
+
+def _big(path: Path, fmt: str) -> bool:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows >= PROCESS_MIN_ROWS
+    return path.stat().st_size >= PROCESS_MIN_BYTES
 
 
 def _ahead_in_thread(chunks: Iterator[tuple[Chunk, Mark]]) -> Iterator[tuple[Chunk, Mark]]:
