@@ -2,8 +2,9 @@
 
 `cxp bench api` — loads the fleet once into its own database (shared with `cxp bench analytics`), starts
 the API on it in the background, times the first (uncached) answer of every view the load opens, then
-runs loadtests/locustfile_api.py (views served from the result cache, backtests computed on every call)
-and prints requests/s and p50/p95/p99 per endpoint.
+runs loadtests/locustfile_api.py once per phase and prints requests/s and p50/p95/p99 per endpoint: `cold`
+with the result cache off (every request computes its view), `warm` with it on (views served from the cache
+while the data is unchanged; backtests computed on every call).
 """
 
 from __future__ import annotations
@@ -36,16 +37,16 @@ def _timed_get(url: str, token: str) -> tuple[float, int]:
         return time.perf_counter() - t0, response.status
 
 
-def _print_stats(path: Path) -> None:
+def _print_stats(path: Path, phase: str) -> None:
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    print(f"{'endpoint':<44}{'requests':>9}{'fail':>6}{'req/s':>8}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}")
+    print(f"{phase}: {'endpoint':<38}{'requests':>9}{'fail':>6}{'req/s':>8}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}")
     for r in rows:
         name = r["Name"] if r["Name"] != "Aggregated" else "ALL"
         print(f"{name[:43]:<44}{int(r['Request Count']):>9}{int(r['Failure Count']):>6}"
               f"{float(r['Requests/s']):>8.1f}{r['50%']:>8}{r['95%']:>8}{r['99%']:>8}")
     total = next(r for r in rows if r["Name"] == "Aggregated")
-    print(f"RESULT API {float(total['Requests/s']):.1f} req/s, p50 {total['50%']} ms, p95 {total['95%']} ms,"
+    print(f"RESULT API {phase} {float(total['Requests/s']):.1f} req/s, p50 {total['50%']} ms, p95 {total['95%']} ms,"
           f" p99 {total['99%']} ms, failures {total['Failure Count']}/{total['Request Count']}")
 
 
@@ -62,43 +63,61 @@ def main(argv: list[str] | None = None) -> None:
                         help="uvicorn worker processes (each keeps its own result cache)")
     parser.add_argument("--port", type=int, default=18001)
     parser.add_argument("--reload", action="store_true", help="reload the fleet even if it is stored")
+    parser.add_argument("--phases", default="cold,warm",
+                        help="Locust runs: cold (result cache off), warm (cache on), comma-separated")
     args = parser.parse_args(argv)
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if not phases or set(phases) - {"cold", "warm"}:
+        parser.error("--phases takes cold and/or warm")
 
     env = Settings()  # ports and stack from the environment (CXP_DB__PORT…); the database and API port are the bench's
     settings = env.model_copy(update={
         "db": env.db.model_copy(update={"name": BENCH_DB, "pool_max": 8}),
         "api": env.api.model_copy(update={"port": args.port}),
         "stack": env.stack.model_copy(update={"dir": env.stack.dir / "bench-api"})})
-    start_stack(env)
+    start_stack(env.model_copy(update={"db": settings.db}))  # the usual stack; creates the bench database
     with connect(settings.db) as conn:
         apply_migrations(conn)
         ensure_fleet(conn, params=bench_fleet_params(devices=args.devices, days=args.days, seed=args.seed),
                      workers=2, reload=args.reload, out=lambda line: print(line, flush=True))
         product_key = create_key(conn, name="bench api", role="product").token
         pricing_key = create_key(conn, name="bench api", role="pricing").token
+    for phase in phases:
+        cache_ttl_s = 0.0 if phase == "cold" else env.api.cache_ttl_s
+        api = settings.api.model_copy(update={"cache_ttl_s": cache_ttl_s})
+        phase_settings = settings.model_copy(update={"api": api})
+        _run_phase(phase_settings, phase=phase, args=args, product_key=product_key, pricing_key=pricing_key,
+                   first_answers=phase == phases[0])
+
+
+def _run_phase(settings: Settings, *, phase: str, args: argparse.Namespace, product_key: str, pricing_key: str,
+               first_answers: bool) -> None:
+    """(Re)start the API with this phase's cache setting, time first answers once, run Locust, print the table."""
     stop_api(settings)
     url = start_api(settings, workers=args.api_workers)
-    print(f"API on {url} with {args.api_workers} workers over {BENCH_DB}")
+    print(f"API on {url} with {args.api_workers} workers over {BENCH_DB}, result cache"
+          f" {'off' if settings.api.cache_ttl_s <= 0 else 'on'} ({phase})", flush=True)
     install = urllib.request.Request(f"{url}/v1/pricing/examples/install", method="POST",
                                      headers={"Authorization": f"Bearer {pricing_key}"})
     with urllib.request.urlopen(install, timeout=60) as response:
         response.read()  # the example plans the pricing users backtest
     try:
-        print("first (uncached) answer of every view, computed one at a time:")
-        for views, token in ((PRODUCT_VIEWS, product_key), (PRICING_VIEWS, pricing_key)):
-            for paths in views.values():
-                for path in paths:
-                    elapsed, status = _timed_get(url + path, token)
-                    print(f"  {path:<80} {elapsed:6.2f} s  ({status})", flush=True)
+        if first_answers:
+            print("first (uncached) answer of every view, computed one at a time:")
+            for views, token in ((PRODUCT_VIEWS, product_key), (PRICING_VIEWS, pricing_key)):
+                for paths in views.values():
+                    for path in paths:
+                        elapsed, status = _timed_get(url + path, token)
+                        print(f"  {path:<80} {elapsed:6.2f} s  ({status})", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             prefix = Path(tmp) / "api"
             cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
                    "-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.duration, "--host", url,
                    "--csv", str(prefix), "--product-key", product_key, "--pricing-key", pricing_key]
-            print(f"locust: {args.users} users for {args.duration} (3 product managers : 1 pricing analyst)",
-                  flush=True)
+            print(f"locust ({phase}): {args.users} users for {args.duration} (3 product managers : 1 pricing"
+                  " analyst)", flush=True)
             subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _print_stats(Path(f"{prefix}_stats.csv"))
+            _print_stats(Path(f"{prefix}_stats.csv"), phase)
     finally:
         stop_api(settings)
 
