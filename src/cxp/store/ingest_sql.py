@@ -189,23 +189,37 @@ assert "ingest_staging" not in TYPED_CHECK_INSERT and "json_to_recordset" not in
 # with other content: register every (device, seq) with ON CONFLICT DO NOTHING and, only when all of them were new,
 # insert the events (one probe of the seq registry per event instead of a lookup, a join and two anti-joins). When
 # any was known or raced (`fine` false), the caller rolls back to before it and runs TYPED_CHECK_INSERT.
-TYPED_FRESH_INSERT = """
+def _between(text: str, start: str, end: str) -> str:
+    """The part of `text` from `start` up to (not including) `end`; both must be there."""
+    i = text.index(start)
+    return text[i : text.index(end, i)]
+
+
+def _swap(text: str, old: str, new: str) -> str:
+    assert old in text, old
+    return text.replace(old, new)
+
+
+# Shared with the exact statements: the time-bound verdict, the inserts (fed by `uniq` once `ok` says all is new
+# instead of by `fresh`) and the out-of-bounds report.
+_FRESH_VERDICT = _between(TYPED_CHECK_INSERT, "verdict AS MATERIALIZED (", "first_of AS MATERIALIZED (")
+_FRESH_INSERTS = _swap(
+    _swap(
+        _between(CHECK_EXPAND_INSERT, "new_events AS (", "seq_stats AS ("),
+        "FROM fresh WHERE kind <> 'state'",
+        "FROM uniq WHERE kind <> 'state' AND (SELECT fine FROM ok)",
+    ),
+    "FROM fresh WHERE kind = 'state'",
+    "FROM uniq WHERE kind = 'state' AND (SELECT fine FROM ok)",
+)
+_OUT_OF_BOUNDS = _between(
+    CHECK_EXPAND_INSERT, "(SELECT coalesce(json_agg(json_build_array(msg_no, reason,", ",\n       (SELECT coalesce("
+)
+
+TYPED_FRESH_INSERT = f"""
 WITH ev AS MATERIALIZED (
-@EV@),
-verdict AS MATERIALIZED (
-    SELECT s.msg_no,
-           CASE WHEN b.last_ts > to_timestamp(s.received_at + %(skew)s) THEN 'future_timestamp'
-                WHEN b.first_ts < to_timestamp(s.activated_at) THEN 'before_activation'
-                WHEN b.first_ts < to_timestamp(s.received_at - %(max_age)s::float8) THEN 'too_old'
-           END AS reason,
-           b.first_ts, b.last_ts, to_timestamp(s.received_at) AS received, to_timestamp(s.activated_at) AS activated
-    FROM ingest_messages s
-    JOIN (SELECT msg_no, min(ts) AS first_ts, max(ts) AS last_ts FROM ev GROUP BY msg_no) b USING (msg_no)
-),
-cand AS MATERIALIZED (
-    SELECT ev.* FROM ev JOIN verdict v USING (msg_no) WHERE v.reason IS NULL
-),
-uniq AS MATERIALIZED (
+{_TYPED_EV}),
+{_FRESH_VERDICT}uniq AS MATERIALIZED (
     SELECT DISTINCT ON (device_key, seq) * FROM cand ORDER BY device_key, seq, msg_no
 ),
 reg AS (
@@ -218,30 +232,7 @@ ok AS MATERIALIZED (
     SELECT (SELECT count(*) FROM reg) = (SELECT count(*) FROM uniq)
            AND NOT EXISTS (SELECT 1 FROM cand c JOIN uniq u USING (device_key, seq) WHERE c.h <> u.h) AS fine
 ),
-new_events AS (
-    INSERT INTO events (device_key, ts, seq, kind, touchpoint, success, duration_s, quantity, unit,
-                        latency_ms, code, severity, nps, csat, ces, stage, detail)
-    SELECT device_key, ts, seq, kind::event_kind, touchpoint,
-           CASE WHEN kind = 'usage' THEN coalesce(success, true) END, duration_s, quantity, unit, latency_ms,
-           code, CASE WHEN kind = 'error' THEN coalesce(severity, 'error') END, nps, csat, ces, stage,
-           NULLIF(detail, '{}'::jsonb)
-    FROM uniq WHERE kind <> 'state' AND (SELECT fine FROM ok)
-    ON CONFLICT DO NOTHING
-    RETURNING device_key, ts
-),
-new_states AS (
-    INSERT INTO device_state (device_key, ts, seq, battery_pct, signal_dbm, uptime_s, energy_wh, metrics)
-    SELECT device_key, ts, seq, battery_pct, signal_dbm, uptime_s, energy_wh, NULLIF(metrics, '{}'::jsonb)
-    FROM uniq WHERE kind = 'state' AND (SELECT fine FROM ok)
-    ON CONFLICT DO NOTHING
-    RETURNING device_key, ts
-),
-dirty AS (
-    INSERT INTO rollup_dirty (device_key, day)
-    SELECT DISTINCT device_key, (ts AT TIME ZONE 'UTC')::date
-    FROM (SELECT * FROM new_events UNION ALL SELECT * FROM new_states) AS n
-),
-seq_stats AS (
+{_FRESH_INSERTS}seq_stats AS (
     INSERT INTO device_seq_stats AS t (device_key, min_seq, max_seq, seqs)
     SELECT device_key, min(seq), max(seq), count(*) FROM reg WHERE (SELECT fine FROM ok)
     GROUP BY device_key ORDER BY device_key
@@ -250,10 +241,5 @@ seq_stats AS (
 )
 SELECT (SELECT fine FROM ok), (SELECT count(*) FROM cand), (SELECT count(*) FROM new_events),
        (SELECT count(*) FROM new_states),
-       (SELECT coalesce(json_agg(json_build_array(msg_no, reason, CASE reason
-            WHEN 'future_timestamp' THEN format('event at %%s is after receipt %%s + %%s s',
-                                                 last_ts, received, %(skew)s)
-            WHEN 'before_activation' THEN format('event at %%s precedes activation %%s', first_ts, activated)
-            ELSE format('event at %%s is older than the retention horizon (%%s s)', first_ts, %(max_age)s)
-            END)), '[]') FROM verdict WHERE reason IS NOT NULL)
-""".replace("@EV@", _TYPED_EV)
+       {_OUT_OF_BOUNDS}
+"""
