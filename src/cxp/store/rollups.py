@@ -74,6 +74,24 @@ FULL JOIN o ON o.device_key = h.device_key AND o.day = h.day
 FULL JOIN s ON s.device_key = coalesce(h.device_key, o.device_key) AND s.day = coalesce(h.day, o.day)
 """
 
+# Each touchpoint CSAT answer with the day's last use of its touchpoint at or before it (migration 023 explains
+# the packing); `{scope}` limits it to the dirty device-days or not at all.
+ANSWER_SELECT = """
+SELECT device_key, ts, seq, touchpoint, csat,
+       timestamptz 'epoch' + (last_use >> 1) * INTERVAL '1 microsecond', (last_use & 1) = 1
+FROM (
+    SELECT e.device_key, e.ts, e.seq, e.kind, e.touchpoint, e.csat,
+           max(CASE WHEN e.kind = 'usage'
+                    THEN ((extract(epoch FROM e.ts) * 1000000)::bigint << 1) | e.success::int END)
+               OVER (PARTITION BY e.device_key, e.touchpoint, (e.ts AT TIME ZONE 'UTC')::date
+                     ORDER BY e.ts, e.kind = 'feedback' ROWS UNBOUNDED PRECEDING) AS last_use
+    FROM events e {scope}
+    WHERE e.touchpoint IS NOT NULL AND (e.kind = 'usage' OR (e.kind = 'feedback' AND e.csat IS NOT NULL))
+) x
+WHERE kind = 'feedback'
+"""
+ANSWER_COLUMNS = "device_key, ts, seq, touchpoint, csat, last_use_at, last_use_ok"
+
 HOURLY_COLUMNS = ("device_key, bucket, touchpoint, usage_count, success_count, error_count, duration_sum,"
                   " quantity_sum, latency_count, latency_sum, latency_sumsq, latency_max")
 DAILY_COLUMNS = ("device_key, day, usage_count, success_count, error_count, recovery_count, feedback_count,"
@@ -92,7 +110,7 @@ class RollupRefresh:
 
 
 def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000) -> RollupRefresh:
-    """Recompute the hourly and daily rollups of up to `max_device_days` dirty device-days."""
+    """Recompute the hourly and daily rollups and the answer contexts of up to `max_device_days` dirty device-days."""
     with mapped_errors(), conn.transaction():
         got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_ID,)).fetchone()
         if not got or not got[0]:
@@ -124,6 +142,9 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
                 scope_state=f"JOIN _rollup_days d ON {_in_days('st', 'ts')}",
             )
         ).rowcount
+        conn.execute(f"DELETE FROM answer_context a USING _rollup_days d WHERE {_in_days('a', 'ts')}")
+        conn.execute(f"INSERT INTO answer_context ({ANSWER_COLUMNS}) "
+                     + ANSWER_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"))
         pending = conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0]
     return RollupRefresh(device_days, hourly, daily, pending)
 
@@ -152,6 +173,18 @@ def list_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
         return conn.execute(
             DAILY_SELECT.format(scope_hourly="", scope_events="", scope_state="") + " ORDER BY 1, 2"
         ).fetchall()
+
+
+def list_answer_context_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """Every answer's context computed afresh from raw events, ordered like `list_answer_context`."""
+    with mapped_errors():
+        return conn.execute(ANSWER_SELECT.format(scope="") + " ORDER BY 1, 2, 3").fetchall()
+
+
+def list_answer_context(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored answer context."""
+    with mapped_errors():
+        return conn.execute(f"SELECT {ANSWER_COLUMNS} FROM answer_context ORDER BY 1, 2, 3").fetchall()
 
 
 def list_hourly(conn: psycopg.Connection) -> list[tuple]:

@@ -6,7 +6,6 @@ from datetime import date, timedelta
 
 import pandas as pd
 import psycopg
-from psycopg import sql
 
 from cxp.analytics.queries._base import day_start, fetch_frame, with_scoped_devices
 from cxp.analytics.query import AnalyticsQuery
@@ -74,47 +73,19 @@ def first_core_success(conn: psycopg.Connection, *, scope: AnalyticsQuery, start
 
 
 def touchpoint_answers(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """CSAT answers about a touchpoint in the window (raw feedback, filtered in SQL): device_key, device_id,
-    product_id, touchpoint, ts, score."""
+    """CSAT answers about a touchpoint in the window with the day's last use of that touchpoint at or before each
+    (`answer_context`, kept by the rollup refresh): device_key, device_id, product_id, touchpoint, ts, score,
+    last_use_at (NaT/None: no use that day before the answer), last_use_ok."""
     statement, params = with_scoped_devices(
         scope,
-        "SELECT e.device_key, sel.device_id, sel.product_id, e.touchpoint, e.ts, e.csat::float8 AS score"
-        " FROM events e JOIN sel USING (device_key)"
-        " WHERE e.kind = 'feedback' AND e.csat IS NOT NULL AND e.touchpoint IS NOT NULL"
-        " AND e.ts >= %(lo)s AND e.ts < %(hi)s ORDER BY e.ts",
+        "SELECT a.device_key, sel.device_id, sel.product_id, a.touchpoint, a.ts, a.csat::float8 AS score,"
+        " a.last_use_at, a.last_use_ok"
+        " FROM answer_context a JOIN sel USING (device_key)"
+        " WHERE a.ts >= %(lo)s AND a.ts < %(hi)s ORDER BY a.ts, a.device_key, a.seq",
         lo=day_start(start),
         hi=day_start(end + timedelta(days=1)),
     )
     return fetch_frame(conn, statement, params)
-
-
-def uses_on_days(conn: psycopg.Connection, *, cells: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
-    """Uses of the given device × touchpoint × UTC day cells (raw events, few): device_key, touchpoint, ts, success.
-
-    `cells`: device_key, touchpoint, day (a date or midnight); the window bounds let TimescaleDB skip other chunks.
-    """
-    if cells.empty:
-        return pd.DataFrame(columns=["device_key", "touchpoint", "ts", "success"])
-    cells = cells.drop_duplicates()
-    days = pd.to_datetime(cells["day"])
-    days = days.dt.tz_localize("UTC") if days.dt.tz is None else days.dt.tz_convert("UTC")
-    return fetch_frame(
-        conn,
-        sql.SQL(
-            "SELECT u.device_key, u.touchpoint, u.ts, u.success FROM events u"
-            " JOIN unnest(%(keys)s::int[], %(tps)s::text[], %(days)s::timestamptz[]) AS c(device_key, touchpoint, day)"
-            " ON u.device_key = c.device_key AND u.touchpoint = c.touchpoint AND u.ts >= c.day"
-            " AND u.ts < c.day + INTERVAL '1 day'"
-            " WHERE u.kind = 'usage' AND u.ts >= %(lo)s AND u.ts < %(hi)s"
-        ),
-        {
-            "keys": [int(k) for k in cells["device_key"]],
-            "tps": [str(t) for t in cells["touchpoint"]],
-            "days": list(days.dt.to_pydatetime()),
-            "lo": day_start(start),
-            "hi": day_start(end + timedelta(days=1)),
-        },
-    )
 
 
 def failure_days(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:

@@ -21,7 +21,6 @@ from cxp.analytics.queries.touchpoints import (
     failure_days,
     touchpoint_answers,
     touchpoint_totals,
-    uses_on_days,
 )
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import count_or_zero, empty_window, resolve_window
@@ -45,14 +44,15 @@ DEFINITIONS = {
 
 def touchpoint_classes(conn: psycopg.Connection, *, scope: AnalyticsQuery, window: Window) -> core_kano.KanoFit:
     """Penalty, reward, derived importance and Kano class per product × touchpoint from the window's CSAT answers
-    (core kano): each answer grouped by the day's last use of its touchpoint before it."""
+    (core kano): each answer grouped by the day's last use of its touchpoint before it (precomputed per answer)."""
     answers = touchpoint_answers(conn, scope=scope, start=window.start, end=window.end)
     if answers.empty:
         return core_kano.kano_classes(answers=answers.assign(group=pd.Series(dtype=object)))
-    day = pd.to_datetime(answers["ts"], utc=True).dt.floor("D")
-    uses = uses_on_days(
-        conn, cells=answers[["device_key", "touchpoint"]].assign(day=day), start=window.start, end=window.end
-    )
+    # Each answer's precomputed last use that day stands for all the uses of its day: the last one at or before an
+    # answer is that answer's own (the others' are either the same use or later than it).
+    used = answers[answers["last_use_at"].notna()]
+    uses = pd.DataFrame({"device_key": used["device_key"], "touchpoint": used["touchpoint"],
+                         "ts": used["last_use_at"], "success": used["last_use_ok"].astype(bool)})
     failures = failure_days(conn, scope=scope, start=window.start - timedelta(days=7), end=window.end)
     answers["group"] = core_kano.answer_groups(answers=answers, uses=uses, failure_days=failures)
     return core_kano.kano_classes(answers=answers)
