@@ -24,6 +24,8 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
                   "Fleet health for 10,000 devices × 90 days from the rollups vs from raw events."),
     "views": ("cxp.tools.bench.views",
               "Every product-manager view and the pricing comparison, cold, at several fleet sizes, with the slope."),
+    "refresh": ("cxp.tools.bench.refresh",
+                "A day of 10,000 devices' rollup refresh; the gateway's events/s alone vs beside a refresh."),
     "api": ("cxp.tools.bench.api",
             "Locust on the API over 10,000 devices × 90 days: req/s and p50/p95/p99 per endpoint (--help)."),
     "jobs": ("cxp.tools.bench.jobs",
