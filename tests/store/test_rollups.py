@@ -9,6 +9,8 @@ import pytest
 
 from cxp.store.ingest import IngestMessage, TimeBounds, write_batch
 from cxp.store.rollups import (
+    list_answer_context,
+    list_answer_context_from_scratch,
     list_daily,
     list_daily_from_scratch,
     list_hourly,
@@ -45,7 +47,9 @@ def _random_events(rng: random.Random, seq0: int, start: datetime, n: int) -> li
             events.append({"seq": seq0 + i, "ts": ts.isoformat(), "kind": "state",
                            "battery_pct": rng.uniform(5, 100), "energy_wh": rng.uniform(0, 1e4)})
         elif kind == "feedback":
-            events.append({"seq": seq0 + i, "ts": ts.isoformat(), "kind": "feedback", "nps": rng.randint(0, 10)})
+            answer = {"touchpoint": rng.choice(["brew", "app_pairing"]), "csat": rng.randint(1, 5)}
+            events.append({"seq": seq0 + i, "ts": ts.isoformat(), "kind": "feedback", "nps": rng.randint(0, 10),
+                           **(answer if rng.random() < 0.7 else {})})
         elif kind == "lifecycle":
             events.append({"seq": seq0 + i, "ts": ts.isoformat(), "kind": "lifecycle", "stage": "setup"})
         else:
@@ -64,7 +68,9 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     first = refresh_all_pending(db)
     assert first.device_days > 0 and first.hourly_rows > 0
     assert_rows_equal(list_hourly(db), list_hourly_from_scratch(db))
+    assert_rows_equal(list_answer_context(db), list_answer_context_from_scratch(db))
     before = list_daily(db)
+    answers_before = list_answer_context(db)
     # Late, out-of-order data into already rolled-up days (and a redelivery that must change nothing).
     late = [_message(d, keys[d], _random_events(rng, 10_000, start, 60)) for d in registered[:3]]
     write_batch(db, messages=late, bounds=NO_AGE_LIMIT)
@@ -76,6 +82,10 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     after = list_daily(db)
     assert_rows_equal(after, list_daily_from_scratch(db))
     assert after != before, "late data changed the rollups"
+    answers = list_answer_context(db)
+    assert_rows_equal(answers, list_answer_context_from_scratch(db))
+    assert answers != answers_before, "late data changed the answer contexts"
+    assert any(row[5] is None for row in answers) and any(row[5] is not None for row in answers)
     assert db.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0] == 0
 
 
