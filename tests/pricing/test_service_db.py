@@ -197,6 +197,17 @@ def test_uptime_and_activity_are_sane(pricing_fleet):
     assert (act.active_days <= act.exposure_days).all()
 
 
+@pytest.mark.parametrize("level", ["account", "device"])
+def test_uptime_from_the_kept_covers_equals_the_raw_heartbeats(pricing_fleet, level):
+    conn, period = pricing_fleet.conn, pricing_fleet.period
+    kept = get_uptime(conn=conn, period=period, level=level)
+    raw = get_uptime(conn=conn, period=period, level=level, source="raw")
+    assert kept.keys == raw.keys and len(kept.keys) > 0
+    assert np.abs(kept.up_hours - raw.up_hours).max() <= 2e-6  # both rounded to 6 decimals, the raw side in float
+    assert (kept.up_hours > 0).any() and np.array_equal(kept.exposure_hours, raw.exposure_hours)
+    assert np.abs(kept.pct.values - raw.pct.values).max() <= 1
+
+
 def test_backtest_on_the_fleet_reconciles_with_per_account_bills(pricing_fleet, tmp_path):
     conn, period = pricing_fleet.conn, pricing_fleet.period
     plans = list(example_plans())

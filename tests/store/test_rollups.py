@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cxp.store.ingest import IngestMessage, TimeBounds, write_batch
+from cxp.store.registry import DeviceRow, ProductRow, TouchpointRow, upsert_devices, upsert_products
 from cxp.store.rollups import (
     list_answer_context,
     list_answer_context_from_scratch,
@@ -15,11 +16,14 @@ from cxp.store.rollups import (
     list_daily_from_scratch,
     list_hourly,
     list_hourly_from_scratch,
+    list_uptime,
+    list_uptime_from_scratch,
     refresh_all_pending,
     refresh_rollups,
 )
 from tests.fixtures.compare import assert_rows_equal
 from tests.fixtures.mqtt import batch_payload, usage
+from tests.fixtures.stack import ACTIVATED
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC)
@@ -69,7 +73,9 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     assert first.device_days > 0 and first.hourly_rows > 0
     assert_rows_equal(list_hourly(db), list_hourly_from_scratch(db))
     assert_rows_equal(list_answer_context(db), list_answer_context_from_scratch(db))
+    assert list_uptime(db) == list_uptime_from_scratch(db)
     before = list_daily(db)
+    covers_before = list_uptime(db)
     answers_before = list_answer_context(db)
     # Late, out-of-order data into already rolled-up days (and a redelivery that must change nothing).
     late = [_message(d, keys[d], _random_events(rng, 10_000, start, 60)) for d in registered[:3]]
@@ -85,6 +91,9 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     answers = list_answer_context(db)
     assert_rows_equal(answers, list_answer_context_from_scratch(db))
     assert answers != answers_before, "late data changed the answer contexts"
+    covers = list_uptime(db)
+    assert covers == list_uptime_from_scratch(db)  # exact microseconds
+    assert covers != covers_before, "late heartbeats changed the covers"
     assert any(row[5] is None for row in answers) and any(row[5] is not None for row in answers)
     assert db.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0] == 0
 
@@ -104,3 +113,53 @@ def test_daily_rollup_counts_match_raw_events(db, registered):
                      " latency_max, touchpoints_used, heartbeat_count, battery_min, active"
                      " FROM rollup_daily").fetchall()
     assert row == [(3, 2, 1, 2.0, 2, 400.0, 300.0, 2, 2, 35.0, True)]
+
+
+def test_a_new_heartbeat_interval_or_product_recomputes_the_covers(db, registered):
+    rng = random.Random(11)
+    keys = dict(db.execute("SELECT device_id, device_key FROM devices").fetchall())
+    for device in registered:
+        write_batch(db, messages=[_message(device, keys[device], _random_events(rng, 0, NOW - timedelta(days=6), 200))],
+                    bounds=NO_AGE_LIMIT)
+    refresh_all_pending(db)
+    before = list_uptime(db)
+    touchpoints = [TouchpointRow("brew", "post_purchase", "brand", True, 500.0, 30.0, "cup")]
+
+    def dirty() -> int:
+        return db.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0]
+
+    upsert_products(db, products=[ProductRow("test-p1", "Test product", 3600, 5.0, touchpoints)])
+    assert dirty() == 0, "the same interval keeps the covers"
+    upsert_products(db, products=[ProductRow("test-p1", "Test product", 5400, 5.0, touchpoints)])
+    assert dirty() > 0
+    refresh_all_pending(db)
+    longer = list_uptime(db)
+    assert longer == list_uptime_from_scratch(db) and longer != before
+    assert sum(row[2] for row in longer) > sum(row[2] for row in before)
+    upsert_products(db, products=[ProductRow("test-p2", "Other product", 600, 5.0, touchpoints)])
+    moved = registered[0]
+    upsert_devices(db, devices=[DeviceRow(moved, "test-p2", "acc-1", ACTIVATED, "basic", "A")])
+    assert {row[0] for row in db.execute("SELECT device_key FROM rollup_dirty")} == {keys[moved]}
+    refresh_all_pending(db)
+    assert list_uptime(db) == list_uptime_from_scratch(db) != longer
+
+
+def test_a_late_heartbeat_before_midnight_extends_the_next_days_cover(db, registered):
+    key = db.execute("SELECT device_key FROM devices WHERE device_id = %s", (registered[0],)).fetchone()[0]
+    midnight = (NOW - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def state(seq: int, ts: datetime) -> dict:
+        return {"seq": seq, "ts": ts.isoformat(), "kind": "state", "battery_pct": 50.0}
+
+    write_batch(db, messages=[_message(registered[0], key, [state(1, midnight + timedelta(hours=5))])],
+                bounds=NO_AGE_LIMIT)
+    refresh_all_pending(db)
+    hold_us = 90 * 60 * 1_000_000  # 1.5 × the product's 3,600 s interval
+    assert list_uptime(db) == [(key, midnight.date(), hold_us)]
+    # Late: 10 minutes before that midnight. Only its own day is dirty; the cover runs into the next day.
+    write_batch(db, messages=[_message(registered[0], key, [state(2, midnight - timedelta(minutes=10))])],
+                bounds=NO_AGE_LIMIT)
+    refresh_all_pending(db)
+    assert list_uptime(db) == [(key, (midnight - timedelta(days=1)).date(), 10 * 60 * 1_000_000),
+                               (key, midnight.date(), hold_us + 80 * 60 * 1_000_000)]
+    assert list_uptime(db) == list_uptime_from_scratch(db)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import psycopg
@@ -212,9 +212,12 @@ def get_uptime(
     level: Level = "account",
     keys: Sequence[str] | None = None,
     until: datetime | None = None,
+    source: Literal["rollups", "raw"] = "rollups",
 ) -> Uptime:
-    """Uptime % per key and month: a heartbeat covers min(gap, 1.5 × interval); 100 where there was no exposure."""
-    q, extra = uptime_query(level=level)
+    """Uptime % per key and month: a heartbeat covers min(gap, 1.5 × interval); 100 where there was no exposure.
+
+    `source`: the covers the rollup refresh keeps per device-day, or every raw heartbeat (same answer)."""
+    q, extra = uptime_query(level=level, source=source)
     rows = fetch_rows(conn, q, {**_params(period, cohort, until), **extra})
     ks, cells = _dense(rows, keys, period.month_starts, 2)
     up = np.array([[float(c[0]) if c[0] is not None else 0.0 for c in row] for row in cells]).reshape(

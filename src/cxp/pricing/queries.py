@@ -27,6 +27,7 @@ from psycopg import sql
 
 from cxp.pricing.core.plans import USAGE_FIELDS, Aggregation, BillableMetric, MetricSource
 from cxp.pricing.errors import PricingError
+from cxp.store.rollups import UPTIME_HOLD_FACTOR
 
 Level = Literal["account", "device"]
 
@@ -56,8 +57,9 @@ _MONTH_TS = "(time_bucket('1 month', ({col} AT TIME ZONE 'UTC')::date))"
 _MONTH_DATE = "time_bucket('1 month', {col})"
 
 # How long a state sample holds at most, in multiples of the product's heartbeat interval: the
-# same 1.5× tolerance that makes a device "up" (domain notes), so a silent device accrues nothing.
-HOLD_FACTOR = 1.5
+# same 1.5× tolerance that makes a device "up" (domain notes), so a silent device accrues nothing. The store keeps
+# each device-day's heartbeat cover with it (uptime_daily).
+HOLD_FACTOR = UPTIME_HOLD_FACTOR
 
 
 def scope_params(
@@ -241,37 +243,32 @@ def metric_query(*, metric: BillableMetric, level: Level, decimals: int) -> tupl
 
 # ∫ value dt in hours per device and month. A sample holds until the next one, at most HOLD_FACTOR ×
 # the product's heartbeat interval; samples shortly before the window carry in; each holding interval
-# is clipped to the window and split at month boundaries (a hold is far shorter than a month, so it
-# touches at most two months).
+# is clipped to the window and split at month boundaries. A hold is far shorter than a month, so it touches at
+# most two months: its first month's piece, and the rest from the next month's start for the few that cross one
+# (arithmetic per row instead of a set-returning subquery per row: the cost was in that subquery).
 _TIME_WEIGHTED = _t("""
-WITH s AS (
-    SELECT st.device_key, st.ts, v,
-           least(lead(st.ts) OVER (PARTITION BY st.device_key ORDER BY st.ts),
-                 st.ts + make_interval(secs => dev.heartbeat_interval_s * %(hold)s)) AS t_end
+WITH held AS (
+    SELECT device_key, make_interval(secs => heartbeat_interval_s * %(hold)s) AS hold FROM dev
+), s AS (
+    SELECT st.device_key, st.ts, v, least(lead(st.ts) OVER (PARTITION BY st.device_key ORDER BY st.ts),
+                                          st.ts + held.hold) AS t_end
     FROM device_state st
-    JOIN dev ON dev.device_key = st.device_key
+    JOIN held ON held.device_key = st.device_key
     CROSS JOIN LATERAL (SELECT {value} AS v) x
-    WHERE x.v IS NOT NULL
-      AND st.ts >= {S} - make_interval(secs => dev.heartbeat_interval_s * %(hold)s)
-      AND st.ts < {E}
+    WHERE x.v IS NOT NULL AND st.ts >= {S} - held.hold AND st.ts < {E}
 ), clipped AS (
-    SELECT device_key, v,
-           greatest(ts, {S}) AS a,
-           least(t_end, {E}) AS b
-    FROM s
+    SELECT device_key, v, a, b, month, (month + interval '1 month')::timestamp AT TIME ZONE 'UTC' AS next_start
+    FROM (SELECT device_key, v, greatest(ts, {S}) AS a, least(t_end, {E}) AS b,
+                 time_bucket('1 month', (greatest(ts, {S}) AT TIME ZONE 'UTC')::date) AS month
+          FROM s) c
+    WHERE b > a
 ), pieces AS (
-    SELECT c.device_key, c.v, m.month,
-           greatest(c.a, m.month::timestamp AT TIME ZONE 'UTC') AS a,
-           least(c.b, (m.month + 1 * interval '1 month')::timestamp AT TIME ZONE 'UTC') AS b
-    FROM clipped c
-    CROSS JOIN LATERAL (
-        SELECT DISTINCT time_bucket('1 month', (t AT TIME ZONE 'UTC')::date) AS month
-        FROM unnest(ARRAY[c.a, c.b - interval '1 microsecond']) AS t
-    ) m
-    WHERE c.b > c.a
+    SELECT device_key, v, month, a, least(b, next_start) AS b FROM clipped
+    UNION ALL
+    SELECT device_key, v, (month + interval '1 month')::date, next_start, b FROM clipped WHERE b > next_start
 )
-SELECT device_key, month, sum(v * extract(epoch FROM b - a)::float8 / 3600.0) AS v
-FROM pieces WHERE b > a GROUP BY 1, 2
+SELECT device_key, month, sum(v * date_part('epoch', b - a) / 3600.0) AS v
+FROM pieces GROUP BY 1, 2
 """)
 
 
@@ -282,9 +279,23 @@ _MONTHS = (
 )
 
 
-def uptime_query(*, level: Level) -> tuple[sql.Composed, dict[str, Any]]:
-    """SQL giving (key, month, up_hours, window_hours): heartbeat-covered and exposed device-hours since activation."""
+# Heartbeat-covered hours per device and month from the device-days the rollup refresh keeps (exact µs).
+_COVERED = _t("""
+SELECT u.device_key, time_bucket('1 month', u.day) AS month, sum(u.covered_us)::numeric / 3600000000 AS v
+FROM uptime_daily u JOIN dev ON dev.device_key = u.device_key
+WHERE u.day >= %(start)s::date AND u.day < %(end)s::date
+GROUP BY 1, 2
+""")
+
+
+def uptime_query(*, level: Level, source: Literal["rollups", "raw"] = "rollups") -> tuple[sql.Composed, dict[str, Any]]:
+    """SQL giving (key, month, up_hours, window_hours): heartbeat-covered and exposed device-hours since activation.
+
+    `source="rollups"` reads the covers kept per device-day; "raw" integrates every heartbeat of the window (the
+    reference they are tested and benchmarked against)."""
     key = _key(level)
+    covered = (sql.SQL(_COVERED) if source == "rollups"
+               else sql.SQL(_TIME_WEIGHTED).format(value=sql.SQL("1.0::float8")))
     q = sql.SQL(
         "WITH {scope}, per_device AS ({tw}), "
         "months AS (" + _MONTHS + "), "
@@ -297,8 +308,8 @@ def uptime_query(*, level: Level) -> tuple[sql.Composed, dict[str, Any]]:
         "FROM expo x JOIN dev ON dev.device_key = x.device_key "
         "LEFT JOIN per_device pd ON pd.device_key = x.device_key AND pd.month = x.month "
         "WHERE x.h > 0 GROUP BY 1, 2"
-    ).format(scope=sql.SQL(_SCOPE), tw=sql.SQL(_TIME_WEIGHTED).format(value=sql.SQL("1.0::float8")), key=key)
-    return q, {"hold": HOLD_FACTOR}
+    ).format(scope=sql.SQL(_SCOPE), tw=covered, key=key)
+    return q, {"hold": HOLD_FACTOR} if source == "raw" else {}
 
 
 def activity_query(*, level: Level) -> tuple[sql.Composed, dict[str, Any]]:

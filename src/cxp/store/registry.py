@@ -68,11 +68,30 @@ class DeviceIdentity:
     activated_at: datetime
 
 
+# The heartbeat covers (uptime_daily) hold for the product's heartbeat interval: a new interval, or a device moved
+# to another product, marks the affected device-days that still have raw states dirty, so the refresh recomputes
+# them (days whose raw data retention dropped keep what was computed).
+_STILL_RAW = ("EXISTS (SELECT 1 FROM device_state st WHERE st.device_key = u.device_key"
+              " AND st.ts >= u.day::timestamp AT TIME ZONE 'UTC'"
+              " AND st.ts < (u.day + 1)::timestamp AT TIME ZONE 'UTC')")
+_MARK_COVERS_OF_PRODUCT = (
+    "INSERT INTO rollup_dirty (device_key, day) SELECT u.device_key, u.day FROM uptime_daily u"
+    " JOIN devices d ON d.device_key = u.device_key JOIN products p ON p.product_id = d.product_id"
+    " WHERE p.product_id = %(product)s AND p.heartbeat_interval_s <> %(interval)s AND " + _STILL_RAW
+)
+_MARK_COVERS_OF_MOVED_DEVICES = (
+    "INSERT INTO rollup_dirty (device_key, day) SELECT u.device_key, u.day FROM uptime_daily u"
+    " JOIN devices d ON d.device_key = u.device_key JOIN _devices_in i ON i.device_id = d.device_id"
+    " WHERE i.product_id IS DISTINCT FROM d.product_id AND " + _STILL_RAW
+)
+
+
 def upsert_products(conn: psycopg.Connection, *, products: Iterable[ProductRow]) -> int:
     """Create or update products and replace their touchpoint catalogues."""
     n = 0
     with mapped_errors(), conn.transaction(), conn.cursor() as cur:
         for p in products:
+            cur.execute(_MARK_COVERS_OF_PRODUCT, {"product": p.product_id, "interval": p.heartbeat_interval_s})
             cur.execute(
                 "INSERT INTO products (product_id, name, heartbeat_interval_s, expected_active_days_per_week)"
                 " VALUES (%s, %s, %s, %s) ON CONFLICT (product_id) DO UPDATE SET name = EXCLUDED.name,"
@@ -113,6 +132,7 @@ def upsert_devices(conn: psycopg.Connection, *, devices: Iterable[DeviceRow]) ->
             for d in devices:  # row by row: a large import is not copied into a second list first
                 copy.write_row((d.device_id, d.product_id, d.account_id, d.activated_at, d.plan, d.experiment_arm))
                 n += 1
+        cur.execute(_MARK_COVERS_OF_MOVED_DEVICES)
         cur.execute(
             "INSERT INTO devices (device_id, product_id, account_id, activated_at, plan, experiment_arm)"
             " SELECT * FROM _devices_in ON CONFLICT (device_id) DO UPDATE SET product_id = EXCLUDED.product_id,"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import psycopg
 
@@ -15,9 +16,11 @@ _DAY_END = "(({d}.day + 1)::timestamp AT TIME ZONE 'UTC')"
 
 
 def _in_days(alias: str, time_col: str) -> str:
-    """Join condition restricting `alias.time_col` to the device-days in _rollup_days d."""
+    """Join condition restricting `alias.time_col` to the device-days in _rollup_days d; the constant bounds
+    %(lo)s / %(hi)s (the first and past the last day) let TimescaleDB skip every other chunk when planning."""
     return (f"{alias}.device_key = d.device_key AND {alias}.{time_col} >= {_DAY_START.format(d='d')}"
-            f" AND {alias}.{time_col} < {_DAY_END.format(d='d')}")
+            f" AND {alias}.{time_col} < {_DAY_END.format(d='d')}"
+            f" AND {alias}.{time_col} >= %(lo)s AND {alias}.{time_col} < %(hi)s")
 
 
 # The hourly aggregation over raw events; `{scope}` limits it to the dirty device-days or not at all.
@@ -92,6 +95,36 @@ WHERE kind = 'feedback'
 """
 ANSWER_COLUMNS = "device_key, ts, seq, touchpoint, csat, last_use_at, last_use_ok"
 
+# How long a state sample holds at most, in multiples of its product's heartbeat interval: the 1.5× tolerance that
+# makes a device "up" (domain notes); pricing's time-weighted metrics use the same.
+UPTIME_HOLD_FACTOR = 1.5
+# Heartbeat-covered µs per device and UTC day (migration 024): each state sample covers until the next one, at most
+# the hold, split at midnights. `{ranges}` limits the samples read (per device: from the hold before its first
+# day to the end of its last) and `{days}` the device-days kept; both empty for all of them.
+UPTIME_SELECT = """
+WITH held AS (
+    SELECT d.device_key, make_interval(secs => p.heartbeat_interval_s * %(hold)s) AS hold
+    FROM devices d JOIN products p ON p.product_id = d.product_id
+), s AS (
+    SELECT st.device_key, st.ts, (st.ts AT TIME ZONE 'UTC')::date AS day0,
+           least(lead(st.ts) OVER (PARTITION BY st.device_key ORDER BY st.ts), st.ts + h.hold) AS t_end
+    FROM device_state st JOIN held h ON h.device_key = st.device_key {ranges}
+), pieces AS (
+    SELECT device_key, day0 AS day, ts AS a, least(t_end, (day0 + 1)::timestamp AT TIME ZONE 'UTC') AS b FROM s
+    UNION ALL
+    SELECT s.device_key, g.day::date, g.day AT TIME ZONE 'UTC',
+           least(s.t_end, (g.day + interval '1 day') AT TIME ZONE 'UTC')
+    FROM s CROSS JOIN LATERAL generate_series(
+        (s.day0 + 1)::timestamp, ((s.t_end - interval '1 microsecond') AT TIME ZONE 'UTC')::date::timestamp,
+        interval '1 day') AS g(day)
+    WHERE s.t_end > (s.day0 + 1)::timestamp AT TIME ZONE 'UTC'
+)
+SELECT p.device_key, p.day, sum((date_part('epoch', p.b - p.a) * 1000000)::bigint)
+FROM pieces p {days}
+WHERE p.b > p.a
+GROUP BY 1, 2
+"""
+
 HOURLY_COLUMNS = ("device_key, bucket, touchpoint, usage_count, success_count, error_count, duration_sum,"
                   " quantity_sum, latency_count, latency_sum, latency_sumsq, latency_max")
 DAILY_COLUMNS = ("device_key, day, usage_count, success_count, error_count, recovery_count, feedback_count,"
@@ -110,7 +143,8 @@ class RollupRefresh:
 
 
 def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000) -> RollupRefresh:
-    """Recompute the hourly and daily rollups and the answer contexts of up to `max_device_days` dirty device-days."""
+    """Recompute the hourly and daily rollups, the answer contexts and the heartbeat covers of up to `max_device_days`
+    dirty device-days."""
     with mapped_errors(), conn.transaction():
         got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_ID,)).fetchone()
         if not got or not got[0]:
@@ -127,10 +161,13 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
         device_days = conn.execute("SELECT count(*) FROM _rollup_days").fetchone()[0]
         if device_days == 0:
             return RollupRefresh(0, 0, 0, 0)
-        conn.execute(f"DELETE FROM rollup_hourly r USING _rollup_days d WHERE {_in_days('r', 'bucket')}")
+        bounds = dict(zip(("lo", "hi"), conn.execute(
+            "SELECT min(day)::timestamp AT TIME ZONE 'UTC', (max(day) + 1)::timestamp AT TIME ZONE 'UTC'"
+            " FROM _rollup_days").fetchone(), strict=True))
+        conn.execute(f"DELETE FROM rollup_hourly r USING _rollup_days d WHERE {_in_days('r', 'bucket')}", bounds)
         hourly = conn.execute(
             f"INSERT INTO rollup_hourly ({HOURLY_COLUMNS}) "
-            + HOURLY_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}")
+            + HOURLY_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"), bounds
         ).rowcount
         conn.execute("DELETE FROM rollup_daily r USING _rollup_days d WHERE r.device_key = d.device_key"
                      " AND r.day = d.day")
@@ -140,13 +177,36 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
                 scope_hourly=f"JOIN _rollup_days d ON {_in_days('r', 'bucket')}",
                 scope_events=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}",
                 scope_state=f"JOIN _rollup_days d ON {_in_days('st', 'ts')}",
-            )
+            ), bounds
         ).rowcount
-        conn.execute(f"DELETE FROM answer_context a USING _rollup_days d WHERE {_in_days('a', 'ts')}")
+        conn.execute(f"DELETE FROM answer_context a USING _rollup_days d WHERE {_in_days('a', 'ts')}", bounds)
         conn.execute(f"INSERT INTO answer_context ({ANSWER_COLUMNS}) "
-                     + ANSWER_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"))
+                     + ANSWER_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"), bounds)
+        _refresh_uptime(conn, **bounds)
         pending = conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0]
     return RollupRefresh(device_days, hourly, daily, pending)
+
+
+def _refresh_uptime(conn: psycopg.Connection, *, lo: datetime, hi: datetime) -> None:
+    """Recompute the heartbeat cover of the dirty device-days and of the day after each (a cover crosses midnight);
+    `lo` / `hi`: the first dirty day's start and the last one's end."""
+    longest = conn.execute("SELECT coalesce(max(heartbeat_interval_s), 0) FROM products").fetchone()[0]
+    states_from = lo - timedelta(seconds=longest * UPTIME_HOLD_FACTOR)
+    conn.execute("CREATE TEMP TABLE _uptime_days ON COMMIT DROP AS SELECT DISTINCT device_key, day FROM ("
+                 " SELECT device_key, day FROM _rollup_days UNION ALL SELECT device_key, day + 1 FROM _rollup_days) x")
+    conn.execute("CREATE TEMP TABLE _uptime_ranges ON COMMIT DROP AS SELECT device_key,"
+                 " min(day)::timestamp AT TIME ZONE 'UTC' AS lo, (max(day) + 1)::timestamp AT TIME ZONE 'UTC' AS hi"
+                 " FROM _uptime_days GROUP BY 1")
+    conn.execute("ANALYZE _uptime_days")
+    conn.execute("ANALYZE _uptime_ranges")
+    conn.execute("DELETE FROM uptime_daily u USING _uptime_days d WHERE u.device_key = d.device_key AND u.day = d.day")
+    conn.execute(
+        "INSERT INTO uptime_daily (device_key, day, covered_us) " + UPTIME_SELECT.format(
+            ranges="JOIN _uptime_ranges r ON r.device_key = st.device_key AND st.ts >= r.lo - h.hold AND st.ts < r.hi"
+                   " AND st.ts >= %(states_from)s AND st.ts < %(states_to)s",
+            days="JOIN _uptime_days d ON d.device_key = p.device_key AND d.day = p.day"),
+        {"hold": UPTIME_HOLD_FACTOR, "states_from": states_from, "states_to": hi + timedelta(days=1)},
+    )
 
 
 def refresh_all_pending(conn: psycopg.Connection, *, max_device_days: int = 100_000) -> RollupRefresh:
@@ -179,6 +239,19 @@ def list_answer_context_from_scratch(conn: psycopg.Connection) -> list[tuple]:
     """Every answer's context computed afresh from raw events, ordered like `list_answer_context`."""
     with mapped_errors():
         return conn.execute(ANSWER_SELECT.format(scope="") + " ORDER BY 1, 2, 3").fetchall()
+
+
+def list_uptime_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """Every device-day's heartbeat cover computed afresh from raw states, ordered like `list_uptime`."""
+    with mapped_errors():
+        return conn.execute(UPTIME_SELECT.format(ranges="", days="") + " ORDER BY 1, 2",
+                            {"hold": UPTIME_HOLD_FACTOR}).fetchall()
+
+
+def list_uptime(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored device-day heartbeat cover."""
+    with mapped_errors():
+        return conn.execute("SELECT device_key, day, covered_us FROM uptime_daily ORDER BY 1, 2").fetchall()
 
 
 def list_answer_context(conn: psycopg.Connection) -> list[tuple]:
