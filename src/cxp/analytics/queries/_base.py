@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pandas as pd
 import psycopg
@@ -15,6 +19,7 @@ from psycopg import sql
 from cxp.analytics.query import AnalyticsQuery
 from cxp.store.errors import mapped_errors
 
+T = TypeVar("T")
 Grain = Literal["day", "week"]
 Source = Literal["rollups", "raw"]
 WEEK_ORIGIN = date(2000, 1, 3)  # a Monday: weeks are Monday–Sunday
@@ -31,7 +36,49 @@ def week_start(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
+# Reads already made in the current `shared_reads` block: (connection, statement, parameters) → frame.
+_SHARED: ContextVar[dict[tuple[int, str, str], Any] | None] = ContextVar("cxp_shared_reads", default=None)
+
+
+@contextmanager
+def shared_reads() -> Iterator[None]:
+    """Within the block, a read with the same statement and parameters runs once and `shared_value` computes once
+    per key: the parts of a composite view (the fleet report) ask for the same inputs. A nested block joins the
+    outer one; every caller gets its own copy."""
+    if _SHARED.get() is not None:
+        yield
+        return
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def shared_value(key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+    """`compute()` once per key inside a `shared_reads` block (each caller gets a deep copy); outside one, always."""
+    shared = _SHARED.get()
+    if shared is None:
+        return compute()
+    slot = (0, "value", repr(key))
+    if slot not in shared:
+        shared[slot] = compute()
+    return copy.deepcopy(shared[slot])
+
+
 def fetch_frame(conn: psycopg.Connection, query: sql.Composable, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Run a query and return its rows as a DataFrame with the query's column names (once per `shared_reads`
+    block for the same statement and parameters)."""
+    shared = _SHARED.get()
+    if shared is None:
+        return _fetch_frame(conn, query, params)
+    slot = (id(conn), repr(query), repr(params))
+    if slot not in shared:
+        shared[slot] = _fetch_frame(conn, query, params)
+    return shared[slot].copy()
+
+
+def _fetch_frame(conn: psycopg.Connection, query: sql.Composable, params: dict[str, Any] | None) -> pd.DataFrame:
     """Run a query and return its rows as a DataFrame with the query's column names.
 
     The rows come as CSV through COPY and are parsed by pandas' C reader, typed from the query's result columns:

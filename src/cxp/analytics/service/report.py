@@ -15,6 +15,7 @@ from cxp.analytics.models import (
     TouchpointReport,
     Window,
 )
+from cxp.analytics.queries._base import shared_reads
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import empty_window, resolve_window
 from cxp.analytics.service.churn import list_churn_risk
@@ -133,7 +134,14 @@ def get_fleet_report(
     """A short fleet health summary over the `weeks` weeks up to `query.end` (`query.start` is not used): fleet
     and product scores with trend and drags, NPS, and the top concerns (low or falling health, failing
     touchpoints to concentrate on, incidents and spikes, churn risk)."""
-    config = config or HealthConfig()
+    with shared_reads():  # its parts ask for the same inputs (answers, usage, errors): read and fitted once
+        return _fleet_report(conn=conn, query=query, weeks=weeks, config=config or HealthConfig(),
+                             max_concerns=max_concerns)
+
+
+def _fleet_report(
+    *, conn: psycopg.Connection, query: AnalyticsQuery, weeks: int, config: HealthConfig, max_concerns: int
+) -> FleetReport:
     window = resolve_window(conn, query=query.ending(query.end), default_days=7 * weeks)
     if window is None:
         return _no_answer(empty_window(), "nothing stored yet")

@@ -15,6 +15,7 @@ from cxp.analytics.core.priorities import CROSSHAIRS, device_performance, survey
 from cxp.analytics.core.stats import proportion_ci
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import OutcomeModel, SurveyPoint, TouchpointInsight, TouchpointReport, Window
+from cxp.analytics.queries._base import shared_value
 from cxp.analytics.queries.registry import devices, touchpoint_catalogue
 from cxp.analytics.queries.touchpoints import (
     device_touchpoints,
@@ -45,6 +46,10 @@ DEFINITIONS = {
 def touchpoint_classes(conn: psycopg.Connection, *, scope: AnalyticsQuery, window: Window) -> core_kano.KanoFit:
     """Penalty, reward, derived importance and Kano class per product × touchpoint from the window's CSAT answers
     (core kano): each answer grouped by the day's last use of its touchpoint before it (precomputed per answer)."""
+    return shared_value(("touchpoint_classes", scope, window), lambda: _touchpoint_classes(conn, scope, window))
+
+
+def _touchpoint_classes(conn: psycopg.Connection, scope: AnalyticsQuery, window: Window) -> core_kano.KanoFit:
     answers = touchpoint_answers(conn, scope=scope, start=window.start, end=window.end)
     if answers.empty:
         return core_kano.kano_classes(answers=answers.assign(group=pd.Series(dtype=object)))
