@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from psycopg import sql
 
-from cxp.analytics.queries._base import _rows_frame, fetch_frame
+from cxp.analytics.queries._base import _rows_frame, fetch_frame, shared_reads, shared_value
 
 pytestmark = pytest.mark.integration
 
@@ -58,3 +58,17 @@ def test_parameters_and_long_lists_are_bound(db):
 def test_a_type_it_does_not_convert_goes_through_the_row_path(db):
     frame = fetch_frame(db, sql.SQL("SELECT ARRAY[1, 2] AS a, INTERVAL '1 hour' AS span"))
     assert frame["a"].tolist() == [[1, 2]] and frame["span"].iloc[0].total_seconds() == 3600
+
+
+def test_shared_reads_run_a_repeated_read_once_and_hand_out_copies(db):
+    db.execute("CREATE TEMP SEQUENCE shared_reads_probe")
+    query = sql.SQL("SELECT nextval('shared_reads_probe') AS n, %(k)s::int AS k")
+    with shared_reads():
+        first = fetch_frame(db, query, {"k": 1})
+        first.loc[0, "n"] = -1  # a caller's change stays its own
+        again = fetch_frame(db, query, {"k": 1})
+        other = fetch_frame(db, query, {"k": 2})
+        fits = [shared_value(("fit", 1), lambda: {"calls": [1]}) for _ in range(2)]
+    assert again["n"].tolist() == [1] and other["n"].tolist() == [2]
+    assert fits[0] == fits[1] and fits[0] is not fits[1]
+    assert fetch_frame(db, query, {"k": 1})["n"].tolist() == [3]  # outside the block every read runs
