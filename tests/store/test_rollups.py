@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,6 +20,7 @@ from cxp.store.rollups import (
     list_uptime,
     list_uptime_from_scratch,
     refresh_all_pending,
+    refresh_paced,
     refresh_rollups,
 )
 from tests.fixtures.compare import assert_rows_equal
@@ -162,4 +164,22 @@ def test_a_late_heartbeat_before_midnight_extends_the_next_days_cover(db, regist
     refresh_all_pending(db)
     assert list_uptime(db) == [(key, (midnight - timedelta(days=1)).date(), 10 * 60 * 1_000_000),
                                (key, midnight.date(), hold_us + 80 * 60 * 1_000_000)]
+    assert list_uptime(db) == list_uptime_from_scratch(db)
+
+
+def test_a_paced_refresh_works_in_batches_and_stops_when_asked(db, registered):
+    rng = random.Random(5)
+    keys = dict(db.execute("SELECT device_id, device_key FROM devices").fetchall())
+    for device in registered:
+        write_batch(db, messages=[_message(device, keys[device], _random_events(rng, 0, NOW - timedelta(days=6), 80))],
+                    bounds=NO_AGE_LIMIT)
+    dirty = db.execute("SELECT count(*) FROM (SELECT DISTINCT device_key, day FROM rollup_dirty) d").fetchone()[0]
+    assert dirty > 4
+    stopped = threading.Event()
+    stopped.set()
+    first = refresh_paced(db, batch_device_days=2, max_busy_share=0.5, stopping=stopped)
+    assert first.device_days == 2 and first.pending > 0
+    rest = refresh_paced(db, batch_device_days=3, max_busy_share=0.9)
+    assert rest.device_days == dirty - 2 and rest.pending == 0
+    assert_rows_equal(list_daily(db), list_daily_from_scratch(db))
     assert list_uptime(db) == list_uptime_from_scratch(db)

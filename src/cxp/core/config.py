@@ -110,6 +110,10 @@ class GatewaySettings(BaseModel):
     max_future_skew_s: int = 300
     stats_interval_s: float = 10.0
     rollup_interval_s: float = 5.0
+    # The refresh works in batches of this many device-days and pauses after each so that it is busy at most this
+    # share of the time: ingest on the same machine keeps its rate while a day of the fleet is caught up.
+    rollup_batch_device_days: int = Field(default=2000, gt=0)
+    rollup_max_busy_share: float = Field(default=0.5, gt=0, le=1)
     # The group's leader (one gateway, elected by an advisory lock) drops raw chunks past `retention_days` this often.
     retention_interval_s: float = Field(default=3600.0, gt=0)
     retry_max_backoff_s: float = 10.0

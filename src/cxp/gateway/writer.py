@@ -29,7 +29,7 @@ from cxp.store.ingest import DeadLetter, IngestMessage, TimeBounds, write_batch_
 from cxp.store.leader import LeaderLock
 from cxp.store.registry import DeviceCache
 from cxp.store.retention import drop_old_chunks
-from cxp.store.rollups import refresh_rollups
+from cxp.store.rollups import refresh_paced
 
 log = logging.getLogger("cxp.gateway.writer")
 
@@ -175,7 +175,8 @@ def rollup_loop(settings: Settings, stopping: Event, after_refresh: AfterRefresh
                 continue
             try:
                 conn = conn if conn is not None and not conn.closed else connect(settings.db)
-                step = refresh_rollups(conn)
+                step = refresh_paced(conn, batch_device_days=settings.gateway.rollup_batch_device_days,
+                                     max_busy_share=settings.gateway.rollup_max_busy_share, stopping=stopping)
                 if step.device_days:
                     log.debug("rollups refreshed: %s", step)
                 if after_refresh is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from threading import Event
 
 import psycopg
 
@@ -219,6 +221,27 @@ def refresh_all_pending(conn: psycopg.Connection, *, max_device_days: int = 100_
         total_daily += step.daily_rows
         if step.pending == 0 or (step.device_days == 0 and step.pending != -1):
             return RollupRefresh(total_days, total_hourly, total_daily, 0)
+
+
+def refresh_paced(conn: psycopg.Connection, *, batch_device_days: int, max_busy_share: float,
+                  stopping: Event | None = None) -> RollupRefresh:
+    """Refresh until nothing is dirty (or `stopping` is set), `batch_device_days` at a time, pausing after each
+    batch so the refresh is busy at most `max_busy_share` of the time (like PostgreSQL's vacuum cost delay:
+    background upkeep yields to the foreground writers)."""
+    total_days = total_hourly = total_daily = 0
+    while True:
+        started = time.monotonic()
+        step = refresh_rollups(conn, max_device_days=batch_device_days)
+        total_days += step.device_days
+        total_hourly += step.hourly_rows
+        total_daily += step.daily_rows
+        if step.pending <= 0 or step.device_days == 0:
+            return RollupRefresh(total_days, total_hourly, total_daily, max(step.pending, 0))
+        pause = (time.monotonic() - started) * (1 / max_busy_share - 1)
+        if stopping is not None and stopping.wait(pause):
+            return RollupRefresh(total_days, total_hourly, total_daily, step.pending)
+        if stopping is None:
+            time.sleep(pause)
 
 
 def list_hourly_from_scratch(conn: psycopg.Connection) -> list[tuple]:
