@@ -35,10 +35,11 @@ def test_half_month_offline_device_is_flagged_not_a_light_user(pricing_fleet, st
                 f"DELETE FROM {table} WHERE device_key = %s AND {col} >= %s AND {col} < %s",
                 (device_key, OFF_FROM, OFF_TO),
             )
-        conn.execute(
-            "DELETE FROM rollup_daily WHERE device_key = %s AND day >= %s::date AND day < %s::date",
-            (device_key, OFF_FROM, OFF_TO),
-        )
+        for table in ("rollup_daily", "uptime_daily"):
+            conn.execute(
+                f"DELETE FROM {table} WHERE device_key = %s AND day >= %s::date AND day < %s::date",
+                (device_key, OFF_FROM, OFF_TO),
+            )
         res = simulate_backtest(conn=conn, plans=[FLAT, UNIT], period=period, cohort=cohort, metrics=example_metrics())
         cube = res.cube
         i = cube.account_ids.index(account)
