@@ -82,7 +82,14 @@ def test_a_member_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
 ):
     a = start_gateway("a", _member(settings, 1))
     b = start_gateway("b", _member(settings, 2))
-    time.sleep(0.5)
+    gid = _member(settings, 2).gateway.client_id
+
+    def state() -> str | None:
+        rows = test_db_api.get("/v1/ingest/status?window_s=10").json()["gateways"]
+        return next((g["state"] for g in rows if g["gateway_id"] == gid), None)
+
+    # b must have reported once (every stats interval) to be known, and so later seen dead.
+    assert wait_for(lambda: state() is not None, timeout=20), "b never reported"
     items = _stream(publisher.prefix, 4000)
     expected = 4000 * 5
     sender = threading.Thread(target=publisher.publish, args=(items,))
@@ -94,12 +101,6 @@ def test_a_member_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
     held_back = _stable(db)
     assert held_back < expected, "Mosquitto delivered the dead member's share to the live one"
     # A dead instance is visible: no report for three stats intervals and no clean stop.
-    gid = _member(settings, 2).gateway.client_id
-
-    def state() -> str | None:
-        rows = test_db_api.get("/v1/ingest/status?window_s=10").json()["gateways"]
-        return next((g["state"] for g in rows if g["gateway_id"] == gid), None)
-
     assert wait_for(lambda: state() == "dead", timeout=20), state()
     metrics = test_db_api.client.get("/metrics").text
     assert f'cxp_gateway_up{{gateway="{gid}",state="dead"}} 1.0' in metrics
