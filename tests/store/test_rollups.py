@@ -18,6 +18,8 @@ from cxp.store.rollups import (
     list_hourly,
     list_hourly_from_scratch,
     list_uptime,
+    list_touchpoint_daily,
+    list_touchpoint_daily_from_scratch,
     list_uptime_from_scratch,
     refresh_all_pending,
     refresh_paced,
@@ -76,6 +78,8 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     assert_rows_equal(list_hourly(db), list_hourly_from_scratch(db))
     assert_rows_equal(list_answer_context(db), list_answer_context_from_scratch(db))
     assert list_uptime(db) == list_uptime_from_scratch(db)
+    per_touchpoint_before = list_touchpoint_daily(db)
+    assert_rows_equal(per_touchpoint_before, list_touchpoint_daily_from_scratch(db))
     before = list_daily(db)
     covers_before = list_uptime(db)
     answers_before = list_answer_context(db)
@@ -90,6 +94,10 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     after = list_daily(db)
     assert_rows_equal(after, list_daily_from_scratch(db))
     assert after != before, "late data changed the rollups"
+    per_touchpoint = list_touchpoint_daily(db)
+    assert_rows_equal(per_touchpoint, list_touchpoint_daily_from_scratch(db))
+    assert per_touchpoint != per_touchpoint_before, "late data changed the touchpoint-daily rollup"
+    assert any(row[12] is None for row in per_touchpoint) and any(row[10] > 0 for row in per_touchpoint)
     answers = list_answer_context(db)
     assert_rows_equal(answers, list_answer_context_from_scratch(db))
     assert answers != answers_before, "late data changed the answer contexts"

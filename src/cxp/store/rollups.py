@@ -79,6 +79,23 @@ FULL JOIN o ON o.device_key = h.device_key AND o.day = h.day
 FULL JOIN s ON s.device_key = coalesce(h.device_key, o.device_key) AND s.day = coalesce(h.day, o.day)
 """
 
+# The hourly rollup summed per device × touchpoint × UTC day (migration 025); `{scope}` limits it to the dirty
+# device-days or not at all.
+_CLEAN_HOUR = "r.success_count = r.usage_count AND r.error_count = 0"
+TOUCHPOINT_DAILY_SELECT = f"""
+SELECT r.device_key, (r.bucket AT TIME ZONE 'UTC')::date, r.touchpoint,
+       sum(r.usage_count)::int, sum(r.success_count)::int, sum(r.error_count)::int,
+       sum(r.duration_sum), sum(r.quantity_sum), sum(r.latency_count)::int, sum(r.latency_sum),
+       coalesce(sum(r.latency_count) FILTER (WHERE {_CLEAN_HOUR}), 0)::int,
+       coalesce(sum(r.latency_sum) FILTER (WHERE {_CLEAN_HOUR}), 0),
+       min(r.bucket) FILTER (WHERE r.success_count > 0)
+FROM rollup_hourly r {{scope}}
+GROUP BY 1, 2, 3
+"""
+TOUCHPOINT_DAILY_COLUMNS = ("device_key, day, touchpoint, usage_count, success_count, error_count, duration_sum,"
+                            " quantity_sum, latency_count, latency_sum, clean_latency_count, clean_latency_sum,"
+                            " first_success_at")
+
 # Each touchpoint CSAT answer with the day's last use of its touchpoint at or before it (migration 023 explains
 # the packing); `{scope}` limits it to the dirty device-days or not at all.
 ANSWER_SELECT = """
@@ -145,8 +162,8 @@ class RollupRefresh:
 
 
 def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000) -> RollupRefresh:
-    """Recompute the hourly and daily rollups, the answer contexts and the heartbeat covers of up to `max_device_days`
-    dirty device-days."""
+    """Recompute the hourly, daily and touchpoint-daily rollups, the answer contexts and the heartbeat covers of up to
+    `max_device_days` dirty device-days."""
     with mapped_errors(), conn.transaction():
         got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_ID,)).fetchone()
         if not got or not got[0]:
@@ -181,6 +198,11 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
                 scope_state=f"JOIN _rollup_days d ON {_in_days('st', 'ts')}",
             ), bounds
         ).rowcount
+        conn.execute("DELETE FROM rollup_touchpoint_daily r USING _rollup_days d WHERE r.device_key = d.device_key"
+                     " AND r.day = d.day")
+        conn.execute(f"INSERT INTO rollup_touchpoint_daily ({TOUCHPOINT_DAILY_COLUMNS}) "
+                     + TOUCHPOINT_DAILY_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('r', 'bucket')}"),
+                     bounds)
         conn.execute(f"DELETE FROM answer_context a USING _rollup_days d WHERE {_in_days('a', 'ts')}", bounds)
         conn.execute(f"INSERT INTO answer_context ({ANSWER_COLUMNS}) "
                      + ANSWER_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"), bounds)
@@ -256,6 +278,19 @@ def list_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
         return conn.execute(
             DAILY_SELECT.format(scope_hourly="", scope_events="", scope_state="") + " ORDER BY 1, 2"
         ).fetchall()
+
+
+def list_touchpoint_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """The touchpoint-daily rollup summed afresh from the hourly one, ordered like `list_touchpoint_daily`."""
+    with mapped_errors():
+        return conn.execute(TOUCHPOINT_DAILY_SELECT.format(scope="") + " ORDER BY 1, 2, 3").fetchall()
+
+
+def list_touchpoint_daily(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored touchpoint-daily rollup row."""
+    with mapped_errors():
+        return conn.execute(f"SELECT {TOUCHPOINT_DAILY_COLUMNS} FROM rollup_touchpoint_daily ORDER BY 1, 2, 3"
+                            ).fetchall()
 
 
 def list_answer_context_from_scratch(conn: psycopg.Connection) -> list[tuple]:

@@ -54,9 +54,9 @@ def health_period_inputs(
     # of sorting millions of rows in device order (3.5× faster on 10,000 devices × 90 days).
     tp_src = (
         "SELECT device_key, period, count(*)::int AS touchpoints_used FROM (SELECT DISTINCT h.device_key,"
-        " {b} AS period, h.touchpoint FROM rollup_hourly h{j}"
-        " WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s AND h.usage_count > 0) d GROUP BY 1, 2"
-    ).format(b=period_start_sql(grain, "(h.bucket AT TIME ZONE 'UTC')::date"), j=scoped_join(scope))
+        " {b} AS period, h.touchpoint FROM rollup_touchpoint_daily h{j}"
+        " WHERE h.day BETWEEN %(start)s AND %(end)s AND h.usage_count > 0) d GROUP BY 1, 2"
+    ).format(b=period_start_sql(grain, "h.day"), j=scoped_join(scope))
     if source == "raw":
         tp_src = (
             "SELECT device_key, period, count(*)::int AS touchpoints_used FROM (SELECT DISTINCT e.device_key,"
@@ -87,15 +87,15 @@ def latency_by_touchpoint(
 
     Latency of successful uses only: a failed use is slow by nature and is already counted by reliability.
     The rollup cannot split an hour by outcome, so it averages the hours in which every use succeeded
-    (nearly all hours hold one or two uses); raw events filter on `success` exactly.
+    (nearly all hours hold one or two uses: `rollup_touchpoint_daily.clean_latency_*`); raw events filter on
+    `success` exactly.
     """
     if source == "rollups":
         inner = (
-            "SELECT h.device_key, {b} AS period, h.touchpoint, sum(h.latency_count) AS n, sum(h.latency_sum) AS s"
-            " FROM rollup_hourly h{j}"
-            " WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s AND h.latency_count > 0"
-            " AND h.success_count = h.usage_count AND h.error_count = 0 GROUP BY 1, 2, 3"
-        ).format(b=period_start_sql(grain, "(h.bucket AT TIME ZONE 'UTC')::date"), j=scoped_join(scope))
+            "SELECT h.device_key, {b} AS period, h.touchpoint, sum(h.clean_latency_count) AS n,"
+            " sum(h.clean_latency_sum) AS s FROM rollup_touchpoint_daily h{j}"
+            " WHERE h.day BETWEEN %(start)s AND %(end)s AND h.clean_latency_count > 0 GROUP BY 1, 2, 3"
+        ).format(b=period_start_sql(grain, "h.day"), j=scoped_join(scope))
     else:
         inner = (
             "SELECT e.device_key, {b} AS period, e.touchpoint, count(e.latency_ms) AS n, sum(e.latency_ms::float8) AS s"
@@ -111,7 +111,9 @@ def latency_by_touchpoint(
         " JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = l.touchpoint"
         " WHERE t.target_latency_ms IS NOT NULL ORDER BY 1, 2, 3"
     )
-    statement, params = with_scoped_devices(scope, query, lo=day_start(start), hi=day_start(end + timedelta(days=1)))
+    statement, params = with_scoped_devices(
+        scope, query, start=start, end=end, lo=day_start(start), hi=day_start(end + timedelta(days=1))
+    )
     return fetch_frame(conn, statement, params)
 
 

@@ -1,14 +1,14 @@
-"""Capability-ladder inputs: first successful use per device × capability level (rollup_hourly), levels offered."""
+"""Capability-ladder inputs: first successful use per device × capability level, levels offered."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 import pandas as pd
 import psycopg
 from psycopg import sql
 
-from cxp.analytics.queries._base import day_start, fetch_frame, with_scoped_devices
+from cxp.analytics.queries._base import fetch_frame, with_scoped_devices
 from cxp.analytics.query import AnalyticsQuery
 
 
@@ -17,11 +17,11 @@ def first_capability_uses(conn: psycopg.Connection, *, scope: AnalyticsQuery, en
     capability level, up to the end of `end` (touchpoints without a level are left out)."""
     statement, params = with_scoped_devices(
         scope,
-        "SELECT r.device_key, t.capability, min(r.bucket) AS first_at FROM rollup_hourly r"
+        "SELECT r.device_key, t.capability, min(r.first_success_at) AS first_at FROM rollup_touchpoint_daily r"
         " JOIN sel USING (device_key)"
         " JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = r.touchpoint"
-        " WHERE r.success_count > 0 AND r.bucket < %(hi)s AND t.capability IS NOT NULL GROUP BY 1, 2",
-        hi=day_start(end + timedelta(days=1)),
+        " WHERE r.success_count > 0 AND r.day <= %(end)s AND t.capability IS NOT NULL GROUP BY 1, 2",
+        end=end,
     )
     return fetch_frame(conn, statement, params)
 

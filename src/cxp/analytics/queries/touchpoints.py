@@ -1,4 +1,4 @@
-"""Per touchpoint and per device × touchpoint totals from `rollup_hourly`; first successful core use."""
+"""Per touchpoint and per device × touchpoint totals from `rollup_touchpoint_daily`; first successful core use."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cxp.analytics.query import AnalyticsQuery
 
 
 def touchpoint_totals(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """Per product × touchpoint from `rollup_hourly`: devices, uses, successes, errors, latency_count/sum,
+    """Per product × touchpoint from `rollup_touchpoint_daily`: devices, uses, successes, errors, latency_count/sum,
     fleet_devices."""
     statement, params = with_scoped_devices(
         scope,
@@ -20,8 +20,8 @@ def touchpoint_totals(conn: psycopg.Connection, *, scope: AnalyticsQuery, start:
         "   AS devices, sum(h.usage_count)::int AS uses, sum(h.success_count)::int AS successes,"
         "   sum(h.error_count)::int AS errors, sum(h.latency_count)::int AS latency_count,"
         "   sum(h.latency_sum) AS latency_sum"
-        "   FROM rollup_hourly h JOIN sel USING (device_key)"
-        "   WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s AND h.touchpoint <> '' GROUP BY 1, 2),"
+        "   FROM rollup_touchpoint_daily h JOIN sel USING (device_key)"
+        "   WHERE h.day BETWEEN %(start)s AND %(end)s AND h.touchpoint <> '' GROUP BY 1, 2),"
         " f AS (SELECT sel.product_id, count(DISTINCT r.device_key)::int AS fleet_devices"
         "   FROM rollup_daily r JOIN sel USING (device_key)"
         "   WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active GROUP BY 1)"
@@ -29,24 +29,22 @@ def touchpoint_totals(conn: psycopg.Connection, *, scope: AnalyticsQuery, start:
         " ORDER BY 1, 2",
         start=start,
         end=end,
-        lo=day_start(start),
-        hi=day_start(end + timedelta(days=1)),
     )
     return fetch_frame(conn, statement, params)
 
 
 def device_touchpoints(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """Per device × touchpoint from `rollup_hourly`: uses, successes, errors, latency_count, latency_sum."""
+    """Per device × touchpoint from `rollup_touchpoint_daily`: uses, successes, errors, latency_count, latency_sum."""
     statement, params = with_scoped_devices(
         scope,
         "SELECT h.device_key, h.touchpoint, sum(h.usage_count)::int AS uses, sum(h.success_count)::int AS successes,"
         " sum(h.error_count)::int AS errors, sum(h.latency_count)::int AS latency_count,"
         " sum(h.latency_sum) AS latency_sum"
-        " FROM rollup_hourly h JOIN sel USING (device_key)"
-        " WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s AND h.touchpoint <> '' GROUP BY 1, 2 HAVING"
+        " FROM rollup_touchpoint_daily h JOIN sel USING (device_key)"
+        " WHERE h.day BETWEEN %(start)s AND %(end)s AND h.touchpoint <> '' GROUP BY 1, 2 HAVING"
         " sum(h.usage_count) > 0 ORDER BY 1, 2",
-        lo=day_start(start),
-        hi=day_start(end + timedelta(days=1)),
+        start=start,
+        end=end,
     )
     return fetch_frame(conn, statement, params)
 
@@ -54,20 +52,21 @@ def device_touchpoints(conn: psycopg.Connection, *, scope: AnalyticsQuery, start
 def first_core_success(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
     """First successful core use per device in the window: device_key, first_core_use_at.
 
-    The hourly rollup finds each device's first hour with a successful core use; the exact time then
+    The touchpoint-daily rollup gives each device's first hour with a successful core use; the exact time then
     comes from the raw events of that one hour only.
     """
     statement, params = with_scoped_devices(
         scope,
-        ", fh AS (SELECT h.device_key, min(h.bucket) AS bucket FROM rollup_hourly h JOIN sel USING (device_key)"
+        ", fh AS (SELECT h.device_key, min(h.first_success_at) AS bucket"
+        "   FROM rollup_touchpoint_daily h JOIN sel USING (device_key)"
         "   JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = h.touchpoint AND t.is_core"
-        "   WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s AND h.success_count > 0 GROUP BY 1)"
+        "   WHERE h.day BETWEEN %(start)s AND %(end)s AND h.success_count > 0 GROUP BY 1)"
         " SELECT fh.device_key, (SELECT min(e.ts) FROM events e JOIN sel s2 ON s2.device_key = e.device_key"
         "   JOIN touchpoints t ON t.product_id = s2.product_id AND t.touchpoint = e.touchpoint AND t.is_core"
         "   WHERE e.device_key = fh.device_key AND e.ts >= fh.bucket AND e.ts < fh.bucket + INTERVAL '1 hour'"
         "   AND e.kind = 'usage' AND e.success) AS first_core_use_at FROM fh",
-        lo=day_start(start),
-        hi=day_start(end + timedelta(days=1)),
+        start=start,
+        end=end,
     )
     return fetch_frame(conn, statement, params)
 
@@ -89,29 +88,26 @@ def touchpoint_answers(conn: psycopg.Connection, *, scope: AnalyticsQuery, start
 
 
 def failure_days(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """Device × touchpoint × UTC day with an error on the touchpoint, from `rollup_hourly`: device_key, touchpoint,
-    day."""
+    """Device × touchpoint × UTC day with an error on the touchpoint, from `rollup_touchpoint_daily`: device_key,
+    touchpoint, day."""
     statement, params = with_scoped_devices(
         scope,
-        "SELECT h.device_key, h.touchpoint, (h.bucket AT TIME ZONE 'UTC')::date AS day"
-        " FROM rollup_hourly h JOIN sel USING (device_key)"
-        " WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s AND h.touchpoint <> '' AND h.error_count > 0"
-        " GROUP BY 1, 2, 3",
-        lo=day_start(start),
-        hi=day_start(end + timedelta(days=1)),
+        "SELECT h.device_key, h.touchpoint, h.day FROM rollup_touchpoint_daily h JOIN sel USING (device_key)"
+        " WHERE h.day BETWEEN %(start)s AND %(end)s AND h.touchpoint <> '' AND h.error_count > 0",
+        start=start,
+        end=end,
     )
     return fetch_frame(conn, statement, params)
 
 
 def failure_counts(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """Per device × touchpoint × UTC day from `rollup_hourly`: failures (errors on the touchpoint)."""
+    """Per device × touchpoint × UTC day from `rollup_touchpoint_daily`: failures (errors on the touchpoint)."""
     statement, params = with_scoped_devices(
         scope,
-        "SELECT h.device_key, h.touchpoint, (h.bucket AT TIME ZONE 'UTC')::date AS day,"
-        " sum(h.error_count)::int AS failures FROM rollup_hourly h JOIN sel USING (device_key)"
-        " WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s AND h.touchpoint <> '' AND h.error_count > 0"
-        " GROUP BY 1, 2, 3",
-        lo=day_start(start),
-        hi=day_start(end + timedelta(days=1)),
+        "SELECT h.device_key, h.touchpoint, h.day, h.error_count AS failures"
+        " FROM rollup_touchpoint_daily h JOIN sel USING (device_key)"
+        " WHERE h.day BETWEEN %(start)s AND %(end)s AND h.touchpoint <> '' AND h.error_count > 0",
+        start=start,
+        end=end,
     )
     return fetch_frame(conn, statement, params)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 import pandas as pd
 import psycopg
 
-from cxp.analytics.queries._base import day_start, fetch_frame, with_scoped_devices
+from cxp.analytics.queries._base import fetch_frame, with_scoped_devices
 from cxp.analytics.query import AnalyticsQuery
 
 
@@ -17,14 +17,14 @@ def daily_usage(
     """Uses per device and active day in [start, end]: device_key, day, uses [, successes, errors].
 
     All uses come from `rollup_daily`; `core_only` counts only the product's core touchpoints (from
-    `rollup_hourly` joined to the catalogue).
+    `rollup_touchpoint_daily` joined to the catalogue).
     """
     if core_only:
         query = (
-            "SELECT r.device_key, (r.bucket AT TIME ZONE 'UTC')::date AS day, sum(r.usage_count)::int AS uses"
-            " FROM rollup_hourly r JOIN sel USING (device_key)"
+            "SELECT r.device_key, r.day, sum(r.usage_count)::int AS uses"
+            " FROM rollup_touchpoint_daily r JOIN sel USING (device_key)"
             " JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = r.touchpoint AND t.is_core"
-            " WHERE r.bucket >= %(lo)s AND r.bucket < %(hi)s AND r.usage_count > 0 GROUP BY 1, 2 ORDER BY 1, 2"
+            " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.usage_count > 0 GROUP BY 1, 2 ORDER BY 1, 2"
         )
     else:
         query = (
@@ -32,9 +32,7 @@ def daily_usage(
             " r.error_count AS errors FROM rollup_daily r JOIN sel USING (device_key)"
             " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active ORDER BY 1, 2"
         )
-    statement, params = with_scoped_devices(
-        scope, query, start=start, end=end, lo=day_start(start), hi=day_start(end + timedelta(days=1))
-    )
+    statement, params = with_scoped_devices(scope, query, start=start, end=end)
     return fetch_frame(conn, statement, params)
 
 
@@ -44,17 +42,17 @@ def last_use_before(
     """Last day with a (core) use on or before `end` per device: device_key, last_use_on."""
     if core_only:
         query = (
-            "SELECT r.device_key, max((r.bucket AT TIME ZONE 'UTC')::date) AS last_use_on"
-            " FROM rollup_hourly r JOIN sel USING (device_key)"
+            "SELECT r.device_key, max(r.day) AS last_use_on"
+            " FROM rollup_touchpoint_daily r JOIN sel USING (device_key)"
             " JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = r.touchpoint AND t.is_core"
-            " WHERE r.bucket < %(hi)s AND r.usage_count > 0 GROUP BY 1"
+            " WHERE r.day <= %(end)s AND r.usage_count > 0 GROUP BY 1"
         )
     else:
         query = (
             "SELECT r.device_key, max(r.day) AS last_use_on FROM rollup_daily r JOIN sel USING (device_key)"
             " WHERE r.day <= %(end)s AND r.active GROUP BY 1"
         )
-    statement, params = with_scoped_devices(scope, query, end=end, hi=day_start(end + timedelta(days=1)))
+    statement, params = with_scoped_devices(scope, query, end=end)
     return fetch_frame(conn, statement, params)
 
 
@@ -70,9 +68,9 @@ def usage_features(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: da
         "   FROM rollup_daily r JOIN sel USING (device_key) WHERE r.day BETWEEN %(start)s AND %(end)s GROUP BY 1),"
         " h AS (SELECT h.device_key, sum(h.usage_count) FILTER (WHERE t.is_core)::int AS core_uses,"
         "   count(DISTINCT h.touchpoint) FILTER (WHERE h.usage_count > 0)::int AS touchpoints_used"
-        "   FROM rollup_hourly h JOIN sel USING (device_key)"
+        "   FROM rollup_touchpoint_daily h JOIN sel USING (device_key)"
         "   JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = h.touchpoint"
-        "   WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s GROUP BY 1)"
+        "   WHERE h.day BETWEEN %(start)s AND %(end)s GROUP BY 1)"
         " SELECT sel.device_key, coalesce(d.active_days, 0) AS active_days,"
         " coalesce(d.weekend_active_days, 0) AS weekend_active_days, coalesce(d.uses, 0) AS uses,"
         " coalesce(d.errors, 0) AS errors, coalesce(d.successes, 0) AS successes,"
@@ -80,8 +78,6 @@ def usage_features(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: da
         " FROM sel LEFT JOIN d USING (device_key) LEFT JOIN h USING (device_key) ORDER BY 1",
         start=start,
         end=end,
-        lo=day_start(start),
-        hi=day_start(end + timedelta(days=1)),
     )
     return fetch_frame(conn, statement, params)
 
