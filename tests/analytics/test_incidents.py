@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cxp.analytics.core.disruptions import error_episodes
-from cxp.analytics.core.incidents import closing_successes, incident_runs, success_cells
+from cxp.analytics.core.incidents import closing_successes, incident_runs
 from cxp.analytics.errors import InvalidParameter
 
 T0 = pd.Timestamp("2025-03-03", tz="UTC")
@@ -115,15 +115,8 @@ def test_a_later_successful_use_ends_a_failure_that_no_recovery_reported() -> No
             "ts": ts,
             "touchpoint": ["brew", "brew", "lock"],
             "code": ["A", "B", "C"],
-            "same_hour": [True, True, False],
-            "next_hour": pd.to_datetime(["2025-03-03 12:00", "2025-03-03 12:00", None], utc=True),
         }
     )
-    cells = success_cells(errors=errors)
-    assert set(map(tuple, cells[["device_key", "hour"]].astype(str).to_numpy())) == {
-        ("1", "2025-03-03 10:00:00+00:00"),
-        ("1", "2025-03-03 12:00:00+00:00"),
-    }
     # device 1 brewed fine at 10:20 (after A, before B) and at 12:30; device 2 never used its lock again
     successes = pd.DataFrame(
         {

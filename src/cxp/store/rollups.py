@@ -79,22 +79,32 @@ FULL JOIN o ON o.device_key = h.device_key AND o.day = h.day
 FULL JOIN s ON s.device_key = coalesce(h.device_key, o.device_key) AND s.day = coalesce(h.day, o.day)
 """
 
-# The hourly rollup summed per device × touchpoint × UTC day (migration 025); `{scope}` limits it to the dirty
-# device-days or not at all.
+# The hourly rollup summed per device × touchpoint × UTC day, with the times of its successful uses from raw events
+# (migration 025); `{scope_hourly}` / `{scope_events}` limit it to the dirty device-days or not at all.
 _CLEAN_HOUR = "r.success_count = r.usage_count AND r.error_count = 0"
 TOUCHPOINT_DAILY_SELECT = f"""
-SELECT r.device_key, (r.bucket AT TIME ZONE 'UTC')::date, r.touchpoint,
-       sum(r.usage_count)::int, sum(r.success_count)::int, sum(r.error_count)::int,
-       sum(r.duration_sum), sum(r.quantity_sum), sum(r.latency_count)::int, sum(r.latency_sum),
-       coalesce(sum(r.latency_count) FILTER (WHERE {_CLEAN_HOUR}), 0)::int,
-       coalesce(sum(r.latency_sum) FILTER (WHERE {_CLEAN_HOUR}), 0),
-       min(r.bucket) FILTER (WHERE r.success_count > 0)
-FROM rollup_hourly r {{scope}}
-GROUP BY 1, 2, 3
+WITH h AS (
+    SELECT r.device_key, (r.bucket AT TIME ZONE 'UTC')::date AS day, r.touchpoint,
+           sum(r.usage_count)::int AS usage_count, sum(r.success_count)::int AS success_count,
+           sum(r.error_count)::int AS error_count, sum(r.duration_sum) AS duration_sum,
+           sum(r.quantity_sum) AS quantity_sum, sum(r.latency_count)::int AS latency_count,
+           sum(r.latency_sum) AS latency_sum,
+           coalesce(sum(r.latency_count) FILTER (WHERE {_CLEAN_HOUR}), 0)::int AS clean_latency_count,
+           coalesce(sum(r.latency_sum) FILTER (WHERE {_CLEAN_HOUR}), 0) AS clean_latency_sum
+    FROM rollup_hourly r {{scope_hourly}}
+    GROUP BY 1, 2, 3
+), s AS (
+    SELECT e.device_key, (e.ts AT TIME ZONE 'UTC')::date AS day, e.touchpoint, array_agg(e.ts ORDER BY e.ts) AS times
+    FROM events e {{scope_events}}
+    WHERE e.kind = 'usage' AND e.success AND e.touchpoint IS NOT NULL
+    GROUP BY 1, 2, 3
+)
+SELECT h.*, coalesce(s.times, '{{{{}}}}')
+FROM h LEFT JOIN s ON s.device_key = h.device_key AND s.day = h.day AND s.touchpoint = h.touchpoint
 """
 TOUCHPOINT_DAILY_COLUMNS = ("device_key, day, touchpoint, usage_count, success_count, error_count, duration_sum,"
                             " quantity_sum, latency_count, latency_sum, clean_latency_count, clean_latency_sum,"
-                            " first_success_at")
+                            " success_times")
 
 # Each touchpoint CSAT answer with the day's last use of its touchpoint at or before it (migration 023 explains
 # the packing); `{scope}` limits it to the dirty device-days or not at all.
@@ -201,7 +211,8 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
         conn.execute("DELETE FROM rollup_touchpoint_daily r USING _rollup_days d WHERE r.device_key = d.device_key"
                      " AND r.day = d.day")
         conn.execute(f"INSERT INTO rollup_touchpoint_daily ({TOUCHPOINT_DAILY_COLUMNS}) "
-                     + TOUCHPOINT_DAILY_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('r', 'bucket')}"),
+                     + TOUCHPOINT_DAILY_SELECT.format(scope_hourly=f"JOIN _rollup_days d ON {_in_days('r', 'bucket')}",
+                                                      scope_events=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"),
                      bounds)
         conn.execute(f"DELETE FROM answer_context a USING _rollup_days d WHERE {_in_days('a', 'ts')}", bounds)
         conn.execute(f"INSERT INTO answer_context ({ANSWER_COLUMNS}) "
@@ -281,9 +292,10 @@ def list_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
 
 
 def list_touchpoint_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
-    """The touchpoint-daily rollup summed afresh from the hourly one, ordered like `list_touchpoint_daily`."""
+    """The touchpoint-daily rollup afresh from the hourly one and raw events, ordered like `list_touchpoint_daily`."""
     with mapped_errors():
-        return conn.execute(TOUCHPOINT_DAILY_SELECT.format(scope="") + " ORDER BY 1, 2, 3").fetchall()
+        return conn.execute(TOUCHPOINT_DAILY_SELECT.format(scope_hourly="", scope_events="") + " ORDER BY 1, 2, 3"
+                            ).fetchall()
 
 
 def list_touchpoint_daily(conn: psycopg.Connection) -> list[tuple]:

@@ -131,33 +131,12 @@ def _best_span(chain: list[tuple[int, int]], ck: np.ndarray, cn: np.ndarray, p0:
     return best
 
 
-def success_cells(*, errors: pd.DataFrame) -> pd.DataFrame:
-    """The device × touchpoint × hour cells whose successful uses can end each error's failure: the error's own hour
-    (when it has a success) and the first later hour with one. `errors`: device_key, ts, touchpoint, same_hour,
-    next_hour. Returns device_key, touchpoint, hour."""
-    require_columns(errors, ["device_key", "ts", "touchpoint", "same_hour", "next_hour"], what="success_cells")
-    ts = pd.to_datetime(errors["ts"], utc=True)
-    same = errors[errors["same_hour"].fillna(False).astype(bool).to_numpy()]
-    own = pd.DataFrame(
-        {"device_key": same["device_key"], "touchpoint": same["touchpoint"], "hour": ts[same.index].dt.floor("h")}
-    )
-    later = errors[errors["next_hour"].notna().to_numpy()]
-    nxt = pd.DataFrame(
-        {
-            "device_key": later["device_key"],
-            "touchpoint": later["touchpoint"],
-            "hour": pd.to_datetime(later["next_hour"], utc=True),
-        }
-    )
-    return pd.concat([own, nxt], ignore_index=True).drop_duplicates().reset_index(drop=True)
-
-
 def closing_successes(*, errors: pd.DataFrame, successes: pd.DataFrame) -> pd.DataFrame:
     """Per error, the first successful use of its touchpoint by its device after it: device_key, touchpoint, code,
     ts (errors whose touchpoint never worked again are left out).
 
-    `errors`: device_key, ts, touchpoint, code; `successes`: device_key, touchpoint, ts (at least the uses of
-    `success_cells`, which hold each error's next success).
+    `errors`: device_key, ts, touchpoint, code; `successes`: device_key, touchpoint, ts (at least each error's next
+    successful use).
     """
     require_columns(errors, ["device_key", "ts", "touchpoint", "code"], what="closing_successes errors")
     require_columns(successes, ["device_key", "touchpoint", "ts"], what="closing_successes successes")

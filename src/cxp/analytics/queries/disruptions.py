@@ -6,7 +6,6 @@ from datetime import date, timedelta
 
 import pandas as pd
 import psycopg
-from psycopg import sql
 
 from cxp.analytics.queries._base import day_start, fetch_frame, with_scoped_devices
 from cxp.analytics.query import AnalyticsQuery
@@ -73,18 +72,11 @@ def hourly_users(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date
     return fetch_frame(conn, statement, params)
 
 
-def next_success_hours(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """Per touchpoint error in the window: device_key, ts, touchpoint, code, same_hour (the error's hour also has a
-    successful use of the touchpoint) and next_hour (the first later hour that has one, before the window end),
-    from `rollup_hourly`; the exact times come from `successes_in_hours`."""
+def touchpoint_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
+    """Errors on a touchpoint in the window (raw, filtered in SQL): device_key, ts, touchpoint, code."""
     statement, params = with_scoped_devices(
         scope,
-        "SELECT e.device_key, e.ts, e.touchpoint, e.code,"
-        " EXISTS (SELECT 1 FROM rollup_hourly h WHERE h.device_key = e.device_key AND h.touchpoint = e.touchpoint"
-        "   AND h.bucket = date_trunc('hour', e.ts) AND h.success_count > 0) AS same_hour,"
-        " (SELECT min(h.bucket) FROM rollup_hourly h WHERE h.device_key = e.device_key AND h.touchpoint = e.touchpoint"
-        "   AND h.bucket > date_trunc('hour', e.ts) AND h.bucket < %(hi)s AND h.success_count > 0) AS next_hour"
-        " FROM events e JOIN sel USING (device_key)"
+        "SELECT e.device_key, e.ts, e.touchpoint, e.code FROM events e JOIN sel USING (device_key)"
         " WHERE e.kind = 'error' AND e.touchpoint IS NOT NULL AND e.ts >= %(lo)s AND e.ts < %(hi)s",
         lo=day_start(start),
         hi=day_start(end + timedelta(days=1)),
@@ -92,29 +84,26 @@ def next_success_hours(conn: psycopg.Connection, *, scope: AnalyticsQuery, start
     return fetch_frame(conn, statement, params)
 
 
-def successes_in_hours(conn: psycopg.Connection, *, hours: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
-    """Successful uses in the given device × touchpoint × hour cells (raw events, few): device_key, touchpoint, ts.
+def successes_after_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
+    """The successful uses that can end a touchpoint error of the window: device_key, touchpoint, ts.
 
-    `hours`: device_key, touchpoint, hour (hour start); the window bounds let TimescaleDB skip other chunks.
+    Per device × touchpoint × day with such an error, the day's successful uses of the touchpoint and the first one of
+    the next later day that has any, up to the end of `end` (`rollup_touchpoint_daily.success_times`): each error's
+    next successful use is among them.
     """
-    if hours.empty:
-        return pd.DataFrame(columns=["device_key", "touchpoint", "ts"])
-    cells = hours.drop_duplicates()
-    return fetch_frame(
-        conn,
-        sql.SQL(
-            "SELECT u.device_key, u.touchpoint, u.ts FROM events u"
-            " JOIN unnest(%(keys)s::int[], %(tps)s::text[], %(hours)s::timestamptz[])"
-            " AS c(device_key, touchpoint, hour)"
-            " ON u.device_key = c.device_key AND u.touchpoint = c.touchpoint AND u.ts >= c.hour"
-            " AND u.ts < c.hour + INTERVAL '1 hour'"
-            " WHERE u.kind = 'usage' AND u.success AND u.ts >= %(lo)s AND u.ts < %(hi)s"
-        ),
-        {
-            "keys": [int(k) for k in cells["device_key"]],
-            "tps": [str(t) for t in cells["touchpoint"]],
-            "hours": list(pd.to_datetime(cells["hour"], utc=True).dt.to_pydatetime()),
-            "lo": day_start(start),
-            "hi": day_start(end + timedelta(days=1)),
-        },
+    statement, params = with_scoped_devices(
+        scope,
+        ", d AS (SELECT DISTINCT e.device_key, e.touchpoint, (e.ts AT TIME ZONE 'UTC')::date AS day"
+        "   FROM events e JOIN sel USING (device_key)"
+        "   WHERE e.kind = 'error' AND e.touchpoint IS NOT NULL AND e.ts >= %(lo)s AND e.ts < %(hi)s)"
+        " SELECT d.device_key, d.touchpoint, unnest(t.success_times) AS ts FROM d JOIN rollup_touchpoint_daily t"
+        "   ON t.device_key = d.device_key AND t.day = d.day AND t.touchpoint = d.touchpoint"
+        " UNION ALL"
+        " SELECT d.device_key, d.touchpoint, n.ts FROM d CROSS JOIN LATERAL (SELECT t.success_times[1] AS ts"
+        "   FROM rollup_touchpoint_daily t WHERE t.device_key = d.device_key AND t.touchpoint = d.touchpoint"
+        "   AND t.day > d.day AND t.day <= %(end)s AND t.success_count > 0 ORDER BY t.day LIMIT 1) n",
+        end=end,
+        lo=day_start(start),
+        hi=day_start(end + timedelta(days=1)),
     )
+    return fetch_frame(conn, statement, params)

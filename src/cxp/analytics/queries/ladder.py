@@ -17,7 +17,8 @@ def first_capability_uses(conn: psycopg.Connection, *, scope: AnalyticsQuery, en
     capability level, up to the end of `end` (touchpoints without a level are left out)."""
     statement, params = with_scoped_devices(
         scope,
-        "SELECT r.device_key, t.capability, min(r.first_success_at) AS first_at FROM rollup_touchpoint_daily r"
+        "SELECT r.device_key, t.capability, time_bucket(INTERVAL '1 hour', min(r.success_times[1])) AS first_at"
+        " FROM rollup_touchpoint_daily r"
         " JOIN sel USING (device_key)"
         " JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = r.touchpoint"
         " WHERE r.success_count > 0 AND r.day <= %(end)s AND t.capability IS NOT NULL GROUP BY 1, 2",

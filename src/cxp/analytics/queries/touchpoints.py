@@ -50,21 +50,14 @@ def device_touchpoints(conn: psycopg.Connection, *, scope: AnalyticsQuery, start
 
 
 def first_core_success(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """First successful core use per device in the window: device_key, first_core_use_at.
-
-    The touchpoint-daily rollup gives each device's first hour with a successful core use; the exact time then
-    comes from the raw events of that one hour only.
-    """
+    """First successful core use per device in the window: device_key, first_core_use_at (the exact time, from
+    `rollup_touchpoint_daily.success_times`)."""
     statement, params = with_scoped_devices(
         scope,
-        ", fh AS (SELECT h.device_key, min(h.first_success_at) AS bucket"
-        "   FROM rollup_touchpoint_daily h JOIN sel USING (device_key)"
-        "   JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = h.touchpoint AND t.is_core"
-        "   WHERE h.day BETWEEN %(start)s AND %(end)s AND h.success_count > 0 GROUP BY 1)"
-        " SELECT fh.device_key, (SELECT min(e.ts) FROM events e JOIN sel s2 ON s2.device_key = e.device_key"
-        "   JOIN touchpoints t ON t.product_id = s2.product_id AND t.touchpoint = e.touchpoint AND t.is_core"
-        "   WHERE e.device_key = fh.device_key AND e.ts >= fh.bucket AND e.ts < fh.bucket + INTERVAL '1 hour'"
-        "   AND e.kind = 'usage' AND e.success) AS first_core_use_at FROM fh",
+        "SELECT h.device_key, min(h.success_times[1]) AS first_core_use_at"
+        " FROM rollup_touchpoint_daily h JOIN sel USING (device_key)"
+        " JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = h.touchpoint AND t.is_core"
+        " WHERE h.day BETWEEN %(start)s AND %(end)s AND h.success_count > 0 GROUP BY 1",
         start=start,
         end=end,
     )

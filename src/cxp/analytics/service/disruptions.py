@@ -31,8 +31,8 @@ from cxp.analytics.queries.disruptions import (
     error_stream,
     hourly_errors,
     hourly_users,
-    next_success_hours,
-    successes_in_hours,
+    successes_after_errors,
+    touchpoint_errors,
 )
 from cxp.analytics.queries.feedback import feedback_after, feedback_around
 from cxp.analytics.queries.registry import devices, get_first_day
@@ -65,9 +65,8 @@ def episodes_in_window(
     """Error episodes of the window (core error_episodes): closed by the next recovery of their code or the next
     successful use of their touchpoint, whichever comes first; "never recovered" only when neither came."""
     stream = error_stream(conn, scope=scope, start=window.start, end=window.end)
-    errors = next_success_hours(conn, scope=scope, start=window.start, end=window.end)
-    cells = core_incidents.success_cells(errors=errors) if len(errors) else errors
-    successes = successes_in_hours(conn, hours=cells, start=window.start, end=window.end) if len(errors) else errors
+    errors = touchpoint_errors(conn, scope=scope, start=window.start, end=window.end)
+    successes = successes_after_errors(conn, scope=scope, start=window.start, end=window.end)
     closing = core_incidents.closing_successes(errors=errors, successes=successes)
     stream["ts"] = pd.to_datetime(stream["ts"], utc=True)
     if len(closing):

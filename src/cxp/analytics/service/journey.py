@@ -184,7 +184,7 @@ def get_journey(
         **funnel.definitions,
         "registered": "came online (registry activated_at) inside the window",
         "activated": "the 'activated' lifecycle event (pairing completed) was received",
-        "first_core_use": "first successful use of a core touchpoint (hour found in rollup_touchpoint_daily, time in raw events)",
+        "first_core_use": "first successful use of a core touchpoint (its exact time, kept in rollup_touchpoint_daily)",
         "habitual": f"{habitual_days} active days within {habitual_window_days} days",
         "time_to_value": "hours from the activated event (else coming online) to the first successful core use",
     }
