@@ -126,3 +126,34 @@ def clean_values(values: Iterable[object] | np.ndarray | pd.Series | None) -> np
         return np.empty(0)
     arr = as_float_array(values if isinstance(values, pd.Series | np.ndarray) else list(values)).ravel()
     return arr[np.isfinite(arr)]
+
+
+def trailing_sums(
+    daily: pd.DataFrame, *, key: str, day: str, ends: Iterable[date], lookback_days: int, columns: list[str]
+) -> pd.DataFrame:
+    """Per key × end: the sums of `columns` over the rows whose day is in (end − lookback_days, end], for the
+    (key, end) pairs with at least one such row (key, period_end, *columns). `daily`: rows per key × day, any order.
+    Cumulative sums per key and two binary searches per key × end instead of joining every row with every end."""
+    out_cols = [key, "period_end", *columns]
+    ends = sorted(set(ends))
+    if daily.empty or not ends:
+        return pd.DataFrame(columns=out_cols)
+    frame = daily.sort_values([key, day], kind="stable")
+    keys = frame[key].to_numpy(dtype=np.int64)
+    days = pd.to_datetime(frame[day]).to_numpy().astype("datetime64[D]").astype(np.int64)
+    end_days = np.array(ends, dtype="datetime64[D]").astype(np.int64)
+    base = min(int(days.min()), int(end_days.min()) - lookback_days) - 1
+    span = max(int(days.max()), int(end_days.max())) - base + 1
+    # One sorted axis: key-major, then day; a (key, day) bound is a single number on it.
+    position = keys * span + (days - base)
+    totals = np.vstack([np.zeros((1, len(columns))), np.cumsum(frame[columns].to_numpy(dtype=np.float64), axis=0)])
+    uniq = np.unique(keys)
+    q_key = np.repeat(uniq, len(end_days))
+    q_end = np.tile(end_days - base, len(uniq))
+    hi = np.searchsorted(position, q_key * span + q_end, side="right")
+    lo = np.searchsorted(position, q_key * span + q_end - lookback_days, side="right")
+    present = hi > lo
+    out = pd.DataFrame(totals[hi[present]] - totals[lo[present]], columns=columns)
+    out.insert(0, "period_end", np.array(ends, dtype=object)[np.tile(np.arange(len(ends)), len(uniq))[present]])
+    out.insert(0, key, q_key[present])
+    return out[out_cols]

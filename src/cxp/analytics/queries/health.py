@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 import psycopg
 
+from cxp.analytics.core._frames import trailing_sums
 from cxp.analytics.queries._base import (
     WEEK_ORIGIN,
     Grain,
@@ -153,6 +154,9 @@ def uptime_exact(
     return fetch_frame(conn, statement, params)
 
 
+FEEDBACK_COUNT_COLUMNS = ("nps_n", "nps_promoters", "nps_detractors", "csat_n", "csat_top2", "ces_n", "ces_sum")
+
+
 def feedback_counts_trailing(
     conn: psycopg.Connection, *, scope: AnalyticsQuery, period_ends: Sequence[date], lookback_days: int = 28
 ) -> pd.DataFrame:
@@ -161,33 +165,22 @@ def feedback_counts_trailing(
     Returns device_key, period_end, nps_n, nps_promoters, nps_detractors, csat_n, csat_top2, ces_n, ces_sum.
     """
     if not period_ends:
-        return pd.DataFrame(
-            columns=[
-                "device_key",
-                "period_end",
-                "nps_n",
-                "nps_promoters",
-                "nps_detractors",
-                "csat_n",
-                "csat_top2",
-                "ces_n",
-                "ces_sum",
-            ]
-        )
+        return pd.DataFrame(columns=["device_key", "period_end", *FEEDBACK_COUNT_COLUMNS])
     lo = day_start(min(period_ends) - timedelta(days=lookback_days - 1))
     hi = day_start(max(period_ends) + timedelta(days=1))
+    # Counted per device-day in SQL; the trailing windows of the period ends summed in numpy (trailing_sums).
     query = (
-        ", pe AS (SELECT unnest(%(ends)s::date[]) AS period_end),"
-        " fb AS (SELECT e.device_key, (e.ts AT TIME ZONE 'UTC')::date AS day, e.nps, e.csat, e.ces"
-        "   FROM events e JOIN sel USING (device_key)"
-        "   WHERE e.kind = 'feedback' AND e.ts >= %(lo)s AND e.ts < %(hi)s)"
-        " SELECT fb.device_key, pe.period_end, count(fb.nps)::int AS nps_n,"
-        " count(*) FILTER (WHERE fb.nps >= 9)::int AS nps_promoters,"
-        " count(*) FILTER (WHERE fb.nps <= 6)::int AS nps_detractors, count(fb.csat)::int AS csat_n,"
-        " count(*) FILTER (WHERE fb.csat >= 4)::int AS csat_top2, count(fb.ces)::int AS ces_n,"
-        " coalesce(sum(fb.ces), 0)::float8 AS ces_sum"
-        " FROM fb JOIN pe ON fb.day <= pe.period_end AND fb.day > pe.period_end - %(lookback)s"
-        " GROUP BY 1, 2 ORDER BY 1, 2"
+        "SELECT e.device_key, (e.ts AT TIME ZONE 'UTC')::date AS day, count(e.nps)::int AS nps_n,"
+        " count(*) FILTER (WHERE e.nps >= 9)::int AS nps_promoters,"
+        " count(*) FILTER (WHERE e.nps <= 6)::int AS nps_detractors, count(e.csat)::int AS csat_n,"
+        " count(*) FILTER (WHERE e.csat >= 4)::int AS csat_top2, count(e.ces)::int AS ces_n,"
+        " coalesce(sum(e.ces), 0)::float8 AS ces_sum"
+        " FROM events e JOIN sel USING (device_key)"
+        " WHERE e.kind = 'feedback' AND e.ts >= %(lo)s AND e.ts < %(hi)s GROUP BY 1, 2"
     )
-    statement, params = with_scoped_devices(scope, query, ends=list(period_ends), lo=lo, hi=hi, lookback=lookback_days)
-    return fetch_frame(conn, statement, params)
+    statement, params = with_scoped_devices(scope, query, lo=lo, hi=hi)
+    daily = fetch_frame(conn, statement, params)
+    counts = [c for c in FEEDBACK_COUNT_COLUMNS if c != "ces_sum"]
+    out = trailing_sums(daily, key="device_key", day="day", ends=period_ends, lookback_days=lookback_days,
+                        columns=[*counts, "ces_sum"])
+    return out.astype({c: "int64" for c in ["device_key", *counts]})
