@@ -21,6 +21,8 @@ from cxp.store.rollups import (
     list_touchpoint_daily_from_scratch,
     list_uptime,
     list_uptime_from_scratch,
+    list_weekly,
+    list_weekly_from_scratch,
     refresh_all_pending,
     refresh_paced,
     refresh_rollups,
@@ -79,6 +81,9 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     assert_rows_equal(list_answer_context(db), list_answer_context_from_scratch(db))
     assert list_uptime(db) == list_uptime_from_scratch(db)
     per_touchpoint_before = list_touchpoint_daily(db)
+    weekly_before = list_weekly(db)
+    assert weekly_before[0] == list_weekly_from_scratch(db)[0] and weekly_before[0] and weekly_before[1]
+    assert_rows_equal(weekly_before[1], list_weekly_from_scratch(db)[1])
     assert_rows_equal(per_touchpoint_before, list_touchpoint_daily_from_scratch(db))
     before = list_daily(db)
     covers_before = list_uptime(db)
@@ -99,6 +104,10 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     assert per_touchpoint != per_touchpoint_before, "late data changed the touchpoint-daily rollup"
     assert any(row[12] == [] for row in per_touchpoint) and any(len(row[12]) > 1 for row in per_touchpoint)
     assert any(row[10] > 0 for row in per_touchpoint)
+    weekly = list_weekly(db)
+    assert weekly[0] == list_weekly_from_scratch(db)[0]
+    assert_rows_equal(weekly[1], list_weekly_from_scratch(db)[1])
+    assert weekly != weekly_before, "late data changed the weekly rollups"
     answers = list_answer_context(db)
     assert_rows_equal(answers, list_answer_context_from_scratch(db))
     assert answers != answers_before, "late data changed the answer contexts"

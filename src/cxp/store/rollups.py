@@ -106,6 +106,42 @@ TOUCHPOINT_DAILY_COLUMNS = ("device_key, day, touchpoint, usage_count, success_c
                             " quantity_sum, latency_count, latency_sum, clean_latency_count, clean_latency_sum,"
                             " success_times")
 
+# Per device × Monday-aligned week from the daily rollups (migration 026); `{scope_daily}` / `{scope_touchpoints}`
+# limit it to the weeks of dirty days or not at all.
+_WEEK = "time_bucket(INTERVAL '7 days', {d}.day, DATE '2000-01-03')"
+WEEKLY_SELECT = f"""
+WITH d AS (
+    SELECT r.device_key, {_WEEK.format(d="r")} AS week,
+           sum(r.usage_count)::int AS usage_count, sum(r.success_count)::int AS success_count,
+           count(*) FILTER (WHERE r.active)::int AS active_days,
+           count(*) FILTER (WHERE r.active AND r.error_count = 0)::int AS error_free_days,
+           sum(r.heartbeat_count)::int AS heartbeat_count
+    FROM rollup_daily r {{scope_daily}}
+    GROUP BY 1, 2
+), t AS (
+    SELECT device_key, week, count(*)::int AS touchpoints_used
+    FROM (SELECT DISTINCT h.device_key, {_WEEK.format(d="h")} AS week, h.touchpoint
+          FROM rollup_touchpoint_daily h {{scope_touchpoints}} WHERE h.usage_count > 0) x
+    GROUP BY 1, 2
+)
+SELECT d.*, coalesce(t.touchpoints_used, 0) FROM d LEFT JOIN t USING (device_key, week)
+"""
+WEEKLY_COLUMNS = ("device_key, week, usage_count, success_count, active_days, error_free_days, heartbeat_count,"
+                  " touchpoints_used")
+TOUCHPOINT_WEEKLY_SELECT = f"""
+SELECT h.device_key, {_WEEK.format(d="h")}, h.touchpoint,
+       sum(h.usage_count)::int, sum(h.clean_latency_count)::int, sum(h.clean_latency_sum)
+FROM rollup_touchpoint_daily h {{scope_touchpoints}}
+GROUP BY 1, 2, 3
+"""
+TOUCHPOINT_WEEKLY_COLUMNS = "device_key, week, touchpoint, usage_count, clean_latency_count, clean_latency_sum"
+
+
+def _in_weeks(alias: str) -> str:
+    """Join condition restricting `alias.day` to the weeks in _rollup_weeks w."""
+    return f"{alias}.device_key = w.device_key AND {alias}.day >= w.week AND {alias}.day < w.week + 7"
+
+
 # Each touchpoint CSAT answer with the day's last use of its touchpoint at or before it (migration 023 explains
 # the packing); `{scope}` limits it to the dirty device-days or not at all.
 ANSWER_SELECT = """
@@ -172,8 +208,8 @@ class RollupRefresh:
 
 
 def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000) -> RollupRefresh:
-    """Recompute the hourly, daily and touchpoint-daily rollups, the answer contexts and the heartbeat covers of up to
-    `max_device_days` dirty device-days."""
+    """Recompute the hourly, daily, touchpoint-daily and weekly rollups, the answer contexts and the heartbeat covers
+    of up to `max_device_days` dirty device-days."""
     with mapped_errors(), conn.transaction():
         got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_ID,)).fetchone()
         if not got or not got[0]:
@@ -214,12 +250,27 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
                      + TOUCHPOINT_DAILY_SELECT.format(scope_hourly=f"JOIN _rollup_days d ON {_in_days('r', 'bucket')}",
                                                       scope_events=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"),
                      bounds)
+        _refresh_weeks(conn)
         conn.execute(f"DELETE FROM answer_context a USING _rollup_days d WHERE {_in_days('a', 'ts')}", bounds)
         conn.execute(f"INSERT INTO answer_context ({ANSWER_COLUMNS}) "
                      + ANSWER_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"), bounds)
         _refresh_uptime(conn, **bounds)
         pending = conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0]
     return RollupRefresh(device_days, hourly, daily, pending)
+
+
+def _refresh_weeks(conn: psycopg.Connection) -> None:
+    """Recompute the weekly rollups of the weeks that hold a dirty day (after the daily ones)."""
+    conn.execute("CREATE TEMP TABLE _rollup_weeks ON COMMIT DROP AS SELECT DISTINCT device_key,"
+                 f" {_WEEK.format(d='d')} AS week FROM _rollup_days d")
+    conn.execute("ANALYZE _rollup_weeks")
+    for table, select, columns in (("rollup_weekly", WEEKLY_SELECT, WEEKLY_COLUMNS),
+                                   ("rollup_touchpoint_weekly", TOUCHPOINT_WEEKLY_SELECT, TOUCHPOINT_WEEKLY_COLUMNS)):
+        conn.execute(f"DELETE FROM {table} t USING _rollup_weeks w WHERE t.device_key = w.device_key"
+                     " AND t.week = w.week")
+        conn.execute(f"INSERT INTO {table} ({columns}) " + select.format(
+            scope_daily=f"JOIN _rollup_weeks w ON {_in_weeks('r')}",
+            scope_touchpoints=f"JOIN _rollup_weeks w ON {_in_weeks('h')}"))
 
 
 def _refresh_uptime(conn: psycopg.Connection, *, lo: datetime, hi: datetime) -> None:
@@ -289,6 +340,23 @@ def list_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
         return conn.execute(
             DAILY_SELECT.format(scope_hourly="", scope_events="", scope_state="") + " ORDER BY 1, 2"
         ).fetchall()
+
+
+def list_weekly_from_scratch(conn: psycopg.Connection) -> tuple[list[tuple], list[tuple]]:
+    """The weekly rollups (per device, per device × touchpoint) afresh from the daily ones, ordered like
+    `list_weekly`."""
+    with mapped_errors():
+        scope = {"scope_daily": "", "scope_touchpoints": ""}
+        return (conn.execute(WEEKLY_SELECT.format(**scope) + " ORDER BY 1, 2").fetchall(),
+                conn.execute(TOUCHPOINT_WEEKLY_SELECT.format(**scope) + " ORDER BY 1, 2, 3").fetchall())
+
+
+def list_weekly(conn: psycopg.Connection) -> tuple[list[tuple], list[tuple]]:
+    """Every stored weekly rollup row (per device, per device × touchpoint)."""
+    with mapped_errors():
+        return (conn.execute(f"SELECT {WEEKLY_COLUMNS} FROM rollup_weekly ORDER BY 1, 2").fetchall(),
+                conn.execute(f"SELECT {TOUCHPOINT_WEEKLY_COLUMNS} FROM rollup_touchpoint_weekly ORDER BY 1, 2, 3"
+                             ).fetchall())
 
 
 def list_touchpoint_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:

@@ -49,7 +49,24 @@ def health_period_inputs(
     """Per device × period in [start, end]: uses, successes, active_days, error_free_days, heartbeats, touchpoints_used.
 
     period = first day of the day/week. `source="raw"` aggregates the same figures from raw events and heartbeats.
+    Whole weeks come from `rollup_weekly`, a week not over by `end` from the daily rollups.
     """
+    last_week = _last_whole_week(start, end) if source == "rollups" and grain == "week" else None
+    if last_week is not None:
+        statement, params = with_scoped_devices(
+            scope,
+            "SELECT w.device_key, w.week AS period, w.usage_count AS uses, w.success_count AS successes,"
+            " w.active_days, w.error_free_days, w.heartbeat_count AS heartbeats, w.touchpoints_used"
+            " FROM rollup_weekly w JOIN sel USING (device_key) WHERE w.week BETWEEN %(start)s AND %(last)s",
+            start=start,
+            last=last_week,
+        )
+        parts = [fetch_frame(conn, statement, params)]
+        if last_week + timedelta(days=7) <= end:
+            parts.append(health_period_inputs(conn, scope=scope, start=last_week + timedelta(days=7), end=end,
+                                              grain=grain, source=source))
+        frame = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
+        return frame.sort_values(["device_key", "period"], kind="stable", ignore_index=True)
     bucket = period_start_sql(grain, "r.day")
     # DISTINCT in a subquery, not count(DISTINCT …): it lets PostgreSQL hash-aggregate a parallel scan instead
     # of sorting millions of rows in device order (3.5× faster on 10,000 devices × 90 days).
@@ -91,12 +108,20 @@ def latency_by_touchpoint(
     (nearly all hours hold one or two uses: `rollup_touchpoint_daily.clean_latency_*`); raw events filter on
     `success` exactly.
     """
+    last_week = _last_whole_week(start, end) if source == "rollups" and grain == "week" else None
+    days_from = start if last_week is None else last_week + timedelta(days=7)
     if source == "rollups":
         inner = (
             "SELECT h.device_key, {b} AS period, h.touchpoint, sum(h.clean_latency_count) AS n,"
             " sum(h.clean_latency_sum) AS s FROM rollup_touchpoint_daily h{j}"
-            " WHERE h.day BETWEEN %(start)s AND %(end)s AND h.clean_latency_count > 0 GROUP BY 1, 2, 3"
+            " WHERE h.day BETWEEN %(days_from)s AND %(end)s AND h.clean_latency_count > 0 GROUP BY 1, 2, 3"
         ).format(b=period_start_sql(grain, "h.day"), j=scoped_join(scope))
+        if last_week is not None:  # whole weeks from the weekly rollup
+            inner = (
+                "SELECT h.device_key, h.week AS period, h.touchpoint, h.clean_latency_count AS n,"
+                f" h.clean_latency_sum AS s FROM rollup_touchpoint_weekly h{scoped_join(scope)}"
+                " WHERE h.week BETWEEN %(start)s AND %(last)s AND h.clean_latency_count > 0 UNION ALL "
+            ) + inner
     else:
         inner = (
             "SELECT e.device_key, {b} AS period, e.touchpoint, count(e.latency_ms) AS n, sum(e.latency_ms::float8) AS s"
@@ -113,9 +138,18 @@ def latency_by_touchpoint(
         " WHERE t.target_latency_ms IS NOT NULL ORDER BY 1, 2, 3"
     )
     statement, params = with_scoped_devices(
-        scope, query, start=start, end=end, lo=day_start(start), hi=day_start(end + timedelta(days=1))
+        scope, query, start=start, end=end, last=last_week, days_from=days_from, lo=day_start(start),
+        hi=day_start(end + timedelta(days=1))
     )
     return fetch_frame(conn, statement, params)
+
+
+def _last_whole_week(start: date, end: date) -> date | None:
+    """The Monday of the last week that lies whole in [start, end] when `start` is a Monday; else None."""
+    if start.weekday() != 0:
+        return None
+    last = week_start(end) - timedelta(days=0 if end.weekday() == 6 else 7)
+    return last if last >= start else None
 
 
 def uptime_exact(
