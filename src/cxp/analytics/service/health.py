@@ -195,11 +195,13 @@ def _trajectory(
     frame_start = period_list[0][1] - timedelta(days=TRAJECTORY_WINDOW_DAYS - 1)
     usage = daily_usage(conn, scope=scope, start=frame_start, end=period_list[-1][1])
     before = last_use_before(conn, scope=scope, end=frame_start - timedelta(days=1))
+    # Devices are keyed by their integer key while computing (string ids make every filter and merge slower).
     ids = keyed[["device_key", "entity_id"]].drop_duplicates()
-    usage = usage.merge(ids, on="device_key")
+    usage = usage[usage["device_key"].isin(ids["device_key"])].rename(columns={"device_key": "entity_id"})
     usage["day"] = pd.to_datetime(usage["day"])
-    before = before.merge(ids, on="device_key").set_index("entity_id")["last_use_on"]
+    before = before[before["device_key"].isin(ids["device_key"])].set_index("device_key")["last_use_on"]
     before = pd.to_datetime(before)
+    keyed = keyed.drop(columns="entity_id").rename(columns={"device_key": "entity_id"})
     parts = []
     for period_start, period_end in period_list:
         period_end_ts = pd.Timestamp(period_end)
@@ -238,7 +240,9 @@ def _trajectory(
         return pd.DataFrame(
             columns=["entity_id", "period", "slope_score", "recency_score", "trajectory", "days_since_last_use"]
         )
-    return pd.concat(parts, ignore_index=True)
+    out = pd.concat(parts, ignore_index=True)
+    out["entity_id"] = out["entity_id"].map(ids.set_index("device_key")["entity_id"])
+    return out
 
 
 def score_frame(frame: pd.DataFrame, config: HealthConfig) -> HealthScores:
