@@ -96,12 +96,14 @@ def successes_after_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, s
         ", d AS (SELECT DISTINCT e.device_key, e.touchpoint, (e.ts AT TIME ZONE 'UTC')::date AS day"
         "   FROM events e JOIN sel USING (device_key)"
         "   WHERE e.kind = 'error' AND e.touchpoint IS NOT NULL AND e.ts >= %(lo)s AND e.ts < %(hi)s)"
-        " SELECT d.device_key, d.touchpoint, unnest(t.success_times) AS ts FROM d JOIN rollup_touchpoint_daily t"
-        "   ON t.device_key = d.device_key AND t.day = d.day AND t.touchpoint = d.touchpoint"
-        " UNION ALL"
-        " SELECT d.device_key, d.touchpoint, n.ts FROM d CROSS JOIN LATERAL (SELECT t.success_times[1] AS ts"
-        "   FROM rollup_touchpoint_daily t WHERE t.device_key = d.device_key AND t.touchpoint = d.touchpoint"
-        "   AND t.day > d.day AND t.day <= %(end)s AND t.success_count > 0 ORDER BY t.day LIMIT 1) n",
+        # Lookups by key per error day (LATERAL): a hash join would read the whole table for a few error days.
+        " SELECT d.device_key, d.touchpoint, x.ts FROM d CROSS JOIN LATERAL ("
+        "   SELECT unnest(t.success_times) AS ts FROM rollup_touchpoint_daily t"
+        "   WHERE t.device_key = d.device_key AND t.day = d.day AND t.touchpoint = d.touchpoint"
+        "   UNION ALL"
+        "   (SELECT t.success_times[1] FROM rollup_touchpoint_daily t WHERE t.device_key = d.device_key"
+        "    AND t.touchpoint = d.touchpoint AND t.day > d.day AND t.day <= %(end)s AND t.success_count > 0"
+        "    ORDER BY t.day LIMIT 1)) x",
         end=end,
         lo=day_start(start),
         hi=day_start(end + timedelta(days=1)),
