@@ -16,15 +16,18 @@ def touchpoint_totals(conn: psycopg.Connection, *, scope: AnalyticsQuery, start:
     fleet_devices."""
     statement, params = with_scoped_devices(
         scope,
-        ", t AS (SELECT sel.product_id, h.touchpoint, count(DISTINCT h.device_key) FILTER (WHERE h.usage_count > 0)"
-        "   AS devices, sum(h.usage_count)::int AS uses, sum(h.success_count)::int AS successes,"
-        "   sum(h.error_count)::int AS errors, sum(h.latency_count)::int AS latency_count,"
+        # Per device first, then per touchpoint: hash aggregates instead of count(DISTINCT …), which sorts every row.
+        ", pd AS (SELECT sel.product_id, h.touchpoint, h.device_key, sum(h.usage_count) AS uses,"
+        "   sum(h.success_count) AS successes, sum(h.error_count) AS errors, sum(h.latency_count) AS latency_count,"
         "   sum(h.latency_sum) AS latency_sum"
         "   FROM rollup_touchpoint_daily h JOIN sel USING (device_key)"
-        "   WHERE h.day BETWEEN %(start)s AND %(end)s AND h.touchpoint <> '' GROUP BY 1, 2),"
-        " f AS (SELECT sel.product_id, count(DISTINCT r.device_key)::int AS fleet_devices"
+        "   WHERE h.day BETWEEN %(start)s AND %(end)s AND h.touchpoint <> '' GROUP BY 1, 2, 3),"
+        " t AS (SELECT product_id, touchpoint, count(*) FILTER (WHERE uses > 0) AS devices, sum(uses)::int AS uses,"
+        "   sum(successes)::int AS successes, sum(errors)::int AS errors, sum(latency_count)::int AS latency_count,"
+        "   sum(latency_sum) AS latency_sum FROM pd GROUP BY 1, 2),"
+        " f AS (SELECT product_id, count(*)::int AS fleet_devices FROM (SELECT DISTINCT sel.product_id, r.device_key"
         "   FROM rollup_daily r JOIN sel USING (device_key)"
-        "   WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active GROUP BY 1)"
+        "   WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active) a GROUP BY 1)"
         " SELECT t.*, coalesce(f.fleet_devices, 0) AS fleet_devices FROM t LEFT JOIN f USING (product_id)"
         " ORDER BY 1, 2",
         start=start,
