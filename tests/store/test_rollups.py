@@ -67,14 +67,19 @@ def _random_events(rng: random.Random, seq0: int, start: datetime, n: int) -> li
     return events
 
 
+def _write_random(db, rng: random.Random, keys: dict, devices: list[str], *, start: datetime, count: int) -> None:
+    """`count` random events from `start` on for each device, one message each."""
+    for device in devices:
+        write_batch(db, messages=[_message(device, keys[device], _random_events(rng, 0, start, count))],
+                    bounds=NO_AGE_LIMIT)
+
+
 def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     rng = random.Random(7)
     keys = dict(db.execute("SELECT device_id, device_key FROM devices").fetchall())
     start = NOW - timedelta(days=6)
     # Day-ordered data first, rolled up.
-    for device in registered:
-        write_batch(db, messages=[_message(device, keys[device], _random_events(rng, 0, start, 200))],
-                    bounds=NO_AGE_LIMIT)
+    _write_random(db, rng, keys, registered, start=start, count=200)
     first = refresh_all_pending(db)
     assert first.device_days > 0 and first.hourly_rows > 0
     assert_rows_equal(list_hourly(db), list_hourly_from_scratch(db))
@@ -138,9 +143,7 @@ def test_daily_rollup_counts_match_raw_events(db, registered):
 def test_a_new_heartbeat_interval_or_product_recomputes_the_covers(db, registered):
     rng = random.Random(11)
     keys = dict(db.execute("SELECT device_id, device_key FROM devices").fetchall())
-    for device in registered:
-        write_batch(db, messages=[_message(device, keys[device], _random_events(rng, 0, NOW - timedelta(days=6), 200))],
-                    bounds=NO_AGE_LIMIT)
+    _write_random(db, rng, keys, registered, start=NOW - timedelta(days=6), count=200)
     refresh_all_pending(db)
     before = list_uptime(db)
     touchpoints = [TouchpointRow("brew", "post_purchase", "brand", True, 500.0, 30.0, "cup")]
@@ -188,9 +191,7 @@ def test_a_late_heartbeat_before_midnight_extends_the_next_days_cover(db, regist
 def test_a_paced_refresh_works_in_batches_and_stops_when_asked(db, registered):
     rng = random.Random(5)
     keys = dict(db.execute("SELECT device_id, device_key FROM devices").fetchall())
-    for device in registered:
-        write_batch(db, messages=[_message(device, keys[device], _random_events(rng, 0, NOW - timedelta(days=6), 80))],
-                    bounds=NO_AGE_LIMIT)
+    _write_random(db, rng, keys, registered, start=NOW - timedelta(days=6), count=80)
     dirty = db.execute("SELECT count(*) FROM (SELECT DISTINCT device_key, day FROM rollup_dirty) d").fetchone()[0]
     assert dirty > 4
     stopped = threading.Event()

@@ -322,10 +322,8 @@ def refresh_paced(conn: psycopg.Connection, *, batch_device_days: int, max_busy_
         if step.pending <= 0 or step.device_days == 0:
             return RollupRefresh(total_days, total_hourly, total_daily, max(step.pending, 0))
         pause = (time.monotonic() - started) * (1 / max_busy_share - 1)
-        if stopping is not None and stopping.wait(pause):
+        if (stopping or Event()).wait(pause):
             return RollupRefresh(total_days, total_hourly, total_daily, step.pending)
-        if stopping is None:
-            time.sleep(pause)
 
 
 def list_hourly_from_scratch(conn: psycopg.Connection) -> list[tuple]:

@@ -86,28 +86,32 @@ def touchpoint_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start:
     return fetch_frame(conn, statement, params)
 
 
-def successes_after_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """The successful uses that can end a touchpoint error of the window: device_key, touchpoint, ts.
+def successes_after_errors(conn: psycopg.Connection, *, errors: pd.DataFrame, end: date) -> pd.DataFrame:
+    """The successful uses that can end the given touchpoint errors: device_key, touchpoint, ts.
 
-    Per device × touchpoint × day with such an error, the day's successful uses of the touchpoint and the first one of
-    the next later day that has any, up to the end of `end` (`rollup_touchpoint_daily.success_times`): each error's
-    next successful use is among them.
+    `errors`: device_key, ts, touchpoint (`touchpoint_errors`). Per device × touchpoint × UTC day with such an error,
+    the day's successful uses of the touchpoint and the first one of the next later day that has any, up to the end of
+    `end` (`rollup_touchpoint_daily.success_times`): each error's next successful use is among them.
     """
-    statement, params = with_scoped_devices(
-        scope,
-        ", d AS (SELECT DISTINCT e.device_key, e.touchpoint, (e.ts AT TIME ZONE 'UTC')::date AS day"
-        "   FROM events e JOIN sel USING (device_key)"
-        "   WHERE e.kind = 'error' AND e.touchpoint IS NOT NULL AND e.ts >= %(lo)s AND e.ts < %(hi)s)"
+    if errors.empty:
+        return pd.DataFrame(columns=["device_key", "touchpoint", "ts"])
+    cells = pd.DataFrame({
+        "device_key": errors["device_key"].astype("int64"),
+        "touchpoint": errors["touchpoint"].astype(str),
+        "day": pd.to_datetime(errors["ts"], utc=True).dt.date,
+    }).drop_duplicates()
+    return fetch_frame(
+        conn,
         # Lookups by key per error day (LATERAL): a hash join would read the whole table for a few error days.
-        " SELECT d.device_key, d.touchpoint, x.ts FROM d CROSS JOIN LATERAL ("
+        "SELECT d.device_key, d.touchpoint, x.ts"
+        " FROM unnest(%(keys)s::int[], %(tps)s::text[], %(days)s::date[]) AS d(device_key, touchpoint, day)"
+        " CROSS JOIN LATERAL ("
         "   SELECT unnest(t.success_times) AS ts FROM rollup_touchpoint_daily t"
         "   WHERE t.device_key = d.device_key AND t.day = d.day AND t.touchpoint = d.touchpoint"
         "   UNION ALL"
         "   (SELECT t.success_times[1] FROM rollup_touchpoint_daily t WHERE t.device_key = d.device_key"
         "    AND t.touchpoint = d.touchpoint AND t.day > d.day AND t.day <= %(end)s AND t.success_count > 0"
         "    ORDER BY t.day LIMIT 1)) x",
-        end=end,
-        lo=day_start(start),
-        hi=day_start(end + timedelta(days=1)),
+        {"keys": cells["device_key"].tolist(), "tps": cells["touchpoint"].tolist(), "days": cells["day"].tolist(),
+         "end": end},
     )
-    return fetch_frame(conn, statement, params)

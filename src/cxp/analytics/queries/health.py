@@ -214,7 +214,6 @@ def feedback_counts_trailing(
     )
     statement, params = with_scoped_devices(scope, query, lo=lo, hi=hi)
     daily = fetch_frame(conn, statement, params)
-    counts = [c for c in FEEDBACK_COUNT_COLUMNS if c != "ces_sum"]
     out = trailing_sums(daily, key="device_key", day="day", ends=period_ends, lookback_days=lookback_days,
-                        columns=[*counts, "ces_sum"])
-    return out.astype({c: "int64" for c in ["device_key", *counts]})
+                        columns=list(FEEDBACK_COUNT_COLUMNS))
+    return out.astype({c: "int64" for c in ["device_key", *FEEDBACK_COUNT_COLUMNS] if c != "ces_sum"})

@@ -66,7 +66,7 @@ def episodes_in_window(
     successful use of their touchpoint, whichever comes first; "never recovered" only when neither came."""
     stream = error_stream(conn, scope=scope, start=window.start, end=window.end)
     errors = touchpoint_errors(conn, scope=scope, start=window.start, end=window.end)
-    successes = successes_after_errors(conn, scope=scope, start=window.start, end=window.end)
+    successes = successes_after_errors(conn, errors=errors, end=window.end)
     closing = core_incidents.closing_successes(errors=errors, successes=successes)
     stream["ts"] = pd.to_datetime(stream["ts"], utc=True)
     if len(closing):
