@@ -2,7 +2,7 @@
 
     locust -f loadtests/locustfile_api.py --headless -u 20 -r 5 -t 60s --host http://127.0.0.1:18000 \\
         --product-key cxp_... --pricing-key cxp_...
-`cxp bench api` loads the 10,000-device × 90-day fleet, starts the API on it, creates the keys, times the
+`cxp bench api` loads the 10,000-device × 90-day fleet, starts the API on it, creates a key per user, times the
 first (uncached) answer of every view below and then runs this file for a bounded time. Product managers
 open the views a dashboard offers (per product or fleet-wide; paging through devices); pricing analysts
 read plans and comparisons and run backtests, which are computed afresh on every call. Requests are named
@@ -20,8 +20,9 @@ from cxp.tools.bench.api_views import PRICING_VIEWS, PRODUCT_VIEWS, PRODUCTS, VI
 
 @events.init_command_line_parser.add_listener
 def _options(parser) -> None:
-    parser.add_argument("--product-key", default="", help="API key with the product role")
-    parser.add_argument("--pricing-key", default="", help="API key with the pricing role")
+    # One key per person, as in a real team: the API limits heavy requests running at once per key.
+    parser.add_argument("--product-key", default="", help="API keys with the product role, comma-separated")
+    parser.add_argument("--pricing-key", default="", help="API keys with the pricing role, comma-separated")
 
 
 class _ApiUser(FastHttpUser):
@@ -32,8 +33,12 @@ class _ApiUser(FastHttpUser):
     network_timeout = 300.0
     connection_timeout = 60.0
 
+    started = 0
+
     def on_start(self) -> None:
-        key = getattr(self.environment.parsed_options, f"{self.role}_key")
+        keys = getattr(self.environment.parsed_options, f"{self.role}_key").split(",")
+        key = keys[type(self).started % len(keys)]  # each user of a role its own key while there are enough
+        type(self).started += 1
         self.auth = {"Authorization": f"Bearer {key}"}
 
     def _get(self, path: str, name: str) -> None:

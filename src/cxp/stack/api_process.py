@@ -53,6 +53,11 @@ def _running_pid(pid_file: Path) -> int | None:
     return pid
 
 
+def api_pid(settings: Settings) -> int | None:
+    """The background API's pid, None when it is not running."""
+    return _running_pid(_paths(settings)[0])
+
+
 def start_api(settings: Settings, *, workers: int = 1, timeout_s: float = 60) -> str:
     """Start `cxp api serve` detached unless it already answers; return its URL once ready."""
     pid_file, log_file = _paths(settings)

@@ -18,14 +18,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 from cxp.core.config import PROJECT_ROOT, Settings
 from cxp.stack import start_stack
-from cxp.stack.api_process import start_api, stop_api
+from cxp.stack.api_process import api_pid, start_api, stop_api
 from cxp.store.apikeys import create_key
 from cxp.store.db import connect
 from cxp.store.migrate import apply_migrations
 from cxp.tools.bench.analytics import BENCH_DB
 from cxp.tools.bench.api_views import PRICING_VIEWS, PRODUCT_VIEWS
+from cxp.tools.bench.process import PeakRss
 from cxp.tools.fleet import bench_fleet_params, ensure_fleet
 
 LOCUSTFILE = PROJECT_ROOT / "loadtests" / "locustfile_api.py"
@@ -45,6 +48,11 @@ def _print_stats(path: Path, phase: str) -> None:
         name = r["Name"] if r["Name"] != "Aggregated" else "ALL"
         print(f"{name[:43]:<44}{int(r['Request Count']):>9}{int(r['Failure Count']):>6}"
               f"{float(r['Requests/s']):>8.1f}{r['50%']:>8}{r['95%']:>8}{r['99%']:>8}")
+    failures = path.with_name(path.name.replace("_stats.csv", "_failures.csv"))
+    if failures.exists():
+        with open(failures, newline="") as handle:
+            for r in csv.DictReader(handle):
+                print(f"  failed {r['Occurrences']}× {r['Method']} {r['Name']}: {r['Error'][:160]}")
     total = next(r for r in rows if r["Name"] == "Aggregated")
     print(f"RESULT API {phase} {float(total['Requests/s']):.1f} req/s, p50 {total['50%']} ms, p95 {total['95%']} ms,"
           f" p99 {total['99%']} ms, failures {total['Failure Count']}/{total['Request Count']}")
@@ -63,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="uvicorn worker processes (each keeps its own result cache)")
     parser.add_argument("--port", type=int, default=18001)
     parser.add_argument("--reload", action="store_true", help="reload the fleet even if it is stored")
+    parser.add_argument("--via-import", action="store_true", help="load the fleet through `cxp import` (JSON lines)")
     parser.add_argument("--phases", default="cold,warm",
                         help="Locust runs: cold (result cache off), warm (cache on), comma-separated")
     args = parser.parse_args(argv)
@@ -79,9 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     with connect(settings.db) as conn:
         apply_migrations(conn)
         ensure_fleet(conn, params=bench_fleet_params(devices=args.devices, days=args.days, seed=args.seed),
-                     workers=2, reload=args.reload, out=lambda line: print(line, flush=True))
-        product_key = create_key(conn, name="bench api", role="product").token
-        pricing_key = create_key(conn, name="bench api", role="pricing").token
+                     workers=2, reload=args.reload, out=lambda line: print(line, flush=True),
+                     settings=settings if args.via_import else None)
+        # a key per Locust user, as each person of a team has: the API limits heavy requests per key
+        product_key, pricing_key = (",".join(create_key(conn, name=f"bench api {role} {i}", role=role).token
+                                             for i in range(args.users)) for role in ("product", "pricing"))
     for phase in phases:
         cache_ttl_s = 0.0 if phase == "cold" else env.api.cache_ttl_s
         api = settings.api.model_copy(update={"cache_ttl_s": cache_ttl_s})
@@ -98,26 +109,32 @@ def _run_phase(settings: Settings, *, phase: str, args: argparse.Namespace, prod
     print(f"API on {url} with {args.api_workers} workers over {BENCH_DB}, result cache"
           f" {'off' if settings.api.cache_ttl_s <= 0 else 'on'} ({phase})", flush=True)
     install = urllib.request.Request(f"{url}/v1/pricing/examples/install", method="POST",
-                                     headers={"Authorization": f"Bearer {pricing_key}"})
+                                     headers={"Authorization": f"Bearer {pricing_key.split(',')[0]}"})
     with urllib.request.urlopen(install, timeout=60) as response:
         response.read()  # the example plans the pricing users backtest
+    pid = api_pid(settings)
+    if pid is None:
+        raise SystemExit("the API started but its pid file is gone")
     try:
-        if first_answers:
-            print("first (uncached) answer of every view, computed one at a time:")
-            for views, token in ((PRODUCT_VIEWS, product_key), (PRICING_VIEWS, pricing_key)):
-                for paths in views.values():
-                    for path in paths:
-                        elapsed, status = _timed_get(url + path, token)
-                        print(f"  {path:<80} {elapsed:6.2f} s  ({status})", flush=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            prefix = Path(tmp) / "api"
-            cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-                   "-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.duration, "--host", url,
-                   "--csv", str(prefix), "--product-key", product_key, "--pricing-key", pricing_key]
-            print(f"locust ({phase}): {args.users} users for {args.duration} (3 product managers : 1 pricing"
-                  " analyst)", flush=True)
-            subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _print_stats(Path(f"{prefix}_stats.csv"), phase)
+        with PeakRss(psutil.Process(pid)) as memory:
+            if first_answers:
+                print("first (uncached) answer of every view, computed one at a time:")
+                for views, token in ((PRODUCT_VIEWS, product_key), (PRICING_VIEWS, pricing_key)):
+                    for paths in views.values():
+                        for path in paths:
+                            elapsed, status = _timed_get(url + path, token.split(",")[0])
+                            print(f"  {path:<80} {elapsed:6.2f} s  ({status})", flush=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                prefix = Path(tmp) / "api"
+                cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+                       "-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.duration, "--host", url,
+                       "--csv", str(prefix), "--product-key", product_key, "--pricing-key", pricing_key]
+                print(f"locust ({phase}): {args.users} users for {args.duration} (3 product managers : 1 pricing"
+                      " analyst)", flush=True)
+                subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                _print_stats(Path(f"{prefix}_stats.csv"), phase)
+        print(f"RESULT API {phase} peak RSS {memory.peak / 1_000_000:,.0f} MB (the API process and its workers,"
+              " sampled every 20 ms over the first answers and the Locust run)", flush=True)
     finally:
         stop_api(settings)
 

@@ -33,6 +33,7 @@ from cxp.stack.api_process import start_api, stop_api
 from cxp.store.apikeys import create_key
 from cxp.store.db import connect
 from cxp.store.migrate import apply_migrations
+from cxp.tools.bench.process import free_port, rss
 
 MB = 1_000_000
 
@@ -45,21 +46,6 @@ class Round:
     pushed: list[int] = field(default_factory=list)
     health_s: list[float] = field(default_factory=list)
     peak_rss: int = 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rss(proc: psutil.Process) -> int:
-    """RSS of the API process and its children (uvicorn workers)."""
-    total = 0
-    for p in (proc, *proc.children(recursive=True)):
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total
 
 
 def _post(host: str, port: int, size: int, token: str | None, chunked: bool, out: Round, lock: threading.Lock) -> None:
@@ -105,7 +91,7 @@ def _round(url: str, proc: psutil.Process, *, parallel: int, size: int, token: s
     for t in posts:
         t.start()
     while any(t.is_alive() for t in posts):
-        out.peak_rss = max(out.peak_rss, _rss(proc))
+        out.peak_rss = max(out.peak_rss, rss(proc))
         t0 = time.perf_counter()
         with urllib.request.urlopen(f"{url}/healthz", timeout=60) as response:
             response.read()
@@ -113,7 +99,7 @@ def _round(url: str, proc: psutil.Process, *, parallel: int, size: int, token: s
         time.sleep(0.05)
     for t in posts:
         t.join()
-    out.peak_rss = max(out.peak_rss, _rss(proc))
+    out.peak_rss = max(out.peak_rss, rss(proc))
     return out
 
 
@@ -165,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         apply_migrations(conn)
         token = create_key(conn, name="bench guard", role="pricing").token
     with tempfile.TemporaryDirectory() as tmp:
-        settings: Settings = base.model_copy(update={"api": base.api.model_copy(update={"port": _free_port()}),
+        settings: Settings = base.model_copy(update={"api": base.api.model_copy(update={"port": free_port()}),
                                                      "stack": StackSettings(dir=Path(tmp))})
         url = start_api(settings)
         try:
@@ -176,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{'pushed MB':>10}{'read MB':>9}  statuses")
             for name, key, chunked in (("(a) no key", None, False), ("(b) key, Content-Length", token, False),
                                        ("(c) key, chunked", token, True)):
-                before, read0 = _rss(proc), _body_bytes(url)
+                before, read0 = rss(proc), _body_bytes(url)
                 r = _round(url, proc, parallel=args.parallel, size=args.mb * MB, token=key, chunked=chunked)
                 read = _body_bytes(url) - read0
                 print(f"{name:<34}{before / MB:>9.0f}MB{r.peak_rss / MB:>8.0f}MB"

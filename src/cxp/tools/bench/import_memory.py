@@ -26,7 +26,7 @@ from cxp.stack.api_process import start_api, stop_api
 from cxp.store.apikeys import create_key
 from cxp.store.db import connect
 from cxp.store.migrate import apply_migrations
-from cxp.tools.bench.guard import _free_port, _rss
+from cxp.tools.bench.process import free_port, rss
 
 MB = 1_000_000
 MIB = 1024 * 1024
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         csv_path = Path(tmp) / "devices.csv"
         rows = devices_csv(csv_path, product_id=product_id, target_bytes=int(args.mib * MIB))
         body, ctype = _multipart(csv_path)
-        settings: Settings = base.model_copy(update={"api": base.api.model_copy(update={"port": _free_port()}),
+        settings: Settings = base.model_copy(update={"api": base.api.model_copy(update={"port": free_port()}),
                                                      "stack": StackSettings(dir=Path(tmp))})
         url = start_api(settings)
         try:
@@ -89,12 +89,12 @@ def main(argv: list[str] | None = None) -> None:
                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}), timeout=60).read()
             print(f"API on {url}: devices CSV {csv_path.stat().st_size / MIB:.1f} MiB, {rows:,} rows", flush=True)
             for i in range(args.repeat):
-                before, peak, out = _rss(proc), 0, {}
+                before, peak, out = rss(proc), 0, {}
                 post = threading.Thread(target=_post, args=(url, token, body, ctype, out))
                 t0 = time.perf_counter()
                 post.start()
                 while post.is_alive():
-                    peak = max(peak, _rss(proc))
+                    peak = max(peak, rss(proc))
                     time.sleep(0.02)
                 elapsed = time.perf_counter() - t0
                 print(f"RESULT import-memory #{i + 1}: {out.get('status')} in {elapsed:.1f} s; API RSS "

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import json
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
@@ -35,7 +34,7 @@ from cxp.store.apikeys import create_key
 from cxp.store.db import connect
 from cxp.store.migrate import apply_migrations
 from cxp.tools.bench.backtest import synthetic_cube
-from cxp.tools.bench.guard import _free_port, _rss
+from cxp.tools.bench.process import PeakRss, free_port, rss
 
 MB = 1_000_000
 
@@ -48,29 +47,6 @@ def _plans(count: int) -> list:
         plan = base[i % len(base)]
         out.append(plan if i < len(base) else plan.model_copy(update={"plan_id": f"{plan.plan_id}-{i}"}))
     return out
-
-
-class _Sampler:
-    """Peak RSS of the API process while a read runs."""
-
-    def __init__(self, proc: psutil.Process) -> None:
-        self.proc, self.peak, self._stop = proc, 0, threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss(self.proc))
-            time.sleep(0.02)
-
-    def __enter__(self) -> _Sampler:
-        self.peak = _rss(self.proc)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss(self.proc))
 
 
 def _get(url: str, token: str) -> tuple[float, int, bytes]:
@@ -116,14 +92,14 @@ def main(argv: list[str] | None = None) -> None:
           f"billed in {billed:.1f} s, stored (COPY) in {stored:.1f} s; job_bills now {table_mb:,.0f} MB", flush=True)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            settings: Settings = base.model_copy(update={"api": base.api.model_copy(update={"port": _free_port()}),
+            settings: Settings = base.model_copy(update={"api": base.api.model_copy(update={"port": free_port()}),
                                                          "stack": StackSettings(dir=Path(tmp))})
             url = start_api(settings)
             try:
                 proc = psutil.Process(int((Path(tmp) / "api.pid").read_text()))
                 jobs_url = f"{url}/v1/pricing/jobs/{job_id}"
                 _get(f"{jobs_url}/bills?limit=10", token)  # warm-up: first request loads routes and the pool
-                idle = _rss(proc)
+                idle = rss(proc)
                 deep_offset = max(bills - 20, 0)
                 deep = json.loads(_get(f"{jobs_url}/bills?limit=10&offset={deep_offset}", token)[2])
                 print(f"API on {url}, RSS idle {idle / MB:.0f} MB", flush=True)
@@ -135,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
                          (f"bills?limit=10&offset={deep_offset:,}", f"{jobs_url}/bills?limit=10&offset={deep_offset}"),
                          ("bills?format=csv (streamed)", f"{jobs_url}/bills?format=csv")]
                 for name, target in reads:
-                    with _Sampler(proc) as sampler:
+                    with PeakRss(proc) as sampler:
                         seconds, size, _ = _get(target, token)
                     print(f"{name:<44}{seconds:>9.3f}s{size:>14,}{sampler.peak / MB:>12.0f}MB", flush=True)
                     print(f"RESULT jobs {name}: {seconds:.3f} s, {size:,} bytes, API RSS peak"
