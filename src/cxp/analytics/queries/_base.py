@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from cxp.analytics.query import AnalyticsQuery
+from cxp.store.copy_out import copy_out
 from cxp.store.errors import mapped_errors
 
 T = TypeVar("T")
@@ -92,16 +93,12 @@ def _fetch_frame(conn: psycopg.Connection, query: sql.Composable, params: dict[s
         columns = [(c.name, c.type_code) for c in cur.description or ()]
         if not all(oid in _COPY_TYPES for _, oid in columns):
             return _rows_frame(cur, query, params)
-        buffer = io.BytesIO()
-        with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, NULL '\\N')").format(query), params or None) as copy:
-            for block in copy:
-                buffer.write(block)
+        data = copy_out(conn, sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, NULL '\\N')").format(query), params or None)
     names = [name for name, _ in columns]
-    if buffer.tell() == 0:
+    if not data:
         return pd.DataFrame(columns=names)
-    buffer.seek(0)
     frame = pd.read_csv(
-        buffer, names=names, header=None, keep_default_na=False,
+        io.BytesIO(data), names=names, header=None, keep_default_na=False,
         # NaN and NULL both become NaN in a float column, as float('nan') and None do in a frame of rows
         na_values={name: [_NULL, "NaN"] if _COPY_TYPES[oid] == "float" else [_NULL] for name, oid in columns},
         dtype={name: _READ_AS[_COPY_TYPES[oid]] for name, oid in columns},
