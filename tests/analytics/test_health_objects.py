@@ -1,0 +1,60 @@
+"""health_objects: every value converted as the per-value helpers convert it (NaN/inf/NA → None, UTC days)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxp.analytics.core._frames import finite_or_none
+from cxp.analytics.core.health import COMPONENTS, SUB_SCORES, HealthConfig
+from cxp.analytics.service._common import as_day
+from cxp.analytics.service.health import health_objects, score_frame
+
+
+def _frame(seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for d in range(40):
+        for w in range(4):
+            period = pd.Timestamp("2026-03-02") + pd.Timedelta(weeks=w)
+            row = {"entity_id": f"dev-{d:02d}", "period": period, "period_end": period + pd.Timedelta(days=6),
+                   "product_id": None if d == 7 else f"p{d % 3}", "segment": f"p{d % 3}", "devices": 1}
+            for c in (*COMPONENTS, *SUB_SCORES[:4]):
+                row[c] = rng.choice([rng.uniform(0, 100), np.nan, np.inf, 55.0])
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame["voice"] = frame["voice"].astype("Float64")  # nullable, with NA where NaN
+    frame.loc[3, "voice"] = pd.NA
+    frame["period_end"] = frame["period_end"].dt.tz_localize("Europe/Berlin")  # tz-aware: days taken in UTC
+    return frame
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_objects_hold_the_scored_values_converted_value_by_value(seed):
+    frame, config = _frame(seed), HealthConfig()
+    objects = health_objects("device", frame, config)
+    scores = score_frame(frame, config).scores.reset_index(drop=True)
+    drivers = score_frame(frame, config).drivers
+    assert len(objects) == len(scores) == len(frame)
+    for i, obj in enumerate(objects):
+        row = scores.iloc[i]
+        assert obj.entity_id == row["entity_id"] and obj.period_start == as_day(row["period"])
+        assert obj.period_end == as_day(frame["period_end"].iloc[i])
+        assert obj.product_id == (None if row["product_id"] is None else row["product_id"])
+        for c in COMPONENTS:
+            assert obj.components[c] == finite_or_none(row[c])
+            assert obj.weights[c] == finite_or_none(row[f"weight_{c}"])
+        assert obj.sub_scores == {c: finite_or_none(frame[c].iloc[i]) for c in SUB_SCORES if c in frame.columns}
+        for name in ("score", "score_uncapped", "previous_score", "delta"):
+            expected = finite_or_none(row[name])
+            assert getattr(obj, name) == expected or (expected is None and getattr(obj, name) is None)
+        mine = drivers[(drivers["entity_id"] == row["entity_id"]) & (drivers["period"] == row["period"])]
+        assert [d.component for d in obj.drivers] == mine["component"].tolist()
+        assert all(math.isclose(d.contribution, c) for d, c in zip(obj.drivers, mine["contribution"], strict=True))
+        assert obj.top_negative_drivers == tuple(
+            str(row[f"driver_{k}"]) for k in range(1, config.top_drivers + 1) if row[f"driver_{k}"] is not None)
+    assert any(o.components["voice"] is None for o in objects)  # the NA and the infinities became None
+    assert any(o.drivers for o in objects)
