@@ -130,11 +130,13 @@ WEEKLY_COLUMNS = ("device_key, week, usage_count, success_count, active_days, er
                   " touchpoints_used")
 TOUCHPOINT_WEEKLY_SELECT = f"""
 SELECT h.device_key, {_WEEK.format(d="h")}, h.touchpoint,
-       sum(h.usage_count)::int, sum(h.clean_latency_count)::int, sum(h.clean_latency_sum)
+       sum(h.usage_count)::int, sum(h.clean_latency_count)::int, sum(h.clean_latency_sum),
+       sum(h.success_count)::int, sum(h.error_count)::int, sum(h.latency_count)::int, sum(h.latency_sum)
 FROM rollup_touchpoint_daily h {{scope_touchpoints}}
 GROUP BY 1, 2, 3
 """
-TOUCHPOINT_WEEKLY_COLUMNS = "device_key, week, touchpoint, usage_count, clean_latency_count, clean_latency_sum"
+TOUCHPOINT_WEEKLY_COLUMNS = ("device_key, week, touchpoint, usage_count, clean_latency_count, clean_latency_sum,"
+                             " success_count, error_count, latency_count, latency_sum")
 
 
 def _in_weeks(alias: str) -> str:

@@ -211,6 +211,32 @@ def scoped_join(scope: AnalyticsQuery) -> str:
     return "" if scope.is_all_devices else " JOIN sel USING (device_key)"
 
 
+def whole_weeks(start: date, end: date) -> tuple[date, date] | None:
+    """The Mondays of the first and the last Monday–Sunday week that lie whole in [start, end]; None if none does."""
+    first = start + timedelta(days=(7 - start.weekday()) % 7)
+    last = week_start(end + timedelta(days=1)) - timedelta(days=7)
+    return (first, last) if first <= last else None
+
+
+def weeks_and_days_sql(
+    start: date, end: date, *, weekly: str, daily: str, columns: str, join: str = "", weekly_where: str = "",
+    daily_where: str = "",
+) -> tuple[str, dict[str, Any]]:
+    """SQL of `columns` from rows covering the days of [start, end] exactly once: the whole weeks in it from the
+    `weekly` table (alias w, column `week`), the days before and after them from the `daily` one (alias w, `day`).
+
+    `join` joins both (e.g. the scoped devices); `weekly_where` / `daily_where` filter each ("AND …")."""
+    days = f"SELECT {columns} FROM {daily} w{join} WHERE w.day BETWEEN %(wd_start)s AND %(wd_end)s {daily_where}"
+    params: dict[str, Any] = {"wd_start": start, "wd_end": end}
+    weeks = whole_weeks(start, end)
+    if weeks is None:
+        return days, params
+    params.update(wd_first_week=weeks[0], wd_after_weeks=weeks[1] + timedelta(days=7))
+    return (f"SELECT {columns} FROM {weekly} w{join} WHERE w.week >= %(wd_first_week)s"
+            f" AND w.week < %(wd_after_weeks)s {weekly_where} UNION ALL {days}"
+            " AND (w.day < %(wd_first_week)s OR w.day >= %(wd_after_weeks)s)"), params
+
+
 def period_start_sql(grain: Grain, day_expr: str) -> str:
     """SQL for the first day of the period a date falls in."""
     if grain == "day":

@@ -1,4 +1,4 @@
-"""Per touchpoint and per device × touchpoint totals from `rollup_touchpoint_daily`; first successful core use."""
+"""Per touchpoint and per device × touchpoint totals from the touchpoint rollups; first successful core use."""
 
 from __future__ import annotations
 
@@ -7,49 +7,56 @@ from datetime import date, timedelta
 import pandas as pd
 import psycopg
 
-from cxp.analytics.queries._base import day_start, fetch_frame, with_scoped_devices
+from cxp.analytics.queries._base import day_start, fetch_frame, weeks_and_days_sql, with_scoped_devices
 from cxp.analytics.query import AnalyticsQuery
 
 
 def touchpoint_totals(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """Per product × touchpoint from `rollup_touchpoint_daily`: devices, uses, successes, errors, latency_count/sum,
-    fleet_devices."""
+    """Per product × touchpoint over [start, end]: devices, uses, successes, errors, latency_count/sum,
+    fleet_devices (devices active in the window). Whole weeks from the weekly rollups, other days from the daily."""
+    sums, params = _touchpoint_sums(start, end)
+    active, _ = weeks_and_days_sql(start, end, weekly="rollup_weekly", daily="rollup_daily",
+                                   columns="sel.product_id, w.device_key", join=" JOIN sel USING (device_key)",
+                                   weekly_where="AND w.active_days > 0", daily_where="AND w.active")
     statement, params = with_scoped_devices(
         scope,
         # Per device first, then per touchpoint: hash aggregates instead of count(DISTINCT …), which sorts every row.
-        ", pd AS (SELECT sel.product_id, h.touchpoint, h.device_key, sum(h.usage_count) AS uses,"
-        "   sum(h.success_count) AS successes, sum(h.error_count) AS errors, sum(h.latency_count) AS latency_count,"
-        "   sum(h.latency_sum) AS latency_sum"
-        "   FROM rollup_touchpoint_daily h JOIN sel USING (device_key)"
-        "   WHERE h.day BETWEEN %(start)s AND %(end)s AND h.touchpoint <> '' GROUP BY 1, 2, 3),"
+        f", pd AS ({sums}),"
         " t AS (SELECT product_id, touchpoint, count(*) FILTER (WHERE uses > 0) AS devices, sum(uses)::int AS uses,"
         "   sum(successes)::int AS successes, sum(errors)::int AS errors, sum(latency_count)::int AS latency_count,"
         "   sum(latency_sum) AS latency_sum FROM pd GROUP BY 1, 2),"
-        " f AS (SELECT product_id, count(*)::int AS fleet_devices FROM (SELECT DISTINCT sel.product_id, r.device_key"
-        "   FROM rollup_daily r JOIN sel USING (device_key)"
-        "   WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active) a GROUP BY 1)"
+        f" f AS (SELECT product_id, count(*)::int AS fleet_devices FROM (SELECT DISTINCT product_id, device_key"
+        f"   FROM ({active}) a) b GROUP BY 1)"
         " SELECT t.*, coalesce(f.fleet_devices, 0) AS fleet_devices FROM t LEFT JOIN f USING (product_id)"
         " ORDER BY 1, 2",
-        start=start,
-        end=end,
+        **params,
     )
     return fetch_frame(conn, statement, params)
 
 
 def device_touchpoints(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """Per device × touchpoint from `rollup_touchpoint_daily`: uses, successes, errors, latency_count, latency_sum."""
+    """Per device × touchpoint used over [start, end]: uses, successes, errors, latency_count, latency_sum."""
+    sums, params = _touchpoint_sums(start, end)
     statement, params = with_scoped_devices(
         scope,
-        "SELECT h.device_key, h.touchpoint, sum(h.usage_count)::int AS uses, sum(h.success_count)::int AS successes,"
-        " sum(h.error_count)::int AS errors, sum(h.latency_count)::int AS latency_count,"
-        " sum(h.latency_sum) AS latency_sum"
-        " FROM rollup_touchpoint_daily h JOIN sel USING (device_key)"
-        " WHERE h.day BETWEEN %(start)s AND %(end)s AND h.touchpoint <> '' GROUP BY 1, 2 HAVING"
-        " sum(h.usage_count) > 0 ORDER BY 1, 2",
-        start=start,
-        end=end,
+        f", pd AS ({sums}) SELECT device_key, touchpoint, uses::int, successes::int, errors::int,"
+        " latency_count::int, latency_sum FROM pd WHERE uses > 0 ORDER BY 1, 2",
+        **params,
     )
     return fetch_frame(conn, statement, params)
+
+
+def _touchpoint_sums(start: date, end: date) -> tuple[str, dict]:
+    """SQL of per product × touchpoint × device sums over [start, end] (the scoped devices, named touchpoints)."""
+    rows, params = weeks_and_days_sql(
+        start, end, weekly="rollup_touchpoint_weekly", daily="rollup_touchpoint_daily",
+        columns="sel.product_id, w.touchpoint, w.device_key, w.usage_count, w.success_count, w.error_count,"
+                " w.latency_count, w.latency_sum",
+        join=" JOIN sel USING (device_key)", weekly_where="AND w.touchpoint <> ''",
+        daily_where="AND w.touchpoint <> ''")
+    return ("SELECT product_id, touchpoint, device_key, sum(usage_count) AS uses, sum(success_count) AS successes,"
+            " sum(error_count) AS errors, sum(latency_count) AS latency_count, sum(latency_sum) AS latency_sum"
+            f" FROM ({rows}) h GROUP BY 1, 2, 3"), params
 
 
 def first_core_success(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
