@@ -15,6 +15,8 @@ from cxp.store.rollups import (
     list_answer_context_from_scratch,
     list_daily,
     list_daily_from_scratch,
+    list_feedback_daily,
+    list_feedback_daily_from_scratch,
     list_hourly,
     list_hourly_from_scratch,
     list_touchpoint_daily,
@@ -93,6 +95,10 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     before = list_daily(db)
     covers_before = list_uptime(db)
     answers_before = list_answer_context(db)
+    feedback_before = list_feedback_daily(db)
+    assert feedback_before == list_feedback_daily_from_scratch(db)
+    assert {row[2] for row in feedback_before} >= {"", "brew"}
+    assert {row[3] for row in feedback_before} == {"nps", "csat"}
     # Late, out-of-order data into already rolled-up days (and a redelivery that must change nothing).
     late = [_message(d, keys[d], _random_events(rng, 10_000, start, 60)) for d in registered[:3]]
     write_batch(db, messages=late, bounds=NO_AGE_LIMIT)
@@ -113,6 +119,9 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     assert weekly[0] == list_weekly_from_scratch(db)[0]
     assert_rows_equal(weekly[1], list_weekly_from_scratch(db)[1])
     assert weekly != weekly_before, "late data changed the weekly rollups"
+    feedback = list_feedback_daily(db)
+    assert feedback == list_feedback_daily_from_scratch(db)
+    assert feedback != feedback_before, "late data changed the feedback-daily rollup"
     answers = list_answer_context(db)
     assert_rows_equal(answers, list_answer_context_from_scratch(db))
     assert answers != answers_before, "late data changed the answer contexts"

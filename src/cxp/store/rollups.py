@@ -106,6 +106,17 @@ TOUCHPOINT_DAILY_COLUMNS = ("device_key, day, touchpoint, usage_count, success_c
                             " quantity_sum, latency_count, latency_sum, clean_latency_count, clean_latency_sum,"
                             " success_times")
 
+# Feedback answers per device × UTC day × touchpoint × measure × score (migration 028); `{scope}` limits it to the
+# dirty device-days or not at all.
+FEEDBACK_DAILY_SELECT = """
+SELECT e.device_key, (e.ts AT TIME ZONE 'UTC')::date, coalesce(e.touchpoint, ''), m.measure, m.score, count(*)::int
+FROM events e {scope}
+CROSS JOIN LATERAL (VALUES ('nps', e.nps), ('csat', e.csat), ('ces', e.ces)) AS m(measure, score)
+WHERE e.kind = 'feedback' AND m.score IS NOT NULL
+GROUP BY 1, 2, 3, 4, 5
+"""
+FEEDBACK_DAILY_COLUMNS = "device_key, day, touchpoint, measure, score, responses"
+
 # Per device × Monday-aligned week from the daily rollups (migration 026); `{scope_daily}` / `{scope_touchpoints}`
 # limit it to the weeks of dirty days or not at all.
 _WEEK = "time_bucket(INTERVAL '7 days', {d}.day, DATE '2000-01-03')"
@@ -210,8 +221,8 @@ class RollupRefresh:
 
 
 def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000) -> RollupRefresh:
-    """Recompute the hourly, daily, touchpoint-daily and weekly rollups, the answer contexts and the heartbeat covers
-    of up to `max_device_days` dirty device-days."""
+    """Recompute the hourly, daily, touchpoint-daily, feedback-daily and weekly rollups, the answer contexts and the
+    heartbeat covers of up to `max_device_days` dirty device-days."""
     with mapped_errors(), conn.transaction():
         got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_ID,)).fetchone()
         if not got or not got[0]:
@@ -252,6 +263,10 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
                      + TOUCHPOINT_DAILY_SELECT.format(scope_hourly=f"JOIN _rollup_days d ON {_in_days('r', 'bucket')}",
                                                       scope_events=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"),
                      bounds)
+        conn.execute("DELETE FROM rollup_feedback_daily r USING _rollup_days d WHERE r.device_key = d.device_key"
+                     " AND r.day = d.day")
+        conn.execute(f"INSERT INTO rollup_feedback_daily ({FEEDBACK_DAILY_COLUMNS}) "
+                     + FEEDBACK_DAILY_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"), bounds)
         _refresh_weeks(conn)
         conn.execute(f"DELETE FROM answer_context a USING _rollup_days d WHERE {_in_days('a', 'ts')}", bounds)
         conn.execute(f"INSERT INTO answer_context ({ANSWER_COLUMNS}) "
@@ -370,6 +385,19 @@ def list_touchpoint_daily(conn: psycopg.Connection) -> list[tuple]:
     """Every stored touchpoint-daily rollup row."""
     with mapped_errors():
         return conn.execute(f"SELECT {TOUCHPOINT_DAILY_COLUMNS} FROM rollup_touchpoint_daily ORDER BY 1, 2, 3"
+                            ).fetchall()
+
+
+def list_feedback_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """The feedback-daily rollup afresh from raw events, ordered like `list_feedback_daily`."""
+    with mapped_errors():
+        return conn.execute(FEEDBACK_DAILY_SELECT.format(scope="") + " ORDER BY 1, 2, 3, 4, 5").fetchall()
+
+
+def list_feedback_daily(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored feedback-daily rollup row."""
+    with mapped_errors():
+        return conn.execute(f"SELECT {FEEDBACK_DAILY_COLUMNS} FROM rollup_feedback_daily ORDER BY 1, 2, 3, 4, 5"
                             ).fetchall()
 
 

@@ -1,4 +1,5 @@
-"""Feedback answers (NPS, CSAT, CES) counted and averaged in SQL."""
+"""Feedback answers (NPS, CSAT, CES) counted and averaged in SQL (the feedback-daily rollup; raw events for the
+first answer after a moment)."""
 
 from __future__ import annotations
 
@@ -13,49 +14,53 @@ from cxp.analytics.errors import InvalidParameter
 from cxp.analytics.queries._base import day_start, fetch_frame, with_scoped_devices
 from cxp.analytics.query import AnalyticsQuery
 
+# Group expressions over `rollup_feedback_daily` f (one row per device × day × touchpoint × measure × score).
 VOICE_GROUPS: dict[str, str] = {
     "product": "sel.product_id",
-    "touchpoint": "coalesce(e.touchpoint, '(relationship)')",
+    "touchpoint": "CASE WHEN f.touchpoint = '' THEN '(relationship)' ELSE f.touchpoint END",
     "segment": "coalesce(sel.segment, '(none)')",
-    "week": "time_bucket(INTERVAL '7 days', (e.ts AT TIME ZONE 'UTC')::date, DATE '2000-01-03')::text",
-    "month": "to_char(e.ts AT TIME ZONE 'UTC', 'YYYY-MM')",
-    "day": "((e.ts AT TIME ZONE 'UTC')::date)::text",
+    "week": "time_bucket(INTERVAL '7 days', f.day, DATE '2000-01-03')::text",
+    "month": "to_char(f.day, 'YYYY-MM')",
+    "day": "f.day::text",
 }
 
 
 def feedback_histogram(
     conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date, by: Sequence[str]
 ) -> pd.DataFrame:
-    """Feedback answers counted per group × measure × score in SQL: <by columns>, measure, score, responses."""
+    """Feedback answers counted per group × measure × score (from `rollup_feedback_daily`): <by columns>, measure,
+    score, responses."""
     unknown = set(by) - set(VOICE_GROUPS)
     if unknown:
         raise InvalidParameter(f"unknown voice grouping(s) {sorted(unknown)}; choose from {sorted(VOICE_GROUPS)}")
     cols = [sql.SQL("{} AS {}").format(sql.SQL(VOICE_GROUPS[g]), sql.Identifier(g)) for g in by]
     select = sql.SQL(", ").join(
-        [*cols, sql.SQL("m.measure"), sql.SQL("m.score::int AS score"), sql.SQL("count(*)::int AS responses")]
+        [*cols, sql.SQL("f.measure"), sql.SQL("f.score::int AS score"), sql.SQL("sum(f.responses)::int AS responses")]
     )
     group = sql.SQL(", ").join(sql.Literal(i) for i in range(1, len(by) + 3))
     query = sql.SQL(
-        "SELECT {} FROM events e JOIN sel USING (device_key)"
-        " CROSS JOIN LATERAL (VALUES ('nps', e.nps), ('csat', e.csat), ('ces', e.ces)) AS m(measure, score)"
-        " WHERE e.kind = 'feedback' AND e.ts >= %(lo)s AND e.ts < %(hi)s AND m.score IS NOT NULL"
-        " GROUP BY {} ORDER BY {}"
+        "SELECT {} FROM rollup_feedback_daily f JOIN sel USING (device_key)"
+        " WHERE f.day BETWEEN %(start)s AND %(end)s GROUP BY {} ORDER BY {}"
     ).format(select, group, group)
-    statement, params = with_scoped_devices(scope, query, lo=day_start(start), hi=day_start(end + timedelta(days=1)))
+    statement, params = with_scoped_devices(scope, query, start=start, end=end)
     return fetch_frame(conn, statement, params)
 
 
 def device_feedback(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """Per device: mean NPS, CSAT and CES answers in the window with their counts (aggregated in SQL)."""
+    """Per device: mean NPS, CSAT and CES answers in the window with their counts (from `rollup_feedback_daily`)."""
+    measures = ", ".join(
+        f"coalesce(sum(f.responses) FILTER (WHERE f.measure = '{m}'), 0)::int AS {m}_n,"
+        # an integer sum over a count in numeric, as avg() of the answers computes it: the same to the last digit
+        f" (sum(f.score * f.responses) FILTER (WHERE f.measure = '{m}')::numeric"
+        f"  / sum(f.responses) FILTER (WHERE f.measure = '{m}'))::float8 AS {m}_mean"
+        for m in ("nps", "csat", "ces")
+    )
     statement, params = with_scoped_devices(
         scope,
-        "SELECT e.device_key, count(e.nps)::int AS nps_n, avg(e.nps)::float8 AS nps_mean,"
-        " count(e.csat)::int AS csat_n, avg(e.csat)::float8 AS csat_mean,"
-        " count(e.ces)::int AS ces_n, avg(e.ces)::float8 AS ces_mean"
-        " FROM events e JOIN sel USING (device_key)"
-        " WHERE e.kind = 'feedback' AND e.ts >= %(lo)s AND e.ts < %(hi)s GROUP BY 1",
-        lo=day_start(start),
-        hi=day_start(end + timedelta(days=1)),
+        f"SELECT f.device_key, {measures} FROM rollup_feedback_daily f JOIN sel USING (device_key)"
+        " WHERE f.day BETWEEN %(start)s AND %(end)s GROUP BY 1",
+        start=start,
+        end=end,
     )
     return fetch_frame(conn, statement, params)
 

@@ -194,23 +194,26 @@ FEEDBACK_COUNT_COLUMNS = ("nps_n", "nps_promoters", "nps_detractors", "csat_n", 
 def feedback_counts_trailing(
     conn: psycopg.Connection, *, scope: AnalyticsQuery, period_ends: Sequence[date], lookback_days: int = 28
 ) -> pd.DataFrame:
-    """Per device × period end: NPS/CSAT/CES answer counts over the `lookback_days` days ending that day (raw feedback).
+    """Per device × period end: NPS/CSAT/CES answer counts over the `lookback_days` days ending that day.
 
     Returns device_key, period_end, nps_n, nps_promoters, nps_detractors, csat_n, csat_top2, ces_n, ces_sum.
     """
     if not period_ends:
         return pd.DataFrame(columns=["device_key", "period_end", *FEEDBACK_COUNT_COLUMNS])
-    lo = day_start(min(period_ends) - timedelta(days=lookback_days - 1))
-    hi = day_start(max(period_ends) + timedelta(days=1))
-    # Counted per device-day in SQL; the trailing windows of the period ends summed in numpy (trailing_sums).
+    lo = min(period_ends) - timedelta(days=lookback_days - 1)
+    hi = max(period_ends)
+    # Counted per device-day in SQL (the feedback-daily rollup); the trailing windows summed in numpy (trailing_sums).
     query = (
-        "SELECT e.device_key, (e.ts AT TIME ZONE 'UTC')::date AS day, count(e.nps)::int AS nps_n,"
-        " count(*) FILTER (WHERE e.nps >= 9)::int AS nps_promoters,"
-        " count(*) FILTER (WHERE e.nps <= 6)::int AS nps_detractors, count(e.csat)::int AS csat_n,"
-        " count(*) FILTER (WHERE e.csat >= 4)::int AS csat_top2, count(e.ces)::int AS ces_n,"
-        " coalesce(sum(e.ces), 0)::float8 AS ces_sum"
-        " FROM events e JOIN sel USING (device_key)"
-        " WHERE e.kind = 'feedback' AND e.ts >= %(lo)s AND e.ts < %(hi)s GROUP BY 1, 2"
+        "SELECT f.device_key, f.day,"
+        " coalesce(sum(f.responses) FILTER (WHERE f.measure = 'nps'), 0)::int AS nps_n,"
+        " coalesce(sum(f.responses) FILTER (WHERE f.measure = 'nps' AND f.score >= 9), 0)::int AS nps_promoters,"
+        " coalesce(sum(f.responses) FILTER (WHERE f.measure = 'nps' AND f.score <= 6), 0)::int AS nps_detractors,"
+        " coalesce(sum(f.responses) FILTER (WHERE f.measure = 'csat'), 0)::int AS csat_n,"
+        " coalesce(sum(f.responses) FILTER (WHERE f.measure = 'csat' AND f.score >= 4), 0)::int AS csat_top2,"
+        " coalesce(sum(f.responses) FILTER (WHERE f.measure = 'ces'), 0)::int AS ces_n,"
+        " coalesce(sum(f.score * f.responses) FILTER (WHERE f.measure = 'ces'), 0)::float8 AS ces_sum"
+        " FROM rollup_feedback_daily f JOIN sel USING (device_key)"
+        " WHERE f.day BETWEEN %(lo)s AND %(hi)s GROUP BY 1, 2"
     )
     statement, params = with_scoped_devices(scope, query, lo=lo, hi=hi)
     daily = fetch_frame(conn, statement, params)
