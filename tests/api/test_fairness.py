@@ -1,4 +1,5 @@
-"""Fair use of the database pool (issue 11): one key cannot starve the others or an admin.
+"""Fair use of the database pool (issue 11): one key cannot starve the others or an admin; computations across keys
+are bounded (issue 15).
 
 A real uvicorn server over the real test database, with a test-only heavy route that holds its pooled
 connection (polling `pg_sleep`) until the test opens a gate: while heavy requests are held, what every other
@@ -125,7 +126,7 @@ def _assert_error(resp: httpx.Response, status: int, code: str) -> None:
 
 def test_limits_off_one_key_starves_admin_and_other_keys(stack: Settings) -> None:
     """The issue's finding, reproduced with the limits off: one key takes the whole pool."""
-    with ThreadPoolExecutor(16) as pool, _serve(stack, heavy_per_key=0, light_pool_size=0) as srv:
+    with ThreadPoolExecutor(16) as pool, _serve(stack, heavy_per_key=0, light_pool_size=0, compute_slots=0) as srv:
         burst = _burst(pool, srv, "a", 12)
         srv.wait_entered(4)
         refused = _wait_done(burst, 8)
@@ -140,7 +141,7 @@ def test_limits_off_one_key_starves_admin_and_other_keys(stack: Settings) -> Non
 
 def test_one_key_cannot_starve_admin_or_other_keys(stack: Settings) -> None:
     """Per-key slots (2) refuse the rest of a burst with 429; the admin's pool answers; a second key gets in."""
-    with ThreadPoolExecutor(24) as pool, _serve(stack, heavy_per_key=2, light_pool_size=2) as srv:
+    with ThreadPoolExecutor(24) as pool, _serve(stack, heavy_per_key=2, light_pool_size=2, compute_slots=0) as srv:
         burst_a = _burst(pool, srv, "a", 12)
         srv.wait_entered(2)
         refused = _wait_done(burst_a, 10)
@@ -166,3 +167,32 @@ def test_one_key_cannot_starve_admin_or_other_keys(stack: Settings) -> None:
         assert _overloads(srv) == {"heavy_slots": 11, "pool_timeout": 1}
         text = httpx.get(srv.url + "/metrics", timeout=60).text
         assert 'cxp_api_overload_total{reason="heavy_slots",route="/v1/experience/health"} 1.0' in text
+
+
+def test_computations_across_keys_wait_for_a_slot_and_hold_no_connection_meanwhile(stack: Settings) -> None:
+    """Two computation slots: a third key's request waits (no connection held), gets its slot when one frees."""
+    with ThreadPoolExecutor(8) as pool, _serve(stack, heavy_per_key=2, compute_slots=2, compute_wait_s=60,
+                                               light_pool_size=0) as srv:
+        running = _burst(pool, srv, "a", 2)
+        srv.wait_entered(2)
+        waiting = _burst(pool, srv, "b", 2, first=100)
+        assert not srv.entered.acquire(timeout=0.5), "a third computation started beside the two slots"
+        # Waiting requests hold no pooled connection: cheap reads share the pool of 4 here, and still get one
+        # (two waiting requests holding connections would fill it: 503 busy after the 0.5 s pool timeout).
+        assert srv.get("/v1/registry/products", "admin").status_code == 200
+        srv.gate.set()
+        assert [f.result().json() for f in running + waiting] == [{"n": 0}, {"n": 1}, {"n": 100}, {"n": 101}]
+        assert _overloads(srv) == {}
+
+
+def test_a_request_that_waits_too_long_for_a_slot_gets_503_compute_busy(stack: Settings) -> None:
+    with ThreadPoolExecutor(8) as pool, _serve(stack, heavy_per_key=2, compute_slots=1, compute_wait_s=0.3) as srv:
+        running = _burst(pool, srv, "a", 1)
+        srv.wait_entered(1)
+        _assert_error(srv.get(HEAVY, "b", n=7), 503, "compute_busy")
+        _assert_error(srv.get("/v1/experience/health", "c"), 503, "compute_busy")  # real views share the slots
+        assert srv.get("/v1/registry/products", "admin").status_code == 200  # cheap reads are not gated
+        srv.gate.set()
+        assert running[0].result().json() == {"n": 0}
+        assert srv.get(HEAVY, "b", n=8).json() == {"n": 8}  # the slot was given back
+        assert _overloads(srv) == {"compute_slots": 2}, "every 503 compute_busy is counted in /metrics"

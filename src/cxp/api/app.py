@@ -14,7 +14,7 @@ from cxp.api.cache import ResultCache
 from cxp.api.deps import KeyCache
 from cxp.api.docs import install_offline_docs
 from cxp.api.errors import ErrorBody, install_error_handlers
-from cxp.api.fairness import KeySlots
+from cxp.api.fairness import ComputeGate, KeySlots
 from cxp.api.guard import FailedAuthThrottle, RequestGuard
 from cxp.api.housekeeping import housekeeping
 from cxp.api.ingest_metrics import GatewayCollector
@@ -48,7 +48,8 @@ _ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in
     (413, "The body is over the endpoint's size limit"), (422, "Invalid request"),
     (429, "Too many failed authentications from this address, or too many heavy requests running for this key"
           " (see Retry-After)"),
-    (503, "Every database connection is busy, or the database is unavailable (see Retry-After)"))}
+    (503, "Every database connection or computation slot is busy, or the database is unavailable"
+          " (see Retry-After)"))}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -109,8 +110,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.key_cache = KeyCache(settings.api.key_cache_s, {})
+    app.state.compute_gate = ComputeGate(slots=settings.api.compute_slots, wait_s=settings.api.compute_wait_s,
+                                         retry_after_s=settings.api.heavy_retry_after_s)
     app.state.results = ResultCache(ttl_s=settings.api.cache_ttl_s, max_entries=settings.api.cache_entries,
-                                     fresh_s=settings.api.cache_fresh_s)
+                                     fresh_s=settings.api.cache_fresh_s, gate=app.state.compute_gate.hold)
     app.state.heavy_slots = KeySlots(limit=settings.api.heavy_per_key, retry_after_s=settings.api.heavy_retry_after_s)
     app.state.metrics = metrics
     # Alert figures are read from the database at scrape time, on the small pool (after startup creates it).

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 import psycopg
@@ -33,8 +33,10 @@ def data_version(conn: psycopg.Connection) -> int:
 class ResultCache:
     """A bounded LRU of results by (key, data version), one computation per key at a time."""
 
-    def __init__(self, *, ttl_s: float, max_entries: int = 256, fresh_s: float = 0.0) -> None:
+    def __init__(self, *, ttl_s: float, max_entries: int = 256, fresh_s: float = 0.0,
+                 gate: Callable[[], AbstractContextManager[None]] = nullcontext) -> None:
         self.ttl_s = ttl_s
+        self._gate = gate  # entered around each computation, before its connection is taken
         # With live ingest the rollups change every few seconds; an answer younger than `fresh_s` is served
         # even so, which bounds recomputation of a view to once per `fresh_s` (answers lag by at most that).
         self.fresh_s = min(fresh_s, ttl_s)
@@ -69,7 +71,7 @@ class ResultCache:
         requests cannot drain the pool.
         """
         if self.ttl_s <= 0:
-            with connection() as conn:
+            with self._gate(), connection() as conn:
                 return compute(conn)
         with connection() as conn:
             version = data_version(conn)
@@ -82,7 +84,7 @@ class ResultCache:
             found, value = self._lookup(key, version)
             if found:
                 return value
-            with connection() as conn:
+            with self._gate(), connection() as conn:
                 value = compute(conn)
             with self._guard:
                 self.misses += 1

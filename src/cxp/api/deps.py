@@ -189,8 +189,10 @@ CachedDep = Annotated[Cached, Depends(get_cached)]
 
 
 def get_heavy_conn(request: Request, key: CurrentKey) -> Iterator[psycopg.Connection]:
-    """A main-pool connection for an uncached heavy computation, holding one of the key's heavy-request slots."""
-    with request.app.state.heavy_slots.hold(key.key_id), request.app.state.pool.connection() as conn:
+    """A main-pool connection for an uncached heavy computation, holding one of the key's heavy-request slots and a
+    computation slot."""
+    state = request.app.state
+    with state.heavy_slots.hold(key.key_id), state.compute_gate.hold(), state.pool.connection() as conn:
         yield conn
 
 

@@ -104,6 +104,16 @@ class TooManyRequests(ApiError):
         self.headers = {"Retry-After": str(retry_after_s)}
 
 
+class ComputeBusy(ApiError):
+    """Every computation slot stayed taken for as long as a request may wait; retry after Retry-After seconds."""
+
+    status, code = 503, "compute_busy"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 @dataclass(frozen=True)
 class Failure:
     """How the API answers one exception: status, stable code, message, details and extra headers."""

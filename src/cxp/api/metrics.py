@@ -21,7 +21,7 @@ log = logging.getLogger("cxp.api.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Error codes (errors.ERROR_TABLE) that mean "overloaded", by the reason label they are counted under.
-OVERLOAD_REASONS = {"too_many_requests": "heavy_slots", "busy": "pool_timeout"}
+OVERLOAD_REASONS = {"too_many_requests": "heavy_slots", "busy": "pool_timeout", "compute_busy": "compute_slots"}
 
 
 class ApiMetrics:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -184,6 +185,12 @@ class ApiSettings(BaseModel):
     # this many at once per API key; one more is refused at once with 429 + Retry-After (0: no limit).
     heavy_per_key: int = 2
     heavy_retry_after_s: int = 2
+    # Uncached heavy computations (analytics views, pricing comparisons, backtests) run at most this many at once
+    # across all keys (0: no limit); more wait up to `compute_wait_s` for a slot, holding no pooled connection,
+    # then get 503 `compute_busy` + Retry-After. One per core: on a 10,000-device fleet more at once only
+    # share the cores, multiply memory (~0.2–0.5 GB each) and hold every pooled connection.
+    compute_slots: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=0)
+    compute_wait_s: float = Field(default=30.0, ge=0)
     # Cheap requests (key checks, registry, ingest status) use a pool of their own of this size, so they never
     # queue behind analytics (0: they share the main pool).
     light_pool_size: int = 2
