@@ -191,6 +191,8 @@ class ApiSettings(BaseModel):
     # share the cores, multiply memory (~0.2–0.5 GB each) and hold every pooled connection.
     compute_slots: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=0)
     compute_wait_s: float = Field(default=30.0, ge=0)
+    # glibc malloc arenas of the API process (core/memory.py; 0: glibc's default of up to 8 per core).
+    malloc_arenas: int = Field(default=2, ge=0)
     # Cheap requests (key checks, registry, ingest status) use a pool of their own of this size, so they never
     # queue behind analytics (0: they share the main pool).
     light_pool_size: int = 2
