@@ -27,11 +27,16 @@ def daily_usage(
             " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.usage_count > 0 GROUP BY 1, 2 ORDER BY 1, 2"
         )
     else:
+        # No ORDER BY: PostgreSQL then reads the covering index by day (migration 029) instead of walking the primary
+        # key in device order; sorted here instead.
         query = (
             "SELECT r.device_key, r.day, r.usage_count AS uses, r.success_count AS successes,"
             " r.error_count AS errors FROM rollup_daily r JOIN sel USING (device_key)"
-            " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active ORDER BY 1, 2"
+            " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active"
         )
+        statement, params = with_scoped_devices(scope, query, start=start, end=end)
+        frame = fetch_frame(conn, statement, params)
+        return frame.sort_values(["device_key", "day"], kind="stable", ignore_index=True)
     statement, params = with_scoped_devices(scope, query, start=start, end=end)
     return fetch_frame(conn, statement, params)
 
