@@ -18,6 +18,7 @@ from cxp.analytics import service
 from cxp.analytics.query import AnalyticsQuery
 from cxp.store.ops import record_gateway_stats
 from cxp.store.registry import DeviceRow, ProductRow, upsert_devices, upsert_products
+from cxp.store.rollups import refresh_all_pending
 from tests.fixtures.stack import ACTIVATED
 
 pytestmark = pytest.mark.integration
@@ -73,6 +74,10 @@ def _answers(
                     int(scores[i]),
                 )
             )
+    # Written around the gateway, so marked dirty and rolled up here as its write path and refresh loop do.
+    db.execute("INSERT INTO rollup_dirty (device_key, day) SELECT DISTINCT device_key, (ts AT TIME ZONE 'UTC')::date"
+               " FROM events WHERE kind = 'feedback'")
+    refresh_all_pending(db)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
