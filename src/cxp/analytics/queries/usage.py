@@ -34,11 +34,9 @@ def daily_usage(
             " r.error_count AS errors FROM rollup_daily r JOIN sel USING (device_key)"
             " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active"
         )
-        statement, params = with_scoped_devices(scope, query, start=start, end=end)
-        frame = fetch_frame(conn, statement, params)
-        return frame.sort_values(["device_key", "day"], kind="stable", ignore_index=True)
     statement, params = with_scoped_devices(scope, query, start=start, end=end)
-    return fetch_frame(conn, statement, params)
+    frame = fetch_frame(conn, statement, params)
+    return frame if core_only else frame.sort_values(["device_key", "day"], kind="stable", ignore_index=True)
 
 
 def last_use_before(
