@@ -19,6 +19,8 @@ from cxp.store.rollups import (
     list_feedback_daily_from_scratch,
     list_hourly,
     list_hourly_from_scratch,
+    list_product_hourly,
+    list_product_hourly_from_scratch,
     list_touchpoint_daily,
     list_touchpoint_daily_from_scratch,
     list_uptime,
@@ -97,6 +99,9 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     answers_before = list_answer_context(db)
     feedback_before = list_feedback_daily(db)
     assert feedback_before == list_feedback_daily_from_scratch(db)
+    product_hours_before = list_product_hourly(db)
+    assert product_hours_before == list_product_hourly_from_scratch(db)
+    assert max(row[3] for row in product_hours_before) > 1, "hours several devices used"
     assert {row[2] for row in feedback_before} >= {"", "brew"}
     assert {row[3] for row in feedback_before} == {"nps", "csat"}
     # Late, out-of-order data into already rolled-up days (and a redelivery that must change nothing).
@@ -119,6 +124,9 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     assert weekly[0] == list_weekly_from_scratch(db)[0]
     assert_rows_equal(weekly[1], list_weekly_from_scratch(db)[1])
     assert weekly != weekly_before, "late data changed the weekly rollups"
+    product_hours = list_product_hourly(db)
+    assert product_hours == list_product_hourly_from_scratch(db)
+    assert product_hours != product_hours_before, "late data changed the product-hourly exposure"
     feedback = list_feedback_daily(db)
     assert feedback == list_feedback_daily_from_scratch(db)
     assert feedback != feedback_before, "late data changed the feedback-daily rollup"
@@ -174,6 +182,34 @@ def test_a_new_heartbeat_interval_or_product_recomputes_the_covers(db, registere
     assert {row[0] for row in db.execute("SELECT device_key FROM rollup_dirty")} == {keys[moved]}
     refresh_all_pending(db)
     assert list_uptime(db) == list_uptime_from_scratch(db) != longer
+
+
+def test_a_device_moved_to_another_product_moves_its_hours_of_exposure(db, registered):
+    rng = random.Random(12)
+    keys = dict(db.execute("SELECT device_id, device_key FROM devices").fetchall())
+    _write_random(db, rng, keys, registered, start=NOW - timedelta(days=6), count=200)
+    refresh_all_pending(db)
+    before = list_product_hourly(db)
+    assert {row[0] for row in before} == {"test-p1"}
+    touchpoints = [TouchpointRow("brew", "post_purchase", "brand", True, 500.0, 30.0, "cup")]
+    upsert_products(db, products=[ProductRow("test-p2", "Other product", 3600, 5.0, touchpoints)])
+    moved = registered[0]
+    upsert_devices(db, devices=[DeviceRow(moved, "test-p1", "acc-1", ACTIVATED, "basic", "A")])
+    assert db.execute("SELECT count(*) FROM rollup_product_dirty").fetchone()[0] == 0, "not moved"
+    upsert_devices(db, devices=[DeviceRow(moved, "test-p2", "acc-1", ACTIVATED, "basic", "A")])
+    days = {row[0] for row in db.execute("SELECT day FROM rollup_product_dirty")}
+    assert days == {row[0] for row in db.execute(
+        "SELECT DISTINCT (bucket AT TIME ZONE 'UTC')::date FROM rollup_hourly WHERE device_key = %s", (keys[moved],))}
+    assert list_product_hourly(db) == before, "kept until the refresh"
+    refresh_all_pending(db)
+    after = list_product_hourly(db)
+    assert after == list_product_hourly_from_scratch(db)
+    moved_hours = db.execute(
+        "SELECT count(DISTINCT (touchpoint, bucket)) FROM rollup_hourly WHERE device_key = %s AND touchpoint <> ''"
+        " AND usage_count > 0", (keys[moved],)).fetchone()[0]
+    assert sum(row[3] for row in after if row[0] == "test-p2") == moved_hours > 0
+    assert sum(row[3] for row in after) == sum(row[3] for row in before)
+    assert db.execute("SELECT count(*) FROM rollup_product_dirty").fetchone()[0] == 0
 
 
 def test_a_late_heartbeat_before_midnight_extends_the_next_days_cover(db, registered):

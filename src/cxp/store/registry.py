@@ -84,6 +84,13 @@ _MARK_COVERS_OF_MOVED_DEVICES = (
     " JOIN devices d ON d.device_key = u.device_key JOIN _devices_in i ON i.device_id = d.device_id"
     " WHERE i.product_id IS DISTINCT FROM d.product_id AND " + _STILL_RAW
 )
+# A moved device's hours count for its new product from now on: the product-hourly exposure of every day it has
+# hourly rows for is recomputed by the next refresh.
+_QUEUE_PRODUCT_DAYS_OF_MOVED_DEVICES = (
+    "INSERT INTO rollup_product_dirty (day) SELECT DISTINCT (h.bucket AT TIME ZONE 'UTC')::date FROM rollup_hourly h"
+    " JOIN devices d ON d.device_key = h.device_key JOIN _devices_in i ON i.device_id = d.device_id"
+    " WHERE i.product_id IS DISTINCT FROM d.product_id"
+)
 
 
 def upsert_products(conn: psycopg.Connection, *, products: Iterable[ProductRow]) -> int:
@@ -133,6 +140,7 @@ def upsert_devices(conn: psycopg.Connection, *, devices: Iterable[DeviceRow]) ->
                 copy.write_row((d.device_id, d.product_id, d.account_id, d.activated_at, d.plan, d.experiment_arm))
                 n += 1
         cur.execute(_MARK_COVERS_OF_MOVED_DEVICES)
+        cur.execute(_QUEUE_PRODUCT_DAYS_OF_MOVED_DEVICES)
         cur.execute(
             "INSERT INTO devices (device_id, product_id, account_id, activated_at, plan, experiment_arm)"
             " SELECT * FROM _devices_in ON CONFLICT (device_id) DO UPDATE SET product_id = EXCLUDED.product_id,"

@@ -150,6 +150,19 @@ TOUCHPOINT_WEEKLY_COLUMNS = ("device_key, week, touchpoint, usage_count, clean_l
                              " success_count, error_count, latency_count, latency_sum")
 
 
+# Per product × touchpoint × hour from the hourly rollup (migration 030); `{scope}` limits it to the days in
+# _product_days d or not at all.
+PRODUCT_HOURLY_SELECT = """
+SELECT v.product_id, h.touchpoint, h.bucket, count(*)::int
+FROM rollup_hourly h JOIN devices v USING (device_key) {scope}
+WHERE h.touchpoint <> '' AND h.usage_count > 0
+GROUP BY 1, 2, 3
+"""
+PRODUCT_HOURLY_COLUMNS = "product_id, touchpoint, bucket, users"
+_IN_PRODUCT_DAYS = (f"h.bucket >= {_DAY_START.format(d='d')} AND h.bucket < {_DAY_END.format(d='d')}"
+                    " AND h.bucket >= %(lo)s AND h.bucket < %(hi)s")
+
+
 def _in_weeks(alias: str) -> str:
     """Join condition restricting `alias.day` to the weeks in _rollup_weeks w."""
     return f"{alias}.device_key = w.device_key AND {alias}.day >= w.week AND {alias}.day < w.week + 7"
@@ -238,6 +251,7 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
         conn.execute("ANALYZE _rollup_days")
         device_days = conn.execute("SELECT count(*) FROM _rollup_days").fetchone()[0]
         if device_days == 0:
+            _refresh_product_hours(conn)  # days queued by devices that moved to another product
             return RollupRefresh(0, 0, 0, 0)
         bounds = dict(zip(("lo", "hi"), conn.execute(
             "SELECT min(day)::timestamp AT TIME ZONE 'UTC', (max(day) + 1)::timestamp AT TIME ZONE 'UTC'"
@@ -272,6 +286,7 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
         conn.execute(f"INSERT INTO answer_context ({ANSWER_COLUMNS}) "
                      + ANSWER_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"), bounds)
         _refresh_uptime(conn, **bounds)
+        _refresh_product_hours(conn)
         pending = conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0]
     return RollupRefresh(device_days, hourly, daily, pending)
 
@@ -288,6 +303,23 @@ def _refresh_weeks(conn: psycopg.Connection) -> None:
         conn.execute(f"INSERT INTO {table} ({columns}) " + select.format(
             scope_daily=f"JOIN _rollup_weeks w ON {_in_weeks('r')}",
             scope_touchpoints=f"JOIN _rollup_weeks w ON {_in_weeks('h')}"))
+
+
+def _refresh_product_hours(conn: psycopg.Connection) -> None:
+    """Recompute every product's hours of the days that hold a dirty device-day or were queued by a device move
+    (after the hourly rollup)."""
+    conn.execute("CREATE TEMP TABLE _product_days ON COMMIT DROP AS"
+                 " WITH queued AS (DELETE FROM rollup_product_dirty RETURNING day)"
+                 " SELECT day FROM _rollup_days UNION SELECT day FROM queued")
+    lo, hi = conn.execute("SELECT min(day)::timestamp AT TIME ZONE 'UTC', (max(day) + 1)::timestamp AT TIME ZONE 'UTC'"
+                          " FROM _product_days").fetchone()
+    if lo is None:
+        return
+    bounds = {"lo": lo, "hi": hi}
+    conn.execute("ANALYZE _product_days")
+    conn.execute("DELETE FROM rollup_product_hourly h USING _product_days d WHERE " + _IN_PRODUCT_DAYS, bounds)
+    conn.execute(f"INSERT INTO rollup_product_hourly ({PRODUCT_HOURLY_COLUMNS}) "
+                 + PRODUCT_HOURLY_SELECT.format(scope=f"JOIN _product_days d ON {_IN_PRODUCT_DAYS}"), bounds)
 
 
 def _refresh_uptime(conn: psycopg.Connection, *, lo: datetime, hi: datetime) -> None:
@@ -399,6 +431,18 @@ def list_feedback_daily(conn: psycopg.Connection) -> list[tuple]:
     with mapped_errors():
         return conn.execute(f"SELECT {FEEDBACK_DAILY_COLUMNS} FROM rollup_feedback_daily ORDER BY 1, 2, 3, 4, 5"
                             ).fetchall()
+
+
+def list_product_hourly_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """The product-hourly exposure afresh from the hourly rollup, ordered like `list_product_hourly`."""
+    with mapped_errors():
+        return conn.execute(PRODUCT_HOURLY_SELECT.format(scope="") + " ORDER BY 1, 2, 3").fetchall()
+
+
+def list_product_hourly(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored product-hourly exposure row."""
+    with mapped_errors():
+        return conn.execute(f"SELECT {PRODUCT_HOURLY_COLUMNS} FROM rollup_product_hourly ORDER BY 1, 2, 3").fetchall()
 
 
 def list_answer_context_from_scratch(conn: psycopg.Connection) -> list[tuple]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 
 import pandas as pd
@@ -60,16 +61,25 @@ def hourly_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: dat
 
 
 def hourly_users(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """Per product × touchpoint × hour from `rollup_hourly`: users = devices that used the touchpoint (the exposure
-    an hour's error count is compared with)."""
+    """Per product × touchpoint × hour: users = devices that used the touchpoint (the exposure an hour's error count
+    is compared with); from `rollup_product_hourly` for the whole fleet or one product, else from `rollup_hourly`."""
+    bounds = {"lo": day_start(start), "hi": day_start(end + timedelta(days=1))}
+    if replace(scope, product=None).is_all_devices:
+        return fetch_frame(
+            conn,
+            "SELECT product_id, touchpoint, bucket, users FROM rollup_product_hourly"
+            " WHERE bucket >= %(lo)s AND bucket < %(hi)s"
+            + (" AND product_id = %(product)s" if scope.product is not None else "")
+            + " ORDER BY 1, 2, 3",
+            {**bounds, "product": scope.product},
+        )
     statement, params = with_scoped_devices(
         scope,
         "SELECT sel.product_id, h.touchpoint, h.bucket, count(*)::int AS users"
         " FROM rollup_hourly h JOIN sel USING (device_key)"
         " WHERE h.bucket >= %(lo)s AND h.bucket < %(hi)s AND h.touchpoint <> '' AND h.usage_count > 0"
         " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-        lo=day_start(start),
-        hi=day_start(end + timedelta(days=1)),
+        **bounds,
     )
     return fetch_frame(conn, statement, params)
 

@@ -71,14 +71,18 @@ def _device_period_frame(
     base = base[alive].reset_index(drop=True)
     if base.empty:
         return base
-    first_alive = np.maximum(base["period"], base["act_day"])
+    # Series.where, not np.maximum / np.minimum: numpy's ufuncs on datetime Series go element by element in Python.
+    first_alive = base["act_day"].where(base["act_day"] > base["period"], base["period"])
     last_alive = base["period_end"].where(~(base["exit_day"] < base["period_end"]), base["exit_day"])
     base["days_in_period"] = (last_alive - first_alive).dt.days + 1
     # seconds the device could have been up: from the later of period start and activation to the earlier of
     # period end, exit and the end of the as-of day
-    up_from = np.maximum(base["period"].dt.tz_localize("UTC"), pd.to_datetime(base["activated_at"], utc=True))
+    period_from = base["period"].dt.tz_localize("UTC")
+    activated = pd.to_datetime(base["activated_at"], utc=True)
+    up_from = activated.where(activated > period_from, period_from)
     up_to = (base["period_end"] + pd.Timedelta(days=1)).dt.tz_localize("UTC")
-    up_to = up_to.where(base["exit_at"].isna(), np.minimum(up_to, pd.to_datetime(base["exit_at"], utc=True)))
+    exit_at = pd.to_datetime(base["exit_at"], utc=True)
+    up_to = up_to.where(~(exit_at < up_to), exit_at)
     base["window_s"] = ((up_to - up_from).dt.total_seconds()).clip(lower=0)
 
     inputs = health_period_inputs(conn, scope=scope, start=first_day, end=window.end, grain=grain, source=source)
