@@ -70,7 +70,7 @@ def answer_groups(*, answers: pd.DataFrame, uses: pd.DataFrame, failure_days: pd
             "row": np.arange(len(answers)),
             "device_key": answers["device_key"].astype("int64").to_numpy(),
             "touchpoint": answers["touchpoint"].astype(str).to_numpy(),
-            "t": pd.to_datetime(answers["ts"], utc=True).to_numpy(),
+            "t": pd.to_datetime(answers["ts"], utc=True).array,
         }
     )
     left["day"] = pd.to_datetime(left["t"], utc=True).dt.floor("D")
@@ -78,7 +78,7 @@ def answer_groups(*, answers: pd.DataFrame, uses: pd.DataFrame, failure_days: pd
         {
             "device_key": uses["device_key"].astype("int64").to_numpy(),
             "touchpoint": uses["touchpoint"].astype(str).to_numpy(),
-            "t": pd.to_datetime(uses["ts"], utc=True).to_numpy(),
+            "t": pd.to_datetime(uses["ts"], utc=True).array,
             "failed": ~uses["success"].astype(bool).to_numpy(),
         }
     )

@@ -317,7 +317,7 @@ def _paradox(
                     "device_id": hit["device_id"].to_numpy(),
                     "product_id": hit["product_id"].to_numpy(),
                     "group": np.where(excellent, "excellent", "other"),
-                    "ref_ts": pd.to_datetime(hit["end"], utc=True).to_numpy(),
+                    "ref_ts": pd.to_datetime(hit["end"], utc=True).array,
                 }
             ),
             pd.DataFrame(
@@ -325,7 +325,7 @@ def _paradox(
                     "device_id": others["device_id"].to_numpy(),
                     "product_id": others["product_id"].to_numpy(),
                     "group": "none",
-                    "ref_ts": pd.to_datetime(others["product_id"].map(recovered_at), utc=True).to_numpy(),
+                    "ref_ts": pd.to_datetime(others["product_id"].map(recovered_at), utc=True).array,
                 }
             ),
         ],

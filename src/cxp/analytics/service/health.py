@@ -19,9 +19,9 @@ from cxp.analytics.core.health import (
     engagement_component,
     health_scores,
     reliability_component,
-    trajectory_component,
     voice_component,
 )
+from cxp.analytics.core.trajectories import trajectories_at
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import Driver, HealthReport, HealthScore, Level, Window
 from cxp.analytics.queries._base import Grain, Source, day_start
@@ -197,53 +197,21 @@ def _trajectory(
     usage = daily_usage(conn, scope=scope, start=frame_start, end=period_list[-1][1])
     before = last_use_before(conn, scope=scope, end=frame_start - timedelta(days=1))
     # Devices are keyed by their integer key while computing (string ids make every filter and merge slower).
-    ids = keyed[["device_key", "entity_id"]].drop_duplicates()
-    usage = usage[usage["device_key"].isin(ids["device_key"])].rename(columns={"device_key": "entity_id"})
-    usage["day"] = pd.to_datetime(usage["day"])
-    before = before[before["device_key"].isin(ids["device_key"])].set_index("device_key")["last_use_on"]
-    before = pd.to_datetime(before)
-    keyed = keyed.drop(columns="entity_id").rename(columns={"device_key": "entity_id"})
-    parts = []
-    for period_start, period_end in period_list:
-        period_end_ts = pd.Timestamp(period_end)
-        in_period = keyed[keyed["period"] == pd.Timestamp(period_start)]
-        if in_period.empty:
-            continue
-        trailing = usage[
-            (usage["day"] <= period_end_ts) & (usage["day"] > period_end_ts - pd.Timedelta(days=TRAJECTORY_WINDOW_DAYS))
-        ]
-        seen = usage[usage["day"] <= period_end_ts].groupby("entity_id")["day"].max()
-        last = seen.reindex(in_period["entity_id"]).fillna(before.reindex(in_period["entity_id"]))
-        entities = pd.DataFrame(
-            {
-                "entity_id": in_period["entity_id"].to_numpy(),
-                "activated_on": utc_days(in_period["activated_at"]).to_numpy(),
-                "expected_active_days_per_week": in_period["expected_active_days_per_week"].astype(float).to_numpy(),
-                "last_use_on": last.to_numpy(),
-            }
-        )
-        weekly = entities["expected_active_days_per_week"] < 3  # sparse daily series hide a decline: weekly buckets
-        for bucket_days, mask in ((1, ~weekly), (7, weekly)):
-            if not mask.any():
-                continue
-            subset = entities[mask.to_numpy()]
-            parts.append(
-                trajectory_component(
-                    usage=trailing[trailing["entity_id"].isin(subset["entity_id"])][["entity_id", "day", "uses"]],
-                    entities=subset,
-                    as_of=period_end,
-                    window_days=TRAJECTORY_WINDOW_DAYS,
-                    bucket_days=bucket_days,
-                    period=pd.Timestamp(period_start),
-                )
-            )
-    if not parts:
-        return pd.DataFrame(
-            columns=["entity_id", "period", "slope_score", "recency_score", "trajectory", "days_since_last_use"]
-        )
-    out = pd.concat(parts, ignore_index=True)
-    out["entity_id"] = out["entity_id"].map(ids.set_index("device_key")["entity_id"])
-    return out
+    ids = keyed[["device_key", "entity_id"]].drop_duplicates().set_index("device_key")["entity_id"]
+    before = before.set_index("device_key")["last_use_on"]
+    rows = pd.DataFrame({
+        "entity_id": keyed["device_key"].to_numpy(),
+        "period": keyed["period"].to_numpy(),
+        "period_end": keyed["period_end"].to_numpy(),
+        "activated_on": utc_days(keyed["activated_at"]).to_numpy(),
+        "expected_active_days_per_week": keyed["expected_active_days_per_week"].astype(float).to_numpy(),
+        "last_use_before": before.reindex(keyed["device_key"]).to_numpy(),
+    })
+    usage = usage.rename(columns={"device_key": "entity_id"})[["entity_id", "day", "uses"]]
+    out = trajectories_at(usage=usage, rows=rows, window_days=TRAJECTORY_WINDOW_DAYS)
+    out["entity_id"] = rows["entity_id"].map(ids).to_numpy()
+    out["period"] = rows["period"].to_numpy()
+    return out[["entity_id", "period", "slope_score", "recency_score", "trajectory", "days_since_last_use"]]
 
 
 def score_frame(frame: pd.DataFrame, config: HealthConfig) -> HealthScores:

@@ -1,0 +1,101 @@
+"""Trajectory of many entities at many period ends in one pass: the numbers `health.trajectory_component` gives
+period by period, from one entity × day matrix instead of a usage frame filtered, grouped and pivoted per period."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cxp.analytics.core._frames import float_column, nanmean_rows, require_columns, to_day
+from cxp.analytics.core.health import recency_score, trend_score
+from cxp.analytics.core.stats import theil_sen_rows
+from cxp.analytics.errors import InvalidParameter
+
+WEEKLY_BELOW_DAYS = 3.0  # entities expected on fewer days a week: a sparse daily series hides a decline
+
+
+def _days(values: pd.Series) -> np.ndarray:
+    """UTC days as float day numbers since the epoch (NaN for missing)."""
+    days = to_day(values)
+    return np.where(days.isna(), np.nan, days.to_numpy(dtype="datetime64[D]").astype(np.int64)).astype(float)
+
+
+def trajectories_at(
+    *,
+    usage: pd.DataFrame,
+    rows: pd.DataFrame,
+    window_days: int = 28,
+    slope_weight: float = 0.5,
+    fade_days: float = 21.0,
+) -> pd.DataFrame:
+    """Trajectory 0–100 per row (entity at a period end), as `trajectory_component` computes it per period.
+
+    `usage`: entity_id, day, uses (one row per active day up to the last period end; absent days are 0 uses).
+    `rows`: entity_id, period_end, activated_on, expected_active_days_per_week, last_use_before (the last active day
+    before `usage` begins, or missing). Entities expected on fewer than 3 days a week are bucketed by weeks. Returns,
+    in the order of `rows`: points, slope_per_day, days_since_last_use, slope_score, recency_score, trajectory.
+    """
+    require_columns(usage, ["entity_id", "day", "uses"], what="trajectories_at usage")
+    require_columns(rows, ["entity_id", "period_end", "activated_on", "expected_active_days_per_week",
+                           "last_use_before"], what="trajectories_at rows")
+    if not 0 <= slope_weight <= 1:
+        raise InvalidParameter("slope_weight must be in [0, 1]")
+    if window_days < 7 or window_days % 7:
+        raise InvalidParameter("window_days must be a whole number of weeks")
+    n = len(rows)
+    entities = pd.Index(pd.unique(rows["entity_id"]))
+    row_entity = entities.get_indexer(rows["entity_id"])
+    end = _days(rows["period_end"]).astype(np.int64) if n else np.empty(0, np.int64)
+    use_day = _days(usage["day"])
+    use_entity = entities.get_indexer(usage["entity_id"])
+    known = (use_entity >= 0) & np.isfinite(use_day)
+    lo = int(min(end.min() - window_days + 1, use_day[known].min() if known.any() else end.min())) if n else 0
+    width = int(end.max()) - lo + 1 if n else 0
+    col = (use_day[known] - lo).astype(np.int64)
+    inside = col < width
+    ent, col = use_entity[known][inside], col[inside]
+    uses = np.clip(float_column(usage, "uses")[known][inside], 0, None)
+    matrix = np.zeros((len(entities), max(width, 0)))
+    np.add.at(matrix, (ent, col), np.nan_to_num(uses, nan=0.0))
+    # The last active day on or before each day, per entity (-1: none yet).
+    seen = np.full(matrix.shape, -1, dtype=np.int64)
+    seen[ent, col] = col
+    seen = np.maximum.accumulate(seen, axis=1)
+
+    end_col = end - lo
+    act = _days(rows["activated_on"])
+    act_age = end - act
+    expected = float_column(rows, "expected_active_days_per_week")
+    weekly = expected < WEEKLY_BELOW_DAYS
+    slope = np.full(n, np.nan)
+    points = np.zeros(n, dtype=np.int64)
+    for bucket_days, mask in ((1, ~weekly), (7, weekly)):
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            continue
+        buckets = window_days // bucket_days
+        days = end_col[idx, None] - window_days + 1 + np.arange(window_days)[None, :]
+        daily = matrix[row_entity[idx, None], days]
+        values = np.log1p(daily.reshape(idx.size, buckets, bucket_days).sum(axis=2))
+        first_day_age = (np.arange(buckets)[::-1] + 1) * bucket_days - 1
+        ages = act_age[idx]
+        values[(first_day_age[None, :] > ages[:, None]) & np.isfinite(ages)[:, None]] = np.nan
+        slopes, counted = theil_sen_rows(matrix=values, min_points=max(3, 7 // bucket_days))
+        slope[idx], points[idx] = slopes / bucket_days, counted
+
+    last_col = seen[row_entity, end_col] if n else np.empty(0, np.int64)
+    last = np.where(last_col >= 0, (lo + last_col).astype(float), np.nan)
+    last = np.where(np.isfinite(last), last, _days(rows["last_use_before"]))
+    last = np.where(np.isfinite(last), last, act)
+    days_since = end - last
+    days_since = np.where(np.isfinite(days_since), np.clip(days_since, 0, None), float(window_days))
+    s_score = trend_score(weekly_log_change=7.0 * slope)
+    r_score = recency_score(days_since=days_since, expected_active_days_per_week=expected, fade_days=fade_days)
+    return pd.DataFrame({
+        "points": points,
+        "slope_per_day": slope,
+        "days_since_last_use": days_since,
+        "slope_score": s_score,
+        "recency_score": r_score,
+        "trajectory": nanmean_rows(np.column_stack([s_score, r_score]), np.array([slope_weight, 1.0 - slope_weight])),
+    }, index=rows.index)
