@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from cxp.analytics.core.health import trajectory_component
+from cxp.analytics.core import trajectories
 from cxp.analytics.core.trajectories import trajectories_at
 from cxp.analytics.errors import InvalidParameter
 
@@ -62,8 +63,10 @@ def _period_by_period(usage: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     return out.set_index(["entity_id", "period_end"])
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_all_periods_at_once_equal_period_by_period(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "chunk"), [(1, None), (2, None), (3, None), (4, 7)])
+def test_all_periods_at_once_equal_period_by_period(seed: int, chunk: int | None, monkeypatch) -> None:
+    if chunk is not None:  # rows taken a few at a time give the same numbers
+        monkeypatch.setattr(trajectories, "_ROWS_PER_CHUNK", chunk)
     usage, rows = _fleet(seed)
     expected = _period_by_period(usage, rows)
     got = trajectories_at(usage=usage, rows=rows)

@@ -12,6 +12,7 @@ from cxp.analytics.core.stats import theil_sen_rows
 from cxp.analytics.errors import InvalidParameter
 
 WEEKLY_BELOW_DAYS = 3.0  # entities expected on fewer days a week: a sparse daily series hides a decline
+_ROWS_PER_CHUNK = 16_384
 
 
 def _days(values: pd.Series) -> np.ndarray:
@@ -69,19 +70,19 @@ def trajectories_at(
     weekly = expected < WEEKLY_BELOW_DAYS
     slope = np.full(n, np.nan)
     points = np.zeros(n, dtype=np.int64)
+    window = np.arange(window_days) - window_days + 1
     for bucket_days, mask in ((1, ~weekly), (7, weekly)):
-        idx = np.flatnonzero(mask)
-        if idx.size == 0:
-            continue
         buckets = window_days // bucket_days
-        days = end_col[idx, None] - window_days + 1 + np.arange(window_days)[None, :]
-        daily = matrix[row_entity[idx, None], days]
-        values = np.log1p(daily.reshape(idx.size, buckets, bucket_days).sum(axis=2))
         first_day_age = (np.arange(buckets)[::-1] + 1) * bucket_days - 1
-        ages = act_age[idx]
-        values[(first_day_age[None, :] > ages[:, None]) & np.isfinite(ages)[:, None]] = np.nan
-        slopes, counted = theil_sen_rows(matrix=values, min_points=max(3, 7 // bucket_days))
-        slope[idx], points[idx] = slopes / bucket_days, counted
+        every = np.flatnonzero(mask)
+        for start in range(0, every.size, _ROWS_PER_CHUNK):  # bounded memory: rows × window days at a time
+            idx = every[start : start + _ROWS_PER_CHUNK]
+            daily = matrix[row_entity[idx, None], end_col[idx, None] + window[None, :]]
+            values = np.log1p(daily.reshape(idx.size, buckets, bucket_days).sum(axis=2))
+            ages = act_age[idx]
+            values[(first_day_age[None, :] > ages[:, None]) & np.isfinite(ages)[:, None]] = np.nan
+            slopes, counted = theil_sen_rows(matrix=values, min_points=max(3, 7 // bucket_days))
+            slope[idx], points[idx] = slopes / bucket_days, counted
 
     last_col = seen[row_entity, end_col] if n else np.empty(0, np.int64)
     last = np.where(last_col >= 0, (lo + last_col).astype(float), np.nan)
