@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxp.analytics.core.health import trajectory_component
 from cxp.analytics.core import trajectories
+from cxp.analytics.core.health import trajectory_component
 from cxp.analytics.core.trajectories import trajectories_at
 from cxp.analytics.errors import InvalidParameter
 
