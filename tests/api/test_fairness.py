@@ -79,7 +79,8 @@ def _serve(stack: Settings, **api: object) -> Iterator[Server]:
 
     with connect(settings.db) as conn:
         tokens = {who: create_key(conn, name=f"pytest fairness {who}", role=role).token
-                  for who, role in (("a", "product"), ("b", "product"), ("c", "product"), ("admin", "admin"))}
+                  for who, role in (("a", "product"), ("b", "product"), ("c", "product"), ("admin", "admin"),
+                                    ("pricing", "pricing"))}
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            **uvicorn_options(settings.api)))
@@ -191,8 +192,10 @@ def test_a_request_that_waits_too_long_for_a_slot_gets_503_compute_busy(stack: S
         srv.wait_entered(1)
         _assert_error(srv.get(HEAVY, "b", n=7), 503, "compute_busy")
         _assert_error(srv.get("/v1/experience/health", "c"), 503, "compute_busy")  # real views share the slots
+        # and so do uncached computations on a connection of their own (survey analyses, solves, backtests)
+        _assert_error(srv.get("/v1/pricing/wtp/van-westendorp", "pricing"), 503, "compute_busy")
         assert srv.get("/v1/registry/products", "admin").status_code == 200  # cheap reads are not gated
         srv.gate.set()
         assert running[0].result().json() == {"n": 0}
         assert srv.get(HEAVY, "b", n=8).json() == {"n": 8}  # the slot was given back
-        assert _overloads(srv) == {"compute_slots": 2}, "every 503 compute_busy is counted in /metrics"
+        assert _overloads(srv) == {"compute_slots": 3}, "every 503 compute_busy is counted in /metrics"
