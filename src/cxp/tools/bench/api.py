@@ -91,25 +91,25 @@ def main(argv: list[str] | None = None) -> None:
                      workers=2, reload=args.reload, out=lambda line: print(line, flush=True),
                      settings=settings if args.via_import else None)
         # a key per Locust user, as each person of a team has: the API limits heavy requests per key
-        product_key, pricing_key = (",".join(create_key(conn, name=f"bench api {role} {i}", role=role).token
-                                             for i in range(args.users)) for role in ("product", "pricing"))
+        product_keys, pricing_keys = ([create_key(conn, name=f"bench api {role} {i}", role=role).token
+                                       for i in range(args.users)] for role in ("product", "pricing"))
     for phase in phases:
         cache_ttl_s = 0.0 if phase == "cold" else env.api.cache_ttl_s
         api = settings.api.model_copy(update={"cache_ttl_s": cache_ttl_s})
         phase_settings = settings.model_copy(update={"api": api})
-        _run_phase(phase_settings, phase=phase, args=args, product_key=product_key, pricing_key=pricing_key,
+        _run_phase(phase_settings, phase=phase, args=args, product_keys=product_keys, pricing_keys=pricing_keys,
                    first_answers=phase == phases[0])
 
 
-def _run_phase(settings: Settings, *, phase: str, args: argparse.Namespace, product_key: str, pricing_key: str,
-               first_answers: bool) -> None:
+def _run_phase(settings: Settings, *, phase: str, args: argparse.Namespace, product_keys: list[str],
+               pricing_keys: list[str], first_answers: bool) -> None:
     """(Re)start the API with this phase's cache setting, time first answers once, run Locust, print the table."""
     stop_api(settings)
     url = start_api(settings, workers=args.api_workers)
     print(f"API on {url} with {args.api_workers} workers over {BENCH_DB}, result cache"
           f" {'off' if settings.api.cache_ttl_s <= 0 else 'on'} ({phase})", flush=True)
     install = urllib.request.Request(f"{url}/v1/pricing/examples/install", method="POST",
-                                     headers={"Authorization": f"Bearer {pricing_key.split(',')[0]}"})
+                                     headers={"Authorization": f"Bearer {pricing_keys[0]}"})
     with urllib.request.urlopen(install, timeout=60) as response:
         response.read()  # the example plans the pricing users backtest
     pid = api_pid(settings)
@@ -119,16 +119,17 @@ def _run_phase(settings: Settings, *, phase: str, args: argparse.Namespace, prod
         with PeakRss(psutil.Process(pid)) as memory:
             if first_answers:
                 print("first (uncached) answer of every view, computed one at a time:")
-                for views, token in ((PRODUCT_VIEWS, product_key), (PRICING_VIEWS, pricing_key)):
+                for views, token in ((PRODUCT_VIEWS, product_keys[0]), (PRICING_VIEWS, pricing_keys[0])):
                     for paths in views.values():
                         for path in paths:
-                            elapsed, status = _timed_get(url + path, token.split(",")[0])
+                            elapsed, status = _timed_get(url + path, token)
                             print(f"  {path:<80} {elapsed:6.2f} s  ({status})", flush=True)
             with tempfile.TemporaryDirectory() as tmp:
                 prefix = Path(tmp) / "api"
                 cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
                        "-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.duration, "--host", url,
-                       "--csv", str(prefix), "--product-key", product_key, "--pricing-key", pricing_key]
+                       "--csv", str(prefix), "--product-key", ",".join(product_keys),
+                       "--pricing-key", ",".join(pricing_keys)]
                 print(f"locust ({phase}): {args.users} users for {args.duration} (3 product managers : 1 pricing"
                       " analyst)", flush=True)
                 subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
