@@ -98,3 +98,13 @@ def test_bounded_size_evicts_the_least_recent(db) -> None:
     for key in ("a", "b", "a", "c"):
         cache.get_or_compute(key, connection=_lender(db), compute=lambda c, k=key: k)
     assert list(cache._entries) == ["a", "c"]
+
+
+def test_product_hours_rewritten_alone_change_the_data_version(db) -> None:
+    """After a device moved product, a refresh may rewrite only `rollup_product_hourly`: answers must follow."""
+    before = data_version(db)
+    db.execute("INSERT INTO rollup_product_hourly (product_id, touchpoint, bucket, users)"
+               " VALUES ('p-cache', 'brew', '2026-01-05 10:00+00', 3)")
+    db.execute("SELECT pg_stat_force_next_flush()")
+    db.execute("SELECT 1")
+    assert wait_for(lambda: data_version(db) != before, timeout=15)

@@ -19,8 +19,9 @@ import psycopg
 
 T = TypeVar("T")
 
-VERSION_TABLES = ("rollup_daily", "rollup_hourly", "devices", "accounts", "products", "touchpoints", "plan_versions",
-                  "experiments", "touchpoint_survey")
+# rollup_product_hourly: a refresh after a device moved product may rewrite only its rows
+VERSION_TABLES = ("rollup_daily", "rollup_hourly", "rollup_product_hourly", "devices", "accounts", "products",
+                  "touchpoints", "plan_versions", "experiments", "touchpoint_survey")
 
 
 def data_version(conn: psycopg.Connection) -> int:
