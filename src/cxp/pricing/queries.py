@@ -7,8 +7,8 @@ names (columns, the grouping key) as `sql.Identifier`. Months are UTC calendar m
 Where each aggregation reads (rollups where they suffice, raw hypertables only otherwise):
 
 * usage count / sum of quantity or duration_s: `rollup_daily` without a touchpoint filter,
-  `rollup_hourly` with one (success-only counts use `success_count`).
-* unique devices / days / touchpoints of usage: the rollups (a device-day or device-hour with usage).
+  `rollup_touchpoint_daily` with one (success-only counts use `success_count`).
+* unique devices / days / touchpoints of usage: `rollup_touchpoint_daily` (a device × touchpoint × day with usage).
 * usage sum with success_only, sums of latency_ms (the rollups mix in error latencies), max and
   latest of a usage field: raw `events`.
 * state count, unique devices / days with heartbeats, max energy_wh: `rollup_daily`.
@@ -123,11 +123,9 @@ def metric_query(*, metric: BillableMetric, level: Level, decimals: int) -> tupl
     inner: sql.Composable
     outer = "sum"
     month_daily = sql.SQL(_MONTH_DATE.format(col="r.day"))
-    month_hourly = sql.SQL(_MONTH_TS.format(col="r.bucket"))
     month_ev = sql.SQL(_MONTH_TS.format(col="e.ts"))
     month_st = sql.SQL(_MONTH_TS.format(col="st.ts"))
     window_daily = sql.SQL("r.day >= %(start)s::date AND r.day < %(end)s::date")
-    window_hourly = sql.SQL(_t("r.bucket >= {S} AND r.bucket < {E}"))
     window_ev = sql.SQL(_t("{a}.ts >= {S} AND {a}.ts < {E}"))
 
     if src is MetricSource.USAGE:
@@ -139,19 +137,19 @@ def metric_query(*, metric: BillableMetric, level: Level, decimals: int) -> tupl
             if fld == "device":
                 what = sql.SQL("count(DISTINCT r.device_key)")
             elif fld == "day":
-                what = sql.SQL("count(DISTINCT (r.bucket AT TIME ZONE 'UTC')::date)")
+                what = sql.SQL("count(DISTINCT r.day)")
             else:
                 what = sql.SQL("count(DISTINCT r.touchpoint)")
             q = sql.SQL(
                 "WITH {scope} SELECT dev.{key}, {month}, round(({what})::numeric, %(decimals)s::int) "
-                "FROM rollup_hourly r JOIN dev ON dev.device_key = r.device_key "
+                "FROM rollup_touchpoint_daily r JOIN dev ON dev.device_key = r.device_key "
                 "WHERE {window} AND r.{col} > 0 AND r.touchpoint <> ''{tp} GROUP BY 1, 2"
             ).format(
                 scope=sql.SQL(_SCOPE),
                 key=key,
-                month=month_hourly,
+                month=month_daily,
                 what=what,
-                window=window_hourly,
+                window=window_daily,
                 col=sql.Identifier(count_col),
                 tp=_tp_filter(metric, "r"),
             )
@@ -160,9 +158,9 @@ def metric_query(*, metric: BillableMetric, level: Level, decimals: int) -> tupl
             col = {None: count_col, "quantity": "quantity_sum", "duration_s": "duration_sum"}[fld]
             if flt.touchpoints:
                 table, month, window, tp = (
-                    sql.SQL("rollup_hourly"),
-                    month_hourly,
-                    window_hourly,
+                    sql.SQL("rollup_touchpoint_daily"),
+                    month_daily,
+                    window_daily,
                     _tp_filter(metric, "r"),
                 )
             else:
