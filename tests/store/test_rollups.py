@@ -157,13 +157,21 @@ def test_daily_rollup_counts_match_raw_events(db, registered):
     assert row == [(3, 2, 1, 2.0, 2, 400.0, 300.0, 2, 2, 35.0, True)]
 
 
-def test_a_new_heartbeat_interval_or_product_recomputes_the_covers(db, registered):
-    rng = random.Random(11)
+def _rolled_up(db, registered: list[str], seed: int) -> dict[str, int]:
+    """200 random events for each registered device over the last 6 days, rolled up; the devices' keys."""
     keys = dict(db.execute("SELECT device_id, device_key FROM devices").fetchall())
-    _write_random(db, rng, keys, registered, start=NOW - timedelta(days=6), count=200)
+    _write_random(db, random.Random(seed), keys, registered, start=NOW - timedelta(days=6), count=200)
     refresh_all_pending(db)
+    return keys
+
+
+BREW_ONLY = [TouchpointRow("brew", "post_purchase", "brand", True, 500.0, 30.0, "cup")]
+
+
+def test_a_new_heartbeat_interval_or_product_recomputes_the_covers(db, registered):
+    keys = _rolled_up(db, registered, 11)
     before = list_uptime(db)
-    touchpoints = [TouchpointRow("brew", "post_purchase", "brand", True, 500.0, 30.0, "cup")]
+    touchpoints = BREW_ONLY
 
     def dirty() -> int:
         return db.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0]
@@ -185,14 +193,10 @@ def test_a_new_heartbeat_interval_or_product_recomputes_the_covers(db, registere
 
 
 def test_a_device_moved_to_another_product_moves_its_hours_of_exposure(db, registered):
-    rng = random.Random(12)
-    keys = dict(db.execute("SELECT device_id, device_key FROM devices").fetchall())
-    _write_random(db, rng, keys, registered, start=NOW - timedelta(days=6), count=200)
-    refresh_all_pending(db)
+    keys = _rolled_up(db, registered, 12)
     before = list_product_hourly(db)
     assert {row[0] for row in before} == {"test-p1"}
-    touchpoints = [TouchpointRow("brew", "post_purchase", "brand", True, 500.0, 30.0, "cup")]
-    upsert_products(db, products=[ProductRow("test-p2", "Other product", 3600, 5.0, touchpoints)])
+    upsert_products(db, products=[ProductRow("test-p2", "Other product", 3600, 5.0, BREW_ONLY)])
     moved = registered[0]
     upsert_devices(db, devices=[DeviceRow(moved, "test-p1", "acc-1", ACTIVATED, "basic", "A")])
     assert db.execute("SELECT count(*) FROM rollup_product_dirty").fetchone()[0] == 0, "not moved"
