@@ -84,24 +84,13 @@ def hourly_users(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date
     return fetch_frame(conn, statement, params)
 
 
-def touchpoint_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """Errors on a touchpoint in the window (raw, filtered in SQL): device_key, ts, touchpoint, code."""
-    statement, params = with_scoped_devices(
-        scope,
-        "SELECT e.device_key, e.ts, e.touchpoint, e.code FROM events e JOIN sel USING (device_key)"
-        " WHERE e.kind = 'error' AND e.touchpoint IS NOT NULL AND e.ts >= %(lo)s AND e.ts < %(hi)s",
-        lo=day_start(start),
-        hi=day_start(end + timedelta(days=1)),
-    )
-    return fetch_frame(conn, statement, params)
-
-
 def successes_after_errors(conn: psycopg.Connection, *, errors: pd.DataFrame, end: date) -> pd.DataFrame:
     """The successful uses that can end the given touchpoint errors: device_key, touchpoint, ts.
 
-    `errors`: device_key, ts, touchpoint (`touchpoint_errors`). Per device × touchpoint × UTC day with such an error,
-    the day's successful uses of the touchpoint and the first one of the next later day that has any, up to the end of
-    `end` (`rollup_touchpoint_daily.success_times`): each error's next successful use is among them.
+    `errors`: device_key, ts, touchpoint (the touchpoint errors of `error_stream`). Per device × touchpoint × UTC day
+    with such an error, the day's successful uses of the touchpoint and the first one of the next later day that has
+    any, up to the end of `end` (`rollup_touchpoint_daily.success_times`): each error's next successful use is among
+    them.
     """
     if errors.empty:
         return pd.DataFrame(columns=["device_key", "touchpoint", "ts"])

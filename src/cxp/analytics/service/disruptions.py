@@ -32,7 +32,6 @@ from cxp.analytics.queries.disruptions import (
     hourly_errors,
     hourly_users,
     successes_after_errors,
-    touchpoint_errors,
 )
 from cxp.analytics.queries.feedback import feedback_after, feedback_around
 from cxp.analytics.queries.registry import devices, get_first_day
@@ -65,7 +64,9 @@ def episodes_in_window(
     """Error episodes of the window (core error_episodes): closed by the next recovery of their code or the next
     successful use of their touchpoint, whichever comes first; "never recovered" only when neither came."""
     stream = error_stream(conn, scope=scope, start=window.start, end=window.end)
-    errors = touchpoint_errors(conn, scope=scope, start=window.start, end=window.end)
+    # the touchpoint errors are part of the stream: taken from it, not read again
+    errors = stream.loc[(stream["kind"] == "error") & stream["touchpoint"].notna(), ["device_key", "ts", "touchpoint",
+                                                                                       "code"]]
     successes = successes_after_errors(conn, errors=errors, end=window.end)
     closing = core_incidents.closing_successes(errors=errors, successes=successes)
     stream["ts"] = pd.to_datetime(stream["ts"], utc=True)
