@@ -111,16 +111,16 @@ def _device_period_frame(
         base["window_s"] > 0, np.clip(base["up_s"] / base["window_s"].where(base["window_s"] > 0), 0, 1), np.nan
     )
 
-    keyed = base.rename(columns={"device_id": "entity_id"})
+    # Components are computed keyed by the device's integer key (string ids make every merge and group slower); the
+    # device ids replace the keys at the end.
+    keyed = base.assign(entity_id=base["device_key"])
     reliability = reliability_component(
         frame=keyed[["entity_id", "period", "uses", "successes", "active_days", "error_free_days", "uptime"]]
     )
 
     latency = latency_by_touchpoint(conn, scope=scope, start=first_day, end=window.end, grain=grain, source=source)
     latency["period"] = pd.to_datetime(latency["period"])
-    latency = latency.merge(scoped[["device_key", "device_id"]], on="device_key").rename(
-        columns={"device_id": "entity_id"}
-    )
+    latency = latency[latency["device_key"].isin(scoped["device_key"])].rename(columns={"device_key": "entity_id"})
     efficiency = efficiency_component(
         frame=latency[["entity_id", "period", "touchpoint", "uses", "observed_mean", "target"]]
     )
@@ -153,11 +153,9 @@ def _device_period_frame(
         conn, scope=scope, period_ends=[last for _, last in period_list], lookback_days=VOICE_LOOKBACK_DAYS
     )
     feedback["period_end"] = pd.to_datetime(feedback["period_end"])
-    feedback = feedback.merge(scoped[["device_key", "device_id"]], on="device_key").rename(
-        columns={"device_id": "entity_id"}
-    )
+    feedback = feedback[feedback["device_key"].isin(scoped["device_key"])].rename(columns={"device_key": "entity_id"})
     feedback = feedback.merge(period_frame, on="period_end")
-    voice = voice_component(frame=feedback.drop(columns=["device_key", "period_end"]))
+    voice = voice_component(frame=feedback.drop(columns=["period_end"]))
 
     out = keyed[
         [
@@ -186,6 +184,7 @@ def _device_period_frame(
         else:
             for column in columns:
                 out[column] = np.nan
+    out["entity_id"] = keyed["device_id"].to_numpy()  # left merges on unique keys: the rows are keyed's, in order
     return out
 
 
@@ -196,7 +195,6 @@ def _trajectory(
     frame_start = period_list[0][1] - timedelta(days=TRAJECTORY_WINDOW_DAYS - 1)
     usage = daily_usage(conn, scope=scope, start=frame_start, end=period_list[-1][1])
     before = last_use_before(conn, scope=scope, end=frame_start - timedelta(days=1))
-    # Devices are keyed by their integer key while computing (string ids make every filter and merge slower).
     ids = keyed[["device_key", "entity_id"]].drop_duplicates().set_index("device_key")["entity_id"]
     before = before.set_index("device_key")["last_use_on"]
     rows = pd.DataFrame({
