@@ -199,3 +199,19 @@ def test_a_request_that_waits_too_long_for_a_slot_gets_503_compute_busy(stack: S
         assert running[0].result().json() == {"n": 0}
         assert srv.get(HEAVY, "b", n=8).json() == {"n": 8}  # the slot was given back
         assert _overloads(srv) == {"compute_slots": 3}, "every 503 compute_busy is counted in /metrics"
+
+
+def test_the_gate_runs_its_after_hook_once_per_computation_and_not_for_a_refusal() -> None:
+    from cxp.api.errors import ComputeBusy
+    from cxp.api.fairness import ComputeGate
+
+    ran: list[int] = []
+    gate = ComputeGate(slots=1, wait_s=0.05, retry_after_s=1, after=lambda: ran.append(1))
+    with gate.hold():
+        with pytest.raises(ComputeBusy), gate.hold():
+            pass
+        assert ran == [], "a refused request computed nothing"
+    assert ran == [1]
+    with pytest.raises(RuntimeError), gate.hold():
+        raise RuntimeError("a failed computation frees memory too")
+    assert ran == [1, 1]

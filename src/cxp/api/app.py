@@ -35,6 +35,7 @@ from cxp.api.routers import (
     touchpoint_survey,
 )
 from cxp.core.config import Settings, get_settings
+from cxp.core.memory import release_free_memory
 from cxp.identity.service import Sweeper
 from cxp.store.db import create_pool, create_read_pool
 from cxp.store.errors import StoreError
@@ -111,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.key_cache = KeyCache(settings.api.key_cache_s, {})
     app.state.compute_gate = ComputeGate(slots=settings.api.compute_slots, wait_s=settings.api.compute_wait_s,
-                                         retry_after_s=settings.api.heavy_retry_after_s)
+                                         retry_after_s=settings.api.heavy_retry_after_s, after=release_free_memory)
     app.state.results = ResultCache(ttl_s=settings.api.cache_ttl_s, max_entries=settings.api.cache_entries,
                                      fresh_s=settings.api.cache_fresh_s, gate=app.state.compute_gate.hold)
     app.state.heavy_slots = KeySlots(limit=settings.api.heavy_per_key, retry_after_s=settings.api.heavy_retry_after_s)

@@ -14,7 +14,7 @@ the API grew to 1.9 GB, and with every pooled connection held by a computation e
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from cxp.api.errors import ComputeBusy, TooManyRequests
@@ -63,10 +63,12 @@ class KeySlots:
 class ComputeGate:
     """At most `slots` heavy computations at once (`slots <= 0`: no limit); a caller waits up to `wait_s` for one."""
 
-    def __init__(self, *, slots: int, wait_s: float, retry_after_s: int) -> None:
+    def __init__(self, *, slots: int, wait_s: float, retry_after_s: int,
+                 after: Callable[[], object] | None = None) -> None:
         self.slots = slots
         self.wait_s = wait_s
         self.retry_after_s = retry_after_s
+        self._after = after  # run once each computation has given its slot back (e.g. return freed memory)
         self._free = threading.BoundedSemaphore(max(slots, 1))
         self.refused = 0
 
@@ -85,3 +87,5 @@ class ComputeGate:
             yield
         finally:
             self._free.release()
+            if self._after is not None:
+                self._after()

@@ -34,3 +34,16 @@ def limit_malloc_arenas(arenas: int) -> bool:
     if arenas <= 0 or libc is None:
         return False
     return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+
+
+def release_free_memory() -> bool:
+    """Give the heap's free pages back to the system (glibc's malloc_trim); True if any were released.
+
+    Freed memory inside glibc's arenas otherwise stays resident: after a view over 10,000 devices the process kept
+    ~500 MB instead of ~300-400 MB (one view after another in one process, 2 arenas), which a second computation
+    then adds its own peak to.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    return bool(libc.malloc_trim(0))
