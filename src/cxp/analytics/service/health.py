@@ -195,10 +195,9 @@ def _trajectory(
     frame_start = period_list[0][1] - timedelta(days=TRAJECTORY_WINDOW_DAYS - 1)
     usage = daily_usage(conn, scope=scope, start=frame_start, end=period_list[-1][1])
     before = last_use_before(conn, scope=scope, end=frame_start - timedelta(days=1))
-    ids = keyed[["device_key", "entity_id"]].drop_duplicates().set_index("device_key")["entity_id"]
     before = before.set_index("device_key")["last_use_on"]
     rows = pd.DataFrame({
-        "entity_id": keyed["device_key"].to_numpy(),
+        "entity_id": keyed["entity_id"].to_numpy(),  # the device key
         "period": keyed["period"].to_numpy(),
         "period_end": keyed["period_end"].to_numpy(),
         "activated_on": utc_days(keyed["activated_at"]).to_numpy(),
@@ -207,7 +206,7 @@ def _trajectory(
     })
     usage = usage.rename(columns={"device_key": "entity_id"})[["entity_id", "day", "uses"]]
     out = trajectories_at(usage=usage, rows=rows, window_days=TRAJECTORY_WINDOW_DAYS)
-    out["entity_id"] = rows["entity_id"].map(ids).to_numpy()
+    out["entity_id"] = rows["entity_id"].to_numpy()
     out["period"] = rows["period"].to_numpy()
     return out[["entity_id", "period", "slope_score", "recency_score", "trajectory", "days_since_last_use"]]
 
