@@ -9,7 +9,7 @@ import pytest
 from cxp.analytics.core import trajectories
 from cxp.analytics.core.health import trajectory_component
 from cxp.analytics.core.trajectories import trajectories_at
-from cxp.analytics.errors import InvalidParameter
+from cxp.analytics.errors import InvalidInput, InvalidParameter
 
 COLUMNS = ["slope_score", "recency_score", "trajectory", "days_since_last_use"]
 
@@ -95,6 +95,8 @@ def test_no_rows_and_bad_parameters() -> None:
         trajectories_at(usage=usage, rows=rows, window_days=10)
     with pytest.raises(InvalidParameter):
         trajectories_at(usage=usage, rows=rows, slope_weight=1.5)
+    with pytest.raises(InvalidInput, match="period_end"):
+        trajectories_at(usage=usage, rows=rows.assign(period_end=pd.NaT))
 
 
 def test_days_since_the_last_use_count_from_the_first_day_of_usage_on() -> None:

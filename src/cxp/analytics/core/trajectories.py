@@ -9,7 +9,7 @@ import pandas as pd
 from cxp.analytics.core._frames import float_column, nanmean_rows, require_columns, to_day
 from cxp.analytics.core.health import recency_score, trend_score
 from cxp.analytics.core.stats import theil_sen_rows
-from cxp.analytics.errors import InvalidParameter
+from cxp.analytics.errors import InvalidInput, InvalidParameter
 
 WEEKLY_BELOW_DAYS = 3.0  # entities expected on fewer days a week: a sparse daily series hides a decline
 _ROWS_PER_CHUNK = 16_384
@@ -46,7 +46,10 @@ def trajectories_at(
     n = len(rows)
     entities = pd.Index(pd.unique(rows["entity_id"]))
     row_entity = entities.get_indexer(rows["entity_id"])
-    end = _days(rows["period_end"]).astype(np.int64) if n else np.empty(0, np.int64)
+    ends = _days(rows["period_end"])
+    if not np.isfinite(ends).all():
+        raise InvalidInput("trajectories_at rows: every row needs its period_end")
+    end = ends.astype(np.int64)
     use_day = _days(usage["day"])
     use_entity = entities.get_indexer(usage["entity_id"])
     known = (use_entity >= 0) & np.isfinite(use_day)
