@@ -135,13 +135,15 @@ def latency_by_touchpoint(
         " t.target_latency_ms::float8 AS target"
         " FROM l JOIN sel USING (device_key)"
         " JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = l.touchpoint"
-        " WHERE t.target_latency_ms IS NOT NULL ORDER BY 1, 2, 3"
+        " WHERE t.target_latency_ms IS NOT NULL"
     )
     statement, params = with_scoped_devices(
         scope, query, start=start, end=end, last=last_week, days_from=days_from, lo=day_start(start),
         hi=day_start(end + timedelta(days=1))
     )
-    return fetch_frame(conn, statement, params)
+    # Sorted here, not by ORDER BY: PostgreSQL's sort of ~350k rows was half of this read at 10,000 devices.
+    return fetch_frame(conn, statement, params).sort_values(["device_key", "period", "touchpoint"], kind="stable",
+                                                            ignore_index=True)
 
 
 def _last_whole_week(start: date, end: date) -> date | None:
