@@ -163,6 +163,13 @@ _IN_PRODUCT_DAYS = (f"h.bucket >= {_DAY_START.format(d='d')} AND h.bucket < {_DA
                     " AND h.bucket >= %(lo)s AND h.bucket < %(hi)s")
 
 
+def _day_bounds(conn: psycopg.Connection, days_table: str) -> dict[str, datetime | None]:
+    """`lo` / `hi`: the start of the first day and the end of the last one in a temp table of days (None if empty)."""
+    return dict(zip(("lo", "hi"), conn.execute(
+        "SELECT min(day)::timestamp AT TIME ZONE 'UTC', (max(day) + 1)::timestamp AT TIME ZONE 'UTC'"
+        f" FROM {days_table}").fetchone(), strict=True))
+
+
 def _in_weeks(alias: str) -> str:
     """Join condition restricting `alias.day` to the weeks in _rollup_weeks w."""
     return f"{alias}.device_key = w.device_key AND {alias}.day >= w.week AND {alias}.day < w.week + 7"
@@ -251,11 +258,10 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
         conn.execute("ANALYZE _rollup_days")
         device_days = conn.execute("SELECT count(*) FROM _rollup_days").fetchone()[0]
         if device_days == 0:
-            _refresh_product_hours(conn)  # days queued by devices that moved to another product
+            if conn.execute("SELECT EXISTS (SELECT 1 FROM rollup_product_dirty)").fetchone()[0]:
+                _refresh_product_hours(conn)  # days queued by devices that moved to another product
             return RollupRefresh(0, 0, 0, 0)
-        bounds = dict(zip(("lo", "hi"), conn.execute(
-            "SELECT min(day)::timestamp AT TIME ZONE 'UTC', (max(day) + 1)::timestamp AT TIME ZONE 'UTC'"
-            " FROM _rollup_days").fetchone(), strict=True))
+        bounds = _day_bounds(conn, "_rollup_days")
         conn.execute(f"DELETE FROM rollup_hourly r USING _rollup_days d WHERE {_in_days('r', 'bucket')}", bounds)
         hourly = conn.execute(
             f"INSERT INTO rollup_hourly ({HOURLY_COLUMNS}) "
@@ -311,11 +317,9 @@ def _refresh_product_hours(conn: psycopg.Connection) -> None:
     conn.execute("CREATE TEMP TABLE _product_days ON COMMIT DROP AS"
                  " WITH queued AS (DELETE FROM rollup_product_dirty RETURNING day)"
                  " SELECT day FROM _rollup_days UNION SELECT day FROM queued")
-    lo, hi = conn.execute("SELECT min(day)::timestamp AT TIME ZONE 'UTC', (max(day) + 1)::timestamp AT TIME ZONE 'UTC'"
-                          " FROM _product_days").fetchone()
-    if lo is None:
+    bounds = _day_bounds(conn, "_product_days")
+    if bounds["lo"] is None:
         return
-    bounds = {"lo": lo, "hi": hi}
     conn.execute("ANALYZE _product_days")
     conn.execute("DELETE FROM rollup_product_hourly h USING _product_days d WHERE " + _IN_PRODUCT_DAYS, bounds)
     conn.execute(f"INSERT INTO rollup_product_hourly ({PRODUCT_HOURLY_COLUMNS}) "

@@ -13,6 +13,7 @@ from cxp.analytics.errors import InvalidInput, InvalidParameter
 
 WEEKLY_BELOW_DAYS = 3.0  # entities expected on fewer days a week: a sparse daily series hides a decline
 _ROWS_PER_CHUNK = 16_384
+_OUT = ("points", "slope_per_day", "days_since_last_use", "slope_score", "recency_score", "trajectory")
 
 
 def _days(values: pd.Series) -> np.ndarray:
@@ -44,6 +45,8 @@ def trajectories_at(
     if window_days < 7 or window_days % 7:
         raise InvalidParameter("window_days must be a whole number of weeks")
     n = len(rows)
+    if n == 0:
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in _OUT}, index=rows.index)
     entities = pd.Index(pd.unique(rows["entity_id"]))
     row_entity = entities.get_indexer(rows["entity_id"])
     ends = _days(rows["period_end"])
@@ -53,13 +56,15 @@ def trajectories_at(
     use_day = _days(usage["day"])
     use_entity = entities.get_indexer(usage["entity_id"])
     known = (use_entity >= 0) & np.isfinite(use_day)
-    lo = int(min(end.min() - window_days + 1, use_day[known].min() if known.any() else end.min())) if n else 0
-    width = int(end.max()) - lo + 1 if n else 0
+    lo = int(end.min()) - window_days + 1  # the first day of the earliest window, or of usage if that is earlier
+    if known.any():
+        lo = min(lo, int(use_day[known].min()))
+    width = int(end.max()) - lo + 1
     col = (use_day[known] - lo).astype(np.int64)
     inside = col < width
     ent, col = use_entity[known][inside], col[inside]
     uses = np.clip(float_column(usage, "uses")[known][inside], 0, None)
-    matrix = np.zeros((len(entities), max(width, 0)))
+    matrix = np.zeros((len(entities), width))
     np.add.at(matrix, (ent, col), np.nan_to_num(uses, nan=0.0))
     # The last active day on or before each day, per entity (-1: none yet).
     seen = np.full(matrix.shape, -1, dtype=np.int64)
@@ -87,7 +92,7 @@ def trajectories_at(
             slopes, counted = theil_sen_rows(matrix=values, min_points=max(3, 7 // bucket_days))
             slope[idx], points[idx] = slopes / bucket_days, counted
 
-    last_col = seen[row_entity, end_col] if n else np.empty(0, np.int64)
+    last_col = seen[row_entity, end_col]
     last = np.where(last_col >= 0, (lo + last_col).astype(float), np.nan)
     last = np.where(np.isfinite(last), last, _days(rows["last_use_before"]))
     last = np.where(np.isfinite(last), last, act)

@@ -65,8 +65,8 @@ def episodes_in_window(
     successful use of their touchpoint, whichever comes first; "never recovered" only when neither came."""
     stream = error_stream(conn, scope=scope, start=window.start, end=window.end)
     # the touchpoint errors are part of the stream: taken from it, not read again
-    errors = stream.loc[(stream["kind"] == "error") & stream["touchpoint"].notna(), ["device_key", "ts", "touchpoint",
-                                                                                       "code"]]
+    on_touchpoint = (stream["kind"] == "error") & stream["touchpoint"].notna()
+    errors = stream.loc[on_touchpoint, ["device_key", "ts", "touchpoint", "code"]]
     successes = successes_after_errors(conn, errors=errors, end=window.end)
     closing = core_incidents.closing_successes(errors=errors, successes=successes)
     stream["ts"] = pd.to_datetime(stream["ts"], utc=True)
