@@ -288,6 +288,7 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
         conn.execute(f"INSERT INTO rollup_feedback_daily ({FEEDBACK_DAILY_COLUMNS}) "
                      + FEEDBACK_DAILY_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"), bounds)
         _refresh_weeks(conn)
+        conn.execute(_MARK_HEALTH_WEEKS)
         conn.execute(f"DELETE FROM answer_context a USING _rollup_days d WHERE {_in_days('a', 'ts')}", bounds)
         conn.execute(f"INSERT INTO answer_context ({ANSWER_COLUMNS}) "
                      + ANSWER_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"), bounds)
@@ -309,6 +310,20 @@ def _refresh_weeks(conn: psycopg.Connection) -> None:
         conn.execute(f"INSERT INTO {table} ({columns}) " + select.format(
             scope_daily=f"JOIN _rollup_weeks w ON {_in_weeks('r')}",
             scope_touchpoints=f"JOIN _rollup_weeks w ON {_in_weeks('h')}"))
+
+
+# The kept health rows (migration 031) of every week whose trailing 28 days (that week and the 3 before it) hold a
+# dirty device-day are marked stale, also where none is kept yet: a writer that read the rollups before this
+# transaction committed then fails to write the row instead of keeping old values. Only weeks already over are
+# marked (analytics keeps no other), so a day of live data marks nothing until its week is over.
+_MARK_HEALTH_WEEKS = f"""
+INSERT INTO health_weekly (device_key, week, stale)
+SELECT DISTINCT d.device_key, {_WEEK.format(d="d")} + 7 * k.n, true
+FROM _rollup_days d CROSS JOIN generate_series(0, 3) AS k(n)
+WHERE {_WEEK.format(d="d")} + 7 * k.n + 6 < (now() AT TIME ZONE 'UTC')::date
+ORDER BY 1, 2
+ON CONFLICT (device_key, week) DO UPDATE SET stale = true
+"""
 
 
 def _refresh_product_hours(conn: psycopg.Connection) -> None:

@@ -16,7 +16,7 @@ _ROWS_PER_CHUNK = 16_384
 _OUT = ("points", "slope_per_day", "days_since_last_use", "slope_score", "recency_score", "trajectory")
 
 
-def _days(values: pd.Series) -> np.ndarray:
+def day_numbers(values: pd.Series) -> np.ndarray:
     """UTC days as float day numbers since the epoch (NaN for missing)."""
     days = to_day(values)
     return np.where(days.isna(), np.nan, days.to_numpy(dtype="datetime64[D]").astype(np.int64)).astype(float)
@@ -49,11 +49,11 @@ def trajectories_at(
         return pd.DataFrame({c: pd.Series(dtype=float) for c in _OUT}, index=rows.index)
     entities = pd.Index(pd.unique(rows["entity_id"]))
     row_entity = entities.get_indexer(rows["entity_id"])
-    ends = _days(rows["period_end"])
+    ends = day_numbers(rows["period_end"])
     if not np.isfinite(ends).all():
         raise InvalidInput("trajectories_at rows: every row needs its period_end")
     end = ends.astype(np.int64)
-    use_day = _days(usage["day"])
+    use_day = day_numbers(usage["day"])
     use_entity = entities.get_indexer(usage["entity_id"])
     known = (use_entity >= 0) & np.isfinite(use_day)
     lo = int(end.min()) - window_days + 1  # the first day of the earliest window, or of usage if that is earlier
@@ -72,7 +72,7 @@ def trajectories_at(
     seen = np.maximum.accumulate(seen, axis=1)
 
     end_col = end - lo
-    act = _days(rows["activated_on"])
+    act = day_numbers(rows["activated_on"])
     act_age = end - act
     expected = float_column(rows, "expected_active_days_per_week")
     weekly = expected < WEEKLY_BELOW_DAYS
@@ -94,17 +94,45 @@ def trajectories_at(
 
     last_col = seen[row_entity, end_col]
     last = np.where(last_col >= 0, (lo + last_col).astype(float), np.nan)
-    last = np.where(np.isfinite(last), last, _days(rows["last_use_before"]))
-    last = np.where(np.isfinite(last), last, act)
-    days_since = end - last
-    days_since = np.where(np.isfinite(days_since), np.clip(days_since, 0, None), float(window_days))
-    s_score = trend_score(weekly_log_change=7.0 * slope)
+    last = np.where(np.isfinite(last), last, day_numbers(rows["last_use_before"]))
+    out = trajectory_scores(
+        slope_per_day=slope, points=points,
+        days_since=days_since_last_use(end=end, last_use=last, activated=act, window_days=window_days),
+        expected=expected, slope_weight=slope_weight, fade_days=fade_days,
+    )
+    out.index = rows.index
+    return out
+
+
+def days_since_last_use(
+    *, end: np.ndarray, last_use: np.ndarray, activated: np.ndarray, window_days: int
+) -> np.ndarray:
+    """Days from the last use (else activation) to each period end, ≥ 0; `window_days` when neither is known.
+
+    All three arrays are day numbers (float, NaN for missing)."""
+    last = np.where(np.isfinite(last_use), last_use, activated)
+    days_since = np.asarray(end, dtype=float) - last
+    return np.where(np.isfinite(days_since), np.clip(days_since, 0, None), float(window_days))
+
+
+def trajectory_scores(
+    *,
+    slope_per_day: np.ndarray,
+    points: np.ndarray,
+    days_since: np.ndarray,
+    expected: np.ndarray,
+    slope_weight: float = 0.5,
+    fade_days: float = 21.0,
+) -> pd.DataFrame:
+    """The trajectory frame from its inputs: slope and recency scores, and their weighted mean (recency alone
+    without a slope)."""
+    s_score = trend_score(weekly_log_change=7.0 * np.asarray(slope_per_day, dtype=float))
     r_score = recency_score(days_since=days_since, expected_active_days_per_week=expected, fade_days=fade_days)
     return pd.DataFrame({
         "points": points,
-        "slope_per_day": slope,
+        "slope_per_day": slope_per_day,
         "days_since_last_use": days_since,
         "slope_score": s_score,
         "recency_score": r_score,
         "trajectory": nanmean_rows(np.column_stack([s_score, r_score]), np.array([slope_weight, 1.0 - slope_weight])),
-    }, index=rows.index)
+    })

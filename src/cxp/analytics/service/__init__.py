@@ -9,7 +9,7 @@ module per capability; this package re-exports the public functions so callers h
 from cxp.analytics.service.churn import get_churn_model_inputs, list_churn_risk
 from cxp.analytics.service.disruptions import get_disruptions
 from cxp.analytics.service.engagement import get_engagement_rate
-from cxp.analytics.service.health import get_health, health_frames
+from cxp.analytics.service.health import get_health, health_frames, refresh_kept_health
 from cxp.analytics.service.journey import get_journey
 from cxp.analytics.service.journey_map import get_journey_map
 from cxp.analytics.service.ladder import get_capability_ladder
@@ -32,6 +32,7 @@ __all__ = [
     "get_touchpoints",
     "get_voice",
     "health_frames",
+    "refresh_kept_health",
     "get_churn_model_inputs",
     "list_churn_risk",
 ]

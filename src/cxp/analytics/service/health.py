@@ -15,24 +15,20 @@ from cxp.analytics.core.health import (
     HealthConfig,
     HealthScores,
     aggregate_devices,
-    efficiency_component,
     engagement_component,
     health_scores,
     reliability_component,
     voice_component,
 )
-from cxp.analytics.core.trajectories import trajectories_at
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import Driver, HealthReport, HealthScore, Level, Window
 from cxp.analytics.queries._base import Grain, Source, day_start
 from cxp.analytics.queries.health import (
-    feedback_counts_trailing,
     health_period_inputs,
-    latency_by_touchpoint,
     uptime_exact,
 )
+from cxp.analytics.queries.health_weekly import count_kept_health_weeks
 from cxp.analytics.queries.registry import churn_exits, devices
-from cxp.analytics.queries.usage import daily_usage, last_use_before
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import (
     empty_window,
@@ -41,9 +37,8 @@ from cxp.analytics.service._common import (
     resolve_window,
     utc_days,
 )
+from cxp.analytics.service.health_kept import kept_parts
 
-TRAJECTORY_WINDOW_DAYS = 28  # the Theil–Sen usage trend and the voice lookback both use the trailing 28 days
-VOICE_LOOKBACK_DAYS = 28
 COUNT_COLUMNS = ("uses", "successes", "active_days", "error_free_days", "heartbeats", "touchpoints_used")
 
 
@@ -118,13 +113,6 @@ def _device_period_frame(
         frame=keyed[["entity_id", "period", "uses", "successes", "active_days", "error_free_days", "uptime"]]
     )
 
-    latency = latency_by_touchpoint(conn, scope=scope, start=first_day, end=window.end, grain=grain, source=source)
-    latency["period"] = pd.to_datetime(latency["period"])
-    latency = latency[latency["device_key"].isin(scoped["device_key"])].rename(columns={"device_key": "entity_id"})
-    efficiency = efficiency_component(
-        frame=latency[["entity_id", "period", "touchpoint", "uses", "observed_mean", "target"]]
-    )
-
     active = keyed[keyed["active_days"] > 0]
     catalogue_size = (
         active.groupby(["product_id", "period"])["touchpoints_used"]
@@ -147,15 +135,9 @@ def _device_period_frame(
         ]
     )
 
-    trajectory = _trajectory(conn, scope=scope, keyed=keyed, period_list=period_list)
-
-    feedback = feedback_counts_trailing(
-        conn, scope=scope, period_ends=[last for _, last in period_list], lookback_days=VOICE_LOOKBACK_DAYS
-    )
-    feedback["period_end"] = pd.to_datetime(feedback["period_end"])
-    feedback = feedback[feedback["device_key"].isin(scoped["device_key"])].rename(columns={"device_key": "entity_id"})
-    feedback = feedback.merge(period_frame, on="period_end")
-    voice = voice_component(frame=feedback.drop(columns=["period_end"]))
+    # Trajectory, voice and efficiency: whole weeks from the kept rows (health_weekly), the others computed here.
+    kept = kept_parts(conn, scope=scope, keyed=keyed, first_day=first_day, end=window.end, grain=grain, source=source)
+    voice = voice_component(frame=kept.answers)
 
     out = keyed[
         [
@@ -174,9 +156,9 @@ def _device_period_frame(
     ].copy()
     for part, columns in (
         (reliability, ["success_score", "error_free_score", "uptime_score", "reliability"]),
-        (efficiency, ["efficiency"]),
+        (kept.efficiency, ["efficiency"]),
         (engagement, ["stickiness_score", "breadth_score", "engagement"]),
-        (trajectory, ["slope_score", "recency_score", "trajectory", "days_since_last_use"]),
+        (kept.trajectory, ["slope_score", "recency_score", "trajectory", "days_since_last_use"]),
         (voice, ["nps_score", "csat_score", "ces_score", "voice"]),
     ):
         if len(part):
@@ -186,29 +168,6 @@ def _device_period_frame(
                 out[column] = np.nan
     out["entity_id"] = keyed["device_id"].to_numpy()  # left merges on unique keys: the rows are keyed's, in order
     return out
-
-
-def _trajectory(
-    conn: psycopg.Connection, *, scope: AnalyticsQuery, keyed: pd.DataFrame, period_list: list[tuple[date, date]]
-) -> pd.DataFrame:
-    """Trajectory per device × period: usage trend over the trailing 28 days and recency, at each period end."""
-    frame_start = period_list[0][1] - timedelta(days=TRAJECTORY_WINDOW_DAYS - 1)
-    usage = daily_usage(conn, scope=scope, start=frame_start, end=period_list[-1][1])
-    before = last_use_before(conn, scope=scope, end=frame_start - timedelta(days=1))
-    before = before.set_index("device_key")["last_use_on"]
-    rows = pd.DataFrame({
-        "entity_id": keyed["entity_id"].to_numpy(),  # the device key
-        "period": keyed["period"].to_numpy(),
-        "period_end": keyed["period_end"].to_numpy(),
-        "activated_on": utc_days(keyed["activated_at"]).to_numpy(),
-        "expected_active_days_per_week": keyed["expected_active_days_per_week"].astype(float).to_numpy(),
-        "last_use_before": before.reindex(keyed["device_key"]).to_numpy(),
-    })
-    usage = usage.rename(columns={"device_key": "entity_id"})[["entity_id", "day", "uses"]]
-    out = trajectories_at(usage=usage, rows=rows, window_days=TRAJECTORY_WINDOW_DAYS)
-    out["entity_id"] = rows["entity_id"].to_numpy()
-    out["period"] = rows["period"].to_numpy()
-    return out[["entity_id", "period", "slope_score", "recency_score", "trajectory", "days_since_last_use"]]
 
 
 def score_frame(frame: pd.DataFrame, config: HealthConfig) -> HealthScores:
@@ -335,6 +294,14 @@ def health_frames(
     if level == "device":
         return rows.assign(devices=1, segment=rows["product_id"]), window
     return aggregate_devices(device_rows=rows, level=level), window
+
+
+@maps_numeric_errors
+def refresh_kept_health(*, conn: psycopg.Connection, weeks: int = 13) -> tuple[int, int]:
+    """Compute and keep every device's health rows of the last `weeks` weeks that are not kept yet or went stale (what
+    the first viewer would otherwise compute); returns the (fresh, stale) kept rows afterwards."""
+    health_frames(conn=conn, query=ALL_DEVICES, level="device", weeks=weeks)
+    return count_kept_health_weeks(conn)
 
 
 @maps_numeric_errors
