@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import NamedTuple
 
@@ -39,6 +40,7 @@ from cxp.analytics.query import AnalyticsQuery
 
 TRAJECTORY_WINDOW_DAYS = 28  # the Theil–Sen usage trend and the voice lookback both use the trailing 28 days
 VOICE_LOOKBACK_DAYS = 28
+_NARROW_AT_MOST = 2_000  # devices
 # A write that lost a race with the rollup refresh, or a connection that may not write (a standby, a read-only
 # role): the kept rows are then simply not written; the answer was computed all the same.
 _WRITE_REFUSED = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.ReadOnlySqlTransaction,
@@ -92,8 +94,13 @@ def kept_parts(
             rows["targets_key"] = keyed["product_id"].map(_targets_keys(conn)).fillna(0).to_numpy(dtype=np.int64)
         rows = _with_kept(conn, scope=scope, rows=rows, keepable=keepable)
         live = ~rows["kept"].to_numpy()
-        if live.any():
-            rows = _with_live(conn, scope=scope, rows=rows, live=live, end=end, grain=grain, source=source)
+        latest = (rows["period"] == rows["period"].max()).to_numpy()
+        # The window's last period (usually the week under way) for every device; older rows not kept (weeks gone
+        # stale after late data, facts changed) separately, from the reads of their devices only when they are few.
+        for part in (live & latest, live & ~latest):
+            if part.any():
+                rows = _with_live(conn, scope=_narrowed(scope, keyed["device_id"].to_numpy()[part]), rows=rows,
+                                  live=part, end=end, grain=grain, source=source)
         seed = last_use_before_periods(conn, scope=scope, first_day=first_day, grain=grain)
         if writable and (keepable & live).any():
             _write_back(conn, rows=rows[keepable & live])
@@ -106,6 +113,17 @@ def kept_parts(
         efficiency=efficiency.rename(columns={"device_key": "entity_id"}).astype({"efficiency": float})
         .reset_index(drop=True),
     )
+
+
+def _narrowed(scope: AnalyticsQuery, device_ids: np.ndarray) -> AnalyticsQuery:
+    """The scope cut to these devices when they are few (a short id list joins cheaply; a long one costs more than the
+    scan it saves)."""
+    ids = frozenset(device_ids.tolist())
+    if scope.devices is not None:
+        return replace(scope, devices=scope.devices & ids)
+    if scope.device is not None or len(ids) > _NARROW_AT_MOST:
+        return scope
+    return replace(scope, devices=ids)
 
 
 def _targets_keys(conn: psycopg.Connection) -> dict[str, int]:
