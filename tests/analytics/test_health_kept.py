@@ -3,8 +3,7 @@ registry edits and moves; a writer that lost a race with the rollup refresh keep
 
 from __future__ import annotations
 
-import random
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -18,82 +17,14 @@ from cxp.analytics.models import HealthReport
 from cxp.analytics.queries.health_weekly import KEPT_COLUMNS, write_health_weeks
 from cxp.analytics.query import AnalyticsQuery
 from cxp.store.db import connect
-from cxp.store.ingest import IngestMessage, TimeBounds, write_batch
 from cxp.store.registry import DeviceRow, ProductRow, TouchpointRow, upsert_devices, upsert_products
 from cxp.store.rollups import refresh_all_pending
-from tests.fixtures.mqtt import batch_payload, usage
+from tests.fixtures.health_fleet import FIRST_DAY, LAST_DAY, health_fleet, late_use, product
 from tests.fixtures.stack import ACTIVATED
 
 pytestmark = pytest.mark.integration
-NO_AGE_LIMIT = TimeBounds(max_future_skew_s=300, max_age_s=None)
-TODAY = datetime.now(UTC).date()
-LAST_DAY = TODAY - timedelta(days=10)  # the window ends on a day whose week is over (or nearly): most weeks kept
-FIRST_DAY = LAST_DAY - timedelta(days=70)
 SCOPES = (AnalyticsQuery(end=LAST_DAY), AnalyticsQuery(end=LAST_DAY, product="test-p1"),
           AnalyticsQuery(end=LAST_DAY, device="dev-002"))
-
-
-def _product(*, expected: float = 5.0, brew_target: float = 500.0) -> ProductRow:
-    return ProductRow("test-p1", "Test product", 3600, expected, [
-        TouchpointRow("brew", "post_purchase", "brand", True, brew_target, 30.0, "cup"),
-        TouchpointRow("app_pairing", "purchase", "brand", False, 2000.0, None, None)])
-
-
-def _events(rng: random.Random, seq0: int, first: date, last: date, decline: float) -> list[dict]:
-    """Daily uses thinning out by `decline` per day, answers now and then, from `first` to `last`."""
-    events, seq = [], seq0
-    for k in range((last - first).days + 1):
-        day = datetime.combine(first + timedelta(days=k), datetime.min.time(), tzinfo=UTC)
-        if rng.random() < 0.25:
-            continue  # a day off
-        for _ in range(max(0, round(rng.uniform(1, 6) * (1 - decline) ** k))):
-            ts = day + timedelta(minutes=rng.randrange(0, 24 * 60))
-            events.append(usage(seq, ts, rng.choice(["brew", "brew", "app_pairing"]), success=rng.random() > 0.1,
-                                latency_ms=rng.uniform(50, 1500)))
-            seq += 1
-        if rng.random() < 0.15:
-            answer = {"nps": rng.randint(0, 10)} if rng.random() < 0.5 else {"ces": rng.randint(1, 7)}
-            events.append({"seq": seq, "ts": (day + timedelta(hours=20)).isoformat(), "kind": "feedback",
-                           **answer, **({"touchpoint": "brew", "csat": rng.randint(1, 5)} if rng.random() < 0.5
-                                        else {})})
-            seq += 1
-    return events
-
-
-def _write(db: psycopg.Connection, rng: random.Random, devices: dict[str, int], *, seq0: int, first: date,
-           last: date) -> None:
-    for i, (device, key) in enumerate(sorted(devices.items())):
-        events = _events(rng, seq0, first, last, decline=0.03 * (i % 3))
-        message = IngestMessage(f"d/{device}/telemetry", device, key, batch_payload(events),
-                                datetime.now(UTC).timestamp(), ACTIVATED.timestamp())
-        write_batch(db, messages=[message], bounds=NO_AGE_LIMIT)
-    refresh_all_pending(db)
-
-
-def _late_use(db: psycopg.Connection, devices: dict[str, int], day: date, seq: int) -> None:
-    """One use on `day` by each device, arriving now, rolled up."""
-    for device, key in devices.items():
-        event = usage(seq, datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=12), "brew",
-                      success=True, latency_ms=100.0)
-        message = IngestMessage(f"d/{device}/telemetry", device, key, batch_payload([event]),
-                                datetime.now(UTC).timestamp(), ACTIVATED.timestamp())
-        write_batch(db, messages=[message], bounds=NO_AGE_LIMIT)
-    refresh_all_pending(db)
-
-
-def _fleet(db: psycopg.Connection, seed: int) -> tuple[random.Random, dict[str, int]]:
-    """Six devices, two activated inside the window, with 10 weeks of telemetry rolled up, and a seventh silent
-    since before the window (its recency comes from its last use before it)."""
-    rng = random.Random(seed)
-    upsert_products(db, products=[_product()])
-    activations = [ACTIVATED] * 4 + [datetime.combine(FIRST_DAY + timedelta(days=d), datetime.min.time(), tzinfo=UTC)
-                                     + timedelta(hours=9) for d in (17, 40)] + [ACTIVATED]
-    upsert_devices(db, devices=[DeviceRow(f"dev-{i:03d}", "test-p1", None, at) for i, at in enumerate(activations)])
-    devices = dict(db.execute("SELECT device_id, device_key FROM devices").fetchall())
-    silent = {"dev-006": devices.pop("dev-006")}
-    _write(db, rng, devices, seq0=0, first=FIRST_DAY - timedelta(days=30), last=LAST_DAY)
-    _write(db, rng, silent, seq0=0, first=FIRST_DAY - timedelta(days=30), last=FIRST_DAY - timedelta(days=4))
-    return rng, {**devices, **silent}
 
 
 def _health(db: psycopg.Connection, scope: AnalyticsQuery, level: str = "device") -> HealthReport:
@@ -150,7 +81,7 @@ def _assert_kept_equals_afresh(db: psycopg.Connection) -> None:
 
 @pytest.mark.parametrize("seed", [3, 11])
 def test_kept_health_equals_the_answer_computed_afresh_through_late_data_and_registry_edits(db, seed):
-    _, devices = _fleet(db, seed)
+    _, devices = health_fleet(db, seed)
     assert _kept(db)[0] == 0 and _kept(db)[1] > 0, "rolling the history up marked its weeks, none kept yet"
     first = _health(db, SCOPES[0])
     fresh = _kept(db)[0]
@@ -166,7 +97,7 @@ def test_kept_health_equals_the_answer_computed_afresh_through_late_data_and_reg
     # Late data in an early week: that week and the three after it go stale, nothing else.
     late_day = FIRST_DAY + timedelta(days=20)
     late = {d: devices[d] for d in ("dev-001", "dev-004")}
-    _late_use(db, late, late_day, seq=100_000)
+    late_use(db, late, late_day, seq=100_000)
     late_week = late_day - timedelta(days=late_day.weekday())
     marked = db.execute("SELECT d.device_id, k.week FROM health_weekly k JOIN devices d USING (device_key)"
                         " WHERE k.stale ORDER BY 1, 2").fetchall()
@@ -181,8 +112,8 @@ def test_kept_health_equals_the_answer_computed_afresh_through_late_data_and_reg
     edits = (
         lambda: upsert_devices(db, devices=[DeviceRow("dev-000", "test-p1", None, datetime.combine(
             new_activation, datetime.min.time(), tzinfo=UTC))]),
-        lambda: upsert_products(db, products=[_product(expected=2.0)]),
-        lambda: upsert_products(db, products=[_product(expected=2.0, brew_target=200.0)]),
+        lambda: upsert_products(db, products=[product(expected=2.0)]),
+        lambda: upsert_products(db, products=[product(expected=2.0, brew_target=200.0)]),
         lambda: (upsert_products(db, products=[ProductRow("test-p2", "Other product", 3600, 6.0, [
             TouchpointRow("brew", "post_purchase", "brand", True, 900.0, None, None)])]),
                  upsert_devices(db, devices=[DeviceRow("dev-002", "test-p2", None, ACTIVATED)]),
@@ -201,7 +132,7 @@ def test_kept_health_equals_the_answer_computed_afresh_through_late_data_and_reg
 
 
 def test_a_writer_that_read_before_a_refresh_marked_its_week_keeps_nothing(db, settings):
-    _, devices = _fleet(db, 5)
+    _, devices = health_fleet(db, 5)
     _health(db, SCOPES[0])
     row = db.execute("SELECT device_key, week, " + ", ".join(KEPT_COLUMNS) + " FROM health_weekly"
                      " WHERE NOT stale ORDER BY week DESC LIMIT 1").fetchone()
@@ -211,13 +142,13 @@ def test_a_writer_that_read_before_a_refresh_marked_its_week_keeps_nothing(db, s
         writer.execute("SELECT count(*) FROM rollup_daily").fetchone()  # the writer's snapshot is taken
         # Meanwhile late data for that week is rolled up, which marks the row stale.
         device = next(d for d, k in devices.items() if k == row[0])
-        _late_use(db, {device: row[0]}, row[1], seq=200_000)
+        late_use(db, {device: row[0]}, row[1], seq=200_000)
         write_health_weeks(writer, rows=frame)
     assert db.execute("SELECT stale FROM health_weekly WHERE device_key = %s AND week = %s", row[:2]).fetchone()[0]
 
 
 def test_a_read_only_connection_answers_and_keeps_nothing(db):
-    _fleet(db, 7)
+    health_fleet(db, 7)
     with db.transaction():
         db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         answer = _health(db, SCOPES[0])

@@ -221,6 +221,7 @@ def gateway(
 ) -> None:
     """Run the ingest gateway (or a supervised group of them) until SIGTERM."""
     from cxp.alerts.evaluator import after_rollup_refresh
+    from cxp.cli.keepers import HealthKeeper, chain
     from cxp.gateway.errors import GatewayError
     from cxp.gateway.group import DEFAULT_GROUP, GatewayGroup, instance_client_id
     from cxp.gateway.service import Gateway
@@ -252,9 +253,11 @@ def gateway(
             _fail(str(exc))
         console.print(f"discarded the broker session of {settings.gateway.client_id}")
         return
+    interval = settings.gateway.keep_health_interval_s
+    after_refresh = chain(after_rollup_refresh if alerts else None,
+                          HealthKeeper(settings, interval_s=interval) if interval > 0 else None)
     try:
-        code = Gateway(settings, stats_file=stats_file, rollups=rollups,
-                       after_refresh=after_rollup_refresh if alerts else None).run()
+        code = Gateway(settings, stats_file=stats_file, rollups=rollups, after_refresh=after_refresh).run()
     except (GatewayError, StoreError) as exc:
         _fail(str(exc))
     raise typer.Exit(code)

@@ -117,6 +117,10 @@ class GatewaySettings(BaseModel):
     rollup_max_busy_share: float = Field(default=0.5, gt=0, le=1)
     # The group's leader (one gateway, elected by an advisory lock) drops raw chunks past `retention_days` this often.
     retention_interval_s: float = Field(default=3600.0, gt=0)
+    # The leader brings the kept health rows (migration 031) up to date at most this often after a refresh, in a thread
+    # of its own: the weeks late data marked stale, and every device's last 13 weeks at start and when a week is over
+    # (0: never; the first viewer of a week then computes and keeps its rows).
+    keep_health_interval_s: float = Field(default=300.0, ge=0)
     retry_max_backoff_s: float = 10.0
     # Validation and COPY in a separate process (True) or in a thread of the receiving process.
     writer_process: bool = True

@@ -7,7 +7,7 @@ from datetime import date
 import pandas as pd
 import psycopg
 
-from cxp.analytics.queries._base import Grain, fetch_frame, period_start_sql, with_scoped_devices
+from cxp.analytics.queries._base import CHURN_STAGES, Grain, fetch_frame, period_start_sql, with_scoped_devices
 from cxp.analytics.queries.health import FEEDBACK_COUNT_COLUMNS
 from cxp.analytics.query import AnalyticsQuery
 
@@ -27,6 +27,20 @@ def count_kept_health_weeks(conn: psycopg.Connection) -> tuple[int, int]:
     """(fresh, stale) kept rows."""
     return conn.execute("SELECT count(*) FILTER (WHERE NOT stale), count(*) FILTER (WHERE stale)"
                         " FROM health_weekly").fetchone()
+
+
+def stale_health_weeks(conn: psycopg.Connection, *, since: date, until: date) -> tuple[list[str], date | None]:
+    """The devices with a stale kept row for a whole week in [since, until] they were customers in (activated by its
+    Sunday, no cancellation or return before its Monday: rows of other weeks are never computed), and the earliest
+    such week."""
+    rows = conn.execute(
+        "SELECT d.device_id, min(k.week) FROM health_weekly k JOIN devices d USING (device_key)"
+        " WHERE k.stale AND k.week >= %(since)s AND k.week + 6 <= %(until)s"
+        "   AND (d.activated_at AT TIME ZONE 'UTC')::date <= k.week + 6"
+        "   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.device_key = k.device_key AND e.kind = 'lifecycle'"
+        "     AND e.stage = ANY(%(stages)s) AND e.ts < k.week::timestamp AT TIME ZONE 'UTC')"
+        " GROUP BY 1", {"since": since, "until": until, "stages": list(CHURN_STAGES)}).fetchall()
+    return [r[0] for r in rows], min((r[1] for r in rows), default=None)
 
 
 def kept_health_weeks(

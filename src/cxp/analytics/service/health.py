@@ -27,8 +27,8 @@ from cxp.analytics.queries.health import (
     health_period_inputs,
     uptime_exact,
 )
-from cxp.analytics.queries.health_weekly import count_kept_health_weeks
-from cxp.analytics.queries.registry import churn_exits, devices
+from cxp.analytics.queries.health_weekly import count_kept_health_weeks, stale_health_weeks
+from cxp.analytics.queries.registry import churn_exits, devices, get_latest_day
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import (
     empty_window,
@@ -297,10 +297,18 @@ def health_frames(
 
 
 @maps_numeric_errors
-def refresh_kept_health(*, conn: psycopg.Connection, weeks: int = 13) -> tuple[int, int]:
+def refresh_kept_health(*, conn: psycopg.Connection, weeks: int = 13, only_stale: bool = False) -> tuple[int, int]:
     """Compute and keep every device's health rows of the last `weeks` weeks that are not kept yet or went stale (what
-    the first viewer would otherwise compute); returns the (fresh, stale) kept rows afterwards."""
-    health_frames(conn=conn, query=ALL_DEVICES, level="device", weeks=weeks)
+    the first viewer would otherwise compute); `only_stale`: only the devices and weeks marked stale (cheap after a
+    refresh of late data). Returns the (fresh, stale) kept rows afterwards."""
+    end = get_latest_day(conn)
+    if end is not None:
+        query = AnalyticsQuery(end=end)
+        if only_stale:
+            stale, first_week = stale_health_weeks(conn, since=end - timedelta(days=7 * weeks), until=end)
+            query = replace(query, start=first_week, devices=frozenset(stale) if len(stale) <= 2_000 else None)
+        if not only_stale or stale:
+            health_frames(conn=conn, query=query, level="device", weeks=weeks)
     return count_kept_health_weeks(conn)
 
 
