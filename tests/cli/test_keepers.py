@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import timedelta
 
 import pytest
 
+from cxp.alerts.evaluator import after_rollup_refresh
 from cxp.cli.keepers import HealthKeeper, chain
 from tests.fixtures.health_fleet import FIRST_DAY, LAST_DAY, health_fleet, late_use
 
@@ -51,3 +53,10 @@ def test_chained_hooks_run_in_order_and_none_is_skipped(db, settings):
     assert hook is not None and chain(None, None) is None
     hook(db, settings, 7)
     assert calls == [("a", 7), ("b", 7)]
+
+
+def test_the_gateways_hooks_survive_the_trip_to_its_writer_process(settings):
+    hook = chain(after_rollup_refresh, HealthKeeper(settings, interval_s=300))
+    copy = pickle.loads(pickle.dumps(hook))  # the writer process receives its hook pickled
+    assert [type(h).__name__ for h in copy.hooks] == ["function", "HealthKeeper"]
+    assert copy.hooks[1].interval_s == 300

@@ -20,17 +20,22 @@ log = logging.getLogger("cxp.keepers")
 AfterRefresh = Callable[[psycopg.Connection, Settings, int], None]
 
 
-def chain(*hooks: AfterRefresh | None) -> AfterRefresh | None:
-    """One after-refresh hook calling each given one in turn (None: none given)."""
-    present = [h for h in hooks if h is not None]
-    if not present:
-        return None
+class Chain:
+    """One after-refresh hook calling each of its hooks in turn (a class, not a closure: the gateway's writer process
+    receives it pickled)."""
 
-    def run(conn: psycopg.Connection, settings: Settings, refreshed_device_days: int) -> None:
-        for hook in present:
+    def __init__(self, *hooks: AfterRefresh) -> None:
+        self.hooks = hooks
+
+    def __call__(self, conn: psycopg.Connection, settings: Settings, refreshed_device_days: int) -> None:
+        for hook in self.hooks:
             hook(conn, settings, refreshed_device_days)
 
-    return run
+
+def chain(*hooks: AfterRefresh | None) -> AfterRefresh | None:
+    """The given hooks as one (None: none given)."""
+    present = [h for h in hooks if h is not None]
+    return Chain(*present) if present else None
 
 
 class HealthKeeper:

@@ -297,18 +297,22 @@ def health_frames(
 
 
 @maps_numeric_errors
-def refresh_kept_health(*, conn: psycopg.Connection, weeks: int = 13, only_stale: bool = False) -> tuple[int, int]:
-    """Compute and keep every device's health rows of the last `weeks` weeks that are not kept yet or went stale (what
-    the first viewer would otherwise compute); `only_stale`: only the devices and weeks marked stale (cheap after a
-    refresh of late data). Returns the (fresh, stale) kept rows afterwards."""
-    end = get_latest_day(conn)
+def refresh_kept_health(
+    *, conn: psycopg.Connection, query: AnalyticsQuery = ALL_DEVICES, weeks: int = 13, only_stale: bool = False
+) -> tuple[int, int]:
+    """Compute and keep the scope's device health rows of the `weeks` weeks to `end` (default: the last day with
+    data) that are not kept yet or went stale (what the first viewer would otherwise compute); `only_stale`: only the
+    devices and weeks marked stale (cheap after a refresh of late data). Returns the (fresh, stale) kept rows."""
+    end = query.end if query.end is not None else get_latest_day(conn)
     if end is not None:
-        query = AnalyticsQuery(end=end)
+        scope = replace(query, end=end)
         if only_stale:
             stale, first_week = stale_health_weeks(conn, since=end - timedelta(days=7 * weeks), until=end)
-            query = replace(query, start=first_week, devices=frozenset(stale) if len(stale) <= 2_000 else None)
+            few = frozenset(stale) if len(stale) <= 2_000 else None
+            scope = replace(scope, start=first_week, devices=few if query.devices is None or few is None
+                            else query.devices & few)
         if not only_stale or stale:
-            health_frames(conn=conn, query=query, level="device", weeks=weeks)
+            health_frames(conn=conn, query=scope, level="device", weeks=weeks)
     return count_kept_health_weeks(conn)
 
 
