@@ -81,7 +81,7 @@ def _assert_kept_equals_afresh(db: psycopg.Connection) -> None:
 
 @pytest.mark.parametrize("seed", [3, 11])
 def test_kept_health_equals_the_answer_computed_afresh_through_late_data_and_registry_edits(db, seed):
-    _, devices = health_fleet(db, seed)
+    devices = health_fleet(db, seed)
     assert _kept(db)[0] == 0 and _kept(db)[1] > 0, "rolling the history up marked its weeks, none kept yet"
     first = _health(db, SCOPES[0])
     fresh = _kept(db)[0]
@@ -132,7 +132,7 @@ def test_kept_health_equals_the_answer_computed_afresh_through_late_data_and_reg
 
 
 def test_a_writer_that_read_before_a_refresh_marked_its_week_keeps_nothing(db, settings):
-    _, devices = health_fleet(db, 5)
+    devices = health_fleet(db, 5)
     _health(db, SCOPES[0])
     row = db.execute("SELECT device_key, week, " + ", ".join(KEPT_COLUMNS) + " FROM health_weekly"
                      " WHERE NOT stale ORDER BY week DESC LIMIT 1").fetchone()

@@ -22,7 +22,7 @@ def _counts(db) -> tuple[int, int]:
 
 
 def test_the_keeper_keeps_every_week_then_only_what_went_stale(db, settings):
-    _, devices = health_fleet(db, 13)
+    devices = health_fleet(db, 13)
     assert _counts(db)[0] == 0
     keeper = HealthKeeper(settings, interval_s=0)
     keeper(db, settings, 0)

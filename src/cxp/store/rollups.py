@@ -317,10 +317,10 @@ def _refresh_weeks(conn: psycopg.Connection) -> None:
             scope_touchpoints=f"JOIN _rollup_weeks w ON {_in_weeks('h')}"))
 
 
-# The kept health rows (migration 031) of every week whose trailing 28 days (that week and the 3 before it) hold a
-# dirty device-day are marked stale, also where none is kept yet: a writer that read the rollups before this
-# transaction committed then fails to write the row instead of keeping old values. Only weeks already over are
-# marked (analytics keeps no other), so a day of live data marks nothing until its week is over.
+# The kept health rows (migration 031) of the weeks whose trailing 28 days hold a dirty device-day (its week and the
+# 3 after it) are marked stale, also where none is kept yet: a writer that read the rollups before this transaction
+# committed then fails to write the row instead of keeping old values. Only weeks already over are marked (analytics
+# keeps no other), so a day of live data marks nothing until its week is over.
 _MARK_HEALTH_WEEKS = f"""
 INSERT INTO health_weekly (device_key, week, stale)
 SELECT DISTINCT d.device_key, {_WEEK.format(d="d")} + 7 * k.n, true

@@ -77,7 +77,7 @@ def kept_parts(
     grain: Grain,
     source: Source,
 ) -> KeptParts:
-    """Trajectory, trailing answers and efficiency for the rows of `keyed` (device_key, product_id, period,
+    """Trajectory, trailing answers and efficiency for the rows of `keyed` (device_key, device_id, product_id, period,
     period_end, activated_at, expected_active_days_per_week: one row per device × period it was a customer in, in
     the window [first_day, end])."""
     rows = pd.DataFrame({
