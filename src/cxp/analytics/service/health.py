@@ -37,7 +37,7 @@ from cxp.analytics.service._common import (
     resolve_window,
     utc_days,
 )
-from cxp.analytics.service.health_kept import kept_parts
+from cxp.analytics.service.health_kept import kept_parts, narrowed_scope
 
 COUNT_COLUMNS = ("uses", "successes", "active_days", "error_free_days", "heartbeats", "touchpoints_used")
 
@@ -308,9 +308,7 @@ def refresh_kept_health(
         scope = replace(query, end=end)
         if only_stale:
             stale, first_week = stale_health_weeks(conn, since=end - timedelta(days=7 * weeks), until=end)
-            few = frozenset(stale) if len(stale) <= 2_000 else None
-            scope = replace(scope, start=first_week, devices=few if query.devices is None or few is None
-                            else query.devices & few)
+            scope = narrowed_scope(replace(scope, start=first_week), np.array(stale, dtype=object))
         if not only_stale or stale:
             health_frames(conn=conn, query=scope, level="device", weeks=weeks)
     return count_kept_health_weeks(conn)

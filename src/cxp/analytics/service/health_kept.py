@@ -90,8 +90,8 @@ def kept_parts(
     rows["bucket_days"] = np.where(rows["expected"] < WEEKLY_BELOW_DAYS, 7, 1)
     with _snapshot(conn) as writable:
         keepable = _keepable(conn, rows=rows, grain=grain, source=source)
-        if keepable.any():
-            rows["targets_key"] = keyed["product_id"].map(_targets_keys(conn)).fillna(0).to_numpy(dtype=np.int64)
+        rows["targets_key"] = (keyed["product_id"].map(_targets_keys(conn)).fillna(0).to_numpy(dtype=np.int64)
+                               if keepable.any() else 0)
         rows = _with_kept(conn, scope=scope, rows=rows, keepable=keepable)
         live = ~rows["kept"].to_numpy()
         latest = (rows["period"] == rows["period"].max()).to_numpy()
@@ -99,7 +99,7 @@ def kept_parts(
         # stale after late data, facts changed) separately, from the reads of their devices only when they are few.
         for part in (live & latest, live & ~latest):
             if part.any():
-                rows = _with_live(conn, scope=_narrowed(scope, keyed["device_id"].to_numpy()[part]), rows=rows,
+                rows = _with_live(conn, scope=narrowed_scope(scope, keyed["device_id"].to_numpy()[part]), rows=rows,
                                   live=part, end=end, grain=grain, source=source)
         seed = last_use_before_periods(conn, scope=scope, first_day=first_day, grain=grain)
         if writable and (keepable & live).any():
@@ -115,7 +115,7 @@ def kept_parts(
     )
 
 
-def _narrowed(scope: AnalyticsQuery, device_ids: np.ndarray) -> AnalyticsQuery:
+def narrowed_scope(scope: AnalyticsQuery, device_ids: np.ndarray) -> AnalyticsQuery:
     """The scope cut to these devices when they are few (a short id list joins cheaply; a long one costs more than the
     scan it saves)."""
     ids = frozenset(device_ids.tolist())
@@ -150,9 +150,6 @@ def _with_kept(conn: psycopg.Connection, *, scope: AnalyticsQuery, rows: pd.Data
                keepable: np.ndarray) -> pd.DataFrame:
     """The rows with the kept columns where a fresh kept row fitted with the registry's current facts exists
     (`kept` True), missing elsewhere."""
-    rows = rows.assign(kept=False)
-    if "targets_key" not in rows:
-        rows["targets_key"] = 0
     if keepable.any():
         weeks = rows.loc[keepable, "period"]
         kept = kept_health_weeks(conn, scope=scope, first_week=weeks.min().date(), last_week=weeks.max().date())
@@ -162,7 +159,7 @@ def _with_kept(conn: psycopg.Connection, *, scope: AnalyticsQuery, rows: pd.Data
                                 "bucket_days": "kept_bucket_days", "targets_key": "kept_targets_key"})
     kept["period"] = pd.to_datetime(kept["period"])
     kept["device_key"] = kept["device_key"].astype(np.int64)
-    rows = rows.drop(columns="kept").merge(kept, on=["device_key", "period"], how="left")
+    rows = rows.merge(kept, on=["device_key", "period"], how="left")
     rows["kept"] = (
         keepable
         & (pd.to_datetime(rows["kept_activated_on"]) == rows["activated_on"]).to_numpy()
