@@ -19,6 +19,8 @@ from cxp.store.rollups import (
     list_feedback_daily_from_scratch,
     list_hourly,
     list_hourly_from_scratch,
+    list_product_error_hourly,
+    list_product_error_hourly_from_scratch,
     list_product_hourly,
     list_product_hourly_from_scratch,
     list_touchpoint_daily,
@@ -102,6 +104,8 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     product_hours_before = list_product_hourly(db)
     assert product_hours_before == list_product_hourly_from_scratch(db)
     assert max(row[3] for row in product_hours_before) > 1, "hours several devices used"
+    product_errors_before = list_product_error_hourly(db)
+    assert product_errors_before == list_product_error_hourly_from_scratch(db) != []
     assert {row[2] for row in feedback_before} >= {"", "brew"}
     assert {row[3] for row in feedback_before} == {"nps", "csat"}
     # Late, out-of-order data into already rolled-up days (and a redelivery that must change nothing).
@@ -127,6 +131,9 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     product_hours = list_product_hourly(db)
     assert product_hours == list_product_hourly_from_scratch(db)
     assert product_hours != product_hours_before, "late data changed the product-hourly exposure"
+    product_errors = list_product_error_hourly(db)
+    assert product_errors == list_product_error_hourly_from_scratch(db)
+    assert product_errors != product_errors_before, "late data changed the product-hourly errors"
     feedback = list_feedback_daily(db)
     assert feedback == list_feedback_daily_from_scratch(db)
     assert feedback != feedback_before, "late data changed the feedback-daily rollup"
@@ -205,9 +212,14 @@ def test_a_device_moved_to_another_product_moves_its_hours_of_exposure(db, regis
     assert days == {row[0] for row in db.execute(
         "SELECT DISTINCT (bucket AT TIME ZONE 'UTC')::date FROM rollup_hourly WHERE device_key = %s", (keys[moved],))}
     assert list_product_hourly(db) == before, "kept until the refresh"
+    errors_before = list_product_error_hourly(db)
+    assert {row[0] for row in errors_before} == {"test-p1"}
     refresh_all_pending(db)
     after = list_product_hourly(db)
     assert after == list_product_hourly_from_scratch(db)
+    errors_after = list_product_error_hourly(db)
+    assert errors_after == list_product_error_hourly_from_scratch(db)
+    assert {row[0] for row in errors_after} == {"test-p1", "test-p2"}, "the moved device's errors moved with it"
     moved_hours = db.execute(
         "SELECT count(DISTINCT (touchpoint, bucket)) FROM rollup_hourly WHERE device_key = %s AND touchpoint <> ''"
         " AND usage_count > 0", (keys[moved],)).fetchone()[0]

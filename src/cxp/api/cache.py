@@ -19,9 +19,9 @@ import psycopg
 
 T = TypeVar("T")
 
-# rollup_product_hourly: a refresh after a device moved product may rewrite only its rows
-VERSION_TABLES = ("rollup_daily", "rollup_hourly", "rollup_product_hourly", "devices", "accounts", "products",
-                  "touchpoints", "plan_versions", "experiments", "touchpoint_survey")
+# The product-hourly tables: a refresh after a device moved product may rewrite only their rows
+VERSION_TABLES = ("rollup_daily", "rollup_hourly", "rollup_product_hourly", "rollup_product_error_hourly", "devices",
+                  "accounts", "products", "touchpoints", "plan_versions", "experiments", "touchpoint_survey")
 
 
 def data_version(conn: psycopg.Connection) -> int:

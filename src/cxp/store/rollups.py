@@ -164,8 +164,20 @@ WHERE h.touchpoint <> '' AND h.usage_count > 0
 GROUP BY 1, 2, 3
 """
 PRODUCT_HOURLY_COLUMNS = "product_id, touchpoint, bucket, users"
-_IN_PRODUCT_DAYS = (f"h.bucket >= {_DAY_START.format(d='d')} AND h.bucket < {_DAY_END.format(d='d')}"
-                    " AND h.bucket >= %(lo)s AND h.bucket < %(hi)s")
+# Per product × touchpoint × error code × hour from raw errors (migration 032), scoped the same way.
+PRODUCT_ERROR_HOURLY_SELECT = """
+SELECT v.product_id, e.touchpoint, e.code, time_bucket(INTERVAL '1 hour', e.ts), count(DISTINCT e.device_key)::int
+FROM events e JOIN devices v USING (device_key) {scope}
+WHERE e.kind = 'error' AND e.touchpoint IS NOT NULL AND e.code IS NOT NULL
+GROUP BY 1, 2, 3, 4
+"""
+PRODUCT_ERROR_HOURLY_COLUMNS = "product_id, touchpoint, code, bucket, devices"
+
+
+def _in_product_days(column: str) -> str:
+    """SQL: `column` (a timestamp) falls in a day of _product_days d, within the days' bounds `lo` / `hi`."""
+    return (f"{column} >= {_DAY_START.format(d='d')} AND {column} < {_DAY_END.format(d='d')}"
+            f" AND {column} >= %(lo)s AND {column} < %(hi)s")
 
 
 def _day_bounds(conn: psycopg.Connection, days_table: str) -> dict[str, datetime | None]:
@@ -341,9 +353,13 @@ def _refresh_product_hours(conn: psycopg.Connection) -> None:
     if bounds["lo"] is None:
         return
     conn.execute("ANALYZE _product_days")
-    conn.execute("DELETE FROM rollup_product_hourly h USING _product_days d WHERE " + _IN_PRODUCT_DAYS, bounds)
-    conn.execute(f"INSERT INTO rollup_product_hourly ({PRODUCT_HOURLY_COLUMNS}) "
-                 + PRODUCT_HOURLY_SELECT.format(scope=f"JOIN _product_days d ON {_IN_PRODUCT_DAYS}"), bounds)
+    for table, select, columns, column in (
+        ("rollup_product_hourly", PRODUCT_HOURLY_SELECT, PRODUCT_HOURLY_COLUMNS, "h.bucket"),
+        ("rollup_product_error_hourly", PRODUCT_ERROR_HOURLY_SELECT, PRODUCT_ERROR_HOURLY_COLUMNS, "e.ts"),
+    ):
+        conn.execute(f"DELETE FROM {table} h USING _product_days d WHERE {_in_product_days('h.bucket')}", bounds)
+        conn.execute(f"INSERT INTO {table} ({columns}) "
+                     + select.format(scope=f"JOIN _product_days d ON {_in_product_days(column)}"), bounds)
 
 
 def _refresh_uptime(conn: psycopg.Connection, *, lo: datetime, hi: datetime) -> None:
@@ -467,6 +483,19 @@ def list_product_hourly(conn: psycopg.Connection) -> list[tuple]:
     """Every stored product-hourly exposure row."""
     with mapped_errors():
         return conn.execute(f"SELECT {PRODUCT_HOURLY_COLUMNS} FROM rollup_product_hourly ORDER BY 1, 2, 3").fetchall()
+
+
+def list_product_error_hourly_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """The product-hourly errors afresh from raw events, ordered like `list_product_error_hourly`."""
+    with mapped_errors():
+        return conn.execute(PRODUCT_ERROR_HOURLY_SELECT.format(scope="") + " ORDER BY 1, 2, 3, 4").fetchall()
+
+
+def list_product_error_hourly(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored product-hourly error row."""
+    with mapped_errors():
+        return conn.execute(f"SELECT {PRODUCT_ERROR_HOURLY_COLUMNS} FROM rollup_product_error_hourly"
+                            " ORDER BY 1, 2, 3, 4").fetchall()
 
 
 def list_answer_context_from_scratch(conn: psycopg.Connection) -> list[tuple]:

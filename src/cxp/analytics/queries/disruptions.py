@@ -43,19 +43,29 @@ def daily_errors_by_product(conn: psycopg.Connection, *, scope: AnalyticsQuery, 
 
 
 def hourly_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """Per product × touchpoint × error code × hour: distinct devices with an error (raw events, aggregated in SQL).
+    """Per product × touchpoint × error code × hour: distinct devices with an error; from `rollup_product_error_hourly`
+    for the whole fleet or one product, else from raw events.
 
-    The rollup has no error code; an incident repeats one code, so counting per code separates it from the
+    The rollups have no error code; an incident repeats one code, so counting per code separates it from the
     everyday mix of codes.
     """
+    bounds = {"lo": day_start(start), "hi": day_start(end + timedelta(days=1))}
+    if replace(scope, product=None).is_all_devices:
+        return fetch_frame(
+            conn,
+            "SELECT product_id, touchpoint, code, bucket, devices FROM rollup_product_error_hourly"
+            " WHERE bucket >= %(lo)s AND bucket < %(hi)s"
+            + (" AND product_id = %(product)s" if scope.product is not None else "")
+            + " ORDER BY 1, 2, 3, 4",
+            {**bounds, "product": scope.product},
+        )
     statement, params = with_scoped_devices(
         scope,
         "SELECT sel.product_id, e.touchpoint, e.code, time_bucket(INTERVAL '1 hour', e.ts) AS bucket,"
         " count(DISTINCT e.device_key)::int AS devices FROM events e JOIN sel USING (device_key)"
         " WHERE e.kind = 'error' AND e.ts >= %(lo)s AND e.ts < %(hi)s AND e.touchpoint IS NOT NULL"
-        " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
-        lo=day_start(start),
-        hi=day_start(end + timedelta(days=1)),
+        " AND e.code IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+        **bounds,
     )
     return fetch_frame(conn, statement, params)
 

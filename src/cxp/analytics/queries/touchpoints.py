@@ -14,33 +14,40 @@ from cxp.analytics.query import AnalyticsQuery
 def touchpoint_totals(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
     """Per product × touchpoint over [start, end]: devices, uses, successes, errors, latency_count/sum,
     fleet_devices (devices active in the window). Whole weeks from the weekly rollups, other days from the daily."""
-    sums, params = _touchpoint_sums(start, end)
-    active, _ = weeks_and_days_sql(start, end, weekly="rollup_weekly", daily="rollup_daily",
-                                   columns="sel.product_id, w.device_key", join=" JOIN sel USING (device_key)",
-                                   weekly_where="AND w.active_days > 0", daily_where="AND w.active")
+    rows = _device_touchpoint_sums(conn, scope=scope, start=start, end=end)
+    # Summed here from the per-device rows the view reads anyway (one read, shared in a `shared_reads` block).
+    totals = rows.assign(devices=rows["uses"] > 0).groupby(["product_id", "touchpoint"], as_index=False, sort=True)[
+        ["devices", "uses", "successes", "errors", "latency_count", "latency_sum"]].sum()
+    active, params = weeks_and_days_sql(start, end, weekly="rollup_weekly", daily="rollup_daily",
+                                        columns="sel.product_id, w.device_key", join=" JOIN sel USING (device_key)",
+                                        weekly_where="AND w.active_days > 0", daily_where="AND w.active")
     statement, params = with_scoped_devices(
         scope,
-        # Per device first, then per touchpoint: hash aggregates instead of count(DISTINCT …), which sorts every row.
-        f", pd AS ({sums}),"
-        " t AS (SELECT product_id, touchpoint, count(*) FILTER (WHERE uses > 0) AS devices, sum(uses)::int AS uses,"
-        "   sum(successes)::int AS successes, sum(errors)::int AS errors, sum(latency_count)::int AS latency_count,"
-        "   sum(latency_sum) AS latency_sum FROM pd GROUP BY 1, 2),"
-        f" f AS (SELECT product_id, count(*)::int AS fleet_devices FROM (SELECT DISTINCT product_id, device_key"
-        f"   FROM ({active}) a) b GROUP BY 1)"
-        " SELECT t.*, coalesce(f.fleet_devices, 0) AS fleet_devices FROM t LEFT JOIN f USING (product_id)"
-        " ORDER BY 1, 2",
+        f"SELECT product_id, count(*)::int AS fleet_devices FROM (SELECT DISTINCT product_id, device_key"
+        f" FROM ({active}) a) b GROUP BY 1",
         **params,
     )
-    return fetch_frame(conn, statement, params)
+    fleet = fetch_frame(conn, statement, params)
+    totals = totals.merge(fleet, on="product_id", how="left")
+    totals["fleet_devices"] = totals["fleet_devices"].fillna(0).astype("int64")
+    return totals
 
 
 def device_touchpoints(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
     """Per device × touchpoint used over [start, end]: uses, successes, errors, latency_count, latency_sum."""
+    rows = _device_touchpoint_sums(conn, scope=scope, start=start, end=end)
+    used = rows[rows["uses"] > 0].sort_values(["device_key", "touchpoint"], ignore_index=True)
+    return used[["device_key", "touchpoint", "uses", "successes", "errors", "latency_count", "latency_sum"]]
+
+
+def _device_touchpoint_sums(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
+    """Per product × named touchpoint × device with a rollup row over [start, end], used or not: uses, successes,
+    errors, latency_count, latency_sum."""
     sums, params = _touchpoint_sums(start, end)
     statement, params = with_scoped_devices(
         scope,
-        f", pd AS ({sums}) SELECT device_key, touchpoint, uses::int, successes::int, errors::int,"
-        " latency_count::int, latency_sum FROM pd WHERE uses > 0 ORDER BY 1, 2",
+        f", pd AS ({sums}) SELECT product_id, touchpoint, device_key, uses::int, successes::int, errors::int,"
+        " latency_count::int, latency_sum FROM pd",
         **params,
     )
     return fetch_frame(conn, statement, params)

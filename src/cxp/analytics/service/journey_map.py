@@ -13,6 +13,7 @@ import psycopg
 
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models_measures import JourneyMap, JourneyMapCell, JourneyMapStage
+from cxp.analytics.queries._base import shared_reads
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import empty_window
 from cxp.analytics.service.disruptions import get_disruptions
@@ -55,6 +56,11 @@ def get_journey_map(
     per touchpoint met there, each with reach, performance and satisfaction, the stage's pain points and the
     drop-off to the next stage. `persona` (a name from the personas service over the same scope and window)
     narrows the scope to that persona's devices."""
+    with shared_reads():  # its parts ask for the same inputs (devices, windows, errors): read once
+        return _journey_map(conn=conn, query=query, days=days, persona=persona)
+
+
+def _journey_map(*, conn: psycopg.Connection, query: AnalyticsQuery, days: int, persona: str | None) -> JourneyMap:
     if persona is not None:
         narrowed, reason = _persona_scope(conn, query=query, days=days, persona=persona)
         if narrowed is None:

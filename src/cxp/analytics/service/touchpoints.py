@@ -15,7 +15,7 @@ from cxp.analytics.core.priorities import CROSSHAIRS, device_performance, survey
 from cxp.analytics.core.stats import proportion_ci
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import OutcomeModel, SurveyPoint, TouchpointInsight, TouchpointReport, Window
-from cxp.analytics.queries._base import shared_value
+from cxp.analytics.queries._base import shared_reads, shared_value
 from cxp.analytics.queries.registry import devices, touchpoint_catalogue
 from cxp.analytics.queries.touchpoints import (
     device_touchpoints,
@@ -83,6 +83,15 @@ def get_touchpoints(
     The stored stated importance × quality survey (store.survey) comes beside, with its quadrants on its own scale
     and `survey_crosshairs` at the survey's means ("data") or the scale midpoint ("midpoint").
     """
+    with shared_reads():  # the totals and the per-device rows come from one read
+        return _touchpoints(conn=conn, query=query, days=days, min_device_uses=min_device_uses, alpha=alpha,
+                            survey_crosshairs=survey_crosshairs)
+
+
+def _touchpoints(
+    *, conn: psycopg.Connection, query: AnalyticsQuery, days: int, min_device_uses: int, alpha: float,
+    survey_crosshairs: Literal["data", "midpoint"],
+) -> TouchpointReport:
     window = resolve_window(conn, query=query, default_days=days)
     if window is None:
         return TouchpointReport(window=empty_window(), touchpoints=(), models=(), crosshairs={})
