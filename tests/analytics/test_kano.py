@@ -69,33 +69,22 @@ def test_kano_classes_refuses_bad_cuts() -> None:
         kano_classes(answers=_answers(1), basic_share=0.3, attractive_share=0.5)
 
 
-def test_answers_are_grouped_by_the_days_last_use_before_them() -> None:
-    t = pd.Timestamp("2025-03-10 12:00", tz="UTC")
+def test_answers_are_grouped_by_the_days_last_use_before_them_and_the_failures_of_the_week_before() -> None:
     answers = pd.DataFrame(
         {
-            "device_key": [1, 1, 2, 3, 4],
-            "touchpoint": ["brew", "brew", "brew", "lock", "lock"],
-            "ts": [t, t + pd.Timedelta(hours=3), t, t, t],
-        }
+            # the day's last use before the answer failed / succeeded (a failure earlier in the week changes
+            # nothing then); no use that day, with or without a failure in the 7 days before
+            "last_use_ok": pd.array([False, True, True, None, None], dtype="boolean"),
+            "failed_before": [False, False, True, False, True],
+        },
+        index=[10, 11, 12, 13, 14],
     )
-    uses = pd.DataFrame(
-        {
-            "device_key": [1, 1, 2, 3],
-            "touchpoint": ["brew", "brew", "brew", "lock"],
-            # device 1 failed at 11:00 and brewed fine at 14:00; device 2 brewed yesterday; device 3 after answering
-            "ts": [
-                t - pd.Timedelta(hours=1),
-                t + pd.Timedelta(hours=2),
-                t - pd.Timedelta(days=1),
-                t + pd.Timedelta(1, "h"),
-            ],
-            "success": [False, True, True, True],
-        }
-    )
-    failures = pd.DataFrame({"device_key": [4], "touchpoint": ["lock"], "day": [pd.Timestamp("2025-03-07")]})
-    groups = answer_groups(answers=answers, uses=uses, failure_days=failures).tolist()
-    # device 4 failed its lock 3 days ago and did not use it today: neither a clean middle nor a reaction
-    assert groups == ["low", "high", "middle", "middle", None]
+    groups = answer_groups(answers=answers)
+    # no use today after a failure this week: neither a clean middle nor a reaction
+    assert groups.tolist() == ["low", "high", "high", "middle", None]
+    assert groups.index.tolist() == [10, 11, 12, 13, 14]
+    plain = answers.assign(last_use_ok=[False, True, True, None, None])  # an object column from the row path
+    assert answer_groups(answers=plain).tolist() == groups.tolist()
 
 
 def test_the_within_device_fit_equals_the_full_dummy_regression():

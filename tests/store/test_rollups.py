@@ -249,6 +249,35 @@ def test_a_late_heartbeat_before_midnight_extends_the_next_days_cover(db, regist
     assert list_uptime(db) == list_uptime_from_scratch(db)
 
 
+def test_a_late_failure_in_the_week_before_an_answer_marks_the_answer(db, registered):
+    key = db.execute("SELECT device_key FROM devices WHERE device_id = %s", (registered[0],)).fetchone()[0]
+    noon = (NOW - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
+
+    def answer(seq: int, touchpoint: str) -> dict:
+        return {"seq": seq, "ts": noon.isoformat(), "kind": "feedback", "touchpoint": touchpoint, "csat": 4}
+
+    def error(seq: int, days_before: int) -> dict:
+        ts = noon - timedelta(days=days_before, hours=11, minutes=30)  # 00:30 UTC, `days_before` days earlier
+        return {"seq": seq, "ts": ts.isoformat(), "kind": "error", "code": "E1", "touchpoint": "brew"}
+
+    def failed_before() -> dict[str, bool]:
+        rows = list_answer_context(db)
+        assert rows == list_answer_context_from_scratch(db)
+        return {row[3]: row[7] for row in rows}
+
+    write_batch(db, messages=[_message(registered[0], key, [answer(1, "brew"), answer(2, "app_pairing")])],
+                bounds=NO_AGE_LIMIT)
+    refresh_all_pending(db)
+    assert failed_before() == {"brew": False, "app_pairing": False}
+    # Late errors on earlier days: only those days are dirty, the answer's day is not.
+    write_batch(db, messages=[_message(registered[0], key, [error(3, 8)])], bounds=NO_AGE_LIMIT)
+    refresh_all_pending(db)
+    assert failed_before() == {"brew": False, "app_pairing": False}, "8 days before: not in the week before"
+    write_batch(db, messages=[_message(registered[0], key, [error(4, 7)])], bounds=NO_AGE_LIMIT)
+    refresh_all_pending(db)
+    assert failed_before() == {"brew": True, "app_pairing": False}, "7 days before, on the answered touchpoint"
+
+
 def test_a_paced_refresh_works_in_batches_and_stops_when_asked(db, registered):
     rng = random.Random(5)
     keys = dict(db.execute("SELECT device_id, device_key FROM devices").fetchall())

@@ -209,6 +209,27 @@ FROM (
 WHERE kind = 'feedback'
 """
 ANSWER_COLUMNS = "device_key, ts, seq, touchpoint, csat, last_use_at, last_use_ok"
+# An answer's `failed_before` (migration 033: an error on its touchpoint on one of the 7 days before its day) looks
+# back a week: the answers of each dirty device-day and of the 7 days after it are checked again against the
+# refreshed touchpoint-daily rows (`hi` here is 7 days past the last dirty day).
+_ANSWER_FAILED_BEFORE = f"""
+UPDATE answer_context a SET failed_before = NOT a.failed_before
+FROM (SELECT DISTINCT device_key, day + k.n AS day FROM _rollup_days CROSS JOIN generate_series(0, 7) AS k(n)) d
+WHERE {_in_days('a', 'ts')}
+  AND a.failed_before <> EXISTS (
+    SELECT 1 FROM rollup_touchpoint_daily h
+    WHERE h.device_key = a.device_key AND h.touchpoint = a.touchpoint AND h.error_count > 0
+      AND h.day >= (a.ts AT TIME ZONE 'UTC')::date - 7 AND h.day < (a.ts AT TIME ZONE 'UTC')::date)
+"""
+# The same from raw events, for the from-scratch comparison.
+_ANSWER_FAILED_BEFORE_RAW = """
+SELECT x.*, EXISTS (
+    SELECT 1 FROM events f
+    WHERE f.device_key = x.device_key AND f.touchpoint = x.touchpoint AND f.kind = 'error'
+      AND f.ts >= ((x.ts AT TIME ZONE 'UTC')::date - 7)::timestamp AT TIME ZONE 'UTC'
+      AND f.ts < ((x.ts AT TIME ZONE 'UTC')::date)::timestamp AT TIME ZONE 'UTC')
+FROM ({answers}) x
+"""
 
 # How long a state sample holds at most, in multiples of its product's heartbeat interval: the 1.5× tolerance that
 # makes a device "up" (domain notes); pricing's time-weighted metrics use the same.
@@ -309,6 +330,7 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
         conn.execute(f"DELETE FROM answer_context a USING _rollup_days d WHERE {_in_days('a', 'ts')}", bounds)
         conn.execute(f"INSERT INTO answer_context ({ANSWER_COLUMNS}) "
                      + ANSWER_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"), bounds)
+        conn.execute(_ANSWER_FAILED_BEFORE, {**bounds, "hi": bounds["hi"] + timedelta(days=7)})
         _refresh_uptime(conn, **bounds)
         _refresh_product_hours(conn)
         pending = conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0]
@@ -501,7 +523,8 @@ def list_product_error_hourly(conn: psycopg.Connection) -> list[tuple]:
 def list_answer_context_from_scratch(conn: psycopg.Connection) -> list[tuple]:
     """Every answer's context computed afresh from raw events, ordered like `list_answer_context`."""
     with mapped_errors():
-        return conn.execute(ANSWER_SELECT.format(scope="") + " ORDER BY 1, 2, 3").fetchall()
+        return conn.execute(_ANSWER_FAILED_BEFORE_RAW.format(answers=ANSWER_SELECT.format(scope=""))
+                            + " ORDER BY 1, 2, 3").fetchall()
 
 
 def list_uptime_from_scratch(conn: psycopg.Connection) -> list[tuple]:
@@ -520,7 +543,7 @@ def list_uptime(conn: psycopg.Connection) -> list[tuple]:
 def list_answer_context(conn: psycopg.Connection) -> list[tuple]:
     """Every stored answer context."""
     with mapped_errors():
-        return conn.execute(f"SELECT {ANSWER_COLUMNS} FROM answer_context ORDER BY 1, 2, 3").fetchall()
+        return conn.execute(f"SELECT {ANSWER_COLUMNS}, failed_before FROM answer_context ORDER BY 1, 2, 3").fetchall()
 
 
 def list_hourly(conn: psycopg.Connection) -> list[tuple]:

@@ -52,62 +52,18 @@ CLASS_COLUMNS = [
 ]
 
 
-def answer_groups(*, answers: pd.DataFrame, uses: pd.DataFrame, failure_days: pd.DataFrame) -> pd.Series:
+def answer_groups(*, answers: pd.DataFrame) -> pd.Series:
     """The group of each answer: 'low', 'high', 'middle' or None (left out).
 
-    `answers`: device_key, touchpoint, ts. `uses`: device_key, touchpoint, ts, success — at least every use of an
-    answered touchpoint by its device on an answer's day. `failure_days`: device_key, touchpoint, day (UTC days
-    with a failed use). Index of the result = answers' index.
+    `answers`: last_use_ok (the outcome of the day's last use of the answered touchpoint at or before the answer;
+    null when there was none), failed_before (a failure of the touchpoint on one of the 7 days before the answer's
+    day). Index of the result = answers' index.
     """
-    require_columns(answers, ["device_key", "touchpoint", "ts"], what="answer_groups answers")
-    require_columns(uses, ["device_key", "touchpoint", "ts", "success"], what="answer_groups uses")
-    require_columns(failure_days, ["device_key", "touchpoint", "day"], what="answer_groups failure_days")
-    out = pd.Series(None, index=answers.index, dtype=object)
-    if answers.empty:
-        return out
-    left = pd.DataFrame(
-        {
-            "row": np.arange(len(answers)),
-            "device_key": answers["device_key"].astype("int64").to_numpy(),
-            "touchpoint": answers["touchpoint"].astype(str).to_numpy(),
-            "t": pd.to_datetime(answers["ts"], utc=True).array,
-        }
-    )
-    left["day"] = pd.to_datetime(left["t"], utc=True).dt.floor("D")
-    right = pd.DataFrame(
-        {
-            "device_key": uses["device_key"].astype("int64").to_numpy(),
-            "touchpoint": uses["touchpoint"].astype(str).to_numpy(),
-            "t": pd.to_datetime(uses["ts"], utc=True).array,
-            "failed": ~uses["success"].astype(bool).to_numpy(),
-        }
-    )
-    right["use_day"] = pd.to_datetime(right["t"], utc=True).dt.floor("D")
-    last = pd.merge_asof(
-        left.sort_values("t"),
-        right.sort_values("t"),
-        on="t",
-        by=["device_key", "touchpoint"],
-        direction="backward",
-        allow_exact_matches=True,
-    ).set_index("row")
-    last = last.reindex(np.arange(len(answers)))
-    used_today = (last["use_day"] == last["day"]).to_numpy()
-    failed = last["failed"].astype(object).eq(True).to_numpy()
-    fails = failure_days.assign(
-        device_key=failure_days["device_key"].astype("int64"),
-        touchpoint=failure_days["touchpoint"].astype(str),
-        day=pd.to_datetime(failure_days["day"]).dt.tz_localize(None).dt.normalize()
-        if pd.to_datetime(failure_days["day"]).dt.tz is None
-        else pd.to_datetime(failure_days["day"]).dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize(),
-    )
-    answer_day = left["day"].dt.tz_localize(None)
-    recent = np.zeros(len(answers), dtype=bool)
-    if len(fails):
-        joined = left.assign(answer_day=answer_day).merge(fails, on=["device_key", "touchpoint"], how="inner")
-        lag = (joined["answer_day"] - joined["day_y"]).dt.days
-        hit = joined.loc[(lag >= 1) & (lag <= 7), "row"].unique()
-        recent[hit] = True
+    require_columns(answers, ["last_use_ok", "failed_before"], what="answer_groups")
+    last_ok = answers["last_use_ok"].astype("boolean")
+    used_today = last_ok.notna().to_numpy()
+    failed = used_today & ~last_ok.fillna(True).to_numpy(dtype=bool)
+    recent = answers["failed_before"].astype(bool).to_numpy()
     groups = np.where(used_today, np.where(failed, "low", "high"), np.where(recent, None, "middle"))
     return pd.Series(groups, index=answers.index, dtype=object)
 

@@ -84,28 +84,16 @@ def first_core_success(conn: psycopg.Connection, *, scope: AnalyticsQuery, start
 def touchpoint_answers(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
     """CSAT answers about a touchpoint in the window with the day's last use of that touchpoint at or before each
     (`answer_context`, kept by the rollup refresh): device_key, device_id, product_id, touchpoint, ts, score,
-    last_use_at (NaT/None: no use that day before the answer), last_use_ok."""
+    last_use_at (NaT/None: no use that day before the answer), last_use_ok, failed_before (a failure of the touchpoint
+    on one of the 7 days before the answer's)."""
     statement, params = with_scoped_devices(
         scope,
         "SELECT a.device_key, sel.device_id, sel.product_id, a.touchpoint, a.ts, a.csat::float8 AS score,"
-        " a.last_use_at, a.last_use_ok"
+        " a.last_use_at, a.last_use_ok, a.failed_before"
         " FROM answer_context a JOIN sel USING (device_key)"
         " WHERE a.ts >= %(lo)s AND a.ts < %(hi)s ORDER BY a.ts, a.device_key, a.seq",
         lo=day_start(start),
         hi=day_start(end + timedelta(days=1)),
-    )
-    return fetch_frame(conn, statement, params)
-
-
-def failure_days(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """Device × touchpoint × UTC day with an error on the touchpoint, from `rollup_touchpoint_daily`: device_key,
-    touchpoint, day."""
-    statement, params = with_scoped_devices(
-        scope,
-        "SELECT h.device_key, h.touchpoint, h.day FROM rollup_touchpoint_daily h JOIN sel USING (device_key)"
-        " WHERE h.day BETWEEN %(start)s AND %(end)s AND h.touchpoint <> '' AND h.error_count > 0",
-        start=start,
-        end=end,
     )
     return fetch_frame(conn, statement, params)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Literal
 
 import pandas as pd
@@ -19,7 +18,6 @@ from cxp.analytics.queries._base import shared_reads, shared_value
 from cxp.analytics.queries.registry import devices, touchpoint_catalogue
 from cxp.analytics.queries.touchpoints import (
     device_touchpoints,
-    failure_days,
     touchpoint_answers,
     touchpoint_totals,
 )
@@ -45,7 +43,8 @@ DEFINITIONS = {
 
 def touchpoint_classes(conn: psycopg.Connection, *, scope: AnalyticsQuery, window: Window) -> core_kano.KanoFit:
     """Penalty, reward, derived importance and Kano class per product × touchpoint from the window's CSAT answers
-    (core kano): each answer grouped by the day's last use of its touchpoint before it (precomputed per answer)."""
+    (core kano): each answer grouped by the day's last use of its touchpoint before it and the failures of the week
+    before (both kept per answer by the rollup refresh)."""
     return shared_value(("touchpoint_classes", scope, window), lambda: _touchpoint_classes(conn, scope, window))
 
 
@@ -53,13 +52,7 @@ def _touchpoint_classes(conn: psycopg.Connection, scope: AnalyticsQuery, window:
     answers = touchpoint_answers(conn, scope=scope, start=window.start, end=window.end)
     if answers.empty:
         return core_kano.kano_classes(answers=answers.assign(group=pd.Series(dtype=object)))
-    # Each answer's precomputed last use that day stands for all the uses of its day: the last one at or before an
-    # answer is that answer's own (the others' are either the same use or later than it).
-    used = answers[answers["last_use_at"].notna()]
-    uses = pd.DataFrame({"device_key": used["device_key"], "touchpoint": used["touchpoint"],
-                         "ts": used["last_use_at"], "success": used["last_use_ok"].astype(bool)})
-    failures = failure_days(conn, scope=scope, start=window.start - timedelta(days=7), end=window.end)
-    answers["group"] = core_kano.answer_groups(answers=answers, uses=uses, failure_days=failures)
+    answers["group"] = core_kano.answer_groups(answers=answers)
     return core_kano.kano_classes(answers=answers)
 
 
