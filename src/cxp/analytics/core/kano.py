@@ -83,31 +83,35 @@ def _fit_product(frame: pd.DataFrame) -> tuple[dict[tuple[str, str], tuple[float
     The device intercepts are absorbed by demeaning within device (Frisch–Waugh–Lovell): the dummies' estimates,
     residuals and covariance are those of the full model, without a matrix as wide as the fleet (its pseudo-inverse
     grew with the cube of the devices)."""
-    devices, dev_idx = np.unique(frame["device_id"].astype(str).to_numpy(), return_inverse=True)
-    tps = frame["touchpoint"].astype(str).to_numpy()
-    group = frame["group"].astype(str).to_numpy()
-    names = sorted({(t, g) for t, g in zip(tps, group, strict=True) if g != "middle"})
+    dev_idx, devices = pd.factorize(frame["device_id"].to_numpy())
+    tps = frame["touchpoint"].to_numpy().astype(str)
+    group = frame["group"].to_numpy().astype(str)
+    dummy = group != "middle"
+    pairs = np.char.add(np.char.add(tps, "\x1f"), group)
+    pair_idx, codes = pd.factorize(pairs[dummy], sort=True)
+    names = [tuple(str(c).split("\x1f", 1)) for c in codes]
     col = {name: j for j, name in enumerate(names)}
     x = np.zeros((len(frame), len(names)))
-    for i, (t, g) in enumerate(zip(tps, group, strict=True)):
-        if g != "middle":
-            x[i, col[(t, g)]] = 1.0
+    x[np.flatnonzero(dummy), pair_idx] = 1.0
     y = float_column(frame, "score")
     counts = np.bincount(dev_idx, minlength=len(devices)).astype(float)
-    x_mean = np.zeros((len(devices), len(names)))
-    np.add.at(x_mean, dev_idx, x)
+    x_mean = np.column_stack([np.bincount(dev_idx, weights=x[:, j], minlength=len(devices))
+                              for j in range(len(names))]) if names else np.zeros((len(devices), 0))
     x_within = x - (x_mean / counts[:, None])[dev_idx]
     y_within = y - (np.bincount(dev_idx, weights=y, minlength=len(devices)) / counts)[dev_idx]
-    if names:
-        coef, _, rank, _ = np.linalg.lstsq(x_within, y_within, rcond=None)
-    else:
-        coef, rank = np.zeros(0), 0
-    dof = len(y) - len(devices) - int(rank)
+    # Normal equations of a few dummies (a k × k system) instead of an SVD of the tall matrix: the same
+    # minimum-norm solution (pinv(X) = pinv(XᵀX)Xᵀ) and rank (X's singular values are the roots of XᵀX's).
+    gram = x_within.T @ x_within
+    inverse = np.linalg.pinv(gram) if names else np.zeros((0, 0))
+    coef = inverse @ (x_within.T @ y_within)
+    singular = np.sqrt(np.clip(np.linalg.svd(gram, compute_uv=False), 0.0, None)) if names else np.zeros(0)
+    rank = int((singular > np.finfo(float).eps * max(x.shape) * singular[0]).sum()) if len(singular) else 0
+    dof = len(y) - len(devices) - rank
     if dof < 1:
         return {}, dof, float("nan")
     resid = y_within - x_within @ coef
     sigma2 = float(resid @ resid) / dof
-    cov = sigma2 * np.linalg.pinv(x_within.T @ x_within)
+    cov = sigma2 * inverse
     est = {name: (float(coef[c]), float(np.sqrt(max(cov[c, c], 0.0)))) for name, c in col.items()}
     # the spread needs the covariance of the two dummies of a touchpoint
     for t in {t for t, _ in names}:
