@@ -278,6 +278,37 @@ def test_a_late_failure_in_the_week_before_an_answer_marks_the_answer(db, regist
     assert failed_before() == {"brew": True, "app_pairing": False}, "7 days before, on the answered touchpoint"
 
 
+def test_a_late_success_between_an_error_and_its_next_success_becomes_the_next(db, registered):
+    key = db.execute("SELECT device_key FROM devices WHERE device_id = %s", (registered[0],)).fetchone()[0]
+    day0 = (NOW - timedelta(days=5)).replace(hour=10, minute=0, second=0, microsecond=0)
+
+    def at(days: int, seq: int, kind: str) -> dict:
+        ts = (day0 + timedelta(days=days)).isoformat()
+        if kind == "error":
+            return {"seq": seq, "ts": ts, "kind": "error", "code": "E1", "touchpoint": "brew"}
+        return usage(seq, datetime.fromisoformat(ts), "brew", success=kind == "ok")
+
+    def next_successes() -> dict:
+        rows = list_touchpoint_daily(db)
+        assert_rows_equal(rows, list_touchpoint_daily_from_scratch(db))
+        return {row[1]: row[13] for row in rows if row[0] == key and row[2] == "brew" and row[5] > 0}
+
+    def write(*events: dict) -> None:
+        write_batch(db, messages=[_message(registered[0], key, list(events))], bounds=NO_AGE_LIMIT)
+        refresh_all_pending(db)
+
+    write(at(0, 1, "error"), at(0, 2, "failed"))
+    assert next_successes() == {day0.date(): None}, "nothing worked again yet"
+    write(at(4, 3, "ok"))
+    assert next_successes() == {day0.date(): day0 + timedelta(days=4)}
+    write(at(2, 4, "error"), at(2, 5, "ok"))  # late: the same-day success ends that day's error
+    assert next_successes() == {day0.date(): day0 + timedelta(days=2), (day0 + timedelta(days=2)).date():
+                                day0 + timedelta(days=4)}
+    write(at(1, 6, "ok"), at(3, 7, "ok"))  # late successes on the days after each error
+    assert next_successes() == {day0.date(): day0 + timedelta(days=1), (day0 + timedelta(days=2)).date():
+                                day0 + timedelta(days=3)}
+
+
 def test_a_paced_refresh_works_in_batches_and_stops_when_asked(db, registered):
     rng = random.Random(5)
     keys = dict(db.execute("SELECT device_id, device_key FROM devices").fetchall())

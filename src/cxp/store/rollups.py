@@ -110,6 +110,31 @@ HAVING count(x.usage_count) > 0
 TOUCHPOINT_DAILY_COLUMNS = ("device_key, day, touchpoint, usage_count, success_count, error_count, duration_sum,"
                             " quantity_sum, latency_count, latency_sum, clean_latency_count, clean_latency_sum,"
                             " success_times")
+# An error row's first successful use of its touchpoint on a later day (migration 034). Recomputed per device with
+# dirty days, on the error rows whose next success is unknown or on or after its first dirty day: an earlier one
+# lies on an unchanged day before every change, so it stands (late successes only ever make a next one earlier).
+_NEXT_SUCCESS = f"""
+WITH d AS (SELECT device_key, min(day) AS day FROM _rollup_days GROUP BY 1),
+fresh AS (
+    SELECT t.device_key, t.day, t.touchpoint, (
+        SELECT n.success_times[1] FROM rollup_touchpoint_daily n
+        WHERE n.device_key = t.device_key AND n.touchpoint = t.touchpoint AND n.day > t.day AND n.success_count > 0
+        ORDER BY n.day LIMIT 1) AS next
+    FROM rollup_touchpoint_daily t JOIN d ON t.device_key = d.device_key
+    WHERE t.error_count > 0 AND t.touchpoint <> ''
+      AND (t.next_success_at IS NULL OR t.next_success_at >= {_DAY_START.format(d="d")})
+)
+UPDATE rollup_touchpoint_daily t SET next_success_at = f.next FROM fresh f
+WHERE t.device_key = f.device_key AND t.day = f.day AND t.touchpoint = f.touchpoint
+  AND t.next_success_at IS DISTINCT FROM f.next
+"""
+# The same for every row, for the from-scratch comparison: times grow with days, so the least first success of the
+# later days is that of the next day with one.
+_NEXT_SUCCESS_RAW = """
+SELECT x.*, CASE WHEN x.error_count > 0 AND x.touchpoint <> '' THEN min(x.success_times[1]) OVER (
+    PARTITION BY x.device_key, x.touchpoint ORDER BY x.day ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) END
+FROM ({rows}) x({columns})
+"""
 
 # Feedback answers per device × UTC day × touchpoint × measure × score (migration 028); `{scope}` limits it to the
 # dirty device-days or not at all.
@@ -321,6 +346,7 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
                      + TOUCHPOINT_DAILY_SELECT.format(scope_hourly=f"JOIN _rollup_days d ON {_in_days('r', 'bucket')}",
                                                       scope_events=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"),
                      bounds)
+        conn.execute(_NEXT_SUCCESS)
         conn.execute("DELETE FROM rollup_feedback_daily r USING _rollup_days d WHERE r.device_key = d.device_key"
                      " AND r.day = d.day")
         conn.execute(f"INSERT INTO rollup_feedback_daily ({FEEDBACK_DAILY_COLUMNS}) "
@@ -469,17 +495,18 @@ def list_weekly(conn: psycopg.Connection) -> tuple[list[tuple], list[tuple]]:
 
 
 def list_touchpoint_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
-    """The touchpoint-daily rollup afresh from the hourly one and raw events, ordered like `list_touchpoint_daily`."""
+    """The touchpoint-daily rollup afresh from the hourly one and raw events, with each error row's next success,
+    ordered like `list_touchpoint_daily`."""
     with mapped_errors():
-        return conn.execute(TOUCHPOINT_DAILY_SELECT.format(scope_hourly="", scope_events="") + " ORDER BY 1, 2, 3"
-                            ).fetchall()
+        rows = TOUCHPOINT_DAILY_SELECT.format(scope_hourly="", scope_events="")
+        return conn.execute(_NEXT_SUCCESS_RAW.format(rows=rows, columns=TOUCHPOINT_DAILY_COLUMNS) + " ORDER BY 1, 2, 3").fetchall()
 
 
 def list_touchpoint_daily(conn: psycopg.Connection) -> list[tuple]:
-    """Every stored touchpoint-daily rollup row."""
+    """Every stored touchpoint-daily rollup row, its `next_success_at` last."""
     with mapped_errors():
-        return conn.execute(f"SELECT {TOUCHPOINT_DAILY_COLUMNS} FROM rollup_touchpoint_daily ORDER BY 1, 2, 3"
-                            ).fetchall()
+        return conn.execute(f"SELECT {TOUCHPOINT_DAILY_COLUMNS}, next_success_at FROM rollup_touchpoint_daily"
+                            " ORDER BY 1, 2, 3").fetchall()
 
 
 def list_feedback_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:

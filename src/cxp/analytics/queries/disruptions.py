@@ -94,33 +94,20 @@ def hourly_users(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date
     return fetch_frame(conn, statement, params)
 
 
-def successes_after_errors(conn: psycopg.Connection, *, errors: pd.DataFrame, end: date) -> pd.DataFrame:
-    """The successful uses that can end the given touchpoint errors: device_key, touchpoint, ts.
+def successes_after_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
+    """The successful uses that can end the window's touchpoint errors: device_key, touchpoint, ts.
 
-    `errors`: device_key, ts, touchpoint (the touchpoint errors of `error_stream`). Per device × touchpoint × UTC day
-    with such an error, the day's successful uses of the touchpoint and the first one of the next later day that has
-    any, up to the end of `end` (`rollup_touchpoint_daily.success_times`): each error's next successful use is among
-    them.
+    Per device × touchpoint × UTC day of the window with an error on the touchpoint (`rollup_touchpoint_daily`), the
+    day's successful uses (`success_times`) and the first one of the next later day with any (`next_success_at`,
+    kept by the rollup refresh) up to the end of `end`: each error's next successful use is among them.
     """
-    if errors.empty:
-        return pd.DataFrame(columns=["device_key", "touchpoint", "ts"])
-    cells = pd.DataFrame({
-        "device_key": errors["device_key"].astype("int64"),
-        "touchpoint": errors["touchpoint"].astype(str),
-        "day": pd.to_datetime(errors["ts"], utc=True).dt.date,
-    }).drop_duplicates()
-    return fetch_frame(
-        conn,
-        # Lookups by key per error day (LATERAL): a hash join would read the whole table for a few error days.
-        "SELECT d.device_key, d.touchpoint, x.ts"
-        " FROM unnest(%(keys)s::int[], %(tps)s::text[], %(days)s::date[]) AS d(device_key, touchpoint, day)"
-        " CROSS JOIN LATERAL ("
-        "   SELECT unnest(t.success_times) AS ts FROM rollup_touchpoint_daily t"
-        "   WHERE t.device_key = d.device_key AND t.day = d.day AND t.touchpoint = d.touchpoint"
-        "   UNION ALL"
-        "   (SELECT t.success_times[1] FROM rollup_touchpoint_daily t WHERE t.device_key = d.device_key"
-        "    AND t.touchpoint = d.touchpoint AND t.day > d.day AND t.day <= %(end)s AND t.success_count > 0"
-        "    ORDER BY t.day LIMIT 1)) x",
-        {"keys": cells["device_key"].tolist(), "tps": cells["touchpoint"].tolist(), "days": cells["day"].tolist(),
-         "end": end},
+    statement, params = with_scoped_devices(
+        scope,
+        "SELECT t.device_key, t.touchpoint, x.ts FROM rollup_touchpoint_daily t JOIN sel USING (device_key)"
+        " CROSS JOIN LATERAL unnest(t.success_times || t.next_success_at) AS x(ts)"
+        " WHERE t.error_count > 0 AND t.touchpoint <> '' AND t.day BETWEEN %(start)s AND %(end)s AND x.ts < %(hi)s",
+        start=start,
+        end=end,
+        hi=day_start(end + timedelta(days=1)),
     )
+    return fetch_frame(conn, statement, params)

@@ -67,7 +67,7 @@ def episodes_in_window(
     # the touchpoint errors are part of the stream: taken from it, not read again
     on_touchpoint = (stream["kind"] == "error") & stream["touchpoint"].notna()
     errors = stream.loc[on_touchpoint, ["device_key", "ts", "touchpoint", "code"]]
-    successes = successes_after_errors(conn, errors=errors, end=window.end)
+    successes = successes_after_errors(conn, scope=scope, start=window.start, end=window.end)
     closing = core_incidents.closing_successes(errors=errors, successes=successes)
     stream["ts"] = pd.to_datetime(stream["ts"], utc=True)
     if len(closing):
