@@ -82,14 +82,14 @@ def first_core_success(conn: psycopg.Connection, *, scope: AnalyticsQuery, start
 
 
 def touchpoint_answers(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """CSAT answers about a touchpoint in the window with the day's last use of that touchpoint at or before each
-    (`answer_context`, kept by the rollup refresh): device_key, device_id, product_id, touchpoint, ts, score,
-    last_use_at (NaT/None: no use that day before the answer), last_use_ok, failed_before (a failure of the touchpoint
-    on one of the 7 days before the answer's)."""
+    """CSAT answers about a touchpoint in the window, in time order, with what the Kano grouping needs of each
+    (`answer_context`, kept by the rollup refresh): device_key, touchpoint, score, last_use_ok (the outcome of the
+    day's last use of the touchpoint at or before the answer; None: no use that day before it), failed_before (a
+    failure of the touchpoint on one of the 7 days before the answer's day). Ids and products are the caller's to
+    join: text columns of every answer cost more than the answers."""
     statement, params = with_scoped_devices(
         scope,
-        "SELECT a.device_key, sel.device_id, sel.product_id, a.touchpoint, a.ts, a.csat::float8 AS score,"
-        " a.last_use_at, a.last_use_ok, a.failed_before"
+        "SELECT a.device_key, a.touchpoint, a.csat::float8 AS score, a.last_use_ok, a.failed_before"
         " FROM answer_context a JOIN sel USING (device_key)"
         " WHERE a.ts >= %(lo)s AND a.ts < %(hi)s ORDER BY a.ts, a.device_key, a.seq",
         lo=day_start(start),

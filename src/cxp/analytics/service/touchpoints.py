@@ -50,6 +50,9 @@ def touchpoint_classes(conn: psycopg.Connection, *, scope: AnalyticsQuery, windo
 
 def _touchpoint_classes(conn: psycopg.Connection, scope: AnalyticsQuery, window: Window) -> core_kano.KanoFit:
     answers = touchpoint_answers(conn, scope=scope, start=window.start, end=window.end)
+    product_of = devices(conn, scope=scope).set_index("device_key")["product_id"]
+    # the device key identifies an answer's device as well as its id does
+    answers = answers.assign(product_id=answers["device_key"].map(product_of), device_id=answers["device_key"])
     if answers.empty:
         return core_kano.kano_classes(answers=answers.assign(group=pd.Series(dtype=object)))
     answers["group"] = core_kano.answer_groups(answers=answers)
