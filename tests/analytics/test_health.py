@@ -143,6 +143,31 @@ def test_drivers_use_segment_column_when_present() -> None:
     assert s.loc["b", "driver_1"] == "reliability" and s.loc["a", "driver_1"] is None
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_top_drivers_are_the_most_negative_contributions_with_or_without_the_long_frame(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 300
+    f = pd.DataFrame({"entity_id": [f"e{i}" for i in range(n)], "period": rng.integers(0, 3, n),
+                      "product_id": rng.choice(["p", "q"], n)})
+    for c in COMPONENTS:  # coarse values: ties in contribution; some components absent
+        f[c] = np.where(rng.random(n) < 0.15, np.nan, rng.integers(0, 5, n) * 25.0)
+    full = health.health_scores(frame=f)
+    lean = health.health_scores(frame=f, drivers=False)
+    assert lean.drivers.empty and list(lean.drivers.columns) == list(full.drivers.columns)
+    pd.testing.assert_frame_equal(full.scores, lean.scores)
+    negative = full.drivers[full.drivers["contribution"] < -1e-12].sort_values(
+        ["entity_id", "contribution", "component"])
+    negative = negative.assign(k=negative.groupby("entity_id").cumcount() + 1)
+    tops = full.scores.set_index("entity_id")
+    named = 0
+    for k in (1, 2, 3):
+        want = negative[negative["k"] == k].set_index("entity_id")["component"].to_dict()
+        got = tops[f"driver_{k}"].dropna().to_dict()
+        assert got == want
+        named += len(got)
+    assert named > n, "most rows have drivers"
+
+
 def test_trend_delta_and_arrow_with_dead_band() -> None:
     f = pd.DataFrame(
         {

@@ -499,7 +499,8 @@ def list_touchpoint_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
     ordered like `list_touchpoint_daily`."""
     with mapped_errors():
         rows = TOUCHPOINT_DAILY_SELECT.format(scope_hourly="", scope_events="")
-        return conn.execute(_NEXT_SUCCESS_RAW.format(rows=rows, columns=TOUCHPOINT_DAILY_COLUMNS) + " ORDER BY 1, 2, 3").fetchall()
+        statement = _NEXT_SUCCESS_RAW.format(rows=rows, columns=TOUCHPOINT_DAILY_COLUMNS) + " ORDER BY 1, 2, 3"
+        return conn.execute(statement).fetchall()
 
 
 def list_touchpoint_daily(conn: psycopg.Connection) -> list[tuple]:

@@ -350,6 +350,9 @@ class HealthConfig(BaseModel):
         return np.array([float(w.get(c, 0.0)) for c in COMPONENTS])
 
 
+DRIVER_COLUMNS = ["entity_id", "period", "component", "score", "segment_median", "weight", "contribution", "rank"]
+
+
 @dataclass(frozen=True)
 class HealthScores:
     """`scores`: one row per entity-period; `drivers`: one row per entity-period × component present."""
@@ -367,8 +370,9 @@ def _band(score: np.ndarray, config: HealthConfig) -> np.ndarray:
     return np.where(np.isfinite(score), band, None)
 
 
-def health_scores(*, frame: pd.DataFrame, config: HealthConfig | None = None) -> HealthScores:
-    """Weighted, re-normalised, must-be-capped Experience Health Score with bands, drivers and trend.
+def health_scores(*, frame: pd.DataFrame, config: HealthConfig | None = None, drivers: bool = True) -> HealthScores:
+    """Weighted, re-normalised, must-be-capped Experience Health Score with bands, drivers and trend (the long
+    `drivers` frame only when asked: the top drivers per row are in `scores` either way).
 
     Input: entity_id, period, product_id [, segment] and any of the component columns reliability,
     efficiency, engagement, trajectory, voice (0–100; missing = absent component). Drivers compare each
@@ -427,29 +431,13 @@ def health_scores(*, frame: pd.DataFrame, config: HealthConfig | None = None) ->
     med["_period"], med["_seg"] = df["period"].to_numpy(), scores["segment"].astype(str).to_numpy()
     medians = med.groupby(["_period", "_seg"], dropna=False)[list(COMPONENTS)].transform("median").to_numpy(dtype=float)
     contrib = np.where(present & ok[:, None], (comp - medians) * eff_w, np.nan)
-    long = pd.DataFrame(
-        {
-            "entity_id": np.repeat(df["entity_id"].to_numpy(), len(COMPONENTS)),
-            "period": np.repeat(df["period"].to_numpy(), len(COMPONENTS)),
-            "component": np.tile(np.array(COMPONENTS, dtype=object), n),
-            "score": comp.ravel(),
-            "segment_median": medians.ravel(),
-            "weight": eff_w.ravel(),
-            "contribution": contrib.ravel(),
-            "_row": np.repeat(np.arange(n), len(COMPONENTS)),
-        }
-    )
-    long = long[np.isfinite(long["contribution"].to_numpy())]
-    long = long.sort_values(["_row", "contribution", "component"], kind="stable")
-    long["rank"] = long.groupby("_row").cumcount() + 1
-    neg = long[long["contribution"] < -1e-12]
-    neg = neg.assign(_k=neg.groupby("_row").cumcount() + 1)
+    # each row's components by contribution, ties by name; NaN (absent) last
+    by_name = np.broadcast_to(np.argsort(np.argsort(np.array(COMPONENTS))), contrib.shape)
+    order = np.lexsort((by_name, np.where(np.isfinite(contrib), contrib, np.inf)), axis=-1)
+    ranked = np.take_along_axis(contrib, order, axis=-1)
+    names = np.array(COMPONENTS, dtype=object)
     for k in range(1, cfg.top_drivers + 1):
-        pick = neg[neg["_k"] == k]
-        col = np.full(n, None, dtype=object)
-        col[pick["_row"].to_numpy()] = pick["component"].to_numpy()
-        scores[f"driver_{k}"] = col
-
+        scores[f"driver_{k}"] = np.where(ranked[:, k - 1] < -1e-12, names[order[:, k - 1]], None)
     # trend vs the entity's previous period present in the frame
     order = np.lexsort((df["period"].to_numpy(), df["entity_id"].astype(str).to_numpy()))
     ordered = pd.DataFrame({"entity_id": df["entity_id"].to_numpy()[order], "pos": order.astype(float)})
@@ -467,8 +455,25 @@ def health_scores(*, frame: pd.DataFrame, config: HealthConfig | None = None) ->
     scores["previous_score"] = prev_score
     scores["delta"] = delta
     scores["arrow"] = np.where(np.isfinite(delta), arrow, None)
-    drivers = long.drop(columns=["_row"]).reset_index(drop=True)
-    return HealthScores(scores=to_nullable(scores), drivers=to_nullable(drivers))
+    if not drivers:
+        return HealthScores(scores=to_nullable(scores), drivers=pd.DataFrame(columns=DRIVER_COLUMNS))
+    present_rows, present_cols = np.nonzero(np.isfinite(contrib))
+    long = pd.DataFrame(
+        {
+            "entity_id": df["entity_id"].to_numpy()[present_rows],
+            "period": df["period"].to_numpy()[present_rows],
+            "component": names[present_cols],
+            "score": comp[present_rows, present_cols],
+            "segment_median": medians[present_rows, present_cols],
+            "weight": eff_w[present_rows, present_cols],
+            "contribution": contrib[present_rows, present_cols],
+            "_row": present_rows,
+        }
+    )
+    long = long.sort_values(["_row", "contribution", "component"], kind="stable")
+    long["rank"] = long.groupby("_row").cumcount() + 1
+    drivers_frame = long.drop(columns=["_row"]).reset_index(drop=True)
+    return HealthScores(scores=to_nullable(scores), drivers=to_nullable(drivers_frame))
 
 
 # ---------------------------------------------------------------- roll-up of device rows

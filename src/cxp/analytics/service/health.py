@@ -170,12 +170,12 @@ def _device_period_frame(
     return out
 
 
-def score_frame(frame: pd.DataFrame, config: HealthConfig) -> HealthScores:
+def score_frame(frame: pd.DataFrame, config: HealthConfig, *, drivers: bool = True) -> HealthScores:
     """The pure score (core health) on entity × period component rows, components clipped to 0–100."""
     inputs = frame[["entity_id", "period", "product_id", "segment", *COMPONENTS]].copy()
     for component in COMPONENTS:
         inputs[component] = pd.to_numeric(inputs[component], errors="coerce").astype(float).clip(0, 100)
-    return health_scores(frame=inputs, config=config)
+    return health_scores(frame=inputs, config=config, drivers=drivers)
 
 
 def health_objects(level: Level, frame: pd.DataFrame, config: HealthConfig) -> tuple[HealthScore, ...]:

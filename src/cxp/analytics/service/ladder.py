@@ -71,7 +71,8 @@ def get_capability_ladder(
     # Only each device's mean score is needed: the scored frame, without a HealthScore object per device-week.
     frame, _ = health_frames(conn=conn, query=query, level="device", weeks=weeks)
     scored = (
-        score_frame(frame, HealthConfig()).scores if not frame.empty else pd.DataFrame(columns=["entity_id", "score"])
+        score_frame(frame, HealthConfig(), drivers=False).scores
+        if not frame.empty else pd.DataFrame(columns=["entity_id", "score"])
     )
     scores = pd.DataFrame(
         {
