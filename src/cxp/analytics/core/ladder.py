@@ -49,8 +49,9 @@ def device_ladder(*, devices: pd.DataFrame, first_uses: pd.DataFrame, offered: p
         out[f"days_to_{level}"] = days.astype(float)
         hit = days.notna().to_numpy()
         reached_count += hit
-        in_catalogue = out["product_id"].map(lambda p, lv=level: lv in offered_sets.get(p, frozenset())).to_numpy()
-        reached_offered += hit & in_catalogue.astype(bool)
+        offers_level = {product: level in levels for product, levels in offered_sets.items()}
+        in_catalogue = out["product_id"].map(offers_level).fillna(False).to_numpy(dtype=bool)
+        reached_offered += hit & in_catalogue
     out["levels_reached"] = reached_count
     out["levels_offered"] = out["product_id"].map(n_offered).fillna(0).astype(int)
     out["climber"] = (out["levels_offered"] > 0) & (reached_offered >= out["levels_offered"])
