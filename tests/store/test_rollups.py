@@ -17,6 +17,8 @@ from cxp.store.rollups import (
     list_daily_from_scratch,
     list_feedback_daily,
     list_feedback_daily_from_scratch,
+    list_first_success,
+    list_first_success_from_scratch,
     list_hourly,
     list_hourly_from_scratch,
     list_product_error_hourly,
@@ -96,6 +98,8 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     assert weekly_before[0] == list_weekly_from_scratch(db)[0] and weekly_before[0] and weekly_before[1]
     assert_rows_equal(weekly_before[1], list_weekly_from_scratch(db)[1])
     assert_rows_equal(per_touchpoint_before, list_touchpoint_daily_from_scratch(db))
+    first_successes_before = list_first_success(db)
+    assert first_successes_before == list_first_success_from_scratch(db) != []
     before = list_daily(db)
     covers_before = list_uptime(db)
     answers_before = list_answer_context(db)
@@ -124,6 +128,7 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     assert per_touchpoint != per_touchpoint_before, "late data changed the touchpoint-daily rollup"
     assert any(row[12] == [] for row in per_touchpoint) and any(len(row[12]) > 1 for row in per_touchpoint)
     assert any(row[10] > 0 for row in per_touchpoint)
+    assert list_first_success(db) == list_first_success_from_scratch(db)
     weekly = list_weekly(db)
     assert weekly[0] == list_weekly_from_scratch(db)[0]
     assert_rows_equal(weekly[1], list_weekly_from_scratch(db)[1])
@@ -278,7 +283,7 @@ def test_a_late_failure_in_the_week_before_an_answer_marks_the_answer(db, regist
     assert failed_before() == {"brew": True, "app_pairing": False}, "7 days before, on the answered touchpoint"
 
 
-def test_a_late_success_between_an_error_and_its_next_success_becomes_the_next(db, registered):
+def test_a_late_success_becomes_the_next_success_of_earlier_errors_and_the_first_success(db, registered):
     key = db.execute("SELECT device_key FROM devices WHERE device_id = %s", (registered[0],)).fetchone()[0]
     day0 = (NOW - timedelta(days=5)).replace(hour=10, minute=0, second=0, microsecond=0)
 
@@ -297,16 +302,24 @@ def test_a_late_success_between_an_error_and_its_next_success_becomes_the_next(d
         write_batch(db, messages=[_message(registered[0], key, list(events))], bounds=NO_AGE_LIMIT)
         refresh_all_pending(db)
 
+    def first_success() -> datetime | None:
+        rows = list_first_success(db)
+        assert rows == list_first_success_from_scratch(db)
+        return next((row[2] for row in rows if row[0] == key and row[1] == "brew"), None)
+
     write(at(0, 1, "error"), at(0, 2, "failed"))
     assert next_successes() == {day0.date(): None}, "nothing worked again yet"
+    assert first_success() is None
     write(at(4, 3, "ok"))
     assert next_successes() == {day0.date(): day0 + timedelta(days=4)}
+    assert first_success() == day0 + timedelta(days=4)
     write(at(2, 4, "error"), at(2, 5, "ok"))  # late: the same-day success ends that day's error
     assert next_successes() == {day0.date(): day0 + timedelta(days=2), (day0 + timedelta(days=2)).date():
                                 day0 + timedelta(days=4)}
     write(at(1, 6, "ok"), at(3, 7, "ok"))  # late successes on the days after each error
     assert next_successes() == {day0.date(): day0 + timedelta(days=1), (day0 + timedelta(days=2)).date():
                                 day0 + timedelta(days=3)}
+    assert first_success() == day0 + timedelta(days=1), "a late first use lowers the kept one"
 
 
 def test_a_paced_refresh_works_in_batches_and_stops_when_asked(db, registered):

@@ -128,6 +128,17 @@ UPDATE rollup_touchpoint_daily t SET next_success_at = f.next FROM fresh f
 WHERE t.device_key = f.device_key AND t.day = f.day AND t.touchpoint = f.touchpoint
   AND t.next_success_at IS DISTINCT FROM f.next
 """
+# Each device's first successful use of each touchpoint (migration 035), lowered by the dirty days' rows; `{scope}`
+# limits it to them or not at all.
+FIRST_SUCCESS_SELECT = """
+SELECT r.device_key, r.touchpoint, min(r.success_times[1]) FROM rollup_touchpoint_daily r {scope}
+WHERE r.success_count > 0 AND r.touchpoint <> ''
+GROUP BY 1, 2
+"""
+_FIRST_SUCCESS = ("INSERT INTO touchpoint_first_success (device_key, touchpoint, first_at) "
+                  + FIRST_SUCCESS_SELECT.format(scope="JOIN _rollup_days d USING (device_key, day)")
+                  + " ON CONFLICT (device_key, touchpoint) DO UPDATE SET first_at = excluded.first_at"
+                    " WHERE excluded.first_at < touchpoint_first_success.first_at")
 # The same for every row, for the from-scratch comparison: times grow with days, so the least first success of the
 # later days is that of the next day with one.
 _NEXT_SUCCESS_RAW = """
@@ -304,8 +315,9 @@ class RollupRefresh:
 
 
 def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000) -> RollupRefresh:
-    """Recompute the hourly, daily, touchpoint-daily, feedback-daily and weekly rollups, the answer contexts and the
-    heartbeat covers of up to `max_device_days` dirty device-days."""
+    """Recompute the hourly, daily, touchpoint-daily (with each error day's next success and the first successes),
+    feedback-daily and weekly rollups, the answer contexts and the heartbeat covers of up to `max_device_days` dirty
+    device-days."""
     with mapped_errors(), conn.transaction():
         got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_ID,)).fetchone()
         if not got or not got[0]:
@@ -347,6 +359,7 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
                                                       scope_events=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"),
                      bounds)
         conn.execute(_NEXT_SUCCESS)
+        conn.execute(_FIRST_SUCCESS)
         conn.execute("DELETE FROM rollup_feedback_daily r USING _rollup_days d WHERE r.device_key = d.device_key"
                      " AND r.day = d.day")
         conn.execute(f"INSERT INTO rollup_feedback_daily ({FEEDBACK_DAILY_COLUMNS}) "
@@ -508,6 +521,19 @@ def list_touchpoint_daily(conn: psycopg.Connection) -> list[tuple]:
     with mapped_errors():
         return conn.execute(f"SELECT {TOUCHPOINT_DAILY_COLUMNS}, next_success_at FROM rollup_touchpoint_daily"
                             " ORDER BY 1, 2, 3").fetchall()
+
+
+def list_first_success_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """Each device's first successful use of each touchpoint afresh from the touchpoint-daily rollup."""
+    with mapped_errors():
+        return conn.execute(FIRST_SUCCESS_SELECT.format(scope="") + " ORDER BY 1, 2").fetchall()
+
+
+def list_first_success(conn: psycopg.Connection) -> list[tuple]:
+    """Every kept first successful use per device × touchpoint."""
+    with mapped_errors():
+        return conn.execute("SELECT device_key, touchpoint, first_at FROM touchpoint_first_success ORDER BY 1, 2"
+                            ).fetchall()
 
 
 def list_feedback_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
