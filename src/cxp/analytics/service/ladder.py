@@ -11,6 +11,7 @@ from cxp.analytics.core.ladder import LEVELS, climber_contrast, device_ladder, l
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import EffectComparison
 from cxp.analytics.models_measures import LadderContrast, LadderLevel, LadderReport
+from cxp.analytics.queries._base import shared_reads
 from cxp.analytics.queries.ladder import capability_catalogue, first_capability_uses
 from cxp.analytics.queries.registry import churn_exits, devices
 from cxp.analytics.queries.usage import last_use_before
@@ -48,6 +49,11 @@ def get_capability_ladder(
 ) -> LadderReport:
     """Share of devices per product × segment that reached each capability level, the median days from
     activation to it, and climbers vs the others on health and churn (95% CIs; "not enough data" below min_n)."""
+    with shared_reads():  # the health scores read the same devices and exits
+        return _capability_ladder(conn=conn, query=query, weeks=weeks, min_n=min_n)
+
+
+def _capability_ladder(*, conn: psycopg.Connection, query: AnalyticsQuery, weeks: int, min_n: int) -> LadderReport:
     window = resolve_window(conn, query=query, default_days=7 * weeks)
     if window is None:
         return LadderReport(empty_window(), (), (), DEFINITIONS, reason="not enough data: nothing stored yet")
