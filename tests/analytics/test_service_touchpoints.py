@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from cxp.analytics import service
@@ -77,3 +79,18 @@ def test_reach_counts_devices_in_scope(fleet_conn) -> None:
     assert {t.product_id for t in one.touchpoints} == {"thermo-x1"}
     heating = next(t for t in one.touchpoints if t.touchpoint == "heating_cycle")
     assert heating.reach == pytest.approx(1.0, abs=0.02)
+
+
+def test_without_outcome_models_only_the_models_and_their_importances_are_left_out(
+    fleet_conn, touchpoints: TouchpointReport
+) -> None:
+    lean = service.get_touchpoints(conn=fleet_conn, days=10_000, outcome_models=False)
+    assert lean.models == () and touchpoints.models
+    assert any(t.importance_retention is not None or t.n_retention for t in touchpoints.touchpoints)
+    modelled = ("importance_retention", "importance_feedback", "rho_retention", "rho_feedback")
+    for full, light in zip(touchpoints.touchpoints, lean.touchpoints, strict=True):
+        assert all(getattr(light, name) is None for name in modelled)
+        assert light.n_retention == light.n_feedback == 0
+        blanked = dataclasses.replace(full, **{name: None for name in modelled}, n_retention=0, n_feedback=0)
+        assert light == blanked
+    assert lean.crosshairs == touchpoints.crosshairs

@@ -66,7 +66,7 @@ def _journey_map(*, conn: psycopg.Connection, query: AnalyticsQuery, days: int, 
         if narrowed is None:
             return JourneyMap(empty_window(), (), (), DEFINITIONS, reason, persona=persona)
         query = narrowed
-    touchpoints = get_touchpoints(conn=conn, query=query, days=days)
+    touchpoints = get_touchpoints(conn=conn, query=query, days=days, outcome_models=False)
     if not touchpoints.touchpoints:
         return JourneyMap(
             touchpoints.window or empty_window(), (), (), DEFINITIONS, "not enough data: no touchpoints", persona

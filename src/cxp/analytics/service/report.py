@@ -176,7 +176,9 @@ def _fleet_report(
         for p in sorted(latest_products, key=lambda p: p.score if p.score is not None else -1)
     )
     concerns = _health_concerns(lines)
-    concerns += _touchpoint_concerns(get_touchpoints(conn=conn, query=scoped, days=max(28, 7 * weeks)))
+    concerns += _touchpoint_concerns(
+        get_touchpoints(conn=conn, query=scoped, days=max(28, 7 * weeks), outcome_models=False)
+    )
     concerns += _incident_concerns(get_disruptions(conn=conn, query=scoped, days=min(14, 7 * weeks)))
     churn, at_risk_devices = _churn_concerns(list_churn_risk(conn=conn, query=scoped))
     concerns += churn

@@ -68,6 +68,7 @@ def get_touchpoints(
     min_device_uses: int = 3,
     alpha: float = 0.05,
     survey_crosshairs: Literal["data", "midpoint"] = "data",
+    outcome_models: bool = True,
 ) -> TouchpointReport:
     """Per touchpoint: reach, usage share, success rate (Wilson CI), latency vs target, journey stage and owner,
     derived importance from satisfaction answers, IPA quadrant and Kano class with the n behind them, and the
@@ -78,31 +79,19 @@ def get_touchpoints(
     placed rather than ranked by usage share. IPA crosshairs: means within each product (docs/analytics.md).
     The stored stated importance × quality survey (store.survey) comes beside, with its quadrants on its own scale
     and `survey_crosshairs` at the survey's means ("data") or the scale midpoint ("midpoint").
+    `outcome_models=False` (views that show only reach, success, performance and quadrant) leaves the retention and
+    feedback models out: no models, their importances and rhos None and their n 0; everything else is the same.
     """
     with shared_reads():  # the totals and the per-device rows come from one read
         return _touchpoints(conn=conn, query=query, days=days, min_device_uses=min_device_uses, alpha=alpha,
-                            survey_crosshairs=survey_crosshairs)
+                            survey_crosshairs=survey_crosshairs, outcome_models=outcome_models)
 
 
-def _touchpoints(
-    *, conn: psycopg.Connection, query: AnalyticsQuery, days: int, min_device_uses: int, alpha: float,
-    survey_crosshairs: Literal["data", "midpoint"],
-) -> TouchpointReport:
-    window = resolve_window(conn, query=query, default_days=days)
-    if window is None:
-        return TouchpointReport(window=empty_window(), touchpoints=(), models=(), crosshairs={})
-    catalogue = touchpoint_catalogue(conn, product=query.product)
-    totals = touchpoint_totals(conn, scope=query, start=window.start, end=window.end)
-    if totals.empty:
-        return TouchpointReport(window=window, touchpoints=(), models=(), crosshairs={})
-    totals = totals.merge(catalogue, on=["product_id", "touchpoint"], how="left")
-    summary = core_touchpoints.touchpoint_summary(frame=totals, group_cols=["product_id"])
-    summary = summary.merge(
-        totals[["product_id", "touchpoint", "errors", "successes", "journey_stage", "owner", "is_core"]],
-        on=["product_id", "touchpoint"],
-    )
-
-    scoped = devices(conn, scope=query)
+def _outcome_inputs(
+    conn: psycopg.Connection, *, query: AnalyticsQuery, window: Window, scoped: pd.DataFrame,
+    catalogue: pd.DataFrame, min_device_uses: int,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Per-device touchpoint performance and the outcomes (retention, feedback) it is modelled against."""
     per_device = device_touchpoints(conn, scope=query, start=window.start, end=window.end)
     per_device = per_device.merge(scoped[["device_key", "device_id", "product_id"]], on="device_key")
     per_device = per_device.merge(
@@ -122,14 +111,45 @@ def _touchpoints(
         ),
         "feedback": satisfaction[["device_id", "satisfaction"]].rename(columns={"satisfaction": "outcome"}),
     }
+    return per_device[["device_id", "product_id", "touchpoint", "performance"]], outcomes
+
+
+def _touchpoints(
+    *, conn: psycopg.Connection, query: AnalyticsQuery, days: int, min_device_uses: int, alpha: float,
+    survey_crosshairs: Literal["data", "midpoint"], outcome_models: bool,
+) -> TouchpointReport:
+    window = resolve_window(conn, query=query, default_days=days)
+    if window is None:
+        return TouchpointReport(window=empty_window(), touchpoints=(), models=(), crosshairs={})
+    catalogue = touchpoint_catalogue(conn, product=query.product)
+    totals = touchpoint_totals(conn, scope=query, start=window.start, end=window.end)
+    if totals.empty:
+        return TouchpointReport(window=window, touchpoints=(), models=(), crosshairs={})
+    totals = totals.merge(catalogue, on=["product_id", "touchpoint"], how="left")
+    summary = core_touchpoints.touchpoint_summary(frame=totals, group_cols=["product_id"])
+    summary = summary.merge(
+        totals[["product_id", "touchpoint", "errors", "successes", "journey_stage", "owner", "is_core"]],
+        on=["product_id", "touchpoint"],
+    )
+
+    scoped = devices(conn, scope=query)
+    if outcome_models:
+        performance, outcomes = _outcome_inputs(conn, query=query, window=window, scoped=scoped, catalogue=catalogue,
+                                                min_device_uses=min_device_uses)
+    else:
+        performance, outcomes = pd.DataFrame(columns=["device_id", "product_id", "touchpoint", "performance"]), {}
     priorities = touchpoint_priorities(
         summary=summary,
-        performance=per_device[["device_id", "product_id", "touchpoint", "performance"]],
+        performance=performance,
         outcomes=outcomes,
         devices=scoped[["device_id", "product_id"]],
         kano=touchpoint_classes(conn, scope=query, window=window).table,
         alpha=alpha,
     )
+    table = priorities.table
+    for name in ("retention", "feedback"):
+        if name not in outcomes:
+            table = table.assign(**{f"importance_{name}": None, f"rho_{name}": None, f"n_{name}": 0})
     models = tuple(
         OutcomeModel(
             product_id=str(fit.product_id),
@@ -144,7 +164,7 @@ def _touchpoints(
         for fit in priorities.models
     )
     items = []
-    for row in priorities.table.itertuples(index=False):
+    for row in table.itertuples(index=False):
         uses, successes = count_or_zero(row.uses), count_or_zero(row.successes)
         interval = proportion_ci(successes=successes, n=uses) if uses > 0 else None
         items.append(
