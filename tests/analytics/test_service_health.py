@@ -11,6 +11,7 @@ from cxp.analytics import service
 from cxp.analytics.core.health import COMPONENTS
 from cxp.analytics.models import HealthReport
 from cxp.analytics.query import AnalyticsQuery
+from cxp.analytics.service.health import device_scores
 from tests.analytics.helpers import assert_no_nan
 from tests.fixtures.fleet import LoadedFleet
 
@@ -136,3 +137,10 @@ def test_a_week_the_window_covers_only_in_part_is_flagged(fleet_conn, loaded_fle
     assert flags[0][0] < start and report.scores[-1].period_end == end
     daily = service.get_health(conn=fleet_conn, query=AnalyticsQuery(start=start, end=end), level="fleet", grain="day")
     assert not any(s.partial for s in daily.scores)
+
+
+def test_device_scores_are_the_scores_of_the_health_report(fleet_conn, device_health: HealthReport) -> None:
+    frame = device_scores(conn=fleet_conn, query=AnalyticsQuery(), weeks=8)
+    expected = [(s.entity_id, s.score) for s in device_health.scores]
+    got = [(d, None if score != score else score) for d, score in zip(frame["device_id"], frame["score"], strict=True)]
+    assert got == expected and any(score is not None for _, score in got)

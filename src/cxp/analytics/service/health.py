@@ -178,6 +178,17 @@ def score_frame(frame: pd.DataFrame, config: HealthConfig, *, drivers: bool = Tr
     return health_scores(frame=inputs, config=config, drivers=drivers)
 
 
+def device_scores(*, conn: psycopg.Connection, query: AnalyticsQuery, weeks: int) -> pd.DataFrame:
+    """device_id, score (float, NaN when not scored) per device × week of the last `weeks` weeks, ordered by device
+    then week: the scores of `get_health` for views that need no HealthScore objects or drivers."""
+    frame, _ = health_frames(conn=conn, query=query, level="device", weeks=weeks)
+    if frame.empty:
+        return pd.DataFrame({"device_id": pd.Series(dtype=str), "score": pd.Series(dtype=float)})
+    scored = score_frame(frame, HealthConfig(), drivers=False).scores
+    return pd.DataFrame({"device_id": scored["entity_id"].astype(str).to_numpy(),
+                         "score": pd.to_numeric(scored["score"], errors="coerce").astype(float).to_numpy()})
+
+
 def health_objects(level: Level, frame: pd.DataFrame, config: HealthConfig) -> tuple[HealthScore, ...]:
     """Run the pure score on entity × period rows and turn its frames into HealthScore objects."""
     if frame.empty:

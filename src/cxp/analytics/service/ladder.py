@@ -6,7 +6,6 @@ import pandas as pd
 import psycopg
 
 from cxp.analytics.core._frames import finite_or_none
-from cxp.analytics.core.health import HealthConfig
 from cxp.analytics.core.ladder import LEVELS, climber_contrast, device_ladder, level_shares
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import EffectComparison
@@ -17,7 +16,7 @@ from cxp.analytics.queries.registry import churn_exits, devices
 from cxp.analytics.queries.usage import last_use_before
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import CHURN_INACTIVE_DAYS, empty_window, resolve_window
-from cxp.analytics.service.health import health_frames, score_frame
+from cxp.analytics.service.health import device_scores
 from cxp.core.stats import Difference
 
 DEFINITIONS = {
@@ -74,19 +73,8 @@ def _capability_ladder(*, conn: psycopg.Connection, query: AnalyticsQuery, weeks
     idle_days = (pd.Timestamp(window.end) - pd.to_datetime(ladder["last_use_on"])).dt.days
     ladder["churned"] = ladder["exit_at"].notna() | ~(idle_days < CHURN_INACTIVE_DAYS)
 
-    # Only each device's mean score is needed: the scored frame, without a HealthScore object per device-week.
-    frame, _ = health_frames(conn=conn, query=query, level="device", weeks=weeks)
-    scored = (
-        score_frame(frame, HealthConfig(), drivers=False).scores
-        if not frame.empty else pd.DataFrame(columns=["entity_id", "score"])
-    )
-    scores = pd.DataFrame(
-        {
-            "device_id": scored["entity_id"].astype(str),
-            "health": pd.to_numeric(scored["score"], errors="coerce").astype(float),
-        }
-    ).dropna()
-    mean_health = scores.groupby("device_id")["health"].mean()
+    # Only each device's mean score is needed: no HealthScore object per device-week.
+    mean_health = device_scores(conn=conn, query=query, weeks=weeks).dropna().groupby("device_id")["score"].mean()
     ladder["health"] = ladder["device_id"].map(mean_health).astype(float)
 
     levels = []

@@ -18,7 +18,7 @@ from cxp.analytics.queries.registry import devices
 from cxp.analytics.queries.usage import last_use_before, usage_features
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import empty_window, resolve_window
-from cxp.analytics.service.health import get_health
+from cxp.analytics.service.health import device_scores
 from cxp.analytics.service.outcomes import device_satisfaction
 
 # Silhouette picks k = 2 on the test fleet (power users stand far apart and hide the rest); the variance ratio
@@ -99,8 +99,9 @@ def get_segments(
     labels = segmentation.labels.assign(product_id=features["product_id"].to_numpy())
     health: pd.Series | None = None
     if with_health:
-        report = get_health(conn=conn, query=query.ending(window.end), level="device", weeks=1)
-        health = pd.Series({s.entity_id: s.score for s in report.latest()}, dtype=object)
+        scores = device_scores(conn=conn, query=query.ending(window.end), weeks=1)
+        latest = scores.drop_duplicates("device_id", keep="last")  # each device's last week, as get_health's latest
+        health = pd.Series(latest["score"].to_numpy(), index=latest["device_id"].to_numpy(), dtype=object)
     names = core_personas.persona_names(
         centroids_z={c.cluster: {k: float(v) for k, v in c.centroid_z.items()} for c in segmentation.clusters}
     )
