@@ -16,7 +16,7 @@ from cxp.analytics.core import segments as core_segments
 from cxp.analytics.core._frames import finite_or_none
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import ChurnRiskEntry, ChurnRiskList, Window
-from cxp.analytics.queries._base import CHURN_STAGES, day_start
+from cxp.analytics.queries._base import CHURN_STAGES, day_start, shared_reads
 from cxp.analytics.queries.disruptions import error_stream
 from cxp.analytics.queries.registry import devices, lifecycle
 from cxp.analytics.queries.touchpoints import failure_counts
@@ -98,17 +98,18 @@ def list_churn_risk(
     (core churn_model, `model`: DEFAULT_MODEL, 14 days); `weights` apply to score="weighted" only, and the
     answer's weights are then the model's coefficients per standard deviation of each input.
     """
-    built = _risk_table(
-        conn,
-        query=query,
-        level=level,
-        window_days=window_days,
-        bucket_days=bucket_days,
-        rhythm=rhythm,
-        disruptions=disruptions,
-        include_churned=include_churned,
-        weights=weights,
-    )
+    with shared_reads():  # the disruptions and the experience of the last 14 days read the same errors
+        built = _risk_table(
+            conn,
+            query=query,
+            level=level,
+            window_days=window_days,
+            bucket_days=bucket_days,
+            rhythm=rhythm,
+            disruptions=disruptions,
+            include_churned=include_churned,
+            weights=weights,
+        )
     if isinstance(built, ChurnRiskList):
         return built
     table, used, ranked, window, reason = built
@@ -125,17 +126,18 @@ def get_churn_model_inputs(
 ) -> pd.DataFrame:
     """The fitted churn model's inputs (core churn_model.model_inputs) per device or account as of `query.end`,
     churned ones left out: what `list_churn_risk` scores, for fitting a model on a fleet's own history."""
-    built = _risk_table(
-        conn,
-        query=query,
-        level=level,
-        window_days=28,
-        bucket_days=7,
-        rhythm="own",
-        disruptions="unrecovered",
-        include_churned=False,
-        weights=None,
-    )
+    with shared_reads():
+        built = _risk_table(
+            conn,
+            query=query,
+            level=level,
+            window_days=28,
+            bucket_days=7,
+            rhythm="own",
+            disruptions="unrecovered",
+            include_churned=False,
+            weights=None,
+        )
     if isinstance(built, ChurnRiskList):
         return pd.DataFrame(columns=["entity_id", *core_model.MODEL_FEATURES])
     return core_model.model_inputs(built[0])
