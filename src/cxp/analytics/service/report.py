@@ -20,7 +20,7 @@ from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import empty_window, resolve_window
 from cxp.analytics.service.churn import list_churn_risk
 from cxp.analytics.service.disruptions import get_disruptions
-from cxp.analytics.service.health import health_frames, health_objects
+from cxp.analytics.service.health import health_frames, health_objects, score_frame
 from cxp.analytics.service.touchpoints import get_touchpoints
 from cxp.analytics.service.voice import get_voice
 
@@ -152,10 +152,9 @@ def _fleet_report(
     fleet = health_objects("fleet", aggregate_devices(device_rows=frame, level="fleet"), config)
     products = health_objects("product", aggregate_devices(device_rows=frame, level="product"), config)
     latest_period = frame["period"] == frame["period"].max()
-    devices_latest = health_objects(
-        "device", frame.assign(devices=1, segment=frame["product_id"])[latest_period], config
-    )
-    bands = [s.band for s in devices_latest if s.band]
+    # Only each device's band of the last week: scored without HealthScore objects or drivers.
+    latest = score_frame(frame.assign(devices=1, segment=frame["product_id"])[latest_period], config, drivers=False)
+    bands = [b for b in latest.scores["band"].tolist() if b]
     band_shares = {b: bands.count(b) / len(bands) for b in ("green", "amber", "red")} if bands else {}
     fleet_latest = fleet[-1] if fleet else None
     voice = get_voice(conn=conn, query=scoped, by=("product",), days=max(28, 7 * weeks))
@@ -185,7 +184,7 @@ def _fleet_report(
     ordered = tuple(c for _, c in sorted(concerns, key=lambda ranked: ranked[0]))[:max_concerns]
     return FleetReport(
         window=Window(start=health_window.start, end=health_window.end, as_of=health_window.as_of),
-        devices=len(devices_latest),
+        devices=len(latest.scores),
         fleet_score=fleet_latest.score if fleet_latest else None,
         fleet_band=fleet_latest.band if fleet_latest else None,
         fleet_arrow=fleet_latest.arrow if fleet_latest else None,
