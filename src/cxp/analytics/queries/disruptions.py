@@ -7,6 +7,7 @@ from datetime import date, timedelta
 
 import pandas as pd
 import psycopg
+from psycopg import sql
 
 from cxp.analytics.queries._base import day_start, fetch_frame, with_scoped_devices
 from cxp.analytics.query import AnalyticsQuery
@@ -42,6 +43,18 @@ def daily_errors_by_product(conn: psycopg.Connection, *, scope: AnalyticsQuery, 
     return fetch_frame(conn, statement, params)
 
 
+def _kept_product_hours(conn: psycopg.Connection, table: str, columns: tuple[str, ...], bounds: dict,
+                        product: str | None) -> pd.DataFrame:
+    """The window's rows of a kept product × hour table, for every product or one, ordered by all but the last
+    column."""
+    names = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    only = sql.SQL(" AND product_id = %(product)s") if product is not None else sql.SQL("")
+    order = sql.SQL(", ").join(sql.Identifier(c) for c in columns[:-1])
+    statement = sql.SQL("SELECT {} FROM {} WHERE bucket >= %(lo)s AND bucket < %(hi)s{} ORDER BY {}").format(
+        names, sql.Identifier(table), only, order)
+    return fetch_frame(conn, statement, {**bounds, "product": product})
+
+
 def hourly_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
     """Per product × touchpoint × error code × hour: distinct devices with an error; from `rollup_product_error_hourly`
     for the whole fleet or one product, else from raw events.
@@ -51,14 +64,8 @@ def hourly_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: dat
     """
     bounds = {"lo": day_start(start), "hi": day_start(end + timedelta(days=1))}
     if replace(scope, product=None).is_all_devices:
-        return fetch_frame(
-            conn,
-            "SELECT product_id, touchpoint, code, bucket, devices FROM rollup_product_error_hourly"
-            " WHERE bucket >= %(lo)s AND bucket < %(hi)s"
-            + (" AND product_id = %(product)s" if scope.product is not None else "")
-            + " ORDER BY 1, 2, 3, 4",
-            {**bounds, "product": scope.product},
-        )
+        return _kept_product_hours(conn, "rollup_product_error_hourly", ("product_id", "touchpoint", "code", "bucket",
+                                                                         "devices"), bounds, scope.product)
     statement, params = with_scoped_devices(
         scope,
         "SELECT sel.product_id, e.touchpoint, e.code, time_bucket(INTERVAL '1 hour', e.ts) AS bucket,"
@@ -75,14 +82,8 @@ def hourly_users(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date
     is compared with); from `rollup_product_hourly` for the whole fleet or one product, else from `rollup_hourly`."""
     bounds = {"lo": day_start(start), "hi": day_start(end + timedelta(days=1))}
     if replace(scope, product=None).is_all_devices:
-        return fetch_frame(
-            conn,
-            "SELECT product_id, touchpoint, bucket, users FROM rollup_product_hourly"
-            " WHERE bucket >= %(lo)s AND bucket < %(hi)s"
-            + (" AND product_id = %(product)s" if scope.product is not None else "")
-            + " ORDER BY 1, 2, 3",
-            {**bounds, "product": scope.product},
-        )
+        return _kept_product_hours(conn, "rollup_product_hourly", ("product_id", "touchpoint", "bucket", "users"),
+                                   bounds, scope.product)
     statement, params = with_scoped_devices(
         scope,
         "SELECT sel.product_id, h.touchpoint, h.bucket, count(*)::int AS users"
