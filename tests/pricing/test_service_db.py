@@ -15,7 +15,7 @@ from cxp.pricing.core.experiments import ExperimentDesign
 from cxp.pricing.core.plans import BillableMetric
 from cxp.pricing.examples import example_metrics, example_plans
 from cxp.pricing.exports import export_csv, export_parquet
-from cxp.pricing.metrics import Cohort, get_activity, get_uptime
+from cxp.pricing.metrics import Cohort, get_activity, get_metric_table, get_metric_tables, get_uptime
 from cxp.pricing.queries import HOLD_FACTOR
 from cxp.pricing.service import (
     get_billable_metric,
@@ -184,6 +184,33 @@ def test_account_level_adds_up_device_level(pricing_fleet):
         sums[owner[d]] += dev.values.values[i]
     for i, a in enumerate(acc.keys):
         assert np.abs(acc.values.values[i] - sums[a]).max() <= 2  # each side rounded to 0.001 once
+
+
+@pytest.mark.parametrize("level", ["account", "device"])
+def test_metrics_read_together_equal_each_read_alone(pricing_fleet, level):
+    conn, period = pricing_fleet.conn, pricing_fleet.period
+    metrics = {
+        "cycles": BillableMetric(name="cycles", aggregation="count", filter={"touchpoints": ["heating_cycle"]}),
+        "ok": BillableMetric(name="ok", aggregation="count", filter={"touchpoints": ["heating_cycle"],
+                                                                       "success_only": True}),
+        "kwh": BillableMetric(name="kwh", aggregation="sum", field="quantity",
+                              filter={"touchpoints": ["heating_cycle", "demand_response"]}),
+        "dr_seconds": BillableMetric(name="dr_seconds", aggregation="sum", field="duration_s",
+                                     filter={"touchpoints": ["demand_response"]}),
+        "uses": BillableMetric(name="uses", aggregation="count"),
+        "quantity": BillableMetric(name="quantity", aggregation="sum", field="quantity"),
+        "max_latency": BillableMetric(name="max_latency", aggregation="max", field="latency_ms"),
+        "days": BillableMetric(name="days", aggregation="unique_count", field="day"),
+    }
+    keys = get_billable_metric(conn=conn, metric=metrics["uses"], period=period, level=level).keys
+    together = get_metric_tables(conn, metrics=metrics, period=period, keys=keys, level=level)
+    assert list(together) == list(metrics)
+    for name, metric in metrics.items():
+        alone = get_metric_table(conn, metric=metric, period=period, keys=keys, level=level)
+        assert together[name].keys == alone.keys and together[name].months == alone.months
+        assert np.array_equal(together[name].values.values, alone.values.values), name
+        assert together[name].values.decimals == alone.values.decimals
+        assert together[name].values.values.any(), name
 
 
 def test_uptime_and_activity_are_sane(pricing_fleet):

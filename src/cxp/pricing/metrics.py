@@ -7,7 +7,7 @@ number of decimals and become exact fixed-point integers (`FixedArray`), so bill
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -21,7 +21,16 @@ from cxp.pricing.core.money import EXACT
 from cxp.pricing.core.plans import Aggregation, BillableMetric, MetricFilter, Plan
 from cxp.pricing.core.vectorised import FixedArray
 from cxp.pricing.errors import PricingError
-from cxp.pricing.queries import COHORT_ACCOUNTS, Level, activity_query, metric_query, scope_params, uptime_query
+from cxp.pricing.queries import (
+    COHORT_ACCOUNTS,
+    Level,
+    activity_query,
+    metric_query,
+    rollup_metrics_query,
+    rollup_usage_column,
+    scope_params,
+    uptime_query,
+)
 from cxp.store.errors import mapped_errors
 
 
@@ -191,6 +200,41 @@ def get_metric_table(
     months = period.month_starts
     ks, cells = _dense(rows, keys, months, 1)
     return MetricTable(metric, level, ks, months, _fixed(cells, 0, decimals, len(months)))
+
+
+def get_metric_tables(
+    conn: psycopg.Connection,
+    *,
+    metrics: Mapping[Hashable, BillableMetric],
+    period: BillingPeriod,
+    keys: Sequence[str],
+    cohort: Cohort = ALL_ACCOUNTS,
+    level: Level = "account",
+    decimals: int = 3,
+    until: datetime | None = None,
+) -> dict[Hashable, MetricTable]:
+    """`get_metric_table` of each metric for the given keys; the usage metrics that one daily rollup answers are read
+    together, in one scan of that rollup (`rollup_metrics_query`), the others one by one."""
+    if not 0 <= decimals <= 9:
+        raise PricingError(f"decimals must be within [0, 9], got {decimals}")
+    by_table: dict[str, list[Hashable]] = {}
+    for name, metric in metrics.items():
+        answered = rollup_usage_column(metric)
+        by_table.setdefault(answered[0] if answered else "", []).append(name)
+    months = period.month_starts
+    out: dict[Hashable, MetricTable] = {}
+    for table, names in by_table.items():
+        if not table or len(names) == 1:
+            for name in names:
+                out[name] = get_metric_table(conn, metric=metrics[name], period=period, cohort=cohort, level=level,
+                                             decimals=decimals, keys=keys, until=until)
+            continue
+        q, extra = rollup_metrics_query(metrics=[metrics[n] for n in names], level=level, decimals=decimals)
+        rows = fetch_rows(conn, q, {**_params(period, cohort, until), **extra})
+        ks, cells = _dense(rows, keys, months, len(names))
+        for i, name in enumerate(names):
+            out[name] = MetricTable(metrics[name], level, ks, months, _fixed(cells, i, decimals, len(months)))
+    return {name: out[name] for name in metrics}
 
 
 @dataclass(frozen=True)

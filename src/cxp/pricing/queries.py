@@ -20,6 +20,7 @@ then summed over an account's devices; `max` is the maximum over its devices.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal
 
@@ -110,6 +111,55 @@ def _state_value(field: str) -> sql.Composable:
     return sql.SQL("st.{}" + _REAL_AS_DECIMAL.get(field, "::float8")).format(sql.Identifier(field))
 
 
+def rollup_usage_column(metric: BillableMetric) -> tuple[str, str] | None:
+    """(table, column) of the daily rollup that answers a usage count or sum of quantity / duration_s (successes
+    only for counts; `rollup_touchpoint_daily` with a touchpoint filter, else `rollup_daily`), or None."""
+    agg, fld, flt = metric.aggregation, metric.field, metric.filter
+    if metric.source is not MetricSource.USAGE or not (
+        agg is Aggregation.COUNT
+        or (agg is Aggregation.SUM and fld in ("quantity", "duration_s") and not flt.success_only)
+    ):
+        return None
+    column = {None: "success_count" if flt.success_only else "usage_count", "quantity": "quantity_sum",
+              "duration_s": "duration_sum"}[fld]
+    return ("rollup_touchpoint_daily" if flt.touchpoints else "rollup_daily"), column
+
+
+def rollup_metrics_query(
+    *, metrics: Sequence[BillableMetric], level: Level, decimals: int
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """SQL giving (key, month, v_0 … v_n) rows for usage metrics one daily rollup answers (`rollup_usage_column`,
+    the same table for all), in one scan: each value as `metric_query` computes it alone, NULL where absent."""
+    answered = [a for a in (rollup_usage_column(m) for m in metrics) if a is not None]
+    tables = {table for table, _ in answered}
+    if len(answered) != len(metrics) or len(tables) != 1:
+        raise PricingError("rollup_metrics_query takes usage metrics of one daily rollup table")
+    # rows of no metric's touchpoints are left out (every metric of rollup_touchpoint_daily filters touchpoints)
+    touchpoints = sorted({t for m in metrics for t in m.filter.touchpoints})
+    params: dict[str, Any] = {"decimals": decimals, "touchpoints": touchpoints}
+    inner_values, outer_values = [], []
+    for i, (metric, (_, column)) in enumerate(zip(metrics, answered, strict=True)):
+        only = sql.SQL("")
+        if metric.filter.touchpoints:
+            params[f"touchpoints_{i}"] = list(metric.filter.touchpoints)
+            only = sql.SQL(" FILTER (WHERE r.touchpoint = ANY({}::text[]))").format(sql.Placeholder(f"touchpoints_{i}"))
+        name = sql.Identifier(f"v_{i}")
+        inner_values.append(sql.SQL("sum(r.{}){}::float8 AS {}").format(sql.Identifier(column), only, name))
+        outer_values.append(sql.SQL("round(sum(pd.{})::numeric, %(decimals)s::int)").format(name))
+    q = sql.SQL(
+        "WITH {scope}, per_device AS ("
+        "SELECT r.device_key, {month} AS month, {inner} FROM {table} r JOIN dev ON dev.device_key = r.device_key "
+        "WHERE r.day >= %(start)s::date AND r.day < %(end)s::date{only} GROUP BY 1, 2) "
+        "SELECT dev.{key}, pd.month, {outer} FROM per_device pd JOIN dev ON dev.device_key = pd.device_key "
+        "GROUP BY 1, 2"
+    ).format(
+        scope=sql.SQL(_SCOPE), month=sql.SQL(_MONTH_DATE.format(col="r.day")), inner=sql.SQL(", ").join(inner_values),
+        table=sql.Identifier(tables.pop()), key=_key(level), outer=sql.SQL(", ").join(outer_values),
+        only=sql.SQL(" AND r.touchpoint = ANY(%(touchpoints)s::text[])") if touchpoints else sql.SQL(""),
+    )
+    return q, params
+
+
 def metric_query(*, metric: BillableMetric, level: Level, decimals: int) -> tuple[sql.Composed, dict[str, Any]]:
     """SQL giving (key, month, value) rows of `metric` per `level` key and UTC month; value rounded to `decimals`.
 
@@ -155,20 +205,13 @@ def metric_query(*, metric: BillableMetric, level: Level, decimals: int) -> tupl
             )
             return q, params
         if rollup_ok:
-            col = {None: count_col, "quantity": "quantity_sum", "duration_s": "duration_sum"}[fld]
-            if flt.touchpoints:
-                table, month, window, tp = (
-                    sql.SQL("rollup_touchpoint_daily"),
-                    month_daily,
-                    window_daily,
-                    _tp_filter(metric, "r"),
-                )
-            else:
-                table, month, window, tp = sql.SQL("rollup_daily"), month_daily, window_daily, sql.SQL("")
+            table, col = rollup_usage_column(metric) or ("", "")
+            tp = _tp_filter(metric, "r") if flt.touchpoints else sql.SQL("")
             inner = sql.SQL(
                 "SELECT r.device_key, {month} AS month, sum(r.{col})::float8 AS v "
                 "FROM {table} r JOIN dev ON dev.device_key = r.device_key WHERE {window}{tp} GROUP BY 1, 2"
-            ).format(month=month, col=sql.Identifier(col), table=table, window=window, tp=tp)
+            ).format(month=month_daily, col=sql.Identifier(col), table=sql.Identifier(table), window=window_daily,
+                     tp=tp)
         else:
             if fld not in USAGE_FIELDS:  # pragma: no cover - BillableMetric validates fields
                 raise PricingError(f"unknown usage field {fld!r}")

@@ -55,6 +55,7 @@ from cxp.pricing.metrics import (
     fetch_rows,
     get_activity,
     get_metric_table,
+    get_metric_tables,
     get_uptime,
     list_cohort_accounts,
     resolve_metrics,
@@ -106,13 +107,12 @@ def get_usage_cube(
     for k in extra_usage:
         usage_defs.setdefault(k, by_name.get(k) or default_usage_metric(key=k))
 
-    def table(m: BillableMetric):
-        return get_metric_table(
-            conn, metric=m, period=period, cohort=cohort, keys=keys, decimals=decimals, until=until
-        ).values
-
-    usage = {k: table(m) for k, m in usage_defs.items()}
-    outcomes = {k: table(m) for k, m in outcome_defs.items()}
+    # every metric in one call: those the same daily rollup answers are read in one scan
+    wanted = {("usage", k): m for k, m in usage_defs.items()} | {("outcome", k): m for k, m in outcome_defs.items()}
+    tables = get_metric_tables(conn, metrics=wanted, period=period, cohort=cohort, keys=keys, decimals=decimals,
+                               until=until)
+    usage = {k: tables[("usage", k)].values for k in usage_defs}
+    outcomes = {k: tables[("outcome", k)].values for k in outcome_defs}
     up = None
     if needs_uptime or with_coverage:
         up = get_uptime(conn, period=period, cohort=cohort, keys=keys, until=until)
