@@ -224,6 +224,25 @@ def test_uptime_and_activity_are_sane(pricing_fleet):
     assert (act.active_days <= act.exposure_days).all()
 
 
+def test_activity_counts_every_use_and_active_day_of_the_month(pricing_fleet):
+    conn, period = pricing_fleet.conn, pricing_fleet.period
+    act = get_activity(conn=conn, period=period)
+    rows = conn.execute(
+        "SELECT d.account_id, date_trunc('month', r.day)::date, sum(r.usage_count), sum(r.success_count),"
+        " count(*) FILTER (WHERE r.usage_count > 0) FROM rollup_daily r JOIN devices d USING (device_key)"
+        " WHERE r.day >= %s AND r.day < %s AND d.account_id IS NOT NULL GROUP BY 1, 2",
+        (period.start, period.end),
+    ).fetchall()
+    expected = {(k, m): (u, ok, days) for k, m, u, ok, days in rows}
+    seen = 0
+    for i, k in enumerate(act.keys):
+        for j, m in enumerate(act.months):
+            want = expected.get((k, m), (0, 0, 0))
+            assert (act.usage[i, j], act.successes[i, j], act.active_days[i, j]) == want, (k, m)
+            seen += want[2] > 0
+    assert seen > 0
+
+
 @pytest.mark.parametrize("level", ["account", "device"])
 def test_uptime_from_the_kept_covers_equals_the_raw_heartbeats(pricing_fleet, level):
     conn, period = pricing_fleet.conn, pricing_fleet.period
