@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 
 import pandas as pd
@@ -66,19 +67,40 @@ def _touchpoint_sums(start: date, end: date) -> tuple[str, dict]:
             f" FROM ({rows}) h GROUP BY 1, 2, 3"), params
 
 
-def first_core_success(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """First successful core use per device in the window: device_key, first_core_use_at (the exact time, from
-    `rollup_touchpoint_daily.success_times`)."""
+def first_core_success(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date, device_keys: Sequence[int]
+) -> pd.DataFrame:
+    """First successful core use in the window of each of `device_keys`: device_key, first_core_use_at (the exact
+    time). From each device's kept first success per touchpoint (`touchpoint_first_success`) when none of its core
+    touchpoints first worked before the window (so the first in the window is the first ever), else from the window's
+    `rollup_touchpoint_daily.success_times` for those devices."""
+    lo, hi = day_start(start), day_start(end + timedelta(days=1))
+    statement, params = with_scoped_devices(
+        scope,
+        "SELECT f.device_key, bool_or(f.first_at < %(lo)s) AS before,"
+        " min(f.first_at) FILTER (WHERE f.first_at < %(hi)s) AS first_core_use_at"
+        " FROM touchpoint_first_success f JOIN sel USING (device_key)"
+        " JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = f.touchpoint AND t.is_core"
+        " WHERE f.device_key = ANY(%(keys)s::int[]) GROUP BY 1",
+        lo=lo, hi=hi, keys=[int(k) for k in device_keys],
+    )
+    kept = fetch_frame(conn, statement, params)
+    before = kept["before"].astype(bool)
+    earlier = kept.loc[before, "device_key"].astype(int).tolist()
+    kept = kept.loc[~before & kept["first_core_use_at"].notna(), ["device_key", "first_core_use_at"]]
+    if not earlier:
+        return kept.reset_index(drop=True)
     statement, params = with_scoped_devices(
         scope,
         "SELECT h.device_key, min(h.success_times[1]) AS first_core_use_at"
         " FROM rollup_touchpoint_daily h JOIN sel USING (device_key)"
         " JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = h.touchpoint AND t.is_core"
-        " WHERE h.day BETWEEN %(start)s AND %(end)s AND h.success_count > 0 GROUP BY 1",
-        start=start,
-        end=end,
+        " WHERE h.day BETWEEN %(start)s AND %(end)s AND h.success_count > 0 AND h.device_key = ANY(%(keys)s::int[])"
+        " GROUP BY 1",
+        start=start, end=end, keys=earlier,
     )
-    return fetch_frame(conn, statement, params)
+    scanned = fetch_frame(conn, statement, params)
+    return pd.concat([kept, scanned], ignore_index=True) if len(scanned) else kept.reset_index(drop=True)
 
 
 def touchpoint_answers(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:

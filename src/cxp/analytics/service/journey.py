@@ -61,7 +61,7 @@ def _device_milestones(
     events = lifecycle(conn, scope=query, start=window.start, end=window.end, stages=["activated", *CHURN_STAGES])
     events = events[events["device_key"].isin(keys)]
     first_event = events.sort_values("ts").groupby(["device_key", "stage"])["ts"].first().unstack()
-    core = first_core_success(conn, scope=query, start=window.start, end=window.end)
+    core = first_core_success(conn, scope=query, start=window.start, end=window.end, device_keys=sorted(keys))
     daily = daily_usage(conn, scope=query, start=window.start, end=window.end)
     daily = daily[daily["device_key"].isin(keys)]
     habitual = core_journey.habitual_dates(
