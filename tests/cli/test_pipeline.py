@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cxp.store.rollups import list_daily, list_daily_from_scratch, refresh_all_pending
+from cxp.store.rollup_listings import list_daily, list_daily_from_scratch
+from cxp.store.rollups import refresh_all_pending
 from cxp.tools.simulate import simulate_fleet
 from tests.fixtures.compare import assert_rows_equal
 from tests.fixtures.gateway import wait_for

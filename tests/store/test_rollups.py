@@ -10,7 +10,7 @@ import pytest
 
 from cxp.store.ingest import IngestMessage, TimeBounds, write_batch
 from cxp.store.registry import DeviceRow, ProductRow, TouchpointRow, upsert_devices, upsert_products
-from cxp.store.rollups import (
+from cxp.store.rollup_listings import (
     list_answer_context,
     list_answer_context_from_scratch,
     list_daily,
@@ -31,6 +31,8 @@ from cxp.store.rollups import (
     list_uptime_from_scratch,
     list_weekly,
     list_weekly_from_scratch,
+)
+from cxp.store.rollups import (
     refresh_all_pending,
     refresh_paced,
     refresh_rollups,

@@ -139,13 +139,6 @@ _FIRST_SUCCESS = ("INSERT INTO touchpoint_first_success (device_key, touchpoint,
                   + FIRST_SUCCESS_SELECT.format(scope="JOIN _rollup_days d USING (device_key, day)")
                   + " ON CONFLICT (device_key, touchpoint) DO UPDATE SET first_at = excluded.first_at"
                     " WHERE excluded.first_at < touchpoint_first_success.first_at")
-# The same for every row, for the from-scratch comparison: times grow with days, so the least first success of the
-# later days is that of the next day with one.
-_NEXT_SUCCESS_RAW = """
-SELECT x.*, CASE WHEN x.error_count > 0 AND x.touchpoint <> '' THEN min(x.success_times[1]) OVER (
-    PARTITION BY x.device_key, x.touchpoint ORDER BY x.day ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) END
-FROM ({rows}) x({columns})
-"""
 
 # Feedback answers per device × UTC day × touchpoint × measure × score (migration 028); `{scope}` limits it to the
 # dirty device-days or not at all.
@@ -256,15 +249,6 @@ WHERE {_in_days('a', 'ts')}
     SELECT 1 FROM rollup_touchpoint_daily h
     WHERE h.device_key = a.device_key AND h.touchpoint = a.touchpoint AND h.error_count > 0
       AND h.day >= (a.ts AT TIME ZONE 'UTC')::date - 7 AND h.day < (a.ts AT TIME ZONE 'UTC')::date)
-"""
-# The same from raw events, for the from-scratch comparison.
-_ANSWER_FAILED_BEFORE_RAW = """
-SELECT x.*, EXISTS (
-    SELECT 1 FROM events f
-    WHERE f.device_key = x.device_key AND f.touchpoint = x.touchpoint AND f.kind = 'error'
-      AND f.ts >= ((x.ts AT TIME ZONE 'UTC')::date - 7)::timestamp AT TIME ZONE 'UTC'
-      AND f.ts < ((x.ts AT TIME ZONE 'UTC')::date)::timestamp AT TIME ZONE 'UTC')
-FROM ({answers}) x
 """
 
 # How long a state sample holds at most, in multiples of its product's heartbeat interval: the 1.5× tolerance that
@@ -474,139 +458,3 @@ def refresh_paced(conn: psycopg.Connection, *, batch_device_days: int, max_busy_
         pause = (time.monotonic() - started) * (1 / max_busy_share - 1)
         if (stopping or Event()).wait(pause):
             return RollupRefresh(total_days, total_hourly, total_daily, step.pending)
-
-
-def list_hourly_from_scratch(conn: psycopg.Connection) -> list[tuple]:
-    """The hourly rollup aggregated afresh from every raw event, ordered like `list_hourly`."""
-    with mapped_errors():
-        return conn.execute(HOURLY_SELECT.format(scope="") + " ORDER BY 1, 2, 3").fetchall()
-
-
-def list_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
-    """The daily rollup aggregated afresh (from the hourly rollup and raw rows)."""
-    with mapped_errors():
-        return conn.execute(
-            DAILY_SELECT.format(scope_hourly="", scope_events="", scope_state="") + " ORDER BY 1, 2"
-        ).fetchall()
-
-
-def list_weekly_from_scratch(conn: psycopg.Connection) -> tuple[list[tuple], list[tuple]]:
-    """The weekly rollups (per device, per device × touchpoint) afresh from the daily ones, ordered like
-    `list_weekly`."""
-    with mapped_errors():
-        scope = {"scope_daily": "", "scope_touchpoints": ""}
-        return (conn.execute(WEEKLY_SELECT.format(**scope) + " ORDER BY 1, 2").fetchall(),
-                conn.execute(TOUCHPOINT_WEEKLY_SELECT.format(**scope) + " ORDER BY 1, 2, 3").fetchall())
-
-
-def list_weekly(conn: psycopg.Connection) -> tuple[list[tuple], list[tuple]]:
-    """Every stored weekly rollup row (per device, per device × touchpoint)."""
-    with mapped_errors():
-        return (conn.execute(f"SELECT {WEEKLY_COLUMNS} FROM rollup_weekly ORDER BY 1, 2").fetchall(),
-                conn.execute(f"SELECT {TOUCHPOINT_WEEKLY_COLUMNS} FROM rollup_touchpoint_weekly ORDER BY 1, 2, 3"
-                             ).fetchall())
-
-
-def list_touchpoint_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
-    """The touchpoint-daily rollup afresh from the hourly one and raw events, with each error row's next success,
-    ordered like `list_touchpoint_daily`."""
-    with mapped_errors():
-        rows = TOUCHPOINT_DAILY_SELECT.format(scope_hourly="", scope_events="")
-        statement = _NEXT_SUCCESS_RAW.format(rows=rows, columns=TOUCHPOINT_DAILY_COLUMNS) + " ORDER BY 1, 2, 3"
-        return conn.execute(statement).fetchall()
-
-
-def list_touchpoint_daily(conn: psycopg.Connection) -> list[tuple]:
-    """Every stored touchpoint-daily rollup row, its `next_success_at` last."""
-    with mapped_errors():
-        return conn.execute(f"SELECT {TOUCHPOINT_DAILY_COLUMNS}, next_success_at FROM rollup_touchpoint_daily"
-                            " ORDER BY 1, 2, 3").fetchall()
-
-
-def list_first_success_from_scratch(conn: psycopg.Connection) -> list[tuple]:
-    """Each device's first successful use of each touchpoint afresh from the touchpoint-daily rollup."""
-    with mapped_errors():
-        return conn.execute(FIRST_SUCCESS_SELECT.format(scope="") + " ORDER BY 1, 2").fetchall()
-
-
-def list_first_success(conn: psycopg.Connection) -> list[tuple]:
-    """Every kept first successful use per device × touchpoint."""
-    with mapped_errors():
-        return conn.execute("SELECT device_key, touchpoint, first_at FROM touchpoint_first_success ORDER BY 1, 2"
-                            ).fetchall()
-
-
-def list_feedback_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
-    """The feedback-daily rollup afresh from raw events, ordered like `list_feedback_daily`."""
-    with mapped_errors():
-        return conn.execute(FEEDBACK_DAILY_SELECT.format(scope="") + " ORDER BY 1, 2, 3, 4, 5").fetchall()
-
-
-def list_feedback_daily(conn: psycopg.Connection) -> list[tuple]:
-    """Every stored feedback-daily rollup row."""
-    with mapped_errors():
-        return conn.execute(f"SELECT {FEEDBACK_DAILY_COLUMNS} FROM rollup_feedback_daily ORDER BY 1, 2, 3, 4, 5"
-                            ).fetchall()
-
-
-def list_product_hourly_from_scratch(conn: psycopg.Connection) -> list[tuple]:
-    """The product-hourly exposure afresh from the hourly rollup, ordered like `list_product_hourly`."""
-    with mapped_errors():
-        return conn.execute(PRODUCT_HOURLY_SELECT.format(scope="") + " ORDER BY 1, 2, 3").fetchall()
-
-
-def list_product_hourly(conn: psycopg.Connection) -> list[tuple]:
-    """Every stored product-hourly exposure row."""
-    with mapped_errors():
-        return conn.execute(f"SELECT {PRODUCT_HOURLY_COLUMNS} FROM rollup_product_hourly ORDER BY 1, 2, 3").fetchall()
-
-
-def list_product_error_hourly_from_scratch(conn: psycopg.Connection) -> list[tuple]:
-    """The product-hourly errors afresh from raw events, ordered like `list_product_error_hourly`."""
-    with mapped_errors():
-        return conn.execute(PRODUCT_ERROR_HOURLY_SELECT.format(scope="") + " ORDER BY 1, 2, 3, 4").fetchall()
-
-
-def list_product_error_hourly(conn: psycopg.Connection) -> list[tuple]:
-    """Every stored product-hourly error row."""
-    with mapped_errors():
-        return conn.execute(f"SELECT {PRODUCT_ERROR_HOURLY_COLUMNS} FROM rollup_product_error_hourly"
-                            " ORDER BY 1, 2, 3, 4").fetchall()
-
-
-def list_answer_context_from_scratch(conn: psycopg.Connection) -> list[tuple]:
-    """Every answer's context computed afresh from raw events, ordered like `list_answer_context`."""
-    with mapped_errors():
-        return conn.execute(_ANSWER_FAILED_BEFORE_RAW.format(answers=ANSWER_SELECT.format(scope=""))
-                            + " ORDER BY 1, 2, 3").fetchall()
-
-
-def list_uptime_from_scratch(conn: psycopg.Connection) -> list[tuple]:
-    """Every device-day's heartbeat cover computed afresh from raw states, ordered like `list_uptime`."""
-    with mapped_errors():
-        return conn.execute(UPTIME_SELECT.format(ranges="", days="") + " ORDER BY 1, 2",
-                            {"hold": UPTIME_HOLD_FACTOR}).fetchall()
-
-
-def list_uptime(conn: psycopg.Connection) -> list[tuple]:
-    """Every stored device-day heartbeat cover."""
-    with mapped_errors():
-        return conn.execute("SELECT device_key, day, covered_us FROM uptime_daily ORDER BY 1, 2").fetchall()
-
-
-def list_answer_context(conn: psycopg.Connection) -> list[tuple]:
-    """Every stored answer context."""
-    with mapped_errors():
-        return conn.execute(f"SELECT {ANSWER_COLUMNS}, failed_before FROM answer_context ORDER BY 1, 2, 3").fetchall()
-
-
-def list_hourly(conn: psycopg.Connection) -> list[tuple]:
-    """Every stored hourly rollup row."""
-    with mapped_errors():
-        return conn.execute(f"SELECT {HOURLY_COLUMNS} FROM rollup_hourly ORDER BY 1, 2, 3").fetchall()
-
-
-def list_daily(conn: psycopg.Connection) -> list[tuple]:
-    """Every stored daily rollup row."""
-    with mapped_errors():
-        return conn.execute(f"SELECT {DAILY_COLUMNS} FROM rollup_daily ORDER BY 1, 2").fetchall()

@@ -1,0 +1,184 @@
+"""The rollups as stored and as computed afresh from raw events, in the same order: what the tests compare after
+late and out-of-order data (the refresh that keeps them is `store.rollups`)."""
+
+from __future__ import annotations
+
+import psycopg
+
+from cxp.store.errors import mapped_errors
+from cxp.store.rollups import (
+    ANSWER_COLUMNS,
+    ANSWER_SELECT,
+    DAILY_COLUMNS,
+    DAILY_SELECT,
+    FEEDBACK_DAILY_COLUMNS,
+    FEEDBACK_DAILY_SELECT,
+    FIRST_SUCCESS_SELECT,
+    HOURLY_COLUMNS,
+    HOURLY_SELECT,
+    PRODUCT_ERROR_HOURLY_COLUMNS,
+    PRODUCT_ERROR_HOURLY_SELECT,
+    PRODUCT_HOURLY_COLUMNS,
+    PRODUCT_HOURLY_SELECT,
+    TOUCHPOINT_DAILY_COLUMNS,
+    TOUCHPOINT_DAILY_SELECT,
+    TOUCHPOINT_WEEKLY_COLUMNS,
+    TOUCHPOINT_WEEKLY_SELECT,
+    UPTIME_HOLD_FACTOR,
+    UPTIME_SELECT,
+    WEEKLY_COLUMNS,
+    WEEKLY_SELECT,
+)
+
+# Each error row's next success (migration 034) for every row: times grow with days, so the least first success of the
+# later days is that of the next day with one.
+NEXT_SUCCESS_RAW = """
+SELECT x.*, CASE WHEN x.error_count > 0 AND x.touchpoint <> '' THEN min(x.success_times[1]) OVER (
+    PARTITION BY x.device_key, x.touchpoint ORDER BY x.day ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) END
+FROM ({rows}) x({columns})
+"""
+# Each answer's failure in the week before (migration 033) from raw events.
+ANSWER_FAILED_BEFORE_RAW = """
+SELECT x.*, EXISTS (
+    SELECT 1 FROM events f
+    WHERE f.device_key = x.device_key AND f.touchpoint = x.touchpoint AND f.kind = 'error'
+      AND f.ts >= ((x.ts AT TIME ZONE 'UTC')::date - 7)::timestamp AT TIME ZONE 'UTC'
+      AND f.ts < ((x.ts AT TIME ZONE 'UTC')::date)::timestamp AT TIME ZONE 'UTC')
+FROM ({answers}) x
+"""
+
+
+def list_hourly_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """The hourly rollup aggregated afresh from every raw event, ordered like `list_hourly`."""
+    with mapped_errors():
+        return conn.execute(HOURLY_SELECT.format(scope="") + " ORDER BY 1, 2, 3").fetchall()
+
+
+def list_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """The daily rollup aggregated afresh (from the hourly rollup and raw rows)."""
+    with mapped_errors():
+        return conn.execute(
+            DAILY_SELECT.format(scope_hourly="", scope_events="", scope_state="") + " ORDER BY 1, 2"
+        ).fetchall()
+
+
+def list_weekly_from_scratch(conn: psycopg.Connection) -> tuple[list[tuple], list[tuple]]:
+    """The weekly rollups (per device, per device × touchpoint) afresh from the daily ones, ordered like
+    `list_weekly`."""
+    with mapped_errors():
+        scope = {"scope_daily": "", "scope_touchpoints": ""}
+        return (conn.execute(WEEKLY_SELECT.format(**scope) + " ORDER BY 1, 2").fetchall(),
+                conn.execute(TOUCHPOINT_WEEKLY_SELECT.format(**scope) + " ORDER BY 1, 2, 3").fetchall())
+
+
+def list_weekly(conn: psycopg.Connection) -> tuple[list[tuple], list[tuple]]:
+    """Every stored weekly rollup row (per device, per device × touchpoint)."""
+    with mapped_errors():
+        return (conn.execute(f"SELECT {WEEKLY_COLUMNS} FROM rollup_weekly ORDER BY 1, 2").fetchall(),
+                conn.execute(f"SELECT {TOUCHPOINT_WEEKLY_COLUMNS} FROM rollup_touchpoint_weekly ORDER BY 1, 2, 3"
+                             ).fetchall())
+
+
+def list_touchpoint_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """The touchpoint-daily rollup afresh from the hourly one and raw events, with each error row's next success,
+    ordered like `list_touchpoint_daily`."""
+    with mapped_errors():
+        rows = TOUCHPOINT_DAILY_SELECT.format(scope_hourly="", scope_events="")
+        statement = NEXT_SUCCESS_RAW.format(rows=rows, columns=TOUCHPOINT_DAILY_COLUMNS) + " ORDER BY 1, 2, 3"
+        return conn.execute(statement).fetchall()
+
+
+def list_touchpoint_daily(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored touchpoint-daily rollup row, its `next_success_at` last."""
+    with mapped_errors():
+        return conn.execute(f"SELECT {TOUCHPOINT_DAILY_COLUMNS}, next_success_at FROM rollup_touchpoint_daily"
+                            " ORDER BY 1, 2, 3").fetchall()
+
+
+def list_first_success_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """Each device's first successful use of each touchpoint afresh from the touchpoint-daily rollup."""
+    with mapped_errors():
+        return conn.execute(FIRST_SUCCESS_SELECT.format(scope="") + " ORDER BY 1, 2").fetchall()
+
+
+def list_first_success(conn: psycopg.Connection) -> list[tuple]:
+    """Every kept first successful use per device × touchpoint."""
+    with mapped_errors():
+        return conn.execute("SELECT device_key, touchpoint, first_at FROM touchpoint_first_success ORDER BY 1, 2"
+                            ).fetchall()
+
+
+def list_feedback_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """The feedback-daily rollup afresh from raw events, ordered like `list_feedback_daily`."""
+    with mapped_errors():
+        return conn.execute(FEEDBACK_DAILY_SELECT.format(scope="") + " ORDER BY 1, 2, 3, 4, 5").fetchall()
+
+
+def list_feedback_daily(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored feedback-daily rollup row."""
+    with mapped_errors():
+        return conn.execute(f"SELECT {FEEDBACK_DAILY_COLUMNS} FROM rollup_feedback_daily ORDER BY 1, 2, 3, 4, 5"
+                            ).fetchall()
+
+
+def list_product_hourly_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """The product-hourly exposure afresh from the hourly rollup, ordered like `list_product_hourly`."""
+    with mapped_errors():
+        return conn.execute(PRODUCT_HOURLY_SELECT.format(scope="") + " ORDER BY 1, 2, 3").fetchall()
+
+
+def list_product_hourly(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored product-hourly exposure row."""
+    with mapped_errors():
+        return conn.execute(f"SELECT {PRODUCT_HOURLY_COLUMNS} FROM rollup_product_hourly ORDER BY 1, 2, 3").fetchall()
+
+
+def list_product_error_hourly_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """The product-hourly errors afresh from raw events, ordered like `list_product_error_hourly`."""
+    with mapped_errors():
+        return conn.execute(PRODUCT_ERROR_HOURLY_SELECT.format(scope="") + " ORDER BY 1, 2, 3, 4").fetchall()
+
+
+def list_product_error_hourly(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored product-hourly error row."""
+    with mapped_errors():
+        return conn.execute(f"SELECT {PRODUCT_ERROR_HOURLY_COLUMNS} FROM rollup_product_error_hourly"
+                            " ORDER BY 1, 2, 3, 4").fetchall()
+
+
+def list_answer_context_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """Every answer's context computed afresh from raw events, ordered like `list_answer_context`."""
+    with mapped_errors():
+        return conn.execute(ANSWER_FAILED_BEFORE_RAW.format(answers=ANSWER_SELECT.format(scope=""))
+                            + " ORDER BY 1, 2, 3").fetchall()
+
+
+def list_uptime_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """Every device-day's heartbeat cover computed afresh from raw states, ordered like `list_uptime`."""
+    with mapped_errors():
+        return conn.execute(UPTIME_SELECT.format(ranges="", days="") + " ORDER BY 1, 2",
+                            {"hold": UPTIME_HOLD_FACTOR}).fetchall()
+
+
+def list_uptime(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored device-day heartbeat cover."""
+    with mapped_errors():
+        return conn.execute("SELECT device_key, day, covered_us FROM uptime_daily ORDER BY 1, 2").fetchall()
+
+
+def list_answer_context(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored answer context."""
+    with mapped_errors():
+        return conn.execute(f"SELECT {ANSWER_COLUMNS}, failed_before FROM answer_context ORDER BY 1, 2, 3").fetchall()
+
+
+def list_hourly(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored hourly rollup row."""
+    with mapped_errors():
+        return conn.execute(f"SELECT {HOURLY_COLUMNS} FROM rollup_hourly ORDER BY 1, 2, 3").fetchall()
+
+
+def list_daily(conn: psycopg.Connection) -> list[tuple]:
+    """Every stored daily rollup row."""
+    with mapped_errors():
+        return conn.execute(f"SELECT {DAILY_COLUMNS} FROM rollup_daily ORDER BY 1, 2").fetchall()
