@@ -178,11 +178,10 @@ def metric_query(*, metric: BillableMetric, level: Level, decimals: int) -> tupl
     window_daily = sql.SQL("r.day >= %(start)s::date AND r.day < %(end)s::date")
     window_ev = sql.SQL(_t("{a}.ts >= {S} AND {a}.ts < {E}"))
 
+    if rollup_usage_column(metric) is not None:
+        return rollup_metrics_query(metrics=[metric], level=level, decimals=decimals)
     if src is MetricSource.USAGE:
         count_col = "success_count" if flt.success_only else "usage_count"
-        rollup_ok = agg is Aggregation.COUNT or (
-            agg is Aggregation.SUM and fld in ("quantity", "duration_s") and not flt.success_only
-        )
         if agg is Aggregation.UNIQUE_COUNT:
             if fld == "device":
                 what = sql.SQL("count(DISTINCT r.device_key)")
@@ -204,39 +203,30 @@ def metric_query(*, metric: BillableMetric, level: Level, decimals: int) -> tupl
                 tp=_tp_filter(metric, "r"),
             )
             return q, params
-        if rollup_ok:
-            table, col = rollup_usage_column(metric) or ("", "")
-            tp = _tp_filter(metric, "r") if flt.touchpoints else sql.SQL("")
-            inner = sql.SQL(
-                "SELECT r.device_key, {month} AS month, sum(r.{col})::float8 AS v "
-                "FROM {table} r JOIN dev ON dev.device_key = r.device_key WHERE {window}{tp} GROUP BY 1, 2"
-            ).format(month=month_daily, col=sql.Identifier(col), table=sql.Identifier(table), window=window_daily,
-                     tp=tp)
-        else:
-            if fld not in USAGE_FIELDS:  # pragma: no cover - BillableMetric validates fields
-                raise PricingError(f"unknown usage field {fld!r}")
-            value = sql.SQL("e.{}" + _REAL_AS_DECIMAL.get(fld, "::float8")).format(sql.Identifier(fld))
-            ok = sql.SQL(" AND e.success") if flt.success_only else sql.SQL("")
-            if agg is Aggregation.SUM:
-                what = sql.SQL("sum({v})").format(v=value)
-            elif agg is Aggregation.MAX:
-                what, outer = sql.SQL("max({v})").format(v=value), "max"
-            elif agg is Aggregation.LATEST:
-                what = sql.SQL("last({v}, e.ts)").format(v=value)
-            else:  # pragma: no cover - time_weighted_sum of usage is rejected by BillableMetric
-                raise PricingError(f"{agg.value} is not defined on usage events")
-            inner = sql.SQL(
-                "SELECT e.device_key, {month} AS month, {what} AS v "
-                "FROM events e JOIN dev ON dev.device_key = e.device_key "
-                "WHERE e.kind = 'usage' AND {window}{ok}{tp} AND {v} IS NOT NULL GROUP BY 1, 2"
-            ).format(
-                month=month_ev,
-                what=what,
-                window=window_ev.format(a=sql.Identifier("e")),
-                ok=ok,
-                tp=_tp_filter(metric, "e"),
-                v=value,
-            )
+        if fld not in USAGE_FIELDS:  # pragma: no cover - BillableMetric validates fields
+            raise PricingError(f"unknown usage field {fld!r}")
+        value = sql.SQL("e.{}" + _REAL_AS_DECIMAL.get(fld, "::float8")).format(sql.Identifier(fld))
+        ok = sql.SQL(" AND e.success") if flt.success_only else sql.SQL("")
+        if agg is Aggregation.SUM:
+            what = sql.SQL("sum({v})").format(v=value)
+        elif agg is Aggregation.MAX:
+            what, outer = sql.SQL("max({v})").format(v=value), "max"
+        elif agg is Aggregation.LATEST:
+            what = sql.SQL("last({v}, e.ts)").format(v=value)
+        else:  # pragma: no cover - time_weighted_sum of usage is rejected by BillableMetric
+            raise PricingError(f"{agg.value} is not defined on usage events")
+        inner = sql.SQL(
+            "SELECT e.device_key, {month} AS month, {what} AS v "
+            "FROM events e JOIN dev ON dev.device_key = e.device_key "
+            "WHERE e.kind = 'usage' AND {window}{ok}{tp} AND {v} IS NOT NULL GROUP BY 1, 2"
+        ).format(
+            month=month_ev,
+            what=what,
+            window=window_ev.format(a=sql.Identifier("e")),
+            ok=ok,
+            tp=_tp_filter(metric, "e"),
+            v=value,
+        )
     else:
         if agg is Aggregation.COUNT or agg is Aggregation.UNIQUE_COUNT:
             if agg is Aggregation.UNIQUE_COUNT:

@@ -433,11 +433,11 @@ def health_scores(*, frame: pd.DataFrame, config: HealthConfig | None = None, dr
     contrib = np.where(present & ok[:, None], (comp - medians) * eff_w, np.nan)
     # each row's components by contribution, ties by name; NaN (absent) last
     by_name = np.broadcast_to(np.argsort(np.argsort(np.array(COMPONENTS))), contrib.shape)
-    order = np.lexsort((by_name, np.where(np.isfinite(contrib), contrib, np.inf)), axis=-1)
-    ranked = np.take_along_axis(contrib, order, axis=-1)
+    by_pull = np.lexsort((by_name, np.where(np.isfinite(contrib), contrib, np.inf)), axis=-1)
+    ranked = np.take_along_axis(contrib, by_pull, axis=-1)
     names = np.array(COMPONENTS, dtype=object)
     for k in range(1, cfg.top_drivers + 1):
-        scores[f"driver_{k}"] = np.where(ranked[:, k - 1] < -1e-12, names[order[:, k - 1]], None)
+        scores[f"driver_{k}"] = np.where(ranked[:, k - 1] < -1e-12, names[by_pull[:, k - 1]], None)
     # trend vs the entity's previous period present in the frame
     order = np.lexsort((df["period"].to_numpy(), df["entity_id"].astype(str).to_numpy()))
     ordered = pd.DataFrame({"entity_id": df["entity_id"].to_numpy()[order], "pos": order.astype(float)})

@@ -153,7 +153,7 @@ def _fleet_report(
     products = health_objects("product", aggregate_devices(device_rows=frame, level="product"), config)
     latest_period = frame["period"] == frame["period"].max()
     # Only each device's band of the last week: scored without HealthScore objects or drivers.
-    latest = score_frame(frame.assign(devices=1, segment=frame["product_id"])[latest_period], config, drivers=False)
+    latest = score_frame(frame[latest_period], config, drivers=False)
     bands = [b for b in latest.scores["band"].tolist() if b]
     band_shares = {b: bands.count(b) / len(bands) for b in ("green", "amber", "red")} if bands else {}
     fleet_latest = fleet[-1] if fleet else None
