@@ -18,6 +18,22 @@ from tests.fixtures.mqtt import batch_payload, usage
 pytestmark = pytest.mark.integration
 
 
+def _inside_one_hour(margin_s: float = 75.0) -> datetime:
+    """A time whose hourly bucket is still the current one when the gateway evaluates, within `margin_s`.
+
+    A touchpoint rule's window is the current hourly bucket (`window_h=1`): events planted before the hour
+    turns are baseline by the time they are evaluated, so wait for the new hour when it is that close.
+    """
+    now = datetime.now(UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    left = (hour + timedelta(hours=1) - now).total_seconds()
+    if left < margin_s:
+        time.sleep(left + 1)
+        now = datetime.now(UTC)
+        hour = now.replace(minute=0, second=0, microsecond=0)
+    return max(hour, now - timedelta(seconds=30))
+
+
 def test_planted_failure_reaches_the_webhook_once(alert_db, settings, publisher, tmp_path):  # noqa: F811
     from tests.fixtures import gateway as gw_fixture
 
@@ -32,7 +48,7 @@ def test_planted_failure_reaches_the_webhook_once(alert_db, settings, publisher,
             update={"secrets_dir": tmp_path})})
         gw = gw_fixture.GatewayProcess(gw_settings, tmp_path)
         try:
-            now = datetime.now(UTC) - timedelta(seconds=30)
+            now = _inside_one_hour()
             items = []
             for d in range(5):
                 events = [usage(i, now + timedelta(milliseconds=i), success=i % 2 == 0) for i in range(10)]
