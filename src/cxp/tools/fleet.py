@@ -214,10 +214,21 @@ def ensure_fleet(
         result = import_fleet(conn, fleet_params=params, settings=settings, out=out)
         out(f"imported {result.events_stored:,} events and heartbeats in {result.seconds:.0f} s"
             f" ({result.events_per_s:,.0f} events/s), rollups in {result.rollup_seconds:.0f} s")
-        conn.execute("ANALYZE")
+        _settle(conn, out)
         return
     out(f"loading {params['devices']:,} devices × {params['days']} days (write_batch, no MQTT)…")
     report = load_fleet(conn, fleet_params=params, workers=workers, progress=out)
     out(f"loaded {report.events_stored:,} events + {report.states_stored:,} heartbeats in {report.load_s:.0f} s,"
         f" rollups in {report.rollup_s:.0f} s")
-    conn.execute("ANALYZE")
+    _settle(conn, out)
+
+
+def _settle(conn: Any, out: Callable[[str], None]) -> None:
+    """VACUUM ANALYZE a freshly loaded fleet, as autovacuum would in the following minutes.
+
+    Until then the tables have no visibility map, so the covering indexes' index-only scans visit the heap: the
+    views measured 30 % slower at 10,000 devices right after a load than a few minutes later.
+    """
+    started = time.perf_counter()
+    conn.execute("VACUUM (ANALYZE)")
+    out(f"vacuumed and analysed in {time.perf_counter() - started:.0f} s")
