@@ -13,6 +13,8 @@ from cxp.store.registry import DeviceRow, ProductRow, TouchpointRow, upsert_devi
 from cxp.store.rollup_listings import (
     list_answer_context,
     list_answer_context_from_scratch,
+    list_core_uses,
+    list_core_uses_from_scratch,
     list_daily,
     list_daily_from_scratch,
     list_feedback_daily,
@@ -102,6 +104,8 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     assert_rows_equal(per_touchpoint_before, list_touchpoint_daily_from_scratch(db))
     first_successes_before = list_first_success(db)
     assert first_successes_before == list_first_success_from_scratch(db) != []
+    core_before = list_core_uses(db)
+    assert core_before == list_core_uses_from_scratch(db) != []
     before = list_daily(db)
     covers_before = list_uptime(db)
     answers_before = list_answer_context(db)
@@ -131,6 +135,8 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     assert any(row[12] == [] for row in per_touchpoint) and any(len(row[12]) > 1 for row in per_touchpoint)
     assert any(row[10] > 0 for row in per_touchpoint)
     assert list_first_success(db) == list_first_success_from_scratch(db)
+    core = list_core_uses(db)
+    assert core == list_core_uses_from_scratch(db) != core_before
     weekly = list_weekly(db)
     assert weekly[0] == list_weekly_from_scratch(db)[0]
     assert_rows_equal(weekly[1], list_weekly_from_scratch(db)[1])
@@ -166,9 +172,9 @@ def test_daily_rollup_counts_match_raw_events(db, registered):
     write_batch(db, messages=[_message("dev-000", keys["dev-000"], events)], bounds=NO_AGE_LIMIT)
     refresh_all_pending(db)
     row = db.execute("SELECT usage_count, success_count, error_count, quantity_sum, latency_count, latency_sum,"
-                     " latency_max, touchpoints_used, heartbeat_count, battery_min, active"
+                     " latency_max, touchpoints_used, heartbeat_count, battery_min, active, core_usage_count"
                      " FROM rollup_daily").fetchall()
-    assert row == [(3, 2, 1, 2.0, 2, 400.0, 300.0, 2, 2, 35.0, True)]
+    assert row == [(3, 2, 1, 2.0, 2, 400.0, 300.0, 2, 2, 35.0, True, 2)]  # brew is core, app_pairing is not
 
 
 def _rolled_up(db, registered: list[str], seed: int) -> dict[str, int]:
@@ -204,6 +210,32 @@ def test_a_new_heartbeat_interval_or_product_recomputes_the_covers(db, registere
     assert {row[0] for row in db.execute("SELECT device_key FROM rollup_dirty")} == {keys[moved]}
     refresh_all_pending(db)
     assert list_uptime(db) == list_uptime_from_scratch(db) != longer
+
+
+def test_core_uses_follow_the_catalogue_and_a_moved_device(db, registered):
+    keys = _rolled_up(db, registered, 13)
+    brew_only = list_core_uses(db)
+    assert brew_only == list_core_uses_from_scratch(db) != []
+    both_core = [TouchpointRow("brew", "post_purchase", "brand", True, 500.0, 30.0, "cup"),
+                 TouchpointRow("app_pairing", "purchase", "brand", True, 2000.0, None, None)]
+    upsert_products(db, products=[ProductRow("test-p1", "Test product", 3600, 5.0, both_core)])
+    more = list_core_uses(db)  # recounted at once, without a refresh
+    assert more == list_core_uses_from_scratch(db)
+    assert sum(r[2] for r in more) > sum(r[2] for r in brew_only)
+    # Another product whose only core touchpoint is app_pairing: a device moved there counts only those uses.
+    pairing_core = [TouchpointRow("brew", "post_purchase", "brand", False, 500.0, 30.0, "cup"),
+                    TouchpointRow("app_pairing", "purchase", "brand", True, 2000.0, None, None)]
+    upsert_products(db, products=[ProductRow("test-p2", "Other product", 3600, 5.0, pairing_core)])
+    moved = registered[0]
+    upsert_devices(db, devices=[DeviceRow(moved, "test-p2", "acc-1", ACTIVATED, "basic", "A")])
+    after_move = list_core_uses(db)
+    assert after_move == list_core_uses_from_scratch(db)
+    assert {r for r in after_move if r[0] != keys[moved]} == {r for r in more if r[0] != keys[moved]}
+    assert [r for r in after_move if r[0] == keys[moved]] != [r for r in more if r[0] == keys[moved]]
+    upsert_products(db, products=[ProductRow("test-p1", "Test product", 3600, 5.0, BREW_ONLY)])
+    assert list_core_uses(db) == list_core_uses_from_scratch(db)
+    refresh_all_pending(db)
+    assert list_core_uses(db) == list_core_uses_from_scratch(db)
 
 
 def test_a_device_moved_to_another_product_moves_its_hours_of_exposure(db, registered):

@@ -12,6 +12,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from cxp.store.errors import mapped_errors
+from cxp.store.rollups import recount_core_uses
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,11 @@ _QUEUE_PRODUCT_DAYS_OF_MOVED_DEVICES = (
     " WHERE i.product_id IS DISTINCT FROM d.product_id"
 )
 
+_MOVED_DEVICE_KEYS = ("SELECT d.device_key FROM devices d JOIN _devices_in i ON i.device_id = d.device_id"
+                      " WHERE i.product_id IS DISTINCT FROM d.product_id")
+_CORE_TOUCHPOINTS = ("SELECT coalesce(array_agg(touchpoint ORDER BY touchpoint), '{}') FROM touchpoints"
+                     " WHERE product_id = %s AND is_core")
+
 
 def upsert_products(conn: psycopg.Connection, *, products: Iterable[ProductRow]) -> int:
     """Create or update products and replace their touchpoint catalogues."""
@@ -106,6 +112,7 @@ def upsert_products(conn: psycopg.Connection, *, products: Iterable[ProductRow])
                 " expected_active_days_per_week = EXCLUDED.expected_active_days_per_week",
                 (p.product_id, p.name, p.heartbeat_interval_s, p.expected_active_days_per_week),
             )
+            core_before = cur.execute(_CORE_TOUCHPOINTS, (p.product_id,)).fetchone()[0]
             cur.execute("DELETE FROM touchpoints WHERE product_id = %s", (p.product_id,))
             cur.executemany(
                 "INSERT INTO touchpoints (product_id, touchpoint, journey_stage, owner, is_core,"
@@ -114,6 +121,9 @@ def upsert_products(conn: psycopg.Connection, *, products: Iterable[ProductRow])
                 [(p.product_id, t.touchpoint, t.journey_stage, t.owner, t.is_core, t.target_latency_ms,
                   t.target_duration_s, t.unit, t.capability) for t in p.touchpoints],
             )
+            if cur.execute(_CORE_TOUCHPOINTS, (p.product_id,)).fetchone()[0] != core_before:
+                recount_core_uses(conn, devices="SELECT device_key FROM devices WHERE product_id = %(product)s",
+                                  params={"product": p.product_id})
             n += 1
     return n
 
@@ -141,12 +151,15 @@ def upsert_devices(conn: psycopg.Connection, *, devices: Iterable[DeviceRow]) ->
                 n += 1
         cur.execute(_MARK_COVERS_OF_MOVED_DEVICES)
         cur.execute(_QUEUE_PRODUCT_DAYS_OF_MOVED_DEVICES)
+        moved = [k for (k,) in cur.execute(_MOVED_DEVICE_KEYS).fetchall()]
         cur.execute(
             "INSERT INTO devices (device_id, product_id, account_id, activated_at, plan, experiment_arm)"
             " SELECT * FROM _devices_in ON CONFLICT (device_id) DO UPDATE SET product_id = EXCLUDED.product_id,"
             " account_id = EXCLUDED.account_id, activated_at = EXCLUDED.activated_at, plan = EXCLUDED.plan,"
             " experiment_arm = EXCLUDED.experiment_arm"
         )
+        if moved:  # their days' core uses now count their new product's core touchpoints
+            recount_core_uses(conn, devices="SELECT unnest(%(keys)s::int[])", params={"keys": moved})
     return n
 
 

@@ -108,6 +108,25 @@ def list_first_success(conn: psycopg.Connection) -> list[tuple]:
                             ).fetchall()
 
 
+def list_core_uses_from_scratch(conn: psycopg.Connection) -> list[tuple]:
+    """Each device-day's uses of its product's core touchpoints (the current catalogue) counted afresh from raw
+    events, ordered like `list_core_uses`."""
+    with mapped_errors():
+        return conn.execute(
+            "SELECT e.device_key, (e.ts AT TIME ZONE 'UTC')::date, count(*)::int FROM events e"
+            " JOIN devices dv ON dv.device_key = e.device_key"
+            " JOIN touchpoints t ON t.product_id = dv.product_id AND t.touchpoint = e.touchpoint AND t.is_core"
+            " WHERE e.kind = 'usage' GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+
+
+def list_core_uses(conn: psycopg.Connection) -> list[tuple]:
+    """Every daily rollup row's kept core uses, where there are any (migration 036)."""
+    with mapped_errors():
+        return conn.execute("SELECT device_key, day, core_usage_count FROM rollup_daily WHERE core_usage_count > 0"
+                            " ORDER BY 1, 2").fetchall()
+
+
 def list_feedback_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
     """The feedback-daily rollup afresh from raw events, ordered like `list_feedback_daily`."""
     with mapped_errors():

@@ -140,6 +140,30 @@ _FIRST_SUCCESS = ("INSERT INTO touchpoint_first_success (device_key, touchpoint,
                   + " ON CONFLICT (device_key, touchpoint) DO UPDATE SET first_at = excluded.first_at"
                     " WHERE excluded.first_at < touchpoint_first_success.first_at")
 
+# Each device-day's uses of its product's core touchpoints (migration 036), summed from the touchpoint-daily rows;
+# `{scope}` joins what limits it (the dirty days, a product's or some devices' days) or nothing.
+CORE_USES_SELECT = """
+SELECT h.device_key, h.day, sum(h.usage_count)::int AS uses
+FROM rollup_touchpoint_daily h {scope}
+JOIN devices dv ON dv.device_key = h.device_key
+JOIN touchpoints t ON t.product_id = dv.product_id AND t.touchpoint = h.touchpoint AND t.is_core
+WHERE h.usage_count > 0
+GROUP BY 1, 2
+"""
+_SET_CORE_USES = ("UPDATE rollup_daily r SET core_usage_count = c.uses FROM (" + CORE_USES_SELECT + ") c"
+                  " WHERE r.device_key = c.device_key AND r.day = c.day AND r.core_usage_count <> c.uses")
+
+
+def recount_core_uses(conn: psycopg.Connection, *, devices: str, params: dict | None = None) -> None:
+    """Recount the kept core uses of every day of the devices `devices` selects (a SQL query of device_key), after
+    their product's core touchpoints changed or they moved to another product."""
+    scope = f"JOIN ({devices}) AS moved (device_key) ON moved.device_key = h.device_key"
+    with mapped_errors():
+        conn.execute(f"UPDATE rollup_daily r SET core_usage_count = 0 WHERE r.core_usage_count <> 0"
+                     f" AND r.device_key IN ({devices})", params)
+        conn.execute(_SET_CORE_USES.format(scope=scope), params)
+
+
 # Feedback answers per device × UTC day × touchpoint × measure × score (migration 028); `{scope}` limits it to the
 # dirty device-days or not at all.
 FEEDBACK_DAILY_SELECT = """
@@ -344,6 +368,7 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
                      bounds)
         conn.execute(_NEXT_SUCCESS)
         conn.execute(_FIRST_SUCCESS)
+        conn.execute(_SET_CORE_USES.format(scope="JOIN _rollup_days d USING (device_key, day)"))
         conn.execute("DELETE FROM rollup_feedback_daily r USING _rollup_days d WHERE r.device_key = d.device_key"
                      " AND r.day = d.day")
         conn.execute(f"INSERT INTO rollup_feedback_daily ({FEEDBACK_DAILY_COLUMNS}) "

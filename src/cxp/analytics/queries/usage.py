@@ -12,31 +12,35 @@ from cxp.analytics.query import AnalyticsQuery
 
 
 def daily_usage(
-    conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date, core_only: bool = False
+    conn: psycopg.Connection,
+    *,
+    scope: AnalyticsQuery,
+    start: date,
+    end: date,
+    core_only: bool = False,
+    core_uses: bool = False,
 ) -> pd.DataFrame:
-    """Uses per device and active day in [start, end]: device_key, day, uses [, successes, errors].
+    """Uses per device and active day in [start, end], ordered by device and day: device_key, day, uses
+    [, successes, errors, core_uses].
 
-    All uses come from `rollup_daily`; `core_only` counts only the product's core touchpoints (from
-    `rollup_touchpoint_daily` joined to the catalogue).
+    From `rollup_daily`; `core_only` counts only the product's core touchpoints (its kept core uses, migration 036:
+    days with at least one); `core_uses` adds them as a column beside all uses.
     """
+    # No ORDER BY: PostgreSQL then reads the covering index by day (migrations 029, 036) instead of walking the primary
+    # key in device order; sorted here instead.
     if core_only:
         query = (
-            "SELECT r.device_key, r.day, sum(r.usage_count)::int AS uses"
-            " FROM rollup_touchpoint_daily r JOIN sel USING (device_key)"
-            " JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = r.touchpoint AND t.is_core"
-            " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.usage_count > 0 GROUP BY 1, 2 ORDER BY 1, 2"
+            "SELECT r.device_key, r.day, r.core_usage_count AS uses FROM rollup_daily r JOIN sel USING (device_key)"
+            " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active AND r.core_usage_count > 0"
         )
     else:
-        # No ORDER BY: PostgreSQL then reads the covering index by day (migration 029) instead of walking the primary
-        # key in device order; sorted here instead.
         query = (
             "SELECT r.device_key, r.day, r.usage_count AS uses, r.success_count AS successes,"
-            " r.error_count AS errors FROM rollup_daily r JOIN sel USING (device_key)"
-            " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active"
+            f" r.error_count AS errors{', r.core_usage_count AS core_uses' if core_uses else ''}"
+            " FROM rollup_daily r JOIN sel USING (device_key) WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active"
         )
     statement, params = with_scoped_devices(scope, query, start=start, end=end)
-    frame = fetch_frame(conn, statement, params)
-    return frame if core_only else frame.sort_values(["device_key", "day"], kind="stable", ignore_index=True)
+    return fetch_frame(conn, statement, params).sort_values(["device_key", "day"], kind="stable", ignore_index=True)
 
 
 def last_use_before(
@@ -44,11 +48,11 @@ def last_use_before(
 ) -> pd.DataFrame:
     """Last day with a (core) use on or before `end` per device: device_key, last_use_on."""
     if core_only:
+        # Each device's latest day backwards along the primary key (the kept core uses, migration 036).
         query = (
-            "SELECT r.device_key, max(r.day) AS last_use_on"
-            " FROM rollup_touchpoint_daily r JOIN sel USING (device_key)"
-            " JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = r.touchpoint AND t.is_core"
-            " WHERE r.day <= %(end)s AND r.usage_count > 0 GROUP BY 1"
+            "SELECT sel.device_key, l.day AS last_use_on FROM sel CROSS JOIN LATERAL ("
+            " SELECT r.day FROM rollup_daily r WHERE r.device_key = sel.device_key AND r.day <= %(end)s"
+            " AND r.active AND r.core_usage_count > 0 ORDER BY r.day DESC LIMIT 1) l"
         )
     else:
         query = (

@@ -172,7 +172,11 @@ def _risk_table(
             level=level, window=window, weights={}, entries=(), reason="not enough data: no devices in scope"
         )
     retention = device_retention(conn, scope=query, window=window, devices=scoped)
-    core_use = daily_usage(conn, scope=query, start=baseline_start, end=as_of, core_only=True)
+    # One read of the daily rollup: all uses and errors from a week before the baseline, core uses from its start.
+    all_use = daily_usage(conn, scope=query, start=baseline_start - timedelta(days=7), end=as_of, core_uses=True)
+    core_use = all_use.loc[(all_use["day"] >= baseline_start).to_numpy() & (all_use["core_uses"] > 0).to_numpy(),
+                           ["device_key", "day", "core_uses"]].rename(columns={"core_uses": "uses"})
+    core_use = core_use.reset_index(drop=True)
     last_core = last_use_before(conn, scope=query, end=as_of, core_only=True)
     recent = _recent_disruptions(conn, scope=query, as_of=as_of, scoped=scoped, disruptions=disruptions)
 
@@ -247,7 +251,6 @@ def _risk_table(
     risk = core_segments.churn_risk(
         usage=entity_usage, entities=entities, as_of=as_of, window_days=window_days, bucket_days=bucket_days
     )
-    all_use = daily_usage(conn, scope=query, start=baseline_start - timedelta(days=7), end=as_of)
     all_use = all_use.merge(per_device[["device_key", "device_id", "account_id"]], on="device_key")
     key = "account_id" if level == "account" else "device_id"
     by_entity = all_use.rename(columns={key: "entity_id"})
