@@ -84,3 +84,7 @@ def test_device_feedback_and_trailing_counts_equal_raw_events(fleet_conn, loaded
             got = got.loc[got.drop(columns="period_end").sum(axis=1) > 0, list(expected.columns)]
             assert len(expected) > 0
             pd.testing.assert_frame_equal(got.sort_index(), expected.sort_index(), check_dtype=False)
+            # One end alone is summed in SQL: the same rows as among several ends (summed in numpy).
+            alone = feedback_counts_trailing(fleet_conn, scope=scope, period_ends=[period_end], lookback_days=28)
+            together = trailing[trailing["period_end"] == period_end].reset_index(drop=True)
+            pd.testing.assert_frame_equal(alone, together)

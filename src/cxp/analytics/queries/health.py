@@ -204,9 +204,7 @@ def feedback_counts_trailing(
         return pd.DataFrame(columns=["device_key", "period_end", *FEEDBACK_COUNT_COLUMNS])
     lo = min(period_ends) - timedelta(days=lookback_days - 1)
     hi = max(period_ends)
-    # Counted per device-day in SQL (the feedback-daily rollup); the trailing windows summed in numpy (trailing_sums).
-    query = (
-        "SELECT f.device_key, f.day,"
+    counts = (
         " coalesce(sum(f.responses) FILTER (WHERE f.measure = 'nps'), 0)::int AS nps_n,"
         " coalesce(sum(f.responses) FILTER (WHERE f.measure = 'nps' AND f.score >= 9), 0)::int AS nps_promoters,"
         " coalesce(sum(f.responses) FILTER (WHERE f.measure = 'nps' AND f.score <= 6), 0)::int AS nps_detractors,"
@@ -214,11 +212,19 @@ def feedback_counts_trailing(
         " coalesce(sum(f.responses) FILTER (WHERE f.measure = 'csat' AND f.score >= 4), 0)::int AS csat_top2,"
         " coalesce(sum(f.responses) FILTER (WHERE f.measure = 'ces'), 0)::int AS ces_n,"
         " coalesce(sum(f.score * f.responses) FILTER (WHERE f.measure = 'ces'), 0)::float8 AS ces_sum"
-        " FROM rollup_feedback_daily f JOIN sel USING (device_key)"
-        " WHERE f.day BETWEEN %(lo)s AND %(hi)s GROUP BY 1, 2"
+        " FROM rollup_feedback_daily f JOIN sel USING (device_key) WHERE f.day BETWEEN %(lo)s AND %(hi)s"
     )
-    statement, params = with_scoped_devices(scope, query, lo=lo, hi=hi)
-    daily = fetch_frame(conn, statement, params)
-    out = trailing_sums(daily, key="device_key", day="day", ends=period_ends, lookback_days=lookback_days,
-                        columns=list(FEEDBACK_COUNT_COLUMNS))
+    if len(set(period_ends)) == 1:
+        # One window (the usual week under way): summed per device in SQL, ~devices rows instead of device-days.
+        statement, params = with_scoped_devices(
+            scope, f"SELECT f.device_key, %(hi)s::date AS period_end,{counts} GROUP BY 1 ORDER BY 1", lo=lo, hi=hi
+        )
+        out = fetch_frame(conn, statement, params)
+    else:
+        # Counted per device-day in SQL (the feedback-daily rollup); the trailing windows summed in numpy.
+        statement, params = with_scoped_devices(scope, f"SELECT f.device_key, f.day,{counts} GROUP BY 1, 2",
+                                                lo=lo, hi=hi)
+        daily = fetch_frame(conn, statement, params)
+        out = trailing_sums(daily, key="device_key", day="day", ends=period_ends, lookback_days=lookback_days,
+                            columns=list(FEEDBACK_COUNT_COLUMNS))
     return out.astype({c: "int64" for c in ["device_key", *FEEDBACK_COUNT_COLUMNS] if c != "ces_sum"})

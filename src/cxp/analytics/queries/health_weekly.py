@@ -64,10 +64,13 @@ def last_use_before_periods(conn: psycopg.Connection, *, scope: AnalyticsQuery, 
     """Per scoped device, the last day with a use before its first period in the window: before `first_day`, or
     before the period its activation falls in when that is later (device_key, last_use_on)."""
     activation_period = period_start_sql(grain, "(sel.activated_at AT TIME ZONE 'UTC')::date")
+    # Each device's latest active day backwards along the primary key: one short probe per device instead of an
+    # aggregate over every row before the window (which, at the start of the history, finds none).
     statement, params = with_scoped_devices(
         scope,
-        "SELECT r.device_key, max(r.day) AS last_use_on FROM rollup_daily r JOIN sel USING (device_key)"
-        f" WHERE r.active AND r.day < greatest(%(first)s, {activation_period}) GROUP BY 1",
+        "SELECT sel.device_key, l.day AS last_use_on FROM sel CROSS JOIN LATERAL ("
+        " SELECT r.day FROM rollup_daily r WHERE r.device_key = sel.device_key AND r.active"
+        f" AND r.day < greatest(%(first)s, {activation_period}) ORDER BY r.day DESC LIMIT 1) l",
         first=first_day,
     )
     return fetch_frame(conn, statement, params)

@@ -47,18 +47,14 @@ def last_use_before(
     conn: psycopg.Connection, *, scope: AnalyticsQuery, end: date, core_only: bool = False
 ) -> pd.DataFrame:
     """Last day with a (core) use on or before `end` per device: device_key, last_use_on."""
-    if core_only:
-        # Each device's latest day backwards along the primary key (the kept core uses, migration 036).
-        query = (
-            "SELECT sel.device_key, l.day AS last_use_on FROM sel CROSS JOIN LATERAL ("
-            " SELECT r.day FROM rollup_daily r WHERE r.device_key = sel.device_key AND r.day <= %(end)s"
-            " AND r.active AND r.core_usage_count > 0 ORDER BY r.day DESC LIMIT 1) l"
-        )
-    else:
-        query = (
-            "SELECT r.device_key, max(r.day) AS last_use_on FROM rollup_daily r JOIN sel USING (device_key)"
-            " WHERE r.day <= %(end)s AND r.active GROUP BY 1"
-        )
+    # Each device's latest such day backwards along the primary key: one short probe per device instead of an
+    # aggregate over its whole history (core: the kept core uses, migration 036).
+    core = " AND r.core_usage_count > 0" if core_only else ""
+    query = (
+        "SELECT sel.device_key, l.day AS last_use_on FROM sel CROSS JOIN LATERAL ("
+        f" SELECT r.day FROM rollup_daily r WHERE r.device_key = sel.device_key AND r.day <= %(end)s AND r.active{core}"
+        " ORDER BY r.day DESC LIMIT 1) l"
+    )
     statement, params = with_scoped_devices(scope, query, end=end)
     return fetch_frame(conn, statement, params)
 
