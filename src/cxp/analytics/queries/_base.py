@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
+import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
@@ -141,8 +142,13 @@ def _bools(column: pd.Series, conn: psycopg.Connection) -> pd.Series:
 
 def _objects(parse: Any) -> Any:
     def convert(column: pd.Series, conn: psycopg.Connection) -> pd.Series:
-        known = {text: parse(text) for text in column.dropna().unique()}  # few distinct values in practice
-        return pd.Series([known[v] if isinstance(v, str) else None for v in column], index=column.index, dtype=object)
+        # Each distinct text parsed once (few in practice), then spread by code; a missing value (code -1) is None.
+        codes, texts = pd.factorize(column, use_na_sentinel=True)
+        values = np.empty(len(texts) + 1, dtype=object)
+        for i, text in enumerate(texts):  # one by one: a parsed JSON list must not become a numpy dimension
+            values[i] = parse(text)
+        values[-1] = None
+        return pd.Series(values[codes], index=column.index, dtype=object)
 
     return convert
 
