@@ -97,3 +97,13 @@ def test_personas_of_a_product_whose_touchpoint_list_was_emptied(fleet_settings,
                     assert set(s.profile) <= set(report.features) and s.name
         finally:
             conn.rollback()
+
+
+@pytest.mark.parametrize("threshold", [0.0, 20.0, 50.0, 101.0])
+def test_churn_risk_summary_counts_what_the_ranking_lists(fleet_conn, threshold) -> None:
+    ranking = service.list_churn_risk(conn=fleet_conn)
+    summary = service.get_churn_risk_summary(conn=fleet_conn, threshold=threshold)
+    at_risk = [e for e in ranking.entries if e.risk_score is not None and e.risk_score >= threshold]
+    assert summary.ranked == len(ranking.entries) > 0
+    assert summary.at_risk == len(at_risk)
+    assert summary.top == (at_risk[0] if at_risk else None)

@@ -467,6 +467,16 @@ class ChurnRiskList:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class ChurnRiskSummary:
+    """How many entities were ranked, how many are at or above a risk threshold, and the riskiest of them."""
+
+    ranked: int
+    at_risk: int
+    threshold: float
+    top: ChurnRiskEntry | None
+
+
 # ---------------------------------------------------------------- fleet report
 
 

@@ -6,7 +6,7 @@ returns a typed result from analytics.models. No printing, no NaN: missing value
 module per capability; this package re-exports the public functions so callers have one import place.
 """
 
-from cxp.analytics.service.churn import get_churn_model_inputs, list_churn_risk
+from cxp.analytics.service.churn import get_churn_model_inputs, get_churn_risk_summary, list_churn_risk
 from cxp.analytics.service.disruptions import get_disruptions
 from cxp.analytics.service.engagement import get_engagement_rate
 from cxp.analytics.service.health import get_health, health_frames, refresh_kept_health
@@ -34,5 +34,6 @@ __all__ = [
     "health_frames",
     "refresh_kept_health",
     "get_churn_model_inputs",
+    "get_churn_risk_summary",
     "list_churn_risk",
 ]

@@ -15,7 +15,7 @@ from cxp.analytics.core import early_warning as core_warning
 from cxp.analytics.core import segments as core_segments
 from cxp.analytics.core._frames import finite_or_none
 from cxp.analytics.errors import maps_numeric_errors
-from cxp.analytics.models import ChurnRiskEntry, ChurnRiskList, Window
+from cxp.analytics.models import ChurnRiskEntry, ChurnRiskList, ChurnRiskSummary, Window
 from cxp.analytics.queries._base import CHURN_STAGES, day_start, shared_reads
 from cxp.analytics.queries.disruptions import error_stream
 from cxp.analytics.queries.registry import devices, lifecycle
@@ -121,26 +121,42 @@ def list_churn_risk(
 
 
 @maps_numeric_errors
+def get_churn_risk_summary(
+    *, conn: psycopg.Connection, query: AnalyticsQuery = ALL_DEVICES, threshold: float = 50.0
+) -> ChurnRiskSummary:
+    """The devices `list_churn_risk` ranks (its defaults), counted at or above `threshold`, with the riskiest one:
+    what the fleet report shows, without an entry per device."""
+    built = _default_risk_table(conn, query=query, level="device")
+    if isinstance(built, ChurnRiskList):
+        return ChurnRiskSummary(ranked=0, at_risk=0, threshold=threshold, top=None)
+    table, _, ranked, _, _ = built
+    model = core_model.DEFAULT_MODEL
+    table["risk_score"] = 100.0 * core_model.churn_probability(inputs=core_model.model_inputs(table), model=model)
+    score = table["risk_score"].to_numpy(dtype=float, na_value=np.nan)
+    at_risk = int(np.count_nonzero(score >= threshold))
+    top = _ranked_entries(table, info=ranked.set_index("entity_id"), limit=1) if at_risk else ()
+    return ChurnRiskSummary(ranked=len(table), at_risk=at_risk, threshold=threshold, top=top[0] if top else None)
+
+
+@maps_numeric_errors
 def get_churn_model_inputs(
     *, conn: psycopg.Connection, query: AnalyticsQuery = ALL_DEVICES, level: Literal["device", "account"] = "device"
 ) -> pd.DataFrame:
     """The fitted churn model's inputs (core churn_model.model_inputs) per device or account as of `query.end`,
     churned ones left out: what `list_churn_risk` scores, for fitting a model on a fleet's own history."""
-    with shared_reads():
-        built = _risk_table(
-            conn,
-            query=query,
-            level=level,
-            window_days=28,
-            bucket_days=7,
-            rhythm="own",
-            disruptions="unrecovered",
-            include_churned=False,
-            weights=None,
-        )
+    built = _default_risk_table(conn, query=query, level=level)
     if isinstance(built, ChurnRiskList):
         return pd.DataFrame(columns=["entity_id", *core_model.MODEL_FEATURES])
     return core_model.model_inputs(built[0])
+
+
+def _default_risk_table(
+    conn: psycopg.Connection, *, query: AnalyticsQuery, level: Literal["device", "account"]
+) -> ChurnRiskList | tuple[pd.DataFrame, dict[str, float], pd.DataFrame, Window, str | None]:
+    """`_risk_table` with `list_churn_risk`'s defaults (what the fitted model was fitted on)."""
+    with shared_reads():
+        return _risk_table(conn, query=query, level=level, window_days=28, bucket_days=7, rhythm="own",
+                           disruptions="unrecovered", include_churned=False, weights=None)
 
 
 def _risk_table(

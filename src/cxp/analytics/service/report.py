@@ -7,7 +7,7 @@ import psycopg
 from cxp.analytics.core.health import HealthConfig, aggregate_devices
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import (
-    ChurnRiskList,
+    ChurnRiskSummary,
     Concern,
     DisruptionReport,
     FleetReport,
@@ -18,7 +18,7 @@ from cxp.analytics.models import (
 from cxp.analytics.queries._base import shared_reads
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import empty_window, resolve_window
-from cxp.analytics.service.churn import list_churn_risk
+from cxp.analytics.service.churn import get_churn_risk_summary
 from cxp.analytics.service.disruptions import get_disruptions
 from cxp.analytics.service.health import health_frames, health_objects, score_frame
 from cxp.analytics.service.touchpoints import get_touchpoints
@@ -107,19 +107,18 @@ def _incident_concerns(report: DisruptionReport) -> list[tuple[int, Concern]]:
     return concerns
 
 
-def _churn_concerns(risk: ChurnRiskList) -> tuple[list[tuple[int, Concern]], int]:
+def _churn_concerns(risk: ChurnRiskSummary) -> tuple[list[tuple[int, Concern]], int]:
     """Devices at risk ≥ 50, as one concern, and their count."""
-    at_risk = [e for e in risk.entries if e.risk_score is not None and e.risk_score >= AT_RISK_SCORE]
-    if not at_risk:
+    if not risk.at_risk or risk.top is None:
         return [], 0
-    share = len(at_risk) / max(len(risk.entries), 1)
+    share = risk.at_risk / max(risk.ranked, 1)
     message = (
-        f"{len(at_risk)} devices ({share:.0%}) at risk ≥ {AT_RISK_SCORE}, e.g."
-        f" {at_risk[0].entity_id}: {at_risk[0].reasons}"
+        f"{risk.at_risk} devices ({share:.0%}) at risk ≥ {AT_RISK_SCORE}, e.g."
+        f" {risk.top.entity_id}: {risk.top.reasons}"
     )
     many = share >= 0.05
     concern = Concern(severity="medium" if many else "low", area="churn risk", message=message)
-    return [(RANK_MEDIUM if many else RANK_LOW, concern)], len(at_risk)
+    return [(RANK_MEDIUM if many else RANK_LOW, concern)], risk.at_risk
 
 
 @maps_numeric_errors
@@ -179,7 +178,9 @@ def _fleet_report(
         get_touchpoints(conn=conn, query=scoped, days=max(28, 7 * weeks), outcome_models=False)
     )
     concerns += _incident_concerns(get_disruptions(conn=conn, query=scoped, days=min(14, 7 * weeks)))
-    churn, at_risk_devices = _churn_concerns(list_churn_risk(conn=conn, query=scoped))
+    churn, at_risk_devices = _churn_concerns(
+        get_churn_risk_summary(conn=conn, query=scoped, threshold=AT_RISK_SCORE)
+    )
     concerns += churn
     ordered = tuple(c for _, c in sorted(concerns, key=lambda ranked: ranked[0]))[:max_concerns]
     return FleetReport(
