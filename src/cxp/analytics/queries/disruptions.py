@@ -31,12 +31,17 @@ def error_stream(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date
 
 def daily_errors_by_product(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
     """Per product × day from `rollup_daily`: errors, uses, active devices."""
+    # Active days and days with only errors apart, each from its covering index (migrations 036, 037): the other
+    # device-days (heartbeats only) add nothing.
     statement, params = with_scoped_devices(
         scope,
         "SELECT sel.product_id, r.day, sum(r.error_count)::int AS errors, sum(r.usage_count)::int AS uses,"
-        " count(*) FILTER (WHERE r.active)::int AS active_devices"
-        " FROM rollup_daily r JOIN sel USING (device_key) WHERE r.day BETWEEN %(start)s AND %(end)s"
-        " GROUP BY 1, 2 ORDER BY 1, 2",
+        " count(*) FILTER (WHERE r.active)::int AS active_devices FROM ("
+        " SELECT device_key, day, error_count, usage_count, true AS active FROM rollup_daily"
+        " WHERE active AND day BETWEEN %(start)s AND %(end)s"
+        " UNION ALL SELECT device_key, day, error_count, 0, false FROM rollup_daily"
+        " WHERE NOT active AND error_count > 0 AND day BETWEEN %(start)s AND %(end)s"
+        ") r JOIN sel USING (device_key) GROUP BY 1, 2 ORDER BY 1, 2",
         start=start,
         end=end,
     )
