@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cxp.store.db import connect
 from cxp.store.ingest import IngestMessage, TimeBounds, write_batch
 from cxp.store.registry import DeviceRow, ProductRow, TouchpointRow, upsert_devices, upsert_products
 from cxp.store.rollup_listings import (
@@ -40,6 +41,7 @@ from cxp.store.rollups import (
     refresh_rollups,
 )
 from tests.fixtures.compare import assert_rows_equal
+from tests.fixtures.gateway import wait_for
 from tests.fixtures.mqtt import batch_payload, usage
 from tests.fixtures.stack import ACTIVATED
 
@@ -236,6 +238,30 @@ def test_core_uses_follow_the_catalogue_and_a_moved_device(db, registered):
     assert list_core_uses(db) == list_core_uses_from_scratch(db)
     refresh_all_pending(db)
     assert list_core_uses(db) == list_core_uses_from_scratch(db)
+
+
+def test_a_catalogue_change_waits_for_a_refresh_under_way_and_recounts_what_it_wrote(db, registered, settings):
+    keys = _rolled_up(db, registered, 14)
+    # Days not rolled up yet: the refresh below writes new rows for them, counted with the catalogue it sees.
+    rng = random.Random(15)
+    write_batch(db, messages=[_message(d, keys[d], _random_events(rng, 50_000, NOW - timedelta(days=20), 80))
+                              for d in registered], bounds=NO_AGE_LIMIT)
+    both_core = [TouchpointRow("brew", "post_purchase", "brand", True, 500.0, 30.0, "cup"),
+                 TouchpointRow("app_pairing", "purchase", "brand", True, 2000.0, None, None)]
+    done = threading.Event()
+    with connect(settings.db) as refresher, connect(settings.db) as admin:
+        with refresher.transaction():
+            assert refresh_rollups(refresher).device_days > 0  # under way: brew is its only core touchpoint
+            worker = threading.Thread(target=lambda: (upsert_products(admin, products=[
+                ProductRow("test-p1", "Test product", 3600, 5.0, both_core)]), done.set()))
+            worker.start()
+            assert wait_for(lambda: db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ).fetchone()[0] > 0, timeout=10), "the catalogue change waits for the refresh"
+            assert not done.is_set()
+        worker.join(timeout=30)
+    assert done.is_set()
+    assert list_core_uses(db) == list_core_uses_from_scratch(db)  # the refresh's new rows recounted too
 
 
 def test_a_device_moved_to_another_product_moves_its_hours_of_exposure(db, registered):

@@ -156,9 +156,13 @@ _SET_CORE_USES = ("UPDATE rollup_daily r SET core_usage_count = c.uses FROM (" +
 
 def recount_core_uses(conn: psycopg.Connection, *, devices: str, params: dict | None = None) -> None:
     """Recount the kept core uses of every day of the devices `devices` selects (a SQL query of device_key), after
-    their product's core touchpoints changed or they moved to another product."""
+    their product's core touchpoints changed or they moved to another product.
+
+    Run it in the transaction that changed the catalogue or the devices: it waits for a refresh under way (whose rows
+    were counted with the old catalogue) and keeps the next one out until that transaction ends."""
     scope = f"JOIN ({devices}) AS moved (device_key) ON moved.device_key = h.device_key"
     with mapped_errors():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
         conn.execute(f"UPDATE rollup_daily r SET core_usage_count = 0 WHERE r.core_usage_count <> 0"
                      f" AND r.device_key IN ({devices})", params)
         conn.execute(_SET_CORE_USES.format(scope=scope), params)
