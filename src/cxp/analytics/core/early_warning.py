@@ -48,20 +48,26 @@ def usage_drop(
         raise InvalidParameter("need windows ≥ 1 day, base_days ≥ 1 and scale > 0")
     end = to_day_scalar(as_of)
     days = (end - to_day(usage["day"])).dt.days.to_numpy()
-    uses = float_column(usage, "uses")
-    ids = usage["entity_id"].to_numpy()
+    uses = np.nan_to_num(float_column(usage, "uses"), nan=0.0)
+    wanted = entities.to_numpy()
+    # Each usage row's slot among the distinct entities asked for (-1: not asked), found once: the sums below are
+    # bincounts, not a groupby over the ids per window.
+    distinct = pd.Index(pd.unique(wanted))
+    slot = distinct.get_indexer(usage["entity_id"].to_numpy())
+    asked = slot >= 0
+    back = distinct.get_indexer(wanted)
+
+    def per_entity(in_window: np.ndarray) -> np.ndarray:
+        return np.bincount(slot[asked], weights=np.where(in_window, uses, 0.0)[asked], minlength=len(distinct))[back]
+
     last = max(windows)
-    base = pd.Series(np.where((days >= last) & (days < last + base_days), uses, 0.0)).groupby(ids).sum()
-    rate = base.reindex(entities.to_numpy()).fillna(0.0).to_numpy() / base_days
+    rate = per_entity((days >= last) & (days < last + base_days)) / base_days
     evidence = np.zeros(len(entities))
     for w in windows:
-        count = pd.Series(np.where((days >= 0) & (days < w), uses, 0.0)).groupby(ids).sum()
-        c = count.reindex(entities.to_numpy()).fillna(0.0).to_numpy()
-        tail = sps.poisson.cdf(c, rate * w + 1e-12)
+        tail = sps.poisson.cdf(per_entity((days >= 0) & (days < w)), rate * w + 1e-12)
         evidence = np.maximum(evidence, -np.log(np.clip(tail, 1e-12, 1.0)))
-    recent = pd.Series(np.where((days >= 0) & (days < 7), uses, 0.0)).groupby(ids).sum()
-    out = pd.DataFrame({"entity_id": entities.to_numpy()})
-    out["recent_uses"] = recent.reindex(out["entity_id"]).fillna(0.0).to_numpy()
+    out = pd.DataFrame({"entity_id": wanted})
+    out["recent_uses"] = per_entity((days >= 0) & (days < 7))
     out["expected_uses"] = rate * 7
     out["drop_evidence"] = evidence
     out["drop_risk"] = 1.0 - np.exp(-evidence / scale)

@@ -1,0 +1,51 @@
+"""Early-warning parts (pure): the usage drop per entity against a per-entity computation written out plainly."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats as sps
+
+from cxp.analytics.core.early_warning import usage_drop
+
+AS_OF = date(2025, 4, 5)
+
+
+def _plain_drop(usage: pd.DataFrame, entity: str, windows=(2, 3, 4, 7), base_days: int = 28) -> tuple[float, ...]:
+    """recent_uses, expected_uses and drop_evidence of one entity, one filter per window."""
+    mine = usage[usage["entity_id"] == entity]
+    ago = np.array([(AS_OF - d).days for d in mine["day"]])
+    uses = np.nan_to_num(mine["uses"].to_numpy(dtype=float))
+    rate = uses[(ago >= max(windows)) & (ago < max(windows) + base_days)].sum() / base_days
+    evidence = 0.0
+    for w in windows:
+        count = uses[(ago >= 0) & (ago < w)].sum()
+        evidence = max(evidence, -np.log(np.clip(sps.poisson.cdf(count, rate * w + 1e-12), 1e-12, 1.0)))
+    return uses[(ago >= 0) & (ago < 7)].sum(), rate * 7, evidence
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_usage_drop_equals_a_plain_per_entity_computation(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(40):
+        stops = rng.integers(0, 12)  # days of silence before as_of (a drop when large)
+        for ago in range(-2, 40):  # two days after as_of too: never counted
+            if ago >= stops and rng.random() < 0.6:
+                rows.append((f"d{i:02d}", AS_OF - timedelta(days=int(ago)), float(rng.integers(1, 5))))
+    rows += [("d00", AS_OF, 2.0), ("d01", AS_OF - timedelta(days=3), np.nan), ("stranger", AS_OF, 9.0)]
+    usage = pd.DataFrame(rows, columns=["entity_id", "day", "uses"]).sample(frac=1.0, random_state=seed)
+    entities = pd.Series([f"d{i:02d}" for i in range(40)] + ["silent"])
+    got = usage_drop(usage=usage, entities=entities, as_of=AS_OF).set_index("entity_id")
+    assert list(got.index) == entities.tolist() and "stranger" not in got.index
+    for entity in entities:
+        recent, expected, evidence = _plain_drop(usage, entity)
+        row = got.loc[entity]
+        assert (row["recent_uses"], row["expected_uses"]) == pytest.approx((recent, expected), abs=1e-12)
+        assert row["drop_evidence"] == pytest.approx(evidence, rel=1e-9, abs=1e-12)
+    assert got.loc["silent", "drop_evidence"] == pytest.approx(0.0, abs=1e-9)
+    assert got.loc["silent", "recent_uses"] == 0.0
+    assert (got["drop_evidence"] > 3).any() and (got["drop_evidence"] < 0.5).any()
