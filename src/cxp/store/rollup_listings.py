@@ -48,156 +48,134 @@ FROM ({answers}) x
 """
 
 
+def _rows(conn: psycopg.Connection, statement: str, params: dict | None = None) -> list[tuple]:
+    """Every row one statement returns, database errors mapped to the store's."""
+    with mapped_errors():
+        return conn.execute(statement, params).fetchall()
+
+
 def list_hourly_from_scratch(conn: psycopg.Connection) -> list[tuple]:
     """The hourly rollup aggregated afresh from every raw event, ordered like `list_hourly`."""
-    with mapped_errors():
-        return conn.execute(HOURLY_SELECT.format(scope="") + " ORDER BY 1, 2, 3").fetchall()
+    return _rows(conn, HOURLY_SELECT.format(scope="") + " ORDER BY 1, 2, 3")
 
 
 def list_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
     """The daily rollup aggregated afresh (from the hourly rollup and raw rows)."""
-    with mapped_errors():
-        return conn.execute(
-            DAILY_SELECT.format(scope_hourly="", scope_events="", scope_state="") + " ORDER BY 1, 2"
-        ).fetchall()
+    return _rows(conn, DAILY_SELECT.format(scope_hourly="", scope_events="", scope_state="") + " ORDER BY 1, 2")
 
 
 def list_weekly_from_scratch(conn: psycopg.Connection) -> tuple[list[tuple], list[tuple]]:
     """The weekly rollups (per device, per device × touchpoint) afresh from the daily ones, ordered like
     `list_weekly`."""
-    with mapped_errors():
-        scope = {"scope_daily": "", "scope_touchpoints": ""}
-        return (conn.execute(WEEKLY_SELECT.format(**scope) + " ORDER BY 1, 2").fetchall(),
-                conn.execute(TOUCHPOINT_WEEKLY_SELECT.format(**scope) + " ORDER BY 1, 2, 3").fetchall())
+    scope = {"scope_daily": "", "scope_touchpoints": ""}
+    return (_rows(conn, WEEKLY_SELECT.format(**scope) + " ORDER BY 1, 2"),
+            _rows(conn, TOUCHPOINT_WEEKLY_SELECT.format(**scope) + " ORDER BY 1, 2, 3"))
 
 
 def list_weekly(conn: psycopg.Connection) -> tuple[list[tuple], list[tuple]]:
     """Every stored weekly rollup row (per device, per device × touchpoint)."""
-    with mapped_errors():
-        return (conn.execute(f"SELECT {WEEKLY_COLUMNS} FROM rollup_weekly ORDER BY 1, 2").fetchall(),
-                conn.execute(f"SELECT {TOUCHPOINT_WEEKLY_COLUMNS} FROM rollup_touchpoint_weekly ORDER BY 1, 2, 3"
-                             ).fetchall())
+    return (_rows(conn, f"SELECT {WEEKLY_COLUMNS} FROM rollup_weekly ORDER BY 1, 2"),
+            _rows(conn, f"SELECT {TOUCHPOINT_WEEKLY_COLUMNS} FROM rollup_touchpoint_weekly ORDER BY 1, 2, 3"))
 
 
 def list_touchpoint_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
     """The touchpoint-daily rollup afresh from the hourly one and raw events, with each error row's next success,
     ordered like `list_touchpoint_daily`."""
-    with mapped_errors():
-        rows = TOUCHPOINT_DAILY_SELECT.format(scope_hourly="", scope_events="")
-        statement = NEXT_SUCCESS_RAW.format(rows=rows, columns=TOUCHPOINT_DAILY_COLUMNS) + " ORDER BY 1, 2, 3"
-        return conn.execute(statement).fetchall()
+    rows = TOUCHPOINT_DAILY_SELECT.format(scope_hourly="", scope_events="")
+    return _rows(conn, NEXT_SUCCESS_RAW.format(rows=rows, columns=TOUCHPOINT_DAILY_COLUMNS) + " ORDER BY 1, 2, 3")
 
 
 def list_touchpoint_daily(conn: psycopg.Connection) -> list[tuple]:
     """Every stored touchpoint-daily rollup row, its `next_success_at` last."""
-    with mapped_errors():
-        return conn.execute(f"SELECT {TOUCHPOINT_DAILY_COLUMNS}, next_success_at FROM rollup_touchpoint_daily"
-                            " ORDER BY 1, 2, 3").fetchall()
+    return _rows(conn, f"SELECT {TOUCHPOINT_DAILY_COLUMNS}, next_success_at FROM rollup_touchpoint_daily"
+                       " ORDER BY 1, 2, 3")
 
 
 def list_first_success_from_scratch(conn: psycopg.Connection) -> list[tuple]:
     """Each device's first successful use of each touchpoint afresh from the touchpoint-daily rollup."""
-    with mapped_errors():
-        return conn.execute(FIRST_SUCCESS_SELECT.format(scope="") + " ORDER BY 1, 2").fetchall()
+    return _rows(conn, FIRST_SUCCESS_SELECT.format(scope="") + " ORDER BY 1, 2")
 
 
 def list_first_success(conn: psycopg.Connection) -> list[tuple]:
     """Every kept first successful use per device × touchpoint."""
-    with mapped_errors():
-        return conn.execute("SELECT device_key, touchpoint, first_at FROM touchpoint_first_success ORDER BY 1, 2"
-                            ).fetchall()
+    return _rows(conn, "SELECT device_key, touchpoint, first_at FROM touchpoint_first_success ORDER BY 1, 2")
 
 
 def list_core_uses_from_scratch(conn: psycopg.Connection) -> list[tuple]:
     """Each device-day's uses of its product's core touchpoints (the current catalogue) counted afresh from raw
     events, ordered like `list_core_uses`."""
-    with mapped_errors():
-        return conn.execute(
-            "SELECT e.device_key, (e.ts AT TIME ZONE 'UTC')::date, count(*)::int FROM events e"
-            " JOIN devices dv ON dv.device_key = e.device_key"
-            " JOIN touchpoints t ON t.product_id = dv.product_id AND t.touchpoint = e.touchpoint AND t.is_core"
-            " WHERE e.kind = 'usage' GROUP BY 1, 2 ORDER BY 1, 2"
-        ).fetchall()
+    return _rows(
+        conn,
+        "SELECT e.device_key, (e.ts AT TIME ZONE 'UTC')::date, count(*)::int FROM events e"
+        " JOIN devices dv ON dv.device_key = e.device_key"
+        " JOIN touchpoints t ON t.product_id = dv.product_id AND t.touchpoint = e.touchpoint AND t.is_core"
+        " WHERE e.kind = 'usage' GROUP BY 1, 2 ORDER BY 1, 2",
+    )
 
 
 def list_core_uses(conn: psycopg.Connection) -> list[tuple]:
     """Every daily rollup row's kept core uses, where there are any (migration 036)."""
-    with mapped_errors():
-        return conn.execute("SELECT device_key, day, core_usage_count FROM rollup_daily WHERE core_usage_count > 0"
-                            " ORDER BY 1, 2").fetchall()
+    return _rows(conn, "SELECT device_key, day, core_usage_count FROM rollup_daily WHERE core_usage_count > 0"
+                       " ORDER BY 1, 2")
 
 
 def list_feedback_daily_from_scratch(conn: psycopg.Connection) -> list[tuple]:
     """The feedback-daily rollup afresh from raw events, ordered like `list_feedback_daily`."""
-    with mapped_errors():
-        return conn.execute(FEEDBACK_DAILY_SELECT.format(scope="") + " ORDER BY 1, 2, 3, 4, 5").fetchall()
+    return _rows(conn, FEEDBACK_DAILY_SELECT.format(scope="") + " ORDER BY 1, 2, 3, 4, 5")
 
 
 def list_feedback_daily(conn: psycopg.Connection) -> list[tuple]:
     """Every stored feedback-daily rollup row."""
-    with mapped_errors():
-        return conn.execute(f"SELECT {FEEDBACK_DAILY_COLUMNS} FROM rollup_feedback_daily ORDER BY 1, 2, 3, 4, 5"
-                            ).fetchall()
+    return _rows(conn, f"SELECT {FEEDBACK_DAILY_COLUMNS} FROM rollup_feedback_daily ORDER BY 1, 2, 3, 4, 5")
 
 
 def list_product_hourly_from_scratch(conn: psycopg.Connection) -> list[tuple]:
     """The product-hourly exposure afresh from the hourly rollup, ordered like `list_product_hourly`."""
-    with mapped_errors():
-        return conn.execute(PRODUCT_HOURLY_SELECT.format(scope="") + " ORDER BY 1, 2, 3").fetchall()
+    return _rows(conn, PRODUCT_HOURLY_SELECT.format(scope="") + " ORDER BY 1, 2, 3")
 
 
 def list_product_hourly(conn: psycopg.Connection) -> list[tuple]:
     """Every stored product-hourly exposure row."""
-    with mapped_errors():
-        return conn.execute(f"SELECT {PRODUCT_HOURLY_COLUMNS} FROM rollup_product_hourly ORDER BY 1, 2, 3").fetchall()
+    return _rows(conn, f"SELECT {PRODUCT_HOURLY_COLUMNS} FROM rollup_product_hourly ORDER BY 1, 2, 3")
 
 
 def list_product_error_hourly_from_scratch(conn: psycopg.Connection) -> list[tuple]:
     """The product-hourly errors afresh from raw events, ordered like `list_product_error_hourly`."""
-    with mapped_errors():
-        return conn.execute(PRODUCT_ERROR_HOURLY_SELECT.format(scope="") + " ORDER BY 1, 2, 3, 4").fetchall()
+    return _rows(conn, PRODUCT_ERROR_HOURLY_SELECT.format(scope="") + " ORDER BY 1, 2, 3, 4")
 
 
 def list_product_error_hourly(conn: psycopg.Connection) -> list[tuple]:
     """Every stored product-hourly error row."""
-    with mapped_errors():
-        return conn.execute(f"SELECT {PRODUCT_ERROR_HOURLY_COLUMNS} FROM rollup_product_error_hourly"
-                            " ORDER BY 1, 2, 3, 4").fetchall()
+    return _rows(conn, f"SELECT {PRODUCT_ERROR_HOURLY_COLUMNS} FROM rollup_product_error_hourly"
+                       " ORDER BY 1, 2, 3, 4")
 
 
 def list_answer_context_from_scratch(conn: psycopg.Connection) -> list[tuple]:
     """Every answer's context computed afresh from raw events, ordered like `list_answer_context`."""
-    with mapped_errors():
-        return conn.execute(ANSWER_FAILED_BEFORE_RAW.format(answers=ANSWER_SELECT.format(scope=""))
-                            + " ORDER BY 1, 2, 3").fetchall()
+    return _rows(conn, ANSWER_FAILED_BEFORE_RAW.format(answers=ANSWER_SELECT.format(scope="")) + " ORDER BY 1, 2, 3")
 
 
 def list_uptime_from_scratch(conn: psycopg.Connection) -> list[tuple]:
     """Every device-day's heartbeat cover computed afresh from raw states, ordered like `list_uptime`."""
-    with mapped_errors():
-        return conn.execute(UPTIME_SELECT.format(ranges="", days="") + " ORDER BY 1, 2",
-                            {"hold": UPTIME_HOLD_FACTOR}).fetchall()
+    return _rows(conn, UPTIME_SELECT.format(ranges="", days="") + " ORDER BY 1, 2",
+                       {"hold": UPTIME_HOLD_FACTOR})
 
 
 def list_uptime(conn: psycopg.Connection) -> list[tuple]:
     """Every stored device-day heartbeat cover."""
-    with mapped_errors():
-        return conn.execute("SELECT device_key, day, covered_us FROM uptime_daily ORDER BY 1, 2").fetchall()
+    return _rows(conn, "SELECT device_key, day, covered_us FROM uptime_daily ORDER BY 1, 2")
 
 
 def list_answer_context(conn: psycopg.Connection) -> list[tuple]:
     """Every stored answer context."""
-    with mapped_errors():
-        return conn.execute(f"SELECT {ANSWER_COLUMNS}, failed_before FROM answer_context ORDER BY 1, 2, 3").fetchall()
+    return _rows(conn, f"SELECT {ANSWER_COLUMNS}, failed_before FROM answer_context ORDER BY 1, 2, 3")
 
 
 def list_hourly(conn: psycopg.Connection) -> list[tuple]:
     """Every stored hourly rollup row."""
-    with mapped_errors():
-        return conn.execute(f"SELECT {HOURLY_COLUMNS} FROM rollup_hourly ORDER BY 1, 2, 3").fetchall()
+    return _rows(conn, f"SELECT {HOURLY_COLUMNS} FROM rollup_hourly ORDER BY 1, 2, 3")
 
 
 def list_daily(conn: psycopg.Connection) -> list[tuple]:
     """Every stored daily rollup row."""
-    with mapped_errors():
-        return conn.execute(f"SELECT {DAILY_COLUMNS} FROM rollup_daily ORDER BY 1, 2").fetchall()
+    return _rows(conn, f"SELECT {DAILY_COLUMNS} FROM rollup_daily ORDER BY 1, 2")

@@ -114,7 +114,7 @@ def list_churn_risk(
         return built
     table, used, ranked, window, reason = built
     if score == "fitted":
-        table["risk_score"] = 100.0 * core_model.churn_probability(inputs=core_model.model_inputs(table), model=model)
+        _score_fitted(table, model)
         used = model.as_dict()
     entries = _ranked_entries(table, info=ranked.set_index("entity_id"), limit=limit)
     return ChurnRiskList(level=level, window=window, weights=used, entries=entries, reason=reason)
@@ -130,9 +130,7 @@ def get_churn_risk_summary(
     if isinstance(built, ChurnRiskList):
         return ChurnRiskSummary(ranked=0, at_risk=0, threshold=threshold, top=None)
     table, _, ranked, _, _ = built
-    model = core_model.DEFAULT_MODEL
-    table["risk_score"] = 100.0 * core_model.churn_probability(inputs=core_model.model_inputs(table), model=model)
-    score = table["risk_score"].to_numpy(dtype=float, na_value=np.nan)
+    score = _score_fitted(table, core_model.DEFAULT_MODEL)
     at_risk = int(np.count_nonzero(score >= threshold))
     top = _ranked_entries(table, info=ranked.set_index("entity_id"), limit=1) if at_risk else ()
     return ChurnRiskSummary(ranked=len(table), at_risk=at_risk, threshold=threshold, top=top[0] if top else None)
@@ -148,6 +146,12 @@ def get_churn_model_inputs(
     if isinstance(built, ChurnRiskList):
         return pd.DataFrame(columns=["entity_id", *core_model.MODEL_FEATURES])
     return core_model.model_inputs(built[0])
+
+
+def _score_fitted(table: pd.DataFrame, model: core_model.ChurnModel) -> np.ndarray:
+    """Set the table's risk_score to 100 × the fitted model's churn probability; return it as floats."""
+    table["risk_score"] = 100.0 * core_model.churn_probability(inputs=core_model.model_inputs(table), model=model)
+    return table["risk_score"].to_numpy(dtype=float, na_value=np.nan)
 
 
 def _default_risk_table(
