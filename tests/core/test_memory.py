@@ -1,4 +1,5 @@
-"""limit_malloc_arenas: set on glibc (the platform the project runs on), left alone when asked for 0."""
+"""limit_malloc_arenas: set on glibc (the platform the project runs on), left alone when asked for 0; the API's Arrow
+pool is the system allocator, so trimming reaches it."""
 
 from __future__ import annotations
 
@@ -31,3 +32,12 @@ def test_free_memory_inside_the_heap_goes_back_to_the_system() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     released, freed_mib = out.stdout.split()
     assert released == "True" and int(freed_mib) >= 50
+
+
+def test_the_api_process_gives_arrow_the_system_allocator() -> None:
+    code = ("import pyarrow; print(pyarrow.default_memory_pool().backend_name); import cxp.api.main;"
+            " print(pyarrow.default_memory_pool().backend_name)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    before, after = out.stdout.split()
+    assert after == "system"
+    assert before != "system"  # the default it replaces (mimalloc or jemalloc), else the test proves nothing

@@ -47,3 +47,16 @@ def release_free_memory() -> bool:
     if libc is None:
         return False
     return bool(libc.malloc_trim(0))
+
+
+def use_system_arrow_pool() -> str:
+    """Make the C library's malloc Arrow's default memory pool (pandas' string columns live there); its name.
+
+    Arrow's bundled mimalloc keeps memory it freed mapped for reuse, where `release_free_memory` cannot reach it:
+    one view after another over 10,000 devices, the process kept ~350-430 MB after each view and trim with
+    mimalloc, ~300-315 MB with the system pool, and the views ran as fast or faster (best of 2, same database).
+    """
+    import pyarrow  # here, not at import time: most processes of the project never load Arrow
+
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    return pyarrow.default_memory_pool().backend_name
