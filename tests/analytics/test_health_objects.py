@@ -1,8 +1,11 @@
-"""health_objects: every value converted as the per-value helpers convert it (NaN/inf/NA → None, UTC days)."""
+"""health_objects: every value converted as the per-value helpers convert it (NaN/inf/NA → None, UTC days); each
+object built when first read."""
 
 from __future__ import annotations
 
 import math
+import pickle
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -10,6 +13,7 @@ import pytest
 
 from cxp.analytics.core._frames import finite_or_none
 from cxp.analytics.core.health import COMPONENTS, SUB_SCORES, HealthConfig
+from cxp.analytics.models import HealthReport, Window
 from cxp.analytics.service._common import as_day
 from cxp.analytics.service.health import health_objects, score_frame
 
@@ -58,3 +62,31 @@ def test_objects_hold_the_scored_values_converted_value_by_value(seed):
             str(row[f"driver_{k}"]) for k in range(1, config.top_drivers + 1) if row[f"driver_{k}"] is not None)
     assert any(o.components["voice"] is None for o in objects)  # the NA and the infinities became None
     assert any(o.drivers for o in objects)
+
+
+def test_scores_are_built_on_access_and_found_by_entity_without_building_the_others():
+    frame, config = _frame(4), HealthConfig()
+    objects = health_objects("device", frame, config)
+    assert objects._built.count(None) == len(objects)  # nothing built yet
+    report = HealthReport(level="device", grain="week", window=Window(date(2026, 3, 2), date(2026, 3, 29),
+                                                                      date(2026, 3, 29)),
+                          source="rollups", scores=objects)
+    latest = report.latest()
+    assert [s.entity_id for s in latest] == sorted({f"dev-{d:02d}" for d in range(40)})
+    assert all(s.period_start == date(2026, 3, 23) for s in latest)
+    assert len(report.history("dev-05")) == 4 and report.get("dev-05") == latest[5]
+    assert sum(b is not None for b in objects._built) == 40 + 3  # the latest of each, and dev-05's other weeks
+    eager = tuple(objects[i] for i in range(len(objects)))
+    assert objects == eager and objects[-1] is eager[-1] and objects[2:5] == eager[2:5]
+    assert repr(objects) == repr(eager)
+    assert pickle.loads(pickle.dumps(report)).scores == eager
+    with pytest.raises(IndexError):
+        objects[len(objects)]
+
+
+def test_partial_periods_are_marked_as_the_window_says():
+    frame = _frame(5)
+    last = pd.Timestamp("2026-03-23")
+    objects = health_objects("device", frame, HealthConfig(), partial=lambda start, end: start == last.date())
+    assert {o.partial for o in objects if o.period_start == last.date()} == {True}
+    assert {o.partial for o in objects if o.period_start != last.date()} == {False}

@@ -1,8 +1,11 @@
-"""Inputs read from the weekly rollups (whole weeks) equal those summed from the daily rollups."""
+"""Inputs read from the weekly rollups (whole weeks, and the week under way when no later day of it is stored) equal
+those summed from the daily rollups."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import random
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, time, timedelta
 
 import pandas as pd
 import pytest
@@ -11,15 +14,27 @@ from cxp.analytics.queries import _base as base
 from cxp.analytics.queries import health as queries
 from cxp.analytics.queries import touchpoints as touchpoint_queries
 from cxp.analytics.query import AnalyticsQuery
+from cxp.store.ingest import IngestMessage, TimeBounds, write_batch
+from cxp.store.rollups import refresh_all_pending
 from tests.fixtures.fleet import LoadedFleet
+from tests.fixtures.mqtt import batch_payload, usage
+from tests.fixtures.stack import ACTIVATED
 
 pytestmark = pytest.mark.integration
+
+
+def _days_only(patch) -> None:
+    """Every day read from the daily rollups: no whole week and no week under way from the weekly ones."""
+    none = lambda start, end: None  # noqa: E731
+    for module, name in ((queries, "_last_whole_week"), (queries, "week_under_way"), (base, "whole_weeks"),
+                         (base, "week_under_way")):
+        patch.setattr(module, name, none)
 
 
 def _both(fleet_conn, monkeypatch, read, **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
     weekly = read(fleet_conn, **kw)
     with monkeypatch.context() as m:
-        m.setattr(queries, "_last_whole_week", lambda start, end: None)  # every day from the daily rollups
+        _days_only(m)
         daily = read(fleet_conn, **kw)
     keys = [c for c in ("device_key", "period", "touchpoint") if c in weekly.columns]
     return (weekly.sort_values(keys, ignore_index=True), daily.sort_values(keys, ignore_index=True))
@@ -52,7 +67,7 @@ def test_touchpoint_sums_over_whole_weeks_and_edge_days_equal_the_daily_sums(
     for scope in (AnalyticsQuery(), AnalyticsQuery(product="ebike-s2")):
         weekly = read(fleet_conn, scope=scope, start=start, end=end)
         with monkeypatch.context() as m:
-            m.setattr(base, "whole_weeks", lambda start, end: None)  # every day from the daily rollups
+            _days_only(m)
             daily = read(fleet_conn, scope=scope, start=start, end=end)
         assert len(weekly) > 0
         pd.testing.assert_frame_equal(weekly, daily, check_dtype=False, rtol=1e-12)
@@ -68,3 +83,70 @@ def test_whole_weeks_are_exactly_the_monday_to_sunday_weeks_inside_the_window() 
             expected = [d for d in inside if d.weekday() == 0 and d + timedelta(days=6) <= end]
             weeks = base.whole_weeks(start, end)
             assert weeks == ((expected[0], expected[-1]) if expected else None), (start, end)
+
+
+def _plant_days(db, registered: list[str], *, first: date, last: date) -> None:
+    """Uses (timed, some failing), errors and heartbeats on every day of [first, last] for every device."""
+    rng = random.Random(11)
+    keys = dict(db.execute("SELECT device_id, device_key FROM devices").fetchall())
+    for device in registered:
+        events, seq = [], 0
+        for n in range((last - first).days + 1):
+            noon = datetime.combine(first + timedelta(days=n), time(12), tzinfo=UTC)
+            for _ in range(rng.randint(1, 4)):
+                seq += 1
+                ts = noon + timedelta(minutes=rng.randrange(-600, 600))
+                events.append(usage(seq, ts, rng.choice(["brew", "app_pairing"]), success=rng.random() > 0.2,
+                                    latency_ms=rng.uniform(50, 900)))
+            seq += 1
+            events.append({"seq": seq, "ts": noon.isoformat(), "kind": "error", "code": "E1", "touchpoint": "brew"})
+            seq += 1
+            events.append({"seq": seq, "ts": noon.isoformat(), "kind": "state", "battery_pct": 50.0})
+        write_batch(db, messages=[IngestMessage(f"d/{device}/telemetry", device, keys[device], batch_payload(events),
+                                                datetime.now(UTC).timestamp(), ACTIVATED.timestamp())],
+                    bounds=TimeBounds(max_future_skew_s=300, max_age_s=None))
+
+
+@contextmanager
+def _weekly_rows_off_by_1000(db, week: date):
+    """The week's weekly rows made to disagree with its days, for the block only (rolled back after)."""
+    with db.transaction(force_rollback=True):
+        db.execute("UPDATE rollup_weekly SET usage_count = usage_count + 1000 WHERE week = %s", (week,))
+        db.execute("UPDATE rollup_touchpoint_weekly SET usage_count = usage_count + 1000,"
+                   " clean_latency_sum = clean_latency_sum * 2 WHERE week = %s", (week,))
+        yield
+
+
+def test_the_week_under_way_is_read_whole_only_when_no_later_day_of_it_is_stored(db, registered, monkeypatch):
+    today = datetime.now(UTC).date()
+    last = today - timedelta(days=7 + (today.weekday() - 2) % 7)  # a Wednesday at least a week ago
+    tail = last - timedelta(days=2)  # its Monday
+    first = tail - timedelta(days=10)  # from a Friday: part of a week, a whole week, then the week under way
+    _plant_days(db, registered, first=first, last=last)
+    refresh_all_pending(db)
+    week_before = tail - timedelta(days=7)
+    reads = {
+        "health inputs": lambda scope, end: queries.health_period_inputs(db, scope=scope, start=week_before, end=end,
+                                                                         grain="week"),
+        "latency": lambda scope, end: queries.latency_by_touchpoint(db, scope=scope, start=week_before, end=end,
+                                                                    grain="week"),
+        "touchpoint totals": lambda scope, end: touchpoint_queries.touchpoint_totals(db, scope=scope, start=first,
+                                                                                     end=end),
+        "device touchpoints": lambda scope, end: touchpoint_queries.device_touchpoints(db, scope=scope, start=first,
+                                                                                       end=end),
+    }
+    for scope in (AnalyticsQuery(), AnalyticsQuery(product="test-p1")):
+        for name, read in reads.items():
+            for end in (last, last - timedelta(days=1)):  # no later day stored; Wednesday stored after it
+                with monkeypatch.context() as m:
+                    _days_only(m)
+                    daily = read(scope, end)
+                assert len(daily) > 0, name
+                pd.testing.assert_frame_equal(read(scope, end), daily, check_dtype=False, rtol=1e-12, obj=name)
+                with _weekly_rows_off_by_1000(db, tail):
+                    read_whole = read(scope, end)
+                if end == last:  # the weekly row of the week under way was read, not its days
+                    column = "observed_mean" if name == "latency" else "uses"
+                    assert not read_whole[column].equals(daily[column]), name
+                else:  # a day after `end` is stored in that week: its days were read
+                    pd.testing.assert_frame_equal(read_whole, daily, check_dtype=False, rtol=1e-12, obj=name)

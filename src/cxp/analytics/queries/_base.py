@@ -224,6 +224,22 @@ def whole_weeks(start: date, end: date) -> tuple[date, date] | None:
     return (first, last) if first <= last else None
 
 
+def week_under_way(start: date, end: date) -> date | None:
+    """The Monday of the week that `end` falls in when that week starts in [start, end] and is not over by `end`
+    (a window ending before Sunday); else None."""
+    monday = week_start(end)
+    return monday if end.weekday() != 6 and monday >= start else None
+
+
+def no_later_days_sql(daily: str, param: str = "wd_end", after: str = "wd_tail_after") -> str:
+    """SQL that is true when `daily` (a daily rollup, alias-free) holds no row after the day `%(param)s` and before
+    `%(after)s`: the week under way's weekly row then sums exactly the days up to `param`.
+
+    Uncorrelated, so PostgreSQL evaluates it once per statement (an index probe on the table's day) and skips the
+    part of the statement it gates; in the same snapshot as the rows read beside it."""
+    return f"NOT EXISTS (SELECT 1 FROM {daily} x WHERE x.day > %({param})s AND x.day < %({after})s)"
+
+
 def weeks_and_days_sql(
     start: date, end: date, *, weekly: str, daily: str, columns: str, join: str = "", weekly_where: str = "",
     daily_where: str = "",
@@ -231,16 +247,32 @@ def weeks_and_days_sql(
     """SQL of `columns` from rows covering the days of [start, end] exactly once: the whole weeks in it from the
     `weekly` table (alias w, column `week`), the days before and after them from the `daily` one (alias w, `day`).
 
-    `join` joins both (e.g. the scoped devices); `weekly_where` / `daily_where` filter each ("AND …")."""
-    days = f"SELECT {columns} FROM {daily} w{join} WHERE w.day BETWEEN %(wd_start)s AND %(wd_end)s {daily_where}"
+    The week under way at `end` comes from its weekly row too when no day after `end` is stored in it (the usual
+    case: `end` is today), else from its days. `join` joins both (e.g. the scoped devices); `weekly_where` /
+    `daily_where` filter each ("AND …")."""
     params: dict[str, Any] = {"wd_start": start, "wd_end": end}
-    weeks = whole_weeks(start, end)
-    if weeks is None:
-        return days, params
-    params.update(wd_first_week=weeks[0], wd_after_weeks=weeks[1] + timedelta(days=7))
-    return (f"SELECT {columns} FROM {weekly} w{join} WHERE w.week >= %(wd_first_week)s"
-            f" AND w.week < %(wd_after_weeks)s {weekly_where} UNION ALL {days}"
-            " AND (w.day < %(wd_first_week)s OR w.day >= %(wd_after_weeks)s)"), params
+    weeks, tail = whole_weeks(start, end), week_under_way(start, end)
+    parts = []
+    if weeks is not None:
+        params.update(wd_first_week=weeks[0], wd_after_weeks=weeks[1] + timedelta(days=7))
+        parts.append(f"SELECT {columns} FROM {weekly} w{join} WHERE w.week >= %(wd_first_week)s"
+                     f" AND w.week < %(wd_after_weeks)s {weekly_where}")
+    # Days before the first whole week (the weeks end where the week under way begins, or at `end`, a Sunday).
+    head_end = end if tail is None else tail - timedelta(days=1)
+    if weeks is not None:
+        head_end = min(head_end, weeks[0] - timedelta(days=1))
+    if tail is not None:
+        params.update(wd_tail_week=tail, wd_tail_after=tail + timedelta(days=7))
+        whole = no_later_days_sql(daily)
+        parts.append(f"SELECT {columns} FROM {weekly} w{join} WHERE w.week = %(wd_tail_week)s AND {whole}"
+                     f" {weekly_where}")
+        parts.append(f"SELECT {columns} FROM {daily} w{join} WHERE w.day BETWEEN %(wd_tail_week)s AND %(wd_end)s"
+                     f" AND NOT {whole} {daily_where}")
+    if head_end >= start:
+        params["wd_head_end"] = head_end
+        parts.append(f"SELECT {columns} FROM {daily} w{join} WHERE w.day BETWEEN %(wd_start)s AND %(wd_head_end)s"
+                     f" {daily_where}")
+    return " UNION ALL ".join(parts), params
 
 
 def period_start_sql(grain: Grain, day_expr: str) -> str:

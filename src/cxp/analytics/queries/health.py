@@ -15,9 +15,11 @@ from cxp.analytics.queries._base import (
     Source,
     day_start,
     fetch_frame,
+    no_later_days_sql,
     period_start_sql,
     scoped_join,
     week_start,
+    week_under_way,
     with_scoped_devices,
 )
 from cxp.analytics.query import AnalyticsQuery
@@ -90,10 +92,22 @@ def health_period_inputs(
         " WHERE r.day BETWEEN %(start)s AND %(end)s GROUP BY 1, 2),"
         f" tp AS ({tp_src})"
         " SELECT agg.*, coalesce(tp.touchpoints_used, 0) AS touchpoints_used"
-        " FROM agg LEFT JOIN tp USING (device_key, period) ORDER BY 1, 2"
+        " FROM agg LEFT JOIN tp USING (device_key, period)"
     )
+    extra: dict = {}
+    if source == "rollups" and grain == "week" and week_under_way(start, end) == start:
+        # The week under way: its weekly row when no later day of it is stored (one row per device instead of
+        # aggregating its days), else its days; chosen inside the statement, in its snapshot.
+        whole = f"{no_later_days_sql('rollup_daily')} AND {no_later_days_sql('rollup_touchpoint_daily')}"
+        query = (
+            f"{query} WHERE NOT ({whole}) UNION ALL SELECT w.device_key, w.week, w.usage_count, w.success_count,"
+            " w.active_days, w.error_free_days, w.heartbeat_count, w.touchpoints_used FROM rollup_weekly w"
+            f" JOIN sel USING (device_key) WHERE w.week = %(start)s AND {whole}"
+        )
+        extra = {"wd_end": end, "wd_tail_after": start + timedelta(days=7)}
     statement, params = with_scoped_devices(
-        scope, query, start=start, end=end, lo=day_start(start), hi=day_start(end + timedelta(days=1))
+        scope, query + " ORDER BY 1, 2", start=start, end=end, lo=day_start(start),
+        hi=day_start(end + timedelta(days=1)), **extra
     )
     return fetch_frame(conn, statement, params)
 
@@ -111,17 +125,23 @@ def latency_by_touchpoint(
     last_week = _last_whole_week(start, end) if source == "rollups" and grain == "week" else None
     days_from = start if last_week is None else last_week + timedelta(days=7)
     if source == "rollups":
-        inner = (
+        weekly = (
+            "SELECT h.device_key, h.week AS period, h.touchpoint, h.clean_latency_count AS n,"
+            f" h.clean_latency_sum AS s FROM rollup_touchpoint_weekly h{scoped_join(scope)}"
+            " WHERE h.clean_latency_count > 0 AND "
+        )
+        parts = [f"{weekly}h.week BETWEEN %(start)s AND %(last)s"] if last_week is not None else []
+        gate = ""
+        if grain == "week" and week_under_way(days_from, end) == days_from:
+            # the week under way from its weekly row when no later day of it is stored (as health_period_inputs)
+            whole = no_later_days_sql("rollup_touchpoint_daily")
+            parts.append(f"{weekly}h.week = %(days_from)s AND {whole}")
+            gate = f" AND NOT {whole}"
+        inner = " UNION ALL ".join([*parts, (
             "SELECT h.device_key, {b} AS period, h.touchpoint, sum(h.clean_latency_count) AS n,"
             " sum(h.clean_latency_sum) AS s FROM rollup_touchpoint_daily h{j}"
-            " WHERE h.day BETWEEN %(days_from)s AND %(end)s AND h.clean_latency_count > 0 GROUP BY 1, 2, 3"
-        ).format(b=period_start_sql(grain, "h.day"), j=scoped_join(scope))
-        if last_week is not None:  # whole weeks from the weekly rollup
-            inner = (
-                "SELECT h.device_key, h.week AS period, h.touchpoint, h.clean_latency_count AS n,"
-                f" h.clean_latency_sum AS s FROM rollup_touchpoint_weekly h{scoped_join(scope)}"
-                " WHERE h.week BETWEEN %(start)s AND %(last)s AND h.clean_latency_count > 0 UNION ALL "
-            ) + inner
+            " WHERE h.day BETWEEN %(days_from)s AND %(end)s AND h.clean_latency_count > 0{g} GROUP BY 1, 2, 3"
+        ).format(b=period_start_sql(grain, "h.day"), j=scoped_join(scope), g=gate)])
     else:
         inner = (
             "SELECT e.device_key, {b} AS period, e.touchpoint, count(e.latency_ms) AS n, sum(e.latency_ms::float8) AS s"
@@ -139,7 +159,7 @@ def latency_by_touchpoint(
     )
     statement, params = with_scoped_devices(
         scope, query, start=start, end=end, last=last_week, days_from=days_from, lo=day_start(start),
-        hi=day_start(end + timedelta(days=1))
+        hi=day_start(end + timedelta(days=1)), wd_end=end, wd_tail_after=days_from + timedelta(days=7)
     )
     # Sorted here, not by ORDER BY: PostgreSQL's sort of ~350k rows was half of this read at 10,000 devices.
     return fetch_frame(conn, statement, params).sort_values(["device_key", "period", "touchpoint"], kind="stable",

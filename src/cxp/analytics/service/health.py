@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date, timedelta
 
@@ -21,7 +22,7 @@ from cxp.analytics.core.health import (
     voice_component,
 )
 from cxp.analytics.errors import maps_numeric_errors
-from cxp.analytics.models import Driver, HealthReport, HealthScore, Level, Window
+from cxp.analytics.models import Driver, HealthReport, HealthScore, LazyRows, Level, Window
 from cxp.analytics.queries._base import Grain, Source, day_start
 from cxp.analytics.queries.health import (
     health_period_inputs,
@@ -189,62 +190,67 @@ def device_scores(*, conn: psycopg.Connection, query: AnalyticsQuery, weeks: int
                          "score": pd.to_numeric(scored["score"], errors="coerce").astype(float).to_numpy()})
 
 
-def health_objects(level: Level, frame: pd.DataFrame, config: HealthConfig) -> tuple[HealthScore, ...]:
-    """Run the pure score on entity × period rows and turn its frames into HealthScore objects."""
+def health_objects(
+    level: Level, frame: pd.DataFrame, config: HealthConfig, *, partial: Callable[[date, date], bool] | None = None
+) -> LazyRows[HealthScore]:
+    """Run the pure score on entity × period rows; each row's HealthScore is built when first read.
+
+    `partial(period_start, period_end)` marks periods the window covers only in part."""
     if frame.empty:
-        return ()
+        return LazyRows([], _no_row)
     scored = score_frame(frame, config)
     scores = scored.scores.reset_index(drop=True)
     extra = frame.reset_index(drop=True)
-    # Whole columns converted at once, then one zip over rows: per-value lookups and conversions cost ~10× the
-    # score itself on a fleet (35,000 device-weeks).
+    # Whole columns converted at once, then a row's values picked by index: per-value lookups and conversions cost
+    # ~10× the score itself on a fleet (35,000 device-weeks).
     floats = {c: _optional_floats(scores[c]) for c in (*COMPONENTS, "score", "score_uncapped", "previous_score",
                                                          "delta")}
-    weights = zip(*(_optional_floats(scores[f"weight_{c}"]) for c in COMPONENTS), strict=True)
-    components = zip(*(floats[c] for c in COMPONENTS), strict=True)
+    components = [floats[c] for c in COMPONENTS]
+    weights = [_optional_floats(scores[f"weight_{c}"]) for c in COMPONENTS]
     sub_names = [c for c in SUB_SCORES if c in extra.columns]
-    sub_scores = zip(*(_optional_floats(extra[c]) for c in sub_names), strict=True) if sub_names else None
-    top = zip(*(scores[f"driver_{k}"].tolist() for k in range(1, config.top_drivers + 1)), strict=True)
+    subs = [_optional_floats(extra[c]) for c in sub_names]
+    top = [scores[f"driver_{k}"].tolist() for k in range(1, config.top_drivers + 1)]
     device_counts = (
         [0 if n is None else int(n) for n in _optional_floats(extra["devices"])]
         if "devices" in extra.columns else [1] * len(extra)
     )
-    rows = zip(
-        scores["entity_id"].tolist(), _days(scores["period"]), _days(extra["period_end"]),
-        scores["product_id"].tolist(), scores["segment"].tolist(), device_counts, floats["score"],
-        scores["band"].tolist(), scores["capped"].tolist(), floats["score_uncapped"], components, weights,
-        _drivers_per_row(scored.drivers, scores), top, floats["previous_score"], floats["delta"],
-        scores["arrow"].tolist(), scores["reason"].tolist(),
-        strict=True,
-    )
-    out = []
-    for (entity, start, end, product, segment, count, score, band, capped, uncapped, component_values,
-         weight_values, drivers, top_drivers, previous, delta, arrow, reason) in rows:
-        out.append(
-            HealthScore(
-                level=level,
-                entity_id=str(entity),
-                period_start=start,  # type: ignore[arg-type]
-                period_end=end,  # type: ignore[arg-type]
-                product_id=None if product is None else str(product),
-                segment=None if segment is None else str(segment),
-                devices=count,
-                score=score,
-                band=band,
-                capped=bool(capped),
-                score_uncapped=uncapped,
-                components=dict(zip(COMPONENTS, component_values, strict=True)),
-                weights=dict(zip(COMPONENTS, weight_values, strict=True)),
-                sub_scores=dict(zip(sub_names, next(sub_scores), strict=True)) if sub_scores else {},
-                drivers=drivers,
-                top_negative_drivers=tuple(str(d) for d in top_drivers if d is not None),
-                previous_score=previous,
-                delta=delta,
-                arrow=arrow,
-                reason=reason,
-            )
+    entity_ids = [str(e) for e in scores["entity_id"].tolist()]
+    starts, ends = _days(scores["period"]), _days(extra["period_end"])
+    products, segments = scores["product_id"].tolist(), scores["segment"].tolist()
+    bands, capped, arrows, reasons = (scores[c].tolist() for c in ("band", "capped", "arrow", "reason"))
+    drivers = _DriverRows(scored.drivers, scores)
+
+    def make(i: int) -> HealthScore:
+        product, segment = products[i], segments[i]
+        return HealthScore(
+            level=level,
+            entity_id=entity_ids[i],
+            period_start=starts[i],  # type: ignore[arg-type]
+            period_end=ends[i],  # type: ignore[arg-type]
+            product_id=None if product is None else str(product),
+            segment=None if segment is None else str(segment),
+            devices=device_counts[i],
+            score=floats["score"][i],
+            band=bands[i],
+            capped=bool(capped[i]),
+            score_uncapped=floats["score_uncapped"][i],
+            components={c: column[i] for c, column in zip(COMPONENTS, components, strict=True)},
+            weights={c: column[i] for c, column in zip(COMPONENTS, weights, strict=True)},
+            sub_scores={c: column[i] for c, column in zip(sub_names, subs, strict=True)},
+            drivers=drivers.of_row(i),
+            top_negative_drivers=tuple(str(d[i]) for d in top if d[i] is not None),
+            previous_score=floats["previous_score"][i],
+            delta=floats["delta"][i],
+            arrow=arrows[i],
+            reason=reasons[i],
+            partial=partial is not None and partial(starts[i], ends[i]),  # type: ignore[arg-type]
         )
-    return tuple(out)
+
+    return LazyRows(entity_ids, make)
+
+
+def _no_row(i: int) -> HealthScore:
+    raise IndexError(i)
 
 
 def _optional_floats(column: pd.Series) -> list[float | None]:
@@ -263,26 +269,31 @@ def _days(column: pd.Series) -> list[date | None]:
     return np.where(stamps.isna(), None, stamps.dt.date).tolist()
 
 
-def _drivers_per_row(drivers: pd.DataFrame, scores: pd.DataFrame) -> list[tuple[Driver, ...]]:
-    """Each score row's drivers, in the order the score listed them."""
-    out: list[tuple[Driver, ...]] = [()] * len(scores)
-    if not len(drivers):
-        return out
-    keys = scores[["entity_id", "period"]].assign(_row=np.arange(len(scores)))
-    matched = drivers.merge(keys, on=["entity_id", "period"], how="inner", sort=False)  # keeps the drivers' order
-    matched = matched.sort_values("_row", kind="stable")
-    numbers = [matched[c].to_numpy(dtype=float, na_value=np.nan).tolist()
-               for c in ("score", "segment_median", "weight", "contribution")]
-    made = [
-        Driver(component=str(component), score=score, segment_median=median, weight=weight, contribution=contribution)
-        for component, score, median, weight, contribution in zip(matched["component"].tolist(), *numbers,
-                                                                  strict=True)
-    ]
-    row_of = matched["_row"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, row_of[1:] != row_of[:-1]]).tolist()
-    for first, stop in zip(starts, [*starts[1:], len(made)], strict=True):
-        out[row_of[first]] = tuple(made[first:stop])
-    return out
+class _DriverRows:
+    """Each score row's drivers, in the order the score listed them, built when the row is."""
+
+    def __init__(self, drivers: pd.DataFrame, scores: pd.DataFrame) -> None:
+        self._spans: dict[int, tuple[int, int]] = {}
+        if not len(drivers):
+            return
+        keys = scores[["entity_id", "period"]].assign(_row=np.arange(len(scores)))
+        matched = drivers.merge(keys, on=["entity_id", "period"], how="inner", sort=False)  # the drivers' order
+        matched = matched.sort_values("_row", kind="stable")
+        self._components = [str(c) for c in matched["component"].tolist()]
+        self._numbers = [matched[c].to_numpy(dtype=float, na_value=np.nan).tolist()
+                         for c in ("score", "segment_median", "weight", "contribution")]
+        row_of = matched["_row"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, row_of[1:] != row_of[:-1]]).tolist()
+        stops = [*starts[1:], len(row_of)]
+        self._spans = dict(zip(row_of[starts].tolist(), zip(starts, stops, strict=True), strict=True))
+
+    def of_row(self, row: int) -> tuple[Driver, ...]:
+        span = self._spans.get(row)
+        if span is None:
+            return ()
+        score, median, weight, contribution = self._numbers
+        return tuple(Driver(component=self._components[j], score=score[j], segment_median=median[j],
+                            weight=weight[j], contribution=contribution[j]) for j in range(*span))
 
 
 @maps_numeric_errors
@@ -361,13 +372,8 @@ def get_health(
             scores=(),
             reason="not enough data: no devices in scope",
         )
-    scores = tuple(
-        replace(s, partial=True)
-        if grain == "week"
-        and partial_period(
-            period_start=s.period_start, period_end=s.period_end, window_start=window.start, window_end=window.end
-        )
-        else s
-        for s in health_objects(level, frame, config or HealthConfig())
-    )
+    def partial(start: date, end: date) -> bool:
+        return partial_period(period_start=start, period_end=end, window_start=window.start, window_end=window.end)
+
+    scores = health_objects(level, frame, config or HealthConfig(), partial=partial if grain == "week" else None)
     return HealthReport(level=level, grain=grain, window=window, source=source, scores=scores)
