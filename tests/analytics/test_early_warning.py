@@ -1,4 +1,5 @@
-"""Early-warning parts (pure): the usage drop per entity against a per-entity computation written out plainly."""
+"""Early-warning parts (pure): the usage drop and the experience load per entity against a per-entity computation
+written out plainly."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.stats as sps
 
-from cxp.analytics.core.early_warning import usage_drop
+from cxp.analytics.core.early_warning import experience_load, usage_drop
 
 AS_OF = date(2025, 4, 5)
 
@@ -49,3 +50,49 @@ def test_usage_drop_equals_a_plain_per_entity_computation(seed: int) -> None:
     assert got.loc["silent", "drop_evidence"] == pytest.approx(0.0, abs=1e-9)
     assert got.loc["silent", "recent_uses"] == 0.0
     assert (got["drop_evidence"] > 3).any() and (got["drop_evidence"] < 0.5).any()
+
+
+def _plain_load(events: pd.DataFrame, entity, weights: dict[str, float], window: int = 14, decay: float = 0.75
+                ) -> tuple[float, str | None, str | None]:
+    """experience_load, drivers and top_driver of one entity: per driver min(decayed count, 1) × weight."""
+    terms = []
+    for driver, rows in events[events["entity_id"] == entity].groupby("driver", sort=True):
+        ago = np.array([(AS_OF - d).days for d in rows["day"]])
+        inside = (ago >= 0) & (ago < window)
+        if not inside.any():
+            continue
+        decayed = float((rows["count"].to_numpy(dtype=float)[inside] * decay ** ago[inside]).sum())
+        given = rows["weight"].to_numpy(dtype=float)[inside]
+        weight = np.nanmax(np.where(np.isfinite(given), given, weights.get(driver, 1.0)))
+        term = min(decayed, 1.0) * weight
+        if term > 0:
+            terms.append((term, driver, round(float(rows["count"].to_numpy(dtype=float)[inside].sum()))))
+    terms.sort(key=lambda t: -t[0])  # stable: equal terms keep the drivers' name order
+    if not terms:
+        return 0.0, None, None
+    return sum(t for t, _, _ in terms), ", ".join(f"{d} ×{n}" for _, d, n in terms), terms[0][1]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_experience_load_equals_a_plain_per_entity_computation(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    drivers = ["brew", "pairing", "incident", "support contact"]
+    weights = {"brew": 2.0, "incident": 0.5}
+    rows = []
+    for i in range(60):
+        for _ in range(int(rng.integers(0, 8))):
+            given = float(rng.choice([np.nan, 0.0, 1.5, 3.0]))
+            rows.append((i, AS_OF - timedelta(days=int(rng.integers(-2, 20))), str(rng.choice(drivers)),
+                         float(rng.integers(1, 4)), given))
+    events = pd.DataFrame(rows, columns=["entity_id", "day", "driver", "count", "weight"])
+    entities = pd.Series([*range(60), 99])  # integer keys, as the churn view passes device keys; 99 lived nothing
+    got = experience_load(events=events, weights=weights, entities=entities, as_of=AS_OF).set_index("entity_id")
+    assert list(got.index) == entities.tolist()
+    for entity in entities:
+        load, named, top = _plain_load(events, entity, weights)
+        row = got.loc[entity]
+        assert row["experience_load"] == pytest.approx(load, rel=1e-12, abs=1e-12)
+        assert row["experience_risk"] == pytest.approx(1 - np.exp(-load), rel=1e-12, abs=1e-12)
+        assert (row["drivers"], row["top_driver"]) == (named, top) or (named is None and pd.isna(row["drivers"]))
+    assert (got["experience_load"] > 1).any() and (got["experience_load"] == 0).any()
+    assert got["drivers"].str.contains(", ").any()

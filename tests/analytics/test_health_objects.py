@@ -76,6 +76,9 @@ def test_scores_are_built_on_access_and_found_by_entity_without_building_the_oth
     assert all(s.period_start == date(2026, 3, 23) for s in latest)
     assert len(report.history("dev-05")) == 4 and report.get("dev-05") == latest[5]
     assert sum(b is not None for b in objects._built) == 40 + 3  # the latest of each, and dev-05's other weeks
+    page = HealthReport(level="device", grain="week", window=report.window, source="rollups",
+                        scores=health_objects("device", frame, config)).latest()[:10]
+    assert page == latest[:10]
     eager = tuple(objects[i] for i in range(len(objects)))
     assert objects == eager and objects[-1] is eager[-1] and objects[2:5] == eager[2:5]
     assert repr(objects) == repr(eager)

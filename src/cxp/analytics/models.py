@@ -134,12 +134,13 @@ class HealthReport:
     def _entity_ids(self) -> Sequence[str]:
         return self.scores.keys if isinstance(self.scores, LazyRows) else [s.entity_id for s in self.scores]
 
-    def latest(self) -> tuple[HealthScore, ...]:
-        """The last period's score of each entity."""
+    def latest(self) -> Sequence[HealthScore]:
+        """The last period's score of each entity (built as read, like the scores)."""
         last: dict[str, int] = {}
         for i, entity_id in enumerate(self._entity_ids()):
             last[entity_id] = i
-        return tuple(self.scores[i] for i in last.values())
+        rows = list(last.values())
+        return LazyRows(list(last), lambda j: self.scores[rows[j]])
 
     def history(self, entity_id: str) -> tuple[HealthScore, ...]:
         """One entity's scores, oldest first."""

@@ -140,10 +140,18 @@ def experience_load(
     )
     per["term"] = np.minimum(per["decayed"].to_numpy(dtype=float), 1.0) * per["w"].to_numpy(dtype=float)
     per = per[per["term"] > 0].sort_values(["entity_id", "term"], ascending=[True, False], kind="stable")
-    load = per.groupby("entity_id")["term"].sum()
-    named = per.assign(text=per["driver"].astype(str) + " ×" + per["n"].round().astype(int).astype(str))
-    drivers = named.groupby("entity_id")["text"].agg(", ".join)
-    top = per.groupby("entity_id")["driver"].first()
+    # Each entity's rows are consecutive: sums, joined names and the first driver per run of rows, not per group
+    # through pandas (a Python join per group cost ~0.25 s over 10,000 devices).
+    ids = per["entity_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, dtype=np.int64)
+    stops = np.r_[starts[1:], len(ids)].astype(np.int64)
+    texts = (per["driver"].astype(str) + " ×" + per["n"].round().astype(int).astype(str)).tolist()
+    first_ids = ids[starts]
+    load = pd.Series(np.add.reduceat(per["term"].to_numpy(dtype=float), starts) if len(ids) else [], index=first_ids,
+                     dtype=float)
+    drivers = pd.Series([", ".join(texts[a:b]) for a, b in zip(starts.tolist(), stops.tolist(), strict=True)],
+                        index=first_ids, dtype=object)
+    top = pd.Series(per["driver"].to_numpy()[starts], index=first_ids, dtype=object)
     out = pd.DataFrame({"entity_id": entities.to_numpy()})
     out["experience_load"] = load.reindex(out["entity_id"]).fillna(0.0).to_numpy()
     out["experience_risk"] = 1.0 - np.exp(-out["experience_load"].to_numpy())

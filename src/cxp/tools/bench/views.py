@@ -32,8 +32,9 @@ def views() -> dict[str, Callable[[Any, Any], Any]]:
     return {
         "report": lambda c, end: a.get_fleet_report(conn=c, query=Q(end=end), weeks=4),
         "health product": lambda c, end: a.get_health(conn=c, query=Q(end=end), level="product", weeks=12),
+        # as /v1/experience/health?level=device&latest=true&limit=100 answers: the first page of latest scores
         "health device": lambda c, end: a.get_health(conn=c, query=Q(product=PRODUCT, end=end), level="device",
-                                                     weeks=12),
+                                                     weeks=12).latest()[:100],
         "touchpoints": lambda c, end: a.get_touchpoints(conn=c, query=Q(end=end)),
         "voice": lambda c, end: a.get_voice(conn=c, query=Q(end=end)),
         "churn risk": lambda c, end: a.list_churn_risk(conn=c, query=Q(product=PRODUCT, end=end), limit=50),
