@@ -1,4 +1,4 @@
-"""Pure frame helpers of the analytics core."""
+"""Pure frame helpers of the analytics core: trailing sums, membership."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxp.analytics.core._frames import trailing_sums
+from cxp.analytics.core._frames import member_of, trailing_sums
 
 START = date(2025, 1, 1)
 
@@ -57,3 +57,19 @@ def test_no_rows_or_no_ends_give_an_empty_frame_with_the_columns() -> None:
         "k", "period_end", "n"]
     one = pd.DataFrame({"k": [1], "day": [START], "n": [1]})
     assert trailing_sums(one, key="k", day="day", ends=[], lookback_days=7, columns=["n"]).empty
+
+
+@pytest.mark.parametrize("allowed", [
+    pd.Index(["a", "c", None]), {"b", "zz"}, pd.Series(["c"], dtype=object), [], ["a", 5], ("d",),
+    pd.Series(["a", "b"], dtype="str"),
+])
+@pytest.mark.parametrize("dtype", ["str", object])
+def test_member_of_is_isin_as_a_boolean_array(allowed, dtype) -> None:
+    column = pd.Series(["a", "b", None, "c", "a", "d"], dtype=dtype)
+    expected = column.isin(list(allowed) if isinstance(allowed, set) else allowed).to_numpy(dtype=bool)
+    got = member_of(column, allowed)
+    assert got.dtype == bool and got.tolist() == expected.tolist()
+
+
+def test_member_of_takes_integer_keys_too() -> None:
+    assert member_of(pd.Series([1, 2, 3, 2]), [2, 9]).tolist() == [False, True, False, True]

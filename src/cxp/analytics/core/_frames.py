@@ -8,6 +8,8 @@ from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from cxp.analytics.errors import InvalidInput
 
@@ -72,6 +74,25 @@ def to_nullable(frame: pd.DataFrame) -> pd.DataFrame:
             arr = np.where(np.isfinite(arr), arr, np.nan)
             out[col] = pd.array(arr, dtype="Float64")
     return out
+
+
+def _arrow_strings(values: pd.Series | pd.Index) -> bool:
+    return isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow"
+
+
+def member_of(column: pd.Series, allowed: Iterable[object] | pd.Series | pd.Index) -> np.ndarray:
+    """`column.isin(allowed)` as a boolean array (missing values match missing ones, as there).
+
+    Arrow-backed string columns (pandas' default for text) go through Arrow's `is_in`: pandas' isin turns every
+    value into a Python object first, ~25 ms per 50,000 device ids against under 1 ms."""
+    values = pd.Index(allowed) if isinstance(allowed, pd.Series | pd.Index) else pd.Index(list(allowed))
+    if not len(values):
+        return np.zeros(len(column), dtype=bool)
+    if _arrow_strings(column) and (_arrow_strings(values) or values.inferred_type in ("string", "empty")):
+        found = pc.is_in(pa.chunked_array(column.array.__arrow_array__()),
+                         value_set=pa.array(pd.array(values, dtype=column.dtype).__arrow_array__()))
+        return found.to_numpy(zero_copy_only=False).astype(bool)
+    return column.isin(values).to_numpy(dtype=bool)
 
 
 def to_utc(values: pd.Series | Iterable[object]) -> pd.Series:

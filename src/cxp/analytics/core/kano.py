@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from cxp.analytics.core._frames import float_column, require_columns, to_nullable
+from cxp.analytics.core._frames import float_column, member_of, require_columns, to_nullable
 from cxp.analytics.errors import InvalidParameter
 
 GROUPS = ("low", "middle", "high")
@@ -139,7 +139,7 @@ def kano_classes(
     require_columns(answers, ["product_id", "device_id", "touchpoint", "score", "group"], what="kano_classes")
     if min_n < 2 or min_middle < 2 or not 0 < attractive_share < basic_share < 1 or indifferent_spread <= 0:
         raise InvalidParameter("need min_n ≥ 2, min_middle ≥ 2, 0 < attractive_share < basic_share < 1, spread > 0")
-    frame = answers[answers["group"].isin(GROUPS).to_numpy() & np.isfinite(float_column(answers, "score"))]
+    frame = answers[member_of(answers["group"], GROUPS) & np.isfinite(float_column(answers, "score"))]
     rows: list[dict[str, object]] = []
     models: dict[str, dict[str, float | int | None]] = {}
     for product_id, part in frame.groupby("product_id", sort=True):

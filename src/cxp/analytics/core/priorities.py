@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from cxp.analytics.core._frames import finite_or_none, require_columns
+from cxp.analytics.core._frames import finite_or_none, member_of, require_columns
 from cxp.analytics.core.health import latency_score
 from cxp.analytics.core.touchpoints import derived_importance, ipa_quadrants
 from cxp.analytics.errors import InvalidParameter
@@ -99,7 +99,7 @@ def touchpoint_priorities(
         ]
         product_devices = set(devices.loc[devices["product_id"] == product_id, "device_id"])
         for outcome_name, outcome_frame in outcomes.items():
-            product_outcomes = outcome_frame[outcome_frame["device_id"].isin(product_devices)]
+            product_outcomes = outcome_frame[member_of(outcome_frame["device_id"], product_devices)]
             importance = derived_importance(performance=product_performance, outcomes=product_outcomes)
             predictors = int(importance.table["r2_share"].notna().sum())
             p_value = f_test_p(r2=importance.r2, n=importance.n_devices, k=predictors)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from cxp.analytics.core._frames import float_column, nanmean_rows, require_columns, to_nullable
+from cxp.analytics.core._frames import float_column, member_of, nanmean_rows, require_columns, to_nullable
 from cxp.analytics.core.health import latency_score
 from cxp.analytics.core.stats import ratio_array
 from cxp.analytics.errors import InvalidParameter
@@ -83,7 +83,7 @@ def _wide(performance: pd.DataFrame, outcomes: pd.DataFrame) -> tuple[pd.DataFra
             "performance": float_column(performance, "performance"),
         }
     )
-    perf = perf[np.isfinite(perf["performance"].to_numpy()) & perf["device_id"].isin(y.index).to_numpy()]
+    perf = perf[np.isfinite(perf["performance"].to_numpy()) & member_of(perf["device_id"], y.index)]
     wide = perf.pivot_table(index="device_id", columns="touchpoint", values="performance", aggfunc="mean")
     wide = wide.reindex(y.index)
     wide.columns = [str(c) for c in wide.columns]

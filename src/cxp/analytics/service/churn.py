@@ -13,7 +13,7 @@ from cxp.analytics.core import churn_model as core_model
 from cxp.analytics.core import disruptions as core_disruptions
 from cxp.analytics.core import early_warning as core_warning
 from cxp.analytics.core import segments as core_segments
-from cxp.analytics.core._frames import finite_or_none
+from cxp.analytics.core._frames import finite_or_none, member_of
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import ChurnRiskEntry, ChurnRiskList, ChurnRiskSummary, Window
 from cxp.analytics.queries._base import CHURN_STAGES, day_start, shared_reads
@@ -256,7 +256,7 @@ def _risk_table(
         ranked = per_device.rename(columns={"device_id": "entity_id"})
         entity_usage = usage[["device_id", "day", "uses"]].rename(columns={"device_id": "entity_id"})
     if not include_churned:
-        ranked = ranked[~ranked["status"].isin(CHURN_STAGES)]
+        ranked = ranked[~member_of(ranked["status"], CHURN_STAGES)]
     entities = pd.DataFrame(
         {
             "entity_id": ranked["entity_id"].to_numpy(),
@@ -266,7 +266,7 @@ def _risk_table(
             "recent_disruptions": ranked["recent_disruptions"].to_numpy(dtype=float),
         }
     )
-    entity_usage = entity_usage[entity_usage["entity_id"].isin(entities["entity_id"])]
+    entity_usage = entity_usage[member_of(entity_usage["entity_id"], entities["entity_id"])]
     entity_usage["day"] = pd.to_datetime(entity_usage["day"])
     risk = core_segments.churn_risk(
         usage=entity_usage, entities=entities, as_of=as_of, window_days=window_days, bucket_days=bucket_days
@@ -340,7 +340,7 @@ def _experience_events(
 
 def _ranked_entries(table: pd.DataFrame, *, info: pd.DataFrame, limit: int | None) -> tuple[ChurnRiskEntry, ...]:
     """Risk rows as entries, known cancellations/returns first, then by score, then by id."""
-    churned = table["entity_id"].map(info["status"]).isin(CHURN_STAGES).to_numpy()
+    churned = member_of(table["entity_id"].map(info["status"]), CHURN_STAGES)
     score = table["risk_score"].to_numpy(dtype=float, na_value=np.nan)
     # a known cancellation/return is certain churn: it outranks every estimate
     order = np.lexsort((table["entity_id"].astype(str).to_numpy(), -np.nan_to_num(score, nan=-1.0), ~churned))

@@ -12,7 +12,7 @@ import psycopg
 from cxp.analytics.core import disruptions as core_disruptions
 from cxp.analytics.core import incidents as core_incidents
 from cxp.analytics.core import paradox as core_paradox
-from cxp.analytics.core._frames import finite_or_none
+from cxp.analytics.core._frames import finite_or_none, member_of
 from cxp.analytics.core.stats import distribution
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import (
@@ -309,7 +309,8 @@ def _paradox(
     recovered_at = hit.groupby("product_id")["end"].median()
     device_keys = scoped.set_index("device_id")["device_key"]
     others = scoped[
-        scoped["product_id"].isin(recovered_at.index) & ~scoped["device_id"].isin(pd.concat(members)["device_id"])
+        member_of(scoped["product_id"], recovered_at.index) & ~member_of(scoped["device_id"],
+                                                                         pd.concat(members)["device_id"])
     ]
     rows = pd.concat(
         [
@@ -389,7 +390,8 @@ def _disruption_effects(
             "recovery_s": hit["duration_s"].to_numpy(dtype=float, na_value=np.nan),
         }
     )
-    others = scoped[scoped["product_id"].isin(reference_by_product.index) & ~scoped["device_id"].isin(hit["device_id"])]
+    others = scoped[member_of(scoped["product_id"], reference_by_product.index)
+                    & ~member_of(scoped["device_id"], hit["device_id"])]
     others = others[pd.to_datetime(others["activated_at"], utc=True) < others["product_id"].map(reference_by_product)]
     rows = pd.concat(
         [

@@ -9,7 +9,7 @@ import psycopg
 
 from cxp.analytics.core import kano as core_kano
 from cxp.analytics.core import touchpoints as core_touchpoints
-from cxp.analytics.core._frames import finite_or_none
+from cxp.analytics.core._frames import finite_or_none, member_of
 from cxp.analytics.core.priorities import CROSSHAIRS, device_performance, survey_quadrants, touchpoint_priorities
 from cxp.analytics.core.stats import proportion_ci
 from cxp.analytics.errors import maps_numeric_errors
@@ -106,7 +106,7 @@ def _outcome_inputs(
     )
     used = set(per_device["device_id"])
     outcomes = {
-        "retention": retention[retention["device_id"].isin(used)][["device_id", "retained"]].rename(
+        "retention": retention[member_of(retention["device_id"], used)][["device_id", "retained"]].rename(
             columns={"retained": "outcome"}
         ),
         "feedback": satisfaction[["device_id", "satisfaction"]].rename(columns={"satisfaction": "outcome"}),
