@@ -10,7 +10,7 @@ import pytest
 
 from cxp.analytics import service
 from cxp.analytics.queries.registry import devices
-from cxp.analytics.query import ALL_DEVICES
+from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import resolve_window
 from cxp.analytics.service.disruptions import episodes_in_window
 from cxp.device_sim import build_fleet
@@ -141,3 +141,14 @@ def test_the_recovery_paradox_is_reported_where_planted_and_absent_where_not(rep
     assert verdicts[1][1] == "present" and verdicts[1][2].ci_low > 0
     assert verdicts[2][0] == 0 and verdicts[2][1] == "absent" and verdicts[2][2].ci_high < 0.25
     assert verdicts[3][1] != "absent" and verdicts[3][2].difference > 0
+
+
+def test_the_incidents_alone_are_those_of_the_full_report(reports, truth_conns) -> None:
+    # list_incidents finds episodes for the anomalous runs' codes and touchpoints only: the same incidents
+    for seed, conn in truth_conns.items():
+        assert service.list_incidents(conn=conn, days=10_000) == reports[seed].incidents != ()
+        product = reports[seed].incidents[0].product_id
+        for days in (14, 10_000):
+            scoped = AnalyticsQuery(product=product)
+            expected = service.get_disruptions(conn=conn, query=scoped, days=days).incidents
+            assert service.list_incidents(conn=conn, query=scoped, days=days) == expected, (seed, days)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date, timedelta
 
@@ -13,16 +14,23 @@ from cxp.analytics.queries._base import day_start, fetch_frame, with_scoped_devi
 from cxp.analytics.query import AnalyticsQuery
 
 
-def error_stream(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
+def error_stream(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date,
+    keys: Sequence[tuple[str, str]] | None = None,
+) -> pd.DataFrame:
     """Error and recovery events in the window (raw, filtered in SQL): device_id, product_id, ts, kind, code,
-    touchpoint."""
+    touchpoint; only those of these (touchpoint, code) pairs when `keys` is given."""
+    only = "" if keys is None else (" AND (e.touchpoint, e.code) IN (SELECT * FROM unnest(%(key_touchpoints)s::text[],"
+                                    " %(key_codes)s::text[]))")
     statement, params = with_scoped_devices(
         scope,
         "SELECT sel.device_id, sel.device_key, sel.product_id, e.ts, e.kind::text AS kind, e.code, e.touchpoint"
         " FROM events e JOIN sel USING (device_key)"
-        " WHERE e.kind IN ('error', 'recovery') AND e.ts >= %(lo)s AND e.ts < %(hi)s",
+        f" WHERE e.kind IN ('error', 'recovery') AND e.ts >= %(lo)s AND e.ts < %(hi)s{only}",
         lo=day_start(start),
         hi=day_start(end + timedelta(days=1)),
+        key_touchpoints=[t for t, _ in keys or ()],
+        key_codes=[c for _, c in keys or ()],
     )
     # Ordered here, not in SQL: ORDER BY e.ts makes PostgreSQL walk every event of the window in time order
     # (the ts index) instead of the few errors and recoveries (the kind index): 440 → ~60 ms at 5,000 devices.
@@ -100,8 +108,11 @@ def hourly_users(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date
     return fetch_frame(conn, statement, params)
 
 
-def successes_after_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
-    """The successful uses that can end the window's touchpoint errors: device_key, touchpoint, ts.
+def successes_after_errors(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date, touchpoints: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """The successful uses that can end the window's touchpoint errors (of `touchpoints` only, when given):
+    device_key, touchpoint, ts.
 
     Per device × touchpoint × UTC day of the window with an error on the touchpoint (`rollup_touchpoint_daily`), the
     day's successful uses (`success_times`) and the first one of the next later day with any (`next_success_at`,
@@ -111,9 +122,11 @@ def successes_after_errors(conn: psycopg.Connection, *, scope: AnalyticsQuery, s
         scope,
         "SELECT t.device_key, t.touchpoint, x.ts FROM rollup_touchpoint_daily t JOIN sel USING (device_key)"
         " CROSS JOIN LATERAL unnest(t.success_times || t.next_success_at) AS x(ts)"
-        " WHERE t.error_count > 0 AND t.touchpoint <> '' AND t.day BETWEEN %(start)s AND %(end)s AND x.ts < %(hi)s",
+        " WHERE t.error_count > 0 AND t.touchpoint <> '' AND t.day BETWEEN %(start)s AND %(end)s AND x.ts < %(hi)s"
+        + ("" if touchpoints is None else " AND t.touchpoint = ANY(%(touchpoints)s)"),
         start=start,
         end=end,
         hi=day_start(end + timedelta(days=1)),
+        touchpoints=list(touchpoints or ()),
     )
     return fetch_frame(conn, statement, params)

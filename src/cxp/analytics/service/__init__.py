@@ -7,7 +7,7 @@ module per capability; this package re-exports the public functions so callers h
 """
 
 from cxp.analytics.service.churn import get_churn_model_inputs, get_churn_risk_summary, list_churn_risk
-from cxp.analytics.service.disruptions import get_disruptions
+from cxp.analytics.service.disruptions import get_disruptions, list_incidents
 from cxp.analytics.service.engagement import get_engagement_rate
 from cxp.analytics.service.health import get_health, health_frames, refresh_kept_health
 from cxp.analytics.service.journey import get_journey
@@ -36,4 +36,5 @@ __all__ = [
     "get_churn_model_inputs",
     "get_churn_risk_summary",
     "list_churn_risk",
+    "list_incidents",
 ]

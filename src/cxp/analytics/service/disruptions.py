@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -59,15 +60,20 @@ def _recovery_times(name: str, episodes: pd.DataFrame) -> RecoveryTimes:
 
 
 def episodes_in_window(
-    conn: psycopg.Connection, *, scope: AnalyticsQuery, window: Window, scoped: pd.DataFrame
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, window: Window, scoped: pd.DataFrame,
+    keys: Sequence[tuple[str, str]] | None = None,
 ) -> pd.DataFrame:
     """Error episodes of the window (core error_episodes): closed by the next recovery of their code or the next
-    successful use of their touchpoint, whichever comes first; "never recovered" only when neither came."""
-    stream = error_stream(conn, scope=scope, start=window.start, end=window.end)
+    successful use of their touchpoint, whichever comes first; "never recovered" only when neither came.
+
+    With `keys`, only the episodes of these (touchpoint, code) pairs: each device × touchpoint × code's episodes
+    depend on its own events only, so they are the same as among all episodes."""
+    stream = error_stream(conn, scope=scope, start=window.start, end=window.end, keys=keys)
     # the touchpoint errors are part of the stream: taken from it, not read again
     on_touchpoint = (stream["kind"] == "error") & stream["touchpoint"].notna()
     errors = stream.loc[on_touchpoint, ["device_key", "ts", "touchpoint", "code"]]
-    successes = successes_after_errors(conn, scope=scope, start=window.start, end=window.end)
+    successes = successes_after_errors(conn, scope=scope, start=window.start, end=window.end,
+                                       touchpoints=None if keys is None else sorted({t for t, _ in keys}))
     closing = core_incidents.closing_successes(errors=errors, successes=successes)
     stream["ts"] = pd.to_datetime(stream["ts"], utc=True)
     if len(closing):
@@ -126,22 +132,9 @@ def get_disruptions(
     for product_id, product_episodes in episodes.groupby("product_id"):
         recovery.append(_recovery_times(str(product_id), product_episodes))
 
-    incidents: list[Disruption] = []
-    incident_episodes: list[pd.DataFrame] = []
-    for run in _incident_runs(conn, scope=query, window=window, alpha=alpha).itertuples(index=False):
-        members = episodes[
-            (episodes["product_id"] == run.product_id)
-            & (episodes["touchpoint"] == run.touchpoint)
-            & (episodes["code"] == run.code)
-            & (episodes["start"] >= run.start)
-            & (episodes["start"] < run.end)
-        ]
-        devices_hit = int(members["device_id"].nunique())
-        share = devices_hit / float(devices_per_product.get(run.product_id, 0) or 1)
-        if devices_hit < min_devices or share < min_share:
-            continue
-        incident_episodes.append(members)
-        incidents.append(_incident(run, members, share))
+    runs = _incident_runs(conn, scope=query, window=window, alpha=alpha)
+    incidents, incident_episodes = _incidents(runs, episodes, devices_per_product, min_devices=min_devices,
+                                              min_share=min_share)
     if incident_episodes:
         recovery.append(_recovery_times("incident episodes", pd.concat(incident_episodes)))
 
@@ -216,6 +209,56 @@ def get_disruptions(
         reason=None if len(episodes) else "not enough data: no errors in window",
         paradox=paradox[1],
     )
+
+
+@maps_numeric_errors
+def list_incidents(
+    *,
+    conn: psycopg.Connection,
+    query: AnalyticsQuery = ALL_DEVICES,
+    days: int = 56,
+    min_devices: int = 3,
+    min_share: float = 0.02,
+    alpha: float = 1e-5,
+) -> tuple[Disruption, ...]:
+    """The incidents of `get_disruptions` with the same arguments, for views that show only them (the fleet report,
+    the journey map): the episodes are found for the error codes and touchpoints of the anomalous runs only, not
+    for every error of the window."""
+    window = resolve_window(conn, query=query, default_days=days)
+    if window is None:
+        return ()
+    runs = _incident_runs(conn, scope=query, window=window, alpha=alpha)
+    if runs.empty:
+        return ()
+    scoped = devices(conn, scope=query)
+    keys = sorted({(str(t), str(c)) for t, c in zip(runs["touchpoint"], runs["code"], strict=True)})
+    episodes = episodes_in_window(conn, scope=query, window=window, scoped=scoped, keys=keys)
+    return tuple(_incidents(runs, episodes, scoped.groupby("product_id").size(), min_devices=min_devices,
+                            min_share=min_share)[0])
+
+
+def _incidents(
+    runs: pd.DataFrame, episodes: pd.DataFrame, devices_per_product: pd.Series, *, min_devices: int, min_share: float
+) -> tuple[list[Disruption], list[pd.DataFrame]]:
+    """The runs whose episodes hit at least `min_devices` devices and `min_share` of the product, as incidents, with
+    those episodes."""
+    incidents: list[Disruption] = []
+    incident_episodes: list[pd.DataFrame] = []
+    for run in runs.itertuples(index=False):
+        members = episodes[
+            (episodes["product_id"] == run.product_id)
+            & (episodes["touchpoint"] == run.touchpoint)
+            & (episodes["code"] == run.code)
+            & (episodes["start"] >= run.start)
+            & (episodes["start"] < run.end)
+        ]
+        devices_hit = int(members["device_id"].nunique())
+        share = devices_hit / float(devices_per_product.get(run.product_id, 0) or 1)
+        if devices_hit < min_devices or share < min_share:
+            continue
+        incident_episodes.append(members)
+        incidents.append(_incident(run, members, share))
+    return incidents, incident_episodes
 
 
 def _incident_runs(conn: psycopg.Connection, *, scope: AnalyticsQuery, window: Window, alpha: float) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from cxp.analytics.models_measures import JourneyMap, JourneyMapCell, JourneyMap
 from cxp.analytics.queries._base import shared_reads
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import empty_window
-from cxp.analytics.service.disruptions import get_disruptions
+from cxp.analytics.service.disruptions import list_incidents
 from cxp.analytics.service.journey import get_journey
 from cxp.analytics.service.segments import get_segments
 from cxp.analytics.service.touchpoints import get_touchpoints
@@ -73,7 +73,7 @@ def _journey_map(*, conn: psycopg.Connection, query: AnalyticsQuery, days: int, 
         )
     voice = get_voice(conn=conn, query=query, by=("product", "touchpoint"), days=days)
     csat = {(g.key.get("product"), g.key.get("touchpoint")): g.csat for g in voice.groups}
-    incidents = get_disruptions(conn=conn, query=query, days=days).incidents
+    incidents = list_incidents(conn=conn, query=query, days=days)
     funnel = get_journey(conn=conn, query=query, days=days)
 
     cells = []

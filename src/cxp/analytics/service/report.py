@@ -9,7 +9,7 @@ from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import (
     ChurnRiskSummary,
     Concern,
-    DisruptionReport,
+    Disruption,
     FleetReport,
     ProductHealthLine,
     TouchpointReport,
@@ -19,7 +19,7 @@ from cxp.analytics.queries._base import shared_reads
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import empty_window, resolve_window
 from cxp.analytics.service.churn import get_churn_risk_summary
-from cxp.analytics.service.disruptions import get_disruptions
+from cxp.analytics.service.disruptions import list_incidents
 from cxp.analytics.service.health import health_frames, health_objects, score_frame
 from cxp.analytics.service.touchpoints import get_touchpoints
 from cxp.analytics.service.voice import get_voice
@@ -89,10 +89,10 @@ def _touchpoint_concerns(report: TouchpointReport) -> list[tuple[int, Concern]]:
     return concerns
 
 
-def _incident_concerns(report: DisruptionReport) -> list[tuple[int, Concern]]:
+def _incident_concerns(incidents: tuple[Disruption, ...]) -> list[tuple[int, Concern]]:
     """The two incidents that hit the most devices."""
     concerns: list[tuple[int, Concern]] = []
-    for incident in sorted(report.incidents, key=lambda i: -i.devices_affected)[:2]:
+    for incident in sorted(incidents, key=lambda i: -i.devices_affected)[:2]:
         recovery = (
             f", median recovery {incident.median_recovery_s / 60:.0f} min"
             if incident.median_recovery_s is not None
@@ -177,7 +177,7 @@ def _fleet_report(
     concerns += _touchpoint_concerns(
         get_touchpoints(conn=conn, query=scoped, days=max(28, 7 * weeks), outcome_models=False)
     )
-    concerns += _incident_concerns(get_disruptions(conn=conn, query=scoped, days=min(14, 7 * weeks)))
+    concerns += _incident_concerns(list_incidents(conn=conn, query=scoped, days=min(14, 7 * weeks)))
     churn, at_risk_devices = _churn_concerns(
         get_churn_risk_summary(conn=conn, query=scoped, threshold=AT_RISK_SCORE)
     )
