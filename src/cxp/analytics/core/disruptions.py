@@ -88,6 +88,12 @@ def error_episodes(
         }
     )
     ev = ev[np.isfinite(ev["t"].to_numpy())]
+    # The keys as integer codes in their own sort order (missing last, as sort_values puts them): sorting and grouping
+    # on three text columns was most of this function over a fleet's errors; the values are put back at the end.
+    key_values = {}
+    for name in EPISODE_KEYS:
+        codes, uniques = pd.factorize(ev[name], sort=True, use_na_sentinel=False)
+        ev[name], key_values[name] = codes, np.asarray(uniques, dtype=object)
     # errors sort before recoveries at the same instant, so a simultaneous pair opens and closes an episode
     ev = ev.assign(_o=np.where(ev["is_err"], 0, 1)).sort_values([*EPISODE_KEYS, "t", "_o"], kind="stable")
     ev = ev.reset_index(drop=True)
@@ -117,6 +123,8 @@ def error_episodes(
     closing = ev[first_rec].sort_values(["ep", "t", "by_use"], kind="stable").drop_duplicates("ep")
     recs = closing.set_index("ep")[["t", "by_use"]].rename(columns={"t": "end_t"})
     ep = errs.join(recs, how="left").reset_index(drop=True)
+    for name in EPISODE_KEYS:
+        ep[name] = key_values[name][ep[name].to_numpy(dtype=np.int64)]
     start_t, last_t = ep["start_t"].to_numpy(dtype=float), ep["last_t"].to_numpy(dtype=float)
     end_t = ep["end_t"].to_numpy(dtype=float, na_value=np.nan)
     recovered = np.isfinite(end_t)
