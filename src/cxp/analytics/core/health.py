@@ -428,7 +428,9 @@ def health_scores(*, frame: pd.DataFrame, config: HealthConfig | None = None, dr
 
     # drivers: (component − segment median in the same period) × effective weight
     med = pd.DataFrame(np.where(present, comp, np.nan), columns=list(COMPONENTS))
-    med["_period"], med["_seg"] = df["period"].to_numpy(), scores["segment"].astype(str).to_numpy()
+    # the segment as integer codes: grouping on text (made of every value) cost more than the medians
+    med["_period"] = df["period"].to_numpy()
+    med["_seg"] = pd.factorize(scores["segment"].astype(str), use_na_sentinel=False)[0]
     medians = med.groupby(["_period", "_seg"], dropna=False)[list(COMPONENTS)].transform("median").to_numpy(dtype=float)
     contrib = np.where(present & ok[:, None], (comp - medians) * eff_w, np.nan)
     # each row's components by contribution, ties by name; NaN (absent) last
@@ -439,8 +441,9 @@ def health_scores(*, frame: pd.DataFrame, config: HealthConfig | None = None, dr
     for k in range(1, cfg.top_drivers + 1):
         scores[f"driver_{k}"] = np.where(ranked[:, k - 1] < -1e-12, names[by_pull[:, k - 1]], None)
     # trend vs the entity's previous period present in the frame
-    order = np.lexsort((df["period"].to_numpy(), df["entity_id"].astype(str).to_numpy()))
-    ordered = pd.DataFrame({"entity_id": df["entity_id"].to_numpy()[order], "pos": order.astype(float)})
+    entity_codes = pd.factorize(df["entity_id"], use_na_sentinel=False)[0]  # which entity, not text order, matters
+    order = np.lexsort((df["period"].to_numpy(), entity_codes))
+    ordered = pd.DataFrame({"entity_id": entity_codes[order], "pos": order.astype(float)})
     prev_pos = ordered.groupby("entity_id", sort=False)["pos"].shift(1).to_numpy(dtype=float, na_value=np.nan)
     back = np.empty(n, dtype=int)
     back[order] = np.arange(n)
@@ -448,7 +451,8 @@ def health_scores(*, frame: pd.DataFrame, config: HealthConfig | None = None, dr
     has_prev = np.isfinite(prev_pos)
     pidx = np.where(has_prev, prev_pos, 0).astype(int)
     prev_score = np.where(has_prev, score[pidx] if n else np.empty(0), np.nan)
-    prev_period = np.where(has_prev, df["period"].astype(object).to_numpy()[pidx] if n else np.empty(0), None)
+    # the previous row's period in the column's own type, missing where none (not the column made of objects)
+    prev_period = df["period"].take(pidx).reset_index(drop=True).where(has_prev) if n else df["period"].copy()
     delta = score - prev_score
     arrow = np.select([delta > cfg.trend_dead_band, delta < -cfg.trend_dead_band], ["up", "down"], default="flat")
     scores["previous_period"] = prev_period
