@@ -136,8 +136,14 @@ def _ints(column: pd.Series, conn: psycopg.Connection) -> pd.Series:
 
 
 def _bools(column: pd.Series, conn: psycopg.Connection) -> pd.Series:
-    values = column.map({"t": True, "f": False})
-    return values.astype(bool) if not column.isna().any() else values.astype(object).where(column.notna(), None)
+    # as rows of Python bools become: bool, or object with None where NULL (compared as an array, not mapped)
+    is_true = column.to_numpy(dtype=object) == "t"
+    missing = column.isna().to_numpy()
+    if not missing.any():
+        return pd.Series(is_true, index=column.index, dtype=bool)
+    values = is_true.astype(object)
+    values[missing] = None
+    return pd.Series(values, index=column.index, dtype=object)
 
 
 def _objects(parse: Any) -> Any:
