@@ -7,7 +7,7 @@ from datetime import date
 import pandas as pd
 import psycopg
 
-from cxp.analytics.queries._base import fetch_frame, with_scoped_devices
+from cxp.analytics.queries._base import fetch_frame, weeks_and_days_sql, with_scoped_devices
 from cxp.analytics.query import AnalyticsQuery
 
 
@@ -62,18 +62,28 @@ def last_use_before(
 def usage_features(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
     """Per device over the window (rollups): active_days, weekend_active_days, uses, errors, core_uses,
     touchpoints_used."""
+    # Days from the covering indexes of active days and of days with only errors (migrations 029, 036, 037): other
+    # device-days add nothing. Touchpoints from the weekly rollup for whole weeks, summed per device × touchpoint
+    # first (a hash aggregate), not count(DISTINCT …) over every day (a sort of ~380,000 rows for one product).
+    touchpoint_rows, params = weeks_and_days_sql(
+        start, end, weekly="rollup_touchpoint_weekly", daily="rollup_touchpoint_daily",
+        columns="w.device_key, w.touchpoint, w.usage_count", join=" JOIN sel USING (device_key)")
     statement, params = with_scoped_devices(
         scope,
         ", d AS (SELECT r.device_key, count(*) FILTER (WHERE r.active)::int AS active_days,"
         "   count(*) FILTER (WHERE r.active AND extract(isodow FROM r.day) >= 6)::int AS weekend_active_days,"
         "   sum(r.usage_count)::int AS uses, sum(r.error_count)::int AS errors,"
-        "   sum(r.success_count)::int AS successes"
-        "   FROM rollup_daily r JOIN sel USING (device_key) WHERE r.day BETWEEN %(start)s AND %(end)s GROUP BY 1),"
-        " h AS (SELECT h.device_key, sum(h.usage_count) FILTER (WHERE t.is_core)::int AS core_uses,"
-        "   count(DISTINCT h.touchpoint) FILTER (WHERE h.usage_count > 0)::int AS touchpoints_used"
-        "   FROM rollup_touchpoint_daily h JOIN sel USING (device_key)"
-        "   JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = h.touchpoint"
-        "   WHERE h.day BETWEEN %(start)s AND %(end)s GROUP BY 1)"
+        "   sum(r.success_count)::int AS successes FROM ("
+        "   SELECT device_key, day, usage_count, error_count, success_count, true AS active FROM rollup_daily"
+        "   WHERE active AND day BETWEEN %(start)s AND %(end)s"
+        "   UNION ALL SELECT device_key, day, 0, error_count, 0, false FROM rollup_daily"
+        "   WHERE NOT active AND error_count > 0 AND day BETWEEN %(start)s AND %(end)s"
+        "   ) r JOIN sel USING (device_key) GROUP BY 1),"
+        " h AS (SELECT x.device_key, sum(x.uses) FILTER (WHERE t.is_core)::int AS core_uses,"
+        "   count(*) FILTER (WHERE x.uses > 0)::int AS touchpoints_used"
+        f"   FROM (SELECT w.device_key, w.touchpoint, sum(w.usage_count) AS uses FROM ({touchpoint_rows}) w"
+        "   GROUP BY 1, 2) x JOIN sel USING (device_key)"
+        "   JOIN touchpoints t ON t.product_id = sel.product_id AND t.touchpoint = x.touchpoint GROUP BY 1)"
         " SELECT sel.device_key, coalesce(d.active_days, 0) AS active_days,"
         " coalesce(d.weekend_active_days, 0) AS weekend_active_days, coalesce(d.uses, 0) AS uses,"
         " coalesce(d.errors, 0) AS errors, coalesce(d.successes, 0) AS successes,"
@@ -81,6 +91,7 @@ def usage_features(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: da
         " FROM sel LEFT JOIN d USING (device_key) LEFT JOIN h USING (device_key) ORDER BY 1",
         start=start,
         end=end,
+        **params,
     )
     return fetch_frame(conn, statement, params)
 
