@@ -20,8 +20,9 @@ def error_stream(
 ) -> pd.DataFrame:
     """Error and recovery events in the window (raw, filtered in SQL): device_id, product_id, ts, kind, code,
     touchpoint; only those of these (touchpoint, code) pairs when `keys` is given."""
-    only = "" if keys is None else (" AND (e.touchpoint, e.code) IN (SELECT * FROM unnest(%(key_touchpoints)s::text[],"
-                                    " %(key_codes)s::text[]))")
+    # The pairs as one text each: a condition the (touchpoint, ts) index cannot serve, so the errors of the window are
+    # found through the kind index and filtered, not every use of those touchpoints read (~10x slower).
+    only = "" if keys is None else " AND e.touchpoint || chr(31) || e.code = ANY(%(key_pairs)s)"
     statement, params = with_scoped_devices(
         scope,
         "SELECT sel.device_id, sel.device_key, sel.product_id, e.ts, e.kind::text AS kind, e.code, e.touchpoint"
@@ -29,8 +30,7 @@ def error_stream(
         f" WHERE e.kind IN ('error', 'recovery') AND e.ts >= %(lo)s AND e.ts < %(hi)s{only}",
         lo=day_start(start),
         hi=day_start(end + timedelta(days=1)),
-        key_touchpoints=[t for t, _ in keys or ()],
-        key_codes=[c for _, c in keys or ()],
+        key_pairs=[f"{t}\x1f{c}" for t, c in keys or ()],
     )
     # Ordered here, not in SQL: ORDER BY e.ts makes PostgreSQL walk every event of the window in time order
     # (the ts index) instead of the few errors and recoveries (the kind index): 440 → ~60 ms at 5,000 devices.
