@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxp.analytics.core._frames import member_of, trailing_sums
+from cxp.analytics.core._frames import lookup, member_of, trailing_sums
 
 START = date(2025, 1, 1)
 
@@ -73,3 +73,14 @@ def test_member_of_is_isin_as_a_boolean_array(allowed, dtype) -> None:
 
 def test_member_of_takes_integer_keys_too() -> None:
     assert member_of(pd.Series([1, 2, 3, 2]), [2, 9]).tolist() == [False, True, False, True]
+
+
+def test_lookup_is_map_with_a_default_and_keeps_63_bit_integers_exact() -> None:
+    big = (1 << 62) + 12345  # a fingerprint: float64 would round it
+    column = pd.Series(["p1", "p2", None, "p1", "p3"], dtype="str")
+    got = lookup(column, {"p1": big, "p3": 7}, default=0, dtype=np.int64)
+    assert got.dtype == np.int64 and got.tolist() == [big, 0, 0, big, 7]
+    # what Series.map did: floats as soon as a key is missing, the fingerprint rounded
+    assert int(column.map({"p1": big, "p3": 7}).fillna(0).to_numpy(dtype=np.int64)[0]) != big
+    assert lookup(pd.Series([], dtype="str"), {"a": 1}, default=None).tolist() == []
+    assert lookup(pd.Series([2, 1]), {1: "one"}, default="?").tolist() == ["?", "one"]

@@ -15,7 +15,7 @@ import psycopg
 from cxp.alerts.core.conditions import Verdict, health_verdict, voice_verdict
 from cxp.alerts.core.rules import ChurnParams, HealthParams, IncidentParams, Rule, Scope, VoiceParams
 from cxp.analytics import service as analytics
-from cxp.analytics.models import HealthReport, Measure, VoiceGroup
+from cxp.analytics.models import HealthReport, HealthScore, Measure, VoiceGroup
 from cxp.analytics.query import AnalyticsQuery
 
 INCIDENT_DAYS = 2  # incidents that started yesterday or today (the detector's own baseline reaches 28 days back)
@@ -133,8 +133,10 @@ def health(
         )
     out: dict[str, Verdict] = {}
     for name, report in reports.items():
-        for entity in dict.fromkeys(sc.entity_id for sc in report.scores):
-            weeks = {sc.period_start: sc for sc in report.history(entity)}
+        by_entity: dict[str, dict[date, HealthScore]] = {}  # one pass, not a scan of every score per entity
+        for sc in report.scores:
+            by_entity.setdefault(sc.entity_id, {})[sc.period_start] = sc
+        for entity, weeks in by_entity.items():
             latest, previous = weeks.get(last_start), weeks.get(previous_start)
             if latest is None:
                 continue

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 
 import numpy as np
@@ -93,6 +93,17 @@ def member_of(column: pd.Series, allowed: Iterable[object] | pd.Series | pd.Inde
                          value_set=pa.array(pd.array(values, dtype=column.dtype).__arrow_array__()))
         return found.to_numpy(zero_copy_only=False).astype(bool)
     return column.isin(values).to_numpy(dtype=bool)
+
+
+def lookup(column: pd.Series, mapping: Mapping[object, object], *, default: object, dtype: object = object
+           ) -> np.ndarray:
+    """`column.map(mapping)` with `default` for values not in it (and missing ones), as an array of `dtype`.
+
+    Each distinct value is looked up once (`Series.map` on Arrow strings looks up every row), and integers stay
+    integers: `map` gives floats as soon as one key is missing, which rounds 63-bit values."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    table = np.array([*(mapping.get(u, default) for u in uniques), default], dtype=dtype)
+    return table[codes]  # code -1 (missing) picks the default at the end
 
 
 def to_utc(values: pd.Series | Iterable[object]) -> pd.Series:

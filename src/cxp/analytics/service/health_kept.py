@@ -16,6 +16,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 
+from cxp.analytics.core._frames import lookup
 from cxp.analytics.core.health import efficiency_component
 from cxp.analytics.core.trajectories import (
     WEEKLY_BELOW_DAYS,
@@ -90,7 +91,7 @@ def kept_parts(
     rows["bucket_days"] = np.where(rows["expected"] < WEEKLY_BELOW_DAYS, 7, 1)
     with _snapshot(conn) as writable:
         keepable = _keepable(conn, rows=rows, grain=grain, source=source)
-        rows["targets_key"] = (keyed["product_id"].map(_targets_keys(conn)).fillna(0).to_numpy(dtype=np.int64)
+        rows["targets_key"] = (lookup(keyed["product_id"], _targets_keys(conn), default=0, dtype=np.int64)
                                if keepable.any() else 0)
         rows = _with_kept(conn, scope=scope, rows=rows, keepable=keepable)
         live = ~rows["kept"].to_numpy()
