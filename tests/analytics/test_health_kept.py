@@ -20,6 +20,7 @@ from cxp.store.db import connect
 from cxp.store.registry import DeviceRow, ProductRow, TouchpointRow, upsert_devices, upsert_products
 from cxp.store.rollups import refresh_all_pending
 from tests.fixtures.health_fleet import FIRST_DAY, LAST_DAY, health_fleet, late_use, product
+from tests.fixtures.planting import plant_days
 from tests.fixtures.stack import ACTIVATED
 
 pytestmark = pytest.mark.integration
@@ -154,3 +155,16 @@ def test_a_read_only_connection_answers_and_keeps_nothing(db):
         answer = _health(db, SCOPES[0])
     assert answer.scores and _kept(db)[0] == 0
     assert repr(_health(db, SCOPES[0])) == repr(answer) and _kept(db)[0] > 0
+
+
+def test_kept_weeks_beside_a_week_under_way_without_any_answer(db, registered) -> None:
+    # No feedback at all: the week under way's trailing answer counts are an empty read, next to kept weeks whose
+    # counts are numbers (this answered a 500 from the API once kept rows existed).
+    today = datetime.now(UTC).date()
+    plant_days(db, registered, first=today - timedelta(days=30), last=today - timedelta(days=1))
+    refresh_all_pending(db)
+    first = _health(db, AnalyticsQuery())  # computes and keeps the whole weeks
+    assert db.execute("SELECT count(*) FROM health_weekly WHERE NOT stale").fetchone()[0] > 0
+    again = _health(db, AnalyticsQuery())  # reads them beside the week under way
+    assert again.scores == first.scores and len(again.scores) > 5
+    assert all(s.components["voice"] is None for s in again.scores)  # no answers: no voice component

@@ -3,9 +3,8 @@ those summed from the daily rollups."""
 
 from __future__ import annotations
 
-import random
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -14,11 +13,9 @@ from cxp.analytics.queries import _base as base
 from cxp.analytics.queries import health as queries
 from cxp.analytics.queries import touchpoints as touchpoint_queries
 from cxp.analytics.query import AnalyticsQuery
-from cxp.store.ingest import IngestMessage, TimeBounds, write_batch
 from cxp.store.rollups import refresh_all_pending
 from tests.fixtures.fleet import LoadedFleet
-from tests.fixtures.mqtt import batch_payload, usage
-from tests.fixtures.stack import ACTIVATED
+from tests.fixtures.planting import plant_days
 
 pytestmark = pytest.mark.integration
 
@@ -85,28 +82,6 @@ def test_whole_weeks_are_exactly_the_monday_to_sunday_weeks_inside_the_window() 
             assert weeks == ((expected[0], expected[-1]) if expected else None), (start, end)
 
 
-def _plant_days(db, registered: list[str], *, first: date, last: date) -> None:
-    """Uses (timed, some failing), errors and heartbeats on every day of [first, last] for every device."""
-    rng = random.Random(11)
-    keys = dict(db.execute("SELECT device_id, device_key FROM devices").fetchall())
-    for device in registered:
-        events, seq = [], 0
-        for n in range((last - first).days + 1):
-            noon = datetime.combine(first + timedelta(days=n), time(12), tzinfo=UTC)
-            for _ in range(rng.randint(1, 4)):
-                seq += 1
-                ts = noon + timedelta(minutes=rng.randrange(-600, 600))
-                events.append(usage(seq, ts, rng.choice(["brew", "app_pairing"]), success=rng.random() > 0.2,
-                                    latency_ms=rng.uniform(50, 900)))
-            seq += 1
-            events.append({"seq": seq, "ts": noon.isoformat(), "kind": "error", "code": "E1", "touchpoint": "brew"})
-            seq += 1
-            events.append({"seq": seq, "ts": noon.isoformat(), "kind": "state", "battery_pct": 50.0})
-        write_batch(db, messages=[IngestMessage(f"d/{device}/telemetry", device, keys[device], batch_payload(events),
-                                                datetime.now(UTC).timestamp(), ACTIVATED.timestamp())],
-                    bounds=TimeBounds(max_future_skew_s=300, max_age_s=None))
-
-
 @contextmanager
 def _weekly_rows_off_by_1000(db, week: date):
     """The week's weekly rows made to disagree with its days, for the block only (rolled back after)."""
@@ -122,7 +97,7 @@ def test_the_week_under_way_is_read_whole_only_when_no_later_day_of_it_is_stored
     last = today - timedelta(days=7 + (today.weekday() - 2) % 7)  # a Wednesday at least a week ago
     tail = last - timedelta(days=2)  # its Monday
     first = tail - timedelta(days=10)  # from a Friday: part of a week, a whole week, then the week under way
-    _plant_days(db, registered, first=first, last=last)
+    plant_days(db, registered, first=first, last=last)
     refresh_all_pending(db)
     week_before = tail - timedelta(days=7)
     reads = {

@@ -247,4 +247,5 @@ def feedback_counts_trailing(
         daily = fetch_frame(conn, statement, params)
         out = trailing_sums(daily, key="device_key", day="day", ends=period_ends, lookback_days=lookback_days,
                             columns=list(FEEDBACK_COUNT_COLUMNS))
-    return out.astype({c: "int64" for c in ["device_key", *FEEDBACK_COUNT_COLUMNS] if c != "ces_sum"})
+    # typed even when no answer was read (an empty read has columns of objects)
+    return out.astype({**{c: "int64" for c in ["device_key", *FEEDBACK_COUNT_COLUMNS]}, "ces_sum": "float64"})

@@ -22,7 +22,8 @@ from cxp.analytics.core.health import (
     voice_component,
 )
 from cxp.analytics.errors import maps_numeric_errors
-from cxp.analytics.models import Driver, HealthReport, HealthScore, LazyRows, Level, Window
+from cxp.analytics.lazy_rows import LazyRows
+from cxp.analytics.models import Driver, HealthReport, HealthScore, Level, Window
 from cxp.analytics.queries._base import Grain, Source, day_start
 from cxp.analytics.queries.health import (
     health_period_inputs,

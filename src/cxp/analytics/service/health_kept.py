@@ -209,7 +209,7 @@ def _with_live(conn: psycopg.Connection, *, scope: AnalyticsQuery, rows: pd.Data
     answers["period_end"] = pd.to_datetime(answers["period_end"])
     answers = spans.merge(answers, on=["device_key", "period_end"], how="left").set_index("_row")
     for column in FEEDBACK_COUNT_COLUMNS:
-        rows.loc[live, column] = answers[column].fillna(0).to_numpy()
+        rows.loc[live, column] = answers[column].fillna(0).to_numpy(dtype=float)
 
     latency = latency_by_touchpoint(conn, scope=scope, start=todo["period"].min().date(), end=end, grain=grain,
                                     source=source)
