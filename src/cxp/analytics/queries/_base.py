@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, date, datetime, time, timedelta
@@ -237,13 +237,15 @@ def week_under_way(start: date, end: date) -> date | None:
     return monday if end.weekday() != 6 and monday >= start else None
 
 
-def no_later_days_sql(daily: str, param: str = "wd_end", after: str = "wd_tail_after") -> str:
-    """SQL that is true when `daily` (a daily rollup, alias-free) holds no row after the day `%(param)s` and before
-    `%(after)s`: the week under way's weekly row then sums exactly the days up to `param`.
+def whole_week_under_way(dailies: Sequence[str], *, end: date, week: date) -> tuple[str, dict[str, Any]]:
+    """SQL that is true when none of the daily rollups `dailies` holds a row after `end` in the week starting `week`
+    (its weekly rows then sum exactly its days up to `end`), with its parameters.
 
-    Uncorrelated, so PostgreSQL evaluates it once per statement (an index probe on the table's day) and skips the
+    Uncorrelated, so PostgreSQL evaluates it once per statement (an index probe on each table's day) and skips the
     part of the statement it gates; in the same snapshot as the rows read beside it."""
-    return f"NOT EXISTS (SELECT 1 FROM {daily} x WHERE x.day > %({param})s AND x.day < %({after})s)"
+    probes = " AND ".join(f"NOT EXISTS (SELECT 1 FROM {daily} x WHERE x.day > %(wd_end)s AND x.day < %(wd_tail_after)s)"
+                          for daily in dailies)
+    return f"({probes})", {"wd_end": end, "wd_tail_after": week + timedelta(days=7)}
 
 
 def weeks_and_days_sql(
@@ -268,8 +270,8 @@ def weeks_and_days_sql(
     if weeks is not None:
         head_end = min(head_end, weeks[0] - timedelta(days=1))
     if tail is not None:
-        params.update(wd_tail_week=tail, wd_tail_after=tail + timedelta(days=7))
-        whole = no_later_days_sql(daily)
+        whole, gate = whole_week_under_way([daily], end=end, week=tail)
+        params.update(wd_tail_week=tail, **gate)
         parts.append(f"SELECT {columns} FROM {weekly} w{join} WHERE w.week = %(wd_tail_week)s AND {whole}"
                      f" {weekly_where}")
         parts.append(f"SELECT {columns} FROM {daily} w{join} WHERE w.day BETWEEN %(wd_tail_week)s AND %(wd_end)s"

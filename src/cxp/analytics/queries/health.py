@@ -15,11 +15,11 @@ from cxp.analytics.queries._base import (
     Source,
     day_start,
     fetch_frame,
-    no_later_days_sql,
     period_start_sql,
     scoped_join,
     week_start,
     week_under_way,
+    whole_week_under_way,
     with_scoped_devices,
 )
 from cxp.analytics.query import AnalyticsQuery
@@ -98,13 +98,12 @@ def health_period_inputs(
     if source == "rollups" and grain == "week" and week_under_way(start, end) == start:
         # The week under way: its weekly row when no later day of it is stored (one row per device instead of
         # aggregating its days), else its days; chosen inside the statement, in its snapshot.
-        whole = f"{no_later_days_sql('rollup_daily')} AND {no_later_days_sql('rollup_touchpoint_daily')}"
+        whole, extra = whole_week_under_way(["rollup_daily", "rollup_touchpoint_daily"], end=end, week=start)
         query = (
-            f"{query} WHERE NOT ({whole}) UNION ALL SELECT w.device_key, w.week, w.usage_count, w.success_count,"
+            f"{query} WHERE NOT {whole} UNION ALL SELECT w.device_key, w.week, w.usage_count, w.success_count,"
             " w.active_days, w.error_free_days, w.heartbeat_count, w.touchpoints_used FROM rollup_weekly w"
             f" JOIN sel USING (device_key) WHERE w.week = %(start)s AND {whole}"
         )
-        extra = {"wd_end": end, "wd_tail_after": start + timedelta(days=7)}
     statement, params = with_scoped_devices(
         scope, query + " ORDER BY 1, 2", start=start, end=end, lo=day_start(start),
         hi=day_start(end + timedelta(days=1)), **extra
@@ -124,6 +123,7 @@ def latency_by_touchpoint(
     """
     last_week = _last_whole_week(start, end) if source == "rollups" and grain == "week" else None
     days_from = start if last_week is None else last_week + timedelta(days=7)
+    gate_params: dict = {}
     if source == "rollups":
         weekly = (
             "SELECT h.device_key, h.week AS period, h.touchpoint, h.clean_latency_count AS n,"
@@ -134,7 +134,7 @@ def latency_by_touchpoint(
         gate = ""
         if grain == "week" and week_under_way(days_from, end) == days_from:
             # the week under way from its weekly row when no later day of it is stored (as health_period_inputs)
-            whole = no_later_days_sql("rollup_touchpoint_daily")
+            whole, gate_params = whole_week_under_way(["rollup_touchpoint_daily"], end=end, week=days_from)
             parts.append(f"{weekly}h.week = %(days_from)s AND {whole}")
             gate = f" AND NOT {whole}"
         inner = " UNION ALL ".join([*parts, (
@@ -159,7 +159,7 @@ def latency_by_touchpoint(
     )
     statement, params = with_scoped_devices(
         scope, query, start=start, end=end, last=last_week, days_from=days_from, lo=day_start(start),
-        hi=day_start(end + timedelta(days=1)), wd_end=end, wd_tail_after=days_from + timedelta(days=7)
+        hi=day_start(end + timedelta(days=1)), **gate_params
     )
     # Sorted here, not by ORDER BY: PostgreSQL's sort of ~350k rows was half of this read at 10,000 devices.
     return fetch_frame(conn, statement, params).sort_values(["device_key", "period", "touchpoint"], kind="stable",

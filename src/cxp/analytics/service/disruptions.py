@@ -231,10 +231,14 @@ def list_incidents(
     if runs.empty:
         return ()
     scoped = devices(conn, scope=query)
-    keys = sorted({(str(t), str(c)) for t, c in zip(runs["touchpoint"], runs["code"], strict=True)})
-    episodes = episodes_in_window(conn, scope=query, window=window, scoped=scoped, keys=keys)
+    episodes = episodes_in_window(conn, scope=query, window=window, scoped=scoped, keys=_run_pairs(runs))
     return tuple(_incidents(runs, episodes, scoped.groupby("product_id").size(), min_devices=min_devices,
                             min_share=min_share)[0])
+
+
+def _run_pairs(runs: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (touchpoint, code) pairs of incident runs."""
+    return sorted({(str(t), str(c)) for t, c in zip(runs["touchpoint"], runs["code"], strict=True)})
 
 
 def _incidents(
@@ -282,7 +286,8 @@ def incident_errors(
     columns = ["device_key", "day", "count"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    stream = error_stream(conn, scope=scope, start=start, end=end)
+    # only the errors of the runs' (touchpoint, code) pairs, as list_incidents reads them
+    stream = error_stream(conn, scope=scope, start=start, end=end, keys=_run_pairs(runs))
     stream = stream[stream["kind"] == "error"].assign(ts=lambda f: pd.to_datetime(f["ts"], utc=True))
     keys = ["product_id", "touchpoint", "code"]
     hit = stream.merge(runs[[*keys, "start", "end"]], on=keys)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import date, timedelta
 
@@ -193,12 +193,12 @@ def device_scores(*, conn: psycopg.Connection, query: AnalyticsQuery, weeks: int
 
 def health_objects(
     level: Level, frame: pd.DataFrame, config: HealthConfig, *, partial: Callable[[date, date], bool] | None = None
-) -> LazyRows[HealthScore]:
+) -> Sequence[HealthScore]:
     """Run the pure score on entity × period rows; each row's HealthScore is built when first read.
 
     `partial(period_start, period_end)` marks periods the window covers only in part."""
     if frame.empty:
-        return LazyRows([], _no_row)
+        return ()
     scored = score_frame(frame, config)
     scores = scored.scores.reset_index(drop=True)
     extra = frame.reset_index(drop=True)
@@ -248,10 +248,6 @@ def health_objects(
         )
 
     return LazyRows(entity_ids, make)
-
-
-def _no_row(i: int) -> HealthScore:
-    raise IndexError(i)
 
 
 def _optional_floats(column: pd.Series) -> list[float | None]:
