@@ -107,3 +107,19 @@ def test_a_file_the_reader_process_cannot_read_fails_with_its_reason(db, setting
     path.write_text("device_id,seq,when\n dev-000,1,2026-01-01T00:00:00Z\n")
     with pytest.raises(ImportFileError, match="ts"):
         import_file(db, settings=settings, path=path, in_process=True)
+
+
+def test_events_stored_without_their_seq_registration_are_duplicates_not_failures(db, settings, registered, tmp_path):
+    # The optimistic statement inserts without ON CONFLICT once every (device, seq) registered as new; a row the
+    # registry does not know (written before it, or by hand) must send the batch to the exact statement instead.
+    messages = _messages(registered)
+    total = sum(len(json.loads(m)["events"]) for m in messages)
+    path = tmp_path / "history.jsonl"
+    write_jsonl(path, messages)
+    first = import_file(db, settings=settings, path=path, chunk_events=50, refresh=False)
+    assert (first.events_stored, first.dead_lettered) == (total, 0)
+    stored = _stored(db)
+    db.execute("TRUNCATE device_seq, device_seq_stats")
+    again = import_file(db, settings=settings, path=path, chunk_events=50, refresh=False, force=True)
+    assert (again.events_in, again.events_stored, again.dead_lettered) == (total, 0, 0)
+    assert _stored(db) == stored  # the registry is whole again, and no event is doubled

@@ -133,7 +133,7 @@ def _fresh_insert(conn: psycopg.Connection, cur: psycopg.Cursor, params: dict) -
             fine, events_in, events_stored, states_stored, out_of_bounds = cur.fetchone()
             if not fine:
                 raise _NotAllFresh()
-    except _NotAllFresh:
+    except (_NotAllFresh, psycopg.errors.UniqueViolation):
         return None
     return events_in, events_stored, states_stored, out_of_bounds, [], 0
 
