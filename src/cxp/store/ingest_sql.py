@@ -186,9 +186,10 @@ TYPED_CHECK_INSERT = (
 assert "ingest_staging" not in TYPED_CHECK_INSERT and "json_to_recordset" not in TYPED_CHECK_INSERT
 
 # The typed path's first try, for the usual bulk case where no event of the batch is stored yet and no seq repeats
-# with other content: register every (device, seq) with ON CONFLICT DO NOTHING and, only when all of them were new,
-# insert the events (one probe of the seq registry per event instead of a lookup, a join and two anti-joins). When
-# any was known or raced (`fine` false), the caller rolls back to before it and runs TYPED_CHECK_INSERT.
+# with other content: register every (device, seq) and insert the events, all as plain inserts (a unique index probe
+# per row instead of a lookup, a join and two anti-joins, and no speculative insertion: ~2 µs a row less). A known
+# (device, seq) raises a unique violation, a seq repeated within the batch with other content makes `fine` false:
+# either way the caller rolls back to before it and runs TYPED_CHECK_INSERT.
 def _between(text: str, start: str, end: str) -> str:
     """The part of `text` from `start` up to (not including) `end`; both must be there."""
     i = text.index(start)
@@ -228,16 +229,13 @@ WITH ev AS MATERIALIZED (
 reg AS (
     INSERT INTO device_seq (device_key, seq, ts, kind, content_hash)
     SELECT device_key, seq, ts, kind, h FROM uniq ORDER BY device_key, seq
-    ON CONFLICT DO NOTHING
-    RETURNING device_key, seq
 ),
 ok AS MATERIALIZED (
-    SELECT (SELECT count(*) FROM reg) = (SELECT count(*) FROM uniq)
-           AND NOT EXISTS (SELECT 1 FROM cand c JOIN uniq u USING (device_key, seq) WHERE c.h <> u.h) AS fine
+    SELECT NOT EXISTS (SELECT 1 FROM cand c JOIN uniq u USING (device_key, seq) WHERE c.h <> u.h) AS fine
 ),
 {_FRESH_INSERTS}seq_stats AS (
     INSERT INTO device_seq_stats AS t (device_key, min_seq, max_seq, seqs)
-    SELECT device_key, min(seq), max(seq), count(*) FROM reg WHERE (SELECT fine FROM ok)
+    SELECT device_key, min(seq), max(seq), count(*) FROM uniq WHERE (SELECT fine FROM ok)
     GROUP BY device_key ORDER BY device_key
     ON CONFLICT (device_key) DO UPDATE SET min_seq = least(t.min_seq, excluded.min_seq),
         max_seq = greatest(t.max_seq, excluded.max_seq), seqs = t.seqs + excluded.seqs, updated_at = now()
