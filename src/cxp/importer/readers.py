@@ -169,6 +169,8 @@ def _to_bool(column: str, text: str) -> bool:
 
 
 def _to_json(column: str, text: str) -> Any:
+    if text == "{}":  # most cells of detail and metrics
+        return {}
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -235,10 +237,16 @@ class _Packer:
         try:
             device_id, event = _event(row)
         except ValueError as exc:
-            yield from self.flush()
-            payload = json.dumps({k: v for k, v in row.items() if v not in (None, "")}, default=str).encode()
-            yield BadRow(line, row.get("device_id") or None, "schema", str(exc), payload)
+            yield from self.bad(line, row, exc)
             return
+        yield from self.add_event(line, device_id, event)
+
+    def bad(self, line: int, row: dict[str, Any], exc: ValueError) -> Iterator[Item]:
+        yield from self.flush()
+        payload = json.dumps({k: v for k, v in row.items() if v not in (None, "")}, default=str).encode()
+        yield BadRow(line, row.get("device_id") or None, "schema", str(exc), payload)
+
+    def add_event(self, line: int, device_id: str | None, event: dict[str, Any]) -> Iterator[Item]:
         if device_id != self.device or len(self.events) >= MAX_EVENTS_PER_MESSAGE or not device_id:
             yield from self.flush()
             self.device, self.first = device_id, line
@@ -267,6 +275,20 @@ def _header(names: list[str], source: str) -> list[str]:
     return names
 
 
+class _CsvColumns:
+    """How a CSV file's cells become an event: (cell index, field, converter or None for text) of each column."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.device = names.index("device_id")
+        self.fields = tuple((i, name, _FROM_TEXT.get(name)) for i, name in enumerate(names) if name != "device_id")
+
+    def event(self, cells: list[str]) -> dict[str, Any]:
+        """The typed event of a row's cells (empty cells left out); ValueError names a cell that is not typed."""
+        return {name: text if convert is None else convert(name, text)
+                for i, name, convert in self.fields if (text := cells[i])}
+
+
 def _csv(path: Path, position: int, line: int, mark_every: int) -> Iterator[Item]:
     with path.open("rb") as f:
         head = f.readline()
@@ -274,6 +296,7 @@ def _csv(path: Path, position: int, line: int, mark_every: int) -> Iterator[Item
             names = _header(next(csv.reader([head.decode("utf-8-sig")])), f"{path.name} line 1")
         except (UnicodeDecodeError, StopIteration):
             raise ImportFileError(f"{path.name} line 1: no CSV header") from None
+        columns = _CsvColumns(names)
         if position == 0:
             position, line = len(head), 1
         f.seek(position)
@@ -282,7 +305,7 @@ def _csv(path: Path, position: int, line: int, mark_every: int) -> Iterator[Item
             line += 1
             position += len(raw)
             if raw.strip():
-                yield from _csv_row(packer, raw, line, names)
+                yield from _csv_row(packer, raw, line, columns)
                 since += 1
             if since >= mark_every:
                 yield from packer.flush()
@@ -292,7 +315,7 @@ def _csv(path: Path, position: int, line: int, mark_every: int) -> Iterator[Item
         yield Mark(position, line)
 
 
-def _csv_row(packer: _Packer, raw: bytes, line: int, names: list[str]) -> Iterator[Item]:
+def _csv_row(packer: _Packer, raw: bytes, line: int, columns: _CsvColumns) -> Iterator[Item]:
     try:
         text = raw.decode("utf-8")
         cells = next(csv.reader([text], strict=True))
@@ -300,11 +323,17 @@ def _csv_row(packer: _Packer, raw: bytes, line: int, names: list[str]) -> Iterat
         yield from packer.flush()
         yield BadRow(line, None, "schema", f"not a CSV row: {exc}", raw.rstrip(b"\r\n"))
         return
-    if len(cells) != len(names):
+    if len(cells) != len(columns.names):
         yield from packer.flush()
-        yield BadRow(line, None, "schema", f"{len(cells)} cells for {len(names)} columns", raw.rstrip(b"\r\n"))
+        yield BadRow(line, None, "schema", f"{len(cells)} cells for {len(columns.names)} columns",
+                     raw.rstrip(b"\r\n"))
         return
-    yield from packer.add(line, dict(zip(names, cells, strict=True)))
+    try:
+        event = columns.event(cells)
+    except ValueError as exc:
+        yield from packer.bad(line, dict(zip(columns.names, cells, strict=True)), exc)
+        return
+    yield from packer.add_event(line, cells[columns.device] or None, event)
 
 
 def _parquet(path: Path, position: int, mark_every: int) -> Iterator[Item]:
