@@ -97,3 +97,12 @@ def test_formats_and_headers_are_checked_before_reading(tmp_path: Path) -> None:
     not_parquet.write_bytes(b"PAR1 but not really")
     with pytest.raises(ImportFileError, match="not a Parquet file"):
         check_file(not_parquet, "parquet")
+
+
+def test_a_json_cell_repeating_a_key_is_refused_as_the_contract_refuses_it() -> None:
+    # A JSON line repeating a key is dead-lettered (duplicate_key); a cell must not keep the last value silently.
+    for text in ('{"t": 1, "t": 2}', '{"a": "x:y", "t": 1, "t": 1}', '{"a": {"b": 1, "b": 1}}'):
+        with pytest.raises(ValueError, match="metrics: key '[tb]' repeats"):
+            _cell("metrics", text)
+    assert _cell("metrics", '{"a": "x:y", "t": 1}') == {"a": "x:y", "t": 1}  # colons in strings are no keys
+    assert _cell("detail", '{"note": "a\\":b", "n": "{\\"n\\": 1}"}') == {"note": 'a":b', "n": '{"n": 1}'}

@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cxp.contract.validate import duplicate_key
 from cxp.importer.errors import ImportFileError
 
 FORMATS = ("jsonl", "csv", "parquet")
@@ -172,9 +173,16 @@ def _to_json(column: str, text: str) -> Any:
     if text == "{}":  # most cells of detail and metrics
         return {}
     try:
-        return json.loads(text)
+        found = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{column}: not JSON ({exc.msg})") from None
+    # A colon ends each key written, or sits in a string: as many colons as distinct keys of a flat object means
+    # no key repeats; otherwise the strict parse the contract runs on a JSON line decides.
+    if type(found) is not dict or text.count(":") != len(found):
+        repeated = duplicate_key(text.encode())
+        if repeated is not None:
+            raise ValueError(f"{column}: key {repeated!r} repeats within one JSON object")
+    return found
 
 
 # Text cells (CSV, or text columns of Parquet) of the typed columns, by column.
