@@ -86,13 +86,19 @@ def test_gateway_then_import_is_all_duplicates(db, settings, registered, tmp_pat
     assert _stored(db) == before
 
 
-def test_import_then_gateway_is_all_duplicates_and_stores_the_same_rows(db, settings, registered, tmp_path):
+def _imported(db, settings, registered, tmp_path):
+    """The test messages written to a JSON-lines file and imported whole: (messages, events, file)."""
     messages = _messages(registered)
     total = sum(len(json.loads(m)["events"]) for m in messages)
     path = tmp_path / "history.jsonl"
     write_jsonl(path, messages)
     result = import_file(db, settings=settings, path=path, chunk_events=50, refresh=False)
     assert (result.events_stored, result.dead_lettered) == (total, 0)
+    return messages, total, path
+
+
+def test_import_then_gateway_is_all_duplicates_and_stores_the_same_rows(db, settings, registered, tmp_path):
+    messages, total, _ = _imported(db, settings, registered, tmp_path)
     imported = _stored(db)
     again = _through_gateway_path(db, settings, messages)
     assert (again.events_stored, again.states_stored, again.dead_lettered, again.duplicates) == (0, 0, 0, total)
@@ -112,12 +118,7 @@ def test_a_file_the_reader_process_cannot_read_fails_with_its_reason(db, setting
 def test_events_stored_without_their_seq_registration_are_duplicates_not_failures(db, settings, registered, tmp_path):
     # The optimistic statement inserts without ON CONFLICT once every (device, seq) registered as new; a row the
     # registry does not know (written before it, or by hand) must send the batch to the exact statement instead.
-    messages = _messages(registered)
-    total = sum(len(json.loads(m)["events"]) for m in messages)
-    path = tmp_path / "history.jsonl"
-    write_jsonl(path, messages)
-    first = import_file(db, settings=settings, path=path, chunk_events=50, refresh=False)
-    assert (first.events_stored, first.dead_lettered) == (total, 0)
+    _, total, path = _imported(db, settings, registered, tmp_path)
     stored = _stored(db)
     db.execute("TRUNCATE device_seq, device_seq_stats")
     again = import_file(db, settings=settings, path=path, chunk_events=50, refresh=False, force=True)
