@@ -106,3 +106,19 @@ def test_a_json_cell_repeating_a_key_is_refused_as_the_contract_refuses_it() -> 
             _cell("metrics", text)
     assert _cell("metrics", '{"a": "x:y", "t": 1}') == {"a": "x:y", "t": 1}  # colons in strings are no keys
     assert _cell("detail", '{"note": "a\\":b", "n": "{\\"n\\": 1}"}') == {"note": 'a":b', "n": '{"n": 1}'}
+
+
+def test_a_json_cell_with_a_number_json_cannot_hold_is_a_bad_row_and_the_rest_is_read(tmp_path: Path) -> None:
+    # Python's JSON reader takes NaN, Infinity and 1e999 (read as inf); the message written from them could not be
+    # serialised, and the reader stopped the whole import at that row.
+    for text in ('{"x": NaN}', '{"x": -Infinity}', '{"x": 1e999}', '{"a": {"b": [1, Infinity]}}'):
+        with pytest.raises(ValueError, match="metrics: .* is not a finite number"):
+            _cell("metrics", text)
+    path = tmp_path / "h.csv"
+    path.write_text(
+        'device_id,seq,ts,kind,metrics\na,1,2026-02-01T00:00:00Z,state,"{""x"": NaN}"\n'
+        'a,2,2026-02-01T00:00:01Z,state,"{""x"": 1}"\n'
+    )
+    items = [i for i in read_items(path, "csv") if not isinstance(i, Mark)]
+    assert [(i.line, i.detail) for i in items if isinstance(i, BadRow)] == [(2, "metrics: NaN is not a finite number")]
+    assert [(p.first_line, p.last_line) for p in items if isinstance(p, Piece)] == [(3, 3)]

@@ -169,13 +169,30 @@ def _to_bool(column: str, text: str) -> bool:
     raise ValueError(f"{column}: {text.strip()!r} is not true or false")
 
 
+class _NotFinite(ValueError):
+    pass
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise _NotFinite(f"{text} is not a finite number")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise _NotFinite(f"{name} is not a finite number")  # NaN, Infinity, -Infinity: not JSON, though Python reads them
+
+
 def _to_json(column: str, text: str) -> Any:
     if text == "{}":  # most cells of detail and metrics
         return {}
     try:
-        found = json.loads(text)
+        found = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{column}: not JSON ({exc.msg})") from None
+    except _NotFinite as exc:
+        raise ValueError(f"{column}: {exc}") from None
     # A colon ends each key written, or sits in a string: as many colons as distinct keys of a flat object means
     # no key repeats; otherwise the strict parse the contract runs on a JSON line decides.
     if type(found) is not dict or text.count(":") != len(found):
