@@ -114,6 +114,8 @@ def test_a_json_cell_with_a_number_json_cannot_hold_is_a_bad_row_and_the_rest_is
     for text in ('{"x": NaN}', '{"x": -Infinity}', '{"x": 1e999}', '{"a": {"b": [1, Infinity]}}'):
         with pytest.raises(ValueError, match="metrics: .* is not a finite number"):
             _cell("metrics", text)
+    with pytest.raises(ValueError, match="metrics: holds a number that is not finite"):
+        _cell("metrics", {"x": float("nan")})  # a Parquet map or struct
     path = tmp_path / "h.csv"
     path.write_text(
         'device_id,seq,ts,kind,metrics\na,1,2026-02-01T00:00:00Z,state,"{""x"": NaN}"\n'

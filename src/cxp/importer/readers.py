@@ -229,7 +229,10 @@ def _cell(column: str, value: Any) -> Any:
             raise ValueError(f"{column}: timestamp without a time zone")
         return value.isoformat()
     if isinstance(value, dict | list):
-        return json.loads(json.dumps(value, default=str, allow_nan=False))
+        try:
+            return json.loads(json.dumps(value, default=str, allow_nan=False))
+        except ValueError:
+            raise ValueError(f"{column}: holds a number that is not finite") from None
     return str(value)  # dates, decimals, bytes…: as text, which the contract refuses where it wants a number
 
 
