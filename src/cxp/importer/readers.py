@@ -184,11 +184,15 @@ def _no_constant(name: str) -> float:
     raise _NotFinite(f"{name} is not a finite number")  # NaN, Infinity, -Infinity: not JSON, though Python reads them
 
 
+# Built once: json.loads with hooks builds a decoder per call (~1.6 µs a cell).
+_JSON_CELL = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
+
+
 def _to_json(column: str, text: str) -> Any:
     if text == "{}":  # most cells of detail and metrics
         return {}
     try:
-        found = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+        found = _JSON_CELL.decode(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{column}: not JSON ({exc.msg})") from None
     except _NotFinite as exc:
@@ -247,10 +251,13 @@ def _event(row: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     return (str(device_id) if device_id is not None else None), event
 
 
+_MESSAGE_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # built once, as json.dumps would per call
+
+
 def one_message(device_id: str | None, events: list[dict[str, Any]]) -> bytes:
     """The contract message of these (typed) events of one device."""
     body: dict[str, Any] = {"device_id": device_id, "events": events} if device_id else {"events": events}
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    return _MESSAGE_JSON.encode(body).encode()
 
 
 class _Packer:
