@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from functools import cache
-from typing import NamedTuple
+from typing import NamedTuple, get_origin
 
 from pydantic import ValidationError
 
@@ -80,8 +80,7 @@ def _key_ends(payload: bytes) -> int:
 
 @cache
 def _dict_fields(kind: type) -> tuple[str, ...]:
-    return tuple(name for name, field in kind.model_fields.items() if getattr(field.annotation, "__origin__", None)
-                 is dict)
+    return tuple(name for name, field in kind.model_fields.items() if get_origin(field.annotation) is dict)
 
 
 def _distinct_keys(batch: TelemetryBatch) -> int:

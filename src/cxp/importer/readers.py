@@ -251,7 +251,7 @@ def _event(row: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     return (str(device_id) if device_id is not None else None), event
 
 
-_MESSAGE_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # built once, as json.dumps would per call
+_MESSAGE_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # built once: json.dumps builds one per call
 
 
 def one_message(device_id: str | None, events: list[dict[str, Any]]) -> bytes:

@@ -187,9 +187,10 @@ assert "ingest_staging" not in TYPED_CHECK_INSERT and "json_to_recordset" not in
 
 # The typed path's first try, for the usual bulk case where no event of the batch is stored yet and no seq repeats
 # with other content: register every (device, seq) and insert the events, all as plain inserts (a unique index probe
-# per row instead of a lookup, a join and two anti-joins, and no speculative insertion: ~2 µs a row less). A known
-# (device, seq) raises a unique violation, a seq repeated within the batch with other content makes `fine` false:
-# either way the caller rolls back to before it and runs TYPED_CHECK_INSERT.
+# per row instead of a lookup, a join and two anti-joins, and no speculative insertion: ~2–4 µs a row less). A known
+# (device, seq), or a stored event the registry does not know, raises a unique violation; a seq repeated within the
+# batch with other content makes `fine` false: either way the caller rolls back to before it and runs
+# TYPED_CHECK_INSERT.
 def _between(text: str, start: str, end: str) -> str:
     """The part of `text` from `start` up to (not including) `end`; both must be there."""
     i = text.index(start)
@@ -201,11 +202,8 @@ def _swap(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-# Shared with the exact statements: the time-bound verdict, the inserts and the out-of-bounds report. The inserts
-# are fed by `uniq` once `ok` says all is new, in time order (rows of one day's chunk together), and without
-# ON CONFLICT: every (device, seq) was just registered as new, so an existing (device, ts, seq) can only be a row
-# the registry does not know; its unique violation sends the batch to the exact statement (a speculative insert
-# per row cost ~4 µs).
+# Shared with the exact statements: the time-bound verdict, the inserts (fed by `uniq` when `ok`, in time order so
+# the rows of one day's chunk go together, without ON CONFLICT as said above) and the out-of-bounds report.
 _FRESH_VERDICT = _between(TYPED_CHECK_INSERT, "verdict AS MATERIALIZED (", "first_of AS MATERIALIZED (")
 _FRESH_INSERTS = _swap(
     _swap(
