@@ -71,3 +71,16 @@ def test_scoped_to_one_product_and_segment(fleet_conn) -> None:
     assert {r.product_id for r in scoped.rates} == {"ebike-s2"}
     assert set(scoped.definitions) == {"ebike-s2"}
     assert len({r.period_start for r in scoped.rates}) == 4
+
+
+def test_engagement_rows_equal_those_of_the_whole_health_frame(fleet_conn) -> None:
+    # The rate reads only the engagement component (no kept trajectory, voice or efficiency): the same rows and
+    # engagement values as the full health frame, and the other components are not computed.
+    rows, _ = engagement_device_rows(conn=fleet_conn, weeks=8)
+    whole, _ = service.health_frames(conn=fleet_conn, level="device", weeks=8)
+    columns = ["entity_id", "period", "active_days", "days_in_period", "stickiness_score", "breadth_score",
+               "engagement"]
+    assert len(rows) > 1000
+    assert rows[columns].reset_index(drop=True).equals(whole[columns].reset_index(drop=True))
+    assert rows[["trajectory", "voice", "efficiency"]].isna().all().all()
+    assert whole[["trajectory", "voice"]].notna().any().all()

@@ -75,7 +75,8 @@ def _random_events(rng: random.Random, seq0: int, start: datetime, n: int) -> li
             events.append({"seq": seq0 + i, "ts": ts.isoformat(), "kind": "feedback", "nps": rng.randint(0, 10),
                            **(answer if rng.random() < 0.7 else {})})
         elif kind == "lifecycle":
-            events.append({"seq": seq0 + i, "ts": ts.isoformat(), "kind": "lifecycle", "stage": "setup"})
+            events.append({"seq": seq0 + i, "ts": ts.isoformat(), "kind": "lifecycle",
+                           "stage": rng.choice(["setup", "setup", "cancelled", "returned"])})
         else:
             events.append({"seq": seq0 + i, "ts": ts.isoformat(), "kind": "recovery", "code": "E1"})
     return events
@@ -109,6 +110,7 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     core_before = list_core_uses(db)
     assert core_before == list_core_uses_from_scratch(db) != []
     before = list_daily(db)
+    assert any(row[-1] is not None for row in before), "days with a cancellation or return"
     covers_before = list_uptime(db)
     answers_before = list_answer_context(db)
     feedback_before = list_feedback_daily(db)
@@ -131,6 +133,8 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     after = list_daily(db)
     assert_rows_equal(after, list_daily_from_scratch(db))
     assert after != before, "late data changed the rollups"
+    exits = {row[:2]: row[-1] for row in after if row[-1] is not None}
+    assert exits != {row[:2]: row[-1] for row in before if row[-1] is not None}, "late exits changed the first"
     per_touchpoint = list_touchpoint_daily(db)
     assert_rows_equal(per_touchpoint, list_touchpoint_daily_from_scratch(db))
     assert per_touchpoint != per_touchpoint_before, "late data changed the touchpoint-daily rollup"

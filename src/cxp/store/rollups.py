@@ -42,8 +42,11 @@ WHERE e.kind IN ('usage', 'error')
 GROUP BY 1, 2, 3
 """
 
+# The stages that end a customer relationship; the daily rollup keeps each device-day's first (migration 039).
+EXIT_STAGES = ("cancelled", "returned")
+_EXIT_STAGES_SQL = ", ".join(f"'{stage}'" for stage in EXIT_STAGES)
 # The daily aggregation per device: usage stats from the hourly rollup, the rest from raw rows.
-DAILY_SELECT = """
+DAILY_SELECT = f"""
 WITH h AS (
     SELECT r.device_key, (r.bucket AT TIME ZONE 'UTC')::date AS day,
            sum(r.usage_count)::int AS usage_count, sum(r.success_count)::int AS success_count,
@@ -51,20 +54,21 @@ WITH h AS (
            sum(r.quantity_sum) AS quantity_sum, sum(r.latency_count)::int AS latency_count,
            sum(r.latency_sum) AS latency_sum, max(r.latency_max) AS latency_max,
            count(DISTINCT r.touchpoint) FILTER (WHERE r.usage_count > 0)::int AS touchpoints_used
-    FROM rollup_hourly r {scope_hourly}
+    FROM rollup_hourly r {{scope_hourly}}
     GROUP BY 1, 2
 ), o AS (
     SELECT e.device_key, (e.ts AT TIME ZONE 'UTC')::date AS day,
            count(*) FILTER (WHERE e.kind = 'recovery')::int AS recovery_count,
            count(*) FILTER (WHERE e.kind = 'feedback')::int AS feedback_count,
-           count(*) FILTER (WHERE e.kind = 'lifecycle')::int AS lifecycle_count
-    FROM events e {scope_events}
+           count(*) FILTER (WHERE e.kind = 'lifecycle')::int AS lifecycle_count,
+           min(e.ts) FILTER (WHERE e.kind = 'lifecycle' AND e.stage IN ({_EXIT_STAGES_SQL})) AS exit_at
+    FROM events e {{scope_events}}
     WHERE e.kind IN ('recovery', 'feedback', 'lifecycle')
     GROUP BY 1, 2
 ), s AS (
     SELECT st.device_key, (st.ts AT TIME ZONE 'UTC')::date AS day, count(*)::int AS heartbeat_count,
            min(st.battery_pct) AS battery_min, max(st.energy_wh) AS energy_wh_max
-    FROM device_state st {scope_state}
+    FROM device_state st {{scope_state}}
     GROUP BY 1, 2
 )
 SELECT coalesce(h.device_key, o.device_key, s.device_key), coalesce(h.day, o.day, s.day),
@@ -73,7 +77,7 @@ SELECT coalesce(h.device_key, o.device_key, s.device_key), coalesce(h.day, o.day
        coalesce(h.duration_sum, 0), coalesce(h.quantity_sum, 0), coalesce(h.latency_count, 0),
        coalesce(h.latency_sum, 0), h.latency_max, coalesce(h.touchpoints_used, 0),
        coalesce(s.heartbeat_count, 0), s.battery_min, s.energy_wh_max,
-       coalesce(h.usage_count, 0) > 0
+       coalesce(h.usage_count, 0) > 0, o.exit_at
 FROM h
 FULL JOIN o ON o.device_key = h.device_key AND o.day = h.day
 FULL JOIN s ON s.device_key = coalesce(h.device_key, o.device_key) AND s.day = coalesce(h.day, o.day)
@@ -313,7 +317,7 @@ HOURLY_COLUMNS = ("device_key, bucket, touchpoint, usage_count, success_count, e
                   " quantity_sum, latency_count, latency_sum, latency_sumsq, latency_max")
 DAILY_COLUMNS = ("device_key, day, usage_count, success_count, error_count, recovery_count, feedback_count,"
                  " lifecycle_count, duration_sum, quantity_sum, latency_count, latency_sum, latency_max,"
-                 " touchpoints_used, heartbeat_count, battery_min, energy_wh_max, active")
+                 " touchpoints_used, heartbeat_count, battery_min, energy_wh_max, active, exit_at")
 
 
 @dataclass(frozen=True)

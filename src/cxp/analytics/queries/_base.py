@@ -20,12 +20,13 @@ from psycopg import sql
 from cxp.analytics.query import AnalyticsQuery
 from cxp.store.copy_out import copy_out
 from cxp.store.errors import mapped_errors
+from cxp.store.rollups import EXIT_STAGES
 
 T = TypeVar("T")
 Grain = Literal["day", "week"]
 Source = Literal["rollups", "raw"]
 WEEK_ORIGIN = date(2000, 1, 3)  # a Monday: weeks are Monday–Sunday
-CHURN_STAGES = ("cancelled", "returned")
+CHURN_STAGES = EXIT_STAGES  # the stages that end a customer relationship (kept on the daily rollup)
 
 
 def day_start(day: date) -> datetime:

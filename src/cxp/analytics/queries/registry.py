@@ -9,7 +9,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from cxp.analytics.queries._base import CHURN_STAGES, day_start, fetch_frame, with_scoped_devices
+from cxp.analytics.queries._base import CHURN_STAGES, Source, day_start, fetch_frame, with_scoped_devices
 from cxp.analytics.query import AnalyticsQuery
 from cxp.store.errors import mapped_errors
 
@@ -60,13 +60,23 @@ def lifecycle(
     return fetch_frame(conn, statement, params)
 
 
-def churn_exits(conn: psycopg.Connection, *, scope: AnalyticsQuery, end: date) -> pd.DataFrame:
-    """First cancellation/return per device up to `end`: device_key, exit_at (raw lifecycle events, filtered)."""
-    statement, params = with_scoped_devices(
-        scope,
-        "SELECT e.device_key, min(e.ts) AS exit_at FROM events e JOIN sel USING (device_key)"
-        " WHERE e.kind = 'lifecycle' AND e.stage = ANY(%(stages)s) AND e.ts < %(hi)s GROUP BY 1",
-        stages=list(CHURN_STAGES),
-        hi=day_start(end + timedelta(days=1)),
-    )
+def churn_exits(conn: psycopg.Connection, *, scope: AnalyticsQuery, end: date,
+                source: Source = "rollups") -> pd.DataFrame:
+    """First cancellation/return per device up to `end`: device_key, exit_at (each day's first kept on the daily
+    rollup, or from raw lifecycle events)."""
+    if source == "raw":
+        statement, params = with_scoped_devices(
+            scope,
+            "SELECT e.device_key, min(e.ts) AS exit_at FROM events e JOIN sel USING (device_key)"
+            " WHERE e.kind = 'lifecycle' AND e.stage = ANY(%(stages)s) AND e.ts < %(hi)s GROUP BY 1",
+            stages=list(CHURN_STAGES),
+            hi=day_start(end + timedelta(days=1)),
+        )
+    else:
+        statement, params = with_scoped_devices(
+            scope,
+            "SELECT r.device_key, min(r.exit_at) AS exit_at FROM rollup_daily r JOIN sel USING (device_key)"
+            " WHERE r.exit_at IS NOT NULL AND r.day <= %(end)s GROUP BY 1",
+            end=end,
+        )
     return fetch_frame(conn, statement, params)

@@ -94,9 +94,11 @@ def _trends(rates: list[EngagementRate]) -> list[EngagementTrend]:
 def engagement_device_rows(
     *, conn: psycopg.Connection, query: AnalyticsQuery = ALL_DEVICES, grain: Grain = "week", weeks: int = 8
 ) -> tuple[pd.DataFrame, Window | None]:
-    """One row per reached device × period: the health frame's engagement inputs with the account segment and
-    the product's expected active days per week (what `get_engagement_rate` groups)."""
-    frame, window = health_frames(conn=conn, query=query, level="device", grain=grain, weeks=weeks)
+    """One row per reached device × period: the health frame's engagement inputs and component with the account
+    segment and the product's expected active days per week (what `get_engagement_rate` groups)."""
+    # Only the engagement component: the kept trajectory, voice and efficiency parts are not read.
+    frame, window = health_frames(conn=conn, query=query, level="device", grain=grain, weeks=weeks,
+                                  components=("engagement",))
     if frame.empty:
         return frame, window
     registry = devices(conn, scope=query)[["device_key", "segment", "expected_active_days_per_week"]]

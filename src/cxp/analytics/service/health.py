@@ -45,15 +45,17 @@ COUNT_COLUMNS = ("uses", "successes", "active_days", "error_free_days", "heartbe
 
 
 def _device_period_frame(
-    conn: psycopg.Connection, *, scope: AnalyticsQuery, window: Window, grain: Grain, source: Source
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, window: Window, grain: Grain, source: Source,
+    components: Sequence[str] = COMPONENTS,
 ) -> pd.DataFrame:
-    """One row per (device, period) the device was a customer in, with every component's inputs and scores."""
+    """One row per (device, period) the device was a customer in, with the inputs and scores of `components` (the
+    others' columns missing values)."""
     period_list = periods(window.start, window.end, grain)
     first_day = period_list[0][0]
     scoped = devices(conn, scope=scope)
     if scoped.empty:
         return pd.DataFrame()
-    exits = churn_exits(conn, scope=scope, end=window.end)
+    exits = churn_exits(conn, scope=scope, end=window.end, source=source)
     scoped = scoped.merge(exits, on="device_key", how="left")
     scoped["act_day"] = utc_days(scoped["activated_at"])
     scoped["exit_day"] = utc_days(scoped["exit_at"]) if len(exits) else pd.NaT
@@ -138,8 +140,12 @@ def _device_period_frame(
     )
 
     # Trajectory, voice and efficiency: whole weeks from the kept rows (health_weekly), the others computed here.
-    kept = kept_parts(conn, scope=scope, keyed=keyed, first_day=first_day, end=window.end, grain=grain, source=source)
-    voice = voice_component(frame=kept.answers)
+    empty = pd.DataFrame()
+    trajectory, voice, efficiency = empty, empty, empty
+    if {"efficiency", "trajectory", "voice"} & set(components):
+        kept = kept_parts(conn, scope=scope, keyed=keyed, first_day=first_day, end=window.end, grain=grain,
+                          source=source)
+        trajectory, voice, efficiency = kept.trajectory, voice_component(frame=kept.answers), kept.efficiency
 
     out = keyed[
         [
@@ -158,9 +164,9 @@ def _device_period_frame(
     ].copy()
     for part, columns in (
         (reliability, ["success_score", "error_free_score", "uptime_score", "reliability"]),
-        (kept.efficiency, ["efficiency"]),
+        (efficiency, ["efficiency"]),
         (engagement, ["stickiness_score", "breadth_score", "engagement"]),
-        (kept.trajectory, ["slope_score", "recency_score", "trajectory", "days_since_last_use"]),
+        (trajectory, ["slope_score", "recency_score", "trajectory", "days_since_last_use"]),
         (voice, ["nps_score", "csat_score", "ces_score", "voice"]),
     ):
         if len(part):
@@ -302,12 +308,14 @@ def health_frames(
     grain: Grain = "week",
     weeks: int = 8,
     source: Source = "rollups",
+    components: Sequence[str] = COMPONENTS,
 ) -> tuple[pd.DataFrame, Window | None]:
-    """The component frame behind get_health (one row per entity × period), for the fleet report and audits."""
+    """The component frame behind get_health (one row per entity × period), for the fleet report and audits; only
+    `components` are computed (a view that reads only some skips the others' reads)."""
     window = resolve_window(conn, query=query, default_days=7 * weeks if grain == "week" else 28)
     if window is None:
         return pd.DataFrame(), None
-    rows = _device_period_frame(conn, scope=query, window=window, grain=grain, source=source)
+    rows = _device_period_frame(conn, scope=query, window=window, grain=grain, source=source, components=components)
     if rows.empty:
         return rows, window
     if level == "device":
