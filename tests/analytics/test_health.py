@@ -166,6 +166,11 @@ def test_top_drivers_are_the_most_negative_contributions_with_or_without_the_lon
         assert got == want
         named += len(got)
     assert named > n, "most rows have drivers"
+    # each row's drivers read from the arrays: the long frame's rows of that row, in its rank order
+    columns = ["component", "score", "segment_median", "weight", "contribution"]
+    for i in range(n):
+        mine = full.drivers[full.drivers["entity_id"] == f"e{i}"].sort_values("rank")
+        assert lean.driver_arrays.of_row(i) == [tuple(r) for r in mine[columns].itertuples(index=False)]
 
 
 def test_trend_delta_and_arrow_with_dead_band() -> None:

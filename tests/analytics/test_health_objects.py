@@ -3,7 +3,6 @@ object built when first read."""
 
 from __future__ import annotations
 
-import math
 import pickle
 from datetime import date
 
@@ -57,7 +56,8 @@ def test_objects_hold_the_scored_values_converted_value_by_value(seed):
             assert getattr(obj, name) == expected or (expected is None and getattr(obj, name) is None)
         mine = drivers[(drivers["entity_id"] == row["entity_id"]) & (drivers["period"] == row["period"])]
         assert [d.component for d in obj.drivers] == mine["component"].tolist()
-        assert all(math.isclose(d.contribution, c) for d, c in zip(obj.drivers, mine["contribution"], strict=True))
+        assert [(d.score, d.segment_median, d.weight, d.contribution) for d in obj.drivers] == list(
+            mine[["score", "segment_median", "weight", "contribution"]].itertuples(index=False, name=None))
         assert obj.top_negative_drivers == tuple(
             str(row[f"driver_{k}"]) for k in range(1, config.top_drivers + 1) if row[f"driver_{k}"] is not None)
     assert any(o.components["voice"] is None for o in objects)  # the NA and the infinities became None

@@ -354,11 +354,32 @@ DRIVER_COLUMNS = ["entity_id", "period", "component", "score", "segment_median",
 
 
 @dataclass(frozen=True)
+class DriverArrays:
+    """Each scored row's drivers as rows × COMPONENTS arrays (score, segment median, effective weight, contribution;
+    contribution NaN where the component is no driver): what the long `drivers` frame holds, read row by row."""
+
+    scores: np.ndarray
+    segment_medians: np.ndarray
+    weights: np.ndarray
+    contributions: np.ndarray
+
+    def of_row(self, row: int) -> list[tuple[str, float, float, float, float]]:
+        """(component, score, segment median, weight, contribution) by contribution, ties by name (the long
+        frame's rank order)."""
+        pull = self.contributions[row]
+        order = sorted((float(pull[j]), COMPONENTS[j], j) for j in range(len(COMPONENTS)) if math.isfinite(pull[j]))
+        return [(name, float(self.scores[row, j]), float(self.segment_medians[row, j]), float(self.weights[row, j]),
+                 contribution) for contribution, name, j in order]
+
+
+@dataclass(frozen=True)
 class HealthScores:
-    """`scores`: one row per entity-period; `drivers`: one row per entity-period × component present."""
+    """`scores`: one row per entity-period; `drivers`: one row per entity-period × component present (empty unless
+    asked); `driver_arrays`: the same drivers per row of `scores`."""
 
     scores: pd.DataFrame
     drivers: pd.DataFrame
+    driver_arrays: DriverArrays
 
 
 def _band(score: np.ndarray, config: HealthConfig) -> np.ndarray:
@@ -459,8 +480,10 @@ def health_scores(*, frame: pd.DataFrame, config: HealthConfig | None = None, dr
     scores["previous_score"] = prev_score
     scores["delta"] = delta
     scores["arrow"] = np.where(np.isfinite(delta), arrow, None)
+    arrays = DriverArrays(scores=comp, segment_medians=medians, weights=eff_w, contributions=contrib)
     if not drivers:
-        return HealthScores(scores=to_nullable(scores), drivers=pd.DataFrame(columns=DRIVER_COLUMNS))
+        return HealthScores(scores=to_nullable(scores), drivers=pd.DataFrame(columns=DRIVER_COLUMNS),
+                            driver_arrays=arrays)
     present_rows, present_cols = np.nonzero(np.isfinite(contrib))
     long = pd.DataFrame(
         {
@@ -477,7 +500,7 @@ def health_scores(*, frame: pd.DataFrame, config: HealthConfig | None = None, dr
     long = long.sort_values(["_row", "contribution", "component"], kind="stable")
     long["rank"] = long.groupby("_row").cumcount() + 1
     drivers_frame = long.drop(columns=["_row"]).reset_index(drop=True)
-    return HealthScores(scores=to_nullable(scores), drivers=to_nullable(drivers_frame))
+    return HealthScores(scores=to_nullable(scores), drivers=to_nullable(drivers_frame), driver_arrays=arrays)
 
 
 # ---------------------------------------------------------------- roll-up of device rows

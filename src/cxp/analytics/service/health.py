@@ -205,7 +205,7 @@ def health_objects(
     `partial(period_start, period_end)` marks periods the window covers only in part."""
     if frame.empty:
         return ()
-    scored = score_frame(frame, config)
+    scored = score_frame(frame, config, drivers=False)  # each row's drivers built from arrays when it is read
     scores = scored.scores.reset_index(drop=True)
     extra = frame.reset_index(drop=True)
     # Whole columns converted at once, then a row's values picked by index: per-value lookups and conversions cost
@@ -225,7 +225,7 @@ def health_objects(
     starts, ends = _days(scores["period"]), _days(extra["period_end"])
     products, segments = scores["product_id"].tolist(), scores["segment"].tolist()
     bands, capped, arrows, reasons = (scores[c].tolist() for c in ("band", "capped", "arrow", "reason"))
-    drivers = _DriverRows(scored.drivers, scores)
+    driver_arrays = scored.driver_arrays
 
     def make(i: int) -> HealthScore:
         product, segment = products[i], segments[i]
@@ -244,7 +244,8 @@ def health_objects(
             components={c: column[i] for c, column in zip(COMPONENTS, components, strict=True)},
             weights={c: column[i] for c, column in zip(COMPONENTS, weights, strict=True)},
             sub_scores={c: column[i] for c, column in zip(sub_names, subs, strict=True)},
-            drivers=drivers.of_row(i),
+            drivers=tuple(Driver(component=c, score=v, segment_median=m, weight=w, contribution=x)
+                          for c, v, m, w, x in driver_arrays.of_row(i)),
             top_negative_drivers=tuple(str(d[i]) for d in top if d[i] is not None),
             previous_score=floats["previous_score"][i],
             delta=floats["delta"][i],
@@ -270,33 +271,6 @@ def _days(column: pd.Series) -> list[date | None]:
     if stamps.dt.tz is not None:
         stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
     return np.where(stamps.isna(), None, stamps.dt.date).tolist()
-
-
-class _DriverRows:
-    """Each score row's drivers, in the order the score listed them, built when the row is."""
-
-    def __init__(self, drivers: pd.DataFrame, scores: pd.DataFrame) -> None:
-        self._spans: dict[int, tuple[int, int]] = {}
-        if not len(drivers):
-            return
-        keys = scores[["entity_id", "period"]].assign(_row=np.arange(len(scores)))
-        matched = drivers.merge(keys, on=["entity_id", "period"], how="inner", sort=False)  # the drivers' order
-        matched = matched.sort_values("_row", kind="stable")
-        self._components = [str(c) for c in matched["component"].tolist()]
-        self._numbers = [matched[c].to_numpy(dtype=float, na_value=np.nan).tolist()
-                         for c in ("score", "segment_median", "weight", "contribution")]
-        row_of = matched["_row"].to_numpy()
-        starts = np.flatnonzero(np.r_[True, row_of[1:] != row_of[:-1]]).tolist()
-        stops = [*starts[1:], len(row_of)]
-        self._spans = dict(zip(row_of[starts].tolist(), zip(starts, stops, strict=True), strict=True))
-
-    def of_row(self, row: int) -> tuple[Driver, ...]:
-        span = self._spans.get(row)
-        if span is None:
-            return ()
-        score, median, weight, contribution = self._numbers
-        return tuple(Driver(component=self._components[j], score=score[j], segment_median=median[j],
-                            weight=weight[j], contribution=contribution[j]) for j in range(*span))
 
 
 @maps_numeric_errors
