@@ -12,6 +12,7 @@ from cxp.pricing.examples import example_metrics
 from cxp.pricing.metrics import Cohort
 from cxp.pricing.service import get_usage_cube, simulate_backtest
 from cxp.store.db import connect
+from cxp.store.rollups import refresh_all_pending
 from tests.pricing.test_backtest import FLAT
 from tests.pricing.test_solve import UNIT
 
@@ -28,18 +29,16 @@ def test_half_month_offline_device_is_flagged_not_a_light_user(pricing_fleet, st
     ).fetchall()
     assert len(single) >= 3
     account, device_key = single[0]
-    # The device goes silent for the second half of January: no heartbeats, no usage. Rolled back afterwards.
+    # The device goes silent for the second half of January: no heartbeats, no usage; the rollups of those days
+    # (daily, covers, months) recomputed by the refresh. Rolled back afterwards.
     with connect(stack.db, autocommit=False) as conn, conn.transaction(force_rollback=True):
-        for table, col in (("device_state", "ts"), ("events", "ts"), ("rollup_hourly", "bucket")):
-            conn.execute(
-                f"DELETE FROM {table} WHERE device_key = %s AND {col} >= %s AND {col} < %s",
-                (device_key, OFF_FROM, OFF_TO),
-            )
-        for table in ("rollup_daily", "uptime_daily"):
-            conn.execute(
-                f"DELETE FROM {table} WHERE device_key = %s AND day >= %s::date AND day < %s::date",
-                (device_key, OFF_FROM, OFF_TO),
-            )
+        for table in ("device_state", "events"):
+            conn.execute(f"DELETE FROM {table} WHERE device_key = %s AND ts >= %s AND ts < %s",
+                         (device_key, OFF_FROM, OFF_TO))
+        conn.execute("INSERT INTO rollup_dirty (device_key, day) SELECT %s, g::date"
+                     " FROM generate_series(%s::date, %s::date - 1, interval '1 day') g",
+                     (device_key, OFF_FROM, OFF_TO))
+        refresh_all_pending(conn)
         res = simulate_backtest(conn=conn, plans=[FLAT, UNIT], period=period, cohort=cohort, metrics=example_metrics())
         cube = res.cube
         i = cube.account_ids.index(account)

@@ -24,6 +24,8 @@ from cxp.store.rollup_listings import (
     list_first_success_from_scratch,
     list_hourly,
     list_hourly_from_scratch,
+    list_monthly,
+    list_monthly_from_scratch,
     list_product_error_hourly,
     list_product_error_hourly_from_scratch,
     list_product_hourly,
@@ -104,6 +106,10 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     weekly_before = list_weekly(db)
     assert weekly_before[0] == list_weekly_from_scratch(db)[0] and weekly_before[0] and weekly_before[1]
     assert_rows_equal(weekly_before[1], list_weekly_from_scratch(db)[1])
+    monthly_before = list_monthly(db)
+    for stored, afresh in zip(monthly_before, list_monthly_from_scratch(db), strict=True):
+        assert stored and afresh
+        assert_rows_equal(stored, afresh)
     assert_rows_equal(per_touchpoint_before, list_touchpoint_daily_from_scratch(db))
     first_successes_before = list_first_success(db)
     assert first_successes_before == list_first_success_from_scratch(db) != []
@@ -147,6 +153,11 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     assert weekly[0] == list_weekly_from_scratch(db)[0]
     assert_rows_equal(weekly[1], list_weekly_from_scratch(db)[1])
     assert weekly != weekly_before, "late data changed the weekly rollups"
+    monthly = list_monthly(db)
+    for stored, afresh in zip(monthly, list_monthly_from_scratch(db), strict=True):
+        assert_rows_equal(stored, afresh)
+    assert monthly[0] != monthly_before[0] and monthly[1] != monthly_before[1], "late data changed the months"
+    assert any(row[7] > 0 for row in monthly[0]), "heartbeat covers summed into the months"
     product_hours = list_product_hourly(db)
     assert product_hours == list_product_hourly_from_scratch(db)
     assert product_hours != product_hours_before, "late data changed the product-hourly exposure"

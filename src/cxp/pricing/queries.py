@@ -6,8 +6,9 @@ names (columns, the grouping key) as `sql.Identifier`. Months are UTC calendar m
 
 Where each aggregation reads (rollups where they suffice, raw hypertables only otherwise):
 
-* usage count / sum of quantity or duration_s: `rollup_daily` without a touchpoint filter,
-  `rollup_touchpoint_daily` with one (success-only counts use `success_count`).
+* usage count / sum of quantity or duration_s: `rollup_monthly` without a touchpoint filter,
+  `rollup_touchpoint_monthly` with one (success-only counts use `success_count`); heartbeat-covered hours and the
+  activity of the experience-health proxy: `rollup_monthly` (per device × UTC month, the sums of its days).
 * unique devices / days / touchpoints of usage: `rollup_touchpoint_daily` (a device × touchpoint × day with usage).
 * usage sum with success_only, sums of latency_ms (the rollups mix in error latencies), max and
   latest of a usage field: raw `events`.
@@ -112,8 +113,8 @@ def _state_value(field: str) -> sql.Composable:
 
 
 def rollup_usage_column(metric: BillableMetric) -> tuple[str, str] | None:
-    """(table, column) of the daily rollup that answers a usage count or sum of quantity / duration_s (successes
-    only for counts; `rollup_touchpoint_daily` with a touchpoint filter, else `rollup_daily`), or None."""
+    """(table, column) of the monthly rollup that answers a usage count or sum of quantity / duration_s (successes
+    only for counts; `rollup_touchpoint_monthly` with a touchpoint filter, else `rollup_monthly`), or None."""
     agg, fld, flt = metric.aggregation, metric.field, metric.filter
     if metric.source is not MetricSource.USAGE or not (
         agg is Aggregation.COUNT
@@ -122,18 +123,19 @@ def rollup_usage_column(metric: BillableMetric) -> tuple[str, str] | None:
         return None
     column = {None: "success_count" if flt.success_only else "usage_count", "quantity": "quantity_sum",
               "duration_s": "duration_sum"}[fld]
-    return ("rollup_touchpoint_daily" if flt.touchpoints else "rollup_daily"), column
+    return ("rollup_touchpoint_monthly" if flt.touchpoints else "rollup_monthly"), column
 
 
 def rollup_metrics_query(
     *, metrics: Sequence[BillableMetric], level: Level, decimals: int
 ) -> tuple[sql.Composed, dict[str, Any]]:
-    """SQL giving (key, month, v_0 … v_n) rows for usage metrics one daily rollup answers (`rollup_usage_column`,
-    the same table for all), in one scan: each value as `metric_query` computes it alone, NULL where absent."""
+    """SQL giving (key, month, v_0 … v_n) rows for usage metrics one monthly rollup answers (`rollup_usage_column`,
+    the same table for all), in one scan: each value as `metric_query` computes it alone, NULL where absent (billing
+    periods are whole UTC months: the device-months' sums are those of their days)."""
     answered = [a for a in (rollup_usage_column(m) for m in metrics) if a is not None]
     tables = {table for table, _ in answered}
     if len(answered) != len(metrics) or len(tables) != 1:
-        raise PricingError("rollup_metrics_query takes usage metrics of one daily rollup table")
+        raise PricingError("rollup_metrics_query takes usage metrics of one monthly rollup table")
     # rows of no metric's touchpoints are left out (every metric of rollup_touchpoint_daily filters touchpoints)
     touchpoints = sorted({t for m in metrics for t in m.filter.touchpoints})
     params: dict[str, Any] = {"decimals": decimals, "touchpoints": touchpoints}
@@ -148,12 +150,12 @@ def rollup_metrics_query(
         outer_values.append(sql.SQL("round(sum(pd.{})::numeric, %(decimals)s::int)").format(name))
     q = sql.SQL(
         "WITH {scope}, per_device AS ("
-        "SELECT r.device_key, {month} AS month, {inner} FROM {table} r JOIN dev ON dev.device_key = r.device_key "
-        "WHERE r.day >= %(start)s::date AND r.day < %(end)s::date{only} GROUP BY 1, 2) "
+        "SELECT r.device_key, r.month, {inner} FROM {table} r JOIN dev ON dev.device_key = r.device_key "
+        "WHERE r.month >= %(start)s::date AND r.month < %(end)s::date{only} GROUP BY 1, 2) "
         "SELECT dev.{key}, pd.month, {outer} FROM per_device pd JOIN dev ON dev.device_key = pd.device_key "
         "GROUP BY 1, 2"
     ).format(
-        scope=sql.SQL(_SCOPE), month=sql.SQL(_MONTH_DATE.format(col="r.day")), inner=sql.SQL(", ").join(inner_values),
+        scope=sql.SQL(_SCOPE), inner=sql.SQL(", ").join(inner_values),
         table=sql.Identifier(tables.pop()), key=_key(level), outer=sql.SQL(", ").join(outer_values),
         only=sql.SQL(" AND r.touchpoint = ANY(%(touchpoints)s::text[])") if touchpoints else sql.SQL(""),
     )
@@ -310,12 +312,11 @@ _MONTHS = (
 )
 
 
-# Heartbeat-covered hours per device and month from the device-days the rollup refresh keeps (exact µs).
+# Heartbeat-covered hours per device and month from the device-months the rollup refresh keeps (exact µs).
 _COVERED = _t("""
-SELECT u.device_key, time_bucket('1 month', u.day) AS month, sum(u.covered_us)::numeric / 3600000000 AS v
-FROM uptime_daily u JOIN dev ON dev.device_key = u.device_key
-WHERE u.day >= %(start)s::date AND u.day < %(end)s::date
-GROUP BY 1, 2
+SELECT u.device_key, u.month, u.covered_us::numeric / 3600000000 AS v
+FROM rollup_monthly u JOIN dev ON dev.device_key = u.device_key
+WHERE u.month >= %(start)s::date AND u.month < %(end)s::date
 """)
 
 
@@ -344,11 +345,10 @@ def uptime_query(*, level: Level, source: Literal["rollups", "raw"] = "rollups")
 
 
 def activity_query(*, level: Level) -> tuple[sql.Composed, dict[str, Any]]:
-    """SQL giving (key, month, usage, successes, active_device_days, exposure_device_days) from rollup_daily.
+    """SQL giving (key, month, usage, successes, active_device_days, exposure_device_days) from the monthly rollup.
 
     Exposure counts the device-days from activation (or the month start) to the month end, so an
-    account activated mid-month is not penalised for days before it had the product. Only active days are read
-    (a day without use adds no uses or successes): the covering index of active days answers it.
+    account activated mid-month is not penalised for days before it had the product.
     """
     key = _key(level)
     q = sql.SQL(
@@ -360,16 +360,15 @@ def activity_query(*, level: Level) -> tuple[sql.Composed, dict[str, Any]]:
         "         - greatest(m.month, (dev.activated_at AT TIME ZONE 'UTC')::date)) AS days "
         "  FROM dev CROSS JOIN months m), "
         "act AS ("
-        "  SELECT r.device_key, {month} AS month, sum(r.usage_count) AS usage, sum(r.success_count) AS ok, "
-        "         count(*) AS active_days "
-        "  FROM rollup_daily r JOIN dev ON dev.device_key = r.device_key "
-        "  WHERE r.day >= %(start)s::date AND r.day < %(end)s::date AND r.active GROUP BY 1, 2) "
+        "  SELECT r.device_key, r.month, r.usage_count AS usage, r.success_count AS ok, r.active_days "
+        "  FROM rollup_monthly r JOIN dev ON dev.device_key = r.device_key "
+        "  WHERE r.month >= %(start)s::date AND r.month < %(end)s::date AND r.active_days > 0) "
         "SELECT dev.{key}, x.month, coalesce(sum(a.usage), 0)::bigint, coalesce(sum(a.ok), 0)::bigint, "
         "       coalesce(sum(a.active_days), 0)::bigint, sum(x.days)::bigint "
         "FROM expo x JOIN dev ON dev.device_key = x.device_key "
         "LEFT JOIN act a ON a.device_key = x.device_key AND a.month = x.month "
         "WHERE x.days > 0 GROUP BY 1, 2"
-    ).format(scope=sql.SQL(_SCOPE), key=key, month=sql.SQL(_MONTH_DATE.format(col="r.day")))
+    ).format(scope=sql.SQL(_SCOPE), key=key)
     return q, {}
 
 

@@ -8,6 +8,7 @@ from cxp.store.errors import mapped_errors
 
 TELEMETRY_TABLES = ("events", "device_state", "dead_letters", "rollup_dirty", "rollup_hourly", "rollup_daily",
                     "rollup_touchpoint_daily", "rollup_feedback_daily", "rollup_weekly", "rollup_touchpoint_weekly",
+                    "rollup_monthly", "rollup_touchpoint_monthly",
                     "rollup_product_hourly", "rollup_product_error_hourly", "rollup_product_dirty",
                     "health_weekly", "answer_context", "uptime_daily", "touchpoint_first_success",
                     "device_seq", "device_seq_stats", "import_files")

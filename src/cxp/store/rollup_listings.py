@@ -29,6 +29,12 @@ from cxp.store.rollups import (
     WEEKLY_COLUMNS,
     WEEKLY_SELECT,
 )
+from cxp.store.rollups_monthly import (
+    MONTHLY_COLUMNS,
+    MONTHLY_SELECT,
+    TOUCHPOINT_MONTHLY_COLUMNS,
+    TOUCHPOINT_MONTHLY_SELECT,
+)
 
 # Each error row's next success (migration 034) for every row: times grow with days, so the least first success of the
 # later days is that of the next day with one.
@@ -70,6 +76,20 @@ def list_weekly_from_scratch(conn: psycopg.Connection) -> tuple[list[tuple], lis
     scope = {"scope_daily": "", "scope_touchpoints": ""}
     return (_rows(conn, WEEKLY_SELECT.format(**scope) + " ORDER BY 1, 2"),
             _rows(conn, TOUCHPOINT_WEEKLY_SELECT.format(**scope) + " ORDER BY 1, 2, 3"))
+
+
+def list_monthly_from_scratch(conn: psycopg.Connection) -> tuple[list[tuple], list[tuple]]:
+    """The monthly rollups (per device, per device × touchpoint) afresh from the daily ones and the covers, ordered
+    like `list_monthly`."""
+    scope = {"scope_daily": "", "scope_uptime": "", "scope_touchpoints": ""}
+    return (_rows(conn, MONTHLY_SELECT.format(**scope) + " ORDER BY 1, 2"),
+            _rows(conn, TOUCHPOINT_MONTHLY_SELECT.format(**scope) + " ORDER BY 1, 2, 3"))
+
+
+def list_monthly(conn: psycopg.Connection) -> tuple[list[tuple], list[tuple]]:
+    """Every stored monthly rollup row (per device, per device × touchpoint)."""
+    return (_rows(conn, f"SELECT {MONTHLY_COLUMNS} FROM rollup_monthly ORDER BY 1, 2"),
+            _rows(conn, f"SELECT {TOUCHPOINT_MONTHLY_COLUMNS} FROM rollup_touchpoint_monthly ORDER BY 1, 2, 3"))
 
 
 def list_weekly(conn: psycopg.Connection) -> tuple[list[tuple], list[tuple]]:

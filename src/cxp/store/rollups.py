@@ -10,6 +10,7 @@ from threading import Event
 import psycopg
 
 from cxp.store.errors import mapped_errors
+from cxp.store.rollups_monthly import refresh_months
 
 _LOCK_ID = 0x6378_7002  # one refresher at a time; writers never take it
 
@@ -332,8 +333,8 @@ class RollupRefresh:
 
 def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000) -> RollupRefresh:
     """Recompute the hourly, daily, touchpoint-daily (with each error day's next success and the first successes),
-    feedback-daily and weekly rollups, the answer contexts and the heartbeat covers of up to `max_device_days` dirty
-    device-days."""
+    feedback-daily, weekly and monthly rollups, the answer contexts and the heartbeat covers of up to `max_device_days`
+    dirty device-days."""
     with mapped_errors(), conn.transaction():
         got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_ID,)).fetchone()
         if not got or not got[0]:
@@ -388,6 +389,7 @@ def refresh_rollups(conn: psycopg.Connection, *, max_device_days: int = 100_000)
                      + ANSWER_SELECT.format(scope=f"JOIN _rollup_days d ON {_in_days('e', 'ts')}"), bounds)
         conn.execute(_ANSWER_FAILED_BEFORE, {**bounds, "hi": bounds["hi"] + timedelta(days=7)})
         _refresh_uptime(conn, **bounds)
+        refresh_months(conn, days="_uptime_days")  # the dirty days and the day after each (their covers changed)
         _refresh_product_hours(conn)
         pending = conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0]
     return RollupRefresh(device_days, hourly, daily, pending)
