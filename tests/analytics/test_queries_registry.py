@@ -1,5 +1,5 @@
 """Registry queries on a simulated fleet: the devices' exits kept on the daily rollup (migration 039) equal the
-first cancellation or return read from raw lifecycle events."""
+first cancellation or return (time and stage) read from raw lifecycle events."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def _rows(frame) -> list[tuple]:
-    return sorted(zip(frame["device_key"], frame["exit_at"], strict=True))
+    return sorted(zip(frame["device_key"], frame["exit_at"], frame["exit_stage"], strict=True))
 
 
 def test_exits_from_the_rollups_equal_raw_lifecycle_events(fleet_conn, loaded_fleet: LoadedFleet) -> None:
@@ -30,3 +30,4 @@ def test_exits_from_the_rollups_equal_raw_lifecycle_events(fleet_conn, loaded_fl
             assert _rows(kept) == _rows(raw)
             counts.append(len(kept))
     assert 0 < counts[0] < counts[-2], "exits accrue over the window and the fleet has some"
+    assert set(churn_exits(fleet_conn, scope=AnalyticsQuery(), end=last)["exit_stage"]) == {"cancelled", "returned"}

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
 from cxp.analytics import service
+from cxp.analytics.core import early_warning as core_warning
 from cxp.analytics.core.segments import K_METHODS
+from cxp.analytics.core.stats import usage_trend
 from cxp.analytics.models import SegmentReport
+from cxp.analytics.queries.registry import devices
+from cxp.analytics.queries.usage import daily_usage
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
+from cxp.analytics.service import churn as churn_service
 from cxp.store.db import connect
 from tests.analytics.helpers import assert_no_nan
 
@@ -107,3 +115,34 @@ def test_churn_risk_summary_counts_what_the_ranking_lists(fleet_conn, threshold)
     assert summary.ranked == len(ranking.entries) > 0
     assert summary.at_risk == len(at_risk)
     assert summary.top == (at_risk[0] if at_risk else None)
+
+
+@pytest.mark.parametrize("level", ["device", "account"])
+def test_churn_parts_from_per_device_sums_equal_those_from_daily_rows(fleet_conn, level) -> None:
+    # The risk table reads one row of sums per device; the trend, usage drop and failure rate computed the plain way,
+    # from every active device-day of the nine weeks, give the same numbers.
+    table, _, ranked, window, _ = churn_service._default_risk_table(fleet_conn, query=AnalyticsQuery(), level=level)
+    as_of, key = window.end, ("account_id" if level == "account" else "device_id")
+    registry = devices(fleet_conn, scope=AnalyticsQuery())
+    daily = daily_usage(fleet_conn, scope=AnalyticsQuery(), start=as_of - timedelta(days=62), end=as_of, core_uses=True)
+    daily = daily.merge(registry[["device_key", key]], on="device_key").rename(columns={key: "entity_id"})
+    if level == "account":
+        daily["entity_id"] = daily["entity_id"].fillna("(no account)")
+    by_day = daily.groupby(["entity_id", "day"], as_index=False)[["uses", "errors", "core_uses"]].sum()
+    ids = table["entity_id"]
+    assert len(ids) > 50 and (table["drop_risk"] > 0.5).any() and (table["failure_risk"] > 0).any()
+    drop = core_warning.usage_drop(usage=by_day, entities=ids, as_of=as_of)
+    np.testing.assert_array_equal(table["drop_evidence"].to_numpy(float), drop["drop_evidence"].to_numpy(float))
+    np.testing.assert_array_equal(table["expected_uses"].to_numpy(float), drop["expected_uses"].to_numpy(float))
+    recent = by_day[pd.to_datetime(by_day["day"]) > pd.Timestamp(as_of - timedelta(days=28))]
+    group = ranked.set_index("entity_id")["product_id"].astype(object).fillna("(mixed)")
+    failures = core_warning.failure_rate_risk(failures=recent.groupby("entity_id")["errors"].sum(),
+                                              uses=recent.groupby("entity_id")["uses"].sum(), group=group, entities=ids)
+    np.testing.assert_array_equal(table["failure_rate"].to_numpy(float), failures["failure_rate"].to_numpy(float))
+    core = by_day[(by_day["core_uses"] > 0).to_numpy()].rename(columns={"core_uses": "trend_uses"})
+    trend = usage_trend(usage=core[["entity_id", "day", "trend_uses"]].rename(columns={"trend_uses": "uses"}),
+                        as_of=as_of, window_days=28, bucket_days=7, entities=ranked[["entity_id", "activated_on"]])
+    slopes = trend.set_index("entity_id")["weekly_change"].reindex(ids).to_numpy(float, na_value=np.nan)
+    got = table["weekly_change"].to_numpy(float, na_value=np.nan)
+    assert np.isfinite(got).sum() > 50
+    np.testing.assert_array_equal(got, slopes)

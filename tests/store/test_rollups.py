@@ -116,7 +116,8 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     core_before = list_core_uses(db)
     assert core_before == list_core_uses_from_scratch(db) != []
     before = list_daily(db)
-    assert any(row[-1] is not None for row in before), "days with a cancellation or return"
+    assert any(row[-2] is not None for row in before), "days with a cancellation or return"
+    assert {row[-1] for row in before} == {None, "cancelled", "returned"}, "and the stage of the first"
     covers_before = list_uptime(db)
     answers_before = list_answer_context(db)
     feedback_before = list_feedback_daily(db)
@@ -139,8 +140,8 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     after = list_daily(db)
     assert_rows_equal(after, list_daily_from_scratch(db))
     assert after != before, "late data changed the rollups"
-    exits = {row[:2]: row[-1] for row in after if row[-1] is not None}
-    assert exits != {row[:2]: row[-1] for row in before if row[-1] is not None}, "late exits changed the first"
+    exits = {row[:2]: row[-2:] for row in after if row[-2] is not None}
+    assert exits != {row[:2]: row[-2:] for row in before if row[-2] is not None}, "late exits changed the first"
     per_touchpoint = list_touchpoint_daily(db)
     assert_rows_equal(per_touchpoint, list_touchpoint_daily_from_scratch(db))
     assert per_touchpoint != per_touchpoint_before, "late data changed the touchpoint-daily rollup"

@@ -43,7 +43,8 @@ WHERE e.kind IN ('usage', 'error')
 GROUP BY 1, 2, 3
 """
 
-# The stages that end a customer relationship; the daily rollup keeps each device-day's first (migration 039).
+# The stages that end a customer relationship; the daily rollup keeps each device-day's first: time, stage (migration
+# 039).
 EXIT_STAGES = ("cancelled", "returned")
 _EXIT_STAGES_SQL = ", ".join(f"'{stage}'" for stage in EXIT_STAGES)
 # The daily aggregation per device: usage stats from the hourly rollup, the rest from raw rows.
@@ -62,7 +63,9 @@ WITH h AS (
            count(*) FILTER (WHERE e.kind = 'recovery')::int AS recovery_count,
            count(*) FILTER (WHERE e.kind = 'feedback')::int AS feedback_count,
            count(*) FILTER (WHERE e.kind = 'lifecycle')::int AS lifecycle_count,
-           min(e.ts) FILTER (WHERE e.kind = 'lifecycle' AND e.stage IN ({_EXIT_STAGES_SQL})) AS exit_at
+           min(e.ts) FILTER (WHERE e.kind = 'lifecycle' AND e.stage IN ({_EXIT_STAGES_SQL})) AS exit_at,
+           (array_agg(e.stage ORDER BY e.ts, e.seq)
+            FILTER (WHERE e.kind = 'lifecycle' AND e.stage IN ({_EXIT_STAGES_SQL})))[1] AS exit_stage
     FROM events e {{scope_events}}
     WHERE e.kind IN ('recovery', 'feedback', 'lifecycle')
     GROUP BY 1, 2
@@ -78,7 +81,7 @@ SELECT coalesce(h.device_key, o.device_key, s.device_key), coalesce(h.day, o.day
        coalesce(h.duration_sum, 0), coalesce(h.quantity_sum, 0), coalesce(h.latency_count, 0),
        coalesce(h.latency_sum, 0), h.latency_max, coalesce(h.touchpoints_used, 0),
        coalesce(s.heartbeat_count, 0), s.battery_min, s.energy_wh_max,
-       coalesce(h.usage_count, 0) > 0, o.exit_at
+       coalesce(h.usage_count, 0) > 0, o.exit_at, o.exit_stage
 FROM h
 FULL JOIN o ON o.device_key = h.device_key AND o.day = h.day
 FULL JOIN s ON s.device_key = coalesce(h.device_key, o.device_key) AND s.day = coalesce(h.day, o.day)
@@ -318,7 +321,7 @@ HOURLY_COLUMNS = ("device_key, bucket, touchpoint, usage_count, success_count, e
                   " quantity_sum, latency_count, latency_sum, latency_sumsq, latency_max")
 DAILY_COLUMNS = ("device_key, day, usage_count, success_count, error_count, recovery_count, feedback_count,"
                  " lifecycle_count, duration_sum, quantity_sum, latency_count, latency_sum, latency_max,"
-                 " touchpoints_used, heartbeat_count, battery_min, energy_wh_max, active, exit_at")
+                 " touchpoints_used, heartbeat_count, battery_min, energy_wh_max, active, exit_at, exit_stage")
 
 
 @dataclass(frozen=True)

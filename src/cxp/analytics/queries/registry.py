@@ -62,21 +62,24 @@ def lifecycle(
 
 def churn_exits(conn: psycopg.Connection, *, scope: AnalyticsQuery, end: date,
                 source: Source = "rollups") -> pd.DataFrame:
-    """First cancellation/return per device up to `end`: device_key, exit_at (each day's first kept on the daily
-    rollup, or from raw lifecycle events)."""
+    """First cancellation/return per device up to `end`: device_key, exit_at, exit_stage (each day's first kept on
+    the daily rollup, or from raw lifecycle events; the earlier event first, then the earlier sequence number)."""
     if source == "raw":
         statement, params = with_scoped_devices(
             scope,
-            "SELECT e.device_key, min(e.ts) AS exit_at FROM events e JOIN sel USING (device_key)"
-            " WHERE e.kind = 'lifecycle' AND e.stage = ANY(%(stages)s) AND e.ts < %(hi)s GROUP BY 1",
+            "SELECT DISTINCT ON (e.device_key) e.device_key, e.ts AS exit_at, e.stage AS exit_stage"
+            " FROM events e JOIN sel USING (device_key)"
+            " WHERE e.kind = 'lifecycle' AND e.stage = ANY(%(stages)s) AND e.ts < %(hi)s"
+            " ORDER BY e.device_key, e.ts, e.seq",
             stages=list(CHURN_STAGES),
             hi=day_start(end + timedelta(days=1)),
         )
     else:
         statement, params = with_scoped_devices(
             scope,
-            "SELECT r.device_key, min(r.exit_at) AS exit_at FROM rollup_daily r JOIN sel USING (device_key)"
-            " WHERE r.exit_at IS NOT NULL AND r.day <= %(end)s GROUP BY 1",
+            "SELECT DISTINCT ON (r.device_key) r.device_key, r.exit_at, r.exit_stage"
+            " FROM rollup_daily r JOIN sel USING (device_key)"
+            " WHERE r.exit_at IS NOT NULL AND r.day <= %(end)s ORDER BY r.device_key, r.day",
             end=end,
         )
     return fetch_frame(conn, statement, params)

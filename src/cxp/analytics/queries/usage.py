@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pandas as pd
 import psycopg
@@ -19,12 +19,14 @@ def daily_usage(
     end: date,
     core_only: bool = False,
     core_uses: bool = False,
+    uses_only: bool = False,
 ) -> pd.DataFrame:
     """Uses per device and active day in [start, end], ordered by device and day: device_key, day, uses
     [, successes, errors, core_uses].
 
     From `rollup_daily`; `core_only` counts only the product's core touchpoints (its kept core uses, migration 036:
-    days with at least one); `core_uses` adds them as a column beside all uses.
+    days with at least one); `core_uses` adds them as a column beside all uses; `uses_only`: device_key, day, uses
+    in no particular order (a fit over the days needs neither the other counts nor the sort).
     """
     # No ORDER BY: PostgreSQL then reads the covering index by day (migrations 029, 036) instead of walking the primary
     # key in device order; sorted here instead.
@@ -33,6 +35,9 @@ def daily_usage(
             "SELECT r.device_key, r.day, r.core_usage_count AS uses FROM rollup_daily r JOIN sel USING (device_key)"
             " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active AND r.core_usage_count > 0"
         )
+    elif uses_only:
+        query = ("SELECT r.device_key, r.day, r.usage_count AS uses FROM rollup_daily r JOIN sel USING (device_key)"
+                 " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active")
     else:
         query = (
             "SELECT r.device_key, r.day, r.usage_count AS uses, r.success_count AS successes,"
@@ -40,7 +45,8 @@ def daily_usage(
             " FROM rollup_daily r JOIN sel USING (device_key) WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active"
         )
     statement, params = with_scoped_devices(scope, query, start=start, end=end)
-    return fetch_frame(conn, statement, params).sort_values(["device_key", "day"], kind="stable", ignore_index=True)
+    frame = fetch_frame(conn, statement, params)
+    return frame if uses_only else frame.sort_values(["device_key", "day"], kind="stable", ignore_index=True)
 
 
 def last_use_before(
@@ -116,5 +122,46 @@ def usage_around(conn: psycopg.Connection, *, scope: AnalyticsQuery, refs: pd.Da
         keys=[int(k) for k in refs["device_key"]],
         days=list(refs["ref_day"]),
         n=days,
+    )
+    return fetch_frame(conn, statement, params)
+
+
+def churn_usage_sums(
+    conn: psycopg.Connection,
+    *,
+    scope: AnalyticsQuery,
+    as_of: date,
+    buckets: int,
+    bucket_days: int,
+    baseline: tuple[date, date],
+    recent_days: int,
+    base_days: int,
+    failure_days: int,
+) -> pd.DataFrame:
+    """Per device, the sums churn risk reads from its active days up to `as_of` (one aggregate in SQL, ~devices rows
+    instead of every device-day of nine weeks): core_<k> (core uses of the k-th `bucket_days`-day bucket back from
+    `as_of`, k < `buckets`), baseline_core_days (days with a core use in [baseline)), uses_<j> (uses of the day j days
+    before `as_of`, j < `recent_days`), uses_base (uses of the `base_days` days before those), uses_recent and
+    errors_recent (the last `failure_days` days)."""
+    age = "(%(as_of)s::date - r.day)"
+
+    def total(column: str, lo: int, hi: int) -> str:
+        return f"coalesce(sum(r.{column}) FILTER (WHERE {age} >= {lo} AND {age} < {hi}), 0)::bigint"
+
+    columns = [f"{total('core_usage_count', k * bucket_days, (k + 1) * bucket_days)} AS core_{k}"
+               for k in range(buckets)]
+    columns.append("count(*) FILTER (WHERE r.core_usage_count > 0 AND r.day >= %(baseline_from)s"
+                   " AND r.day < %(baseline_to)s)::int AS baseline_core_days")
+    columns += [f"{total('usage_count', j, j + 1)} AS uses_{j}" for j in range(recent_days)]
+    columns.append(f"{total('usage_count', recent_days, recent_days + base_days)} AS uses_base")
+    columns.append(f"{total('usage_count', 0, failure_days)} AS uses_recent")
+    columns.append(f"{total('error_count', 0, failure_days)} AS errors_recent")
+    reach = max(buckets * bucket_days, recent_days + base_days, failure_days)
+    first = min(baseline[0], as_of - timedelta(days=reach - 1))
+    statement, params = with_scoped_devices(
+        scope,
+        f"SELECT r.device_key, {', '.join(columns)} FROM rollup_daily r JOIN sel USING (device_key)"
+        " WHERE r.active AND r.day BETWEEN %(first)s AND %(as_of)s GROUP BY 1 ORDER BY 1",
+        as_of=as_of, first=first, baseline_from=baseline[0], baseline_to=baseline[1],
     )
     return fetch_frame(conn, statement, params)

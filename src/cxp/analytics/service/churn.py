@@ -20,7 +20,7 @@ from cxp.analytics.queries._base import CHURN_STAGES, day_start, shared_reads
 from cxp.analytics.queries.disruptions import error_stream
 from cxp.analytics.queries.registry import devices, lifecycle
 from cxp.analytics.queries.touchpoints import failure_counts
-from cxp.analytics.queries.usage import daily_usage, last_use_before
+from cxp.analytics.queries.usage import churn_usage_sums, daily_usage, last_use_before
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import empty_window, resolve_window, utc_days
 from cxp.analytics.service.disruptions import incident_errors
@@ -31,6 +31,9 @@ DISRUPTION_LOOKBACK_DAYS = 14
 EXPERIENCE_WINDOW_DAYS = 14  # failures, incidents and support contacts of the last two weeks
 CLASS_WINDOW_DAYS = 56  # the answers a touchpoint's failure cost (its penalty) is estimated from
 MIN_OWN_RHYTHM_DAYS = 14  # shorter history: the product's expected rhythm instead of the entity's own
+DROP_WINDOWS = (2, 3, 4, 7)  # the recent windows a usage drop is looked for in (days)
+DROP_BASE_DAYS = 28  # the days before them the entity's own rate comes from
+FAILURE_DAYS = 28  # the failure rate's window
 
 
 def _account_status(statuses: pd.Series) -> str:
@@ -192,17 +195,20 @@ def _risk_table(
             level=level, window=window, weights={}, entries=(), reason="not enough data: no devices in scope"
         )
     retention = device_retention(conn, scope=query, window=window, devices=scoped)
-    # One read of the daily rollup: all uses and errors from a week before the baseline, core uses from its start.
-    all_use = daily_usage(conn, scope=query, start=baseline_start - timedelta(days=7), end=as_of, core_uses=True)
-    core_use = all_use.loc[(all_use["day"] >= baseline_start).to_numpy() & (all_use["core_uses"] > 0).to_numpy(),
-                           ["device_key", "day", "core_uses"]].rename(columns={"core_uses": "uses"})
-    core_use = core_use.reset_index(drop=True)
+    # One aggregate over the daily rollup: per device the sums each part reads, not every device-day of nine weeks.
+    buckets = window_days // bucket_days if 1 <= bucket_days <= window_days else 0
+    sums = churn_usage_sums(conn, scope=query, as_of=as_of, buckets=buckets, bucket_days=max(bucket_days, 1),
+                            baseline=(baseline_start, trend_start), recent_days=max(DROP_WINDOWS),
+                            base_days=DROP_BASE_DAYS, failure_days=FAILURE_DAYS)
+    # Each trend bucket's core uses as one row on its last day: the trend sums a bucket's days, so it fits the same.
+    core_use = _on_days(sums, as_of=as_of, key="device_key",
+                        columns={f"core_{k}": k * bucket_days for k in range(buckets)})
     last_core = last_use_before(conn, scope=query, end=as_of, core_only=True)
     recent = _recent_disruptions(conn, scope=query, as_of=as_of, scoped=scoped, disruptions=disruptions)
 
     activated_on = utc_days(scoped["activated_at"])
     baseline_days = (pd.Timestamp(trend_start) - np.maximum(activated_on, pd.Timestamp(baseline_start))).dt.days
-    baseline_used = core_use[pd.to_datetime(core_use["day"]) < pd.Timestamp(trend_start)].groupby("device_key").size()
+    baseline_used = sums.set_index("device_key")["baseline_core_days"]
     own_rhythm = (
         baseline_used.reindex(scoped["device_key"]).fillna(0).to_numpy()
         / np.clip(baseline_days.to_numpy(), 1, None)
@@ -271,16 +277,21 @@ def _risk_table(
     risk = core_segments.churn_risk(
         usage=entity_usage, entities=entities, as_of=as_of, window_days=window_days, bucket_days=bucket_days
     )
-    all_use = all_use.merge(per_device[["device_key", "device_id", "account_id"]], on="device_key")
     key = "account_id" if level == "account" else "device_id"
-    by_entity = all_use.rename(columns={key: "entity_id"})
-    by_entity = by_entity.groupby(["entity_id", "day"], as_index=False)[["uses", "errors"]].sum()
-    drop = core_warning.usage_drop(usage=by_entity, entities=entities["entity_id"], as_of=as_of)
-    recent = by_entity[pd.to_datetime(by_entity["day"]) > pd.Timestamp(as_of - timedelta(days=28))]
+    by_entity = sums.merge(per_device[["device_key", "device_id", "account_id"]], on="device_key")
+    by_entity["entity_id"] = by_entity[key].to_numpy()
+    # The recent days' uses one row each, the base period's as one row on its first day back (all the drop sums).
+    recent_days = max(DROP_WINDOWS)
+    drop_use = _on_days(by_entity, as_of=as_of, key="entity_id",
+                        columns={**{f"uses_{j}": j for j in range(recent_days)}, "uses_base": recent_days})
+    drop_use = drop_use.groupby(["entity_id", "day"], as_index=False)["uses"].sum()
+    drop = core_warning.usage_drop(usage=drop_use, entities=entities["entity_id"], as_of=as_of, windows=DROP_WINDOWS,
+                                   base_days=DROP_BASE_DAYS)
+    recent = by_entity.groupby("entity_id")[["errors_recent", "uses_recent"]].sum()
     group = ranked.set_index("entity_id")["product_id"].astype(object).fillna("(mixed)")
     failures = core_warning.failure_rate_risk(
-        failures=recent.groupby("entity_id")["errors"].sum(),
-        uses=recent.groupby("entity_id")["uses"].sum(),
+        failures=recent["errors_recent"],
+        uses=recent["uses_recent"],
         group=group,
         entities=entities["entity_id"],
     )
@@ -305,6 +316,18 @@ def _risk_table(
         risk=risk.table, parts=[drop, failures, satisfaction, experience], weights=weights
     )
     return table, used, ranked, window, risk.reason
+
+
+def _on_days(frame: pd.DataFrame, *, as_of: date, key: str, columns: dict[str, int]) -> pd.DataFrame:
+    """Wide per-key sums as long rows (key → entity_id or device_key, day = `as_of` − the column's days back, uses),
+    rows of no use left out."""
+    parts = [pd.DataFrame({key: frame[key].to_numpy(), "day": as_of - timedelta(days=back),
+                           "uses": frame[column].to_numpy(dtype=np.int64)}) for column, back in columns.items()]
+    if not parts:
+        return pd.DataFrame({key: pd.Series(dtype=object), "day": pd.Series(dtype=object),
+                             "uses": pd.Series(dtype=np.int64)})
+    rows = pd.concat(parts, ignore_index=True)
+    return rows[rows["uses"].to_numpy() > 0].reset_index(drop=True)
 
 
 def _experience_events(

@@ -178,8 +178,8 @@ def _with_live(conn: psycopg.Connection, *, scope: AnalyticsQuery, rows: pd.Data
     todo = rows[live]
     ends = todo["period_end"]
     usage = daily_usage(conn, scope=scope, start=(ends.min() - pd.Timedelta(days=TRAJECTORY_WINDOW_DAYS - 1)).date(),
-                        end=ends.max().date())
-    usage = usage[["device_key", "day", "uses"]].rename(columns={"device_key": "entity_id"})
+                        end=ends.max().date(), uses_only=True)
+    usage = usage.rename(columns={"device_key": "entity_id"})
     fitted = trajectories_at(
         usage=usage,
         rows=pd.DataFrame({

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import numpy as np
 import pandas as pd
 import psycopg
 
 from cxp.analytics.core import voice as core_voice
 from cxp.analytics.models import Window
-from cxp.analytics.queries._base import CHURN_STAGES
 from cxp.analytics.queries.feedback import device_feedback, feedback_histogram
-from cxp.analytics.queries.registry import lifecycle
+from cxp.analytics.queries.registry import churn_exits
 from cxp.analytics.queries.usage import last_use_before
 from cxp.analytics.query import AnalyticsQuery
 from cxp.analytics.service._common import CHURN_INACTIVE_DAYS, utc_days
@@ -24,14 +21,11 @@ def device_retention(
     """Per device: status at the end of the window (active / inactive ≥ 28 days / cancelled / returned),
     days idle and retained 0/1."""
     last = last_use_before(conn, scope=scope, end=window.end)
-    exits = lifecycle(conn, scope=scope, start=date(1970, 1, 1), end=window.end, stages=list(CHURN_STAGES))
-    exits = exits.sort_values("ts").drop_duplicates("device_key")
+    exits = churn_exits(conn, scope=scope, end=window.end)
     frame = devices[["device_key", "device_id", "product_id", "account_id", "activated_at"]].merge(
         last, on="device_key", how="left"
     )
-    frame = frame.merge(
-        exits[["device_key", "stage", "ts"]].rename(columns={"ts": "exit_at"}), on="device_key", how="left"
-    )
+    frame = frame.merge(exits.rename(columns={"exit_stage": "stage"}), on="device_key", how="left")
     reference = pd.to_datetime(frame["last_use_on"]).fillna(utc_days(frame["activated_at"]))
     idle = (pd.Timestamp(window.end) - reference).dt.days
     status = np.where(
