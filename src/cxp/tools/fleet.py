@@ -197,14 +197,17 @@ def bench_fleet_params(*, devices: int, days: int, seed: int) -> dict[str, Any]:
 
 def ensure_fleet(
     conn: psycopg.Connection, *, params: dict[str, Any], workers: int, reload: bool, out: Callable[[str], None],
-    settings: Any = None,
+    settings: Any = None, migrated: bool = False,
 ) -> None:
-    """Load the fleet into this (benchmark) database unless it already holds it fully rolled up."""
+    """Load the fleet into this (benchmark) database unless it already holds it fully rolled up; a held fleet that
+    `migrated` (migrations were just applied to it) is vacuumed, as after a load."""
     from cxp.store.admin import truncate_data
 
     if not reload and _loaded(conn, params):
         out(f"the database already holds the fleet ({params['devices']:,} devices × {params['days']} days);"
             " --reload to rebuild")
+        if migrated:  # a migration's rewrites leave dead rows and clear the visibility map, like a load
+            _settle(conn, out)
         return
     truncate_data(conn)
     if settings is not None:  # through `cxp import`: the contract validation and checkpoint of a real history import

@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     end = (params["start"] + timedelta(days=args.days - 1)).date()
     weeks = args.days // 7
     with connect(settings.db) as conn:
-        apply_migrations(conn)
-        ensure_fleet(conn, params=params, workers=args.workers, reload=args.reload, out=out,
+        migrated = bool(apply_migrations(conn))
+        ensure_fleet(conn, params=params, workers=args.workers, reload=args.reload, out=out, migrated=migrated,
                      settings=settings if args.via_import else None)
         sizes = conn.execute(
             "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM device_state),"

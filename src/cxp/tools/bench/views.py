@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         params = bench_fleet_params(devices=devices, days=args.days, seed=args.seed)
         end = (params["start"] + timedelta(days=args.days - 1)).date()
         with connect(settings.db) as conn:
-            apply_migrations(conn)
-            ensure_fleet(conn, params=params, workers=args.workers, reload=args.reload, out=out,
+            migrated = bool(apply_migrations(conn))
+            ensure_fleet(conn, params=params, workers=args.workers, reload=args.reload, out=out, migrated=migrated,
                          settings=settings if args.via_import else None)
             events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
             t0 = time.perf_counter()
