@@ -162,3 +162,37 @@ def test_a_device_level_fault_nothing_closed_is_unconfirmed_not_never_recovered(
     )
     assert episodes["status"].tolist() == ["unconfirmed"]
     assert error_episodes(events=stream, as_of=T0 + pd.Timedelta(days=3))["status"].tolist() == ["unrecovered"]
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_hour_matrices_equal_a_plain_count_per_key_and_hour(seed: int) -> None:
+    """Keys in tuple order, k per key × hour and n per product × touchpoint shared by its codes (n ≥ k), as counted
+    one row at a time; exposure of pairs without errors and unknown products is ignored."""
+    from cxp.analytics.core.incidents import _hour_matrices
+
+    rng = np.random.default_rng(seed)
+    products, touchpoints, codes = ["b", "a", "c10", "c2"], ["t2", "t1", "t10"], ["E2", "E1", "E10"]
+    rows = 400
+    errors = pd.DataFrame({
+        "product_id": rng.choice(products[:3], rows), "touchpoint": rng.choice(touchpoints, rows),
+        "code": rng.choice(codes, rows), "bucket": T0 + pd.to_timedelta(rng.integers(0, 72, rows), unit="h"),
+        "devices": rng.integers(1, 4, rows),
+    })
+    exposure = pd.DataFrame({
+        "product_id": rng.choice(products, rows), "touchpoint": rng.choice(touchpoints, rows),
+        "bucket": T0 + pd.to_timedelta(rng.integers(0, 80, rows), unit="h"), "users": rng.integers(1, 9, rows),
+    })
+    keys, t0, k_mat, n_mat = _hour_matrices(errors, exposure)
+    expected_keys = sorted({(p, t, c) for p, t, c in zip(errors["product_id"], errors["touchpoint"], errors["code"],
+                                                          strict=True)})
+    assert list(keys) == expected_keys
+    hour = {b: int((b - pd.Timestamp(t0, unit="s", tz="UTC")) / pd.Timedelta(hours=1))
+            for b in pd.concat([errors["bucket"], exposure["bucket"]])}
+    k_plain, n_plain = np.zeros_like(k_mat), np.zeros((len(products), len(touchpoints), k_mat.shape[1]))
+    for r in errors.itertuples():
+        k_plain[expected_keys.index((r.product_id, r.touchpoint, r.code)), hour[r.bucket]] += r.devices
+    for r in exposure.itertuples():
+        n_plain[products.index(r.product_id), touchpoints.index(r.touchpoint), hour[r.bucket]] += r.users
+    assert np.array_equal(k_mat, k_plain)
+    for i, (p, t, _) in enumerate(expected_keys):
+        assert np.array_equal(n_mat[i], np.fmax(n_plain[products.index(p), touchpoints.index(t)], k_plain[i]))

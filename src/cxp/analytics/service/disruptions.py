@@ -26,7 +26,7 @@ from cxp.analytics.models import (
     Spike,
     Window,
 )
-from cxp.analytics.queries._base import day_start
+from cxp.analytics.queries._base import day_start, shared_value
 from cxp.analytics.queries.disruptions import (
     daily_errors_by_product,
     error_stream,
@@ -267,7 +267,15 @@ def _incidents(
 
 def _incident_runs(conn: psycopg.Connection, *, scope: AnalyticsQuery, window: Window, alpha: float) -> pd.DataFrame:
     """Runs of anomalous hours per product × touchpoint × error code reaching into the window (core incidents), the
-    baseline rate pooled over the window and up to 28 days before it."""
+    baseline rate pooled over the window and up to 28 days before it (once per `shared_reads` block: the fleet
+    report's incidents and its churn risk's experience ask for the same)."""
+    return shared_value(("incident_runs", scope, window.start, window.end, alpha),
+                        lambda: _find_incident_runs(conn, scope=scope, window=window, alpha=alpha))
+
+
+def _find_incident_runs(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, window: Window, alpha: float
+) -> pd.DataFrame:
     first = max(window.start - timedelta(days=BASELINE_DAYS), get_first_day(conn) or window.start)
     errors = hourly_errors(conn, scope=scope, start=first, end=window.end)
     if errors.empty:
