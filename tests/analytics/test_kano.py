@@ -115,3 +115,23 @@ def test_the_within_device_fit_equals_the_full_dummy_regression():
     assert got_dof == dof and sigma == pytest.approx(np.sqrt(sigma2))
     for j, name in enumerate(names):
         assert est[name] == pytest.approx((coef[len(devices) + j], se[len(devices) + j]), rel=1e-9, abs=1e-9)
+
+
+def test_products_are_fitted_apart_with_their_own_counts() -> None:
+    """Several products in one call: each product's rows equal its answers fitted alone, the n per group equal plain
+    counts, and answers of no group or no score are left out."""
+    first = _answers(6)
+    second = _answers(7, devices=90).assign(product_id="a", device_id=lambda f: "x" + f["device_id"])
+    second = second[second["touchpoint"] != "logo"]  # a touchpoint answered in one product only
+    odd = first.head(5).assign(group=[None, "other", "low", "high", "middle"], score=[3.0, 3.0, np.nan, 4.0, 2.0])
+    both = pd.concat([first, second, odd], ignore_index=True).sample(frac=1.0, random_state=1)
+    table = kano_classes(answers=both).table
+    assert table["product_id"].tolist() == ["a"] * 3 + ["p"] * 4
+    for product, alone in (("p", pd.concat([first, odd.iloc[3:]])), ("a", second)):
+        pd.testing.assert_frame_equal(table[table["product_id"] == product].reset_index(drop=True),
+                                      kano_classes(answers=alone).table, rtol=1e-9)
+        counted = alone[alone["score"].notna()].groupby(["touchpoint", "group"]).size()
+        rows = table[table["product_id"] == product].set_index("touchpoint")
+        for tp, row in rows.iterrows():
+            assert (row["n_low"], row["n_high"]) == (counted.get((tp, "low"), 0), counted.get((tp, "high"), 0))
+            assert row["n_middle"] == counted.xs("middle", level="group").sum()

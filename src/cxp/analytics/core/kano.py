@@ -80,33 +80,41 @@ def _fit_product(frame: pd.DataFrame) -> tuple[dict[tuple[str, str], tuple[float
     """Least squares with device intercepts and low/high dummies per touchpoint: {(touchpoint, group): (β, se)}, the
     residual degrees of freedom and σ.
 
+    `frame`: device_id, touchpoint, group, score (one product's answers)."""
+    tp_idx, tp_names = pd.factorize(frame["touchpoint"].astype(str).to_numpy(), sort=True)
+    group = frame["group"].astype(object).to_numpy()
+    return _fit_coded(device=frame["device_id"].to_numpy(), touchpoint=tp_idx, names=np.asarray(tp_names, dtype=object),
+                      low=group == "low", high=group == "high", score=float_column(frame, "score"))
+
+
+def _fit_coded(*, device: np.ndarray, touchpoint: np.ndarray, names: np.ndarray, low: np.ndarray, high: np.ndarray,
+               score: np.ndarray) -> tuple[dict[tuple[str, str], tuple[float, float]], int, float]:
+    """`_fit_product` on arrays: each answer's device, touchpoint code (into `names`), low / high flags and score.
+
     The device intercepts are absorbed by demeaning within device (Frisch–Waugh–Lovell): the dummies' estimates,
     residuals and covariance are those of the full model, without a matrix as wide as the fleet (its pseudo-inverse
-    grew with the cube of the devices)."""
-    dev_idx, devices = pd.factorize(frame["device_id"].to_numpy())
-    tps = frame["touchpoint"].to_numpy().astype(str)
-    group = frame["group"].to_numpy().astype(str)
-    dummy = group != "middle"
-    pairs = np.char.add(np.char.add(tps, "\x1f"), group)
-    pair_idx, codes = pd.factorize(pairs[dummy], sort=True)
-    names = [tuple(str(c).split("\x1f", 1)) for c in codes]
-    col = {name: j for j, name in enumerate(names)}
-    x = np.zeros((len(frame), len(names)))
+    grew with the cube of the devices). Columns are touchpoint × (high, low) in that order, as integer codes: no text
+    per answer."""
+    dev_idx, devices = pd.factorize(device)
+    dummy = low | high
+    pair_idx, codes = pd.factorize(touchpoint[dummy] * 2 + low[dummy], sort=True)
+    columns = [(str(names[c // 2]), "low" if c % 2 else "high") for c in codes.tolist()]
+    col = {name: j for j, name in enumerate(columns)}
+    k, n_devices = len(columns), len(devices)
+    x = np.zeros((len(score), k))
     x[np.flatnonzero(dummy), pair_idx] = 1.0
-    y = float_column(frame, "score")
-    counts = np.bincount(dev_idx, minlength=len(devices)).astype(float)
-    x_mean = np.column_stack([np.bincount(dev_idx, weights=x[:, j], minlength=len(devices))
-                              for j in range(len(names))]) if names else np.zeros((len(devices), 0))
-    x_within = x - (x_mean / counts[:, None])[dev_idx]
-    y_within = y - (np.bincount(dev_idx, weights=y, minlength=len(devices)) / counts)[dev_idx]
+    counts = np.bincount(dev_idx, minlength=n_devices).astype(float)
+    x_sums = np.bincount(dev_idx[dummy] * k + pair_idx, minlength=n_devices * k).reshape(n_devices, k)
+    x_within = x - (x_sums / counts[:, None])[dev_idx]
+    y_within = score - (np.bincount(dev_idx, weights=score, minlength=n_devices) / counts)[dev_idx]
     # Normal equations of a few dummies (a k × k system) instead of an SVD of the tall matrix: the same
     # minimum-norm solution (pinv(X) = pinv(XᵀX)Xᵀ) and rank (X's singular values are the roots of XᵀX's).
     gram = x_within.T @ x_within
-    inverse = np.linalg.pinv(gram) if names else np.zeros((0, 0))
+    inverse = np.linalg.pinv(gram) if k else np.zeros((0, 0))
     coef = inverse @ (x_within.T @ y_within)
-    singular = np.sqrt(np.clip(np.linalg.svd(gram, compute_uv=False), 0.0, None)) if names else np.zeros(0)
+    singular = np.sqrt(np.clip(np.linalg.svd(gram, compute_uv=False), 0.0, None)) if k else np.zeros(0)
     rank = int((singular > np.finfo(float).eps * max(x.shape) * singular[0]).sum()) if len(singular) else 0
-    dof = len(y) - len(devices) - rank
+    dof = len(score) - n_devices - rank
     if dof < 1:
         return {}, dof, float("nan")
     resid = y_within - x_within @ coef
@@ -114,7 +122,7 @@ def _fit_product(frame: pd.DataFrame) -> tuple[dict[tuple[str, str], tuple[float
     cov = sigma2 * inverse
     est = {name: (float(coef[c]), float(np.sqrt(max(cov[c, c], 0.0)))) for name, c in col.items()}
     # the spread needs the covariance of the two dummies of a touchpoint
-    for t in {t for t, _ in names}:
+    for t in {t for t, _ in columns}:
         if (t, "low") in col and (t, "high") in col:
             a, b = col[(t, "high")], col[(t, "low")]
             var = cov[a, a] + cov[b, b] - 2 * cov[a, b]
@@ -139,26 +147,41 @@ def kano_classes(
     require_columns(answers, ["product_id", "device_id", "touchpoint", "score", "group"], what="kano_classes")
     if min_n < 2 or min_middle < 2 or not 0 < attractive_share < basic_share < 1 or indifferent_spread <= 0:
         raise InvalidParameter("need min_n ≥ 2, min_middle ≥ 2, 0 < attractive_share < basic_share < 1, spread > 0")
-    frame = answers[member_of(answers["group"], GROUPS) & np.isfinite(float_column(answers, "score"))]
+    score = float_column(answers, "score")
+    keep = np.asarray(member_of(answers["group"], GROUPS), dtype=bool) & np.isfinite(score)
+    group = answers["group"].astype(object).to_numpy()[keep]
+    # Products, touchpoints and groups as integer codes (sorted): counts by bincount, one fit per product.
+    product_idx, products = pd.factorize(answers["product_id"].astype(str).to_numpy()[keep], sort=True)
+    tp_idx, touchpoints = pd.factorize(answers["touchpoint"].astype(str).to_numpy()[keep], sort=True)
+    group_idx = np.select([group == g for g in GROUPS], range(len(GROUPS)))
+    n_tp = len(touchpoints)
+    counts = np.bincount((product_idx * n_tp + tp_idx) * len(GROUPS) + group_idx,
+                         minlength=len(products) * n_tp * len(GROUPS)).reshape(len(products), n_tp, len(GROUPS))
+    low, middle, high = (counts[:, :, GROUPS.index(g)] for g in ("low", "middle", "high"))
+    device, score = answers["device_id"].to_numpy()[keep], score[keep]
+    order = np.argsort(product_idx, kind="stable")
+    bounds = np.searchsorted(product_idx[order], np.arange(len(products) + 1))
+    names = np.asarray(touchpoints, dtype=object)
     rows: list[dict[str, object]] = []
     models: dict[str, dict[str, float | int | None]] = {}
-    for product_id, part in frame.groupby("product_id", sort=True):
-        n_middle = int((part["group"] == "middle").sum())
-        est, dof, sigma = _fit_product(part) if len(part) else ({}, 0, float("nan"))
+    for p, product_id in enumerate(products):
+        part = order[bounds[p]:bounds[p + 1]]
+        n_middle = int(middle[p].sum())
+        est, dof, sigma = _fit_coded(device=device[part], touchpoint=tp_idx[part], names=names,
+                                     low=group_idx[part] == 0, high=group_idx[part] == 2, score=score[part])
         models[str(product_id)] = {"answers": len(part), "middle": n_middle, "dof": dof, "sigma": sigma}
         tq = float(sps.t.ppf(0.975, dof)) if dof >= 1 else float("nan")
-        counts = part.groupby(["touchpoint", "group"]).size()
-        for tp in sorted(part["touchpoint"].astype(str).unique()):
-            n_low, n_high = int(counts.get((tp, "low"), 0)), int(counts.get((tp, "high"), 0))
+        for t in np.flatnonzero(counts[p].sum(axis=1)):
             row: dict[str, object] = {
                 "product_id": str(product_id),
-                "touchpoint": tp,
-                "n_low": n_low,
-                "n_high": n_high,
+                "touchpoint": str(names[t]),
+                "n_low": int(low[p, t]),
+                "n_high": int(high[p, t]),
                 "n_middle": n_middle,
             }
             rows.append(
-                _classify(row, est, tp, tq, min_n, min_middle, basic_share, attractive_share, indifferent_spread)
+                _classify(row, est, str(names[t]), tq, min_n, min_middle, basic_share, attractive_share,
+                          indifferent_spread)
             )
     table = pd.DataFrame(rows, columns=CLASS_COLUMNS)
     for c in CLASS_COLUMNS[5:15]:
