@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 
 import pandas as pd
 import pytest
@@ -54,7 +55,8 @@ def test_whole_weeks_from_the_weekly_rollup_equal_the_daily_sums(
 
 
 @pytest.mark.parametrize(("offset", "days"), [(2, 23), (0, 14), (3, 5), (6, 9)])  # mid-week; whole weeks; none
-@pytest.mark.parametrize("read", [touchpoint_queries.touchpoint_totals, touchpoint_queries.device_touchpoints])
+@pytest.mark.parametrize("read", [touchpoint_queries.touchpoint_totals, touchpoint_queries.device_touchpoints,
+                                  partial(touchpoint_queries.touchpoint_totals, per_device=False)])
 def test_touchpoint_sums_over_whole_weeks_and_edge_days_equal_the_daily_sums(
     fleet_conn, loaded_fleet: LoadedFleet, monkeypatch, read, offset: int, days: int
 ) -> None:
@@ -68,6 +70,20 @@ def test_touchpoint_sums_over_whole_weeks_and_edge_days_equal_the_daily_sums(
             daily = read(fleet_conn, scope=scope, start=start, end=end)
         assert len(weekly) > 0
         pd.testing.assert_frame_equal(weekly, daily, check_dtype=False, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("offset", "days"), [(2, 23), (0, 14)])
+def test_touchpoint_totals_summed_in_sql_equal_the_sums_of_the_per_device_rows(
+    fleet_conn, loaded_fleet: LoadedFleet, offset: int, days: int
+) -> None:
+    first = loaded_fleet.params["start"].date()
+    start = first + timedelta(days=offset)
+    end = start + timedelta(days=days - 1)
+    for scope in (AnalyticsQuery(), AnalyticsQuery(product="ebike-s2"), AnalyticsQuery(segment="smb")):
+        summed = touchpoint_queries.touchpoint_totals(fleet_conn, scope=scope, start=start, end=end)
+        in_sql = touchpoint_queries.touchpoint_totals(fleet_conn, scope=scope, start=start, end=end, per_device=False)
+        assert len(summed) > 3 and (summed["devices"] > 0).all()
+        pd.testing.assert_frame_equal(in_sql, summed, check_dtype=False, rtol=1e-12)
 
 
 def test_whole_weeks_are_exactly_the_monday_to_sunday_weeks_inside_the_window() -> None:

@@ -12,13 +12,30 @@ from cxp.analytics.queries._base import day_start, fetch_frame, weeks_and_days_s
 from cxp.analytics.query import AnalyticsQuery
 
 
-def touchpoint_totals(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
+def touchpoint_totals(
+    conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date, per_device: bool = True
+) -> pd.DataFrame:
     """Per product × touchpoint over [start, end]: devices, uses, successes, errors, latency_count/sum,
-    fleet_devices (devices active in the window). Whole weeks from the weekly rollups, other days from the daily."""
-    rows = _device_touchpoint_sums(conn, scope=scope, start=start, end=end)
-    # Summed here from the per-device rows the view reads anyway (one read, shared in a `shared_reads` block).
-    totals = rows.assign(devices=rows["uses"] > 0).groupby(["product_id", "touchpoint"], as_index=False, sort=True)[
-        ["devices", "uses", "successes", "errors", "latency_count", "latency_sum"]].sum()
+    fleet_devices (devices active in the window). Whole weeks from the weekly rollups, other days from the daily.
+
+    `per_device`: summed here from the per-device rows, for a view that reads them anyway (`device_touchpoints`: one
+    read, shared in a `shared_reads` block); else summed in SQL, only the totals sent (a view that shows only them)."""
+    sums = ["devices", "uses", "successes", "errors", "latency_count", "latency_sum"]
+    if per_device:
+        rows = _device_touchpoint_sums(conn, scope=scope, start=start, end=end)
+        totals = rows.assign(devices=rows["uses"] > 0).groupby(["product_id", "touchpoint"], as_index=False,
+                                                                 sort=True)[sums].sum()
+    else:
+        device_sums, params = _touchpoint_sums(start, end)
+        statement, params = with_scoped_devices(
+            scope,
+            f", pd AS ({device_sums}) SELECT product_id, touchpoint, count(*) FILTER (WHERE uses > 0)::int AS devices,"
+            " sum(uses)::int AS uses, sum(successes)::int AS successes, sum(errors)::int AS errors,"
+            " sum(latency_count)::int AS latency_count, sum(latency_sum) AS latency_sum FROM pd GROUP BY 1, 2"
+            " ORDER BY 1, 2",
+            **params,
+        )
+        totals = fetch_frame(conn, statement, params)
     active, params = weeks_and_days_sql(start, end, weekly="rollup_weekly", daily="rollup_daily",
                                         columns="sel.product_id, w.device_key", join=" JOIN sel USING (device_key)",
                                         weekly_where="AND w.active_days > 0", daily_where="AND w.active")

@@ -122,7 +122,7 @@ def _touchpoints(
     if window is None:
         return TouchpointReport(window=empty_window(), touchpoints=(), models=(), crosshairs={})
     catalogue = touchpoint_catalogue(conn, product=query.product)
-    totals = touchpoint_totals(conn, scope=query, start=window.start, end=window.end)
+    totals = touchpoint_totals(conn, scope=query, start=window.start, end=window.end, per_device=outcome_models)
     if totals.empty:
         return TouchpointReport(window=window, touchpoints=(), models=(), crosshairs={})
     totals = totals.merge(catalogue, on=["product_id", "touchpoint"], how="left")
