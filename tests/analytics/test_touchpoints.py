@@ -139,3 +139,22 @@ def test_derived_importance_not_enough_data() -> None:
     assert_no_nan(r.table)
     const = tp.derived_importance(performance=_synthetic()[0], outcomes=_synthetic()[1].assign(outcome=1.0))
     assert const.reason == "outcome does not vary"
+
+
+def test_the_performance_matrix_equals_a_pivot_table_in_the_outcomes_order() -> None:
+    """Devices in the outcomes' order (those without a use all missing), touchpoints sorted, the mean of repeated
+    rows; rows of devices without an outcome or without a finite performance are left out."""
+    from cxp.analytics.core.touchpoints import _wide
+
+    rng = np.random.default_rng(5)
+    perf = pd.DataFrame({"device_id": rng.choice([f"d{i}" for i in range(40)], 300),
+                         "touchpoint": rng.choice(["b", "a", "c10", "c2"], 300),
+                         "performance": np.where(rng.random(300) < 0.05, np.nan, rng.uniform(0, 100, 300))})
+    outcomes = pd.DataFrame({"device_id": [f"d{i}" for i in range(45, 0, -1)], "outcome": rng.integers(0, 2, 45)})
+    wide, y = _wide(perf, outcomes)
+    known = perf[perf["performance"].notna() & perf["device_id"].isin(outcomes["device_id"])]
+    expected = known.pivot_table(index="device_id", columns="touchpoint", values="performance", aggfunc="mean")
+    expected = expected.reindex(outcomes["device_id"].to_numpy())
+    assert list(wide.columns) == ["a", "b", "c10", "c2"] and list(wide.index) == list(outcomes["device_id"])
+    assert np.allclose(wide.to_numpy(), expected.to_numpy(), equal_nan=True, rtol=1e-12)
+    assert wide.loc["d45"].isna().all() and np.array_equal(y, outcomes["outcome"].to_numpy(dtype=float))

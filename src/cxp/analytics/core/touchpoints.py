@@ -84,9 +84,17 @@ def _wide(performance: pd.DataFrame, outcomes: pd.DataFrame) -> tuple[pd.DataFra
         }
     )
     perf = perf[np.isfinite(perf["performance"].to_numpy()) & member_of(perf["device_id"], y.index)]
-    wide = perf.pivot_table(index="device_id", columns="touchpoint", values="performance", aggfunc="mean")
-    wide = wide.reindex(y.index)
-    wide.columns = [str(c) for c in wide.columns]
+    # The mean per device × touchpoint as a matrix from integer codes (what a pivot table gives, without its groupby):
+    # devices in the outcomes' order, touchpoints sorted.
+    row = y.index.get_indexer(perf["device_id"])
+    column, touchpoints = pd.factorize(perf["touchpoint"].astype(str).to_numpy(), sort=True)
+    cells = row * len(touchpoints) + column
+    size = len(y) * len(touchpoints)
+    sums = np.bincount(cells, weights=perf["performance"].to_numpy(dtype=float), minlength=size)
+    counts = np.bincount(cells, minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / counts, np.nan).reshape(len(y), len(touchpoints))
+    wide = pd.DataFrame(means, index=y.index, columns=[str(t) for t in touchpoints])
     return wide, y.to_numpy(dtype=float)
 
 
