@@ -154,3 +154,81 @@ def test_disruption_effects_small_and_default_threshold() -> None:
     assert r.fast_recovery_s == 55 and r.usage_metric.startswith("usage_after − usage_before")
     assert r.paradox == "not enough data" and r.comparisons["difference"].isna().all()
     assert_no_nan(r.groups)
+
+
+def _plain_episodes(events: pd.DataFrame, *, as_of: pd.Timestamp, stale: float, give_up: float,
+                    confirm_by_use: bool) -> list[dict]:
+    """Episodes one event at a time, per key in time order (errors first at the same instant): the specification."""
+    now = as_of.timestamp()
+    rows = []
+    for i, r in enumerate(events.itertuples(index=False)):
+        kind = str(r.kind).lower()
+        if kind in ("error", "recovery", "success") and not pd.isna(r.ts):
+            touchpoint, code, product = ("" if pd.isna(r.touchpoint) else r.touchpoint,
+                                         None if pd.isna(r.code) else r.code,
+                                         None if pd.isna(r.product_id) else r.product_id)
+            rows.append((r.device_id, touchpoint, code, product, r.ts.timestamp(), kind, i))
+    rows.sort(key=lambda r: (r[0], r[1], r[2] is None, r[2] or "", r[4], r[5] != "error", r[6]))
+    episodes: list[dict] = []
+    previous: dict[tuple, tuple[float, bool]] = {}
+    current: dict[tuple, dict] = {}
+    for device, touchpoint, code, product, t, kind, _ in rows:
+        key, is_error = (device, touchpoint, code), kind == "error"
+        prev_t, prev_error = previous.get(key, (None, False))
+        near = prev_t is not None and t - prev_t <= stale
+        if is_error:
+            if prev_error and near:
+                episode = current[key]
+                episode.update(last=t, errors=episode["errors"] + 1)
+            else:
+                episode = {"device_id": device, "product_id": None, "touchpoint": touchpoint, "code": code,
+                           "start": t, "last": t, "errors": 1, "end": None, "by_use": None}
+                episodes.append(episode)
+                current[key] = episode
+            if episode["product_id"] is None and product is not None:
+                episode["product_id"] = product
+        elif prev_error and near:
+            current[key].update(end=t, by_use=kind == "success")
+        previous[key] = (t, is_error)
+    for e in episodes:
+        recovered = e["end"] is not None
+        status = "recovered" if recovered else "unrecovered" if now - e["last"] > give_up else "open"
+        if confirm_by_use and not recovered and e["touchpoint"] == "":
+            status = "unconfirmed"
+        e.update(status=status, recovered_by=("use" if e["by_use"] else "recovery") if recovered else None,
+                 duration_s=e["end"] - e["start"] if recovered else None,
+                 open_duration_s=max(now - e["start"], 0.0) if status == "open" else None)
+    return sorted(episodes, key=lambda e: (e["start"], e["device_id"]))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+@pytest.mark.parametrize("confirm_by_use", [False, True])
+def test_episodes_equal_the_plain_event_by_event_walk(seed: int, confirm_by_use: bool) -> None:
+    """Ties at one instant, missing codes, touchpoints, products and times, recoveries before any error, stale gaps,
+    kinds in capitals and kinds that are not errors: the episodes equal a walk over the events one at a time."""
+    rng = np.random.default_rng(seed)
+    n = 600
+    base = pd.Timestamp("2025-03-01", tz="UTC")
+    ts = base + pd.to_timedelta(rng.integers(0, 48 * 60, n) * 5, unit="min")
+    events = pd.DataFrame({
+        "device_id": rng.choice(["d2", "d10", "d1"], n),
+        "product_id": rng.choice(np.array(["p", "q", None], dtype=object), n, p=[0.6, 0.2, 0.2]),
+        "ts": pd.Series(ts).where(rng.random(n) > 0.02),
+        "kind": rng.choice(["error", "recovery", "success", "usage", "ERROR"], n, p=[0.4, 0.2, 0.2, 0.1, 0.1]),
+        "code": rng.choice(np.array(["E2", "E1", None], dtype=object), n),
+        "touchpoint": rng.choice(np.array(["b", "a", None], dtype=object), n),
+    })
+    as_of = base + pd.Timedelta(days=10)
+    got = dis.error_episodes(events=events, as_of=as_of, stale_after_s=6 * 3600.0, unrecovered_after_s=8 * 3600.0,
+                         confirm_by_use=confirm_by_use)
+    expected = _plain_episodes(events, as_of=as_of, stale=6 * 3600.0, give_up=8 * 3600.0,
+                               confirm_by_use=confirm_by_use)
+    assert len(got) == len(expected) > 50
+    assert {"recovered", "open", "unrecovered"} <= set(got["status"])
+    for row, e in zip(got.to_dict("records"), expected, strict=True):
+        for name in ("device_id", "product_id", "touchpoint", "code", "errors", "status", "recovered_by"):
+            assert row[name] == e[name] or (row[name] is None and e[name] is None), (name, row, e)
+        assert row["start"].timestamp() == e["start"] and row["last_error"].timestamp() == e["last"]
+        assert (pd.isna(row["end"]) and e["end"] is None) or row["end"].timestamp() == e["end"]
+        for name in ("duration_s", "open_duration_s"):
+            assert (pd.isna(row[name]) and e[name] is None) or row[name] == pytest.approx(e[name]), (name, row, e)

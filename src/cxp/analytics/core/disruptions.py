@@ -65,86 +65,108 @@ def error_episodes(
     if unrecovered_after_s is not None and unrecovered_after_s <= 0:
         raise InvalidParameter("unrecovered_after_s must be > 0 or None")
     give_up = stale if unrecovered_after_s is None else float(unrecovered_after_s)
-    kind = events["kind"].astype(str).str.lower().to_numpy()
-    keep = np.isin(kind, ["error", "recovery", "success"])
-    tp = (
-        events["touchpoint"].astype(object).where(events["touchpoint"].notna(), "")
-        if "touchpoint" in events.columns
-        else pd.Series("", index=events.index, dtype=object)
-    )
-    ev = pd.DataFrame(
-        {
-            "device_id": events["device_id"].to_numpy()[keep],
-            "touchpoint": tp.to_numpy()[keep],
-            "code": events["code"].astype(object).to_numpy()[keep],
-            "product_id": (
-                events["product_id"].to_numpy()[keep]
-                if "product_id" in events.columns
-                else np.full(int(keep.sum()), None, dtype=object)
-            ),
-            "t": epoch_seconds(events["ts"])[keep],
-            "is_err": kind[keep] == "error",
-            "by_use": kind[keep] == "success",
-        }
-    )
-    ev = ev[np.isfinite(ev["t"].to_numpy())]
-    # The keys as integer codes in their own sort order (missing last, as sort_values puts them): sorting and grouping
-    # on three text columns was most of this function over a fleet's errors; the values are put back at the end.
-    key_values = {}
-    for name in EPISODE_KEYS:
-        codes, uniques = pd.factorize(ev[name], sort=True, use_na_sentinel=False)
-        ev[name], key_values[name] = codes, np.asarray(uniques, dtype=object)
+    # Kinds, keys and products as integer codes (each distinct text handled once), every step on arrays in key × time
+    # order: grouped pandas operations and a Python object per row of three text columns were most of this.
+    kind_codes, kinds = pd.factorize(events["kind"])
+    kind_names = np.array([str(k).lower() for k in kinds] + [""], dtype=object)  # "" for a missing kind (code -1)
+    kind = kind_names[kind_codes]
+    t_all = epoch_seconds(events["ts"])
+    keep = np.isin(kind, ["error", "recovery", "success"]) & np.isfinite(t_all)
+    t, is_err, by_use = t_all[keep], kind[keep] == "error", kind[keep] == "success"
+    touchpoints = (events["touchpoint"] if "touchpoint" in events.columns
+                   else pd.Series(None, index=events.index, dtype=object))
+    codes, key_values = [], {}
+    for name, column in (("device_id", events["device_id"]), ("touchpoint", touchpoints), ("code", events["code"])):
+        if name == "touchpoint":  # no touchpoint is the empty one, which sorts first
+            column = column.astype(object).where(column.notna(), "")
+        column_codes, uniques = _sorted_codes(column[keep])
+        codes.append(column_codes)
+        key_values[name] = uniques
+    if "product_id" in events.columns:
+        product_codes, products = pd.factorize(events["product_id"][keep])  # missing: -1
+        products = np.asarray(products, dtype=object)
+    else:
+        product_codes, products = np.full(int(keep.sum()), -1), np.empty(0, dtype=object)
     # errors sort before recoveries at the same instant, so a simultaneous pair opens and closes an episode
-    ev = ev.assign(_o=np.where(ev["is_err"], 0, 1)).sort_values([*EPISODE_KEYS, "t", "_o"], kind="stable")
-    ev = ev.reset_index(drop=True)
-    grp = ev.groupby(list(EPISODE_KEYS), sort=False, dropna=False)
-    prev_err = grp["is_err"].shift(1).astype(object).eq(True).to_numpy()
-    gap = (ev["t"] - grp["t"].shift(1)).to_numpy(dtype=float, na_value=np.inf)
-    is_err = ev["is_err"].to_numpy()
-    new_ep = is_err & ~(prev_err & (gap <= stale))
-    ev["ep"] = np.cumsum(new_ep)
-    ev = ev[grp["is_err"].cumsum().to_numpy() > 0]  # drop recoveries before a key's first error
-    prev_in_ep = ev.groupby("ep")["is_err"].shift(1).astype(object).eq(True).to_numpy()
-    prev_gap = (ev["t"] - ev.groupby("ep")["t"].shift(1)).to_numpy(dtype=float, na_value=np.inf)
-    first_rec = ~ev["is_err"].to_numpy() & prev_in_ep & (prev_gap <= stale)
-    errs = (
-        ev[ev["is_err"]]
-        .groupby("ep")
-        .agg(
-            device_id=("device_id", "first"),
-            product_id=("product_id", "first"),
-            touchpoint=("touchpoint", "first"),
-            code=("code", "first"),
-            start_t=("t", "min"),
-            last_t=("t", "max"),
-            errors=("t", "size"),
-        )
-    )
-    closing = ev[first_rec].sort_values(["ep", "t", "by_use"], kind="stable").drop_duplicates("ep")
-    recs = closing.set_index("ep")[["t", "by_use"]].rename(columns={"t": "end_t"})
-    ep = errs.join(recs, how="left").reset_index(drop=True)
-    for name in EPISODE_KEYS:
-        ep[name] = key_values[name][ep[name].to_numpy(dtype=np.int64)]
-    start_t, last_t = ep["start_t"].to_numpy(dtype=float), ep["last_t"].to_numpy(dtype=float)
-    end_t = ep["end_t"].to_numpy(dtype=float, na_value=np.nan)
-    recovered = np.isfinite(end_t)
+    order = np.lexsort((~is_err, t, *codes[::-1]))
+    codes = [c[order] for c in codes]
+    t, is_err, by_use, product_codes = t[order], is_err[order], by_use[order], np.asarray(product_codes)[order]
+    same_key = np.zeros(len(t), dtype=bool)
+    if len(t):
+        same_key[1:] = np.logical_and.reduce([c[1:] == c[:-1] for c in codes])
+    prev_err = same_key & np.concatenate([[False], is_err[:-1]])
+    gap = np.full(len(t), np.inf)
+    gap[1:] = np.where(same_key[1:], t[1:] - t[:-1], np.inf)
+    ep = np.cumsum(is_err & ~(prev_err & (gap <= stale)))
+    # errors so far within the key: rows before a key's first error (recoveries) belong to no episode
+    errors_so_far = np.cumsum(is_err)
+    errors_so_far = errors_so_far - np.maximum.accumulate(np.where(~same_key, errors_so_far - is_err, 0))
+    closes = ~is_err & prev_err & (gap <= stale) & (errors_so_far > 0)
+    # per episode (numbered in key × time order): its errors' first and last row and their count
+    err_rows = np.flatnonzero(is_err)
+    episode_ids, first_of, n_errors = np.unique(ep[err_rows], return_index=True, return_counts=True)
+    first_row, last_row = err_rows[first_of], err_rows[first_of + n_errors - 1]
+    # the first known product among the episode's errors
+    known = np.flatnonzero(product_codes[err_rows] >= 0)
+    pos = np.searchsorted(known, first_of)
+    candidate = known[np.minimum(pos, len(known) - 1)] if len(known) else np.zeros(len(first_of), dtype=np.int64)
+    has_product = (pos < len(known)) & (candidate < first_of + n_errors)
+    product = np.full(len(first_of), None, dtype=object)
+    product[has_product] = products[product_codes[err_rows[candidate[has_product]]]]
+    # its closing event: the first recovery or use right after an error of it (the recovery first at the same instant)
+    closing = np.flatnonzero(closes)
+    closing = closing[np.lexsort((by_use[closing], t[closing], ep[closing]))]
+    closing_ep, first_close = np.unique(ep[closing], return_index=True)
+    closing = closing[first_close]
+    slot = np.minimum(np.searchsorted(closing_ep, episode_ids), max(len(closing_ep) - 1, 0))
+    recovered = closing_ep[slot] == episode_ids if len(closing_ep) else np.zeros(len(episode_ids), dtype=bool)
+    start_t, last_t = t[first_row], t[last_row]
+    end_t = np.full(len(episode_ids), np.nan)
+    end_t[recovered] = t[closing[slot[recovered]]]
+    closed_by_use = np.zeros(len(episode_ids), dtype=bool)
+    closed_by_use[recovered] = by_use[closing[slot[recovered]]]
     now = epoch_seconds_scalar(as_of) if as_of is not None else np.nan
     gone_stale = np.isfinite(now) & (now - last_t > give_up)
     status = np.where(recovered, "recovered", np.where(gone_stale, "unrecovered", "open")).astype(object)
+    key_of = [c[first_row] for c in codes]
     if confirm_by_use:
-        status = np.where(~recovered & (ep["touchpoint"].astype(str).to_numpy() == ""), "unconfirmed", status)
-    out = ep[["device_id", "product_id", "touchpoint", "code"]].copy()
-    out["start"] = pd.to_datetime(start_t, unit="s", utc=True)
-    out["end"] = pd.to_datetime(end_t, unit="s", utc=True)
-    out["last_error"] = pd.to_datetime(last_t, unit="s", utc=True)
-    out["errors"] = ep["errors"].astype(int)
-    out["status"] = status.astype(object)
-    out["recovered"] = recovered
-    by_use = ep["by_use"].to_numpy(dtype=object)
-    out["recovered_by"] = np.where(recovered, np.where(by_use == True, "use", "recovery"), None)  # noqa: E712
-    out["duration_s"] = np.where(recovered, end_t - start_t, np.nan)
-    out["open_duration_s"] = np.where(status == "open", np.clip(now - start_t, 0, None), np.nan)
-    return to_nullable(out.sort_values(["start", "device_id"], kind="stable").reset_index(drop=True))
+        status = np.where(~recovered & (key_values["touchpoint"][key_of[1]] == ""), "unconfirmed", status)
+    # by start, then device id (its codes are in id order), else in key × time order
+    by_start = np.lexsort((key_of[0], start_t))
+    # text columns as objects with None for missing (a frame would infer strings with NaN)
+    out = pd.DataFrame({
+        "device_id": _objects(key_values["device_id"][key_of[0]]),
+        "product_id": _objects(product),
+        "touchpoint": _objects(key_values["touchpoint"][key_of[1]]),
+        "code": _objects(key_values["code"][key_of[2]]),
+        "start": pd.to_datetime(start_t, unit="s", utc=True),
+        "end": pd.to_datetime(end_t, unit="s", utc=True),
+        "last_error": pd.to_datetime(last_t, unit="s", utc=True),
+        "errors": n_errors.astype(int),
+        "status": _objects(status),
+        "recovered": recovered,
+        "recovered_by": _objects(np.where(recovered, np.where(closed_by_use, "use", "recovery"), None)),
+        "duration_s": pd.array(np.where(recovered, end_t - start_t, np.nan), dtype="Float64"),
+        "open_duration_s": pd.array(np.where(status == "open", np.clip(now - start_t, 0, None), np.nan),
+                                    dtype="Float64"),
+    })
+    return out.iloc[by_start].reset_index(drop=True)
+
+
+def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of `values` in the sort order of the distinct values, missing last (its own code), and the
+    values of the codes (factorized first, then only the distinct values sorted)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    rank, ordered = pd.factorize(uniques, sort=True)
+    values_of = np.empty(len(ordered) + 1, dtype=object)
+    values_of[: len(ordered)] = np.asarray(ordered, dtype=object)
+    values_of[-1] = None
+    return np.where(codes >= 0, np.append(rank, 0)[codes], len(ordered)), values_of
+
+
+def _objects(values: np.ndarray) -> pd.Series:
+    """An object column with None where a value is missing."""
+    return pd.Series(np.where(pd.isna(values), None, values), dtype=object)
 
 
 def incidents(
