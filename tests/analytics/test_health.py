@@ -173,6 +173,26 @@ def test_top_drivers_are_the_most_negative_contributions_with_or_without_the_lon
         assert lean.driver_arrays.of_row(i) == [tuple(r) for r in mine[columns].itertuples(index=False)]
 
 
+@pytest.mark.parametrize("seed", [4, 5])
+def test_score_values_and_bands_alone_equal_the_full_scores(seed: int) -> None:
+    """Product weights, absent components, rows below the minimum and the must-be cap: the scores and bands computed
+    alone equal those of the full frame, row for row."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    f = pd.DataFrame({"entity_id": [f"e{i}" for i in range(n)], "period": rng.integers(0, 3, n),
+                      "product_id": rng.choice(["p", "q", "r"], n)})
+    for c in COMPONENTS:
+        f[c] = np.where(rng.random(n) < 0.3, np.nan, rng.uniform(0, 100, n))
+    config = HealthConfig(product_weights={"q": {"reliability": 0.6, "efficiency": 0.1, "engagement": 0.1,
+                                                 "trajectory": 0.1, "voice": 0.1}})
+    full = health.health_scores(frame=f, config=config, drivers=False).scores
+    alone = health.score_values(frame=f, config=config)
+    expected = full["score"].to_numpy(dtype=float, na_value=np.nan)
+    assert np.isnan(expected).sum() > 5 and full["capped"].sum() > 5
+    assert np.array_equal(alone, expected, equal_nan=True)
+    assert health.band_values(scores=alone, config=config).tolist() == full["band"].tolist()
+
+
 def test_trend_delta_and_arrow_with_dead_band() -> None:
     f = pd.DataFrame(
         {

@@ -391,19 +391,26 @@ def _band(score: np.ndarray, config: HealthConfig) -> np.ndarray:
     return np.where(np.isfinite(score), band, None)
 
 
-def health_scores(*, frame: pd.DataFrame, config: HealthConfig | None = None, drivers: bool = True) -> HealthScores:
-    """Weighted, re-normalised, must-be-capped Experience Health Score with bands, drivers and trend (the long
-    `drivers` frame only when asked: the top drivers per row are in `scores` either way).
+@dataclass(frozen=True)
+class _Weighted:
+    """The weighted, re-normalised, must-be-capped score of each row and what it was made of."""
 
-    Input: entity_id, period, product_id [, segment] and any of the component columns reliability,
-    efficiency, engagement, trajectory, voice (0–100; missing = absent component). Drivers compare each
-    component with the median of the entity's segment (segment, else product_id) in the same period.
-    """
-    cfg = config or HealthConfig()
-    require_columns(frame, ["entity_id", "period", "product_id"], what="health_scores")
-    if frame.duplicated(["entity_id", "period"]).any():
+    components: np.ndarray
+    weights: np.ndarray
+    present: np.ndarray
+    ok: np.ndarray
+    n_present: np.ndarray
+    uncapped: np.ndarray
+    score: np.ndarray
+    capped: np.ndarray
+    products: pd.Series
+
+
+def _weighted(df: pd.DataFrame, cfg: HealthConfig) -> _Weighted:
+    """Each row's score from its components and its product's weights (rows need entity_id, period, product_id)."""
+    require_columns(df, ["entity_id", "period", "product_id"], what="health_scores")
+    if df.duplicated(["entity_id", "period"]).any():
         raise InvalidInput("health_scores: one row per (entity_id, period) expected")
-    df = frame.reset_index(drop=True)
     n = len(df)
     comp = np.column_stack([float_column(df, c) for c in COMPONENTS]) if n else np.empty((0, len(COMPONENTS)))
     if np.any(np.isfinite(comp) & ((comp < -1e-9) | (comp > 100 + 1e-9))):
@@ -424,7 +431,35 @@ def health_scores(*, frame: pd.DataFrame, config: HealthConfig | None = None, dr
     cap_applies = ok & np.isfinite(rel) & (rel < cfg.must_be_threshold)
     cap = rel + cfg.cap_headroom
     score = np.where(cap_applies, np.minimum(uncapped, cap), uncapped)
-    capped = cap_applies & (uncapped > cap)
+    return _Weighted(comp, eff_w, present, ok, n_present, uncapped, score, cap_applies & (uncapped > cap), products)
+
+
+def score_values(*, frame: pd.DataFrame, config: HealthConfig | None = None) -> np.ndarray:
+    """Only the score of each row of `frame` (float, NaN when not scored), as `health_scores` computes it: for
+    views that need neither drivers, bands nor trend."""
+    return _weighted(frame.reset_index(drop=True), config or HealthConfig()).score
+
+
+def band_values(*, scores: np.ndarray, config: HealthConfig | None = None) -> np.ndarray:
+    """The band of each score ('red', 'amber', 'green'; None when not scored)."""
+    return _band(np.asarray(scores, dtype=float), config or HealthConfig())
+
+
+def health_scores(*, frame: pd.DataFrame, config: HealthConfig | None = None, drivers: bool = True) -> HealthScores:
+    """Weighted, re-normalised, must-be-capped Experience Health Score with bands, drivers and trend (the long
+    `drivers` frame only when asked: the top drivers per row are in `scores` either way).
+
+    Input: entity_id, period, product_id [, segment] and any of the component columns reliability,
+    efficiency, engagement, trajectory, voice (0–100; missing = absent component). Drivers compare each
+    component with the median of the entity's segment (segment, else product_id) in the same period.
+    """
+    cfg = config or HealthConfig()
+    df = frame.reset_index(drop=True)
+    n = len(df)
+    weighted = _weighted(df, cfg)
+    comp, eff_w, present, ok, products = (weighted.components, weighted.weights, weighted.present, weighted.ok,
+                                          weighted.products)
+    n_present, uncapped, score, capped = weighted.n_present, weighted.uncapped, weighted.score, weighted.capped
 
     scores = df[["entity_id", "period", "product_id"]].copy()
     seg = df["segment"].astype(object).where(df["segment"].notna(), products) if "segment" in df.columns else products

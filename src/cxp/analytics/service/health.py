@@ -19,6 +19,7 @@ from cxp.analytics.core.health import (
     engagement_component,
     health_scores,
     reliability_component,
+    score_values,
     voice_component,
 )
 from cxp.analytics.errors import maps_numeric_errors
@@ -180,10 +181,15 @@ def _device_period_frame(
 
 def score_frame(frame: pd.DataFrame, config: HealthConfig, *, drivers: bool = True) -> HealthScores:
     """The pure score (core health) on entity × period component rows, components clipped to 0–100."""
+    return health_scores(frame=score_inputs(frame), config=config, drivers=drivers)
+
+
+def score_inputs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The score's inputs of component rows: ids, period, product, segment and the components clipped to 0–100."""
     inputs = frame[["entity_id", "period", "product_id", "segment", *COMPONENTS]].copy()
     for component in COMPONENTS:
         inputs[component] = pd.to_numeric(inputs[component], errors="coerce").astype(float).clip(0, 100)
-    return health_scores(frame=inputs, config=config, drivers=drivers)
+    return inputs
 
 
 def device_scores(*, conn: psycopg.Connection, query: AnalyticsQuery, weeks: int) -> pd.DataFrame:
@@ -192,9 +198,8 @@ def device_scores(*, conn: psycopg.Connection, query: AnalyticsQuery, weeks: int
     frame, _ = health_frames(conn=conn, query=query, level="device", weeks=weeks)
     if frame.empty:
         return pd.DataFrame({"device_id": pd.Series(dtype=str), "score": pd.Series(dtype=float)})
-    scored = score_frame(frame, HealthConfig(), drivers=False).scores
-    return pd.DataFrame({"device_id": scored["entity_id"].astype(str).to_numpy(),
-                         "score": pd.to_numeric(scored["score"], errors="coerce").astype(float).to_numpy()})
+    return pd.DataFrame({"device_id": frame["entity_id"].astype(str).to_numpy(),
+                         "score": score_values(frame=score_inputs(frame), config=HealthConfig())})
 
 
 def health_objects(

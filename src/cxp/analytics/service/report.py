@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from cxp.analytics.core.health import HealthConfig, aggregate_devices
+from cxp.analytics.core.health import HealthConfig, aggregate_devices, band_values, score_values
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import (
     ChurnRiskSummary,
@@ -20,7 +20,7 @@ from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import empty_window, resolve_window
 from cxp.analytics.service.churn import get_churn_risk_summary
 from cxp.analytics.service.disruptions import list_incidents
-from cxp.analytics.service.health import health_frames, health_objects, score_frame
+from cxp.analytics.service.health import health_frames, health_objects, score_inputs
 from cxp.analytics.service.touchpoints import get_touchpoints
 from cxp.analytics.service.voice import get_voice
 
@@ -151,9 +151,9 @@ def _fleet_report(
     fleet = health_objects("fleet", aggregate_devices(device_rows=frame, level="fleet"), config)
     products = health_objects("product", aggregate_devices(device_rows=frame, level="product"), config)
     latest_period = frame["period"] == frame["period"].max()
-    # Only each device's band of the last week: scored without HealthScore objects or drivers.
-    latest = score_frame(frame[latest_period], config, drivers=False)
-    bands = [b for b in latest.scores["band"].tolist() if b]
+    # Only each device's band of the last week: its score alone, without drivers or trend.
+    latest = score_values(frame=score_inputs(frame[latest_period]), config=config)
+    bands = [b for b in band_values(scores=latest, config=config).tolist() if b]
     band_shares = {b: bands.count(b) / len(bands) for b in ("green", "amber", "red")} if bands else {}
     fleet_latest = fleet[-1] if fleet else None
     voice = get_voice(conn=conn, query=scoped, by=("product",), days=max(28, 7 * weeks))
@@ -185,7 +185,7 @@ def _fleet_report(
     ordered = tuple(c for _, c in sorted(concerns, key=lambda ranked: ranked[0]))[:max_concerns]
     return FleetReport(
         window=Window(start=health_window.start, end=health_window.end, as_of=health_window.as_of),
-        devices=len(latest.scores),
+        devices=len(latest),
         fleet_score=fleet_latest.score if fleet_latest else None,
         fleet_band=fleet_latest.band if fleet_latest else None,
         fleet_arrow=fleet_latest.arrow if fleet_latest else None,
