@@ -8,7 +8,13 @@ from datetime import date, timedelta
 import pandas as pd
 import psycopg
 
-from cxp.analytics.queries._base import day_start, fetch_frame, weeks_and_days_sql, with_scoped_devices
+from cxp.analytics.queries._base import (
+    day_start,
+    fetch_frame,
+    scoped_join,
+    weeks_and_days_sql,
+    with_scoped_devices,
+)
 from cxp.analytics.query import AnalyticsQuery
 
 
@@ -26,23 +32,24 @@ def touchpoint_totals(
         totals = rows.assign(devices=rows["uses"] > 0).groupby(["product_id", "touchpoint"], as_index=False,
                                                                  sort=True)[sums].sum()
     else:
-        device_sums, params = _touchpoint_sums(start, end)
+        device_sums, params = _touchpoint_sums(scope, start, end)
         statement, params = with_scoped_devices(
             scope,
-            f", pd AS ({device_sums}) SELECT product_id, touchpoint, count(*) FILTER (WHERE uses > 0)::int AS devices,"
-            " sum(uses)::int AS uses, sum(successes)::int AS successes, sum(errors)::int AS errors,"
-            " sum(latency_count)::int AS latency_count, sum(latency_sum) AS latency_sum FROM pd GROUP BY 1, 2"
-            " ORDER BY 1, 2",
+            f", pd AS ({device_sums}) SELECT sel.product_id, pd.touchpoint,"
+            " count(*) FILTER (WHERE pd.uses > 0)::int AS devices, sum(pd.uses)::int AS uses,"
+            " sum(pd.successes)::int AS successes, sum(pd.errors)::int AS errors,"
+            " sum(pd.latency_count)::int AS latency_count, sum(pd.latency_sum) AS latency_sum"
+            " FROM pd JOIN sel USING (device_key) GROUP BY 1, 2 ORDER BY 1, 2",
             **params,
         )
         totals = fetch_frame(conn, statement, params)
     active, params = weeks_and_days_sql(start, end, weekly="rollup_weekly", daily="rollup_daily",
-                                        columns="sel.product_id, w.device_key", join=" JOIN sel USING (device_key)",
+                                        columns="w.device_key", join=scoped_join(scope),
                                         weekly_where="AND w.active_days > 0", daily_where="AND w.active")
     statement, params = with_scoped_devices(
         scope,
-        f"SELECT product_id, count(*)::int AS fleet_devices FROM (SELECT DISTINCT product_id, device_key"
-        f" FROM ({active}) a) b GROUP BY 1",
+        f"SELECT sel.product_id, count(*)::int AS fleet_devices FROM (SELECT DISTINCT device_key FROM ({active}) a) b"
+        " JOIN sel USING (device_key) GROUP BY 1",
         **params,
     )
     fleet = fetch_frame(conn, statement, params)
@@ -61,27 +68,30 @@ def device_touchpoints(conn: psycopg.Connection, *, scope: AnalyticsQuery, start
 def _device_touchpoint_sums(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: date, end: date) -> pd.DataFrame:
     """Per product × named touchpoint × device with a rollup row over [start, end], used or not: uses, successes,
     errors, latency_count, latency_sum."""
-    sums, params = _touchpoint_sums(start, end)
+    sums, params = _touchpoint_sums(scope, start, end)
     statement, params = with_scoped_devices(
         scope,
-        f", pd AS ({sums}) SELECT product_id, touchpoint, device_key, uses::int, successes::int, errors::int,"
-        " latency_count::int, latency_sum FROM pd",
+        f", pd AS ({sums}) SELECT sel.product_id, pd.touchpoint, pd.device_key, pd.uses::int, pd.successes::int,"
+        " pd.errors::int, pd.latency_count::int, pd.latency_sum FROM pd JOIN sel USING (device_key)",
         **params,
     )
     return fetch_frame(conn, statement, params)
 
 
-def _touchpoint_sums(start: date, end: date) -> tuple[str, dict]:
-    """SQL of per product × touchpoint × device sums over [start, end] (the scoped devices, named touchpoints)."""
+def _touchpoint_sums(scope: AnalyticsQuery, start: date, end: date) -> tuple[str, dict]:
+    """SQL of per device × named touchpoint sums over [start, end] (device_key, touchpoint, uses, successes, errors,
+    latency_count, latency_sum); the scoped devices' rows, the products joined by the caller.
+
+    Summed per device key and touchpoint before the devices' products are joined: the join then meets ~devices ×
+    touchpoints sums instead of every weekly and daily row, and the whole fleet's rows are read without one."""
     rows, params = weeks_and_days_sql(
         start, end, weekly="rollup_touchpoint_weekly", daily="rollup_touchpoint_daily",
-        columns="sel.product_id, w.touchpoint, w.device_key, w.usage_count, w.success_count, w.error_count,"
-                " w.latency_count, w.latency_sum",
-        join=" JOIN sel USING (device_key)", weekly_where="AND w.touchpoint <> ''",
-        daily_where="AND w.touchpoint <> ''")
-    return ("SELECT product_id, touchpoint, device_key, sum(usage_count) AS uses, sum(success_count) AS successes,"
+        columns="w.touchpoint, w.device_key, w.usage_count, w.success_count, w.error_count, w.latency_count,"
+                " w.latency_sum",
+        join=scoped_join(scope), weekly_where="AND w.touchpoint <> ''", daily_where="AND w.touchpoint <> ''")
+    return ("SELECT device_key, touchpoint, sum(usage_count) AS uses, sum(success_count) AS successes,"
             " sum(error_count) AS errors, sum(latency_count) AS latency_count, sum(latency_sum) AS latency_sum"
-            f" FROM ({rows}) h GROUP BY 1, 2, 3"), params
+            f" FROM ({rows}) h GROUP BY 1, 2"), params
 
 
 def first_core_success(
