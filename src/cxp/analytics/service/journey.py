@@ -70,7 +70,8 @@ def _device_milestones(
     habitual = core_journey.habitual_dates(
         daily=daily.rename(columns={"device_key": "entity_id"}), k=habitual_days, window_days=habitual_window_days
     )
-    last_active_day = daily.groupby("device_key")["day"].max()
+    # as datetimes: the maximum of a column of date objects is a Python comparison per row
+    last_active_day = pd.to_datetime(daily["day"]).groupby(daily["device_key"].to_numpy()).max()
     frame = onboarded[["device_key", "device_id", "product_id", "activated_at"]].rename(
         columns={"activated_at": "registered_at"}
     )
