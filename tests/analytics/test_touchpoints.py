@@ -158,3 +158,35 @@ def test_the_performance_matrix_equals_a_pivot_table_in_the_outcomes_order() -> 
     assert list(wide.columns) == ["a", "b", "c10", "c2"] and list(wide.index) == list(outcomes["device_id"])
     assert np.allclose(wide.to_numpy(), expected.to_numpy(), equal_nan=True, rtol=1e-12)
     assert wide.loc["d45"].isna().all() and np.array_equal(y, outcomes["outcome"].to_numpy(dtype=float))
+
+
+@pytest.mark.parametrize("p", [1, 2, 5, 8])
+def test_shapley_shares_equal_the_subset_by_subset_definition(p: int) -> None:
+    """Each predictor's mean gain in R² over every order, computed subset by subset, on correlations with a
+    duplicated (collinear) predictor: equal, and the shares add up to the full R²."""
+    import math
+    from itertools import combinations
+
+    from cxp.analytics.core.touchpoints import shapley_r2
+
+    rng = np.random.default_rng(p)
+    x = rng.normal(size=(200, p))
+    if p > 2:
+        x[:, 1] = x[:, 0]  # a singular block: the pseudo-inverse's minimum-norm fit
+    y = x @ rng.uniform(0.2, 1.0, p) + rng.normal(size=200)
+    corr = np.corrcoef(np.column_stack([x, y]), rowvar=False)
+    cxx, cxy = corr[:p, :p], corr[:p, p]
+
+    def r2(subset: tuple[int, ...]) -> float:
+        idx = list(subset)
+        return float(cxy[idx] @ np.linalg.pinv(cxx[np.ix_(idx, idx)]) @ cxy[idx]) if idx else 0.0
+
+    plain = np.zeros(p)
+    for size in range(p):
+        for subset in combinations(range(p), size):
+            weight = math.factorial(size) * math.factorial(p - size - 1) / math.factorial(p)
+            for j in set(range(p)) - set(subset):
+                plain[j] += weight * (r2(tuple(sorted((*subset, j)))) - r2(subset))
+    got = shapley_r2(corr_xx=cxx, corr_xy=cxy)
+    assert np.allclose(got, plain, rtol=1e-9, atol=1e-12)
+    assert got.sum() == pytest.approx(r2(tuple(range(p))), rel=1e-9)

@@ -111,21 +111,25 @@ def _r2(corr_xx: np.ndarray, corr_xy: np.ndarray, subset: Sequence[int]) -> floa
 
 
 def shapley_r2(*, corr_xx: np.ndarray, corr_xy: np.ndarray) -> np.ndarray:
-    """Exact Shapley (LMG) decomposition of R² from predictor correlations and predictor–outcome correlations."""
+    """Exact Shapley (LMG) decomposition of R² from predictor correlations and predictor–outcome correlations.
+
+    Every subset's R² as a bit mask; the subsets of one size solved as one stack of pseudo-inverses, and each
+    predictor's weighted gains summed over the masks without it (arrays, not a Python step per subset)."""
     p = corr_xy.size
-    r2 = {}
-    for size in range(p + 1):
-        for s in combinations(range(p), size):
-            r2[s] = _r2(corr_xx, corr_xy, s)
-    fact = [math.factorial(k) for k in range(p + 1)]
+    r2 = np.zeros(1 << p)
+    for size in range(1, p + 1):
+        subsets = np.array(list(combinations(range(p), size)))
+        r = corr_xy[subsets]
+        blocks = corr_xx[subsets[:, :, None], subsets[:, None, :]]
+        r2[(1 << subsets).sum(axis=1)] = np.einsum("ci,ci->c", np.einsum("ci,cij->cj", r, np.linalg.pinv(blocks)), r)
+    masks = np.arange(1 << p)
+    sizes = np.bitwise_count(masks).astype(int)
+    fact = np.array([math.factorial(k) for k in range(p + 1)], dtype=float)
     out = np.zeros(p)
-    for s, value in r2.items():
-        k = len(s)
-        for j in range(p):
-            if j in s:
-                continue
-            with_j = tuple(sorted((*s, j)))
-            out[j] += fact[k] * fact[p - k - 1] / fact[p] * (r2[with_j] - value)
+    for j in range(p):
+        without = masks[(masks >> j) & 1 == 0]
+        k = sizes[without]
+        out[j] = float((fact[k] * fact[p - k - 1] / fact[p] * (r2[without | (1 << j)] - r2[without])).sum())
     return out
 
 

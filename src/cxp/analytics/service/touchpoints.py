@@ -104,7 +104,7 @@ def _outcome_inputs(
     satisfaction = device_satisfaction(conn, scope=query, window=window).merge(
         scoped[["device_key", "device_id"]], on="device_key"
     )
-    used = set(per_device["device_id"])
+    used = per_device["device_id"].drop_duplicates()  # a Series: matched in Arrow, not a Python set of every id
     outcomes = {
         "retention": retention[member_of(retention["device_id"], used)][["device_id", "retained"]].rename(
             columns={"retained": "outcome"}
