@@ -78,3 +78,9 @@ def test_persona_usage_features_equal_raw_events(fleet_conn, loaded_fleet: Loade
         got = usage_features(fleet_conn, scope=AnalyticsQuery(product=product), start=start, end=end)
         assert list(got.itertuples(index=False, name=None)) == raw
         assert got["touchpoints_used"].max() > 1 and (got["weekend_active_days"] > 0).any()
+    # a scope of a few devices (joined before the sums, not after): their rows of the whole fleet's answer
+    fleet = usage_features(fleet_conn, scope=AnalyticsQuery(), start=start, end=end)
+    some = fleet_conn.execute("SELECT device_key, device_id FROM devices ORDER BY device_key LIMIT 7").fetchall()
+    few = usage_features(fleet_conn, scope=AnalyticsQuery(devices=frozenset(i for _, i in some)), start=start, end=end)
+    expected = fleet[fleet["device_key"].isin([k for k, _ in some])].reset_index(drop=True)
+    assert len(few) == 7 and few.equals(expected)

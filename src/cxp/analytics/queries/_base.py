@@ -224,6 +224,16 @@ def scoped_join(scope: AnalyticsQuery) -> str:
     return "" if scope.is_all_devices else " JOIN sel USING (device_key)"
 
 
+def narrow_scope_join(scope: AnalyticsQuery) -> str:
+    """The join that restricts rows to the scoped devices before they are aggregated, for scopes of a few devices
+    (one device, one account, a list of devices); none for the whole fleet, a product or a segment, whose rows are
+    aggregated per device first and the sums joined to the scope after: a hash aggregate of every device's rows costs
+    less than joining each row (the planner joined ~260,000 day rows of 56 days to one product's devices by sorting
+    them all)."""
+    narrow = scope.device is not None or scope.account is not None or scope.devices is not None
+    return " JOIN sel USING (device_key)" if narrow else ""
+
+
 def whole_weeks(start: date, end: date) -> tuple[date, date] | None:
     """The Mondays of the first and the last Monday–Sunday week that lie whole in [start, end]; None if none does."""
     first = start + timedelta(days=(7 - start.weekday()) % 7)

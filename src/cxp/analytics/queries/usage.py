@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pandas as pd
 import psycopg
 
-from cxp.analytics.queries._base import fetch_frame, weeks_and_days_sql, with_scoped_devices
+from cxp.analytics.queries._base import fetch_frame, narrow_scope_join, weeks_and_days_sql, with_scoped_devices
 from cxp.analytics.query import AnalyticsQuery
 
 
@@ -71,9 +71,11 @@ def usage_features(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: da
     # Days from the covering indexes of active days and of days with only errors (migrations 029, 036, 037): other
     # device-days add nothing. Touchpoints from the weekly rollup for whole weeks, summed per device × touchpoint
     # first (a hash aggregate), not count(DISTINCT …) over every day (a sort of ~380,000 rows for one product).
+    # A product's or segment's rows are summed per device before the scope is joined (narrow_scope_join).
+    join = narrow_scope_join(scope)
     touchpoint_rows, params = weeks_and_days_sql(
         start, end, weekly="rollup_touchpoint_weekly", daily="rollup_touchpoint_daily",
-        columns="w.device_key, w.touchpoint, w.usage_count", join=" JOIN sel USING (device_key)")
+        columns="w.device_key, w.touchpoint, w.usage_count", join=join)
     statement, params = with_scoped_devices(
         scope,
         ", d AS (SELECT r.device_key, count(*) FILTER (WHERE r.active)::int AS active_days,"
@@ -83,8 +85,7 @@ def usage_features(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: da
         "   SELECT device_key, day, usage_count, error_count, success_count, true AS active FROM rollup_daily"
         "   WHERE active AND day BETWEEN %(start)s AND %(end)s"
         "   UNION ALL SELECT device_key, day, 0, error_count, 0, false FROM rollup_daily"
-        "   WHERE NOT active AND error_count > 0 AND day BETWEEN %(start)s AND %(end)s"
-        "   ) r JOIN sel USING (device_key) GROUP BY 1),"
+        f"   WHERE NOT active AND error_count > 0 AND day BETWEEN %(start)s AND %(end)s) r{join} GROUP BY 1),"
         " h AS (SELECT x.device_key, sum(x.uses) FILTER (WHERE t.is_core)::int AS core_uses,"
         "   count(*) FILTER (WHERE x.uses > 0)::int AS touchpoints_used"
         f"   FROM (SELECT w.device_key, w.touchpoint, sum(w.usage_count) AS uses FROM ({touchpoint_rows}) w"
