@@ -100,24 +100,30 @@ def _fit_coded(*, device: np.ndarray, touchpoint: np.ndarray, names: np.ndarray,
     pair_idx, codes = pd.factorize(touchpoint[dummy] * 2 + low[dummy], sort=True)
     columns = [(str(names[c // 2]), "low" if c % 2 else "high") for c in codes.tolist()]
     col = {name: j for j, name in enumerate(columns)}
-    k, n_devices = len(columns), len(devices)
-    x = np.zeros((len(score), k))
-    x[np.flatnonzero(dummy), pair_idx] = 1.0
+    k, n_devices, n = len(columns), len(devices), len(score)
+    # Each answer has at most one dummy, so the demeaned products need no answers × dummies matrix: with S the
+    # devices' dummy counts, n_d their answers and ȳ_d their mean score, X̃ᵀX̃ = diag(column counts) − Sᵀ(S / n_d)
+    # and X̃ᵀỹ = (scores summed per column) − Sᵀȳ.
+    rows, cols = np.flatnonzero(dummy), pair_idx
     counts = np.bincount(dev_idx, minlength=n_devices).astype(float)
-    x_sums = np.bincount(dev_idx[dummy] * k + pair_idx, minlength=n_devices * k).reshape(n_devices, k)
-    x_within = x - (x_sums / counts[:, None])[dev_idx]
-    y_within = score - (np.bincount(dev_idx, weights=score, minlength=n_devices) / counts)[dev_idx]
+    x_sums = np.bincount(dev_idx[rows] * k + cols, minlength=n_devices * k).reshape(n_devices, k).astype(float)
+    x_means = x_sums / counts[:, None]
+    y_means = np.bincount(dev_idx, weights=score, minlength=n_devices) / counts
+    y_within = score - y_means[dev_idx]
+    gram = np.diag(np.bincount(cols, minlength=k).astype(float)) - x_sums.T @ x_means
+    x_y = np.bincount(cols, weights=score[rows], minlength=k) - x_sums.T @ y_means
     # Normal equations of a few dummies (a k × k system) instead of an SVD of the tall matrix: the same
     # minimum-norm solution (pinv(X) = pinv(XᵀX)Xᵀ) and rank (X's singular values are the roots of XᵀX's).
-    gram = x_within.T @ x_within
     inverse = np.linalg.pinv(gram) if k else np.zeros((0, 0))
-    coef = inverse @ (x_within.T @ y_within)
+    coef = inverse @ x_y
     singular = np.sqrt(np.clip(np.linalg.svd(gram, compute_uv=False), 0.0, None)) if k else np.zeros(0)
-    rank = int((singular > np.finfo(float).eps * max(x.shape) * singular[0]).sum()) if len(singular) else 0
-    dof = len(score) - n_devices - rank
+    rank = int((singular > np.finfo(float).eps * max(n, k) * singular[0]).sum()) if len(singular) else 0
+    dof = n - n_devices - rank
     if dof < 1:
         return {}, dof, float("nan")
-    resid = y_within - x_within @ coef
+    fitted = -(x_means @ coef)[dev_idx]
+    fitted[rows] += coef[cols]
+    resid = y_within - fitted
     sigma2 = float(resid @ resid) / dof
     cov = sigma2 * inverse
     est = {name: (float(coef[c]), float(np.sqrt(max(cov[c, c], 0.0)))) for name, c in col.items()}
