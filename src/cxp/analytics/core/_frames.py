@@ -59,16 +59,18 @@ def nanmean_rows(values: np.ndarray, weights: np.ndarray | None = None) -> np.nd
     return out
 
 
+def none_for_missing(values: np.ndarray, *, index: pd.Index | None = None) -> pd.Series:
+    """An object column with None where a value is missing (a frame would infer strings with NaN from the array)."""
+    return pd.Series(np.where(pd.isna(values), None, values), index=index, dtype=object)
+
+
 def to_nullable(frame: pd.DataFrame) -> pd.DataFrame:
     """Float columns → nullable Float64 (missing = <NA>); text columns → object with None. No NaN leaks out."""
     out = frame.copy()
     for col in out.columns:
         dtype = out[col].dtype
         if pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
-            values = out[col].astype(object)
-            out[col] = pd.Series(
-                np.where(values.isna().to_numpy(), None, values.to_numpy()), index=out.index, dtype=object
-            )
+            out[col] = none_for_missing(out[col].astype(object).to_numpy(), index=out.index)
         elif pd.api.types.is_float_dtype(dtype):
             arr = out[col].to_numpy(dtype=float, na_value=np.nan)
             arr = np.where(np.isfinite(arr), arr, np.nan)

@@ -19,6 +19,7 @@ from cxp.analytics.core._frames import (
     epoch_seconds,
     epoch_seconds_scalar,
     float_column,
+    none_for_missing,
     require_columns,
     to_day,
     to_nullable,
@@ -73,12 +74,11 @@ def error_episodes(
     t_all = epoch_seconds(events["ts"])
     keep = np.isin(kind, ["error", "recovery", "success"]) & np.isfinite(t_all)
     t, is_err, by_use = t_all[keep], kind[keep] == "error", kind[keep] == "success"
-    touchpoints = (events["touchpoint"] if "touchpoint" in events.columns
-                   else pd.Series(None, index=events.index, dtype=object))
+    # no touchpoint is the empty one, which sorts first
+    touchpoints = (events["touchpoint"].astype(object).where(events["touchpoint"].notna(), "")
+                   if "touchpoint" in events.columns else pd.Series("", index=events.index, dtype=object))
     codes, key_values = [], {}
     for name, column in (("device_id", events["device_id"]), ("touchpoint", touchpoints), ("code", events["code"])):
-        if name == "touchpoint":  # no touchpoint is the empty one, which sorts first
-            column = column.astype(object).where(column.notna(), "")
         column_codes, uniques = _sorted_codes(column[keep])
         codes.append(column_codes)
         key_values[name] = uniques
@@ -133,19 +133,18 @@ def error_episodes(
         status = np.where(~recovered & (key_values["touchpoint"][key_of[1]] == ""), "unconfirmed", status)
     # by start, then device id (its codes are in id order), else in key × time order
     by_start = np.lexsort((key_of[0], start_t))
-    # text columns as objects with None for missing (a frame would infer strings with NaN)
     out = pd.DataFrame({
-        "device_id": _objects(key_values["device_id"][key_of[0]]),
-        "product_id": _objects(product),
-        "touchpoint": _objects(key_values["touchpoint"][key_of[1]]),
-        "code": _objects(key_values["code"][key_of[2]]),
+        "device_id": none_for_missing(key_values["device_id"][key_of[0]]),
+        "product_id": none_for_missing(product),
+        "touchpoint": none_for_missing(key_values["touchpoint"][key_of[1]]),
+        "code": none_for_missing(key_values["code"][key_of[2]]),
         "start": pd.to_datetime(start_t, unit="s", utc=True),
         "end": pd.to_datetime(end_t, unit="s", utc=True),
         "last_error": pd.to_datetime(last_t, unit="s", utc=True),
         "errors": n_errors.astype(int),
-        "status": _objects(status),
+        "status": none_for_missing(status),
         "recovered": recovered,
-        "recovered_by": _objects(np.where(recovered, np.where(closed_by_use, "use", "recovery"), None)),
+        "recovered_by": none_for_missing(np.where(recovered, np.where(closed_by_use, "use", "recovery"), None)),
         "duration_s": pd.array(np.where(recovered, end_t - start_t, np.nan), dtype="Float64"),
         "open_duration_s": pd.array(np.where(status == "open", np.clip(now - start_t, 0, None), np.nan),
                                     dtype="Float64"),
@@ -162,11 +161,6 @@ def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     values_of[: len(ordered)] = np.asarray(ordered, dtype=object)
     values_of[-1] = None
     return np.where(codes >= 0, np.append(rank, 0)[codes], len(ordered)), values_of
-
-
-def _objects(values: np.ndarray) -> pd.Series:
-    """An object column with None where a value is missing."""
-    return pd.Series(np.where(pd.isna(values), None, values), dtype=object)
 
 
 def incidents(

@@ -62,11 +62,9 @@ def _device_milestones(
     # Only the onboarded devices' rows are read: the scope narrowed to them (a subset of it, its other filters kept).
     only = replace(query, devices=frozenset(onboarded["device_id"].astype(str)))
     events = lifecycle(conn, scope=only, start=window.start, end=window.end, stages=["activated", *CHURN_STAGES])
-    events = events[events["device_key"].isin(keys)]
     first_event = events.sort_values("ts").groupby(["device_key", "stage"])["ts"].first().unstack()
     core = first_core_success(conn, scope=only, start=window.start, end=window.end, device_keys=sorted(keys))
     daily = daily_usage(conn, scope=only, start=window.start, end=window.end, uses_only=True)
-    daily = daily[daily["device_key"].isin(keys)]
     habitual = core_journey.habitual_dates(
         daily=daily.rename(columns={"device_key": "entity_id"}), k=habitual_days, window_days=habitual_window_days
     )
