@@ -84,6 +84,17 @@ def _random_events(rng: random.Random, seq0: int, start: datetime, n: int) -> li
     return events
 
 
+def _earlier_exit(daily: list[tuple], keys: dict, devices: list[str]) -> tuple[str, int, list[dict]]:
+    """A late lifecycle exit before a rolled-up day's first one (the day's stored exit must change)."""
+    by_key = {key: device for device, key in keys.items() if device in devices}
+    key, day, exit_at, stage = next((row[0], row[1], row[-2], row[-1]) for row in daily
+                                    if row[0] in by_key and row[-2] is not None and row[-2].time() > datetime.min.time())
+    day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    earlier = day_start + (exit_at - day_start) / 2
+    other = "returned" if stage == "cancelled" else "cancelled"
+    return by_key[key], key, [{"seq": 20_000, "ts": earlier.isoformat(), "kind": "lifecycle", "stage": other}]
+
+
 def _write_random(db, rng: random.Random, keys: dict, devices: list[str], *, start: datetime, count: int) -> None:
     """`count` random events from `start` on for each device, one message each."""
     for device in devices:
@@ -131,6 +142,7 @@ def test_incremental_rollups_equal_from_scratch_after_late_data(db, registered):
     assert {row[3] for row in feedback_before} == {"nps", "csat"}
     # Late, out-of-order data into already rolled-up days (and a redelivery that must change nothing).
     late = [_message(d, keys[d], _random_events(rng, 10_000, start, 60)) for d in registered[:3]]
+    late.append(_message(*_earlier_exit(before, keys, registered[3:])))
     write_batch(db, messages=late, bounds=NO_AGE_LIMIT)
     write_batch(db, messages=late[:1], bounds=NO_AGE_LIMIT)
     second = refresh_rollups(db, max_device_days=4)  # partial refresh: the rest stays pending
