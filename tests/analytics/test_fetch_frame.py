@@ -3,11 +3,20 @@ the dtype and the exact values the row path (Python objects per value) gives, NU
 
 from __future__ import annotations
 
+import threading
+
 import pandas as pd
 import pytest
 from psycopg import sql
 
-from cxp.analytics.queries._base import _rows_frame, fetch_frame, shared_reads, shared_value
+from cxp.analytics.queries._base import (
+    _rows_frame,
+    concurrently,
+    fetch_frame,
+    in_concurrent_part,
+    shared_reads,
+    shared_value,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,3 +81,51 @@ def test_shared_reads_run_a_repeated_read_once_and_hand_out_copies(db):
     assert again["n"].tolist() == [1] and other["n"].tolist() == [2]
     assert fits[0] == fits[1] and fits[0] is not fits[1]
     assert fetch_frame(db, query, {"k": 1})["n"].tolist() == [3]  # outside the block every read runs
+
+
+def test_concurrent_parts_share_one_connection_and_each_read_runs_once(db):
+    db.execute("CREATE TEMP SEQUENCE concurrent_probe")
+    query = sql.SQL("SELECT nextval('concurrent_probe') AS n, pg_sleep(0.05), %(k)s::int AS k")
+    threads: set[str] = set()
+
+    def part(k: int) -> tuple[int, bool]:
+        threads.add(threading.current_thread().name)
+        # every part asks for the shared read (k=0) while another may be running it: it runs once
+        shared = fetch_frame(db, query, {"k": 0})["n"].iloc[0]
+        return int(fetch_frame(db, query, {"k": k})["k"].iloc[0]) * 100 + int(shared), in_concurrent_part()
+
+    with shared_reads():
+        got = concurrently(**{f"p{k}": (lambda k=k: part(k)) for k in range(1, 5)})
+    assert list(got) == ["p1", "p2", "p3", "p4"]
+    shared_n = {value % 100 for value, _ in got.values()}
+    assert len(shared_n) == 1, "the read all parts share ran once"
+    assert [value // 100 for value, _ in got.values()] == [1, 2, 3, 4]
+    assert all(inside for _, inside in got.values()) and not in_concurrent_part()
+    assert len(threads) > 1 and threading.current_thread().name not in threads
+    assert db.execute("SELECT nextval('concurrent_probe')").fetchone()[0] == 6  # 1 shared + 4 own reads before
+
+
+def test_a_failing_part_raises_after_every_part_has_finished(db):
+    finished = threading.Event()
+
+    def slow() -> int:
+        db.execute("SELECT pg_sleep(0.2)")
+        finished.set()
+        return 1
+
+    def failing() -> int:
+        raise ValueError("part failed")
+
+    with pytest.raises(ValueError, match="part failed"):
+        concurrently(failing=failing, slow=slow)
+    assert finished.is_set(), "no part is left using the connection"
+    assert db.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_parts_inside_a_part_run_in_its_thread():
+    def outer() -> dict:
+        here = threading.current_thread().name
+        return concurrently(a=lambda: threading.current_thread().name == here,
+                            b=lambda: threading.current_thread().name == here)
+
+    assert concurrently(x=outer, y=lambda: None)["x"] == {"a": True, "b": True}

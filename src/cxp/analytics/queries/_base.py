@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, copy_context
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -23,6 +26,7 @@ from cxp.store.errors import mapped_errors
 from cxp.store.rollups import EXIT_STAGES
 
 T = TypeVar("T")
+P = ParamSpec("P")
 Grain = Literal["day", "week"]
 Source = Literal["rollups", "raw"]
 WEEK_ORIGIN = date(2000, 1, 3)  # a Monday: weeks are Monday–Sunday
@@ -39,8 +43,27 @@ def week_start(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
-# Reads already made in the current `shared_reads` block: (connection, statement, parameters) → frame.
-_SHARED: ContextVar[dict[tuple[int, str, str], Any] | None] = ContextVar("cxp_shared_reads", default=None)
+# Reads already made in the current `shared_reads` block: (connection, statement, parameters) → its `_Once`.
+_SHARED: ContextVar[dict[tuple[int, str, str], _Once] | None] = ContextVar("cxp_shared_reads", default=None)
+_SLOTS = threading.Lock()  # guards adding a slot to a block (the parts of `concurrently` share the block)
+# Set inside a part of `concurrently`: other statements may run on the connection between this part's statements.
+_IN_PART: ContextVar[bool] = ContextVar("cxp_in_concurrent_part", default=False)
+CONCURRENT_PARTS = 3  # threads a view's parts run on: the connection runs one statement at a time anyway
+
+
+class _Once:
+    """One slot of a `shared_reads` block: computed by the first caller; one asking meanwhile waits for it."""
+
+    __slots__ = ("done", "lock", "value")
+
+    def __init__(self) -> None:
+        self.lock, self.done, self.value = threading.RLock(), False, None
+
+    def get(self, compute: Callable[[], Any]) -> Any:
+        with self.lock:
+            if not self.done:
+                self.value, self.done = compute(), True
+            return self.value
 
 
 @contextmanager
@@ -58,15 +81,58 @@ def shared_reads() -> Iterator[None]:
         _SHARED.reset(token)
 
 
+def reads_shared(fn: Callable[P, T]) -> Callable[P, T]:
+    """`fn` runs in a `shared_reads` block: a view whose parts read the same inputs (its scoped devices)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        with shared_reads():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _slot(shared: dict[tuple[int, str, str], _Once], slot: tuple[int, str, str]) -> _Once:
+    with _SLOTS:
+        once = shared.get(slot)
+        if once is None:
+            once = shared[slot] = _Once()
+        return once
+
+
 def shared_value(key: tuple[Any, ...], compute: Callable[[], T]) -> T:
     """`compute()` once per key inside a `shared_reads` block (each caller gets a deep copy); outside one, always."""
     shared = _SHARED.get()
     if shared is None:
         return compute()
-    slot = (0, "value", repr(key))
-    if slot not in shared:
-        shared[slot] = compute()
-    return copy.deepcopy(shared[slot])
+    return copy.deepcopy(_slot(shared, (0, "value", repr(key))).get(compute))
+
+
+def concurrently(**parts: Callable[[], Any]) -> dict[str, Any]:
+    """Run a view's independent read-only parts at once on its connection; their results by name.
+
+    The connection runs one statement at a time (its lock orders them), but while the database computes one
+    part's rows, Python parses or scores another's: on two cores most of the reading hides behind the
+    computing. Each part runs in a copy of the caller's context, so the parts share its `shared_reads` block;
+    a part must not open a transaction (another part's statements would run inside it): `in_concurrent_part`
+    tells it. Every part has finished when this returns, raised or not (none is left using the connection);
+    the first part's error in the order given is raised."""
+    if len(parts) < 2 or CONCURRENT_PARTS < 2 or _IN_PART.get():
+        return {name: compute() for name, compute in parts.items()}
+
+    def run(compute: Callable[[], Any]) -> Any:
+        _IN_PART.set(True)
+        return compute()
+
+    with ThreadPoolExecutor(max_workers=min(len(parts), CONCURRENT_PARTS), thread_name_prefix="cxp-part") as pool:
+        futures = {name: pool.submit(copy_context().run, run, compute) for name, compute in parts.items()}
+        wait(futures.values())
+    return {name: future.result() for name, future in futures.items()}
+
+
+def in_concurrent_part() -> bool:
+    """Whether this code runs as a part of `concurrently` (it then must not open a transaction)."""
+    return _IN_PART.get()
 
 
 def fetch_frame(conn: psycopg.Connection, query: sql.Composable, params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -75,10 +141,8 @@ def fetch_frame(conn: psycopg.Connection, query: sql.Composable, params: dict[st
     shared = _SHARED.get()
     if shared is None:
         return _fetch_frame(conn, query, params)
-    slot = (id(conn), repr(query), repr(params))
-    if slot not in shared:
-        shared[slot] = _fetch_frame(conn, query, params)
-    return shared[slot].copy()
+    frame = _slot(shared, (id(conn), repr(query), repr(params))).get(lambda: _fetch_frame(conn, query, params))
+    return frame.copy()
 
 
 def _fetch_frame(conn: psycopg.Connection, query: sql.Composable, params: dict[str, Any] | None) -> pd.DataFrame:
@@ -219,8 +283,10 @@ def with_scoped_devices(
 
 
 def scoped_join(scope: AnalyticsQuery) -> str:
-    """The join that restricts a large scan to the scoped devices; none for the whole fleet, where the join
-    only costs (it turns a parallel hash aggregate into a serial index-ordered merge)."""
+    """The join that restricts a scan to the scoped devices; none for the whole fleet, where it only costs: every
+    stored row's device is registered (the registry refuses to delete a device with telemetry or a product with
+    devices), and joining each row to `sel` turns a parallel hash aggregate into a serial index-ordered merge or a
+    memoized lookup per row (139,000 answers: 100 → 21 ms)."""
     return "" if scope.is_all_devices else " JOIN sel USING (device_key)"
 
 

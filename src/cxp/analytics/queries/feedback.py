@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 
 from cxp.analytics.errors import InvalidParameter
-from cxp.analytics.queries._base import day_start, fetch_frame, with_scoped_devices
+from cxp.analytics.queries._base import day_start, fetch_frame, scoped_join, with_scoped_devices
 from cxp.analytics.query import AnalyticsQuery
 
 # Group expressions over `rollup_feedback_daily` f (one row per device × day × touchpoint × measure × score).
@@ -38,9 +38,11 @@ def feedback_histogram(
         [*cols, sql.SQL("f.measure"), sql.SQL("f.score::int AS score"), sql.SQL("sum(f.responses)::int AS responses")]
     )
     group = sql.SQL(", ").join(sql.Literal(i) for i in range(1, len(by) + 3))
+    # Grouped by a device's product or segment, the rows need the join; else only a narrower scope does.
+    join = " JOIN sel USING (device_key)" if any("sel." in VOICE_GROUPS[g] for g in by) else scoped_join(scope)
     query = sql.SQL(
-        "SELECT {} FROM rollup_feedback_daily f JOIN sel USING (device_key)"
-        " WHERE f.day BETWEEN %(start)s AND %(end)s GROUP BY {} ORDER BY {}"
+        "SELECT {} FROM rollup_feedback_daily f" + join + " WHERE f.day BETWEEN %(start)s AND %(end)s"
+        " GROUP BY {} ORDER BY {}"
     ).format(select, group, group)
     statement, params = with_scoped_devices(scope, query, start=start, end=end)
     return fetch_frame(conn, statement, params)
@@ -57,8 +59,8 @@ def device_feedback(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: d
     )
     statement, params = with_scoped_devices(
         scope,
-        f"SELECT f.device_key, {measures} FROM rollup_feedback_daily f JOIN sel USING (device_key)"
-        " WHERE f.day BETWEEN %(start)s AND %(end)s GROUP BY 1",
+        f"SELECT f.device_key, {measures} FROM rollup_feedback_daily f" + scoped_join(scope)
+        + " WHERE f.day BETWEEN %(start)s AND %(end)s GROUP BY 1",
         start=start,
         end=end,
     )
@@ -84,7 +86,7 @@ def feedback_after(
         " (SELECT e.csat FROM events e WHERE e.device_key = r.device_key AND e.kind = 'feedback'"
         "   AND e.csat IS NOT NULL AND e.ts > r.ref_ts AND e.ts <= least(r.ref_ts + %(h)s, %(hi)s)"
         "   ORDER BY e.ts LIMIT 1) AS csat_after"
-        " FROM r JOIN sel USING (device_key)",
+        " FROM r" + scoped_join(scope),
         keys=[int(k) for k in refs["device_key"]],
         ts=[pd.Timestamp(t).floor("us").to_pydatetime() for t in refs["ref_ts"]],
         h=timedelta(days=horizon_days),
@@ -112,7 +114,7 @@ def feedback_around(
         " avg(e.csat) FILTER (WHERE e.ts > r.ref_ts)::float8 AS csat_after,"
         " avg(e.nps) FILTER (WHERE e.ts < r.ref_ts)::float8 AS nps_before,"
         " avg(e.nps) FILTER (WHERE e.ts > r.ref_ts)::float8 AS nps_after"
-        " FROM r JOIN sel USING (device_key) JOIN events e ON e.device_key = r.device_key AND e.kind = 'feedback'"
+        " FROM r" + scoped_join(scope) + " JOIN events e ON e.device_key = r.device_key AND e.kind = 'feedback'"
         " AND e.ts >= r.ref_ts - %(h)s AND e.ts <= least(r.ref_ts + %(h)s, %(hi)s)"
         " AND e.ts >= %(lo)s AND e.ts < %(hi)s GROUP BY r.device_key",
         keys=[int(k) for k in refs["device_key"]],

@@ -59,7 +59,7 @@ def health_period_inputs(
             scope,
             "SELECT w.device_key, w.week AS period, w.usage_count AS uses, w.success_count AS successes,"
             " w.active_days, w.error_free_days, w.heartbeat_count AS heartbeats, w.touchpoints_used"
-            " FROM rollup_weekly w JOIN sel USING (device_key) WHERE w.week BETWEEN %(start)s AND %(last)s",
+            " FROM rollup_weekly w" + scoped_join(scope) + " WHERE w.week BETWEEN %(start)s AND %(last)s",
             start=start,
             last=last_week,
         )
@@ -88,8 +88,8 @@ def health_period_inputs(
         " sum(r.success_count)::int AS successes, count(*) FILTER (WHERE r.active)::int AS active_days,"
         " count(*) FILTER (WHERE r.active AND r.error_count = 0)::int AS error_free_days,"
         " sum(r.heartbeat_count)::int AS heartbeats"
-        f" FROM {_daily_source(source)} r JOIN sel USING (device_key)"
-        " WHERE r.day BETWEEN %(start)s AND %(end)s GROUP BY 1, 2),"
+        f" FROM {_daily_source(source)} r" + scoped_join(scope)
+        + " WHERE r.day BETWEEN %(start)s AND %(end)s GROUP BY 1, 2),"
         f" tp AS ({tp_src})"
         " SELECT agg.*, coalesce(tp.touchpoints_used, 0) AS touchpoints_used"
         " FROM agg LEFT JOIN tp USING (device_key, period)"
@@ -101,8 +101,8 @@ def health_period_inputs(
         whole, extra = whole_week_under_way(["rollup_daily", "rollup_touchpoint_daily"], end=end, week=start)
         query = (
             f"{query} WHERE NOT {whole} UNION ALL SELECT w.device_key, w.week, w.usage_count, w.success_count,"
-            " w.active_days, w.error_free_days, w.heartbeat_count, w.touchpoints_used FROM rollup_weekly w"
-            f" JOIN sel USING (device_key) WHERE w.week = %(start)s AND {whole}"
+            " w.active_days, w.error_free_days, w.heartbeat_count, w.touchpoints_used"
+            " FROM rollup_weekly w" + scoped_join(scope) + f" WHERE w.week = %(start)s AND {whole}"
         )
     statement, params = with_scoped_devices(
         scope, query + " ORDER BY 1, 2", start=start, end=end, lo=day_start(start),
@@ -232,7 +232,7 @@ def feedback_counts_trailing(
         " coalesce(sum(f.responses) FILTER (WHERE f.measure = 'csat' AND f.score >= 4), 0)::int AS csat_top2,"
         " coalesce(sum(f.responses) FILTER (WHERE f.measure = 'ces'), 0)::int AS ces_n,"
         " coalesce(sum(f.score * f.responses) FILTER (WHERE f.measure = 'ces'), 0)::float8 AS ces_sum"
-        " FROM rollup_feedback_daily f JOIN sel USING (device_key) WHERE f.day BETWEEN %(lo)s AND %(hi)s"
+        " FROM rollup_feedback_daily f" + scoped_join(scope) + " WHERE f.day BETWEEN %(lo)s AND %(hi)s"
     )
     if len(set(period_ends)) == 1:
         # One window (the usual week under way): summed per device in SQL, ~devices rows instead of device-days.

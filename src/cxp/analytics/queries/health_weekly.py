@@ -7,7 +7,14 @@ from datetime import date
 import pandas as pd
 import psycopg
 
-from cxp.analytics.queries._base import CHURN_STAGES, Grain, fetch_frame, period_start_sql, with_scoped_devices
+from cxp.analytics.queries._base import (
+    CHURN_STAGES,
+    Grain,
+    fetch_frame,
+    period_start_sql,
+    scoped_join,
+    with_scoped_devices,
+)
 from cxp.analytics.queries.health import FEEDBACK_COUNT_COLUMNS
 from cxp.analytics.query import AnalyticsQuery
 
@@ -51,8 +58,8 @@ def kept_health_weeks(
     statement, params = with_scoped_devices(
         scope,
         f"SELECT k.device_key, k.week, {', '.join('k.' + c for c in KEPT_COLUMNS)}"
-        " FROM health_weekly k JOIN sel USING (device_key)"
-        " WHERE k.week BETWEEN %(first)s AND %(last)s AND NOT k.stale",
+        " FROM health_weekly k" + scoped_join(scope)
+        + " WHERE k.week BETWEEN %(first)s AND %(last)s AND NOT k.stale",
         first=first_week,
         last=last_week,
     )

@@ -9,7 +9,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from cxp.analytics.queries._base import CHURN_STAGES, Source, day_start, fetch_frame, with_scoped_devices
+from cxp.analytics.queries._base import CHURN_STAGES, Source, day_start, fetch_frame, scoped_join, with_scoped_devices
 from cxp.analytics.query import AnalyticsQuery
 from cxp.store.errors import mapped_errors
 
@@ -50,8 +50,8 @@ def lifecycle(
     """Raw lifecycle events of the given stages in [start, end]: device_key, ts, stage (filtered in SQL)."""
     statement, params = with_scoped_devices(
         scope,
-        "SELECT e.device_key, e.ts, e.stage FROM events e JOIN sel USING (device_key)"
-        " WHERE e.kind = 'lifecycle' AND e.ts >= %(lo)s AND e.ts < %(hi)s AND e.stage = ANY(%(stages)s)"
+        "SELECT e.device_key, e.ts, e.stage FROM events e" + scoped_join(scope)
+        + " WHERE e.kind = 'lifecycle' AND e.ts >= %(lo)s AND e.ts < %(hi)s AND e.stage = ANY(%(stages)s)"
         " ORDER BY e.device_key, e.ts",
         lo=day_start(start),
         hi=day_start(end + timedelta(days=1)),
@@ -68,8 +68,8 @@ def churn_exits(conn: psycopg.Connection, *, scope: AnalyticsQuery, end: date,
         statement, params = with_scoped_devices(
             scope,
             "SELECT DISTINCT ON (e.device_key) e.device_key, e.ts AS exit_at, e.stage AS exit_stage"
-            " FROM events e JOIN sel USING (device_key)"
-            " WHERE e.kind = 'lifecycle' AND e.stage = ANY(%(stages)s) AND e.ts < %(hi)s"
+            " FROM events e" + scoped_join(scope)
+            + " WHERE e.kind = 'lifecycle' AND e.stage = ANY(%(stages)s) AND e.ts < %(hi)s"
             " ORDER BY e.device_key, e.ts, e.seq",
             stages=list(CHURN_STAGES),
             hi=day_start(end + timedelta(days=1)),
@@ -78,8 +78,8 @@ def churn_exits(conn: psycopg.Connection, *, scope: AnalyticsQuery, end: date,
         statement, params = with_scoped_devices(
             scope,
             "SELECT DISTINCT ON (r.device_key) r.device_key, r.exit_at, r.exit_stage"
-            " FROM rollup_daily r JOIN sel USING (device_key)"
-            " WHERE r.exit_at IS NOT NULL AND r.day <= %(end)s ORDER BY r.device_key, r.day",
+            " FROM rollup_daily r" + scoped_join(scope)
+            + " WHERE r.exit_at IS NOT NULL AND r.day <= %(end)s ORDER BY r.device_key, r.day",
             end=end,
         )
     return fetch_frame(conn, statement, params)

@@ -139,8 +139,8 @@ def touchpoint_answers(conn: psycopg.Connection, *, scope: AnalyticsQuery, start
     statement, params = with_scoped_devices(
         scope,
         "SELECT a.device_key, a.touchpoint, a.csat::float8 AS score, a.last_use_ok, a.failed_before"
-        " FROM answer_context a JOIN sel USING (device_key)"
-        " WHERE a.ts >= %(lo)s AND a.ts < %(hi)s ORDER BY a.ts, a.device_key, a.seq",
+        " FROM answer_context a" + scoped_join(scope)
+        + " WHERE a.ts >= %(lo)s AND a.ts < %(hi)s ORDER BY a.ts, a.device_key, a.seq",
         lo=day_start(start),
         hi=day_start(end + timedelta(days=1)),
     )
@@ -152,8 +152,8 @@ def failure_counts(conn: psycopg.Connection, *, scope: AnalyticsQuery, start: da
     statement, params = with_scoped_devices(
         scope,
         "SELECT h.device_key, h.touchpoint, h.day, h.error_count AS failures"
-        " FROM rollup_touchpoint_daily h JOIN sel USING (device_key)"
-        " WHERE h.day BETWEEN %(start)s AND %(end)s AND h.touchpoint <> '' AND h.error_count > 0",
+        " FROM rollup_touchpoint_daily h" + scoped_join(scope)
+        + " WHERE h.day BETWEEN %(start)s AND %(end)s AND h.touchpoint <> '' AND h.error_count > 0",
         start=start,
         end=end,
     )

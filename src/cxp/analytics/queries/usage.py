@@ -7,7 +7,13 @@ from datetime import date, timedelta
 import pandas as pd
 import psycopg
 
-from cxp.analytics.queries._base import fetch_frame, narrow_scope_join, weeks_and_days_sql, with_scoped_devices
+from cxp.analytics.queries._base import (
+    fetch_frame,
+    narrow_scope_join,
+    scoped_join,
+    weeks_and_days_sql,
+    with_scoped_devices,
+)
 from cxp.analytics.query import AnalyticsQuery
 
 
@@ -32,17 +38,17 @@ def daily_usage(
     # key in device order; sorted here instead.
     if core_only:
         query = (
-            "SELECT r.device_key, r.day, r.core_usage_count AS uses FROM rollup_daily r JOIN sel USING (device_key)"
-            " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active AND r.core_usage_count > 0"
+            "SELECT r.device_key, r.day, r.core_usage_count AS uses FROM rollup_daily r" + scoped_join(scope)
+            + " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active AND r.core_usage_count > 0"
         )
     elif uses_only:
-        query = ("SELECT r.device_key, r.day, r.usage_count AS uses FROM rollup_daily r JOIN sel USING (device_key)"
-                 " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active")
+        query = ("SELECT r.device_key, r.day, r.usage_count AS uses FROM rollup_daily r" + scoped_join(scope)
+                 + " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active")
     else:
         query = (
             "SELECT r.device_key, r.day, r.usage_count AS uses, r.success_count AS successes,"
             f" r.error_count AS errors{', r.core_usage_count AS core_uses' if core_uses else ''}"
-            " FROM rollup_daily r JOIN sel USING (device_key) WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active"
+            " FROM rollup_daily r" + scoped_join(scope) + " WHERE r.day BETWEEN %(start)s AND %(end)s AND r.active"
         )
     statement, params = with_scoped_devices(scope, query, start=start, end=end)
     frame = fetch_frame(conn, statement, params)
@@ -116,8 +122,8 @@ def usage_around(conn: psycopg.Connection, *, scope: AnalyticsQuery, refs: pd.Da
         " SELECT r.device_key,"
         " coalesce(sum(d.usage_count) FILTER (WHERE d.day < r.ref_day), 0)::float8 / %(n)s AS usage_before,"
         " coalesce(sum(d.usage_count) FILTER (WHERE d.day > r.ref_day), 0)::float8 / %(n)s AS usage_after"
-        " FROM r JOIN sel USING (device_key)"
-        " LEFT JOIN rollup_daily d ON d.device_key = r.device_key"
+        " FROM r" + scoped_join(scope)
+        + " LEFT JOIN rollup_daily d ON d.device_key = r.device_key"
         "   AND d.day BETWEEN r.ref_day - %(n)s AND r.ref_day + %(n)s"
         " GROUP BY r.device_key",
         keys=[int(k) for k in refs["device_key"]],
@@ -161,8 +167,8 @@ def churn_usage_sums(
     first = min(baseline[0], as_of - timedelta(days=reach - 1))
     statement, params = with_scoped_devices(
         scope,
-        f"SELECT r.device_key, {', '.join(columns)} FROM rollup_daily r JOIN sel USING (device_key)"
-        " WHERE r.active AND r.day BETWEEN %(first)s AND %(as_of)s GROUP BY 1 ORDER BY 1",
+        f"SELECT r.device_key, {', '.join(columns)} FROM rollup_daily r" + scoped_join(scope)
+        + " WHERE r.active AND r.day BETWEEN %(first)s AND %(as_of)s GROUP BY 1 ORDER BY 1",
         as_of=as_of, first=first, baseline_from=baseline[0], baseline_to=baseline[1],
     )
     return fetch_frame(conn, statement, params)

@@ -16,7 +16,7 @@ from cxp.analytics.core import segments as core_segments
 from cxp.analytics.core._frames import finite_or_none, member_of
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import ChurnRiskEntry, ChurnRiskList, ChurnRiskSummary, Window
-from cxp.analytics.queries._base import CHURN_STAGES, day_start, shared_reads
+from cxp.analytics.queries._base import CHURN_STAGES, concurrently, day_start, shared_reads
 from cxp.analytics.queries.disruptions import error_stream
 from cxp.analytics.queries.registry import devices, lifecycle
 from cxp.analytics.queries.touchpoints import failure_counts
@@ -194,17 +194,24 @@ def _risk_table(
         return ChurnRiskList(
             level=level, window=window, weights={}, entries=(), reason="not enough data: no devices in scope"
         )
-    retention = device_retention(conn, scope=query, window=window, devices=scoped)
-    # One aggregate over the daily rollup: per device the sums each part reads, not every device-day of nine weeks.
     buckets = window_days // bucket_days if 1 <= bucket_days <= window_days else 0
-    sums = churn_usage_sums(conn, scope=query, as_of=as_of, buckets=buckets, bucket_days=max(bucket_days, 1),
-                            baseline=(baseline_start, trend_start), recent_days=max(DROP_WINDOWS),
-                            base_days=DROP_BASE_DAYS, failure_days=FAILURE_DAYS)
+    window_8w = Window(start=as_of - timedelta(days=CLASS_WINDOW_DAYS - 1), end=as_of, as_of=as_of)
+    read = concurrently(
+        retention=lambda: device_retention(conn, scope=query, window=window, devices=scoped),
+        # One aggregate over the daily rollup: per device the sums each part reads, not nine weeks of device-days.
+        sums=lambda: churn_usage_sums(conn, scope=query, as_of=as_of, buckets=buckets,
+                                      bucket_days=max(bucket_days, 1), baseline=(baseline_start, trend_start),
+                                      recent_days=max(DROP_WINDOWS), base_days=DROP_BASE_DAYS,
+                                      failure_days=FAILURE_DAYS),
+        last_core=lambda: last_use_before(conn, scope=query, end=as_of, core_only=True),
+        recent=lambda: _recent_disruptions(conn, scope=query, as_of=as_of, scoped=scoped, disruptions=disruptions),
+        answers=lambda: device_satisfaction(conn, scope=query, window=window_8w),
+        lived=lambda: _experience_events(conn, scope=query, as_of=as_of, scoped=scoped),
+    )
+    retention, sums, last_core, recent = read["retention"], read["sums"], read["last_core"], read["recent"]
     # Each trend bucket's core uses as one row on its last day: the trend sums a bucket's days, so it fits the same.
     core_use = _on_days(sums, as_of=as_of, key="device_key",
                         columns={f"core_{k}": k * bucket_days for k in range(buckets)})
-    last_core = last_use_before(conn, scope=query, end=as_of, core_only=True)
-    recent = _recent_disruptions(conn, scope=query, as_of=as_of, scoped=scoped, disruptions=disruptions)
 
     activated_on = utc_days(scoped["activated_at"])
     baseline_days = (pd.Timestamp(trend_start) - np.maximum(activated_on, pd.Timestamp(baseline_start))).dt.days
@@ -295,16 +302,14 @@ def _risk_table(
         group=group,
         entities=entities["entity_id"],
     )
-    window_8w = Window(start=as_of - timedelta(days=CLASS_WINDOW_DAYS - 1), end=as_of, as_of=as_of)
-    answers = device_satisfaction(conn, scope=query, window=window_8w).merge(
+    answers = read["answers"].merge(
         per_device[["device_key", "device_id", "account_id"]], on="device_key"
     )
     answers = answers.rename(columns={key: "entity_id"}).assign(weighted=lambda f: f["satisfaction"] * f["answers"])
     answers = answers.groupby("entity_id", as_index=False)[["weighted", "answers"]].sum()
     answers["satisfaction"] = answers["weighted"] / answers["answers"].where(answers["answers"] > 0)
     satisfaction = core_warning.satisfaction_risk(satisfaction=answers, entities=entities["entity_id"])
-    lived = _experience_events(conn, scope=query, as_of=as_of, scoped=scoped)
-    lived = lived.merge(per_device[["device_key", key]], on="device_key").rename(columns={key: "entity_id"})
+    lived = read["lived"].merge(per_device[["device_key", key]], on="device_key").rename(columns={key: "entity_id"})
     experience = core_warning.experience_load(
         events=lived[["entity_id", "day", "driver", "count", "weight"]],
         weights={},

@@ -26,7 +26,7 @@ from cxp.analytics.models import (
     Spike,
     Window,
 )
-from cxp.analytics.queries._base import day_start, shared_value
+from cxp.analytics.queries._base import day_start, reads_shared, shared_value
 from cxp.analytics.queries.disruptions import (
     daily_errors_by_product,
     error_stream,
@@ -89,6 +89,7 @@ def episodes_in_window(
 
 
 @maps_numeric_errors
+@reads_shared  # the episodes' events get their devices' ids from the view's own read of them
 def get_disruptions(
     *,
     conn: psycopg.Connection,
@@ -212,6 +213,7 @@ def get_disruptions(
 
 
 @maps_numeric_errors
+@reads_shared
 def list_incidents(
     *,
     conn: psycopg.Connection,

@@ -25,7 +25,7 @@ from cxp.analytics.core.trajectories import (
     trajectories_at,
     trajectory_scores,
 )
-from cxp.analytics.queries._base import Grain, Source
+from cxp.analytics.queries._base import Grain, Source, in_concurrent_part
 from cxp.analytics.queries.health import FEEDBACK_COUNT_COLUMNS, feedback_counts_trailing, latency_by_touchpoint
 from cxp.analytics.queries.health_weekly import (
     KEEP_AFTER_DAYS,
@@ -50,7 +50,11 @@ _WRITE_REFUSED = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg
 
 @contextmanager
 def _snapshot(conn: psycopg.Connection) -> Iterator[bool]:
-    """One repeatable-read snapshot for the reads and the write-back; yields whether writing back is safe."""
+    """One repeatable-read snapshot for the reads and the write-back; yields whether writing back is safe. Not in a
+    part of `concurrently`: the other parts' statements would run inside its transaction."""
+    if in_concurrent_part():
+        yield False
+        return
     if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
