@@ -15,7 +15,7 @@ from cxp.analytics.models import (
     TouchpointReport,
     Window,
 )
-from cxp.analytics.queries._base import shared_reads
+from cxp.analytics.queries._base import concurrently, shared_reads
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import empty_window, resolve_window
 from cxp.analytics.service.churn import get_churn_risk_summary
@@ -145,7 +145,16 @@ def _fleet_report(
     if window is None:
         return _no_answer(empty_window(), "nothing stored yet")
     scoped = query.ending(window.end)
-    frame, health_window = health_frames(conn=conn, query=scoped, level="device", weeks=weeks)
+    days = max(28, 7 * weeks)
+    # The parts read and compute apart: while the database answers one, Python scores another.
+    parts = concurrently(
+        health=lambda: health_frames(conn=conn, query=scoped, level="device", weeks=weeks),
+        voice=lambda: get_voice(conn=conn, query=scoped, by=("product",), days=days),
+        touchpoints=lambda: get_touchpoints(conn=conn, query=scoped, days=days, outcome_models=False),
+        incidents=lambda: list_incidents(conn=conn, query=scoped, days=min(14, 7 * weeks)),
+        churn=lambda: get_churn_risk_summary(conn=conn, query=scoped, threshold=AT_RISK_SCORE),
+    )
+    frame, health_window = parts["health"]
     if frame.empty or health_window is None:
         return _no_answer(window, "no devices in scope")
     fleet = health_objects("fleet", aggregate_devices(device_rows=frame, level="fleet"), config)
@@ -156,7 +165,7 @@ def _fleet_report(
     bands = [b for b in band_values(scores=latest, config=config).tolist() if b]
     band_shares = {b: bands.count(b) / len(bands) for b in ("green", "amber", "red")} if bands else {}
     fleet_latest = fleet[-1] if fleet else None
-    voice = get_voice(conn=conn, query=scoped, by=("product",), days=max(28, 7 * weeks))
+    voice = parts["voice"]
     nps_by_product = {g.key["product"]: g.nps for g in voice.groups}
     latest_products = [s for s in products if s.period_start == max(p.period_start for p in products)]
     lines = tuple(
@@ -174,13 +183,9 @@ def _fleet_report(
         for p in sorted(latest_products, key=lambda p: p.score if p.score is not None else -1)
     )
     concerns = _health_concerns(lines)
-    concerns += _touchpoint_concerns(
-        get_touchpoints(conn=conn, query=scoped, days=max(28, 7 * weeks), outcome_models=False)
-    )
-    concerns += _incident_concerns(list_incidents(conn=conn, query=scoped, days=min(14, 7 * weeks)))
-    churn, at_risk_devices = _churn_concerns(
-        get_churn_risk_summary(conn=conn, query=scoped, threshold=AT_RISK_SCORE)
-    )
+    concerns += _touchpoint_concerns(parts["touchpoints"])
+    concerns += _incident_concerns(parts["incidents"])
+    churn, at_risk_devices = _churn_concerns(parts["churn"])
     concerns += churn
     ordered = tuple(c for _, c in sorted(concerns, key=lambda ranked: ranked[0]))[:max_concerns]
     return FleetReport(
