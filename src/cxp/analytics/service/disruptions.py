@@ -26,7 +26,7 @@ from cxp.analytics.models import (
     Spike,
     Window,
 )
-from cxp.analytics.queries._base import day_start, reads_shared, shared_value
+from cxp.analytics.queries._base import concurrently, day_start, reads_shared, shared_value
 from cxp.analytics.queries.disruptions import (
     daily_errors_by_product,
     error_stream,
@@ -128,18 +128,21 @@ def get_disruptions(
         )
     scoped = devices(conn, scope=query)
     devices_per_product = scoped.groupby("product_id").size()
-    episodes = episodes_in_window(conn, scope=query, window=window, scoped=scoped)
+    read = concurrently(
+        episodes=lambda: episodes_in_window(conn, scope=query, window=window, scoped=scoped),
+        runs=lambda: _incident_runs(conn, scope=query, window=window, alpha=alpha),
+        daily=lambda: daily_errors_by_product(conn, scope=query, start=window.start, end=window.end),
+    )
+    episodes, runs, daily = read["episodes"], read["runs"], read["daily"]
     recovery = [_recovery_times("all episodes", episodes)]
     for product_id, product_episodes in episodes.groupby("product_id"):
         recovery.append(_recovery_times(str(product_id), product_episodes))
 
-    runs = _incident_runs(conn, scope=query, window=window, alpha=alpha)
     incidents, incident_episodes = _incidents(runs, episodes, devices_per_product, min_devices=min_devices,
                                               min_share=min_share)
     if incident_episodes:
         recovery.append(_recovery_times("incident episodes", pd.concat(incident_episodes)))
 
-    daily = daily_errors_by_product(conn, scope=query, start=window.start, end=window.end)
     spikes: list[Spike] = []
     if len(daily):
         tested = core_disruptions.detect_spikes(

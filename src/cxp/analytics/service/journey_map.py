@@ -13,7 +13,7 @@ import psycopg
 
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models_measures import JourneyMap, JourneyMapCell, JourneyMapStage
-from cxp.analytics.queries._base import shared_reads
+from cxp.analytics.queries._base import concurrently, shared_reads
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import empty_window
 from cxp.analytics.service.disruptions import list_incidents
@@ -66,15 +66,18 @@ def _journey_map(*, conn: psycopg.Connection, query: AnalyticsQuery, days: int, 
         if narrowed is None:
             return JourneyMap(empty_window(), (), (), DEFINITIONS, reason, persona=persona)
         query = narrowed
-    touchpoints = get_touchpoints(conn=conn, query=query, days=days, outcome_models=False)
+    parts = concurrently(  # while the database answers one part, Python computes another
+        touchpoints=lambda: get_touchpoints(conn=conn, query=query, days=days, outcome_models=False),
+        voice=lambda: get_voice(conn=conn, query=query, by=("product", "touchpoint"), days=days),
+        incidents=lambda: list_incidents(conn=conn, query=query, days=days),
+        funnel=lambda: get_journey(conn=conn, query=query, days=days),
+    )
+    touchpoints, voice, incidents, funnel = parts["touchpoints"], parts["voice"], parts["incidents"], parts["funnel"]
     if not touchpoints.touchpoints:
         return JourneyMap(
             touchpoints.window or empty_window(), (), (), DEFINITIONS, "not enough data: no touchpoints", persona
         )
-    voice = get_voice(conn=conn, query=query, by=("product", "touchpoint"), days=days)
     csat = {(g.key.get("product"), g.key.get("touchpoint")): g.csat for g in voice.groups}
-    incidents = list_incidents(conn=conn, query=query, days=days)
-    funnel = get_journey(conn=conn, query=query, days=days)
 
     cells = []
     for t in touchpoints.touchpoints:

@@ -14,7 +14,7 @@ from cxp.analytics.core.priorities import CROSSHAIRS, device_performance, survey
 from cxp.analytics.core.stats import proportion_ci
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import OutcomeModel, SurveyPoint, TouchpointInsight, TouchpointReport, Window
-from cxp.analytics.queries._base import shared_reads, shared_value
+from cxp.analytics.queries._base import concurrently, shared_reads, shared_value
 from cxp.analytics.queries.registry import devices, touchpoint_catalogue
 from cxp.analytics.queries.touchpoints import (
     device_touchpoints,
@@ -122,7 +122,21 @@ def _touchpoints(
     if window is None:
         return TouchpointReport(window=empty_window(), touchpoints=(), models=(), crosshairs={})
     catalogue = touchpoint_catalogue(conn, product=query.product)
-    totals = touchpoint_totals(conn, scope=query, start=window.start, end=window.end, per_device=outcome_models)
+    scoped = devices(conn, scope=query)
+
+    def outcome_inputs() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+        if not outcome_models:
+            return pd.DataFrame(columns=["device_id", "product_id", "touchpoint", "performance"]), {}
+        return _outcome_inputs(conn, query=query, window=window, scoped=scoped, catalogue=catalogue,
+                               min_device_uses=min_device_uses)
+
+    read = concurrently(  # while the database answers one part, Python computes another
+        totals=lambda: touchpoint_totals(conn, scope=query, start=window.start, end=window.end,
+                                         per_device=outcome_models),
+        outcomes=outcome_inputs,
+        kano=lambda: touchpoint_classes(conn, scope=query, window=window).table,
+    )
+    totals, (performance, outcomes) = read["totals"], read["outcomes"]
     if totals.empty:
         return TouchpointReport(window=window, touchpoints=(), models=(), crosshairs={})
     totals = totals.merge(catalogue, on=["product_id", "touchpoint"], how="left")
@@ -132,18 +146,12 @@ def _touchpoints(
         on=["product_id", "touchpoint"],
     )
 
-    scoped = devices(conn, scope=query)
-    if outcome_models:
-        performance, outcomes = _outcome_inputs(conn, query=query, window=window, scoped=scoped, catalogue=catalogue,
-                                                min_device_uses=min_device_uses)
-    else:
-        performance, outcomes = pd.DataFrame(columns=["device_id", "product_id", "touchpoint", "performance"]), {}
     priorities = touchpoint_priorities(
         summary=summary,
         performance=performance,
         outcomes=outcomes,
         devices=scoped[["device_id", "product_id"]],
-        kano=touchpoint_classes(conn, scope=query, window=window).table,
+        kano=read["kano"],
         alpha=alpha,
     )
     table = priorities.table
