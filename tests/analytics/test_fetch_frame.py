@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pandas as pd
+import psycopg
 import pytest
 from psycopg import sql
 
@@ -129,3 +130,15 @@ def test_parts_inside_a_part_run_in_its_thread():
                             b=lambda: threading.current_thread().name == here)
 
     assert concurrently(x=outer, y=lambda: None)["x"] == {"a": True, "b": True}
+
+
+def test_in_a_transaction_the_failing_part_is_raised_not_the_parts_it_failed(db):
+    def later() -> None:
+        threading.Event().wait(0.2)  # after the other part's statement has failed the transaction
+        db.execute("SELECT 1")
+
+    def failing() -> None:
+        db.execute("SELECT 1 / 0")
+
+    with pytest.raises(psycopg.errors.DivisionByZero), db.transaction():
+        concurrently(later=later, failing=failing)

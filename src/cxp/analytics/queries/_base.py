@@ -116,7 +116,8 @@ def concurrently(**parts: Callable[[], Any]) -> dict[str, Any]:
     computing. Each part runs in a copy of the caller's context, so the parts share its `shared_reads` block;
     a part must not open a transaction (another part's statements would run inside it): `in_concurrent_part`
     tells it. Every part has finished when this returns, raised or not (none is left using the connection);
-    the first part's error in the order given is raised."""
+    the first part's error in the order given is raised (a part failed only by another's failure in the
+    connection's transaction is passed over)."""
     if len(parts) < 2 or CONCURRENT_PARTS < 2 or _IN_PART.get():
         return {name: compute() for name, compute in parts.items()}
 
@@ -127,6 +128,11 @@ def concurrently(**parts: Callable[[], Any]) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=min(len(parts), CONCURRENT_PARTS), thread_name_prefix="cxp-part") as pool:
         futures = {name: pool.submit(copy_context().run, run, compute) for name, compute in parts.items()}
         wait(futures.values())
+    failed = [f.exception() for f in futures.values() if f.exception() is not None]
+    # In a transaction, one part's failure fails the others' later statements: raise the cause, not those.
+    causes = [e for e in failed if not isinstance(e, psycopg.errors.InFailedSqlTransaction)]
+    if failed:
+        raise (causes or failed)[0]
     return {name: future.result() for name, future in futures.items()}
 
 

@@ -25,7 +25,7 @@ from cxp.analytics.core.trajectories import (
     trajectories_at,
     trajectory_scores,
 )
-from cxp.analytics.queries._base import Grain, Source, in_concurrent_part
+from cxp.analytics.queries._base import Grain, Source, concurrently, in_concurrent_part
 from cxp.analytics.queries.health import FEEDBACK_COUNT_COLUMNS, feedback_counts_trailing, latency_by_touchpoint
 from cxp.analytics.queries.health_weekly import (
     KEEP_AFTER_DAYS,
@@ -181,9 +181,17 @@ def _with_live(conn: psycopg.Connection, *, scope: AnalyticsQuery, rows: pd.Data
     the trailing answer counts and the efficiency."""
     todo = rows[live]
     ends = todo["period_end"]
-    usage = daily_usage(conn, scope=scope, start=(ends.min() - pd.Timedelta(days=TRAJECTORY_WINDOW_DAYS - 1)).date(),
-                        end=ends.max().date(), uses_only=True)
-    usage = usage.rename(columns={"device_key": "entity_id"})
+    # the distinct ends first: a date object per row of the fleet cost more than the read
+    period_ends = sorted(d.date() for d in pd.DatetimeIndex(ends.unique()))
+    read = concurrently(  # in the caller's snapshot, if it holds one: the parts share its connection
+        usage=lambda: daily_usage(conn, scope=scope, start=(ends.min() - pd.Timedelta(
+            days=TRAJECTORY_WINDOW_DAYS - 1)).date(), end=ends.max().date(), uses_only=True),
+        answers=lambda: feedback_counts_trailing(conn, scope=scope, period_ends=period_ends,
+                                                 lookback_days=VOICE_LOOKBACK_DAYS),
+        latency=lambda: latency_by_touchpoint(conn, scope=scope, start=todo["period"].min().date(), end=end,
+                                              grain=grain, source=source),
+    )
+    usage = read["usage"].rename(columns={"device_key": "entity_id"})
     fitted = trajectories_at(
         usage=usage,
         rows=pd.DataFrame({
@@ -208,17 +216,13 @@ def _with_live(conn: psycopg.Connection, *, scope: AnalyticsQuery, rows: pd.Data
     rows.loc[live, "last_active_on"] = pd.NaT
     rows.loc[last.index, "last_active_on"] = last.to_numpy()
 
-    # the distinct ends first: a date object per row of the fleet cost more than the read
-    period_ends = sorted(d.date() for d in pd.DatetimeIndex(ends.unique()))
-    answers = feedback_counts_trailing(conn, scope=scope, period_ends=period_ends,
-                                       lookback_days=VOICE_LOOKBACK_DAYS)
+    answers = read["answers"]
     answers["period_end"] = pd.to_datetime(answers["period_end"])
     answers = spans.merge(answers, on=["device_key", "period_end"], how="left").set_index("_row")
     for column in FEEDBACK_COUNT_COLUMNS:
         rows.loc[live, column] = answers[column].fillna(0).to_numpy(dtype=float)
 
-    latency = latency_by_touchpoint(conn, scope=scope, start=todo["period"].min().date(), end=end, grain=grain,
-                                    source=source)
+    latency = read["latency"]
     latency["period"] = pd.to_datetime(latency["period"])
     latency = latency.merge(spans[["_row", "device_key", "period"]], on=["device_key", "period"])
     scored = efficiency_component(frame=latency.rename(columns={"_row": "entity_id"})[
