@@ -123,13 +123,16 @@ def test_a_failing_part_raises_after_every_part_has_finished(db):
     assert db.execute("SELECT 1").fetchone()[0] == 1
 
 
-def test_parts_inside_a_part_run_in_its_thread():
-    def outer() -> dict:
-        here = threading.current_thread().name
-        return concurrently(a=lambda: threading.current_thread().name == here,
-                            b=lambda: threading.current_thread().name == here)
+def test_parts_inside_a_shared_computation_run_in_its_thread():
+    def names() -> dict:
+        here = threading.get_ident()
+        return concurrently(a=lambda: threading.get_ident() == here, b=lambda: threading.get_ident() == here)
 
-    assert concurrently(x=outer, y=lambda: None)["x"] == {"a": True, "b": True}
+    with shared_reads():
+        nested = concurrently(x=names, y=lambda: None)["x"]  # a part's own parts: threads of their own
+        in_slot = concurrently(x=lambda: shared_value(("names",), names), y=lambda: None)["x"]
+    assert nested == {"a": False, "b": False}
+    assert in_slot == {"a": True, "b": True}, "its parts could wait for the slot their caller computes"
 
 
 def test_in_a_transaction_the_failing_part_is_raised_not_the_parts_it_failed(db):

@@ -48,6 +48,8 @@ _SHARED: ContextVar[dict[tuple[int, str, str], _Once] | None] = ContextVar("cxp_
 _SLOTS = threading.Lock()  # guards adding a slot to a block (the parts of `concurrently` share the block)
 # Set inside a part of `concurrently`: other statements may run on the connection between this part's statements.
 _IN_PART: ContextVar[bool] = ContextVar("cxp_in_concurrent_part", default=False)
+# Set while a shared slot is computed: parts started there could wait for that very slot, held by their caller.
+_IN_SLOT: ContextVar[bool] = ContextVar("cxp_in_shared_slot", default=False)
 CONCURRENT_PARTS = 3  # threads a view's parts run on: the connection runs one statement at a time anyway
 
 
@@ -62,7 +64,11 @@ class _Once:
     def get(self, compute: Callable[[], Any]) -> Any:
         with self.lock:
             if not self.done:
-                self.value, self.done = compute(), True
+                token = _IN_SLOT.set(True)
+                try:
+                    self.value, self.done = compute(), True
+                finally:
+                    _IN_SLOT.reset(token)
             return self.value
 
 
@@ -117,8 +123,9 @@ def concurrently(**parts: Callable[[], Any]) -> dict[str, Any]:
     a part must not open a transaction (another part's statements would run inside it): `in_concurrent_part`
     tells it. Every part has finished when this returns, raised or not (none is left using the connection);
     the first part's error in the order given is raised (a part failed only by another's failure in the
-    connection's transaction is passed over)."""
-    if len(parts) < 2 or CONCURRENT_PARTS < 2 or _IN_PART.get():
+    connection's transaction is passed over). A part may run parts of its own; within the computation of a
+    `shared_value` or a shared read, parts run one after the other (one might wait for the slot being computed)."""
+    if len(parts) < 2 or CONCURRENT_PARTS < 2 or _IN_SLOT.get():
         return {name: compute() for name, compute in parts.items()}
 
     def run(compute: Callable[[], Any]) -> Any:

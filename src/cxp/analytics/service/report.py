@@ -147,12 +147,12 @@ def _fleet_report(
     scoped = query.ending(window.end)
     days = max(28, 7 * weeks)
     # The parts read and compute apart: while the database answers one, Python scores another.
-    parts = concurrently(
+    parts = concurrently(  # the longest first
+        churn=lambda: get_churn_risk_summary(conn=conn, query=scoped, threshold=AT_RISK_SCORE),
         health=lambda: health_frames(conn=conn, query=scoped, level="device", weeks=weeks),
-        voice=lambda: get_voice(conn=conn, query=scoped, by=("product",), days=days),
         touchpoints=lambda: get_touchpoints(conn=conn, query=scoped, days=days, outcome_models=False),
         incidents=lambda: list_incidents(conn=conn, query=scoped, days=min(14, 7 * weeks)),
-        churn=lambda: get_churn_risk_summary(conn=conn, query=scoped, threshold=AT_RISK_SCORE),
+        voice=lambda: get_voice(conn=conn, query=scoped, by=("product",), days=days),
     )
     frame, health_window = parts["health"]
     if frame.empty or health_window is None:
