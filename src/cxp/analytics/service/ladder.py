@@ -10,7 +10,7 @@ from cxp.analytics.core.ladder import LEVELS, climber_contrast, device_ladder, l
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import EffectComparison
 from cxp.analytics.models_measures import LadderContrast, LadderLevel, LadderReport
-from cxp.analytics.queries._base import shared_reads
+from cxp.analytics.queries._base import concurrently, shared_reads
 from cxp.analytics.queries.ladder import capability_catalogue, first_capability_uses
 from cxp.analytics.queries.registry import churn_exits, devices
 from cxp.analytics.queries.usage import last_use_before
@@ -61,20 +61,22 @@ def _capability_ladder(*, conn: psycopg.Connection, query: AnalyticsQuery, weeks
     if scoped.empty or offered.empty:
         reason = "no devices in scope" if scoped.empty else "no touchpoint carries a capability level"
         return LadderReport(window, (), (), DEFINITIONS, reason=f"not enough data: {reason}")
-    ladder = device_ladder(
-        devices=scoped, first_uses=first_capability_uses(conn, scope=query, end=window.end), offered=offered
+    read = concurrently(  # the longest first; while the database answers one part, Python computes another
+        # Only each device's mean score is needed: no HealthScore object per device-week.
+        scores=lambda: device_scores(conn=conn, query=query, weeks=weeks),
+        first_uses=lambda: first_capability_uses(conn, scope=query, end=window.end),
+        exits=lambda: churn_exits(conn, scope=query, end=window.end),
+        last=lambda: last_use_before(conn, scope=query, end=window.end),
     )
+    ladder = device_ladder(devices=scoped, first_uses=read["first_uses"], offered=offered)
     ladder = ladder.merge(scoped[["device_key", "device_id", "segment"]], on="device_key")
     ladder["segment"] = ladder["segment"].fillna("unknown").astype(str)
 
-    exits = churn_exits(conn, scope=query, end=window.end)
-    last = last_use_before(conn, scope=query, end=window.end)
-    ladder = ladder.merge(exits, on="device_key", how="left").merge(last, on="device_key", how="left")
+    ladder = ladder.merge(read["exits"], on="device_key", how="left").merge(read["last"], on="device_key", how="left")
     idle_days = (pd.Timestamp(window.end) - pd.to_datetime(ladder["last_use_on"])).dt.days
     ladder["churned"] = ladder["exit_at"].notna() | ~(idle_days < CHURN_INACTIVE_DAYS)
 
-    # Only each device's mean score is needed: no HealthScore object per device-week.
-    mean_health = device_scores(conn=conn, query=query, weeks=weeks).dropna().groupby("device_id")["score"].mean()
+    mean_health = read["scores"].dropna().groupby("device_id")["score"].mean()
     ladder["health"] = ladder["device_id"].map(mean_health).astype(float)
 
     levels = []
