@@ -14,6 +14,7 @@ from cxp.analytics.core._frames import finite_or_none
 from cxp.analytics.core.health import HealthConfig
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import PersonaSegment, SegmentReport, Window
+from cxp.analytics.queries._base import concurrently, reads_shared
 from cxp.analytics.queries.registry import devices
 from cxp.analytics.queries.usage import last_use_before, usage_features
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
@@ -33,12 +34,15 @@ def persona_features(
     scoped = devices(conn, scope=scope)
     if scoped.empty:
         return pd.DataFrame(columns=["entity_id", *core_personas.PERSONA_FEATURES, "product_id"]), {}
-    usage = usage_features(conn, scope=scope, start=window.start, end=window.end)
-    last = last_use_before(conn, scope=scope, end=window.end)
-    frame = scoped.merge(usage, on="device_key", how="left").merge(last, on="device_key", how="left")
+    read = concurrently(  # while the database answers one part, Python computes another
+        usage=lambda: usage_features(conn, scope=scope, start=window.start, end=window.end),
+        last=lambda: last_use_before(conn, scope=scope, end=window.end),
+        satisfaction=lambda: device_satisfaction(conn, scope=scope, window=window),
+    )
+    frame = scoped.merge(read["usage"], on="device_key", how="left").merge(read["last"], on="device_key", how="left")
     return core_personas.persona_features(
         devices=frame,
-        satisfaction=device_satisfaction(conn, scope=scope, window=window),
+        satisfaction=read["satisfaction"],
         start=window.start,
         end=window.end,
         min_history_days=min_history_days,
@@ -71,6 +75,7 @@ def _segment_report(
 
 
 @maps_numeric_errors
+@reads_shared  # the features and the health scores read the same devices
 def get_segments(
     *,
     conn: psycopg.Connection,
@@ -89,7 +94,11 @@ def get_segments(
     window = resolve_window(conn, query=query, default_days=days)
     if window is None:
         return _segment_report(empty_window(), reason="not enough data: nothing stored")
-    features, excluded = persona_features(conn, scope=query, window=window, min_history_days=min_history_days)
+    read = concurrently(  # the health scores do not depend on the personas: computed beside them
+        features=lambda: persona_features(conn, scope=query, window=window, min_history_days=min_history_days),
+        scores=lambda: device_scores(conn=conn, query=query.ending(window.end), weeks=1) if with_health else None,
+    )
+    features, excluded = read["features"]
     columns = list(core_personas.PERSONA_FEATURES)
     segmentation = core_segments.segment_entities(
         features=features[["entity_id", *columns]], k_range=k_range, k_method=K_METHOD
@@ -99,8 +108,8 @@ def get_segments(
     labels = segmentation.labels.assign(product_id=features["product_id"].to_numpy())
     health: pd.Series | None = None
     if with_health:
-        scores = device_scores(conn=conn, query=query.ending(window.end), weeks=1)
-        latest = scores.drop_duplicates("device_id", keep="last")  # each device's last week, as get_health's latest
+        # each device's last week, as get_health's latest
+        latest = read["scores"].drop_duplicates("device_id", keep="last")
         health = pd.Series(latest["score"].to_numpy(), index=latest["device_id"].to_numpy(), dtype=object)
     names = core_personas.persona_names(
         centroids_z={c.cluster: {k: float(v) for k, v in c.centroid_z.items()} for c in segmentation.clusters}
