@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
@@ -48,7 +48,9 @@ from tests.fixtures.mqtt import batch_payload, usage
 from tests.fixtures.stack import ACTIVATED
 
 pytestmark = pytest.mark.integration
-NOW = datetime.now(UTC)
+# Noon yesterday, not the clock: the random events' UTC days (and so which days hold an exit) must not depend on the
+# time of day the suite runs (with the clock, the exit-stage check failed when run at 23:56-00:00 UTC).
+NOW = datetime.combine(datetime.now(UTC).date() - timedelta(days=1), time(12), tzinfo=UTC)
 NO_AGE_LIMIT = TimeBounds(max_future_skew_s=300, max_age_s=None)
 
 
