@@ -89,8 +89,8 @@ def _random_events(rng: random.Random, seq0: int, start: datetime, n: int) -> li
 def _earlier_exit(daily: list[tuple], keys: dict, devices: list[str]) -> tuple[str, int, list[dict]]:
     """A late lifecycle exit before a rolled-up day's first one (the day's stored exit must change)."""
     by_key = {key: device for device, key in keys.items() if device in devices}
-    key, day, exit_at, stage = next((row[0], row[1], row[-2], row[-1]) for row in daily
-                                    if row[0] in by_key and row[-2] is not None and row[-2].time() > datetime.min.time())
+    key, day, exit_at, stage = next((row[0], row[1], row[-2], row[-1]) for row in daily if row[0] in by_key
+                                    and row[-2] is not None and row[-2].time() > datetime.min.time())
     day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     earlier = day_start + (exit_at - day_start) / 2
     other = "returned" if stage == "cancelled" else "cancelled"

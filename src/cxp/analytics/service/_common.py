@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import psycopg
@@ -71,8 +71,8 @@ def resolve_window(conn: psycopg.Connection, *, query: AnalyticsQuery, default_d
 
 
 def empty_window() -> Window:
-    """Today as a window: for answers about a database with nothing stored yet."""
-    today = date.today()
+    """Today (UTC, whatever the machine's zone) as a window: for answers about a database with nothing stored yet."""
+    today = datetime.now(UTC).date()
     return Window(start=today, end=today, as_of=today)
 
 
