@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import copy
-import functools
 import io
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar, copy_context
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -26,7 +25,6 @@ from cxp.store.errors import mapped_errors
 from cxp.store.rollups import EXIT_STAGES
 
 T = TypeVar("T")
-P = ParamSpec("P")
 Grain = Literal["day", "week"]
 Source = Literal["rollups", "raw"]
 WEEK_ORIGIN = date(2000, 1, 3)  # a Monday: weeks are Monday–Sunday
@@ -76,7 +74,7 @@ class _Once:
 def shared_reads() -> Iterator[None]:
     """Within the block, a read with the same statement and parameters runs once and `shared_value` computes once
     per key: the parts of a composite view (the fleet report) ask for the same inputs. A nested block joins the
-    outer one; every caller gets its own copy."""
+    outer one; every caller gets its own copy. Also a decorator (`@shared_reads()`): the whole call in one block."""
     if _SHARED.get() is not None:
         yield
         return
@@ -85,17 +83,6 @@ def shared_reads() -> Iterator[None]:
         yield
     finally:
         _SHARED.reset(token)
-
-
-def reads_shared(fn: Callable[P, T]) -> Callable[P, T]:
-    """`fn` runs in a `shared_reads` block: a view whose parts read the same inputs (its scoped devices)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        with shared_reads():
-            return fn(*args, **kwargs)
-
-    return wrapper
 
 
 def _slot(shared: dict[tuple[int, str, str], _Once], slot: tuple[int, str, str]) -> _Once:
@@ -134,7 +121,7 @@ def concurrently(**parts: Callable[[], Any]) -> dict[str, Any]:
 
     with ThreadPoolExecutor(max_workers=min(len(parts), CONCURRENT_PARTS), thread_name_prefix="cxp-part") as pool:
         futures = {name: pool.submit(copy_context().run, run, compute) for name, compute in parts.items()}
-        wait(futures.values())
+    # leaving the pool's block waited for every part
     failed = [f.exception() for f in futures.values() if f.exception() is not None]
     # In a transaction, one part's failure fails the others' later statements: raise the cause, not those.
     causes = [e for e in failed if not isinstance(e, psycopg.errors.InFailedSqlTransaction)]

@@ -26,7 +26,7 @@ from cxp.analytics.models import (
     Spike,
     Window,
 )
-from cxp.analytics.queries._base import concurrently, day_start, reads_shared, shared_value
+from cxp.analytics.queries._base import concurrently, day_start, shared_reads, shared_value
 from cxp.analytics.queries.disruptions import (
     daily_errors_by_product,
     error_stream,
@@ -89,7 +89,7 @@ def episodes_in_window(
 
 
 @maps_numeric_errors
-@reads_shared  # the episodes' events get their devices' ids from the view's own read of them
+@shared_reads()  # the episodes' events get their devices' ids from the view's own read of them
 def get_disruptions(
     *,
     conn: psycopg.Connection,
@@ -216,7 +216,7 @@ def get_disruptions(
 
 
 @maps_numeric_errors
-@reads_shared
+@shared_reads()
 def list_incidents(
     *,
     conn: psycopg.Connection,

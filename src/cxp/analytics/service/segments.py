@@ -14,7 +14,7 @@ from cxp.analytics.core._frames import finite_or_none
 from cxp.analytics.core.health import HealthConfig
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import PersonaSegment, SegmentReport, Window
-from cxp.analytics.queries._base import concurrently, reads_shared
+from cxp.analytics.queries._base import concurrently, shared_reads
 from cxp.analytics.queries.registry import devices
 from cxp.analytics.queries.usage import last_use_before, usage_features
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
@@ -75,7 +75,7 @@ def _segment_report(
 
 
 @maps_numeric_errors
-@reads_shared  # the features and the health scores read the same devices
+@shared_reads()  # the features and the health scores read the same devices
 def get_segments(
     *,
     conn: psycopg.Connection,
