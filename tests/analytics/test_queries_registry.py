@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pandas as pd
 import pytest
 
-from cxp.analytics.queries.registry import churn_exits
+from cxp.analytics.queries.registry import churn_exits, with_device_ids
 from cxp.analytics.query import AnalyticsQuery
 from tests.fixtures.fleet import LoadedFleet
 
@@ -31,3 +32,17 @@ def test_exits_from_the_rollups_equal_raw_lifecycle_events(fleet_conn, loaded_fl
             counts.append(len(kept))
     assert 0 < counts[0] < counts[-2], "exits accrue over the window and the fleet has some"
     assert set(churn_exits(fleet_conn, scope=AnalyticsQuery(), end=last)["exit_stage"]) == {"cancelled", "returned"}
+
+
+def test_with_device_ids_keeps_the_scoped_rows_in_order_with_their_ids_and_products() -> None:
+    scoped = pd.DataFrame({"device_key": [3, 7, 9], "device_id": ["c", "g", "i"], "product_id": ["p", "q", "p"]})
+    frame = pd.DataFrame({"device_key": [9, 4, 3, 9, 7], "ts": [1, 2, 3, 4, 5]}, index=[10, 11, 12, 13, 14])
+    out = with_device_ids(frame, scoped=scoped)
+    assert list(out.columns) == ["device_id", "device_key", "product_id", "ts"]
+    assert out["device_key"].tolist() == [9, 3, 9, 7]  # key 4 is not in the scope: left out, as a join would
+    assert out["device_id"].tolist() == ["i", "c", "i", "g"]
+    assert out["product_id"].tolist() == ["p", "p", "p", "q"]
+    assert out["ts"].tolist() == [1, 3, 4, 5]
+    assert list(frame.columns) == ["device_key", "ts"]  # the input is not changed
+    empty = with_device_ids(frame.iloc[:0], scoped=scoped)
+    assert empty.empty and list(empty.columns) == ["device_id", "device_key", "product_id", "ts"]

@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 
 from cxp.analytics.queries._base import day_start, fetch_frame, scoped_join, with_scoped_devices
-from cxp.analytics.queries.registry import devices
+from cxp.analytics.queries.registry import devices, with_device_ids
 from cxp.analytics.query import AnalyticsQuery
 
 
@@ -35,11 +35,7 @@ def error_stream(
     events = fetch_frame(conn, statement, params)
     # Ids and products from the scoped devices, not sent with each event (140,000 events of 8 weeks at 10,000
     # devices); an event of a device not in the scope is left out, as the join leaves it out.
-    scoped = devices(conn, scope=scope)
-    at = pd.Index(scoped["device_key"]).get_indexer(events["device_key"])
-    events, at = events[at >= 0], at[at >= 0]
-    events.insert(0, "device_id", scoped["device_id"].take(at).to_numpy())
-    events.insert(2, "product_id", scoped["product_id"].take(at).to_numpy())
+    events = with_device_ids(events, scoped=devices(conn, scope=scope))
     # Ordered here, not in SQL: ORDER BY e.ts makes PostgreSQL walk every event of the window in time order
     # (the ts index) instead of the few errors and recoveries (the kind index): 440 → ~60 ms at 5,000 devices.
     return events.sort_values("ts", kind="stable", ignore_index=True)

@@ -35,6 +35,20 @@ def devices(conn: psycopg.Connection, *, scope: AnalyticsQuery) -> pd.DataFrame:
     return fetch_frame(conn, statement, params)
 
 
+def with_device_ids(frame: pd.DataFrame, *, scoped: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `frame` whose device_key is one of the `scoped` devices (`devices`), with their device_id just
+    before the device_key column and product_id just after it; rows of other devices are left out, as a join with
+    the scope leaves them out."""
+    found = pd.Index(scoped["device_key"]).get_indexer(frame["device_key"])
+    inside = found >= 0
+    out = frame.copy() if inside.all() else frame[inside].copy()
+    found = found[inside]
+    at = out.columns.get_loc("device_key")
+    out.insert(at + 1, "product_id", scoped["product_id"].take(found).to_numpy())
+    out.insert(at, "device_id", scoped["device_id"].take(found).to_numpy())
+    return out
+
+
 def touchpoint_catalogue(conn: psycopg.Connection, *, product: str | None = None) -> pd.DataFrame:
     """The touchpoints table: product_id, touchpoint, journey_stage, owner, is_core, target_latency_ms."""
     statement = sql.SQL(

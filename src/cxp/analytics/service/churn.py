@@ -58,11 +58,10 @@ def _recent_disruptions(
         return usage[usage["errors"] > 0].groupby("device_key").size()
     if disruptions == "unrecovered":
         stream = error_stream(conn, scope=scope, start=since, end=as_of)
-        episodes = core_disruptions.error_episodes(events=stream, as_of=day_start(as_of + timedelta(days=1)))
-        unrecovered = episodes[episodes["status"] != "recovered"].merge(
-            scoped[["device_id", "device_key"]], on="device_id"
-        )
-        return unrecovered.groupby("device_key").size()
+        # episodes keyed by the device key itself: counted per key, no ids to map back
+        episodes = core_disruptions.error_episodes(events=stream.assign(device_id=stream["device_key"]),
+                                                   as_of=day_start(as_of + timedelta(days=1)))
+        return episodes[episodes["status"] != "recovered"].groupby("device_id").size().rename_axis("device_key")
     return pd.Series(np.nan, index=scoped["device_key"])
 
 
@@ -157,13 +156,13 @@ def _score_fitted(table: pd.DataFrame, model: core_model.ChurnModel) -> np.ndarr
     return table["risk_score"].to_numpy(dtype=float, na_value=np.nan)
 
 
+@shared_reads()
 def _default_risk_table(
     conn: psycopg.Connection, *, query: AnalyticsQuery, level: Literal["device", "account"]
 ) -> ChurnRiskList | tuple[pd.DataFrame, dict[str, float], pd.DataFrame, Window, str | None]:
     """`_risk_table` with `list_churn_risk`'s defaults (what the fitted model was fitted on)."""
-    with shared_reads():
-        return _risk_table(conn, query=query, level=level, window_days=28, bucket_days=7, rhythm="own",
-                           disruptions="unrecovered", include_churned=False, weights=None)
+    return _risk_table(conn, query=query, level=level, window_days=28, bucket_days=7, rhythm="own",
+                       disruptions="unrecovered", include_churned=False, weights=None)
 
 
 def _risk_table(

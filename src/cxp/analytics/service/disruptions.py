@@ -35,7 +35,7 @@ from cxp.analytics.queries.disruptions import (
     successes_after_errors,
 )
 from cxp.analytics.queries.feedback import feedback_after, feedback_around
-from cxp.analytics.queries.registry import devices, get_first_day
+from cxp.analytics.queries.registry import devices, get_first_day, with_device_ids
 from cxp.analytics.queries.usage import usage_around
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
 from cxp.analytics.service._common import as_day, as_utc_datetime, count_or_zero, empty_window, resolve_window
@@ -77,7 +77,7 @@ def episodes_in_window(
     closing = core_incidents.closing_successes(errors=errors, successes=successes)
     stream["ts"] = pd.to_datetime(stream["ts"], utc=True)
     if len(closing):
-        closing = closing.merge(scoped[["device_key", "device_id", "product_id"]], on="device_key")
+        closing = with_device_ids(closing, scoped=scoped)
         stream = pd.concat([stream, closing.assign(kind="success")[list(stream.columns)]], ignore_index=True)
     return core_disruptions.error_episodes(
         events=stream,

@@ -49,6 +49,7 @@ def _persona_scope(
 
 
 @maps_numeric_errors
+@shared_reads()  # its parts ask for the same inputs (devices, windows, errors): read once
 def get_journey_map(
     *, conn: psycopg.Connection, query: AnalyticsQuery = ALL_DEVICES, days: int = 56, persona: str | None = None
 ) -> JourneyMap:
@@ -56,11 +57,6 @@ def get_journey_map(
     per touchpoint met there, each with reach, performance and satisfaction, the stage's pain points and the
     drop-off to the next stage. `persona` (a name from the personas service over the same scope and window)
     narrows the scope to that persona's devices."""
-    with shared_reads():  # its parts ask for the same inputs (devices, windows, errors): read once
-        return _journey_map(conn=conn, query=query, days=days, persona=persona)
-
-
-def _journey_map(*, conn: psycopg.Connection, query: AnalyticsQuery, days: int, persona: str | None) -> JourneyMap:
     if persona is not None:
         narrowed, reason = _persona_scope(conn, query=query, days=days, persona=persona)
         if narrowed is None:

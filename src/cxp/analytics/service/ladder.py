@@ -43,16 +43,12 @@ def _comparison(metric: str, d: Difference) -> EffectComparison:
 
 
 @maps_numeric_errors
+@shared_reads()  # the health scores read the same devices and exits
 def get_capability_ladder(
     *, conn: psycopg.Connection, query: AnalyticsQuery = ALL_DEVICES, weeks: int = 8, min_n: int = 10
 ) -> LadderReport:
     """Share of devices per product × segment that reached each capability level, the median days from
     activation to it, and climbers vs the others on health and churn (95% CIs; "not enough data" below min_n)."""
-    with shared_reads():  # the health scores read the same devices and exits
-        return _capability_ladder(conn=conn, query=query, weeks=weeks, min_n=min_n)
-
-
-def _capability_ladder(*, conn: psycopg.Connection, query: AnalyticsQuery, weeks: int, min_n: int) -> LadderReport:
     window = resolve_window(conn, query=query, default_days=7 * weeks)
     if window is None:
         return LadderReport(empty_window(), (), (), DEFINITIONS, reason="not enough data: nothing stored yet")

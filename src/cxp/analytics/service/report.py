@@ -122,6 +122,7 @@ def _churn_concerns(risk: ChurnRiskSummary) -> tuple[list[tuple[int, Concern]], 
 
 
 @maps_numeric_errors
+@shared_reads()  # its parts ask for the same inputs (answers, usage, errors): read and fitted once
 def get_fleet_report(
     *,
     conn: psycopg.Connection,
@@ -133,14 +134,7 @@ def get_fleet_report(
     """A short fleet health summary over the `weeks` weeks up to `query.end` (`query.start` is not used): fleet
     and product scores with trend and drags, NPS, and the top concerns (low or falling health, failing
     touchpoints to concentrate on, incidents and spikes, churn risk)."""
-    with shared_reads():  # its parts ask for the same inputs (answers, usage, errors): read and fitted once
-        return _fleet_report(conn=conn, query=query, weeks=weeks, config=config or HealthConfig(),
-                             max_concerns=max_concerns)
-
-
-def _fleet_report(
-    *, conn: psycopg.Connection, query: AnalyticsQuery, weeks: int, config: HealthConfig, max_concerns: int
-) -> FleetReport:
+    config = config or HealthConfig()
     window = resolve_window(conn, query=query.ending(query.end), default_days=7 * weeks)
     if window is None:
         return _no_answer(empty_window(), "nothing stored yet")

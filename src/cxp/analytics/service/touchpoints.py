@@ -59,34 +59,6 @@ def _touchpoint_classes(conn: psycopg.Connection, scope: AnalyticsQuery, window:
     return core_kano.kano_classes(answers=answers)
 
 
-@maps_numeric_errors
-def get_touchpoints(
-    *,
-    conn: psycopg.Connection,
-    query: AnalyticsQuery = ALL_DEVICES,
-    days: int = 56,
-    min_device_uses: int = 3,
-    alpha: float = 0.05,
-    survey_crosshairs: Literal["data", "midpoint"] = "data",
-    outcome_models: bool = True,
-) -> TouchpointReport:
-    """Per touchpoint: reach, usage share, success rate (Wilson CI), latency vs target, journey stage and owner,
-    derived importance from satisfaction answers, IPA quadrant and Kano class with the n behind them, and the
-    Shapley importances vs retention and feedback (significant at `alpha`) beside them.
-
-    IPA importance = the satisfaction spread between a failed and a successful use (core kano via
-    `touchpoint_classes`; `importance_basis` says what it rests on); touchpoints without enough answers are not
-    placed rather than ranked by usage share. IPA crosshairs: means within each product (docs/analytics.md).
-    The stored stated importance × quality survey (store.survey) comes beside, with its quadrants on its own scale
-    and `survey_crosshairs` at the survey's means ("data") or the scale midpoint ("midpoint").
-    `outcome_models=False` (views that show only reach, success, performance and quadrant) leaves the retention and
-    feedback models out: no models, their importances and rhos None and their n 0; everything else is the same.
-    """
-    with shared_reads():  # the totals and the per-device rows come from one read
-        return _touchpoints(conn=conn, query=query, days=days, min_device_uses=min_device_uses, alpha=alpha,
-                            survey_crosshairs=survey_crosshairs, outcome_models=outcome_models)
-
-
 def _outcome_inputs(
     conn: psycopg.Connection, *, query: AnalyticsQuery, window: Window, scoped: pd.DataFrame,
     catalogue: pd.DataFrame, min_device_uses: int,
@@ -114,10 +86,30 @@ def _outcome_inputs(
     return per_device[["device_id", "product_id", "touchpoint", "performance"]], outcomes
 
 
-def _touchpoints(
-    *, conn: psycopg.Connection, query: AnalyticsQuery, days: int, min_device_uses: int, alpha: float,
-    survey_crosshairs: Literal["data", "midpoint"], outcome_models: bool,
+@maps_numeric_errors
+@shared_reads()  # the totals and the per-device rows come from one read
+def get_touchpoints(
+    *,
+    conn: psycopg.Connection,
+    query: AnalyticsQuery = ALL_DEVICES,
+    days: int = 56,
+    min_device_uses: int = 3,
+    alpha: float = 0.05,
+    survey_crosshairs: Literal["data", "midpoint"] = "data",
+    outcome_models: bool = True,
 ) -> TouchpointReport:
+    """Per touchpoint: reach, usage share, success rate (Wilson CI), latency vs target, journey stage and owner,
+    derived importance from satisfaction answers, IPA quadrant and Kano class with the n behind them, and the
+    Shapley importances vs retention and feedback (significant at `alpha`) beside them.
+
+    IPA importance = the satisfaction spread between a failed and a successful use (core kano via
+    `touchpoint_classes`; `importance_basis` says what it rests on); touchpoints without enough answers are not
+    placed rather than ranked by usage share. IPA crosshairs: means within each product (docs/analytics.md).
+    The stored stated importance × quality survey (store.survey) comes beside, with its quadrants on its own scale
+    and `survey_crosshairs` at the survey's means ("data") or the scale midpoint ("midpoint").
+    `outcome_models=False` (views that show only reach, success, performance and quadrant) leaves the retention and
+    feedback models out: no models, their importances and rhos None and their n 0; everything else is the same.
+    """
     window = resolve_window(conn, query=query, default_days=days)
     if window is None:
         return TouchpointReport(window=empty_window(), touchpoints=(), models=(), crosshairs={})
