@@ -56,6 +56,35 @@ def test_nulls_keep_the_row_paths_dtypes(db):
     assert fast["big"].dtype == "float64" and fast["b"].dtype == object  # ints with NULL → float, bools → objects
 
 
+@pytest.mark.parametrize("zone", ["Asia/Kolkata", "America/St_Johns", "Pacific/Kiritimati"])
+def test_timestamps_in_the_sessions_time_zone_match_the_row_path(db, zone):
+    query = sql.SQL(f"SELECT * FROM ({_VALUES}) AS q ORDER BY i")
+    db.execute(sql.SQL("SET TIME ZONE {}").format(sql.Literal(zone)))
+    try:
+        fast = fetch_frame(db, query)
+        with db.cursor() as cur:
+            slow = _rows_frame(cur, query, None)
+    finally:
+        db.execute("RESET TIME ZONE")
+    pd.testing.assert_frame_equal(fast, slow, check_exact=True)
+    assert str(fast["tz"].dtype) == f"datetime64[us, {zone}]"
+
+
+def test_a_value_the_csv_reader_cannot_type_goes_through_the_row_path(db):
+    # Local mean time before 1854 in India: an offset with seconds, which the row path reads and Arrow does not
+    query = sql.SQL("SELECT * FROM (VALUES (1, TIMESTAMPTZ '1800-01-01 00:00+00'), (2, NULL)) AS v(i, x) ORDER BY i")
+    db.execute("SET TIME ZONE 'Asia/Kolkata'")
+    try:
+        text = db.execute("SELECT TIMESTAMPTZ '1800-01-01 00:00+00'::text").fetchone()[0]
+        fast = fetch_frame(db, query)
+        with db.cursor() as cur:
+            slow = _rows_frame(cur, query, None)
+    finally:
+        db.execute("RESET TIME ZONE")
+    assert text.endswith("+05:53:28")
+    pd.testing.assert_frame_equal(fast, slow, check_exact=True)
+
+
 def test_parameters_and_long_lists_are_bound(db):
     keys = list(range(5000))
     query = sql.SQL(

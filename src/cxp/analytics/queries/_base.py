@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +18,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
+from cxp.analytics.queries._csv import NULL, ParseError, read_copy_csv
 from cxp.analytics.query import AnalyticsQuery
 from cxp.store.copy_out import copy_out
 from cxp.store.errors import mapped_errors
@@ -148,9 +148,9 @@ def fetch_frame(conn: psycopg.Connection, query: sql.Composable, params: dict[st
 def _fetch_frame(conn: psycopg.Connection, query: sql.Composable, params: dict[str, Any] | None) -> pd.DataFrame:
     """Run a query and return its rows as a DataFrame with the query's column names.
 
-    The rows come as CSV through COPY and are parsed by pandas' C reader, typed from the query's result columns:
-    4-5× faster than Python objects per value for large results, with the same dtypes and values (a column of a
-    type not converted here sends the whole query through the row path)."""
+    The rows come as CSV through COPY and are parsed by Arrow's reader (`_csv`), typed from the query's result
+    columns: far faster than Python objects per value for large results, with the same dtypes and values (a column
+    of a type not converted here sends the whole query through the row path)."""
     with mapped_errors(), conn.cursor() as cur:
         if isinstance(query, str):
             query = sql.SQL(query)
@@ -159,26 +159,23 @@ def _fetch_frame(conn: psycopg.Connection, query: sql.Composable, params: dict[s
         columns = [(c.name, c.type_code) for c in cur.description or ()]
         if not all(oid in _COPY_TYPES for _, oid in columns):
             return _rows_frame(cur, query, params)
-        data = copy_out(conn, sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, NULL '\\N')").format(query), params or None)
+        data = copy_out(conn, sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, NULL {})").format(query, sql.Literal(NULL)),
+                        params or None)
     names = [name for name, _ in columns]
     if not data:
         return pd.DataFrame(columns=names)
-    frame = pd.read_csv(
-        io.BytesIO(data), names=names, header=None, keep_default_na=False,
-        # NaN and NULL both become NaN in a float column, as float('nan') and None do in a frame of rows
-        na_values={name: [_NULL, "NaN"] if _COPY_TYPES[oid] == "float" else [_NULL] for name, oid in columns},
-        dtype={name: _READ_AS[_COPY_TYPES[oid]] for name, oid in columns},
-    )
-    for name, oid in columns:
+    kinds = [(name, _COPY_TYPES[oid]) for name, oid in columns]
+    try:
+        frame = read_copy_csv(data, columns=kinds, timezone=conn.info.timezone, convert=_CONVERT_TEXT)
+    except ParseError:  # a value Arrow does not read as its type (an infinite timestamp, a date BC): row by row
+        with mapped_errors(), conn.cursor() as cur:
+            return _rows_frame(cur, query, params)
+    for name, kind in kinds:
         if frame[name].isna().all():  # a column of None only, whatever its type, as in a frame of rows
-            if _COPY_TYPES[oid] == "float":  # NULLs or NaNs? Rare enough to ask the row path.
+            if kind == "float":  # NULLs or NaNs? Rare enough to ask the row path.
                 with mapped_errors(), conn.cursor() as cur:
                     return _rows_frame(cur, query, params)
             frame[name] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
-            continue
-        convert = _CONVERT.get(_COPY_TYPES[oid])
-        if convert is not None:
-            frame[name] = convert(frame[name], conn)
     return frame
 
 
@@ -192,27 +189,9 @@ def _rows_frame(cur: psycopg.Cursor, query: sql.Composable, params: dict[str, An
     return pd.DataFrame(cur.fetchall(), columns=cols)
 
 
-_NULL = "\\N"
 
-
-def _ints(column: pd.Series, conn: psycopg.Connection) -> pd.Series:
-    # as rows of Python ints become: int64, or float64 with NaN where NULL
-    return column.astype("float64") if column.isna().any() else column.astype("int64")
-
-
-def _bools(column: pd.Series, conn: psycopg.Connection) -> pd.Series:
-    # as rows of Python bools become: bool, or object with None where NULL (compared as an array, not mapped)
-    is_true = column.to_numpy(dtype=object) == "t"
-    missing = column.isna().to_numpy()
-    if not missing.any():
-        return pd.Series(is_true, index=column.index, dtype=bool)
-    values = is_true.astype(object)
-    values[missing] = None
-    return pd.Series(values, index=column.index, dtype=object)
-
-
-def _objects(parse: Any) -> Any:
-    def convert(column: pd.Series, conn: psycopg.Connection) -> pd.Series:
+def _objects(parse: Callable[[str], Any]) -> Callable[[pd.Series], pd.Series]:
+    def convert(column: pd.Series) -> pd.Series:
         # Each distinct text parsed once (few in practice), then spread by code; a missing value (code -1) is None.
         codes, texts = pd.factorize(column, use_na_sentinel=True)
         values = np.empty(len(texts) + 1, dtype=object)
@@ -224,26 +203,12 @@ def _objects(parse: Any) -> Any:
     return convert
 
 
-def _timestamptz(column: pd.Series, conn: psycopg.Connection) -> pd.Series:
-    return pd.to_datetime(column, utc=True, format="ISO8601").dt.tz_convert(conn.info.timezone).astype(
-        f"datetime64[us, {conn.info.timezone}]")
-
-
-def _timestamp(column: pd.Series, conn: psycopg.Connection) -> pd.Series:
-    return pd.to_datetime(column, format="ISO8601").astype("datetime64[us]")
-
-
-# Result column types read from CSV: OID -> kind; how read_csv reads each kind, and what converts it afterwards.
+# Result column types read from CSV: OID -> kind (`_csv` reads each kind); the kinds read as text, converted after.
 _COPY_TYPES = {
     16: "bool", 20: "int", 21: "int", 23: "int", 700: "float", 701: "float", 25: "text", 1043: "text", 18: "text",
     19: "text", 1082: "date", 1184: "timestamptz", 1114: "timestamp", 1700: "numeric", 114: "json", 3802: "json",
 }
-_READ_AS = {"bool": object, "int": "Int64", "float": "float64", "text": "str", "date": object,
-            "timestamptz": object, "timestamp": object, "numeric": object, "json": object}
-_CONVERT = {
-    "int": _ints, "bool": _bools, "date": _objects(date.fromisoformat), "timestamptz": _timestamptz,
-    "timestamp": _timestamp, "numeric": _objects(Decimal), "json": _objects(json.loads),
-}
+_CONVERT_TEXT = {"numeric": _objects(Decimal), "json": _objects(json.loads)}
 
 
 def _scoped_devices_sql(scope: AnalyticsQuery) -> tuple[sql.Composable, dict[str, Any]]:
