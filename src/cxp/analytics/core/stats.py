@@ -263,14 +263,17 @@ def theil_sen_rows(
         for start in range(0, want.size, chunk):
             idx = want[start : start + chunk]
             block = m[idx]
-            pair = (block[:, j] - block[:, i]) / dx
+            pair = block[:, j]
+            pair -= block[:, i]
+            pair /= dx
             # np.median (a partition) is several times faster than nanmedian (a masked sort); most rows are
-            # complete, so only the rows with gaps pay for nanmedian.
+            # complete, so only the rows with gaps pay for nanmedian, taken first: the median then partitions the
+            # pairs in place (a row with a gap gets NaN there and its nanmedian after).
             gaps = np.isnan(pair).any(axis=1)
-            out = np.empty(idx.size)
-            out[~gaps] = np.median(pair[~gaps], axis=1)
-            if gaps.any():
-                out[gaps] = np.nanmedian(pair[gaps], axis=1)
+            with_gaps = np.nanmedian(pair[gaps], axis=1) if gaps.any() else None
+            out = np.median(pair, axis=1, overwrite_input=True)
+            if with_gaps is not None:
+                out[gaps] = with_gaps
             slopes[idx] = out
     return slopes, points
 

@@ -213,7 +213,10 @@ def _risk_table(
                         columns={f"core_{k}": k * bucket_days for k in range(buckets)})
 
     activated_on = utc_days(scoped["activated_at"])
-    baseline_days = (pd.Timestamp(trend_start) - np.maximum(activated_on, pd.Timestamp(baseline_start))).dt.days
+    # Series.where, not np.maximum: numpy's ufuncs on a datetime Series go element by element in Python
+    baseline_from = pd.Timestamp(baseline_start)
+    later = activated_on.where(~(activated_on <= baseline_from), baseline_from)
+    baseline_days = (pd.Timestamp(trend_start) - later).dt.days
     baseline_used = sums.set_index("device_key")["baseline_core_days"]
     own_rhythm = (
         baseline_used.reindex(scoped["device_key"]).fillna(0).to_numpy()
