@@ -114,7 +114,9 @@ class GatewaySettings(BaseModel):
     # The refresh works in batches of this many device-days and pauses after each so that it is busy at most this
     # share of the time: ingest on the same machine keeps its rate while a day of the fleet is caught up.
     rollup_batch_device_days: int = Field(default=2000, gt=0)
-    rollup_max_busy_share: float = Field(default=0.5, gt=0, le=1)
+    # 0.35, not 0.5: a whole day of 10,000 devices caught up in ~13 s instead of ~12, the gateway beside it at
+    # 0.89-1.1 of its rate alone instead of 0.77-0.88 (`cxp bench refresh`, README "Keeping them current").
+    rollup_max_busy_share: float = Field(default=0.35, gt=0, le=1)
     # The group's leader (one gateway, elected by an advisory lock) drops raw chunks past `retention_days` this often.
     retention_interval_s: float = Field(default=3600.0, gt=0)
     # The leader brings the kept health rows (migration 031) up to date at most this often after a refresh, in a thread
