@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import copy
-import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar, copy_context
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
-import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
@@ -166,15 +163,15 @@ def _fetch_frame(conn: psycopg.Connection, query: sql.Composable, params: dict[s
         return pd.DataFrame(columns=names)
     kinds = [(name, _COPY_TYPES[oid]) for name, oid in columns]
     try:
-        frame = read_copy_csv(data, columns=kinds, timezone=conn.info.timezone, convert=_CONVERT_TEXT)
-    except ParseError:  # a value Arrow does not read as its type (an infinite timestamp, a date BC): row by row
+        frame = read_copy_csv(data, columns=kinds, timezone=conn.info.timezone)
+    except ParseError:  # a value Arrow does not read as its type (an offset with seconds, say): row by row
+        frame = None
+    # A float column of missing values only: NULLs or NaNs? Rare enough to ask the row path.
+    if frame is None or any(kind == "float" and frame[name].isna().all() for name, kind in kinds):
         with mapped_errors(), conn.cursor() as cur:
             return _rows_frame(cur, query, params)
-    for name, kind in kinds:
+    for name, _ in kinds:
         if frame[name].isna().all():  # a column of None only, whatever its type, as in a frame of rows
-            if kind == "float":  # NULLs or NaNs? Rare enough to ask the row path.
-                with mapped_errors(), conn.cursor() as cur:
-                    return _rows_frame(cur, query, params)
             frame[name] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
     return frame
 
@@ -189,26 +186,11 @@ def _rows_frame(cur: psycopg.Cursor, query: sql.Composable, params: dict[str, An
     return pd.DataFrame(cur.fetchall(), columns=cols)
 
 
-
-def _objects(parse: Callable[[str], Any]) -> Callable[[pd.Series], pd.Series]:
-    def convert(column: pd.Series) -> pd.Series:
-        # Each distinct text parsed once (few in practice), then spread by code; a missing value (code -1) is None.
-        codes, texts = pd.factorize(column, use_na_sentinel=True)
-        values = np.empty(len(texts) + 1, dtype=object)
-        for i, text in enumerate(texts):  # one by one: a parsed JSON list must not become a numpy dimension
-            values[i] = parse(text)
-        values[-1] = None
-        return pd.Series(values[codes], index=column.index, dtype=object)
-
-    return convert
-
-
-# Result column types read from CSV: OID -> kind (`_csv` reads each kind); the kinds read as text, converted after.
+# Result column types read from CSV: OID -> kind (`_csv` reads each kind).
 _COPY_TYPES = {
     16: "bool", 20: "int", 21: "int", 23: "int", 700: "float", 701: "float", 25: "text", 1043: "text", 18: "text",
     19: "text", 1082: "date", 1184: "timestamptz", 1114: "timestamp", 1700: "numeric", 114: "json", 3802: "json",
 }
-_CONVERT_TEXT = {"numeric": _objects(Decimal), "json": _objects(json.loads)}
 
 
 def _scoped_devices_sql(scope: AnalyticsQuery) -> tuple[sql.Composable, dict[str, Any]]:

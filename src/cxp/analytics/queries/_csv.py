@@ -9,8 +9,12 @@ converted after (Decimal, json.loads). The frame equals what the row path gives 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -24,14 +28,11 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 
 
-def read_copy_csv(
-    data: bytes, *, columns: Sequence[tuple[str, str]], timezone: str,
-    convert: dict[str, Callable[[pd.Series], pd.Series]],
-) -> pd.DataFrame:
+def read_copy_csv(data: bytes, *, columns: Sequence[tuple[str, str]], timezone: str) -> pd.DataFrame:
     """The rows of `data` (COPY CSV, NULL as `\\N`) as a frame: `columns` = (name, kind) in order; ints as int64
     (float64 with NaN where NULL), floats float64, text str, bools bool (object with None where NULL), dates
-    datetime.date objects, timestamps datetime64[us] (with time zone `timezone` if timestamptz); `convert` maps
-    the other kinds to a function of their text column."""
+    datetime.date objects, timestamps datetime64[us] (with time zone `timezone` if timestamptz), numeric as Decimal
+    and JSON parsed (objects, None where NULL)."""
     names = [name for name, _ in columns]
     types = {name: _ARROW_TYPES.get(kind, pa.string()) for name, kind in columns}
     table = pa_csv.read_csv(
@@ -47,9 +48,25 @@ def read_copy_csv(
     for name, kind in columns:
         if kind == "timestamptz":
             frame[name] = frame[name].dt.tz_convert(timezone)
-        elif kind in convert:
-            frame[name] = convert[kind](frame[name])
+        elif kind in _FROM_TEXT:
+            frame[name] = _FROM_TEXT[kind](frame[name])
     return frame
+
+
+def _objects(parse: Callable[[str], Any]) -> Callable[[pd.Series], pd.Series]:
+    def convert(column: pd.Series) -> pd.Series:
+        # Each distinct text parsed once (few in practice), then spread by code; a missing value (code -1) is None.
+        codes, texts = pd.factorize(column, use_na_sentinel=True)
+        values = np.empty(len(texts) + 1, dtype=object)
+        for i, text in enumerate(texts):  # one by one: a parsed JSON list must not become a numpy dimension
+            values[i] = parse(text)
+        values[-1] = None
+        return pd.Series(values[codes], index=column.index, dtype=object)
+
+    return convert
+
+
+_FROM_TEXT = {"numeric": _objects(Decimal), "json": _objects(json.loads)}
 
 
 # Arrow's error for a value it cannot parse as its column's type: the caller then reads the rows another way.
