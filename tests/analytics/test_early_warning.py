@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.stats as sps
 
-from cxp.analytics.core.early_warning import experience_load, usage_drop
+from cxp.analytics.core.early_warning import combine_risk, experience_load, usage_drop, warning_reasons
 
 AS_OF = date(2025, 4, 5)
 
@@ -96,3 +96,24 @@ def test_experience_load_equals_a_plain_per_entity_computation(seed: int) -> Non
         assert (row["drivers"], row["top_driver"]) == (named, top) or (named is None and pd.isna(row["drivers"]))
     assert (got["experience_load"] > 1).any() and (got["experience_load"] == 0).any()
     assert got["drivers"].str.contains(", ").any()
+
+
+def test_warning_reasons_of_a_few_rows_are_the_combined_tables() -> None:
+    risk = pd.DataFrame({"entity_id": ["a", "b", "c"], "risk_score": [10.0, 20.0, 30.0],
+                         "slope_risk": [0.1, 0.9, np.nan], "recency_risk": [0.0, 0.5, 1.0],
+                         "reasons": ["usage down 40% per week", "no warning signs", "no core use for 30 days"]})
+    drop = pd.DataFrame({"entity_id": ["a", "b", "c"], "drop_risk": [0.9, 0.1, 0.6],
+                         "recent_uses": [1.0, 9.0, 0.0], "expected_uses": [12.0, 9.0, 5.0]})
+    lived = pd.DataFrame({"entity_id": ["a", "b", "c"], "experience_risk": [0.2, 0.7, 0.0],
+                          "drivers": [None, "brew ×3, incident ×1", None], "satisfaction_risk": [0.8, 0.1, np.nan],
+                          "failure_risk": [0.0, 0.6, 0.0], "failure_rate": [0.01, 0.25, 0.0]})
+    explained, _ = combine_risk(risk=risk, parts=[drop, lived])
+    bare, _ = combine_risk(risk=risk, parts=[drop, lived], explain=False)
+    assert bare.drop(columns="reasons").equals(explained.drop(columns="reasons"))
+    assert list(bare["reasons"]) == list(risk.set_index("entity_id").loc[bare["entity_id"], "reasons"])
+    few = bare.iloc[[2, 0]]
+    assert warning_reasons(few) == list(explained["reasons"].iloc[[2, 0]])
+    by_id = dict(zip(explained["entity_id"], explained["reasons"], strict=True))
+    assert by_id["a"] == "usage down 40% per week; use dropped: 1 uses in the last week against 12 expected;" \
+                         " unhappy in its answers"
+    assert by_id["b"] == "lived lately: brew ×3, incident ×1; fails 25% of its uses, far above its product's usual"

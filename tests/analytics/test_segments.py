@@ -123,3 +123,23 @@ def test_churn_risk_recency_disruptions_and_missing_history() -> None:
     assert_no_nan(t.reset_index())
     empty = seg.churn_risk(usage=usage.iloc[:0], as_of="2026-01-28")
     assert empty.reason and len(empty.table) == 0
+
+
+def test_churn_reasons_of_a_few_rows_are_the_explained_tables() -> None:
+    days = pd.date_range("2026-01-01", periods=28)
+    usage = pd.DataFrame({"entity_id": ["flat"] * 28 + ["decay"] * 28 + ["new"] * 2,
+                          "day": list(days) * 2 + list(days[-2:]),
+                          "uses": [10] * 28 + [30 * 0.85**t for t in range(28)] + [2, 2]})
+    ent = pd.DataFrame({"entity_id": ["flat", "decay", "new", "silent"],
+                        "last_core_use_on": ["2026-01-28", "2026-01-28", "2026-01-28", None],
+                        "activated_on": ["2025-06-01", "2025-06-01", "2026-01-27", "2025-06-01"],
+                        "recent_disruptions": [3, 0, 0, 1]})
+    explained = seg.churn_risk(usage=usage, entities=ent, as_of="2026-01-28", disruption_window_days=10).table
+    bare = seg.churn_risk(usage=usage, entities=ent, as_of="2026-01-28", disruption_window_days=10,
+                          explain=False).table
+    assert bare["reasons"].isna().all()
+    assert bare.drop(columns="reasons").equals(explained.drop(columns="reasons"))
+    few = bare.iloc[[3, 1]]
+    reasons = seg.churn_reasons(few, window_days=28, disruption_window_days=10)
+    assert list(reasons) == list(explained["reasons"].iloc[[3, 1]])
+    assert "in the last 10 days" in " ".join(explained["reasons"])

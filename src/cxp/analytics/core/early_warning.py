@@ -171,11 +171,13 @@ _PARTS = {
 
 
 def combine_risk(
-    *, risk: pd.DataFrame, parts: list[pd.DataFrame], weights: Mapping[str, float] | None = None
+    *, risk: pd.DataFrame, parts: list[pd.DataFrame], weights: Mapping[str, float] | None = None,
+    explain: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """The churn risk table (core segments.churn_risk) with the drop and experience parts added, risk_score the
     weighted mean of all parts (0–100, missing parts re-normalised), re-ranked; reasons name the drop and the
-    experience drivers. Returns the table and the weights used."""
+    experience drivers (`explain=False`: left as they are, for `warning_reasons` of the rows shown). Returns the
+    table and the weights used."""
     w = {**DEFAULT_WEIGHTS, **(weights or {})}
     if set(w) - set(_PARTS) or any(v < 0 for v in w.values()) or sum(w.values()) <= 0:
         raise InvalidParameter(f"weights: keys {sorted(_PARTS)}, ≥ 0, not all zero")
@@ -188,8 +190,20 @@ def combine_risk(
     total = np.where(present, values * weight, 0.0).sum(axis=1)
     norm = np.where(present, weight, 0.0).sum(axis=1)
     table["risk_score"] = np.where(norm > 0, 100.0 * total / np.where(norm > 0, norm, 1.0), np.nan)
+    if explain:
+        table["reasons"] = warning_reasons(table)
+    score = table["risk_score"].to_numpy(dtype=float)
+    table = table.assign(_s=np.where(np.isfinite(score), score, -1.0), _id=table["entity_id"].astype(str))
+    table = table.sort_values(["_s", "_id"], ascending=[False, True], kind="stable").drop(columns=["_s", "_id"])
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    return table.reset_index(drop=True), w
+
+
+def warning_reasons(rows: pd.DataFrame) -> list[str]:
+    """Each row's reasons (its churn risk reasons) with the drop, the experience drivers, unhappy answers and a high
+    failure rate added, "; "-joined; any subset of `combine_risk`'s rows."""
     reasons = []
-    for row in table.itertuples(index=False):
+    for row in rows.itertuples(index=False):
         words = [] if not isinstance(row.reasons, str) or row.reasons == "no warning signs" else [row.reasons]
         if isinstance(row.drop_risk, float) and row.drop_risk >= 0.5:
             words.append(
@@ -202,9 +216,4 @@ def combine_risk(
         if isinstance(row.failure_risk, float) and row.failure_risk >= 0.5:
             words.append(f"fails {row.failure_rate:.0%} of its uses, far above its product's usual")
         reasons.append("; ".join(words) if words else "no warning signs")
-    table["reasons"] = reasons
-    score = table["risk_score"].to_numpy(dtype=float)
-    table = table.assign(_s=np.where(np.isfinite(score), score, -1.0), _id=table["entity_id"].astype(str))
-    table = table.sort_values(["_s", "_id"], ascending=[False, True], kind="stable").drop(columns=["_s", "_id"])
-    table.insert(0, "rank", np.arange(1, len(table) + 1))
-    return table.reset_index(drop=True), w
+    return reasons

@@ -245,20 +245,17 @@ def segment_entities(
 # ---------------------------------------------------------------- churn risk
 
 
-def _reasons(
-    *,
-    slope_risk: np.ndarray,
-    weekly: np.ndarray,
-    slope: np.ndarray,
-    since: np.ndarray,
-    recency_risk: np.ndarray,
-    never: np.ndarray,
-    disr: np.ndarray,
-    has_core: bool,
-    window_days: int,
-    disruption_window_days: int,
-) -> np.ndarray:
-    """Vectorised "; "-joined human-readable reasons per entity."""
+def churn_reasons(table: pd.DataFrame, *, window_days: int, disruption_window_days: int) -> np.ndarray:
+    """The "; "-joined human-readable reasons of churn risk rows (`churn_risk(explain=False)`'s columns), for any
+    subset of its rows: a caller showing a few entities explains only those."""
+    slope_risk = float_column(table, "slope_risk")
+    weekly = float_column(table, "weekly_change")
+    slope = float_column(table, "slope_per_day")
+    since = float_column(table, "days_since_last_core_use")
+    recency_risk = float_column(table, "recency_risk")
+    never = table["no_core_use"].to_numpy(dtype=bool)
+    has_core = table["core_use_known"].to_numpy(dtype=bool)
+    disr = float_column(table, "recent_disruptions")
     n = slope.size
     if n == 0:
         return np.empty(0, dtype=object)
@@ -322,6 +319,7 @@ def churn_risk(
     disruption_saturation: float = 3.0,
     disruption_window_days: int = 14,
     min_points: int | None = None,
+    explain: bool = True,
 ) -> ChurnRisk:
     """Rank entities by risk = weighted mean of slope, recency, disruption risks (each 0–1, missing re-normalised).
 
@@ -331,7 +329,8 @@ def churn_risk(
     `usage`: entity_id, day, uses. `entities`: entity_id [, activated_on, last_core_use_on,
     expected_active_days_per_week, recent_disruptions]. Default weights: slope 0.5, recency 0.35, disruptions 0.15.
     Returns table: rank, entity_id, risk_score, slope_risk, recency_risk, disruption_risk, weekly_change,
-    days_since_last_core_use, recent_disruptions, reasons ("; "-joined text), reason.
+    days_since_last_core_use, recent_disruptions, slope_per_day, no_core_use, core_use_known, reasons ("; "-joined
+    text; None with `explain=False`: `churn_reasons` of the rows shown), reason.
     """
     w = {"slope": 0.5, "recency": 0.35, "disruptions": 0.15, **(weights or {})}
     if set(w) - {"slope", "recency", "disruptions"} or any(v < 0 for v in w.values()) or sum(w.values()) <= 0:
@@ -373,18 +372,6 @@ def churn_risk(
 
     parts = np.column_stack([slope_risk, recency_risk, disruption_risk]) if len(ids) else np.empty((0, 3))
     score = 100.0 * nanmean_rows(parts, np.array([w["slope"], w["recency"], w["disruptions"]]))
-    reasons = _reasons(
-        slope_risk=slope_risk,
-        weekly=weekly,
-        slope=slope,
-        since=since,
-        recency_risk=recency_risk,
-        never=never,
-        disr=disr,
-        has_core=("last_core_use_on" in ent.columns),
-        window_days=window_days,
-        disruption_window_days=disruption_window_days,
-    )
     table = pd.DataFrame(
         {
             "entity_id": ids,
@@ -395,9 +382,13 @@ def churn_risk(
             "weekly_change": weekly,
             "days_since_last_core_use": since,
             "recent_disruptions": disr,
-            "reasons": reasons,
+            "slope_per_day": slope,
+            "no_core_use": never,
+            "core_use_known": np.full(len(ids), "last_core_use_on" in ent.columns),
         }
     )
+    table["reasons"] = (churn_reasons(table, window_days=window_days, disruption_window_days=disruption_window_days)
+                        if explain else None)
     table["reason"] = np.where(np.isfinite(score), None, "not enough data: no risk signal available")
     table = table.assign(_s=np.where(np.isfinite(score), score, -1.0), _id=table["entity_id"].astype(str))
     table = table.sort_values(["_s", "_id"], ascending=[False, True], kind="stable").drop(columns=["_s", "_id"])
