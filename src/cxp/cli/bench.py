@@ -21,7 +21,8 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
     "simulator": ("cxp.tools.bench.simulator",
                   "Simulator generation + serialisation throughput, broker-free."),
     "analytics": ("cxp.tools.bench.analytics",
-                  "Fleet health for 10,000 devices × 90 days from the rollups vs from raw events."),
+                  "Issue 15's figures in one run: every view cold per fleet size with the slope, fleet health from"
+                  " the rollups vs raw events, the refresh cost, each against its target (--help)."),
     "views": ("cxp.tools.bench.views",
               "Every product-manager view and the pricing comparison, cold, at several fleet sizes, with the slope."),
     "refresh": ("cxp.tools.bench.refresh",

@@ -1,6 +1,6 @@
 """API load benchmark: Locust (headless, bounded time) on the API over a 10,000-device × 90-day fleet.
 
-`cxp bench api` — loads the fleet once into its own database (shared with `cxp bench analytics`), starts
+`cxp bench api` — loads the fleet once into its own database (`cxp_bench_analytics`), starts
 the API on it in the background, times the first (uncached) answer of every view the load opens, then
 runs loadtests/locustfile_api.py once per phase and prints requests/s and p50/p95/p99 per endpoint: `cold`
 with the result cache off (every request computes its view), `warm` with it on (views served from the cache
@@ -26,11 +26,12 @@ from cxp.stack.api_process import api_pid, start_api, stop_api
 from cxp.store.apikeys import create_key
 from cxp.store.db import connect
 from cxp.store.migrate import apply_migrations
-from cxp.tools.bench.analytics import BENCH_DB
 from cxp.tools.bench.api_views import PRICING_VIEWS, PRODUCT_VIEWS
 from cxp.tools.bench.process import PeakRss
 from cxp.tools.fleet import bench_fleet_params, ensure_fleet
 
+# the database `cxp bench analytics` had before it read the views benchmark's (README copies that fleet into it)
+BENCH_DB = "cxp_bench_analytics"
 LOCUSTFILE = PROJECT_ROOT / "loadtests" / "locustfile_api.py"
 def _timed_get(url: str, token: str) -> tuple[float, int]:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})

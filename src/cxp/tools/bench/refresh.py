@@ -10,7 +10,7 @@ measures one thing):
      loaded day of the fleet dirty and catches it up as the gateway's refresh does (`refresh_paced`: batches of
      CXP_GATEWAY__ROLLUP_BATCH_DEVICE_DAYS, busy at most --busy-share of the time), over and over → events/s and
      the ratio to phase 1 (target ≥ 0.8), and how long each catch-up took.
-Prints JSON.
+Prints JSON (`cxp bench analytics` prints the same figures as lines with issue 15's others).
 """
 
 from __future__ import annotations

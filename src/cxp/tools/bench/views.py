@@ -5,6 +5,7 @@ Each size gets a database of its own (`cxp_bench_views_<devices>x<days>`, loaded
 `--via-import`). A view is its service function called as the API calls it on a cache miss (the API's result
 cache is not involved): best of `--repeat` runs. The slope is the exponent b of time ≈ a · devices^b fitted over
 the sizes (1: linear; the issue's target is ≤ 1), printed with each view's time at the largest size.
+`cxp bench analytics` runs the same timings (and databases) beside issue 15's other figures.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
@@ -58,76 +60,120 @@ def slope(sizes: list[int], seconds: list[float]) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Load (once) a fleet per size; time every view cold at each size; print the table and the slopes."""
-    from cxp.analytics.service import refresh_kept_health
-    from cxp.core.config import Settings
-    from cxp.stack import start_stack
-    from cxp.store.db import connect
-    from cxp.store.migrate import apply_migrations
+def bench_db(devices: int, days: int) -> str:
+    """The database of one fleet size (shared with `cxp bench analytics`)."""
+    return f"cxp_bench_views_{devices}x{days}"
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="2500,5000,10000", help="fleet sizes in devices, comma-separated")
+
+def add_arguments(parser: argparse.ArgumentParser, *, sizes: str | None = "2500,5000,10000", repeat: int = 1,
+                  repeat_help: str = "timed runs per view and size (the best is kept)") -> None:
+    """The fleet and timing options `cxp bench views` and `cxp bench analytics` share."""
+    parser.add_argument("--sizes", default=sizes, help="fleet sizes in devices, comma-separated (default 2500,5000,"
+                                                       "10000)")
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workers", type=int, default=2, help="simulator processes feeding the loader")
     parser.add_argument("--via-import", action="store_true", help="load the fleets through `cxp import`")
     parser.add_argument("--reload", action="store_true", help="reload even if a fleet is already stored")
-    parser.add_argument("--repeat", type=int, default=1, help="timed runs per view and size (the best is kept)")
+    parser.add_argument("--repeat", type=int, default=repeat, help=f"{repeat_help}; default {repeat}")
     parser.add_argument("--only", default="", help="comma-separated view names (default: all)")
-    args = parser.parse_args(argv)
-    sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+
+
+def parse_sizes(text: str) -> list[int]:
+    """Comma-separated fleet sizes, ascending and distinct."""
+    return sorted({int(s) for s in text.split(",") if s.strip()})
+
+
+def pick(only: str) -> dict[str, Callable[[Any, Any], Any]]:
+    """The views named in `only` (comma-separated; empty: all), in the table's order."""
     chosen = views()
-    if args.only:
-        wanted = [v.strip() for v in args.only.split(",")]
+    if only:
+        wanted = [v.strip() for v in only.split(",")]
         unknown = [v for v in wanted if v not in chosen]
         if unknown:
             raise SystemExit(f"unknown views {unknown}; known: {list(chosen)}")
         chosen = {k: v for k, v in chosen.items() if k in wanted}
+    return chosen
 
-    def out(line: str) -> None:
-        print(line, flush=True)
 
-    env = Settings()
+@contextmanager
+def fleet_db(*, devices: int, days: int, seed: int, workers: int, reload: bool, via_import: bool,
+             out: Callable[[str], None]) -> Iterator[tuple[Any, date]]:
+    """A connection to the size's database with its fleet loaded (once), and the fleet's last day."""
+    from cxp.core.config import Settings
+    from cxp.stack import start_stack
+    from cxp.store.db import connect
+    from cxp.store.migrate import apply_migrations
+
+    env = Settings()  # ports from the environment (CXP_DB__PORT…); only the database name is the bench's
+    settings = env.model_copy(update={"db": env.db.model_copy(update={"name": bench_db(devices, days)})})
+    status = start_stack(settings)
+    if not status.db_up:
+        raise SystemExit(f"database not reachable: {status}")
+    params = bench_fleet_params(devices=devices, days=days, seed=seed)
+    with connect(settings.db) as conn:
+        migrated = bool(apply_migrations(conn))
+        ensure_fleet(conn, params=params, workers=workers, reload=reload, out=out, migrated=migrated,
+                     settings=settings if via_import else None)
+        yield conn, (params["start"] + timedelta(days=days - 1)).date()
+
+
+def time_views(*, sizes: list[int], days: int, seed: int, workers: int, reload: bool, via_import: bool, repeat: int,
+               chosen: dict[str, Callable[[Any, Any], Any]], out: Callable[[str], None]) -> dict[str, list[float]]:
+    """Load (once) a fleet per size and time every chosen view cold at each; return view → best seconds per size."""
+    from cxp.analytics.service import refresh_kept_health
+
     times: dict[str, list[float]] = {name: [] for name in chosen}
     for devices in sizes:
-        settings = env.model_copy(update={"db": env.db.model_copy(update={"name": f"cxp_bench_views_{devices}x"
-                                                                                   f"{args.days}"})})
-        status = start_stack(settings)
-        if not status.db_up:
-            raise SystemExit(f"database not reachable: {status}")
-        params = bench_fleet_params(devices=devices, days=args.days, seed=args.seed)
-        end = (params["start"] + timedelta(days=args.days - 1)).date()
-        with connect(settings.db) as conn:
-            migrated = bool(apply_migrations(conn))
-            ensure_fleet(conn, params=params, workers=args.workers, reload=args.reload, out=out, migrated=migrated,
-                         settings=settings if args.via_import else None)
+        with fleet_db(devices=devices, days=days, seed=seed, workers=workers, reload=reload, via_import=via_import,
+                      out=out) as (conn, end):
             events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
             t0 = time.perf_counter()
             fresh, stale = refresh_kept_health(conn=conn)  # like the rollups: kept before the views read them
             out(f"kept health rows: {fresh:,} fresh, {stale:,} stale, brought up to date in"
                 f" {time.perf_counter() - t0:.2f} s")
-            out(f"{devices:,} devices × {args.days} days ({events:,} events), cold views (best of {args.repeat}):")
+            out(f"{devices:,} devices × {days} days ({events:,} events), cold views (best of {repeat}):")
             for name, call in chosen.items():
                 runs = []
-                for _ in range(args.repeat):
+                for _ in range(repeat):
                     t0 = time.perf_counter()
                     call(conn, end)
                     runs.append(time.perf_counter() - t0)
                 times[name].append(min(runs))
                 out(f"  {name:20s} {min(runs):8.2f} s")
-    head = "".join(f"{s:>10,}" for s in sizes)
-    out(f"\n{'view':20s}{head}   slope (time ∝ devices^b)")
+    return times
+
+
+def table(sizes: list[int], times: dict[str, list[float]]) -> list[str]:
+    """The table of best seconds per view and size with each view's slope, all views' row, and the RESULT line."""
+    def fmt(b: float | None) -> str:
+        return "–" if b is None or math.isnan(b) else f"{b:.2f}"
+
+    lines = [f"\n{'view':20s}{''.join(f'{s:>10,}' for s in sizes)}   slope (time ∝ devices^b)"]
     for name, ts in times.items():
-        b = slope(sizes, ts)
-        row = "".join(f"{t:10.2f}" for t in ts)
-        out(f"{name:20s}{row}   {'–' if b is None or math.isnan(b) else f'{b:.2f}'}")
+        lines.append(f"{name:20s}{''.join(f'{t:10.2f}' for t in ts)}   {fmt(slope(sizes, ts))}")
     total = [sum(ts[i] for ts in times.values()) for i in range(len(sizes))]
-    b = slope(sizes, total)
-    out(f"{'all views':20s}{''.join(f'{t:10.2f}' for t in total)}   {'–' if b is None else f'{b:.2f}'}")
+    lines.append(f"{'all views':20s}{''.join(f'{t:10.2f}' for t in total)}   {fmt(slope(sizes, total))}")
     worst = max(times, key=lambda k: times[k][-1])
-    out(f"RESULT slowest view at {sizes[-1]:,} devices: {worst} {times[worst][-1]:.2f} s;"
-        f" all {len(times)} views {total[-1]:.1f} s")
+    lines.append(f"RESULT slowest view at {sizes[-1]:,} devices: {worst} {times[worst][-1]:.2f} s;"
+                 f" all {len(times)} views {total[-1]:.1f} s")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Load (once) a fleet per size; time every view cold at each size; print the table and the slopes."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    sizes = parse_sizes(args.sizes)
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    times = time_views(sizes=sizes, days=args.days, seed=args.seed, workers=args.workers, reload=args.reload,
+                       via_import=args.via_import, repeat=args.repeat, chosen=pick(args.only), out=out)
+    for line in table(sizes, times):
+        out(line)
 
 
 if __name__ == "__main__":
