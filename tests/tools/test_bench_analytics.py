@@ -46,6 +46,15 @@ def test_the_bounds_themselves_meet_the_targets():
     assert all(line.endswith("— met") for line in lines), lines
 
 
+def test_a_figure_is_judged_as_printed():
+    lines = targets(Figures(devices=10_000, days=90, seconds={"voice": 1.004, "touchpoints": 0.2},
+                            slopes={"voice": 1.004}, ratio=49.96, refresh=_refresh(30.004, 0.7996)))
+    assert all(line.endswith("— met") for line in lines), lines
+    lines = targets(Figures(devices=10_000, days=90, seconds={"voice": 1.006}, slopes={"voice": 1.006}, ratio=49.94,
+                            refresh=_refresh(30.006, 0.7994)))
+    assert all("NOT MET" in line for line in lines), lines
+
+
 def test_only_measured_figures_are_given():
     lines = targets(Figures(devices=40, days=8, seconds={"voice": 0.01}, slopes={"voice": None}))
     assert lines[0].startswith("(the targets are for 10,000 devices × 90 days; this run's largest fleet: 40 devices")
