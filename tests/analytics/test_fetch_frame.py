@@ -4,6 +4,7 @@ the dtype and the exact values the row path (Python objects per value) gives, NU
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import pandas as pd
 import psycopg
@@ -15,9 +16,12 @@ from cxp.analytics.queries._base import (
     concurrently,
     fetch_frame,
     in_concurrent_part,
+    lending_connections,
+    own_connection,
     shared_reads,
     shared_value,
 )
+from cxp.store.db import connect
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +178,28 @@ def test_in_a_transaction_the_failing_part_is_raised_not_the_parts_it_failed(db)
 
     with pytest.raises(psycopg.errors.DivisionByZero), db.transaction():
         concurrently(later=later, failing=failing)
+
+
+def _backend(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def test_own_connection_borrows_a_lent_connection_only_when_one_is_free_and_outside_a_transaction(db, settings):
+    lent: list[str] = []
+
+    @contextmanager
+    def lend(spare):
+        lent.append("asked")
+        yield spare
+
+    with connect(settings.db) as spare:
+        with own_connection(db) as conn:
+            assert conn is db  # nobody lends
+        with lending_connections(lambda: lend(spare)), own_connection(db) as conn:
+            assert conn is spare and _backend(conn) != _backend(db)
+        with lending_connections(lambda: lend(None)), own_connection(db) as conn:
+            assert conn is db  # the lender had none free
+        asked = len(lent)
+        with db.transaction(), lending_connections(lambda: lend(spare)), own_connection(db) as conn:
+            assert conn is db  # its reads must see the transaction's snapshot
+        assert len(lent) == asked == 2

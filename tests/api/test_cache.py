@@ -7,7 +7,10 @@ from contextlib import contextmanager, nullcontext
 
 import pytest
 
+from cxp.analytics.queries._base import own_connection
 from cxp.api.cache import ResultCache, data_version
+from cxp.api.deps import Cached
+from cxp.store.db import create_pool
 from cxp.store.registry import AccountRow, upsert_accounts
 from tests.fixtures.gateway import wait_for
 
@@ -108,3 +111,17 @@ def test_product_hours_rewritten_alone_change_the_data_version(db) -> None:
     db.execute("SELECT pg_stat_force_next_flush()")
     db.execute("SELECT 1")
     assert wait_for(lambda: data_version(db) != before, timeout=15)
+
+
+def test_a_cached_computation_may_borrow_a_second_connection_of_the_pool(settings) -> None:
+    spare_db = settings.db.model_copy(update={"pool_min": 1, "pool_max": 2})
+    with create_pool(spare_db, name="t-cached") as pool:
+        cached = Cached(cache=ResultCache(ttl_s=600), pool=pool)
+
+        def compute(conn):
+            with own_connection(conn) as second:
+                pids = {c.execute("SELECT pg_backend_pid()").fetchone()[0] for c in (conn, second)}
+            with own_connection(conn) as third, own_connection(conn) as fourth:  # the pool holds two: no third
+                return len(pids), third is not conn, fourth is conn
+
+        assert cached("lent", compute) == (2, True, True)

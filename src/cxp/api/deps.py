@@ -15,12 +15,14 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
+from cxp.analytics import service as analytics
 from cxp.api.cache import ResultCache
 from cxp.api.errors import Forbidden, NotAuthenticated
 from cxp.api.jobs import JobRunner
 from cxp.core.config import Settings
 from cxp.identity.provisioning import authenticate_provisioning
 from cxp.store.apikeys import ApiKey, split_token, touch_key, verify_key
+from cxp.store.db import idle_connection
 from cxp.store.errors import StoreError
 from cxp.store.sessions import csrf_matches, csrf_token, get_session
 
@@ -71,9 +73,15 @@ class Cached:
     pool: ConnectionPool
 
     def __call__(self, name: str, compute: Callable[[psycopg.Connection], T], **params: Any) -> T:
-        """`compute(conn)` cached under `name` and `params` (which must determine the result)."""
+        """`compute(conn)` cached under `name` and `params` (which must determine the result); a part of it with
+        long reads of its own may borrow a second connection of the pool when one is free."""
         key = (name, tuple(sorted((k, _hashable(v)) for k, v in params.items())))
-        return self.cache.get_or_compute(key, connection=self.pool.connection, compute=compute)
+
+        def lending(conn: psycopg.Connection) -> T:
+            with analytics.lending_connections(lambda: idle_connection(self.pool)):
+                return compute(conn)
+
+        return self.cache.get_or_compute(key, connection=self.pool.connection, compute=lending)
 
     def service(self, fn: Callable[..., T], /, **params: Any) -> T:
         """`fn(conn=…, **params)` cached under its name and its full bound arguments, defaults included,

@@ -68,6 +68,18 @@ def create_pool(db: DbSettings, *, name: str = "cxp", wait: bool = True, timeout
     return pool
 
 
+@contextlib.contextmanager
+def idle_connection(pool: Pool | ReadPool, *, wait_s: float = 0.05) -> Iterator[psycopg.Connection | None]:
+    """A connection of `pool` if one is free within `wait_s`, else None (the caller goes on with what it holds): a
+    computation borrowing a second connection must never wait for one another computation holds."""
+    with contextlib.ExitStack() as stack:
+        try:
+            conn = stack.enter_context(pool.connection(timeout=wait_s))
+        except (PoolTimeout, StoreUnavailable):
+            conn = None
+        yield conn
+
+
 # How far a standby's data is behind the primary, in seconds (0 on the primary; NULL: unknown, never replayed).
 _LAG_SQL = """
 SELECT pg_is_in_recovery(), CASE

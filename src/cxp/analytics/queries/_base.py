@@ -6,7 +6,7 @@ import copy
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar, copy_context
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, TypeVar
@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar
 import pandas as pd
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from cxp.analytics.queries._csv import NULL, ParseError, read_copy_csv
 from cxp.analytics.query import AnalyticsQuery
@@ -125,6 +126,36 @@ def concurrently(**parts: Callable[[], Any]) -> dict[str, Any]:
     if failed:
         raise (causes or failed)[0]
     return {name: future.result() for name, future in futures.items()}
+
+
+# Set by a caller that can lend connections (the API, around a computation): `own_connection` borrows from it.
+_LENDER: ContextVar[Callable[[], AbstractContextManager[psycopg.Connection | None]] | None] = ContextVar(
+    "cxp_connection_lender", default=None)
+
+
+@contextmanager
+def lending_connections(lend: Callable[[], AbstractContextManager[psycopg.Connection | None]]) -> Iterator[None]:
+    """Within the block, `own_connection` may borrow through `lend()` (which yields a connection, or None when none
+    is free: then the part shares its caller's)."""
+    token = _LENDER.set(lend)
+    try:
+        yield
+    finally:
+        _LENDER.reset(token)
+
+
+@contextmanager
+def own_connection(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """A connection of its own for a part of `concurrently` with long reads of its own (the fleet report's churn
+    risk), taken before the parts start: its statements then run beside the other parts' on a second server process
+    instead of queueing behind them on `conn`. Lent by the caller (`lending_connections`) when one is free, else
+    `conn` itself; never while `conn` is in a transaction (the part would not read its snapshot) or busy."""
+    lend = _LENDER.get()
+    if lend is None or not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
+        yield conn
+        return
+    with lend() as spare:
+        yield conn if spare is None else spare
 
 
 def in_concurrent_part() -> bool:

@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     out(f"== every view cold, {', '.join(f'{s:,}' for s in sizes)} devices × {args.days} days")
     times = bench_views.time_views(sizes=sizes, days=args.days, seed=args.seed, workers=args.workers,
                                    reload=args.reload, via_import=args.via_import, repeat=args.repeat, chosen=chosen,
-                                   out=out)
+                                   out=out, spare=not args.one_connection)
     for line in bench_views.table(sizes, times):
         out(line)
 

@@ -14,7 +14,7 @@ import argparse
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date, timedelta
 from typing import Any
 
@@ -77,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, sizes: str | None = "2500,
     parser.add_argument("--reload", action="store_true", help="reload even if a fleet is already stored")
     parser.add_argument("--repeat", type=int, default=repeat, help=f"{repeat_help}; default {repeat}")
     parser.add_argument("--only", default="", help="comma-separated view names (default: all)")
+    parser.add_argument("--one-connection", action="store_true",
+                        help="lend the views no second connection (the API lends one when its pool has it free)")
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -98,11 +100,13 @@ def pick(only: str) -> dict[str, Callable[[Any, Any], Any]]:
 
 @contextmanager
 def fleet_db(*, devices: int, days: int, seed: int, workers: int, reload: bool, via_import: bool,
-             out: Callable[[str], None]) -> Iterator[tuple[Any, date]]:
-    """A connection to the size's database with its fleet loaded (once), and the fleet's last day."""
+             out: Callable[[str], None], spare: bool = True) -> Iterator[tuple[Any, date]]:
+    """A connection to the size's database with its fleet loaded (once), and the fleet's last day; `spare`: a
+    second connection lent to the views as the API lends one (`lending_connections`)."""
+    from cxp.analytics.service import lending_connections
     from cxp.core.config import Settings
     from cxp.stack import start_stack
-    from cxp.store.db import connect
+    from cxp.store.db import connect, create_pool, idle_connection
     from cxp.store.migrate import apply_migrations
 
     env = Settings()  # ports from the environment (CXP_DB__PORT…); only the database name is the bench's
@@ -111,22 +115,27 @@ def fleet_db(*, devices: int, days: int, seed: int, workers: int, reload: bool, 
     if not status.db_up:
         raise SystemExit(f"database not reachable: {status}")
     params = bench_fleet_params(devices=devices, days=days, seed=seed)
-    with connect(settings.db) as conn:
+    with connect(settings.db) as conn, ExitStack() as lent:
         migrated = bool(apply_migrations(conn))
         ensure_fleet(conn, params=params, workers=workers, reload=reload, out=out, migrated=migrated,
                      settings=settings if via_import else None)
+        if spare:
+            pool = lent.enter_context(create_pool(settings.db.model_copy(update={"pool_min": 1, "pool_max": 1}),
+                                                  name="cxp-bench-spare"))
+            lent.enter_context(lending_connections(lambda: idle_connection(pool)))
         yield conn, (params["start"] + timedelta(days=days - 1)).date()
 
 
 def time_views(*, sizes: list[int], days: int, seed: int, workers: int, reload: bool, via_import: bool, repeat: int,
-               chosen: dict[str, Callable[[Any, Any], Any]], out: Callable[[str], None]) -> dict[str, list[float]]:
+               chosen: dict[str, Callable[[Any, Any], Any]], out: Callable[[str], None],
+               spare: bool = True) -> dict[str, list[float]]:
     """Load (once) a fleet per size and time every chosen view cold at each; return view → best seconds per size."""
     from cxp.analytics.service import refresh_kept_health
 
     times: dict[str, list[float]] = {name: [] for name in chosen}
     for devices in sizes:
         with fleet_db(devices=devices, days=days, seed=seed, workers=workers, reload=reload, via_import=via_import,
-                      out=out) as (conn, end):
+                      out=out, spare=spare) as (conn, end):
             events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
             t0 = time.perf_counter()
             fresh, stale = refresh_kept_health(conn=conn)  # like the rollups: kept before the views read them
@@ -171,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         print(line, flush=True)
 
     times = time_views(sizes=sizes, days=args.days, seed=args.seed, workers=args.workers, reload=args.reload,
-                       via_import=args.via_import, repeat=args.repeat, chosen=pick(args.only), out=out)
+                       via_import=args.via_import, repeat=args.repeat, chosen=pick(args.only), out=out,
+                       spare=not args.one_connection)
     for line in table(sizes, times):
         out(line)
 
