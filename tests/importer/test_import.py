@@ -5,6 +5,7 @@ resumed from its checkpoint without a duplicate."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ import pytest
 
 from cxp.deadletters import replay_dead_letters
 from cxp.importer import import_file
+from cxp.importer.chunks import prepared_chunks
 from cxp.store.registry import DeviceRow, upsert_devices
 from cxp.tools.history import write_csv, write_history
 from tests.fixtures.stack import ACTIVATED
@@ -320,3 +322,15 @@ def test_the_cli_prints_a_json_line_per_file_and_fails_on_a_file_it_cannot_impor
     first = json.loads(done.stdout.splitlines()[0])
     assert (first["name"], first["events_stored"], first["dead_lettered"]) == ("h.jsonl", 50, 0)
     assert "h.csv line 1: the flat layout needs columns" in done.stdout
+
+
+def test_a_writer_that_stops_early_ends_the_reading_process(db, settings, registered, tmp_path):
+    path = tmp_path / "many.jsonl"
+    write_history(path, "jsonl", planted_history(registered, events=6_000, seed=5))
+    chunks = prepared_chunks(settings=settings, devices=lambda _: None, path=path, fmt="jsonl", name=path.name,
+                             chunk_events=500, in_process=True)
+    chunk, mark = next(chunks)
+    assert chunk.messages and not chunk.letters and mark.line > 0  # validated by the child
+    assert [p.name for p in multiprocessing.active_children()] == ["cxp-import-reader"]
+    chunks.close()  # as when the writer raises
+    assert multiprocessing.active_children() == []

@@ -14,7 +14,7 @@ import pickle
 import queue
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import cache
@@ -198,7 +198,7 @@ def _named_device(payload: bytes) -> str | None:
 def _chunks(
     *, settings: Settings, devices: DeviceLookup, path: Path, fmt: str, name: str, position: int, line: int,
     chunk_events: int,
-) -> Iterator[tuple[Chunk, Mark]]:
+) -> Generator[tuple[Chunk, Mark], None, None]:
     chunk = Chunk(settings=settings, devices=devices, name=name, fmt=fmt)
     for item in read_items(path, fmt, position=position, line=line, mark_every=chunk_events):
         if type(item) is Piece:
@@ -224,6 +224,12 @@ def prepared_chunks(
     if not in_process:
         yield from _ahead_in_thread(_chunks(devices=devices, **args))
         return
+    # Taken from the child (and unpickled) in a thread while the caller writes the chunk before.
+    yield from _ahead_in_thread(_from_child(args, devices=devices, name=name))
+
+
+def _from_child(args: dict, *, devices: DeviceLookup, name: str) -> Generator[tuple[Chunk, Mark], None, None]:
+    """The chunks a child process reads and validates (`_produce`); the child ends with the iteration."""
     context = multiprocessing.get_context("spawn")  # nothing of this process (threads, connections) is inherited
     out = context.Queue(maxsize=_AHEAD)
     child = context.Process(target=_produce, kwargs={**args, "out": out, "parent": os.getpid()},
@@ -260,13 +266,16 @@ def _big(path: Path, fmt: str) -> bool:
     return path.stat().st_size >= PROCESS_MIN_BYTES
 
 
-def _ahead_in_thread(chunks: Iterator[tuple[Chunk, Mark]]) -> Iterator[tuple[Chunk, Mark]]:
-    # chunk k+1 is read and validated while the caller writes chunk k (psycopg releases the GIL while it waits)
-    with ThreadPoolExecutor(1, thread_name_prefix="cxp-import") as reader:
-        ahead = reader.submit(next, chunks, None)
-        while (ready := ahead.result()) is not None:
+def _ahead_in_thread(chunks: Generator[tuple[Chunk, Mark], None, None]) -> Iterator[tuple[Chunk, Mark]]:
+    # chunk k+1 is made ready while the caller writes chunk k (psycopg releases the GIL while it waits)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="cxp-import") as reader:
             ahead = reader.submit(next, chunks, None)
-            yield ready
+            while (ready := ahead.result()) is not None:
+                ahead = reader.submit(next, chunks, None)
+                yield ready
+    finally:
+        chunks.close()  # the thread is done with it: its clean-up (a child process ended) runs now, not at GC
 
 
 def _exit_with_parent() -> None:
