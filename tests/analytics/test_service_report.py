@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import pytest
 
 from cxp.analytics import service
-from cxp.store.db import create_pool, idle_connection
 from tests.analytics.helpers import assert_no_nan
 
 pytestmark = pytest.mark.integration
@@ -28,19 +25,3 @@ def test_fleet_report_names_the_planted_fault_first(fleet_conn, loaded_fleet) ->
     assert all(isinstance(line, str) and "\n" not in line for line in lines)
     assert any("top concerns" in line for line in lines) and any(product in line for line in lines)
 
-
-def test_the_report_with_a_lent_connection_is_the_same_report(fleet_conn, fleet_settings, loaded_fleet) -> None:
-    alone = service.get_fleet_report(conn=fleet_conn)
-    used: list[int] = []
-
-    @contextmanager
-    def lend():
-        with idle_connection(pool) as spare:
-            used.append(spare.execute("SELECT pg_backend_pid()").fetchone()[0])
-            yield spare
-
-    spare_db = fleet_settings.db.model_copy(update={"pool_min": 1, "pool_max": 1})
-    with create_pool(spare_db, name="t-lent") as pool, service.lending_connections(lend):
-        lent = service.get_fleet_report(conn=fleet_conn)
-    assert used and used[0] != fleet_conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-    assert lent == alone

@@ -10,7 +10,7 @@ from cxp.analytics.core.ladder import LEVELS, climber_contrast, device_ladder, l
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import EffectComparison
 from cxp.analytics.models_measures import LadderContrast, LadderLevel, LadderReport
-from cxp.analytics.queries._base import concurrently, shared_reads
+from cxp.analytics.queries._base import concurrently, own_connection, shared_reads
 from cxp.analytics.queries.ladder import capability_catalogue, first_capability_uses
 from cxp.analytics.queries.registry import churn_exits, devices
 from cxp.analytics.queries.usage import last_use_before
@@ -57,13 +57,16 @@ def get_capability_ladder(
     if scoped.empty or offered.empty:
         reason = "no devices in scope" if scoped.empty else "no touchpoint carries a capability level"
         return LadderReport(window, (), (), DEFINITIONS, reason=f"not enough data: {reason}")
-    read = concurrently(  # the longest first; while the database answers one part, Python computes another
-        # Only each device's mean score is needed: no HealthScore object per device-week.
-        scores=lambda: device_scores(conn=conn, query=query, weeks=weeks),
-        first_uses=lambda: first_capability_uses(conn, scope=query, end=window.end),
-        exits=lambda: churn_exits(conn, scope=query, end=window.end),
-        last=lambda: last_use_before(conn, scope=query, end=window.end),
-    )
+    # the longest first; while the database answers one part, Python computes another. The health scores read
+    # the most on their own: on a lent connection when there is one.
+    with own_connection(conn) as apart:
+        read = concurrently(
+            # Only each device's mean score is needed: no HealthScore object per device-week.
+            scores=lambda: device_scores(conn=apart, query=query, weeks=weeks),
+            first_uses=lambda: first_capability_uses(conn, scope=query, end=window.end),
+            exits=lambda: churn_exits(conn, scope=query, end=window.end),
+            last=lambda: last_use_before(conn, scope=query, end=window.end),
+        )
     ladder = device_ladder(devices=scoped, first_uses=read["first_uses"], offered=offered)
     ladder = ladder.merge(scoped[["device_key", "device_id", "segment"]], on="device_key")
     ladder["segment"] = ladder["segment"].fillna("unknown").astype(str)

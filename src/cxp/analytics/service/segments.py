@@ -14,7 +14,7 @@ from cxp.analytics.core._frames import finite_or_none
 from cxp.analytics.core.health import HealthConfig
 from cxp.analytics.errors import maps_numeric_errors
 from cxp.analytics.models import PersonaSegment, SegmentReport, Window
-from cxp.analytics.queries._base import concurrently, shared_reads
+from cxp.analytics.queries._base import concurrently, own_connection, shared_reads
 from cxp.analytics.queries.registry import devices
 from cxp.analytics.queries.usage import last_use_before, usage_features
 from cxp.analytics.query import ALL_DEVICES, AnalyticsQuery
@@ -94,10 +94,12 @@ def get_segments(
     window = resolve_window(conn, query=query, default_days=days)
     if window is None:
         return _segment_report(empty_window(), reason="not enough data: nothing stored")
-    read = concurrently(  # the health scores do not depend on the personas: computed beside them
-        features=lambda: persona_features(conn, scope=query, window=window, min_history_days=min_history_days),
-        scores=lambda: device_scores(conn=conn, query=query.ending(window.end), weeks=1) if with_health else None,
-    )
+    # the health scores do not depend on the personas: computed beside them, on a lent connection if there is one
+    with own_connection(conn) as apart:
+        read = concurrently(
+            features=lambda: persona_features(conn, scope=query, window=window, min_history_days=min_history_days),
+            scores=lambda: device_scores(conn=apart, query=query.ending(window.end), weeks=1) if with_health else None,
+        )
     features, excluded = read["features"]
     columns = list(core_personas.PERSONA_FEATURES)
     segmentation = core_segments.segment_entities(
