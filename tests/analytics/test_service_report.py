@@ -24,4 +24,3 @@ def test_fleet_report_names_the_planted_fault_first(fleet_conn, loaded_fleet) ->
     lines = report.render_text()
     assert all(isinstance(line, str) and "\n" not in line for line in lines)
     assert any("top concerns" in line for line in lines) and any(product in line for line in lines)
-

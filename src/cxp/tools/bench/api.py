@@ -33,6 +33,8 @@ from cxp.tools.fleet import bench_fleet_params, ensure_fleet
 # the database `cxp bench analytics` had before it read the views benchmark's (README copies that fleet into it)
 BENCH_DB = "cxp_bench_analytics"
 LOCUSTFILE = PROJECT_ROOT / "loadtests" / "locustfile_api.py"
+
+
 def _timed_get(url: str, token: str) -> tuple[float, int]:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     t0 = time.perf_counter()
