@@ -19,6 +19,7 @@ from cxp.pricing.metrics import Cohort, get_activity, get_metric_table, get_metr
 from cxp.pricing.queries import HOLD_FACTOR
 from cxp.pricing.service import (
     get_billable_metric,
+    get_data_span,
     get_experiment_results,
     get_model_comparison_text,
     get_usage_cube,
@@ -380,3 +381,15 @@ def test_empty_cohort_backtests_to_zero(pricing_fleet):
                             cohort=Cohort(product="no-such-product"), metrics=example_metrics())
     s = res.summaries[res.baseline]
     assert (s.accounts, s.customer_periods, s.revenue, s.cost) == (0, 0, Decimal("0.00"), Decimal("0.00"))
+
+
+def test_the_data_span_is_the_first_and_last_rollup_day_of_the_product(pricing_fleet):
+    conn = pricing_fleet.conn
+    products = [r[0] for r in conn.execute("SELECT DISTINCT product_id FROM devices ORDER BY 1").fetchall()]
+    for product in [*products, None, "no-such-product"]:
+        expected = conn.execute(
+            "SELECT min(r.day), max(r.day) FROM rollup_daily r JOIN devices d USING (device_key)"
+            " WHERE %(p)s::text IS NULL OR d.product_id = %(p)s", {"p": product}).fetchone()
+        span = get_data_span(conn=conn, product=product)
+        assert (span.first_day, span.last_day) == expected
+    assert get_data_span(conn=conn, product=products[0]).first_day is not None
