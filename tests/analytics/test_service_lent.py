@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import pytest
 
 from cxp.analytics import service
+from cxp.analytics.queries import lending_connections
 from cxp.store.db import create_pool, idle_connection
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ def test_a_view_with_a_lent_connection_gives_the_same_answer(fleet_conn, fleet_s
             yield spare
 
     spare_db = fleet_settings.db.model_copy(update={"pool_min": 1, "pool_max": 1})
-    with create_pool(spare_db, name="t-lent") as pool, service.lending_connections(lend):
+    with create_pool(spare_db, name="t-lent") as pool, lending_connections(lend):
         lent = VIEWS[view](fleet_conn)
     assert used and used[0] != fleet_conn.execute("SELECT pg_backend_pid()").fetchone()[0]
     assert lent == alone

@@ -15,7 +15,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
-from cxp.analytics import service as analytics
+from cxp.analytics.queries import lending_connections
 from cxp.api.cache import ResultCache
 from cxp.api.errors import Forbidden, NotAuthenticated
 from cxp.api.jobs import JobRunner
@@ -78,7 +78,7 @@ class Cached:
         key = (name, tuple(sorted((k, _hashable(v)) for k, v in params.items())))
 
         def lending(conn: psycopg.Connection) -> T:
-            with analytics.lending_connections(lambda: idle_connection(self.pool)):
+            with lending_connections(lambda: idle_connection(self.pool)):
                 return compute(conn)
 
         return self.cache.get_or_compute(key, connection=self.pool.connection, compute=lending)

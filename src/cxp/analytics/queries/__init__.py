@@ -7,3 +7,7 @@ then always filtered by time window and aggregated in SQL. Every function takes 
 filters of an `AnalyticsQuery`) and explicit UTC days; names go through `psycopg.sql.Identifier`, values through
 parameters. Modules: `registry`, `usage`, `health`, `feedback`, `touchpoints`, `disruptions`.
 """
+
+from cxp.analytics.queries._base import lending_connections
+
+__all__ = ["lending_connections"]  # what a caller lends the views: connections for their parts that read apart

@@ -6,7 +6,6 @@ returns a typed result from analytics.models. No printing, no NaN: missing value
 module per capability; this package re-exports the public functions so callers have one import place.
 """
 
-from cxp.analytics.queries._base import lending_connections
 from cxp.analytics.service.churn import get_churn_model_inputs, get_churn_risk_summary, list_churn_risk
 from cxp.analytics.service.disruptions import get_disruptions, list_incidents
 from cxp.analytics.service.engagement import get_engagement_rate
@@ -38,5 +37,4 @@ __all__ = [
     "get_churn_risk_summary",
     "list_churn_risk",
     "list_incidents",
-    "lending_connections",
 ]

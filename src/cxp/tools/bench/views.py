@@ -103,7 +103,7 @@ def fleet_db(*, devices: int, days: int, seed: int, workers: int, reload: bool, 
              out: Callable[[str], None], spare: bool = True) -> Iterator[tuple[Any, date]]:
     """A connection to the size's database with its fleet loaded (once), and the fleet's last day; `spare`: a
     second connection lent to the views as the API lends one (`lending_connections`)."""
-    from cxp.analytics.service import lending_connections
+    from cxp.analytics.queries import lending_connections
     from cxp.core.config import Settings
     from cxp.stack import start_stack
     from cxp.store.db import connect, create_pool, idle_connection
