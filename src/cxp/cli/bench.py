@@ -70,7 +70,9 @@ def _passthrough(module: str, doc: str) -> Callable[[typer.Context], None]:
 
 
 for _name, (_module, _doc) in PASSTHROUGH.items():
-    bench_app.command(_name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+    # --help too goes to the module's own parser, which knows the options (Typer's would list none)
+    bench_app.command(_name, add_help_option=False,
+                      context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
         _passthrough(_module, _doc))
 
 

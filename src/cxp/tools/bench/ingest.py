@@ -163,6 +163,7 @@ class GatewayRun:
             for key, value in getattr(settings, section).model_dump().items():
                 if value is not None:
                     env[f"CXP_{section.upper()}__{key.upper()}"] = str(value)
+        env["CXP_STACK__DIR"] = str(settings.stack.dir)  # the stack's files (CA, service credentials) are there
         self.log_path = workdir / f"{name}.log"
         self.stats_path = workdir / f"{name}.stats.json"
         self.stats_path.unlink(missing_ok=True)
