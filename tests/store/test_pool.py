@@ -21,3 +21,14 @@ def test_idle_connection_lends_a_free_one_and_none_when_the_pool_is_all_held(set
             assert time.monotonic() - t0 < 5  # not the pool's own 30 s timeout
         with idle_connection(pool) as again:  # given back
             assert again is not None
+
+
+def test_a_busy_pool_is_not_probed_for_each_lend(settings, monkeypatch):
+    with create_pool(settings.db.model_copy(update={"pool_min": 1, "pool_max": 1}), name="cxp-test-probe") as pool:
+        probes: list[int] = []
+        monkeypatch.setattr(pool, "probe", lambda: probes.append(1))
+        with pool.connection():
+            for _ in range(3):
+                with idle_connection(pool, wait_s=0.01) as none_free:
+                    assert none_free is None
+        assert probes == []  # busy, not down: no connection opened outside the pool to tell

@@ -24,14 +24,17 @@ class Pool(ConnectionPool):
 
     down = False  # the last probe was refused: probe before waiting, so callers are not held `timeout` seconds
 
-    def getconn(self, timeout: float | None = None) -> psycopg.Connection:
-        """A connection from the pool, or StoreUnavailable when the database refuses one, or PoolTimeout."""
+    def getconn(self, timeout: float | None = None, *, probe: bool = True) -> psycopg.Connection:
+        """A connection from the pool, or StoreUnavailable when the database refuses one, or PoolTimeout; `probe`:
+        on PoolTimeout, open one outside the pool to tell down from busy (a caller that only asks whether one is
+        free, `idle_connection`, does not want a connection opened each time the pool is busy)."""
         if self.down:
             self.probe()
         try:
             return super().getconn(timeout)
         except PoolTimeout:
-            self.probe()  # none in time: down (StoreUnavailable) or busy (PoolTimeout)?
+            if probe:
+                self.probe()  # none in time: down (StoreUnavailable) or busy (PoolTimeout)?
             raise
 
     def probe(self) -> None:
@@ -72,7 +75,18 @@ def create_pool(db: DbSettings, *, name: str = "cxp", wait: bool = True, timeout
 def idle_connection(pool: Pool | ReadPool, *, wait_s: float = 0.05) -> Iterator[psycopg.Connection | None]:
     """A connection of `pool` if one is free within `wait_s`, else None (the caller goes on with what it holds): a
     computation borrowing a second connection must never wait for one another computation holds."""
-    with contextlib.ExitStack() as stack:
+    if isinstance(pool, Pool):  # busy is the common answer here: no probe connection opened to tell it from down
+        try:
+            conn = pool.getconn(wait_s, probe=False)
+        except (PoolTimeout, StoreUnavailable):
+            yield None
+            return
+        try:
+            yield conn
+        finally:
+            pool.putconn(conn)
+        return
+    with contextlib.ExitStack() as stack:  # a standby pool: its own choice of standby or primary
         try:
             conn = stack.enter_context(pool.connection(timeout=wait_s))
         except (PoolTimeout, StoreUnavailable):

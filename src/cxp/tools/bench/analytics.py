@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     out("\n== issue 15's targets")
     fig = Figures(devices=largest, days=args.days, seconds={k: ts[-1] for k, ts in times.items()},
                   slopes={k: bench_views.slope(sizes, ts) for k, ts in times.items()},
-                  total_slope=bench_views.slope(sizes, [sum(col) for col in zip(*times.values(), strict=True)]),
+                  total_slope=bench_views.slope(sizes, bench_views.all_views(times)),
                   ratio=ratio, refresh=refreshed)
     for line in targets(fig):
         out(line)

@@ -153,6 +153,11 @@ def time_views(*, sizes: list[int], days: int, seed: int, workers: int, reload: 
     return times
 
 
+def all_views(times: dict[str, list[float]]) -> list[float]:
+    """All views' seconds summed per size."""
+    return [sum(column) for column in zip(*times.values(), strict=True)]
+
+
 def table(sizes: list[int], times: dict[str, list[float]]) -> list[str]:
     """The table of best seconds per view and size with each view's slope, all views' row, and the RESULT line."""
     def fmt(b: float | None) -> str:
@@ -161,7 +166,7 @@ def table(sizes: list[int], times: dict[str, list[float]]) -> list[str]:
     lines = [f"\n{'view':20s}{''.join(f'{s:>10,}' for s in sizes)}   slope (time ∝ devices^b)"]
     for name, ts in times.items():
         lines.append(f"{name:20s}{''.join(f'{t:10.2f}' for t in ts)}   {fmt(slope(sizes, ts))}")
-    total = [sum(ts[i] for ts in times.values()) for i in range(len(sizes))]
+    total = all_views(times)
     lines.append(f"{'all views':20s}{''.join(f'{t:10.2f}' for t in total)}   {fmt(slope(sizes, total))}")
     worst = max(times, key=lambda k: times[k][-1])
     lines.append(f"RESULT slowest view at {sizes[-1]:,} devices: {worst} {times[worst][-1]:.2f} s;"
