@@ -225,6 +225,19 @@ def test_uptime_and_activity_are_sane(pricing_fleet):
     assert (act.active_days <= act.exposure_days).all()
 
 
+def test_uptime_pct_is_the_exact_ratio_of_the_hours_rounded_half_even(pricing_fleet):
+    conn, period = pricing_fleet.conn, pricing_fleet.period
+    up = get_uptime(conn=conn, period=period, level="device")
+    checked = 0
+    for (i, j), got in np.ndenumerate(up.pct.values):
+        # the hours are exact 6-decimal numbers; repr gives back those decimals
+        covered, exposed = Decimal(repr(float(up.up_hours[i, j]))), Decimal(repr(float(up.exposure_hours[i, j])))
+        want = Decimal(100) if exposed == 0 else min(covered / exposed, Decimal(1)) * 100
+        assert got == int(want.quantize(Decimal("0.001")).scaleb(3)), (up.keys[i], up.months[j])
+        checked += 0 < covered < exposed
+    assert checked > 0
+
+
 def test_activity_counts_every_use_and_active_day_of_the_month(pricing_fleet):
     conn, period = pricing_fleet.conn, pricing_fleet.period
     act = get_activity(conn=conn, period=period)

@@ -1,8 +1,9 @@
 """Billable metrics over telemetry: per account (or device) × UTC calendar month, aggregated in SQL.
 
 The SQL lives in `pricing.queries`; this module runs it and shapes the rows into dense arrays
-(keys × months, zeros where there was no data). Quantities come back rounded in SQL to a stated
-number of decimals and become exact fixed-point integers (`FixedArray`), so billing them is exact.
+(keys × months, zeros where there was no data). Quantities come back from SQL rounded to a stated
+number of decimals, as integer counts of 10^-decimals: exact fixed-point integers (`FixedArray`), so billing them
+is exact.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from decimal import Decimal
 from typing import Any, Literal
 
 import numpy as np
 import psycopg
 from psycopg import sql
 
-from cxp.pricing.core.money import EXACT
+from cxp.pricing.core.integers import absmax, narrow, round_div, widen
+from cxp.pricing.core.money import RoundingMode
 from cxp.pricing.core.plans import Aggregation, BillableMetric, MetricFilter, Plan
 from cxp.pricing.core.vectorised import FixedArray
 from cxp.pricing.errors import PricingError
@@ -153,32 +154,32 @@ def list_cohort_accounts(conn: psycopg.Connection, *, cohort: Cohort, period: Bi
     )
 
 
-def _dense(
-    rows: Sequence[tuple], keys: Sequence[str] | None, months: Sequence[date], ncols: int
-) -> tuple[tuple[str, ...], list[list[list[Any]]]]:
-    """Rows (key, month, v1..vn) as keys × months × n cells (None where absent); rows outside `keys` dropped."""
+@dataclass(frozen=True, slots=True)
+class _Grid:
+    """Fetched rows (key, month, v_0 … v_n) placed on a keys × months grid; rows of other keys or months left out."""
+
+    keys: tuple[str, ...]
+    months: int
+    rows: list[tuple[Any, ...]]
+    at: tuple[np.ndarray, np.ndarray]
+
+    def column(self, i: int) -> np.ndarray:
+        """v_i (integers) per key × month as int64, 0 where there was no row or a NULL."""
+        out = np.zeros((len(self.keys), self.months), dtype=np.int64)
+        out[self.at] = np.fromiter((r[2 + i] or 0 for r in self.rows), dtype=np.int64, count=len(self.rows))
+        return out
+
+
+def _grid(rows: Sequence[tuple[Any, ...]], keys: Sequence[str] | None, months: Sequence[date]) -> _Grid:
+    """`rows` on the grid of `keys` (default: the keys the rows hold, sorted) × `months`."""
     if keys is None:
         keys = sorted({r[0] for r in rows})
     kidx = {k: i for i, k in enumerate(keys)}
     midx = {m: j for j, m in enumerate(months)}
-    cells: list[list[list[Any]]] = [[[None] * ncols for _ in months] for _ in keys]
-    for r in rows:
-        i, j = kidx.get(r[0]), midx.get(r[1])
-        if i is not None and j is not None:
-            cells[i][j] = list(r[2:])
-    return tuple(keys), cells
-
-
-def _fixed(cells: list[list[list[Any]]], col: int, decimals: int, months: int) -> FixedArray:
-    shape = (len(cells), months)
-    out = np.zeros(shape, dtype=np.int64)
-    for i, row in enumerate(cells):
-        for j, c in enumerate(row):
-            v = c[col]
-            if v is not None:
-                # Rounded to `decimals` in SQL, so the scaled value is an integer.
-                out[i, j] = int(Decimal(v).scaleb(decimals, EXACT))
-    return FixedArray(out, decimals)
+    kept = [r for r in rows if r[0] in kidx and r[1] in midx]
+    at = (np.fromiter((kidx[r[0]] for r in kept), dtype=np.intp, count=len(kept)),
+          np.fromiter((midx[r[1]] for r in kept), dtype=np.intp, count=len(kept)))
+    return _Grid(tuple(keys), len(months), kept, at)
 
 
 def get_metric_table(
@@ -197,9 +198,8 @@ def get_metric_table(
         raise PricingError(f"decimals must be within [0, 9], got {decimals}")
     q, extra = metric_query(metric=metric, level=level, decimals=decimals)
     rows = fetch_rows(conn, q, {**_params(period, cohort, until), **extra})
-    months = period.month_starts
-    ks, cells = _dense(rows, keys, months, 1)
-    return MetricTable(metric, level, ks, months, _fixed(cells, 0, decimals, len(months)))
+    grid = _grid(rows, keys, period.month_starts)
+    return MetricTable(metric, level, grid.keys, period.month_starts, FixedArray(grid.column(0), decimals))
 
 
 def get_metric_tables(
@@ -231,9 +231,9 @@ def get_metric_tables(
             continue
         q, extra = rollup_metrics_query(metrics=[metrics[n] for n in names], level=level, decimals=decimals)
         rows = fetch_rows(conn, q, {**_params(period, cohort, until), **extra})
-        ks, cells = _dense(rows, keys, months, len(names))
+        grid = _grid(rows, keys, months)
         for i, name in enumerate(names):
-            out[name] = MetricTable(metrics[name], level, ks, months, _fixed(cells, i, decimals, len(months)))
+            out[name] = MetricTable(metrics[name], level, grid.keys, months, FixedArray(grid.column(i), decimals))
     return {name: out[name] for name in metrics}
 
 
@@ -263,22 +263,14 @@ def get_uptime(
     `source`: the covers the rollup refresh keeps per device-day, or every raw heartbeat (same answer)."""
     q, extra = uptime_query(level=level, source=source)
     rows = fetch_rows(conn, q, {**_params(period, cohort, until), **extra})
-    ks, cells = _dense(rows, keys, period.month_starts, 2)
-    up = np.array([[float(c[0]) if c[0] is not None else 0.0 for c in row] for row in cells]).reshape(
-        len(ks), period.months
-    )
-    ex = np.array([[float(c[1]) if c[1] is not None else 0.0 for c in row] for row in cells]).reshape(
-        len(ks), period.months
-    )
-    pct = np.empty(up.shape, dtype=np.int64)
-    for i, row in enumerate(cells):
-        for j, c in enumerate(row):
-            if c[1] is None or c[1] == 0:
-                pct[i, j] = 100_000
-            else:
-                ratio = min(Decimal(c[0]) / Decimal(c[1]), Decimal(1)) * 100
-                pct[i, j] = int(ratio.quantize(Decimal("0.001")).scaleb(3, EXACT))
-    return Uptime(ks, period.month_starts, up, ex, FixedArray(pct, 3))
+    grid = _grid(rows, keys, period.month_starts)
+    # hours as integer counts of 10^-6 h (rounded so in SQL): the floats are those of the exact decimals
+    up_us, ex_us = grid.column(0), grid.column(1)
+    covered = widen(np.minimum(up_us, ex_us), absmax(up_us) * 100_000)
+    # min(up / exposure, 1) × 100 rounded half-even to 3 decimals (as Decimal's quantize), 100 without exposure
+    pct = narrow(round_div(covered * 100_000, np.maximum(ex_us, 1), RoundingMode.HALF_EVEN))
+    pct = np.where(ex_us > 0, pct, 100_000).astype(np.int64)
+    return Uptime(grid.keys, period.month_starts, up_us / 1e6, ex_us / 1e6, FixedArray(pct, 3))
 
 
 @dataclass(frozen=True)
@@ -315,14 +307,8 @@ def get_activity(
     """Activity per key and month from rollup_daily (the experience-health proxy's inputs)."""
     q, extra = activity_query(level=level)
     rows = fetch_rows(conn, q, {**_params(period, cohort, until), **extra})
-    ks, cells = _dense(rows, keys, period.month_starts, 4)
-
-    def col(k: int) -> np.ndarray:
-        return np.array([[int(c[k]) if c[k] is not None else 0 for c in row] for row in cells], dtype=np.int64).reshape(
-            len(ks), period.months
-        )
-
-    return Activity(ks, period.month_starts, col(0), col(1), col(2), col(3))
+    grid = _grid(rows, keys, period.month_starts)
+    return Activity(grid.keys, period.month_starts, *(grid.column(i) for i in range(4)))
 
 
 def default_usage_metric(*, key: str) -> BillableMetric:

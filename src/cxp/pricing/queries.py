@@ -112,6 +112,11 @@ def _state_value(field: str) -> sql.Composable:
     return sql.SQL("st.{}" + _REAL_AS_DECIMAL.get(field, "::float8")).format(sql.Identifier(field))
 
 
+def _scaled(value: str) -> str:
+    """SQL of `value` rounded to %(decimals)s decimals as an integer count of 10^-decimals (exact; bigint)."""
+    return f"(round(({value})::numeric, %(decimals)s::int) * power(10::numeric, %(decimals)s::int))::bigint"
+
+
 def rollup_usage_column(metric: BillableMetric) -> tuple[str, str] | None:
     """(table, column) of the monthly rollup that answers a usage count or sum of quantity / duration_s (successes
     only for counts; `rollup_touchpoint_monthly` with a touchpoint filter, else `rollup_monthly`), or None."""
@@ -147,7 +152,7 @@ def rollup_metrics_query(
             only = sql.SQL(" FILTER (WHERE r.touchpoint = ANY({}::text[]))").format(sql.Placeholder(f"touchpoints_{i}"))
         name = sql.Identifier(f"v_{i}")
         inner_values.append(sql.SQL("sum(r.{}){}::float8 AS {}").format(sql.Identifier(column), only, name))
-        outer_values.append(sql.SQL("round(sum(pd.{})::numeric, %(decimals)s::int)").format(name))
+        outer_values.append(sql.SQL(_scaled("sum(pd.{})")).format(name))
     q = sql.SQL(
         "WITH {scope}, per_device AS ("
         "SELECT r.device_key, r.month, {inner} FROM {table} r JOIN dev ON dev.device_key = r.device_key "
@@ -163,7 +168,8 @@ def rollup_metrics_query(
 
 
 def metric_query(*, metric: BillableMetric, level: Level, decimals: int) -> tuple[sql.Composed, dict[str, Any]]:
-    """SQL giving (key, month, value) rows of `metric` per `level` key and UTC month; value rounded to `decimals`.
+    """SQL giving (key, month, value) rows of `metric` per `level` key and UTC month; value rounded to `decimals`
+    decimals, as an integer count of 10^-decimals.
 
     Rows with no data are absent (the caller fills zeros). Takes `scope_params(...)` plus the returned params.
     """
@@ -192,7 +198,7 @@ def metric_query(*, metric: BillableMetric, level: Level, decimals: int) -> tupl
             else:
                 what = sql.SQL("count(DISTINCT r.touchpoint)")
             q = sql.SQL(
-                "WITH {scope} SELECT dev.{key}, {month}, round(({what})::numeric, %(decimals)s::int) "
+                "WITH {scope} SELECT dev.{key}, {month}, " + _scaled("{what}") + " "
                 "FROM rollup_touchpoint_daily r JOIN dev ON dev.device_key = r.device_key "
                 "WHERE {window} AND r.{col} > 0 AND r.touchpoint <> ''{tp} GROUP BY 1, 2"
             ).format(
@@ -234,7 +240,7 @@ def metric_query(*, metric: BillableMetric, level: Level, decimals: int) -> tupl
             if agg is Aggregation.UNIQUE_COUNT:
                 what = sql.SQL("count(DISTINCT r.device_key)" if fld == "device" else "count(DISTINCT r.day)")
                 q = sql.SQL(
-                    "WITH {scope} SELECT dev.{key}, {month}, round(({what})::numeric, %(decimals)s::int) "
+                    "WITH {scope} SELECT dev.{key}, {month}, " + _scaled("{what}") + " "
                     "FROM rollup_daily r JOIN dev ON dev.device_key = r.device_key "
                     "WHERE {window} AND r.heartbeat_count > 0 GROUP BY 1, 2"
                 ).format(scope=sql.SQL(_SCOPE), key=key, month=month_daily, what=what, window=window_daily)
@@ -268,7 +274,7 @@ def metric_query(*, metric: BillableMetric, level: Level, decimals: int) -> tupl
             ).format(month=month_st, what=what, window=window_ev.format(a=sql.Identifier("st")), v=value)
     q = sql.SQL(
         "WITH {scope}, per_device AS ({inner}) "
-        "SELECT dev.{key}, pd.month, round(({outer}(pd.v))::numeric, %(decimals)s::int) "
+        "SELECT dev.{key}, pd.month, " + _scaled("{outer}(pd.v)") + " "
         "FROM per_device pd JOIN dev ON dev.device_key = pd.device_key GROUP BY 1, 2"
     ).format(scope=sql.SQL(_SCOPE), inner=inner, key=key, outer=sql.SQL(outer))
     return q, params
@@ -321,7 +327,7 @@ WHERE u.month >= %(start)s::date AND u.month < %(end)s::date
 
 
 def uptime_query(*, level: Level, source: Literal["rollups", "raw"] = "rollups") -> tuple[sql.Composed, dict[str, Any]]:
-    """SQL giving (key, month, up_hours, window_hours): heartbeat-covered and exposed device-hours since activation.
+    """SQL giving (key, month, up, window): heartbeat-covered and exposed device-hours since activation, in 10^-6 h.
 
     `source="rollups"` reads the covers kept per device-day; "raw" integrates every heartbeat of the window (the
     reference they are tested and benchmarked against)."""
@@ -336,7 +342,8 @@ def uptime_query(*, level: Level, source: Literal["rollups", "raw"] = "rollups")
         "     least((m.month + interval '1 month')::timestamp AT TIME ZONE 'UTC', %(until)s::timestamptz)"
         "     - greatest(m.month::timestamp AT TIME ZONE 'UTC', dev.activated_at))::float8 / 3600.0 AS h "
         "  FROM dev CROSS JOIN months m) "
-        "SELECT dev.{key}, x.month, round(coalesce(sum(pd.v), 0)::numeric, 6), round(sum(x.h)::numeric, 6) "
+        "SELECT dev.{key}, x.month, round(coalesce(sum(pd.v), 0)::numeric * 1000000)::bigint, "
+        "round(sum(x.h)::numeric * 1000000)::bigint "
         "FROM expo x JOIN dev ON dev.device_key = x.device_key "
         "LEFT JOIN per_device pd ON pd.device_key = x.device_key AND pd.month = x.month "
         "WHERE x.h > 0 GROUP BY 1, 2"

@@ -78,8 +78,9 @@ def get_billable_metric(
     return get_metric_table(conn, metric=metric, period=period, cohort=cohort, level=level, decimals=decimals)
 
 
-def _months_between(a: date, b: date) -> int:
-    return (b.year - a.year) * 12 + b.month - a.month
+def _month_number(d: date) -> int:
+    """Months since year 0 of `d`'s month (differences are months between)."""
+    return d.year * 12 + d.month - 1
 
 
 @maps_numeric_errors
@@ -122,13 +123,10 @@ def get_usage_cube(
         with np.errstate(invalid="ignore", divide="ignore"):
             coverage = np.where(up.exposure_hours > 0, np.minimum(up.up_hours / up.exposure_hours, 1.0), np.nan)
     months = period.month_starts
-    month_ends = [datetime.combine(m, time(0), UTC) for m in (*months[1:], period.end)]
-    first = accounts.first_activation
-    active = np.array([[f < e for e in month_ends] for f in first], dtype=bool).reshape(len(keys), len(months))
-    pidx = np.array(
-        [[_months_between(date(f.astimezone(UTC).year, f.astimezone(UTC).month, 1), m) for m in months] for f in first],
-        dtype=np.int64,
-    ).reshape(len(keys), len(months))
+    # months since each account's first activation (UTC); an account bills the months from its first on
+    first = np.array([_month_number(f.astimezone(UTC)) for f in accounts.first_activation], dtype=np.int64)
+    pidx = np.array([_month_number(m) for m in months], dtype=np.int64)[None, :] - first[:, None]
+    active = pidx >= 0
     if until is not None:
         # Months starting at or after the data horizon hold no recorded usage: not billed.
         active &= np.array([datetime.combine(m, time(0), UTC) < until for m in months], dtype=bool)[None, :]

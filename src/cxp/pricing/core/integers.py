@@ -60,11 +60,14 @@ def decimals_needed(*values: Decimal) -> int:
     return max((decimals_of(value=v) for v in values), default=0)
 
 
-def round_div(num: np.ndarray, den: int, mode: RoundingMode) -> np.ndarray:
-    """num / den rounded to an integer with `mode`, in exact integer arithmetic."""
-    if den == 1:
+def round_div(num: np.ndarray, den: int | np.ndarray, mode: RoundingMode) -> np.ndarray:
+    """num / den rounded to an integer with `mode`, in exact integer arithmetic (`den` > 0: one, or one per value)."""
+    if isinstance(den, np.ndarray):
+        if num.dtype == object or absmax(den) >= LIMIT:
+            num, den = num.astype(object), den.astype(object)
+    elif den == 1:
         return num
-    if num.dtype != object and den >= LIMIT:
+    elif num.dtype != object and den >= LIMIT:
         num = num.astype(object)
     neg = num < 0
     has_neg = bool(neg.any())
