@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -15,7 +15,14 @@ from cxp.pricing.core.experiments import ExperimentDesign
 from cxp.pricing.core.plans import BillableMetric
 from cxp.pricing.examples import example_metrics, example_plans
 from cxp.pricing.exports import export_csv, export_parquet
-from cxp.pricing.metrics import Cohort, get_activity, get_metric_table, get_metric_tables, get_uptime
+from cxp.pricing.metrics import (
+    Cohort,
+    get_activity,
+    get_activity_and_uptime,
+    get_metric_table,
+    get_metric_tables,
+    get_uptime,
+)
 from cxp.pricing.queries import HOLD_FACTOR
 from cxp.pricing.service import (
     get_billable_metric,
@@ -223,6 +230,25 @@ def test_uptime_and_activity_are_sane(pricing_fleet):
     h = act.health_proxy()
     assert np.nanmin(h) >= 0 and np.nanmax(h) <= 100
     assert (act.active_days <= act.exposure_days).all()
+
+
+@pytest.mark.parametrize("level", ["account", "device"])
+def test_activity_and_uptime_from_one_read_equal_each_read_alone(pricing_fleet, level):
+    conn, period = pricing_fleet.conn, pricing_fleet.period
+    until = datetime.combine(period.month_starts[-1] + timedelta(days=9), time(0), UTC)  # a horizon mid-month
+    up = get_uptime(conn=conn, period=period, level=level, until=until)
+    act = get_activity(conn=conn, period=period, level=level, until=until)
+    keys = sorted(set(up.keys) | set(act.keys) | {"no-such-key"})
+    both_act, both_up = get_activity_and_uptime(conn, period=period, keys=keys, level=level, until=until)
+    alone_up = get_uptime(conn=conn, period=period, level=level, keys=keys, until=until)
+    alone_act = get_activity(conn=conn, period=period, level=level, keys=keys, until=until)
+    assert both_up.keys == alone_up.keys == both_act.keys == tuple(keys)
+    for f in ("up_hours", "exposure_hours"):
+        assert np.array_equal(getattr(both_up, f), getattr(alone_up, f)), f
+    assert np.array_equal(both_up.pct.values, alone_up.pct.values) and (both_up.up_hours > 0).any()
+    for f in ("usage", "successes", "active_days", "exposure_days"):
+        assert np.array_equal(getattr(both_act, f), getattr(alone_act, f)), f
+    assert both_act.usage.any() and (both_up.pct.values < 100_000).any()
 
 
 def test_uptime_pct_is_the_exact_ratio_of_the_hours_rounded_half_even(pricing_fleet):

@@ -27,6 +27,7 @@ from cxp.pricing.queries import (
     Level,
     activity_query,
     metric_query,
+    monthly_query,
     rollup_metrics_query,
     rollup_usage_column,
     scope_params,
@@ -264,13 +265,16 @@ def get_uptime(
     q, extra = uptime_query(level=level, source=source)
     rows = fetch_rows(conn, q, {**_params(period, cohort, until), **extra})
     grid = _grid(rows, keys, period.month_starts)
-    # hours as integer counts of 10^-6 h (rounded so in SQL): the floats are those of the exact decimals
-    up_us, ex_us = grid.column(0), grid.column(1)
+    return _uptime(grid.keys, period.month_starts, grid.column(0), grid.column(1))
+
+
+def _uptime(keys: tuple[str, ...], months: tuple[date, ...], up_us: np.ndarray, ex_us: np.ndarray) -> Uptime:
+    """The uptime of covered and exposed hours given as integer counts of 10^-6 h (the floats: the exact decimals)."""
     covered = widen(np.minimum(up_us, ex_us), absmax(up_us) * 100_000)
     # min(up / exposure, 1) × 100 rounded half-even to 3 decimals (as Decimal's quantize), 100 without exposure
     pct = narrow(round_div(covered * 100_000, np.maximum(ex_us, 1), RoundingMode.HALF_EVEN))
     pct = np.where(ex_us > 0, pct, 100_000).astype(np.int64)
-    return Uptime(grid.keys, period.month_starts, up_us / 1e6, ex_us / 1e6, FixedArray(pct, 3))
+    return Uptime(keys, months, up_us / 1e6, ex_us / 1e6, FixedArray(pct, 3))
 
 
 @dataclass(frozen=True)
@@ -309,6 +313,23 @@ def get_activity(
     rows = fetch_rows(conn, q, {**_params(period, cohort, until), **extra})
     grid = _grid(rows, keys, period.month_starts)
     return Activity(grid.keys, period.month_starts, *(grid.column(i) for i in range(4)))
+
+
+def get_activity_and_uptime(
+    conn: psycopg.Connection,
+    *,
+    period: BillingPeriod,
+    keys: Sequence[str],
+    cohort: Cohort = ALL_ACCOUNTS,
+    level: Level = "account",
+    until: datetime | None = None,
+) -> tuple[Activity, Uptime]:
+    """`get_activity` and `get_uptime` (from the rollups) of `keys`, from one read of the monthly rollup."""
+    q, extra = monthly_query(level=level)
+    rows = fetch_rows(conn, q, {**_params(period, cohort, until), **extra})
+    grid = _grid(rows, keys, period.month_starts)
+    activity = Activity(grid.keys, period.month_starts, *(grid.column(i) for i in range(4)))
+    return activity, _uptime(grid.keys, period.month_starts, grid.column(4), grid.column(5))
 
 
 def default_usage_metric(*, key: str) -> BillableMetric:

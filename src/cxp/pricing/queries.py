@@ -318,6 +318,18 @@ _MONTHS = (
 )
 
 
+# A device's exposure in a month of `months m`: from its activation (or the month start) to the month end or the data
+# horizon `until`, in hours, and in days (the days holding part of that time)
+_EXPOSED_HOURS = (
+    "extract(epoch FROM least((m.month + interval '1 month')::timestamp AT TIME ZONE 'UTC', %(until)s::timestamptz)"
+    " - greatest(m.month::timestamp AT TIME ZONE 'UTC', dev.activated_at))::float8 / 3600.0"
+)
+_EXPOSED_DAYS = (
+    "greatest(0, least((m.month + interval '1 month')::date, ((%(until)s::timestamptz - interval '1 microsecond')"
+    " AT TIME ZONE 'UTC')::date + 1) - greatest(m.month, (dev.activated_at AT TIME ZONE 'UTC')::date))"
+)
+
+
 # Heartbeat-covered hours per device and month from the device-months the rollup refresh keeps (exact µs).
 _COVERED = _t("""
 SELECT u.device_key, u.month, u.covered_us::numeric / 3600000000 AS v
@@ -337,11 +349,7 @@ def uptime_query(*, level: Level, source: Literal["rollups", "raw"] = "rollups")
     q = sql.SQL(
         "WITH {scope}, per_device AS ({tw}), "
         "months AS (" + _MONTHS + "), "
-        "expo AS ("
-        "  SELECT dev.device_key, m.month, extract(epoch FROM "
-        "     least((m.month + interval '1 month')::timestamp AT TIME ZONE 'UTC', %(until)s::timestamptz)"
-        "     - greatest(m.month::timestamp AT TIME ZONE 'UTC', dev.activated_at))::float8 / 3600.0 AS h "
-        "  FROM dev CROSS JOIN months m) "
+        "expo AS (SELECT dev.device_key, m.month, " + _EXPOSED_HOURS + " AS h FROM dev CROSS JOIN months m) "
         "SELECT dev.{key}, x.month, round(coalesce(sum(pd.v), 0)::numeric * 1000000)::bigint, "
         "round(sum(x.h)::numeric * 1000000)::bigint "
         "FROM expo x JOIN dev ON dev.device_key = x.device_key "
@@ -361,11 +369,7 @@ def activity_query(*, level: Level) -> tuple[sql.Composed, dict[str, Any]]:
     q = sql.SQL(
         "WITH {scope}, "
         "months AS (" + _MONTHS + "), "
-        "expo AS ("
-        "  SELECT dev.device_key, m.month, greatest(0, least((m.month + interval '1 month')::date, "
-        "         ((%(until)s::timestamptz - interval '1 microsecond') AT TIME ZONE 'UTC')::date + 1) "
-        "         - greatest(m.month, (dev.activated_at AT TIME ZONE 'UTC')::date)) AS days "
-        "  FROM dev CROSS JOIN months m), "
+        "expo AS (SELECT dev.device_key, m.month, " + _EXPOSED_DAYS + " AS days FROM dev CROSS JOIN months m), "
         "act AS ("
         "  SELECT r.device_key, r.month, r.usage_count AS usage, r.success_count AS ok, r.active_days "
         "  FROM rollup_monthly r JOIN dev ON dev.device_key = r.device_key "
@@ -376,6 +380,28 @@ def activity_query(*, level: Level) -> tuple[sql.Composed, dict[str, Any]]:
         "LEFT JOIN act a ON a.device_key = x.device_key AND a.month = x.month "
         "WHERE x.days > 0 GROUP BY 1, 2"
     ).format(scope=sql.SQL(_SCOPE), key=key)
+    return q, {}
+
+
+def monthly_query(*, level: Level) -> tuple[sql.Composed, dict[str, Any]]:
+    """`activity_query`'s and `uptime_query`'s (rollups) columns from one read of the monthly rollup: (key, month,
+    usage, successes, active_device_days, exposure_device_days, up, window), on the key-months exposed in days or
+    in hours (the other's columns 0 where it has none)."""
+    in_days, in_hours = sql.SQL("x.days > 0 AND r.active_days > 0"), sql.SQL("x.h > 0")
+    q = sql.SQL(
+        "WITH {scope}, "
+        "months AS (" + _MONTHS + "), "
+        "expo AS (SELECT dev.device_key, dev.{key} AS key, m.month, " + _EXPOSED_DAYS + " AS days, "
+        + _EXPOSED_HOURS + " AS h FROM dev CROSS JOIN months m) "
+        "SELECT x.key, x.month, coalesce(sum(r.usage_count) FILTER (WHERE {days}), 0)::bigint, "
+        "coalesce(sum(r.success_count) FILTER (WHERE {days}), 0)::bigint, "
+        "coalesce(sum(r.active_days) FILTER (WHERE {days}), 0)::bigint, "
+        "coalesce(sum(x.days) FILTER (WHERE x.days > 0), 0)::bigint, "
+        "round(coalesce(sum(r.covered_us::numeric / 3600000000) FILTER (WHERE {hours}), 0) * 1000000)::bigint, "
+        "coalesce(round(sum(x.h) FILTER (WHERE {hours})::numeric * 1000000), 0)::bigint "
+        "FROM expo x LEFT JOIN rollup_monthly r ON r.device_key = x.device_key AND r.month = x.month "
+        "WHERE x.days > 0 OR x.h > 0 GROUP BY 1, 2"
+    ).format(scope=sql.SQL(_SCOPE), key=_key(level), days=in_days, hours=in_hours)
     return q, {}
 
 
