@@ -268,13 +268,13 @@ def get_uptime(
     return _uptime(grid.keys, period.month_starts, grid.column(0), grid.column(1))
 
 
-def _uptime(keys: tuple[str, ...], months: tuple[date, ...], up_us: np.ndarray, ex_us: np.ndarray) -> Uptime:
+def _uptime(keys: tuple[str, ...], months: tuple[date, ...], up_uh: np.ndarray, ex_uh: np.ndarray) -> Uptime:
     """The uptime of covered and exposed hours given as integer counts of 10^-6 h (the floats: the exact decimals)."""
-    covered = widen(np.minimum(up_us, ex_us), absmax(up_us) * 100_000)
+    covered = widen(np.minimum(up_uh, ex_uh), absmax(up_uh) * 100_000)
     # min(up / exposure, 1) × 100 rounded half-even to 3 decimals (as Decimal's quantize), 100 without exposure
-    pct = narrow(round_div(covered * 100_000, np.maximum(ex_us, 1), RoundingMode.HALF_EVEN))
-    pct = np.where(ex_us > 0, pct, 100_000).astype(np.int64)
-    return Uptime(keys, months, up_us / 1e6, ex_us / 1e6, FixedArray(pct, 3))
+    pct = narrow(round_div(covered * 100_000, np.maximum(ex_uh, 1), RoundingMode.HALF_EVEN))
+    pct = np.where(ex_uh > 0, pct, 100_000).astype(np.int64)
+    return Uptime(keys, months, up_uh / 1e6, ex_uh / 1e6, FixedArray(pct, 3))
 
 
 @dataclass(frozen=True)
