@@ -1,6 +1,7 @@
 """API load benchmark: Locust (headless, bounded time) on the API over a 10,000-device × 90-day fleet.
 
-`cxp bench api` — loads the fleet once into its own database (`cxp_bench_analytics`), starts
+`cxp bench api` — loads the fleet once (into the database `cxp bench views` / `analytics` use for that size, so a
+fleet either of them loaded is reused: `cxp_bench_views_<devices>x<days>`), starts
 the API on it in the background, times the first (uncached) answer of every view the load opens, then
 runs loadtests/locustfile_api.py once per phase and prints requests/s and p50/p95/p99 per endpoint: `cold`
 with the result cache off (every request computes its view), `warm` with it on (views served from the cache
@@ -28,10 +29,9 @@ from cxp.store.db import connect
 from cxp.store.migrate import apply_migrations
 from cxp.tools.bench.api_views import PRICING_VIEWS, PRODUCT_VIEWS
 from cxp.tools.bench.process import PeakRss
+from cxp.tools.bench.views import bench_db
 from cxp.tools.fleet import bench_fleet_params, ensure_fleet
 
-# the database `cxp bench analytics` had before it read the views benchmark's (README copies that fleet into it)
-BENCH_DB = "cxp_bench_analytics"
 LOCUSTFILE = PROJECT_ROOT / "loadtests" / "locustfile_api.py"
 
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
 
     env = Settings()  # ports and stack from the environment (CXP_DB__PORT…); the database and API port are the bench's
     settings = env.model_copy(update={
-        "db": env.db.model_copy(update={"name": BENCH_DB, "pool_max": 8}),
+        "db": env.db.model_copy(update={"name": bench_db(args.devices, args.days), "pool_max": 8}),
         "api": env.api.model_copy(update={"port": args.port}),
         "stack": env.stack.model_copy(update={"dir": env.stack.dir / "bench-api"})})
     start_stack(env.model_copy(update={"db": settings.db}))  # the usual stack; creates the bench database
@@ -109,7 +109,7 @@ def _run_phase(settings: Settings, *, phase: str, args: argparse.Namespace, prod
     """(Re)start the API with this phase's cache setting, time first answers once, run Locust, print the table."""
     stop_api(settings)
     url = start_api(settings, workers=args.api_workers)
-    print(f"API on {url} with {args.api_workers} workers over {BENCH_DB}, result cache"
+    print(f"API on {url} with {args.api_workers} workers over {settings.db.name}, result cache"
           f" {'off' if settings.api.cache_ttl_s <= 0 else 'on'} ({phase})", flush=True)
     install = urllib.request.Request(f"{url}/v1/pricing/examples/install", method="POST",
                                      headers={"Authorization": f"Bearer {pricing_keys[0]}"})
