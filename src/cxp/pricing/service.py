@@ -57,7 +57,6 @@ from cxp.pricing.metrics import (
     get_activity_and_uptime,
     get_metric_table,
     get_metric_tables,
-    get_uptime,
     list_cohort_accounts,
     resolve_metrics,
 )
@@ -116,12 +115,8 @@ def get_usage_cube(
     usage = {k: tables[("usage", k)].values for k in usage_defs}
     outcomes = {k: tables[("outcome", k)].values for k in outcome_defs}
     up = activity = None
-    if with_health and (needs_uptime or with_coverage):
+    if with_health or needs_uptime or with_coverage:  # one read gives both
         activity, up = get_activity_and_uptime(conn, period=period, cohort=cohort, keys=keys, until=until)
-    elif needs_uptime or with_coverage:
-        up = get_uptime(conn, period=period, cohort=cohort, keys=keys, until=until)
-    elif with_health:
-        activity = get_activity(conn, period=period, cohort=cohort, keys=keys, until=until)
     uptime = up.pct if needs_uptime and up is not None else None
     coverage = None
     if with_coverage and up is not None:
@@ -135,7 +130,7 @@ def get_usage_cube(
     if until is not None:
         # Months starting at or after the data horizon hold no recorded usage: not billed.
         active &= np.array([datetime.combine(m, time(0), UTC) < until for m in months], dtype=bool)[None, :]
-    health = activity.health_proxy() if activity is not None else None
+    health = activity.health_proxy() if with_health and activity is not None else None
     return UsageCube(
         account_ids=keys,
         segments=accounts.segments,
